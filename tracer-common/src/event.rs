@@ -1,0 +1,122 @@
+//! The one event format: header, packet summary, hook-specific detail.
+
+/// Bumped whenever the layout below changes.
+pub const EVENT_VERSION: u8 = 1;
+
+/// What an event reports. Fixed numbers, never reused.
+pub mod kind {
+    /// A packet was seen at an observation point.
+    pub const SIGHTING: u8 = 1;
+    /// A packet was dropped (`kfree_skb`); `detail.reason` and `detail.location` are set.
+    pub const DROP: u8 = 2;
+}
+
+/// First in every event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    pub version: u8,
+    pub kind: u8,
+    /// [`crate::hook::Hook`] id.
+    pub hook: u8,
+    /// [`crate::hook::Position`] id.
+    pub position: u8,
+    /// Size of the whole event in bytes.
+    pub len: u16,
+    pub cpu: u16,
+    pub ifindex: u32,
+    /// Inode of the network namespace of the device (0 when unknown).
+    pub netns: u32,
+    /// `bpf_ktime_get_ns`: CLOCK_MONOTONIC.
+    pub ts_ns: u64,
+    /// Address of the `struct sk_buff` (0 at XDP, where no skb exists yet).
+    pub skb: u64,
+}
+
+/// What the parser read of the packet's headers. Addresses are in network byte order; IPv4
+/// addresses occupy the first 4 bytes. For ICMP echo, `sport` is the identifier and `dport`
+/// the sequence number, so that echo request and reply pair up like ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketSummary {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// Ethertype of the L3 header (0x0800, 0x86dd); 0 when not IP.
+    pub l3_proto: u16,
+    /// Outermost VLAN id, 0 when untagged.
+    pub vlan: u16,
+    /// IP protocol number of the transport header.
+    pub l4_proto: u8,
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub sport: u16,
+    pub dport: u16,
+    /// IPv4 identification, or the IPv6 flow label.
+    pub ip_id: u32,
+    pub tcp_seq: u32,
+    pub tcp_ack: u32,
+    /// Bytes of the packet as the hook sees it (`skb->len` or the XDP frame).
+    pub pkt_len: u32,
+    /// IPv4 total length, IPv6 payload length plus 40.
+    pub ip_len: u16,
+    /// GSO segments the skb stands for (0 or 1 when not GSO).
+    pub gso_segs: u16,
+    pub mark: u32,
+    pub ttl: u8,
+    /// Set when the IPv4 header has "don't fragment".
+    pub df: u8,
+    pub _pad: [u8; 2],
+}
+
+/// The hook-specific part.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HookDetail {
+    /// Kernel text address of the caller that dropped the packet (`kfree_skb`).
+    pub location: u64,
+    /// `enum skb_drop_reason` value of the running kernel (decode it with its BTF).
+    pub reason: u32,
+    /// Hook-specific verdict or sub-event (e.g. which transmit tracepoint).
+    pub verdict: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub header: EventHeader,
+    pub packet: PacketSummary,
+    pub detail: HookDetail,
+}
+
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 32);
+const _: () = assert!(core::mem::size_of::<PacketSummary>() == 72);
+const _: () = assert!(core::mem::size_of::<HookDetail>() == 16);
+const _: () = assert!(core::mem::size_of::<Event>() == 120);
+
+/// TCP flag bits as in the TCP header.
+pub mod tcp_flag {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    pub const ECE: u8 = 0x40;
+    pub const CWR: u8 = 0x80;
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Event {}
+
+impl Event {
+    /// Reads an event from ring buffer bytes; `None` if too short or of another version.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Event> {
+        if bytes.len() < core::mem::size_of::<Event>() || bytes[0] != EVENT_VERSION {
+            return None;
+        }
+        // SAFETY: length checked above; `Event` is plain integers, valid for any bit pattern;
+        // read_unaligned because ring buffer records are only 8-byte aligned by convention.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
+    }
+}

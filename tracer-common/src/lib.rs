@@ -1,0 +1,23 @@
+//! Wire types shared by the kernel programs (`tracer-ebpf`) and userspace (`tracer`).
+//!
+//! Everything here is `#[repr(C)]`, integer-only, with explicit padding and a compile-time
+//! size check, so that both sides agree on the bytes. Ids are fixed numbers: never reuse one.
+#![no_std]
+
+pub mod config;
+pub mod event;
+pub mod hook;
+
+/// Names of the maps and globals in the eBPF object, shared so that neither side misspells them.
+pub mod names {
+    /// Ring buffer carrying [`crate::event::Event`] records to userspace.
+    pub const EVENTS: &str = "EVENTS";
+    /// Per-CPU array of `u64`, indexed by hook id: events lost because the ring buffer was full.
+    pub const LOST: &str = "LOST";
+    /// Hash of netns inode -> 1: the namespaces to report (global tracepoints see all of them).
+    pub const TRACED_NETNS: &str = "TRACED_NETNS";
+    /// Global [`crate::config::KernelOffsets`], filled from the running kernel's BTF.
+    pub const OFFSETS: &str = "OFFSETS";
+    /// Global [`crate::config::TraceConfig`]: the in-kernel filter and switches.
+    pub const CONFIG: &str = "CONFIG";
+}

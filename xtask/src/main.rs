@@ -1,0 +1,63 @@
+//! Developer and CI entry points: `cargo xtask setup|build|run|test`.
+//!
+//! `run` and `test` are the README's two commands. Both install what is missing first, so a
+//! fresh machine needs nothing but this checkout and a Rust toolchain.
+
+mod build;
+mod cmd;
+mod run;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Build, run and test tracer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install every missing prerequisite (Debian packages, bpf-linker, eBPF toolchain link).
+    Setup,
+    /// Set up, then build the tracer with its embedded eBPF object.
+    Build {
+        /// Build with optimisations.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build, then run the tracer: by default the smallest lab.
+    Run {
+        /// Build with optimisations.
+        #[arg(long)]
+        release: bool,
+        /// Arguments passed to the tracer instead of the default lab (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, then run every test: unit tests, then privileged integration tests.
+    Test {
+        /// Only the unit tests (no root, no namespaces).
+        #[arg(long)]
+        unit: bool,
+        /// Extra arguments for the integration test binary (a test name filter, --nocapture).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::run(),
+        Command::Build { release } => setup::run().and_then(|()| build::tracer(release).map(drop)),
+        Command::Run { release, args } => run::run(release, &args),
+        Command::Test { unit, args } => test::run(unit, &args),
+    };
+    if let Err(err) = result {
+        eprintln!("xtask: {err:#}");
+        std::process::exit(1);
+    }
+}
