@@ -7,6 +7,7 @@
 pub mod config;
 pub mod event;
 pub mod hook;
+pub mod parse;
 
 /// Names of the maps and globals in the eBPF object, shared so that neither side misspells them.
 pub mod names {

@@ -1,2 +1,23 @@
+//! Kernel programs of `tracer`. One file per hook family; every program passes the packet on
+//! unchanged (XDP_PASS, tc "next", NF_ACCEPT): the tracer never changes a packet's fate.
 #![no_std]
 #![no_main]
+
+mod emit;
+mod kernel;
+mod maps;
+mod tc;
+mod tracepoints;
+mod xdp;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any path that could reach here, so none can exist at load time.
+    unsafe { core::hint::unreachable_unchecked() }
+}
+
+/// The tracepoints and `bpf_probe_read_kernel` need a GPL-compatible license.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,1 +1,50 @@
-fn main() {}
+//! `tracer`: follows packets through the Linux network stack and says where each one went,
+//! where it died and whether tcpdump saw it.
+
+mod cmd;
+mod filter;
+mod journey;
+mod kallsyms;
+mod kernel_btf;
+mod lab;
+mod loader;
+mod netns;
+mod output;
+mod session;
+mod sighting;
+mod stats;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(version, about = "Follow packets through the kernel's network stack", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Trace packets at every observation point and report their journeys.
+    Trace(cmd::trace::TraceArgs),
+    /// Reproducible scenarios in throwaway namespaces (list, run).
+    Lab(cmd::lab::LabArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Trace(args) => cmd::trace::run(args),
+        Command::Lab(args) => cmd::lab::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One sentence, no backtrace: the chain of causes on one line.
+            eprintln!("tracer: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -69,7 +69,10 @@ fn package_installed(name: &str) -> bool {
 }
 
 fn install_debian_packages(wanted: &[(&str, &str)]) -> Result<()> {
-    let missing: Vec<_> = wanted.iter().filter(|(p, _)| !package_installed(p)).collect();
+    let missing: Vec<_> = wanted
+        .iter()
+        .filter(|(p, _)| !package_installed(p))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -111,8 +114,10 @@ fn install_bpf_linker() -> Result<()> {
 }
 
 fn toolchain_known(name: &str) -> bool {
-    cmd::output(Command::new("rustup").args(["toolchain", "list"]))
-        .is_some_and(|list| list.lines().any(|line| line.split_whitespace().next() == Some(name)))
+    cmd::output(Command::new("rustup").args(["toolchain", "list"])).is_some_and(|list| {
+        list.lines()
+            .any(|line| line.split_whitespace().next() == Some(name))
+    })
 }
 
 fn link_debian_toolchain() -> Result<()> {
@@ -125,8 +130,14 @@ fn link_debian_toolchain() -> Result<()> {
 
 /// `-Z build-std=core` needs the library source in the toolchain's sysroot.
 fn check_rust_src(toolchain: &str) -> Result<()> {
-    let sysroot = cmd::output(Command::new("rustup").args(["run", toolchain, "rustc", "--print", "sysroot"]))
-        .with_context(|| format!("the eBPF toolchain '{toolchain}' is not installed in rustup (TRACER_EBPF_TOOLCHAIN)"))?;
+    let sysroot = cmd::output(
+        Command::new("rustup").args(["run", toolchain, "rustc", "--print", "sysroot"]),
+    )
+    .with_context(|| {
+        format!(
+            "the eBPF toolchain '{toolchain}' is not installed in rustup (TRACER_EBPF_TOOLCHAIN)"
+        )
+    })?;
     let library = Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/core");
     if !library.exists() {
         bail!(

@@ -1,0 +1,125 @@
+//! Packet header parsing into a [`PacketSummary`], from bytes copied out of the packet.
+//!
+//! Shared by the kernel programs and userspace (which tests and fuzzes it on the host).
+//! Every hook copies up to [`HDR_LEN`] bytes starting at the L3 header into a stack buffer
+//! (the copy is how each hook family reads: direct access, `bpf_skb_load_bytes`,
+//! `bpf_probe_read_kernel`); parsing then works on that buffer with bounded indices only.
+
+use crate::event::PacketSummary;
+
+/// Enough for an IPv4 header with options (60) plus a TCP header (20), or IPv6 (40) plus TCP.
+pub const HDR_LEN: usize = 96;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+pub const ETH_HLEN: usize = 14;
+
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+
+#[inline(always)]
+fn be16(buf: &[u8; HDR_LEN], at: usize) -> u16 {
+    match (buf.get(at), buf.get(at + 1)) {
+        (Some(a), Some(b)) => u16::from_be_bytes([*a, *b]),
+        _ => 0,
+    }
+}
+
+#[inline(always)]
+fn be32(buf: &[u8; HDR_LEN], at: usize) -> u32 {
+    ((be16(buf, at) as u32) << 16) | be16(buf, at + 2) as u32
+}
+
+#[inline(always)]
+fn byte(buf: &[u8; HDR_LEN], at: usize) -> u8 {
+    buf.get(at).copied().unwrap_or(0)
+}
+
+/// Fills the L3/L4 fields of `out` from `buf`, which holds `valid` bytes from the L3 header on.
+/// `l3_proto` is the ethertype announcing the header. Fields that lie beyond `valid` stay 0.
+#[inline(always)]
+pub fn parse_l3(buf: &[u8; HDR_LEN], valid: usize, l3_proto: u16, out: &mut PacketSummary) {
+    out.l3_proto = l3_proto;
+    let l4 = match l3_proto {
+        ETH_P_IP if valid >= 20 => {
+            out.ip_len = be16(buf, 2);
+            out.ip_id = be16(buf, 4) as u32;
+            out.df = ((byte(buf, 6) & 0x40) != 0) as u8;
+            out.ttl = byte(buf, 8);
+            out.l4_proto = byte(buf, 9);
+            out.saddr[..4].copy_from_slice(&buf[12..16]);
+            out.daddr[..4].copy_from_slice(&buf[16..20]);
+            // Fragments after the first carry no transport header.
+            if be16(buf, 6) & 0x1fff != 0 {
+                return;
+            }
+            ((byte(buf, 0) & 0x0f) as usize) * 4
+        }
+        ETH_P_IPV6 if valid >= 40 => {
+            out.ip_id = be32(buf, 0) & 0x000f_ffff;
+            out.ip_len = be16(buf, 4).wrapping_add(40);
+            out.l4_proto = byte(buf, 6);
+            out.ttl = byte(buf, 7);
+            out.saddr.copy_from_slice(&buf[8..24]);
+            out.daddr.copy_from_slice(&buf[24..40]);
+            40
+        }
+        _ => return,
+    };
+    parse_l4(buf, valid, l4, out);
+}
+
+#[inline(always)]
+fn parse_l4(buf: &[u8; HDR_LEN], valid: usize, l4: usize, out: &mut PacketSummary) {
+    // `l4` is at most 60: keeps every index below HDR_LEN for the verifier.
+    if l4 > 60 {
+        return;
+    }
+    match out.l4_proto {
+        IPPROTO_TCP if valid >= l4 + 20 => {
+            out.sport = be16(buf, l4);
+            out.dport = be16(buf, l4 + 2);
+            out.tcp_seq = be32(buf, l4 + 4);
+            out.tcp_ack = be32(buf, l4 + 8);
+            out.tcp_flags = byte(buf, l4 + 13);
+        }
+        IPPROTO_UDP if valid >= l4 + 8 => {
+            out.sport = be16(buf, l4);
+            out.dport = be16(buf, l4 + 2);
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 if valid >= l4 + 8 => {
+            out.icmp_type = byte(buf, l4);
+            out.icmp_code = byte(buf, l4 + 1);
+            // Echo identifier and sequence pair a request with its reply, like ports.
+            out.sport = be16(buf, l4 + 4);
+            out.dport = be16(buf, l4 + 6);
+        }
+        _ => {}
+    }
+}
+
+/// Finds the L3 header behind an Ethernet header and up to two VLAN tags.
+/// Returns (offset of L3, ethertype, outermost VLAN id).
+#[inline(always)]
+pub fn parse_l2(eth: &[u8; 22], valid: usize) -> Option<(usize, u16, u16)> {
+    if valid < ETH_HLEN {
+        return None;
+    }
+    let mut proto = u16::from_be_bytes([eth[12], eth[13]]);
+    let mut offset = ETH_HLEN;
+    let mut vlan = 0;
+    if (proto == ETH_P_8021Q || proto == ETH_P_8021AD) && valid >= 18 {
+        vlan = u16::from_be_bytes([eth[14], eth[15]]) & 0x0fff;
+        proto = u16::from_be_bytes([eth[16], eth[17]]);
+        offset = 18;
+        if (proto == ETH_P_8021Q || proto == ETH_P_8021AD) && valid >= 22 {
+            proto = u16::from_be_bytes([eth[20], eth[21]]);
+            offset = 22;
+        }
+    }
+    Some((offset, proto, vlan))
+}

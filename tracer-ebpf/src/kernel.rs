@@ -1,0 +1,123 @@
+//! Reading kernel structs through offsets taken from the running kernel's BTF.
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use tracer_common::parse::HDR_LEN;
+
+use crate::maps::offset;
+
+/// Reads a `T` at `base + off`; `None` when the offset is unknown on this kernel or the read
+/// faults.
+#[inline(always)]
+pub fn read<T>(base: u64, off: u32) -> Option<T> {
+    if base == 0 || off == u32::MAX {
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
+}
+
+/// (ifindex, netns inode) of a `struct net_device`.
+#[inline(always)]
+pub fn dev_identity(dev: u64) -> (u32, u32) {
+    let ifindex = read::<u32>(dev, offset!(dev_ifindex)).unwrap_or(0);
+    let net = read::<u64>(dev, offset!(dev_nd_net)).unwrap_or(0);
+    let netns = read::<u32>(net, offset!(net_inum)).unwrap_or(0);
+    (ifindex, netns)
+}
+
+/// The fields of a `struct sk_buff` that every skb hook reports.
+pub struct SkbInfo {
+    pub dev: u64,
+    pub len: u32,
+    pub mark: u32,
+    pub protocol: u16,
+    pub gso_segs: u16,
+}
+
+#[inline(always)]
+pub fn skb_info(skb: u64) -> SkbInfo {
+    let head = read::<u64>(skb, offset!(skb_head)).unwrap_or(0);
+    let end = read::<u32>(skb, offset!(skb_end)).unwrap_or(0);
+    // skb_shared_info sits at head + end (end is an offset on 64-bit kernels).
+    let gso_segs = if head != 0 && end != 0 {
+        read::<u16>(head + end as u64, offset!(shinfo_gso_segs)).unwrap_or(0)
+    } else {
+        0
+    };
+    SkbInfo {
+        dev: read::<u64>(skb, offset!(skb_dev)).unwrap_or(0),
+        len: read::<u32>(skb, offset!(skb_len)).unwrap_or(0),
+        mark: read::<u32>(skb, offset!(skb_mark)).unwrap_or(0),
+        protocol: u16::from_be(read::<u16>(skb, offset!(skb_protocol)).unwrap_or(0)),
+        gso_segs,
+    }
+}
+
+/// Copies the headers from the skb's network header on into `buf`; returns the bytes valid.
+/// Used where only the kernel pointer is at hand (tracepoints).
+#[inline(always)]
+pub fn skb_l3_headers(skb: u64, buf: &mut [u8; HDR_LEN]) -> usize {
+    let head = read::<u64>(skb, offset!(skb_head)).unwrap_or(0);
+    let data = read::<u64>(skb, offset!(skb_data)).unwrap_or(0);
+    let len = read::<u32>(skb, offset!(skb_len)).unwrap_or(0);
+    let network = read::<u16>(skb, offset!(skb_network_header)).unwrap_or(u16::MAX);
+    if head == 0 || network == u16::MAX {
+        return 0;
+    }
+    let l3 = head + network as u64;
+    // Bytes of the packet from the L3 header on; `data` may sit before it (L2 still in front)
+    // or after it (L3 already pulled).
+    let avail = (data + len as u64).saturating_sub(l3);
+    let n = if avail < HDR_LEN as u64 {
+        avail as u32
+    } else {
+        HDR_LEN as u32
+    };
+    if n == 0 {
+        return 0;
+    }
+    let ret = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            buf.as_mut_ptr().cast(),
+            n,
+            l3 as *const _,
+        )
+    };
+    if ret == 0 {
+        n as usize
+    } else {
+        0
+    }
+}
+
+/// Hides `value` from the optimiser so that a bounds check written after this call stays in the
+/// code, on the register the helper call uses: the verifier does not track relations between
+/// registers ("a < b"), only each register's own range, and needs `0 < len <= buffer`.
+#[inline(always)]
+pub fn verifier_visible(value: usize) -> usize {
+    unsafe { core::ptr::read_volatile(&value) }
+}
+
+/// `bpf_skb_load_bytes` of up to `N` bytes at `offset` (fewer when the packet is shorter);
+/// returns the bytes copied.
+#[inline(always)]
+pub fn skb_load<const N: usize>(
+    skb: *mut core::ffi::c_void,
+    skb_len: u32,
+    offset: usize,
+    buf: &mut [u8; N],
+) -> Option<usize> {
+    let avail = (skb_len as usize).checked_sub(offset)?;
+    let len = verifier_visible(if avail < N { avail } else { N });
+    if len == 0 || len > N {
+        return None;
+    }
+    let ret = unsafe {
+        aya_ebpf::helpers::generated::bpf_skb_load_bytes(
+            skb,
+            offset as u32,
+            buf.as_mut_ptr().cast(),
+            len as u32,
+        )
+    };
+    (ret == 0).then_some(len)
+}

@@ -1,0 +1,83 @@
+//! Driver receive: our own XDP program on each traced interface, before any skb exists.
+//!
+//! Needs XDP on the driver (native on veth since 4.19; generic XDP elsewhere). Only one XDP
+//! program fits on an interface: where another one is attached, userspace leaves it alone.
+
+use aya_ebpf::{
+    bindings::xdp_action, helpers::generated::bpf_xdp_load_bytes, macros::xdp, programs::XdpContext,
+};
+use tracer_common::{
+    event::{kind, HookDetail, PacketSummary},
+    hook::{Hook, Position},
+    parse::{parse_l2, parse_l3, HDR_LEN},
+};
+
+use crate::{
+    emit::{emit, packet_wanted, Site},
+    kernel::{dev_identity, read, verifier_visible},
+    maps::offset,
+};
+
+#[xdp]
+pub fn tracer_xdp(ctx: XdpContext) -> u32 {
+    observe(&ctx);
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn observe(ctx: &XdpContext) {
+    let frame_len = ctx.data_end() - ctx.data();
+    let mut eth = [0u8; 22];
+    let eth_len = if frame_len < 22 { frame_len } else { 22 };
+    if load(ctx, 0, &mut eth, eth_len).is_none() {
+        return;
+    }
+    let Some((l3_offset, l3_proto, vlan)) = parse_l2(&eth, eth_len) else {
+        return;
+    };
+    let mut packet = PacketSummary {
+        vlan,
+        pkt_len: frame_len as u32,
+        ..PacketSummary::default()
+    };
+    let mut buf = [0u8; HDR_LEN];
+    let avail = frame_len.saturating_sub(l3_offset);
+    let valid = if avail < HDR_LEN { avail } else { HDR_LEN };
+    if valid > 0 && load(ctx, l3_offset, &mut buf, valid).is_some() {
+        parse_l3(&buf, valid, l3_proto, &mut packet);
+    }
+    if !packet_wanted(&packet) {
+        return;
+    }
+    // ctx is really a `struct xdp_buff`: rxq -> dev -> nd_net gives the namespace, which the
+    // ifindex alone cannot (every namespace numbers its interfaces from 1).
+    let rxq = read::<u64>(ctx.ctx as u64, offset!(xdp_rxq)).unwrap_or(0);
+    let dev = read::<u64>(rxq, offset!(rxq_dev)).unwrap_or(0);
+    let (_, netns) = dev_identity(dev);
+    let site = Site {
+        hook: Hook::Xdp,
+        position: Position::Only,
+        kind: kind::SIGHTING,
+        ifindex: ctx.ingress_ifindex() as u32,
+        netns,
+        skb: 0,
+    };
+    emit(&site, &packet, HookDetail::default());
+}
+
+/// Copies `len` bytes at `offset` of the frame (`len` at most the buffer's size).
+#[inline(always)]
+fn load<const N: usize>(
+    ctx: &XdpContext,
+    offset: usize,
+    buf: &mut [u8; N],
+    len: usize,
+) -> Option<()> {
+    let len = verifier_visible(len);
+    if len == 0 || len > N {
+        return None;
+    }
+    let ret =
+        unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, buf.as_mut_ptr().cast(), len as u32) };
+    (ret == 0).then_some(())
+}

@@ -1,0 +1,157 @@
+//! `tracer trace`: attach, collect until the duration ends or a signal comes, report.
+
+use std::{fs, io::Write, path::PathBuf, time::Duration};
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+
+use crate::{
+    filter, journey, output,
+    session::{Session, TraceOptions},
+    sighting::Sighting,
+    stats::Stats,
+};
+
+#[derive(Args, Debug)]
+pub struct TraceArgs {
+    /// Network namespace to trace: a name under /run/netns, a path, pid:N, or `all`. Repeatable.
+    #[arg(short = 'n', long = "netns")]
+    pub netns: Vec<String>,
+    /// Interface to attach XDP and tc programs to (default: every interface but lo). Repeatable.
+    #[arg(short = 'i', long = "interface")]
+    pub interfaces: Vec<String>,
+    /// Stop after this many seconds (default: on Ctrl-C or SIGTERM).
+    #[arg(long, value_parser = parse_seconds)]
+    pub duration: Option<Duration>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Create this file once every program is attached (for scripts and tests).
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+    /// Write the raw event stream as JSON lines to this file (replay with `tracer explain`).
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// Size of the kernel-to-user ring buffer in KiB (a power of two).
+    #[arg(long, default_value_t = 4096)]
+    pub ring_kib: u32,
+    /// tcpdump-style filter (subset: host, port, tcp, udp, icmp, icmp6, and).
+    pub filter: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.trim_end_matches('s')
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("'{s}' is not a duration in seconds"))
+}
+
+pub fn run(args: TraceArgs) -> Result<()> {
+    let config = filter::parse(&args.filter)?;
+    if !args.ring_kib.is_power_of_two() {
+        anyhow::bail!("--ring-kib must be a power of two, not {}", args.ring_kib);
+    }
+    let options = TraceOptions {
+        netns: args.netns.clone(),
+        interfaces: args.interfaces.clone(),
+        config,
+        ring_bytes: args.ring_kib * 1024,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (sightings, stats) = runtime.block_on(async {
+        let mut session = Session::start(&options)?;
+        report_attachments(&session);
+        if let Some(path) = &args.ready_file {
+            fs::write(path, b"ready\n")
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        session.collect(stop_signal(args.duration)).await
+    })?;
+    if let Some(path) = &args.record {
+        record(path, &sightings)?;
+    }
+    report(args.format, sightings, &stats)
+}
+
+/// Says on stderr what is attached and, loudly, what could not be.
+pub fn report_attachments(session: &Session) {
+    let ok = session
+        .attachments
+        .iter()
+        .filter(|a| a.error.is_none())
+        .count();
+    eprintln!("tracer: {ok} observation points attached");
+    for a in session.attachments.iter().filter(|a| a.error.is_some()) {
+        let place = match (&a.netns, &a.ifname) {
+            (Some(ns), Some(ifname)) => format!(" on {ns}/{ifname}"),
+            _ => String::new(),
+        };
+        eprintln!(
+            "tracer: warning: {}{place} is not observed: {}",
+            a.hook.name(),
+            a.error.as_deref().unwrap_or_default()
+        );
+    }
+}
+
+/// Completes after `duration`, or on Ctrl-C / SIGTERM.
+pub async fn stop_signal(duration: Option<Duration>) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let timeout = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+        _ = timeout => {}
+    }
+}
+
+fn record(path: &PathBuf, sightings: &[Sighting]) -> Result<()> {
+    let mut file = std::io::BufWriter::new(
+        fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
+    );
+    for s in sightings {
+        let mut value = serde_json::to_value(s)?;
+        value["type"] = "event".into();
+        writeln!(file, "{value}")?;
+    }
+    file.flush()?;
+    Ok(())
+}
+
+pub fn report(format: Format, sightings: Vec<Sighting>, stats: &Stats) -> Result<()> {
+    let journeys = journey::build(sightings);
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => output::write_json(&mut out, &journeys, stats)?,
+        Format::Text => output::write_text(&mut out, &journeys, stats)?,
+    }
+    if stats.lost_total() > 0 {
+        eprintln!(
+            "tracer: warning: {} events were lost (ring buffer full); some journeys are incomplete",
+            stats.lost_total()
+        );
+    }
+    Ok(())
+}

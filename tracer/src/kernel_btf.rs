@@ -1,0 +1,138 @@
+//! What the programs need to know of the running kernel's structs, from its BTF.
+//!
+//! aya's Rust eBPF has no CO-RE relocations, and `struct sk_buff` differs between kernels and
+//! configs: the offsets are looked up here at load time and handed to the programs as a global.
+
+use std::collections::HashMap;
+
+use btf_rs::{Btf, BtfType, Type};
+use tracer_common::config::KernelOffsets;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("cannot read the kernel's BTF at {VMLINUX_BTF} ({0}); the kernel needs CONFIG_DEBUG_INFO_BTF=y")]
+    Unreadable(String),
+    #[error("the kernel's BTF has no field {0}, which the tracer needs")]
+    MissingField(String),
+}
+
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn load() -> Result<KernelBtf, BtfError> {
+        Btf::from_file(VMLINUX_BTF)
+            .map(|btf| KernelBtf { btf })
+            .map_err(|e| BtfError::Unreadable(e.to_string()))
+    }
+
+    /// Offsets of the fields the kernel programs read. A field that must exist and does not is
+    /// an error; optional ones (XDP's device) stay `u32::MAX` and the program reports 0 instead.
+    pub fn offsets(&self) -> Result<KernelOffsets, BtfError> {
+        let need = |strukt: &str, path: &str| {
+            self.field_offset(strukt, path)
+                .ok_or_else(|| BtfError::MissingField(format!("{strukt}.{path}")))
+        };
+        let optional =
+            |strukt: &str, path: &str| self.field_offset(strukt, path).unwrap_or(u32::MAX);
+        Ok(KernelOffsets {
+            skb_len: need("sk_buff", "len")?,
+            skb_head: need("sk_buff", "head")?,
+            skb_data: need("sk_buff", "data")?,
+            skb_end: need("sk_buff", "end")?,
+            skb_network_header: need("sk_buff", "network_header")?,
+            skb_mac_header: need("sk_buff", "mac_header")?,
+            skb_protocol: need("sk_buff", "protocol")?,
+            skb_mark: need("sk_buff", "mark")?,
+            skb_dev: need("sk_buff", "dev")?,
+            dev_ifindex: need("net_device", "ifindex")?,
+            dev_nd_net: need("net_device", "nd_net.net")?,
+            net_inum: need("net", "ns.inum")?,
+            shinfo_gso_segs: optional("skb_shared_info", "gso_segs"),
+            xdp_rxq: optional("xdp_buff", "rxq"),
+            rxq_dev: optional("xdp_rxq_info", "dev"),
+            _pad: 0,
+        })
+    }
+
+    /// Byte offset of `path` (dot-separated members) inside `struct strukt`, looking through
+    /// anonymous structs and unions as C does.
+    pub fn field_offset(&self, strukt: &str, path: &str) -> Option<u32> {
+        let mut ty = self
+            .btf
+            .resolve_types_by_name(strukt)
+            .ok()?
+            .into_iter()
+            .find(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))?;
+        let mut offset = 0;
+        for name in path.split('.') {
+            let (member_offset, member_ty) = self.find_member(&ty, name)?;
+            offset += member_offset;
+            ty = member_ty;
+        }
+        Some(offset)
+    }
+
+    /// Finds member `name` in a struct or union type: (byte offset, the member's type with
+    /// typedefs and qualifiers peeled off).
+    fn find_member(&self, ty: &Type, name: &str) -> Option<(u32, Type)> {
+        let (Type::Struct(s) | Type::Union(s)) = ty else {
+            return None;
+        };
+        for member in &s.members {
+            let member_name = self.btf.resolve_name(member).unwrap_or_default();
+            let member_ty = self.peel(self.btf.resolve_chained_type(member).ok()?);
+            if member_name == name {
+                return Some((member.bit_offset() / 8, member_ty));
+            }
+            if member_name.is_empty() {
+                if let Some((inner, found)) = self.find_member(&member_ty, name) {
+                    return Some((member.bit_offset() / 8 + inner, found));
+                }
+            }
+        }
+        None
+    }
+
+    fn peel(&self, mut ty: Type) -> Type {
+        while let Type::Typedef(_)
+        | Type::Const(_)
+        | Type::Volatile(_)
+        | Type::Restrict(_)
+        | Type::TypeTag(_) = ty
+        {
+            let Some(next) = ty
+                .as_btf_type()
+                .and_then(|t| self.btf.resolve_chained_type(t).ok())
+            else {
+                break;
+            };
+            ty = next;
+        }
+        ty
+    }
+
+    /// `enum skb_drop_reason` of this kernel: value -> name without the `SKB_DROP_REASON_`
+    /// prefix. The values differ between kernels, so they are never hard-coded.
+    pub fn drop_reasons(&self) -> HashMap<u32, String> {
+        let mut reasons = HashMap::new();
+        for ty in self
+            .btf
+            .resolve_types_by_name("skb_drop_reason")
+            .unwrap_or_default()
+        {
+            if let Type::Enum(e) = ty {
+                for member in &e.members {
+                    if let Ok(name) = self.btf.resolve_name(member) {
+                        let short = name.strip_prefix("SKB_DROP_REASON_").unwrap_or(&name);
+                        reasons.insert(member.val(), short.to_string());
+                    }
+                }
+            }
+        }
+        reasons
+    }
+}

@@ -1,0 +1,130 @@
+//! Network namespaces: naming them as users do (`/run/netns` names, paths, `pid:N`), knowing
+//! them by inode as the kernel programs do, and running code inside one.
+
+use std::{
+    collections::HashMap,
+    ffi::CStr,
+    fs::File,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::{Path, PathBuf},
+};
+
+pub const NETNS_DIR: &str = "/run/netns";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("unknown network namespace '{0}' (not a name in {NETNS_DIR}, a path, or pid:N)")]
+    Unknown(String),
+    #[error("cannot enter network namespace '{name}': {source}")]
+    Enter {
+        name: String,
+        source: std::io::Error,
+    },
+}
+
+/// A network namespace held open, so it stays the same one while we use it.
+#[derive(Debug)]
+pub struct Netns {
+    /// The name under /run/netns, or `None` (the tracer's own namespace, a path, a pid).
+    pub name: Option<String>,
+    /// The inode of the namespace, as the kernel programs report it.
+    pub inode: u32,
+    file: File,
+}
+
+impl Netns {
+    /// `NAME` (under /run/netns), a path to an nsfs file, `pid:N`, or `.` for our own.
+    pub fn open(spec: &str) -> Result<Netns, NetnsError> {
+        let (path, name) = if spec == "." {
+            (PathBuf::from("/proc/self/ns/net"), None)
+        } else if let Some(pid) = spec.strip_prefix("pid:") {
+            (PathBuf::from(format!("/proc/{pid}/ns/net")), None)
+        } else if spec.contains('/') {
+            (PathBuf::from(spec), None)
+        } else {
+            (Path::new(NETNS_DIR).join(spec), Some(spec.to_string()))
+        };
+        let file = File::open(&path).map_err(|_| NetnsError::Unknown(spec.to_string()))?;
+        let inode = file
+            .metadata()
+            .map_err(|_| NetnsError::Unknown(spec.to_string()))?
+            .ino() as u32;
+        let name = name.or_else(|| names().remove(&inode));
+        Ok(Netns { name, inode, file })
+    }
+
+    /// Every named namespace and our own.
+    pub fn all() -> Result<Vec<Netns>, NetnsError> {
+        let mut all = vec![Netns::open(".")?];
+        let mut named: Vec<_> = names().into_values().collect();
+        named.sort();
+        for name in named {
+            if let Ok(ns) = Netns::open(&name) {
+                if ns.inode != all[0].inode {
+                    all.push(ns);
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    pub fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("netns:{}", self.inode))
+    }
+
+    /// Runs `f` on a thread that has entered this namespace; other threads stay where they are.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // SAFETY: setns on a valid nsfs fd; affects only this thread.
+                    if unsafe { libc::setns(self.file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                        return Err(NetnsError::Enter {
+                            name: self.display_name(),
+                            source: std::io::Error::last_os_error(),
+                        });
+                    }
+                    Ok(f())
+                })
+                .join()
+                .expect("namespace worker panicked")
+        })
+    }
+}
+
+/// Inode -> name of the namespaces under /run/netns.
+pub fn names() -> HashMap<u32, String> {
+    let Ok(dir) = std::fs::read_dir(NETNS_DIR) else {
+        return HashMap::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| {
+            let inode = std::fs::metadata(entry.path()).ok()?.ino() as u32;
+            Some((inode, entry.file_name().to_string_lossy().into_owned()))
+        })
+        .collect()
+}
+
+/// (ifindex, name) of the interfaces of the calling thread's namespace.
+pub fn interfaces() -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    // SAFETY: if_nameindex returns a list terminated by a zero entry, freed below.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return out;
+        }
+        let mut entry = list;
+        while (*entry).if_index != 0 {
+            let name = CStr::from_ptr((*entry).if_name)
+                .to_string_lossy()
+                .into_owned();
+            out.push(((*entry).if_index, name));
+            entry = entry.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    out
+}

@@ -1,0 +1,172 @@
+//! A tracing session: kernel programs loaded and attached, events read until told to stop.
+
+use std::{collections::BTreeMap, future::Future, time::Instant};
+
+use anyhow::{bail, Context, Result};
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    Ebpf,
+};
+use tokio::io::unix::AsyncFd;
+use tracer_common::{config::TraceConfig, event::Event, hook::Hook, names};
+
+use crate::{
+    kallsyms::Kallsyms,
+    kernel_btf::KernelBtf,
+    loader::{self, Attachment},
+    netns::{self, Netns},
+    sighting::{Names, Sighting},
+    stats::Stats,
+};
+
+pub struct TraceOptions {
+    /// Namespace specs (`NAME`, path, `pid:N`, `.`, `all`); empty means our own.
+    pub netns: Vec<String>,
+    /// Interfaces to attach XDP and tc to; empty means all but loopback.
+    pub interfaces: Vec<String>,
+    pub config: TraceConfig,
+    pub ring_bytes: u32,
+}
+
+pub struct Session {
+    ebpf: Ebpf,
+    ring: AsyncFd<RingBuf<MapData>>,
+    names: Names,
+    pub attachments: Vec<Attachment>,
+    started: Instant,
+}
+
+impl Session {
+    /// Loads and attaches everything. Must run inside a tokio runtime.
+    pub fn start(options: &TraceOptions) -> Result<Session> {
+        let namespaces = open_namespaces(&options.netns)?;
+        let btf = KernelBtf::load()?;
+        let offsets = btf.offsets()?;
+        let mut config = options.config;
+        config.netns_filter = 1;
+        let mut ebpf = loader::load(&offsets, &config, options.ring_bytes)?;
+
+        let mut traced: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
+            ebpf.map_mut(names::TRACED_NETNS)
+                .context("map TRACED_NETNS missing")?,
+        )?;
+        for ns in &namespaces {
+            traced.insert(ns.inode, 1, 0)?;
+        }
+
+        let mut names = Names {
+            netns: netns::names(),
+            drop_reasons: btf.drop_reasons(),
+            kallsyms: Kallsyms::load(),
+            ..Names::default()
+        };
+        let mut attachments = loader::attach_tracepoints(&mut ebpf);
+        loader::load_interface_programs(&mut ebpf)?;
+        let mut matched_interfaces = Vec::new();
+        for ns in &namespaces {
+            let interfaces = ns.run(netns::interfaces)?;
+            for (ifindex, ifname) in interfaces {
+                names.interfaces.insert((ns.inode, ifindex), ifname.clone());
+                let wanted = if options.interfaces.is_empty() {
+                    ifname != "lo"
+                } else {
+                    options.interfaces.contains(&ifname)
+                };
+                if wanted {
+                    matched_interfaces.push(ifname.clone());
+                    attachments.extend(loader::attach_interface(&mut ebpf, ns, &ifname));
+                }
+            }
+        }
+        if let Some(missing) = options
+            .interfaces
+            .iter()
+            .find(|i| !matched_interfaces.contains(i))
+        {
+            bail!("unknown interface '{missing}' (not in any traced namespace)");
+        }
+
+        let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("map EVENTS missing")?)?;
+        let ring = AsyncFd::new(ring).context("cannot poll the event ring buffer")?;
+        Ok(Session {
+            ebpf,
+            ring,
+            names,
+            attachments,
+            started: Instant::now(),
+        })
+    }
+
+    /// Reads events until `stop` completes, then drains what is left.
+    pub async fn collect(
+        &mut self,
+        stop: impl Future<Output = ()>,
+    ) -> Result<(Vec<Sighting>, Stats)> {
+        let mut sightings = Vec::new();
+        let mut stats = Stats::default();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                guard = self.ring.readable_mut() => {
+                    let mut guard = guard?;
+                    drain(guard.get_inner_mut(), &self.names, &mut sightings, &mut stats);
+                    guard.clear_ready();
+                }
+            }
+        }
+        drain(self.ring.get_mut(), &self.names, &mut sightings, &mut stats);
+        stats.lost = self.lost_events()?;
+        stats.duration_ns = self.started.elapsed().as_nanos() as u64;
+        Ok((sightings, stats))
+    }
+
+    fn lost_events(&self) -> Result<BTreeMap<String, u64>> {
+        let lost: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map(names::LOST).context("map LOST missing")?)?;
+        let mut out = BTreeMap::new();
+        for hook in Hook::ALL {
+            let per_cpu = lost.get(&(hook as u32), 0)?;
+            let total: u64 = per_cpu.iter().sum();
+            if total > 0 {
+                out.insert(hook.name().to_string(), total);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    names: &Names,
+    sightings: &mut Vec<Sighting>,
+    stats: &mut Stats,
+) {
+    while let Some(item) = ring.next() {
+        match Event::from_bytes(&item) {
+            Some(event) => {
+                let sighting = Sighting::decode(&event, names);
+                *stats.events.entry(sighting.hook.clone()).or_default() += 1;
+                sightings.push(sighting);
+            }
+            None => stats.undecodable += 1,
+        }
+    }
+}
+
+fn open_namespaces(specs: &[String]) -> Result<Vec<Netns>> {
+    if specs.is_empty() {
+        return Ok(vec![Netns::open(".")?]);
+    }
+    if specs.iter().any(|s| s == "all") {
+        return Ok(Netns::all()?);
+    }
+    let mut out: Vec<Netns> = Vec::new();
+    for spec in specs {
+        let ns = Netns::open(spec)?;
+        if !out.iter().any(|n| n.inode == ns.inode) {
+            out.push(ns);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,158 @@
+//! A decoded event: what one observation point saw, with names resolved. This is also the
+//! recorded stream (`type: "event"` JSON lines) that journeys are rebuilt from offline.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use serde::{Deserialize, Serialize};
+use tracer_common::{
+    event::{kind, tcp_flag, Event},
+    hook::{Hook, Position},
+    parse::{ETH_P_IP, ETH_P_IPV6},
+};
+
+use crate::kallsyms::Kallsyms;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sighting {
+    pub ts_ns: u64,
+    pub cpu: u16,
+    /// Hook name as in the JSON contract (`xdp`, `tc_ingress`, ...).
+    pub hook: String,
+    /// `first`/`last` for bracketed hooks, absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<String>,
+    pub netns: u32,
+    pub netns_name: Option<String>,
+    pub ifindex: u32,
+    pub ifname: Option<String>,
+    pub skb: u64,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub proto: String,
+    pub sport: u16,
+    pub dport: u16,
+    pub tcp_flags: Vec<String>,
+    pub tcp_seq: u32,
+    pub tcp_ack: u32,
+    pub ip_id: u32,
+    pub len: u32,
+    pub ip_len: u16,
+    pub gso_segs: u16,
+    pub mark: u32,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// Drop reason name without its prefix, for `kfree_skb`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Symbolized kernel location of the drop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}
+
+/// What turns numbers from the kernel into names a person reads.
+#[derive(Default)]
+pub struct Names {
+    pub netns: HashMap<u32, String>,
+    pub interfaces: HashMap<(u32, u32), String>,
+    pub drop_reasons: HashMap<u32, String>,
+    pub kallsyms: Kallsyms,
+}
+
+impl Sighting {
+    pub fn decode(event: &Event, names: &Names) -> Sighting {
+        let (h, p) = (&event.header, &event.packet);
+        let hook = Hook::from_u8(h.hook).map_or("unknown", Hook::name);
+        let position = match Position::from_u8(h.position) {
+            Position::Only => None,
+            Position::First => Some("first".to_string()),
+            Position::Last => Some("last".to_string()),
+        };
+        let is_drop = h.kind == kind::DROP;
+        Sighting {
+            ts_ns: h.ts_ns,
+            cpu: h.cpu,
+            hook: hook.to_string(),
+            position,
+            netns: h.netns,
+            netns_name: names.netns.get(&h.netns).cloned(),
+            ifindex: h.ifindex,
+            ifname: names.interfaces.get(&(h.netns, h.ifindex)).cloned(),
+            skb: h.skb,
+            src: address(p.l3_proto, &p.saddr),
+            dst: address(p.l3_proto, &p.daddr),
+            proto: proto_name(p.l3_proto, p.l4_proto),
+            sport: p.sport,
+            dport: p.dport,
+            tcp_flags: if p.l4_proto == 6 {
+                flag_names(p.tcp_flags)
+            } else {
+                Vec::new()
+            },
+            tcp_seq: p.tcp_seq,
+            tcp_ack: p.tcp_ack,
+            ip_id: p.ip_id,
+            len: p.pkt_len,
+            ip_len: p.ip_len,
+            gso_segs: p.gso_segs,
+            mark: p.mark,
+            icmp_type: p.icmp_type,
+            icmp_code: p.icmp_code,
+            reason: is_drop.then(|| {
+                let reason = event.detail.reason;
+                names
+                    .drop_reasons
+                    .get(&reason)
+                    .cloned()
+                    .unwrap_or_else(|| format!("reason {reason}"))
+            }),
+            location: is_drop.then(|| names.kallsyms.symbolize(event.detail.location)),
+        }
+    }
+
+    pub fn is_drop(&self) -> bool {
+        self.reason.is_some()
+    }
+}
+
+fn address(l3_proto: u16, bytes: &[u8; 16]) -> Option<IpAddr> {
+    match l3_proto {
+        ETH_P_IP => Some(IpAddr::V4(Ipv4Addr::new(
+            bytes[0], bytes[1], bytes[2], bytes[3],
+        ))),
+        ETH_P_IPV6 => Some(IpAddr::V6(Ipv6Addr::from(*bytes))),
+        _ => None,
+    }
+}
+
+pub fn proto_name(l3_proto: u16, l4_proto: u8) -> String {
+    match (l3_proto, l4_proto) {
+        (ETH_P_IP | ETH_P_IPV6, 6) => "tcp".into(),
+        (ETH_P_IP | ETH_P_IPV6, 17) => "udp".into(),
+        (ETH_P_IP, 1) => "icmp".into(),
+        (ETH_P_IPV6, 58) => "icmpv6".into(),
+        (ETH_P_IP | ETH_P_IPV6, n) => format!("ip-proto-{n}"),
+        (0, _) => "unknown".into(),
+        (ethertype, _) => format!("ethertype-0x{ethertype:04x}"),
+    }
+}
+
+pub fn flag_names(flags: u8) -> Vec<String> {
+    const NAMES: [(u8, &str); 8] = [
+        (tcp_flag::SYN, "SYN"),
+        (tcp_flag::ACK, "ACK"),
+        (tcp_flag::FIN, "FIN"),
+        (tcp_flag::RST, "RST"),
+        (tcp_flag::PSH, "PSH"),
+        (tcp_flag::URG, "URG"),
+        (tcp_flag::ECE, "ECE"),
+        (tcp_flag::CWR, "CWR"),
+    ];
+    NAMES
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, n)| n.to_string())
+        .collect()
+}
