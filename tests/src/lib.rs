@@ -1,1 +1,274 @@
+//! Harness for the integration tests: namespaces and veths behind RAII guards, the real tracer
+//! binary started with `--ready-file`, and a real tcpdump as the oracle.
+//!
+//! These tests need root and a kernel with BPF. Where they cannot have it they fail loudly,
+//! never pass silently: run them with `cargo xtask test` as root.
 
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Fails the test, loudly, unless it runs as root with the tracer binary built.
+pub fn require_privileges() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("NOT RUN: this integration test needs root (namespaces, eBPF); run `cargo xtask test` as root");
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        panic!("NOT RUN: this kernel has no BTF (/sys/kernel/btf/vmlinux); the tracer cannot run here");
+    }
+}
+
+/// The tracer binary under test (`TRACER_BIN`, set by `cargo xtask test`).
+pub fn tracer_bin() -> PathBuf {
+    let bin = std::env::var_os("TRACER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/tracer"));
+    assert!(bin.exists(), "tracer binary {} not found: run `cargo xtask test`", bin.display());
+    bin
+}
+
+/// Runs a command line (split on whitespace) and returns stdout; panics with stderr on failure.
+pub fn sh(line: &str) -> String {
+    let out = run(line);
+    assert!(out.status.success(), "`{line}` failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command line and returns its output whatever the exit status.
+pub fn run(line: &str) -> Output {
+    let mut words = line.split_whitespace();
+    Command::new(words.next().expect("empty command"))
+        .args(words)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{line}`: {e}"))
+}
+
+/// A uniquely named scratch path for this test process.
+pub fn scratch(name: &str) -> PathBuf {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("tracer-test-{}-{n}-{name}", std::process::id()))
+}
+
+/// A network namespace removed on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(short: &str) -> Netns {
+        let name = format!("tt{}-{short}", std::process::id());
+        let _ = run(&format!("ip netns del {name}"));
+        sh(&format!("ip netns add {name}"));
+        sh(&format!("ip -n {name} link set lo up"));
+        Netns { name }
+    }
+
+    /// Runs a command line inside this namespace.
+    pub fn sh(&self, line: &str) -> String {
+        sh(&format!("ip netns exec {} {line}", self.name))
+    }
+
+    pub fn run(&self, line: &str) -> Output {
+        run(&format!("ip netns exec {} {line}", self.name))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run(&format!("ip netns del {}", self.name));
+    }
+}
+
+/// Joins two namespaces with a veth pair `(ifname, address/prefix)` on each side.
+pub fn veth(a: &Netns, (if_a, addr_a): (&str, &str), b: &Netns, (if_b, addr_b): (&str, &str)) {
+    sh(&format!("ip -n {} link add {if_a} type veth peer name {if_b} netns {}", a.name, b.name));
+    for (ns, ifname, addr) in [(a, if_a, addr_a), (b, if_b, addr_b)] {
+        sh(&format!("ip -n {} addr add {addr} dev {ifname}", ns.name));
+        sh(&format!("ip -n {} link set {ifname} up", ns.name));
+    }
+}
+
+/// Two namespaces `a` (10.201.0.1 on `va`) and `b` (10.201.0.2 on `vb`) joined by a veth.
+pub struct Pair {
+    pub a: Netns,
+    pub b: Netns,
+}
+
+pub const ADDR_A: &str = "10.201.0.1";
+pub const ADDR_B: &str = "10.201.0.2";
+
+impl Pair {
+    pub fn new() -> Pair {
+        let a = Netns::new("a");
+        let b = Netns::new("b");
+        veth(&a, ("va", "10.201.0.1/24"), &b, ("vb", "10.201.0.2/24"));
+        Pair { a, b }
+    }
+}
+
+/// The tracer running in the background.
+pub struct Tracer {
+    child: Option<Child>,
+    ready: PathBuf,
+    pub record: PathBuf,
+}
+
+impl Tracer {
+    /// Starts `tracer trace --format json --ready-file F --record R ARGS...` and waits until
+    /// every program is attached.
+    pub fn start(args: &[&str]) -> Tracer {
+        let ready = scratch("ready");
+        let record = scratch("events.jsonl");
+        let child = Command::new(tracer_bin())
+            .args(["trace", "--format", "json", "--ready-file"])
+            .arg(&ready)
+            .arg("--record")
+            .arg(&record)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start the tracer");
+        let mut tracer = Tracer { child: Some(child), ready, record };
+        tracer.wait_ready();
+        tracer
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.ready.exists() {
+            let child = self.child.as_mut().expect("running");
+            if let Some(status) = child.try_wait().expect("wait") {
+                let out = self.child.take().expect("child").wait_with_output().expect("output");
+                panic!("tracer exited before it was ready ({status}): {}", String::from_utf8_lossy(&out.stderr));
+            }
+            assert!(Instant::now() < deadline, "tracer not ready after 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends SIGKILL and waits for the process to be gone.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait");
+    }
+
+    /// Stops the tracer with SIGINT (as Ctrl-C) and returns its JSON records and stderr.
+    pub fn finish(mut self) -> Report {
+        let child = self.child.take().expect("running");
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let out = child.wait_with_output().expect("tracer output");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "tracer failed ({}): {stderr}", out.status);
+        let records = parse_lines(&String::from_utf8_lossy(&out.stdout));
+        let events = parse_lines(&std::fs::read_to_string(&self.record).expect("recorded events"));
+        Report { records, events, stderr }
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.ready);
+        let _ = std::fs::remove_file(&self.record);
+    }
+}
+
+fn parse_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// What a finished tracer reported.
+pub struct Report {
+    /// stdout: `packet` and `stats` records.
+    pub records: Vec<Value>,
+    /// `--record`: the raw `event` stream.
+    pub events: Vec<Value>,
+    pub stderr: String,
+}
+
+impl Report {
+    pub fn packets(&self) -> impl Iterator<Item = &Value> {
+        self.records.iter().filter(|r| r["type"] == "packet")
+    }
+
+    pub fn stats(&self) -> &Value {
+        self.records.iter().find(|r| r["type"] == "stats").expect("a stats record")
+    }
+}
+
+/// A real tcpdump capturing inside a namespace.
+pub struct Tcpdump {
+    child: Option<Child>,
+    file: PathBuf,
+}
+
+impl Tcpdump {
+    pub fn start(ns: &Netns, ifname: &str, filter: &str) -> Tcpdump {
+        let file = scratch(&format!("{ifname}.pcap"));
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "tcpdump", "-i", ifname, "-U", "-n", "-w"])
+            .arg(&file)
+            .args(filter.split_whitespace())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start tcpdump");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stderr.take().expect("stderr")), &mut line)
+            .expect("tcpdump stderr");
+        assert!(line.contains("listening on"), "tcpdump did not start: {line}");
+        Tcpdump { child: Some(child), file }
+    }
+
+    /// Stops the capture; returns tcpdump's one-line decodes (`-n -tt`).
+    pub fn stop(mut self) -> Vec<String> {
+        let child = self.child.take().expect("running");
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        child.wait_with_output().expect("tcpdump exit");
+        let out = sh(&format!("tcpdump -n -tt -r {}", self.file.display()));
+        out.lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for Tcpdump {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// Ids of the loaded BPF programs whose name starts with `tracer_` (from `bpftool prog show`).
+/// Tests run one at a time, so these are the programs of the tracer under test.
+pub fn tracer_program_ids() -> Vec<u32> {
+    sh("bpftool prog show")
+        .lines()
+        .filter(|line| line.contains(" name tracer_"))
+        .filter_map(|line| line.split(':').next()?.trim().parse().ok())
+        .collect()
+}
