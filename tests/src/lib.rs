@@ -20,7 +20,9 @@ pub fn require_privileges() {
         panic!("NOT RUN: this integration test needs root (namespaces, eBPF); run `cargo xtask test` as root");
     }
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        panic!("NOT RUN: this kernel has no BTF (/sys/kernel/btf/vmlinux); the tracer cannot run here");
+        panic!(
+            "NOT RUN: this kernel has no BTF (/sys/kernel/btf/vmlinux); the tracer cannot run here"
+        );
     }
 }
 
@@ -29,14 +31,22 @@ pub fn tracer_bin() -> PathBuf {
     let bin = std::env::var_os("TRACER_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/tracer"));
-    assert!(bin.exists(), "tracer binary {} not found: run `cargo xtask test`", bin.display());
+    assert!(
+        bin.exists(),
+        "tracer binary {} not found: run `cargo xtask test`",
+        bin.display()
+    );
     bin
 }
 
 /// Runs a command line (split on whitespace) and returns stdout; panics with stderr on failure.
 pub fn sh(line: &str) -> String {
     let out = run(line);
-    assert!(out.status.success(), "`{line}` failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "`{line}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -89,7 +99,10 @@ impl Drop for Netns {
 
 /// Joins two namespaces with a veth pair `(ifname, address/prefix)` on each side.
 pub fn veth(a: &Netns, (if_a, addr_a): (&str, &str), b: &Netns, (if_b, addr_b): (&str, &str)) {
-    sh(&format!("ip -n {} link add {if_a} type veth peer name {if_b} netns {}", a.name, b.name));
+    sh(&format!(
+        "ip -n {} link add {if_a} type veth peer name {if_b} netns {}",
+        a.name, b.name
+    ));
     for (ns, ifname, addr) in [(a, if_a, addr_a), (b, if_b, addr_b)] {
         sh(&format!("ip -n {} addr add {addr} dev {ifname}", ns.name));
         sh(&format!("ip -n {} link set {ifname} up", ns.name));
@@ -106,7 +119,7 @@ pub const ADDR_A: &str = "10.201.0.1";
 pub const ADDR_B: &str = "10.201.0.2";
 
 impl Pair {
-    pub fn new() -> Pair {
+    pub fn create() -> Pair {
         let a = Netns::new("a");
         let b = Netns::new("b");
         veth(&a, ("va", "10.201.0.1/24"), &b, ("vb", "10.201.0.2/24"));
@@ -138,7 +151,11 @@ impl Tracer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("cannot start the tracer");
-        let mut tracer = Tracer { child: Some(child), ready, record };
+        let mut tracer = Tracer {
+            child: Some(child),
+            ready,
+            record,
+        };
         tracer.wait_ready();
         tracer
     }
@@ -148,8 +165,16 @@ impl Tracer {
         while !self.ready.exists() {
             let child = self.child.as_mut().expect("running");
             if let Some(status) = child.try_wait().expect("wait") {
-                let out = self.child.take().expect("child").wait_with_output().expect("output");
-                panic!("tracer exited before it was ready ({status}): {}", String::from_utf8_lossy(&out.stderr));
+                let out = self
+                    .child
+                    .take()
+                    .expect("child")
+                    .wait_with_output()
+                    .expect("output");
+                panic!(
+                    "tracer exited before it was ready ({status}): {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             assert!(Instant::now() < deadline, "tracer not ready after 60 s");
             std::thread::sleep(Duration::from_millis(50));
@@ -174,10 +199,18 @@ impl Tracer {
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         let out = child.wait_with_output().expect("tracer output");
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "tracer failed ({}): {stderr}", out.status);
+        assert!(
+            out.status.success(),
+            "tracer failed ({}): {stderr}",
+            out.status
+        );
         let records = parse_lines(&String::from_utf8_lossy(&out.stdout));
         let events = parse_lines(&std::fs::read_to_string(&self.record).expect("recorded events"));
-        Report { records, events, stderr }
+        Report {
+            records,
+            events,
+            stderr,
+        }
     }
 }
 
@@ -214,7 +247,10 @@ impl Report {
     }
 
     pub fn stats(&self) -> &Value {
-        self.records.iter().find(|r| r["type"] == "stats").expect("a stats record")
+        self.records
+            .iter()
+            .find(|r| r["type"] == "stats")
+            .expect("a stats record")
     }
 }
 
@@ -228,7 +264,9 @@ impl Tcpdump {
     pub fn start(ns: &Netns, ifname: &str, filter: &str) -> Tcpdump {
         let file = scratch(&format!("{ifname}.pcap"));
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "tcpdump", "-i", ifname, "-U", "-n", "-w"])
+            .args([
+                "netns", "exec", &ns.name, "tcpdump", "-i", ifname, "-U", "-n", "-w",
+            ])
             .arg(&file)
             .args(filter.split_whitespace())
             .stdin(Stdio::null())
@@ -237,10 +275,19 @@ impl Tcpdump {
             .spawn()
             .expect("cannot start tcpdump");
         let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stderr.take().expect("stderr")), &mut line)
-            .expect("tcpdump stderr");
-        assert!(line.contains("listening on"), "tcpdump did not start: {line}");
-        Tcpdump { child: Some(child), file }
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stderr.take().expect("stderr")),
+            &mut line,
+        )
+        .expect("tcpdump stderr");
+        assert!(
+            line.contains("listening on"),
+            "tcpdump did not start: {line}"
+        );
+        Tcpdump {
+            child: Some(child),
+            file,
+        }
     }
 
     /// Stops the capture; returns tcpdump's one-line decodes (`-n -tt`).

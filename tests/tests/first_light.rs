@@ -11,7 +11,15 @@ const PINGS: usize = 3;
 
 /// ICMP sequence numbers of the events at `hook` in namespace `ns` on `ifname`, for ICMP
 /// messages of `icmp_type` from `src` to `dst`.
-fn seen_at(events: &[Value], hook: &str, ns: &str, ifname: &str, icmp_type: u64, src: &str, dst: &str) -> BTreeSet<u64> {
+fn seen_at(
+    events: &[Value],
+    hook: &str,
+    ns: &str,
+    ifname: &str,
+    icmp_type: u64,
+    src: &str,
+    dst: &str,
+) -> BTreeSet<u64> {
     events
         .iter()
         .filter(|e| {
@@ -34,11 +42,15 @@ fn ping(pair: &Pair) -> std::process::Output {
 #[test]
 fn every_hook_reports_pings_with_their_addresses() {
     require_privileges();
-    let pair = Pair::new();
+    let pair = Pair::create();
     let (a, b) = (pair.a.name.as_str(), pair.b.name.as_str());
     let tracer = Tracer::start(&["-n", a, "-n", b, "icmp"]);
     let out = ping(&pair);
-    assert!(out.status.success(), "ping failed: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "ping failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     std::thread::sleep(Duration::from_millis(200));
     let report = tracer.finish();
     let ev = &report.events;
@@ -46,25 +58,65 @@ fn every_hook_reports_pings_with_their_addresses() {
 
     // Echo requests leave a by va and enter b by vb; replies go the other way.
     for (hook, ns, ifname) in [("tc_egress", a, "va"), ("dev_xmit", a, "va")] {
-        assert_eq!(seen_at(ev, hook, ns, ifname, 8, ADDR_A, ADDR_B), all, "{hook} in {ns} missed echo requests");
-        assert_eq!(seen_at(ev, hook, b, "vb", 0, ADDR_B, ADDR_A), all, "{hook} in {b} missed echo replies");
+        assert_eq!(
+            seen_at(ev, hook, ns, ifname, 8, ADDR_A, ADDR_B),
+            all,
+            "{hook} in {ns} missed echo requests"
+        );
+        assert_eq!(
+            seen_at(ev, hook, b, "vb", 0, ADDR_B, ADDR_A),
+            all,
+            "{hook} in {b} missed echo replies"
+        );
     }
-    for (hook, ns, ifname) in [("xdp", b, "vb"), ("netif_receive", b, "vb"), ("tc_ingress", b, "vb")] {
-        assert_eq!(seen_at(ev, hook, ns, ifname, 8, ADDR_A, ADDR_B), all, "{hook} in {ns} missed echo requests");
-        assert_eq!(seen_at(ev, hook, a, "va", 0, ADDR_B, ADDR_A), all, "{hook} in {a} missed echo replies");
+    for (hook, ns, ifname) in [
+        ("xdp", b, "vb"),
+        ("netif_receive", b, "vb"),
+        ("tc_ingress", b, "vb"),
+    ] {
+        assert_eq!(
+            seen_at(ev, hook, ns, ifname, 8, ADDR_A, ADDR_B),
+            all,
+            "{hook} in {ns} missed echo requests"
+        );
+        assert_eq!(
+            seen_at(ev, hook, a, "va", 0, ADDR_B, ADDR_A),
+            all,
+            "{hook} in {a} missed echo replies"
+        );
     }
     // Echo requests are answered, not dropped. (Replies do end in kfree_skb NO_SOCKET at
     // ping_rcv: ping reads them through a raw socket's clone, and no ICMP datagram socket
     // wants the original. That is the kernel's own accounting, not a lost packet.)
-    let dropped_requests: Vec<&Value> = ev.iter().filter(|e| e["hook"] == "kfree_skb" && e["icmp_type"] == 8).collect();
-    assert!(dropped_requests.is_empty(), "echo requests dropped: {dropped_requests:?}");
+    let dropped_requests: Vec<&Value> = ev
+        .iter()
+        .filter(|e| e["hook"] == "kfree_skb" && e["icmp_type"] == 8)
+        .collect();
+    assert!(
+        dropped_requests.is_empty(),
+        "echo requests dropped: {dropped_requests:?}"
+    );
 
     // One journey per packet: each request crosses five points in order.
     let requests: Vec<&Value> = report.packets().filter(|p| p["src"] == ADDR_A).collect();
     assert_eq!(requests.len(), PINGS, "journeys: {:?}", report.records);
     for request in requests {
-        let hooks: Vec<&str> = request["path"].as_array().unwrap().iter().map(|p| p["hook"].as_str().unwrap()).collect();
-        assert_eq!(hooks, ["tc_egress", "dev_xmit", "xdp", "netif_receive", "tc_ingress"]);
+        let hooks: Vec<&str> = request["path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["hook"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            hooks,
+            [
+                "tc_egress",
+                "dev_xmit",
+                "xdp",
+                "netif_receive",
+                "tc_ingress"
+            ]
+        );
     }
     assert_eq!(report.stats()["lost_total"], 0);
 }
@@ -72,13 +124,16 @@ fn every_hook_reports_pings_with_their_addresses() {
 #[test]
 fn a_local_in_drop_is_located_after_the_tap_and_tcpdump_agrees() {
     require_privileges();
-    let pair = Pair::new();
+    let pair = Pair::create();
     let (a, b) = (pair.a.name.as_str(), pair.b.name.as_str());
     pair.b.sh("iptables -A INPUT -p icmp -j DROP");
     let tcpdump = Tcpdump::start(&pair.b, "vb", "icmp");
     let tracer = Tracer::start(&["-n", a, "-n", b, "icmp"]);
     let out = ping(&pair);
-    assert!(!out.status.success(), "the INPUT rule should have dropped the pings");
+    assert!(
+        !out.status.success(),
+        "the INPUT rule should have dropped the pings"
+    );
     std::thread::sleep(Duration::from_millis(200));
     let report = tracer.finish();
     let captured = tcpdump.stop();
@@ -89,33 +144,59 @@ fn a_local_in_drop_is_located_after_the_tap_and_tcpdump_agrees() {
         let fate = &request["fate"];
         assert_eq!(fate["kind"], "dropped", "{request}");
         assert_eq!(fate["reason"], "NETFILTER_DROP", "{request}");
-        assert_eq!(fate["hook"], "tc_ingress", "last seen alive before LOCAL_IN: {request}");
+        assert_eq!(
+            fate["hook"], "tc_ingress",
+            "last seen alive before LOCAL_IN: {request}"
+        );
         let vb = request["capture"]
             .as_array()
             .unwrap()
             .iter()
             .find(|c| c["ifname"] == "vb" && c["dir"] == "rx")
             .expect("a capture verdict for vb");
-        assert_eq!(vb["seen"], true, "the receive tap sits before netfilter: {request}");
+        assert_eq!(
+            vb["seen"], true,
+            "the receive tap sits before netfilter: {request}"
+        );
     }
     // The oracle: tcpdump on vb really captured every request the tracer says it saw.
-    let echo_requests = captured.iter().filter(|l| l.contains(&format!("{ADDR_A} > {ADDR_B}: ICMP echo request"))).count();
-    assert_eq!(echo_requests, requests.len(), "tcpdump captured: {captured:?}");
+    let echo_requests = captured
+        .iter()
+        .filter(|l| l.contains(&format!("{ADDR_A} > {ADDR_B}: ICMP echo request")))
+        .count();
+    assert_eq!(
+        echo_requests,
+        requests.len(),
+        "tcpdump captured: {captured:?}"
+    );
 }
 
 #[test]
 fn sigkill_leaves_nothing_attached() {
     require_privileges();
-    let pair = Pair::new();
+    let pair = Pair::create();
     let tracer = Tracer::start(&["-n", &pair.a.name, "-n", &pair.b.name]);
     // While it runs, its programs are visible, so the checks below can fail.
     let programs = tracer_program_ids();
-    assert_eq!(programs.len(), 6, "xdp, 2 tc, 3 tracepoints loaded: {programs:?}");
+    assert_eq!(
+        programs.len(),
+        6,
+        "xdp, 2 tc, 3 tracepoints loaded: {programs:?}"
+    );
     let xdp = pair.b.sh("bpftool net show dev vb");
-    assert!(programs.iter().any(|id| xdp.contains(&format!("id {id}"))), "our XDP not on vb: {xdp}");
+    assert!(
+        programs.iter().any(|id| xdp.contains(&format!("id {id}"))),
+        "our XDP not on vb: {xdp}"
+    );
     let links = sh("bpftool link show");
-    let linked = programs.iter().filter(|id| links.contains(&format!("prog {id} "))).count();
-    assert_eq!(linked, 6, "every program is held by a link (tcx shows as 'type 11' in old bpftool): {links}");
+    let linked = programs
+        .iter()
+        .filter(|id| links.contains(&format!("prog {id} ")))
+        .count();
+    assert_eq!(
+        linked, 6,
+        "every program is held by a link (tcx shows as 'type 11' in old bpftool): {links}"
+    );
     let pid = tracer.pid();
     tracer.kill();
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
@@ -123,16 +204,27 @@ fn sigkill_leaves_nothing_attached() {
     // Links die with the last file descriptor; the kernel releases them asynchronously.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !tracer_program_ids().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "programs left after SIGKILL: {}", sh("bpftool prog show"));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "programs left after SIGKILL: {}",
+            sh("bpftool prog show")
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     for ns in [&pair.a, &pair.b] {
         let net = ns.sh("bpftool net show");
-        assert!(!net.contains("driver id") && !net.contains("generic id"), "XDP left in {}: {net}", ns.name);
+        assert!(
+            !net.contains("driver id") && !net.contains("generic id"),
+            "XDP left in {}: {net}",
+            ns.name
+        );
     }
     // No qdisc was added: tcx needs none.
     for (ns, ifname) in [(&pair.a, "va"), (&pair.b, "vb")] {
         let qdiscs = ns.sh(&format!("tc qdisc show dev {ifname}"));
-        assert!(!qdiscs.contains("clsact"), "clsact qdisc left on {ifname}: {qdiscs}");
+        assert!(
+            !qdiscs.contains("clsact"),
+            "clsact qdisc left on {ifname}: {qdiscs}"
+        );
     }
 }

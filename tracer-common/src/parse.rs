@@ -123,3 +123,99 @@ pub fn parse_l2(eth: &[u8; 22], valid: usize) -> Option<(usize, u16, u16)> {
     }
     Some((offset, proto, vlan))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buf(bytes: &[u8]) -> [u8; HDR_LEN] {
+        let mut out = [0u8; HDR_LEN];
+        out[..bytes.len()].copy_from_slice(bytes);
+        out
+    }
+
+    /// IPv4 (DF, id 0x1234, ttl 64) 10.0.0.1 -> 10.0.0.2, TCP 40000 -> 80, SYN, seq 1, ack 0.
+    const IPV4_TCP_SYN: [u8; 40] = [
+        0x45, 0, 0, 40, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, //
+        0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
+    ];
+
+    #[test]
+    fn ipv4_tcp_fields() {
+        let mut p = PacketSummary::default();
+        parse_l3(&buf(&IPV4_TCP_SYN), 40, ETH_P_IP, &mut p);
+        assert_eq!(
+            (p.l4_proto, p.sport, p.dport, p.tcp_seq, p.tcp_flags),
+            (6, 40000, 80, 1, 0x02)
+        );
+        assert_eq!((p.ip_id, p.ip_len, p.ttl, p.df), (0x1234, 40, 64, 1));
+        assert_eq!(&p.saddr[..4], &[10, 0, 0, 1]);
+        assert_eq!(&p.daddr[..4], &[10, 0, 0, 2]);
+    }
+
+    #[test]
+    fn truncated_transport_header_leaves_ports_zero() {
+        let mut p = PacketSummary::default();
+        parse_l3(&buf(&IPV4_TCP_SYN), 30, ETH_P_IP, &mut p);
+        assert_eq!(p.l4_proto, 6);
+        assert_eq!((p.sport, p.dport, p.tcp_flags), (0, 0, 0));
+    }
+
+    #[test]
+    fn ipv4_options_move_the_transport_header() {
+        let mut bytes = [0u8; 44];
+        bytes[..20].copy_from_slice(&IPV4_TCP_SYN[..20]);
+        bytes[0] = 0x46; // IHL 6: four bytes of options
+        bytes[24..44].copy_from_slice(&IPV4_TCP_SYN[20..]);
+        let mut p = PacketSummary::default();
+        parse_l3(&buf(&bytes), 44, ETH_P_IP, &mut p);
+        assert_eq!((p.sport, p.dport), (40000, 80));
+    }
+
+    #[test]
+    fn later_fragments_have_no_ports() {
+        let mut bytes = IPV4_TCP_SYN;
+        bytes[7] = 0x10; // fragment offset 16
+        let mut p = PacketSummary::default();
+        parse_l3(&buf(&bytes), 40, ETH_P_IP, &mut p);
+        assert_eq!((p.sport, p.dport), (0, 0));
+    }
+
+    #[test]
+    fn ipv6_udp_fields() {
+        let mut bytes = [0u8; 48];
+        bytes[0] = 0x60;
+        bytes[3] = 0x05; // flow label 5
+        bytes[5] = 8; // payload length
+        bytes[6] = 17;
+        bytes[7] = 64;
+        bytes[23] = 1; // ::1
+        bytes[39] = 2; // ::2
+        bytes[40..44].copy_from_slice(&[0x13, 0x88, 0x00, 0x35]); // 5000 -> 53
+        let mut p = PacketSummary::default();
+        parse_l3(&buf(&bytes), 48, ETH_P_IPV6, &mut p);
+        assert_eq!(
+            (p.l4_proto, p.sport, p.dport, p.ip_id, p.ip_len),
+            (17, 5000, 53, 5, 48)
+        );
+        assert_eq!(p.saddr[15], 1);
+        assert_eq!(p.daddr[15], 2);
+    }
+
+    #[test]
+    fn vlan_tags_are_skipped() {
+        let mut eth = [0u8; 22];
+        eth[12..14].copy_from_slice(&ETH_P_8021Q.to_be_bytes());
+        eth[14..16].copy_from_slice(&0x0064u16.to_be_bytes()); // VLAN 100
+        eth[16..18].copy_from_slice(&ETH_P_IP.to_be_bytes());
+        assert_eq!(parse_l2(&eth, 22), Some((18, ETH_P_IP, 100)));
+        assert_eq!(parse_l2(&eth, 10), None);
+    }
+
+    #[test]
+    fn non_ip_is_left_alone() {
+        let mut p = PacketSummary::default();
+        parse_l3(&buf(&IPV4_TCP_SYN), 40, 0x0806, &mut p);
+        assert_eq!((p.l4_proto, p.sport), (0, 0));
+    }
+}

@@ -24,12 +24,11 @@ pub struct Journey {
     pub fate: Fate,
 }
 
+/// `delivered`, `forwarded` and `transmitted` arrive with the socket and netfilter hooks; until
+/// then a packet that was not dropped is `unknown`, never guessed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FateKind {
-    Delivered,
-    Forwarded,
-    Transmitted,
     Dropped,
     Unknown,
 }

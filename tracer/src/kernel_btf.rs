@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use btf_rs::{Btf, BtfType, Type};
+use btf_rs::{Btf, Type};
 use tracer_common::config::KernelOffsets;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -84,7 +84,10 @@ impl KernelBtf {
         };
         for member in &s.members {
             let member_name = self.btf.resolve_name(member).unwrap_or_default();
-            let member_ty = self.peel(self.btf.resolve_chained_type(member).ok()?);
+            let Ok(member_ty) = self.btf.resolve_chained_type(member) else {
+                continue;
+            };
+            let member_ty = self.peel(member_ty);
             if member_name == name {
                 return Some((member.bit_offset() / 8, member_ty));
             }

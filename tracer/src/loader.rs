@@ -50,9 +50,9 @@ pub fn load(
         return Err(LoadError::NotPermitted);
     }
     let ebpf = EbpfLoader::new()
-        .set_global(names::OFFSETS, offsets, true)
-        .set_global(names::CONFIG, config, true)
-        .set_max_entries(names::EVENTS, ring_bytes)
+        .override_global(names::OFFSETS, offsets, true)
+        .override_global(names::CONFIG, config, true)
+        .map_max_entries(names::EVENTS, ring_bytes)
         .load(EBPF_OBJECT)
         .map_err(|e| LoadError::Load(format!("{e:#}")))?;
     Ok(ebpf)

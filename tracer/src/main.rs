@@ -29,6 +29,8 @@ struct Cli {
 enum Command {
     /// Trace packets at every observation point and report their journeys.
     Trace(cmd::trace::TraceArgs),
+    /// Rebuild journeys from a recorded event stream (`trace --record`), offline.
+    Explain(cmd::explain::ExplainArgs),
     /// Reproducible scenarios in throwaway namespaces (list, run).
     Lab(cmd::lab::LabArgs),
 }
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Trace(args) => cmd::trace::run(args),
+        Command::Explain(args) => cmd::explain::run(args),
         Command::Lab(args) => cmd::lab::run(args),
     };
     match result {

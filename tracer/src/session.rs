@@ -87,7 +87,10 @@ impl Session {
         }
 
         let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("map EVENTS missing")?)?;
-        let ring = AsyncFd::new(ring).context("cannot poll the event ring buffer")?;
+        // SAFETY: the ring buffer owns its map fd, which stays open and unchanged until the
+        // AsyncFd (which owns the ring buffer) is dropped.
+        let ring = unsafe { AsyncFd::register(ring) }
+            .map_err(|e| anyhow::anyhow!("cannot poll the event ring buffer: {e}"))?;
         Ok(Session {
             ebpf,
             ring,

@@ -130,14 +130,13 @@ fn link_debian_toolchain() -> Result<()> {
 
 /// `-Z build-std=core` needs the library source in the toolchain's sysroot.
 fn check_rust_src(toolchain: &str) -> Result<()> {
-    let sysroot = cmd::output(
-        Command::new("rustup").args(["run", toolchain, "rustc", "--print", "sysroot"]),
-    )
-    .with_context(|| {
-        format!(
+    let sysroot =
+        cmd::output(Command::new("rustup").args(["run", toolchain, "rustc", "--print", "sysroot"]))
+            .with_context(|| {
+                format!(
             "the eBPF toolchain '{toolchain}' is not installed in rustup (TRACER_EBPF_TOOLCHAIN)"
         )
-    })?;
+            })?;
     let library = Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/core");
     if !library.exists() {
         bail!(

@@ -11,7 +11,6 @@ use anyhow::{bail, Context, Result};
 pub struct Tcpdump {
     child: Child,
     file: PathBuf,
-    pub command_line: String,
 }
 
 impl Tcpdump {
@@ -37,11 +36,7 @@ impl Tcpdump {
             let _ = child.kill();
             bail!("tcpdump did not start: {}", first.trim());
         }
-        Ok(Tcpdump {
-            child,
-            file,
-            command_line: format!("ip netns exec {netns} tcpdump -i {ifname} -n {filter}"),
-        })
+        Ok(Tcpdump { child, file })
     }
 
     /// Stops the capture and returns tcpdump's own lines for what it captured.

@@ -82,7 +82,8 @@ pub fn run(format: Format) -> Result<()> {
     drop(listener);
     let captured = tcpdump.stop().context("reading the capture")?;
 
-    println!("$ {}", "tcpdump on the server's s0 showed:");
+    println!("What tcpdump on the server showed:");
+    println!("$ ip netns exec {server} tcpdump -i s0 -n tcp port {PORT}");
     for line in &captured {
         println!("    {line}");
     }
