@@ -264,8 +264,19 @@ impl Tcpdump {
     pub fn start(ns: &Netns, ifname: &str, filter: &str) -> Tcpdump {
         let file = scratch(&format!("{ifname}.pcap"));
         let mut child = Command::new("ip")
+            // --immediate-mode: with TPACKET_V3 blocks, a capture stopped by SIGINT can lose
+            // the packets of its last, unfinished block.
             .args([
-                "netns", "exec", &ns.name, "tcpdump", "-i", ifname, "-U", "-n", "-w",
+                "netns",
+                "exec",
+                &ns.name,
+                "tcpdump",
+                "-i",
+                ifname,
+                "--immediate-mode",
+                "-U",
+                "-n",
+                "-w",
             ])
             .arg(&file)
             .args(filter.split_whitespace())

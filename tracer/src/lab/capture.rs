@@ -19,8 +19,19 @@ impl Tcpdump {
         let file =
             std::env::temp_dir().join(format!("tracer-lab-{}-{ifname}.pcap", std::process::id()));
         let mut child = Command::new("ip")
+            // --immediate-mode: with TPACKET_V3 blocks, a capture stopped by SIGINT can lose
+            // the packets of its last, unfinished block.
             .args([
-                "netns", "exec", netns, "tcpdump", "-i", ifname, "-U", "-n", "-w",
+                "netns",
+                "exec",
+                netns,
+                "tcpdump",
+                "-i",
+                ifname,
+                "--immediate-mode",
+                "-U",
+                "-n",
+                "-w",
             ])
             .arg(&file)
             .args(filter.split_whitespace())
