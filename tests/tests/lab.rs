@@ -35,7 +35,10 @@ fn local_in_drop_lab_locates_every_captured_syn() {
         tap_saw, captured,
         "and said to be seen by tcpdump on s0: {stdout}"
     );
-    assert!(stdout.contains("; 0 lost"), "no event may be lost: {stdout}");
+    assert!(
+        stdout.contains("; 0 lost"),
+        "no event may be lost: {stdout}"
+    );
     // The lab cleaned up after itself.
     let netns = String::from_utf8_lossy(
         &std::process::Command::new("ip")

@@ -139,6 +139,24 @@ impl Session {
     }
 }
 
+/// Runs a whole session on a fresh runtime: attach, report on stderr what could not be
+/// attached, call `once_attached` for the future that says when to stop, collect until then.
+pub fn trace<F, Stop>(options: &TraceOptions, once_attached: F) -> Result<(Vec<Sighting>, Stats)>
+where
+    F: FnOnce() -> Result<Stop>,
+    Stop: Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut session = Session::start(options)?;
+        crate::cmd::trace::report_attachments(&session);
+        let stop = once_attached()?;
+        session.collect(stop).await
+    })
+}
+
 fn drain(
     ring: &mut RingBuf<MapData>,
     names: &Names,

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 
 use crate::{
     filter, journey, output,
-    session::{Session, TraceOptions},
+    session::{self, Session, TraceOptions},
     sighting::Sighting,
     stats::Stats,
 };
@@ -64,17 +64,12 @@ pub fn run(args: TraceArgs) -> Result<()> {
         config,
         ring_bytes: args.ring_kib * 1024,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (sightings, stats) = runtime.block_on(async {
-        let mut session = Session::start(&options)?;
-        report_attachments(&session);
+    let (sightings, stats) = session::trace(&options, || {
         if let Some(path) = &args.ready_file {
             fs::write(path, b"ready\n")
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        session.collect(stop_signal(args.duration)).await
+        Ok(stop_signal(args.duration))
     })?;
     if let Some(path) = &args.record {
         record(path, &sightings)?;

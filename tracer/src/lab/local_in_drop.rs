@@ -15,9 +15,9 @@ use super::{
     topology::{sh, Topology},
 };
 use crate::{
-    cmd::trace::{report, report_attachments, Format},
+    cmd::trace::{report, Format},
     netns::Netns,
-    session::{Session, TraceOptions},
+    session::{self, TraceOptions},
 };
 
 const SERVER: &str = "10.200.1.2";
@@ -57,13 +57,8 @@ pub fn run(format: Format) -> Result<()> {
         ring_bytes: 1 << 22,
     };
     let tcpdump = Tcpdump::start(&server, "s0", &format!("tcp port {PORT}"))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (sightings, stats) = runtime.block_on(async {
-        let mut session = Session::start(&options)?;
-        report_attachments(&session);
-        let client_ns = Netns::open(&client)?;
+    let client_ns = Netns::open(&client)?;
+    let (sightings, stats) = session::trace(&options, || {
         let traffic = tokio::task::spawn_blocking(move || {
             client_ns.run(|| {
                 let addr: SocketAddr =
@@ -71,13 +66,11 @@ pub fn run(format: Format) -> Result<()> {
                 TcpStream::connect_timeout(&addr, Duration::from_millis(2500)).is_ok()
             })
         });
-        session
-            .collect(async {
-                let _ = traffic.await;
-                // Let the last events of the stack reach the ring buffer.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            })
-            .await
+        Ok(async {
+            let _ = traffic.await;
+            // Let the last events of the stack reach the ring buffer.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        })
     })?;
     drop(listener);
     let captured = tcpdump.stop().context("reading the capture")?;
