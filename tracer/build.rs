@@ -38,6 +38,11 @@ fn main() -> anyhow::Result<()> {
                 "building the eBPF object with toolchain '{toolchain}' failed; run `cargo xtask setup`"
             )));
         }
+        // Until the toolchain exists, look again at every build: a path that does not exist
+        // yet makes cargo rerun this script, so installing bpf-linker is picked up.
+        let cargo_home = env::var("CARGO_HOME")
+            .unwrap_or_else(|_| format!("{}/.cargo", env::var("HOME").unwrap_or_default()));
+        println!("cargo:rerun-if-changed={cargo_home}/bin/bpf-linker");
         println!("cargo:warning=eBPF object not built ({err:#}); this tracer binary cannot trace. Run `cargo xtask build`.");
         fs::write(PathBuf::from(env::var("OUT_DIR")?).join("tracer"), [])?;
     }
