@@ -26,6 +26,7 @@ pub fn dev_identity(dev: u64) -> (u32, u32) {
 
 /// The fields of a `struct sk_buff` that every skb hook reports.
 pub struct SkbInfo {
+    pub head: u64,
     pub dev: u64,
     pub len: u32,
     pub mark: u32,
@@ -44,6 +45,7 @@ pub fn skb_info(skb: u64) -> SkbInfo {
         0
     };
     SkbInfo {
+        head,
         dev: read::<u64>(skb, offset!(skb_dev)).unwrap_or(0),
         len: read::<u32>(skb, offset!(skb_len)).unwrap_or(0),
         mark: read::<u32>(skb, offset!(skb_mark)).unwrap_or(0),
@@ -53,12 +55,12 @@ pub fn skb_info(skb: u64) -> SkbInfo {
 }
 
 /// Copies the headers from the skb's network header on into `buf`; returns the bytes valid.
-/// Used where only the kernel pointer is at hand (tracepoints).
+/// Used where only the kernel pointer is at hand (tracepoints); `info` is what [`skb_info`]
+/// already read, so no field is read twice per packet.
 #[inline(always)]
-pub fn skb_l3_headers(skb: u64, buf: &mut [u8; HDR_LEN]) -> usize {
-    let head = read::<u64>(skb, offset!(skb_head)).unwrap_or(0);
+pub fn skb_l3_headers(skb: u64, info: &SkbInfo, buf: &mut [u8; HDR_LEN]) -> usize {
+    let (head, len) = (info.head, info.len);
     let data = read::<u64>(skb, offset!(skb_data)).unwrap_or(0);
-    let len = read::<u32>(skb, offset!(skb_len)).unwrap_or(0);
     let network = read::<u16>(skb, offset!(skb_network_header)).unwrap_or(u16::MAX);
     if head == 0 || network == u16::MAX {
         return 0;

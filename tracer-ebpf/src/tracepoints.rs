@@ -74,7 +74,7 @@ fn observe_skb(skb: u64, hook: Hook, position: Position, event_kind: u8, detail:
         ..PacketSummary::default()
     };
     let mut buf = [0u8; HDR_LEN];
-    let valid = skb_l3_headers(skb, &mut buf);
+    let valid = skb_l3_headers(skb, &info, &mut buf);
     let l3_proto = match info.protocol {
         ETH_P_IP | ETH_P_IPV6 => info.protocol,
         // Above the IP layer skb->protocol may not be set yet: trust the version nibble.
