@@ -2,7 +2,7 @@
 
 /// Offsets of kernel struct fields the programs read, taken from the running kernel's BTF
 /// (no CO-RE in aya's Rust eBPF, and offsets differ between kernels and configs).
-/// `u32::MAX` marks a field this kernel does not have.
+/// `u32::MAX` marks a field this kernel does not have; a read through it yields nothing.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelOffsets {
@@ -15,6 +15,8 @@ pub struct KernelOffsets {
     pub skb_protocol: u32,
     pub skb_mark: u32,
     pub skb_dev: u32,
+    /// `sk_buff.sk`: the owning socket, where the device is gone (delivered, being sent).
+    pub skb_sk: u32,
     pub dev_ifindex: u32,
     pub dev_nd_net: u32,
     /// `struct net` -> `ns.inum`.
@@ -24,48 +26,76 @@ pub struct KernelOffsets {
     pub xdp_rxq: u32,
     /// `struct xdp_rxq_info` -> `dev`.
     pub rxq_dev: u32,
-    pub _pad: u32,
+    /// `struct sock_common` (first member of every socket): namespace and 4-tuple.
+    pub sk_net: u32,
+    pub sk_family: u32,
+    pub sk_daddr: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_dport: u32,
+    pub sk_num: u32,
+    pub sk_v6_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    /// `struct nf_hook_state`: which hook and family, devices, namespace.
+    pub nf_state_hook: u32,
+    pub nf_state_pf: u32,
+    pub nf_state_in: u32,
+    pub nf_state_out: u32,
+    pub nf_state_net: u32,
+    /// `struct flowi4` (routing lookups) and `struct fib_nh_common` -> `nhc_dev`.
+    pub fl4_proto: u32,
+    pub fl4_saddr: u32,
+    pub fl4_daddr: u32,
+    pub fl4_sport: u32,
+    pub fl4_dport: u32,
+    pub nhc_dev: u32,
+    pub _pad: [u32; 5],
 }
 
 impl KernelOffsets {
-    pub const UNSET: KernelOffsets = KernelOffsets {
-        skb_len: u32::MAX,
-        skb_head: u32::MAX,
-        skb_data: u32::MAX,
-        skb_end: u32::MAX,
-        skb_network_header: u32::MAX,
-        skb_mac_header: u32::MAX,
-        skb_protocol: u32::MAX,
-        skb_mark: u32::MAX,
-        skb_dev: u32::MAX,
-        dev_ifindex: u32::MAX,
-        dev_nd_net: u32::MAX,
-        net_inum: u32::MAX,
-        shinfo_gso_segs: u32::MAX,
-        xdp_rxq: u32::MAX,
-        rxq_dev: u32::MAX,
-        _pad: 0,
+    /// Every field unknown.
+    pub const UNSET: KernelOffsets = {
+        const WORDS: usize = core::mem::size_of::<KernelOffsets>() / 4;
+        // SAFETY: the struct is `repr(C)` and made of `u32`s only.
+        unsafe { core::mem::transmute::<[u32; WORDS], KernelOffsets>([u32::MAX; WORDS]) }
     };
 }
 
 /// In-kernel filter: an event is emitted only when every set field matches. Zero means "any".
+/// A packet that matched once is followed by its skb afterwards, through NAT rewrites.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TraceConfig {
-    /// Match when source or destination equals `addr` (bytes as in `PacketSummary`).
+    /// Match when source or destination lies in `addr`/`addr_prefix` (bytes as in
+    /// `PacketSummary`).
     pub addr: [u8; 16],
     /// 4 or 6 when `addr` is set, 0 otherwise.
     pub addr_family: u8,
+    /// Prefix length in bits (32 or 128 for a host).
+    pub addr_prefix: u8,
     /// IP protocol number, 0 for any.
     pub l4_proto: u8,
+    /// 1 when only namespaces in the `TRACED_NETNS` map are reported by global hooks.
+    pub netns_filter: u8,
     /// Match when source or destination port equals this, 0 for any.
     pub port: u16,
-    /// 1 when only namespaces in the `TRACED_NETNS` map are reported by global tracepoints.
-    pub netns_filter: u8,
-    pub _pad: [u8; 3],
+    /// 1 when only interfaces in the `TRACED_IFACES` map start a packet's trace.
+    pub iface_filter: u8,
+    pub _pad: u8,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
+impl TraceConfig {
+    /// Whether any packet field or interface is filtered on (then matches are followed).
+    pub const fn filters_packets(&self) -> bool {
+        self.addr_family != 0 || self.l4_proto != 0 || self.port != 0 || self.iface_filter != 0
+    }
+}
+
+/// Key of the `TRACED_IFACES` map: an ifindex is only unique within its namespace.
+pub const fn iface_key(netns: u32, ifindex: u32) -> u64 {
+    ((netns as u64) << 32) | ifindex as u64
+}
+
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 160);
 const _: () = assert!(core::mem::size_of::<TraceConfig>() == 24);
 
 #[cfg(feature = "user")]

@@ -9,6 +9,8 @@ pub mod kind {
     pub const SIGHTING: u8 = 1;
     /// A packet was dropped (`kfree_skb`); `detail.reason` and `detail.location` are set.
     pub const DROP: u8 = 2;
+    /// The skb was freed normally (`consume_skb`): the end of a life that was not a drop.
+    pub const FREE: u8 = 3;
 }
 
 /// First in every event.
@@ -75,9 +77,12 @@ pub struct PacketSummary {
 pub struct HookDetail {
     /// Kernel text address of the caller that dropped the packet (`kfree_skb`).
     pub location: u64,
-    /// `enum skb_drop_reason` value of the running kernel (decode it with its BTF).
+    /// `enum skb_drop_reason` value of the running kernel (decode it with its BTF) at
+    /// `kfree_skb`; `enum sk_rst_reason` at a sent reset; the table id at `fib_lookup`.
     pub reason: u32,
-    /// Hook-specific verdict or sub-event (e.g. which transmit tracepoint).
+    /// Hook-specific: the driver's return code at `net_dev_xmit`, a
+    /// [`crate::hook::tcp_event`] at `tcp`, `type << 8 | code` at `icmp_send`, the lookup's
+    /// error (as `i32`) at `fib_lookup`.
     pub verdict: u32,
 }
 

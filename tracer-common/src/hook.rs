@@ -27,13 +27,17 @@ pub enum Hook {
     KfreeSkb = 13,
     /// `skb:consume_skb`: the skb was freed normally.
     ConsumeSkb = 14,
+    /// `fib:fib_table_lookup`: an IPv4 routing decision (`ifindex` is the chosen output).
+    FibLookup = 15,
+    /// `icmp:icmp_send`: the kernel answers a packet with an ICMP error.
+    IcmpSend = 16,
 }
 
 /// Number of slots for per-hook arrays (hook ids are below this).
-pub const HOOK_SLOTS: u32 = 16;
+pub const HOOK_SLOTS: u32 = 32;
 
 impl Hook {
-    pub const ALL: [Hook; 14] = [
+    pub const ALL: [Hook; 16] = [
         Hook::Xdp,
         Hook::NetifReceive,
         Hook::TcIngress,
@@ -48,6 +52,8 @@ impl Hook {
         Hook::Tcp,
         Hook::KfreeSkb,
         Hook::ConsumeSkb,
+        Hook::FibLookup,
+        Hook::IcmpSend,
     ];
 
     pub fn from_u8(id: u8) -> Option<Hook> {
@@ -71,11 +77,38 @@ impl Hook {
             Hook::Tcp => "tcp",
             Hook::KfreeSkb => "kfree_skb",
             Hook::ConsumeSkb => "consume_skb",
+            Hook::FibLookup => "fib_lookup",
+            Hook::IcmpSend => "icmp_send",
         }
     }
 }
 
+/// Netfilter hook numbers (`enum nf_inet_hooks`), as in `nf_hook_state.hook`. Stable kernel ABI.
+pub const fn netfilter_hook(hooknum: u8) -> Option<Hook> {
+    match hooknum {
+        0 => Some(Hook::NfPrerouting),
+        1 => Some(Hook::NfLocalIn),
+        2 => Some(Hook::NfForward),
+        3 => Some(Hook::NfLocalOut),
+        4 => Some(Hook::NfPostrouting),
+        _ => None,
+    }
+}
+
+/// What a [`Hook::Tcp`] event reports, in `HookDetail::verdict`.
+pub mod tcp_event {
+    /// `tcp:tcp_send_reset`; `reason` is the kernel's `enum sk_rst_reason`.
+    pub const SEND_RESET: u32 = 1;
+    /// `tcp:tcp_receive_reset`: a socket accepted a reset.
+    pub const RECEIVE_RESET: u32 = 2;
+    /// `tcp:tcp_retransmit_skb`.
+    pub const RETRANSMIT: u32 = 3;
+    /// `tcp:tcp_bad_csum`: a segment with a bad checksum was discarded.
+    pub const BAD_CSUM: u32 = 4;
+}
+
 /// Where a bracketing program sits within its hook. `Only` for hooks with one program.
+/// At [`Hook::DevXmit`], `First` is `net_dev_start_xmit` and `Last` is `net_dev_xmit`.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Position {

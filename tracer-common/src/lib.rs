@@ -17,6 +17,11 @@ pub mod names {
     pub const LOST: &str = "LOST";
     /// Hash of netns inode -> 1: the namespaces to report (global tracepoints see all of them).
     pub const TRACED_NETNS: &str = "TRACED_NETNS";
+    /// Hash of [`crate::config::iface_key`] -> 1: interfaces where a packet's trace may start.
+    pub const TRACED_IFACES: &str = "TRACED_IFACES";
+    /// LRU hash of skb address -> 1: packets that matched the filter once, followed through
+    /// NAT until their skb is freed.
+    pub const FOLLOWED: &str = "FOLLOWED";
     /// Global [`crate::config::KernelOffsets`], filled from the running kernel's BTF.
     pub const OFFSETS: &str = "OFFSETS";
     /// Global [`crate::config::TraceConfig`]: the in-kernel filter and switches.

@@ -2,11 +2,13 @@
 
 use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns};
 use tracer_common::{
+    config::iface_key,
     event::{Event, EventHeader, HookDetail, PacketSummary, EVENT_VERSION},
     hook::{Hook, Position},
+    parse::ETH_P_IPV6,
 };
 
-use crate::maps::{config, EVENTS, LOST, TRACED_NETNS};
+use crate::maps::{config, CONFIG, EVENTS, FOLLOWED, LOST, TRACED_IFACES, TRACED_NETNS};
 
 /// Where a sighting happened: the part of the header each hook knows.
 pub struct Site {
@@ -18,15 +20,59 @@ pub struct Site {
     pub skb: u64,
 }
 
-/// Whether a global tracepoint should report a packet of namespace `netns`.
+/// Whether a global hook should report a packet of namespace `netns`.
 #[inline(always)]
 pub fn netns_traced(netns: u32) -> bool {
     config!(netns_filter) == 0 || unsafe { TRACED_NETNS.get(&netns) }.is_some()
 }
 
+/// Emits `packet` at `site` when the filter wants it: it matches, or its skb matched earlier
+/// (NAT may have rewritten the addresses since; the skb is the same packet).
+#[inline(always)]
+pub fn report(site: &Site, packet: &PacketSummary, detail: HookDetail) {
+    if wanted(site, packet) {
+        emit(site, packet, detail);
+    }
+}
+
+/// Stops following `skb`: it was freed, and its address will be reused for another packet.
+#[inline(always)]
+pub fn forget(skb: u64) {
+    if filters_packets() {
+        let _ = FOLLOWED.remove(&skb);
+    }
+}
+
+#[inline(always)]
+fn filters_packets() -> bool {
+    config!(addr_family) != 0
+        || config!(l4_proto) != 0
+        || config!(port) != 0
+        || config!(iface_filter) != 0
+}
+
+#[inline(always)]
+fn wanted(site: &Site, packet: &PacketSummary) -> bool {
+    if !filters_packets() {
+        return true;
+    }
+    let followed = site.skb != 0 && unsafe { FOLLOWED.get(&site.skb) }.is_some();
+    if followed {
+        return true;
+    }
+    if !matches(site, packet) {
+        return false;
+    }
+    if site.skb != 0 {
+        // A full map only makes the LRU forget an old packet: following is best effort.
+        let _ = FOLLOWED.insert(&site.skb, &1, 0);
+    }
+    true
+}
+
 /// The load-time filter of [`tracer_common::config::TraceConfig`].
 #[inline(always)]
-pub fn packet_wanted(packet: &PacketSummary) -> bool {
+fn matches(site: &Site, packet: &PacketSummary) -> bool {
     let proto = config!(l4_proto);
     if proto != 0 && proto != packet.l4_proto {
         return false;
@@ -37,42 +83,69 @@ pub fn packet_wanted(packet: &PacketSummary) -> bool {
     }
     let family = config!(addr_family);
     if family != 0 {
-        let addr = unsafe { core::ptr::read_volatile(&crate::maps::CONFIG.addr) };
-        let len = if family == 4 { 4 } else { 16 };
-        let is_v6 = packet.l3_proto == tracer_common::parse::ETH_P_IPV6;
-        if (family == 6) != is_v6 {
+        if (family == 6) != (packet.l3_proto == ETH_P_IPV6) {
             return false;
         }
-        if packet.saddr[..len] != addr[..len] && packet.daddr[..len] != addr[..len] {
+        if !in_network(&packet.saddr) && !in_network(&packet.daddr) {
+            return false;
+        }
+    }
+    if config!(iface_filter) != 0 {
+        let key = iface_key(site.netns, site.ifindex);
+        if unsafe { TRACED_IFACES.get(&key) }.is_none() {
             return false;
         }
     }
     true
 }
 
+/// Whether `addr` lies in the filter's `addr/addr_prefix`.
+#[inline(always)]
+fn in_network(addr: &[u8; 16]) -> bool {
+    let net = unsafe { core::ptr::read_volatile(&CONFIG.addr) };
+    let mut bits = config!(addr_prefix) as u32;
+    for i in 0..16 {
+        if bits == 0 {
+            break;
+        }
+        let mask: u8 = if bits >= 8 {
+            0xff
+        } else {
+            0xffu8 << (8 - bits)
+        };
+        if (addr[i] ^ net[i]) & mask != 0 {
+            return false;
+        }
+        bits = bits.saturating_sub(8);
+    }
+    true
+}
+
 /// Writes one event to the ring buffer, or counts it as lost for its hook.
 #[inline(always)]
-pub fn emit(site: &Site, packet: &PacketSummary, detail: HookDetail) {
+fn emit(site: &Site, packet: &PacketSummary, detail: HookDetail) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count_lost(site.hook);
         return;
     };
-    entry.write(Event {
-        header: EventHeader {
+    // Filled in place: an `Event` built on the stack first would cost 120 of its 512 bytes.
+    let event = entry.as_mut_ptr();
+    unsafe {
+        (*event).header = EventHeader {
             version: EVENT_VERSION,
             kind: site.kind,
             hook: site.hook as u8,
             position: site.position as u8,
             len: core::mem::size_of::<Event>() as u16,
-            cpu: unsafe { bpf_get_smp_processor_id() } as u16,
+            cpu: bpf_get_smp_processor_id() as u16,
             ifindex: site.ifindex,
             netns: site.netns,
-            ts_ns: unsafe { bpf_ktime_get_ns() },
+            ts_ns: bpf_ktime_get_ns(),
             skb: site.skb,
-        },
-        packet: *packet,
-        detail,
-    });
+        };
+        (*event).packet = *packet;
+        (*event).detail = detail;
+    }
     entry.submit(0);
 }
 

@@ -1,9 +1,13 @@
 //! Reading kernel structs through offsets taken from the running kernel's BTF.
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use tracer_common::parse::HDR_LEN;
+use tracer_common::{
+    event::PacketSummary,
+    hook::Hook,
+    parse::{parse_l3, ETH_P_IP, ETH_P_IPV6, HDR_LEN},
+};
 
-use crate::maps::offset;
+use crate::maps::{offset, SCRATCH};
 
 /// Reads a `T` at `base + off`; `None` when the offset is unknown on this kernel or the read
 /// faults.
@@ -22,6 +26,97 @@ pub fn dev_identity(dev: u64) -> (u32, u32) {
     let net = read::<u64>(dev, offset!(dev_nd_net)).unwrap_or(0);
     let netns = read::<u32>(net, offset!(net_inum)).unwrap_or(0);
     (ifindex, netns)
+}
+
+/// Namespace inode of a `struct sock` (0 when unknown).
+#[inline(always)]
+pub fn sock_netns(sk: u64) -> u32 {
+    let net = read::<u64>(sk, offset!(sk_net)).unwrap_or(0);
+    read::<u32>(net, offset!(net_inum)).unwrap_or(0)
+}
+
+/// (ifindex, netns) of an skb: its device's, or, where the device is gone (on a socket's
+/// queue, where UDP even reuses the field as scratch space), its socket's namespace.
+#[inline(always)]
+pub fn skb_identity(skb: u64, info: &SkbInfo) -> (u32, u32) {
+    let (ifindex, netns) = dev_identity(info.dev);
+    if netns != 0 {
+        return (ifindex, netns);
+    }
+    let sk = read::<u64>(skb, offset!(skb_sk)).unwrap_or(0);
+    (0, sock_netns(sk))
+}
+
+/// This hook's per-CPU header buffer (see `maps::SCRATCH`).
+#[inline(always)]
+pub fn scratch(hook: Hook) -> Option<&'static mut [u8; HDR_LEN]> {
+    SCRATCH.get_ptr_mut(hook as u32).map(|p| unsafe { &mut *p })
+}
+
+/// Parses the headers of the packet in `skb` into `packet`. `l3_hint` is the ethertype when
+/// the caller knows it better than `skb->protocol` (which is not always set on the way out).
+#[inline(always)]
+pub fn skb_summary(skb: u64, info: &SkbInfo, l3_hint: u16, hook: Hook, packet: &mut PacketSummary) {
+    packet.pkt_len = info.len;
+    packet.mark = info.mark;
+    packet.gso_segs = info.gso_segs;
+    let Some(buf) = scratch(hook) else {
+        return;
+    };
+    let valid = skb_l3_headers(skb, info, buf);
+    let l3_proto = match (l3_hint, info.protocol) {
+        (ETH_P_IP | ETH_P_IPV6, _) => l3_hint,
+        (_, ETH_P_IP | ETH_P_IPV6) => info.protocol,
+        // Above the IP layer skb->protocol may not be set yet: trust the version nibble.
+        _ => match buf[0] >> 4 {
+            4 => ETH_P_IP,
+            6 => ETH_P_IPV6,
+            _ => 0,
+        },
+    };
+    if valid > 0 {
+        parse_l3(buf, valid, l3_proto, packet);
+    }
+}
+
+/// The 4-tuple of a TCP socket as a packet summary: local to remote, or, with `incoming`,
+/// remote to local (a segment the socket received).
+#[inline(always)]
+pub fn sock_summary(sk: u64, incoming: bool) -> PacketSummary {
+    const AF_INET: u16 = 2;
+    const AF_INET6: u16 = 10;
+    let mut packet = PacketSummary {
+        l4_proto: 6,
+        ..PacketSummary::default()
+    };
+    let mut local = [0u8; 16];
+    let mut remote = [0u8; 16];
+    match read::<u16>(sk, offset!(sk_family)).unwrap_or(0) {
+        AF_INET => {
+            packet.l3_proto = ETH_P_IP;
+            let l = read::<[u8; 4]>(sk, offset!(sk_rcv_saddr)).unwrap_or_default();
+            let r = read::<[u8; 4]>(sk, offset!(sk_daddr)).unwrap_or_default();
+            local[..4].copy_from_slice(&l);
+            remote[..4].copy_from_slice(&r);
+        }
+        AF_INET6 => {
+            packet.l3_proto = ETH_P_IPV6;
+            local = read::<[u8; 16]>(sk, offset!(sk_v6_rcv_saddr)).unwrap_or_default();
+            remote = read::<[u8; 16]>(sk, offset!(sk_v6_daddr)).unwrap_or_default();
+        }
+        _ => return packet,
+    }
+    // skc_num is the local port in host order, skc_dport the remote one in network order.
+    let local_port = read::<u16>(sk, offset!(sk_num)).unwrap_or(0);
+    let remote_port = u16::from_be(read::<u16>(sk, offset!(sk_dport)).unwrap_or(0));
+    if incoming {
+        (packet.saddr, packet.daddr) = (remote, local);
+        (packet.sport, packet.dport) = (remote_port, local_port);
+    } else {
+        (packet.saddr, packet.daddr) = (local, remote);
+        (packet.sport, packet.dport) = (local_port, remote_port);
+    }
+    packet
 }
 
 /// The fields of a `struct sk_buff` that every skb hook reports.

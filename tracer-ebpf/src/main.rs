@@ -6,6 +6,7 @@
 mod emit;
 mod kernel;
 mod maps;
+mod netfilter;
 mod tc;
 mod tracepoints;
 mod xdp;

@@ -1,37 +1,50 @@
 //! tc ingress (after the receive taps) and tc egress (before the transmit taps).
 //!
-//! Attached with tcx links (6.6+) or, on older kernels, a clsact qdisc. The programs return
-//! "next" (TCX_NEXT / TC_ACT_UNSPEC): the rest of the chain decides the packet's fate.
+//! Each direction has a first and a last program (tcx links ordered before and after every
+//! other tcx program, 6.6+), so that a drop by another tc program falls between two sightings.
+//! The programs return "next" (TCX_NEXT / TC_ACT_UNSPEC): the rest decides the packet's fate.
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use tracer_common::{
     event::{kind, HookDetail, PacketSummary},
     hook::{Hook, Position},
-    parse::{parse_l2, parse_l3, HDR_LEN},
+    parse::{parse_l2, parse_l3},
 };
 
 use crate::{
-    emit::{emit, packet_wanted, Site},
-    kernel::{dev_identity, skb_info, skb_load},
+    emit::{report, Site},
+    kernel::{dev_identity, scratch, skb_info, skb_load},
 };
 
 /// TC_ACT_UNSPEC, which is also TCX_NEXT: continue with the next program.
 const TC_NEXT: i32 = -1;
 
 #[classifier]
-pub fn tracer_tc_ingress(ctx: TcContext) -> i32 {
-    observe(&ctx, Hook::TcIngress);
+pub fn tracer_tc_ingress_first(ctx: TcContext) -> i32 {
+    observe(&ctx, Hook::TcIngress, Position::First);
     TC_NEXT
 }
 
 #[classifier]
-pub fn tracer_tc_egress(ctx: TcContext) -> i32 {
-    observe(&ctx, Hook::TcEgress);
+pub fn tracer_tc_ingress_last(ctx: TcContext) -> i32 {
+    observe(&ctx, Hook::TcIngress, Position::Last);
+    TC_NEXT
+}
+
+#[classifier]
+pub fn tracer_tc_egress_first(ctx: TcContext) -> i32 {
+    observe(&ctx, Hook::TcEgress, Position::First);
+    TC_NEXT
+}
+
+#[classifier]
+pub fn tracer_tc_egress_last(ctx: TcContext) -> i32 {
+    observe(&ctx, Hook::TcEgress, Position::Last);
     TC_NEXT
 }
 
 #[inline(always)]
-fn observe(ctx: &TcContext, hook: Hook) {
+fn observe(ctx: &TcContext, hook: Hook, position: Position) {
     let mut eth = [0u8; 22];
     let raw = ctx.skb.skb.cast();
     let Some(eth_len) = skb_load(raw, ctx.len(), 0, &mut eth) else {
@@ -50,21 +63,20 @@ fn observe(ctx: &TcContext, hook: Hook) {
         gso_segs: info.gso_segs,
         ..PacketSummary::default()
     };
-    let mut buf = [0u8; HDR_LEN];
-    if let Some(valid) = skb_load(raw, ctx.len(), l3_offset, &mut buf) {
-        parse_l3(&buf, valid, l3_proto, &mut packet);
-    }
-    if !packet_wanted(&packet) {
+    let Some(buf) = scratch(hook) else {
         return;
+    };
+    if let Some(valid) = skb_load(raw, ctx.len(), l3_offset, buf) {
+        parse_l3(buf, valid, l3_proto, &mut packet);
     }
     let (ifindex, netns) = dev_identity(info.dev);
     let site = Site {
         hook,
-        position: Position::Only,
+        position,
         kind: kind::SIGHTING,
         ifindex,
         netns,
         skb,
     };
-    emit(&site, &packet, HookDetail::default());
+    report(&site, &packet, HookDetail::default());
 }

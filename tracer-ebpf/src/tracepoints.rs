@@ -1,25 +1,24 @@
-//! Typed (`tp_btf`) tracepoints: global, so events carry the device's namespace and are
+//! Typed (`tp_btf`) tracepoints: global, so events carry the packet's namespace and are
 //! filtered by it. Need BTF (`CONFIG_DEBUG_INFO_BTF`, 5.5+) but no tracefs, so they work
 //! inside `ip netns exec`, where `/sys` is remounted.
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{
     event::{kind, HookDetail, PacketSummary},
-    hook::{Hook, Position},
-    parse::{parse_l3, ETH_P_IP, ETH_P_IPV6, HDR_LEN},
+    hook::{tcp_event, Hook, Position},
 };
 
 use crate::{
-    emit::{emit, netns_traced, packet_wanted, Site},
-    kernel::{dev_identity, skb_info, skb_l3_headers},
+    emit::{forget, netns_traced, report, Site},
+    kernel::{dev_identity, read, skb_identity, skb_info, skb_summary, sock_netns, sock_summary},
+    maps::offset,
 };
 
 /// `net:netif_receive_skb(struct sk_buff *skb)`: the receive tap-side witness.
 #[btf_tracepoint(function = "netif_receive_skb")]
 pub fn tracer_netif_receive(ctx: BtfTracePointContext) -> i32 {
-    let skb: u64 = ctx.arg(0);
     observe_skb(
-        skb,
+        ctx.arg(0),
         Hook::NetifReceive,
         Position::Only,
         kind::SIGHTING,
@@ -32,14 +31,47 @@ pub fn tracer_netif_receive(ctx: BtfTracePointContext) -> i32 {
 /// transmit taps, as the driver is handed the packet.
 #[btf_tracepoint(function = "net_dev_start_xmit")]
 pub fn tracer_dev_start_xmit(ctx: BtfTracePointContext) -> i32 {
-    let skb: u64 = ctx.arg(0);
     observe_skb(
-        skb,
+        ctx.arg(0),
         Hook::DevXmit,
         Position::First,
         kind::SIGHTING,
         HookDetail::default(),
     );
+    0
+}
+
+/// `net:net_dev_xmit(struct sk_buff *skb, int rc, struct net_device *dev, unsigned int len)`:
+/// the driver's answer. The skb may already be freed (the driver owns it now), so only the
+/// arguments are read, and the packet is reported when its skb is followed or nothing is
+/// filtered: userspace joins it to the `net_dev_start_xmit` sighting by skb address.
+#[btf_tracepoint(function = "net_dev_xmit")]
+pub fn tracer_net_dev_xmit(ctx: BtfTracePointContext) -> i32 {
+    let skb: u64 = ctx.arg(0);
+    let rc: i32 = ctx.arg(1);
+    let dev: u64 = ctx.arg(2);
+    let len: u32 = ctx.arg(3);
+    let (ifindex, netns) = dev_identity(dev);
+    if !netns_traced(netns) {
+        return 0;
+    }
+    let site = Site {
+        hook: Hook::DevXmit,
+        position: Position::Last,
+        kind: kind::SIGHTING,
+        ifindex,
+        netns,
+        skb,
+    };
+    let packet = PacketSummary {
+        pkt_len: len,
+        ..PacketSummary::default()
+    };
+    let detail = HookDetail {
+        verdict: rc as u32,
+        ..HookDetail::default()
+    };
+    report(&site, &packet, detail);
     0
 }
 
@@ -49,47 +81,178 @@ pub fn tracer_dev_start_xmit(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn tracer_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
-    let location: u64 = ctx.arg(1);
-    let reason: u32 = ctx.arg(2);
     let detail = HookDetail {
-        location,
-        reason,
+        location: ctx.arg(1),
+        reason: ctx.arg(2),
         verdict: 0,
     };
     observe_skb(skb, Hook::KfreeSkb, Position::Only, kind::DROP, detail);
+    forget(skb);
+    0
+}
+
+/// `skb:consume_skb(struct sk_buff *skb, void *location)`: a normal end of life.
+#[btf_tracepoint(function = "consume_skb")]
+pub fn tracer_consume_skb(ctx: BtfTracePointContext) -> i32 {
+    let skb: u64 = ctx.arg(0);
+    let detail = HookDetail {
+        location: ctx.arg(1),
+        ..HookDetail::default()
+    };
+    observe_skb(skb, Hook::ConsumeSkb, Position::Only, kind::FREE, detail);
+    forget(skb);
+    0
+}
+
+/// `skb:skb_copy_datagram_iovec(const struct sk_buff *skb, int len)`: a reader of the socket
+/// received the packet's data.
+#[btf_tracepoint(function = "skb_copy_datagram_iovec")]
+pub fn tracer_socket_read(ctx: BtfTracePointContext) -> i32 {
+    let len: i32 = ctx.arg(1);
+    let detail = HookDetail {
+        verdict: len as u32,
+        ..HookDetail::default()
+    };
+    observe_skb(
+        ctx.arg(0),
+        Hook::Socket,
+        Position::Only,
+        kind::SIGHTING,
+        detail,
+    );
+    0
+}
+
+/// `tcp:tcp_send_reset(const struct sock *sk, const struct sk_buff *skb, enum sk_rst_reason)`:
+/// `skb` is the segment that provoked the reset (none for a reset the socket decided on).
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn tracer_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let skb: u64 = ctx.arg(1);
+    let detail = HookDetail {
+        reason: ctx.arg(2),
+        verdict: tcp_event::SEND_RESET,
+        ..HookDetail::default()
+    };
+    if skb != 0 {
+        observe_skb(skb, Hook::Tcp, Position::Only, kind::SIGHTING, detail);
+    } else {
+        observe_sock(sk, false, detail);
+    }
+    0
+}
+
+/// `tcp:tcp_receive_reset(struct sock *sk)`: the socket accepted a reset from its peer.
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn tracer_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
+    let detail = HookDetail {
+        verdict: tcp_event::RECEIVE_RESET,
+        ..HookDetail::default()
+    };
+    observe_sock(ctx.arg(0), true, detail);
+    0
+}
+
+/// `tcp:tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, int err)`. The
+/// skb sits on the write queue without built headers: the socket gives the addresses.
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tracer_tcp_retransmit(ctx: BtfTracePointContext) -> i32 {
+    let detail = HookDetail {
+        verdict: tcp_event::RETRANSMIT,
+        ..HookDetail::default()
+    };
+    observe_sock(ctx.arg(0), false, detail);
+    0
+}
+
+/// `tcp:tcp_bad_csum(const struct sk_buff *skb)`.
+#[btf_tracepoint(function = "tcp_bad_csum")]
+pub fn tracer_tcp_bad_csum(ctx: BtfTracePointContext) -> i32 {
+    let detail = HookDetail {
+        verdict: tcp_event::BAD_CSUM,
+        ..HookDetail::default()
+    };
+    observe_skb(
+        ctx.arg(0),
+        Hook::Tcp,
+        Position::Only,
+        kind::SIGHTING,
+        detail,
+    );
+    0
+}
+
+/// `icmp:icmp_send(const struct sk_buff *skb, int type, int code)`: `skb` is the packet the
+/// kernel answers with an ICMP error (port unreachable, fragmentation needed, ...).
+#[btf_tracepoint(function = "icmp_send")]
+pub fn tracer_icmp_send(ctx: BtfTracePointContext) -> i32 {
+    let icmp_type: i32 = ctx.arg(1);
+    let code: i32 = ctx.arg(2);
+    let detail = HookDetail {
+        verdict: ((icmp_type as u32 & 0xff) << 8) | (code as u32 & 0xff),
+        ..HookDetail::default()
+    };
+    observe_skb(
+        ctx.arg(0),
+        Hook::IcmpSend,
+        Position::Only,
+        kind::SIGHTING,
+        detail,
+    );
+    0
+}
+
+/// `fib:fib_table_lookup(u32 tb_id, const struct flowi4 *flp, const struct fib_nh_common *nhc,
+/// int err)`: an IPv4 route decision. Only the chosen next hop's device tells the namespace,
+/// so a failed lookup (no next hop) is reported only when namespaces are not filtered.
+#[btf_tracepoint(function = "fib_table_lookup")]
+pub fn tracer_fib_lookup(ctx: BtfTracePointContext) -> i32 {
+    let table: u32 = ctx.arg(0);
+    let flp: u64 = ctx.arg(1);
+    let nhc: u64 = ctx.arg(2);
+    let err: i32 = ctx.arg(3);
+    let dev = read::<u64>(nhc, offset!(nhc_dev)).unwrap_or(0);
+    let (ifindex, netns) = dev_identity(dev);
+    if !netns_traced(netns) {
+        return 0;
+    }
+    let mut packet = PacketSummary {
+        l3_proto: tracer_common::parse::ETH_P_IP,
+        l4_proto: read::<u8>(flp, offset!(fl4_proto)).unwrap_or(0),
+        sport: u16::from_be(read::<u16>(flp, offset!(fl4_sport)).unwrap_or(0)),
+        dport: u16::from_be(read::<u16>(flp, offset!(fl4_dport)).unwrap_or(0)),
+        ..PacketSummary::default()
+    };
+    let saddr = read::<[u8; 4]>(flp, offset!(fl4_saddr)).unwrap_or_default();
+    let daddr = read::<[u8; 4]>(flp, offset!(fl4_daddr)).unwrap_or_default();
+    packet.saddr[..4].copy_from_slice(&saddr);
+    packet.daddr[..4].copy_from_slice(&daddr);
+    let site = Site {
+        hook: Hook::FibLookup,
+        position: Position::Only,
+        kind: kind::SIGHTING,
+        ifindex,
+        netns,
+        skb: 0,
+    };
+    let detail = HookDetail {
+        reason: table,
+        verdict: err as u32,
+        ..HookDetail::default()
+    };
+    report(&site, &packet, detail);
     0
 }
 
 #[inline(always)]
 fn observe_skb(skb: u64, hook: Hook, position: Position, event_kind: u8, detail: HookDetail) {
     let info = skb_info(skb);
-    let (ifindex, netns) = dev_identity(info.dev);
+    let (ifindex, netns) = skb_identity(skb, &info);
     if !netns_traced(netns) {
         return;
     }
-    let mut packet = PacketSummary {
-        pkt_len: info.len,
-        mark: info.mark,
-        gso_segs: info.gso_segs,
-        ..PacketSummary::default()
-    };
-    let mut buf = [0u8; HDR_LEN];
-    let valid = skb_l3_headers(skb, &info, &mut buf);
-    let l3_proto = match info.protocol {
-        ETH_P_IP | ETH_P_IPV6 => info.protocol,
-        // Above the IP layer skb->protocol may not be set yet: trust the version nibble.
-        _ => match buf[0] >> 4 {
-            4 => ETH_P_IP,
-            6 => ETH_P_IPV6,
-            _ => 0,
-        },
-    };
-    if valid > 0 {
-        parse_l3(&buf, valid, l3_proto, &mut packet);
-    }
-    if !packet_wanted(&packet) {
-        return;
-    }
+    let mut packet = PacketSummary::default();
+    skb_summary(skb, &info, 0, hook, &mut packet);
     let site = Site {
         hook,
         position,
@@ -98,5 +261,24 @@ fn observe_skb(skb: u64, hook: Hook, position: Position, event_kind: u8, detail:
         netns,
         skb,
     };
-    emit(&site, &packet, detail);
+    report(&site, &packet, detail);
+}
+
+/// A TCP event that only has the socket.
+#[inline(always)]
+fn observe_sock(sk: u64, incoming: bool, detail: HookDetail) {
+    let netns = sock_netns(sk);
+    if !netns_traced(netns) {
+        return;
+    }
+    let packet = sock_summary(sk, incoming);
+    let site = Site {
+        hook: Hook::Tcp,
+        position: Position::Only,
+        kind: kind::SIGHTING,
+        ifindex: 0,
+        netns,
+        skb: 0,
+    };
+    report(&site, &packet, detail);
 }

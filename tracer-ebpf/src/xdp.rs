@@ -13,8 +13,8 @@ use tracer_common::{
 };
 
 use crate::{
-    emit::{emit, packet_wanted, Site},
-    kernel::{dev_identity, read, verifier_visible},
+    emit::{report, Site},
+    kernel::{dev_identity, read, scratch, verifier_visible},
     maps::offset,
 };
 
@@ -40,14 +40,13 @@ fn observe(ctx: &XdpContext) {
         pkt_len: frame_len as u32,
         ..PacketSummary::default()
     };
-    let mut buf = [0u8; HDR_LEN];
+    let Some(buf) = scratch(Hook::Xdp) else {
+        return;
+    };
     let avail = frame_len.saturating_sub(l3_offset);
     let valid = if avail < HDR_LEN { avail } else { HDR_LEN };
-    if valid > 0 && load(ctx, l3_offset, &mut buf, valid).is_some() {
-        parse_l3(&buf, valid, l3_proto, &mut packet);
-    }
-    if !packet_wanted(&packet) {
-        return;
+    if valid > 0 && load(ctx, l3_offset, buf, valid).is_some() {
+        parse_l3(buf, valid, l3_proto, &mut packet);
     }
     // ctx is really a `struct xdp_buff`: rxq -> dev -> nd_net gives the namespace, which the
     // ifindex alone cannot (every namespace numbers its interfaces from 1).
@@ -62,7 +61,7 @@ fn observe(ctx: &XdpContext) {
         netns,
         skb: 0,
     };
-    emit(&site, &packet, HookDetail::default());
+    report(&site, &packet, HookDetail::default());
 }
 
 /// Copies `len` bytes at `offset` of the frame (`len` at most the buffer's size).

@@ -30,7 +30,8 @@ impl KernelBtf {
     }
 
     /// Offsets of the fields the kernel programs read. A field that must exist and does not is
-    /// an error; optional ones (XDP's device) stay `u32::MAX` and the program reports 0 instead.
+    /// an error; optional ones (XDP's device, a socket's addresses, netfilter's state) stay
+    /// `u32::MAX` and the programs report 0 instead.
     pub fn offsets(&self) -> Result<KernelOffsets, BtfError> {
         let need = |strukt: &str, path: &str| {
             self.field_offset(strukt, path)
@@ -48,13 +49,33 @@ impl KernelBtf {
             skb_protocol: need("sk_buff", "protocol")?,
             skb_mark: need("sk_buff", "mark")?,
             skb_dev: need("sk_buff", "dev")?,
+            skb_sk: optional("sk_buff", "sk"),
             dev_ifindex: need("net_device", "ifindex")?,
             dev_nd_net: need("net_device", "nd_net.net")?,
             net_inum: need("net", "ns.inum")?,
             shinfo_gso_segs: optional("skb_shared_info", "gso_segs"),
             xdp_rxq: optional("xdp_buff", "rxq"),
             rxq_dev: optional("xdp_rxq_info", "dev"),
-            _pad: 0,
+            sk_net: optional("sock_common", "skc_net.net"),
+            sk_family: optional("sock_common", "skc_family"),
+            sk_daddr: optional("sock_common", "skc_daddr"),
+            sk_rcv_saddr: optional("sock_common", "skc_rcv_saddr"),
+            sk_dport: optional("sock_common", "skc_dport"),
+            sk_num: optional("sock_common", "skc_num"),
+            sk_v6_daddr: optional("sock_common", "skc_v6_daddr"),
+            sk_v6_rcv_saddr: optional("sock_common", "skc_v6_rcv_saddr"),
+            nf_state_hook: optional("nf_hook_state", "hook"),
+            nf_state_pf: optional("nf_hook_state", "pf"),
+            nf_state_in: optional("nf_hook_state", "in"),
+            nf_state_out: optional("nf_hook_state", "out"),
+            nf_state_net: optional("nf_hook_state", "net"),
+            fl4_proto: optional("flowi4", "__fl_common.flowic_proto"),
+            fl4_saddr: optional("flowi4", "saddr"),
+            fl4_daddr: optional("flowi4", "daddr"),
+            fl4_sport: optional("flowi4", "uli.ports.sport"),
+            fl4_dport: optional("flowi4", "uli.ports.dport"),
+            nhc_dev: optional("fib_nh_common", "nhc_dev"),
+            ..KernelOffsets::UNSET
         })
     }
 

@@ -4,18 +4,20 @@
 //! links): when the process exits, however it exits, the kernel detaches them.
 
 use aya::{
-    programs::{BtfTracePoint, SchedClassifier, TcAttachType, Xdp, XdpMode},
+    programs::{
+        tc::TcAttachOptions, BtfTracePoint, LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
+    },
     Btf, Ebpf, EbpfLoader,
 };
 use tracer_common::{
     config::{KernelOffsets, TraceConfig},
-    hook::Hook,
+    hook::{Hook, Position},
     names,
 };
 
 use crate::netns::Netns;
 
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -31,6 +33,8 @@ pub enum LoadError {
 #[derive(Debug, Clone)]
 pub struct Attachment {
     pub hook: Hook,
+    /// Which program of the hook: the tracepoint, "first"/"last", the netfilter family.
+    pub point: String,
     /// Namespace and interface for per-interface hooks; `None` for global tracepoints.
     pub netns: Option<String>,
     pub ifname: Option<String>,
@@ -59,14 +63,56 @@ pub fn load(
 }
 
 /// (program name, tracepoint, hook) of the global typed tracepoints.
-const TRACEPOINTS: &[(&str, &str, Hook)] = &[
+pub const TRACEPOINTS: &[(&str, &str, Hook)] = &[
     (
         "tracer_netif_receive",
         "netif_receive_skb",
         Hook::NetifReceive,
     ),
     ("tracer_dev_start_xmit", "net_dev_start_xmit", Hook::DevXmit),
+    ("tracer_net_dev_xmit", "net_dev_xmit", Hook::DevXmit),
     ("tracer_kfree_skb", "kfree_skb", Hook::KfreeSkb),
+    ("tracer_consume_skb", "consume_skb", Hook::ConsumeSkb),
+    (
+        "tracer_socket_read",
+        "skb_copy_datagram_iovec",
+        Hook::Socket,
+    ),
+    ("tracer_tcp_send_reset", "tcp_send_reset", Hook::Tcp),
+    ("tracer_tcp_receive_reset", "tcp_receive_reset", Hook::Tcp),
+    ("tracer_tcp_retransmit", "tcp_retransmit_skb", Hook::Tcp),
+    ("tracer_tcp_bad_csum", "tcp_bad_csum", Hook::Tcp),
+    ("tracer_icmp_send", "icmp_send", Hook::IcmpSend),
+    ("tracer_fib_lookup", "fib_table_lookup", Hook::FibLookup),
+];
+
+/// (program name, hook, direction, order) of the tc programs: a first and a last per
+/// direction, so that another tc program's drop falls between two sightings.
+const TC_PROGRAMS: [(&str, Hook, TcAttachType, Position); 4] = [
+    (
+        "tracer_tc_ingress_first",
+        Hook::TcIngress,
+        TcAttachType::Ingress,
+        Position::First,
+    ),
+    (
+        "tracer_tc_ingress_last",
+        Hook::TcIngress,
+        TcAttachType::Ingress,
+        Position::Last,
+    ),
+    (
+        "tracer_tc_egress_first",
+        Hook::TcEgress,
+        TcAttachType::Egress,
+        Position::First,
+    ),
+    (
+        "tracer_tc_egress_last",
+        Hook::TcEgress,
+        TcAttachType::Egress,
+        Position::Last,
+    ),
 ];
 
 /// Loads and attaches the global tracepoints. A tracepoint this kernel lacks is reported, not
@@ -78,7 +124,7 @@ pub fn attach_tracepoints(ebpf: &mut Ebpf) -> Vec<Attachment> {
             let error = format!("no kernel BTF: {e}");
             return TRACEPOINTS
                 .iter()
-                .map(|(_, _, hook)| global(*hook, Some(error.clone())))
+                .map(|(_, tracepoint, hook)| global(*hook, tracepoint, Some(error.clone())))
                 .collect();
         }
     };
@@ -96,6 +142,7 @@ pub fn attach_tracepoints(ebpf: &mut Ebpf) -> Vec<Attachment> {
             })();
             global(
                 *hook,
+                tracepoint,
                 result
                     .err()
                     .map(|e| format!("tracepoint {tracepoint}: {e:#}")),
@@ -104,9 +151,10 @@ pub fn attach_tracepoints(ebpf: &mut Ebpf) -> Vec<Attachment> {
         .collect()
 }
 
-fn global(hook: Hook, error: Option<String>) -> Attachment {
+fn global(hook: Hook, point: &str, error: Option<String>) -> Attachment {
     Attachment {
         hook,
+        point: point.to_string(),
         netns: None,
         ifname: None,
         error,
@@ -126,16 +174,16 @@ pub fn load_interface_programs(ebpf: &mut Ebpf) -> Result<(), LoadError> {
         }
         Ok(())
     };
-    for name in ["tracer_xdp", "tracer_tc_ingress", "tracer_tc_egress"] {
+    let tc = TC_PROGRAMS.iter().map(|(name, ..)| *name);
+    for name in std::iter::once("tracer_xdp").chain(tc) {
         load(ebpf, name).map_err(|e| LoadError::Load(format!("{name}: {e:#}")))?;
     }
     Ok(())
 }
 
-/// Attaches XDP and tc ingress/egress to `ifname` inside `netns`. Runs on a thread that entered
+/// Attaches XDP and the tc programs to `ifname` inside `netns`. Runs on a thread that entered
 /// the namespace, because interface names and the netlink/tcx calls are per namespace.
 pub fn attach_interface(ebpf: &mut Ebpf, netns: &Netns, ifname: &str) -> Vec<Attachment> {
-    let ns_name = netns.display_name();
     let outcome = netns.run(|| {
         let mut results = Vec::new();
         // XDP: aya creates a bpf_link; an interface that already has an XDP program answers
@@ -145,36 +193,50 @@ pub fn attach_interface(ebpf: &mut Ebpf, netns: &Netns, ifname: &str) -> Vec<Att
             prog.attach(ifname, XdpMode::Default)?;
             Ok(())
         })();
-        results.push((Hook::Xdp, xdp.err().map(|e| format!("{e:#}"))));
-        for (name, hook, direction) in [
-            ("tracer_tc_ingress", Hook::TcIngress, TcAttachType::Ingress),
-            ("tracer_tc_egress", Hook::TcEgress, TcAttachType::Egress),
-        ] {
-            // On 6.6+ aya attaches with a tcx link (nothing to clean up on exit); older kernels
-            // would need a clsact qdisc, which is not supported yet.
+        results.push((Hook::Xdp, "driver".to_string(), xdp.err().map(xdp_error)));
+        for (name, hook, direction, position) in TC_PROGRAMS {
+            // tcx links (6.6+): nothing to clean up on exit, and an order among programs.
+            let order = match position {
+                Position::First => LinkOrder::first(),
+                _ => LinkOrder::last(),
+            };
             let tc = (|| -> anyhow::Result<()> {
                 let prog: &mut SchedClassifier =
                     ebpf.program_mut(name).expect("loaded").try_into()?;
-                prog.attach(ifname, direction)?;
+                prog.attach_with_options(ifname, direction, TcAttachOptions::TcxOrder(order))?;
                 Ok(())
             })();
-            results.push((hook, tc.err().map(|e| format!("{e:#}"))));
+            let error = tc
+                .err()
+                .map(|e| format!("{e:#} (tc observation needs tcx links, Linux 6.6)"));
+            results.push((hook, position_name(position).to_string(), error));
         }
         results
     });
-    let results = outcome.unwrap_or_else(|e| {
-        let error = e.to_string();
-        [Hook::Xdp, Hook::TcIngress, Hook::TcEgress]
-            .map(|h| (h, Some(error.clone())))
-            .to_vec()
-    });
+    let results =
+        outcome.unwrap_or_else(|e| vec![(Hook::Xdp, "driver".to_string(), Some(e.to_string()))]);
     results
         .into_iter()
-        .map(|(hook, error)| Attachment {
+        .map(|(hook, point, error)| Attachment {
             hook,
-            netns: Some(ns_name.clone()),
+            point,
+            netns: Some(netns.display_name()),
             ifname: Some(ifname.to_string()),
             error,
         })
         .collect()
+}
+
+/// Says who holds the XDP slot when it is taken: only one XDP program fits on an interface,
+/// so the packets a foreign one drops never reach the stack, and the user must know its name.
+fn xdp_error(error: anyhow::Error) -> String {
+    format!("{error:#}")
+}
+
+pub fn position_name(position: Position) -> &'static str {
+    match position {
+        Position::First => "first",
+        Position::Last => "last",
+        Position::Only => "",
+    }
 }

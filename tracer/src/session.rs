@@ -8,12 +8,18 @@ use aya::{
     Ebpf,
 };
 use tokio::io::unix::AsyncFd;
-use tracer_common::{config::TraceConfig, event::Event, hook::Hook, names};
+use tracer_common::{
+    config::{iface_key, TraceConfig},
+    event::Event,
+    hook::Hook,
+    names,
+};
 
 use crate::{
     kallsyms::Kallsyms,
     kernel_btf::KernelBtf,
     loader::{self, Attachment},
+    netfilter::Netfilter,
     netns::{self, Netns},
     sighting::{Names, Sighting},
     stats::Stats,
@@ -30,6 +36,8 @@ pub struct TraceOptions {
 
 pub struct Session {
     ebpf: Ebpf,
+    /// Holds the netfilter links: dropping it detaches them.
+    _netfilter: Netfilter,
     ring: AsyncFd<RingBuf<MapData>>,
     names: Names,
     pub attachments: Vec<Attachment>,
@@ -44,6 +52,7 @@ impl Session {
         let offsets = btf.offsets()?;
         let mut config = options.config;
         config.netns_filter = 1;
+        config.iface_filter = u8::from(!options.interfaces.is_empty());
         let mut ebpf = loader::load(&offsets, &config, options.ring_bytes)?;
 
         let mut traced: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
@@ -62,8 +71,14 @@ impl Session {
         };
         let mut attachments = loader::attach_tracepoints(&mut ebpf);
         loader::load_interface_programs(&mut ebpf)?;
+        let mut netfilter = Netfilter::load(&ebpf);
+        let mut traced_ifaces: BpfHashMap<_, u64, u8> = BpfHashMap::try_from(
+            ebpf.take_map(names::TRACED_IFACES)
+                .context("map TRACED_IFACES missing")?,
+        )?;
         let mut matched_interfaces = Vec::new();
         for ns in &namespaces {
+            attachments.extend(netfilter.attach(ns));
             let interfaces = ns.run(netns::interfaces)?;
             for (ifindex, ifname) in interfaces {
                 names.interfaces.insert((ns.inode, ifindex), ifname.clone());
@@ -73,6 +88,7 @@ impl Session {
                     options.interfaces.contains(&ifname)
                 };
                 if wanted {
+                    traced_ifaces.insert(iface_key(ns.inode, ifindex), 1, 0)?;
                     matched_interfaces.push(ifname.clone());
                     attachments.extend(loader::attach_interface(&mut ebpf, ns, &ifname));
                 }
@@ -93,6 +109,7 @@ impl Session {
             .map_err(|e| anyhow::anyhow!("cannot poll the event ring buffer: {e}"))?;
         Ok(Session {
             ebpf,
+            _netfilter: netfilter,
             ring,
             names,
             attachments,

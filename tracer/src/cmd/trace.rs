@@ -88,11 +88,13 @@ pub fn report_attachments(session: &Session) {
     for a in session.attachments.iter().filter(|a| a.error.is_some()) {
         let place = match (&a.netns, &a.ifname) {
             (Some(ns), Some(ifname)) => format!(" on {ns}/{ifname}"),
+            (Some(ns), None) => format!(" in {ns}"),
             _ => String::new(),
         };
         eprintln!(
-            "tracer: warning: {}{place} is not observed: {}",
+            "tracer: warning: {} ({}){place} is not observed: {}",
             a.hook.name(),
+            a.point,
             a.error.as_deref().unwrap_or_default()
         );
     }

@@ -1,0 +1,78 @@
+//! Netfilter hooks (`BPF_PROG_TYPE_NETFILTER`, 6.4+): PREROUTING, LOCAL_IN, FORWARD,
+//! LOCAL_OUT and POSTROUTING for IPv4 and IPv6. Two programs, each linked to all ten hooks:
+//! one at the first priority, one at the last, so that a drop by any rule of iptables,
+//! nftables or conntrack at that hook falls between the two sightings.
+//!
+//! aya 0.14 has no netfilter program type: the functions live in a section aya parses as a
+//! classifier (so that its map relocations cover them) and `tracer`'s `nf_link` module loads
+//! them with the right type and links them.
+
+use core::ffi::c_void;
+
+use tracer_common::{
+    event::{kind, HookDetail, PacketSummary},
+    hook::{netfilter_hook, Hook, Position},
+    parse::{ETH_P_IP, ETH_P_IPV6},
+};
+
+use crate::{
+    emit::{report, Site},
+    kernel::{dev_identity, read, skb_info, skb_summary},
+    maps::offset,
+};
+
+const NF_ACCEPT: i32 = 1;
+const NFPROTO_IPV4: u8 = 2;
+const NFPROTO_IPV6: u8 = 10;
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "classifier/netfilter")]
+pub fn tracer_nf_first(ctx: *mut c_void) -> i32 {
+    observe(ctx, Position::First);
+    NF_ACCEPT
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "classifier/netfilter")]
+pub fn tracer_nf_last(ctx: *mut c_void) -> i32 {
+    observe(ctx, Position::Last);
+    NF_ACCEPT
+}
+
+/// `ctx` is a `struct bpf_nf_ctx { const struct nf_hook_state *state; struct sk_buff *skb; }`.
+#[inline(always)]
+fn observe(ctx: *mut c_void, position: Position) {
+    let (state, skb) = unsafe {
+        let fields = ctx as *const u64;
+        (*fields, *fields.add(1))
+    };
+    let Some(hook) = read::<u8>(state, offset!(nf_state_hook)).and_then(netfilter_hook) else {
+        return;
+    };
+    let l3_hint = match read::<u8>(state, offset!(nf_state_pf)).unwrap_or(0) {
+        NFPROTO_IPV4 => ETH_P_IP,
+        NFPROTO_IPV6 => ETH_P_IPV6,
+        _ => return,
+    };
+    // The device the hook is about: the input one on the way in, the output one on the way
+    // out and, at FORWARD, the output one (the input one was seen at PREROUTING).
+    let dev_offset = match hook {
+        Hook::NfPrerouting | Hook::NfLocalIn => offset!(nf_state_in),
+        _ => offset!(nf_state_out),
+    };
+    let (ifindex, _) = dev_identity(read::<u64>(state, dev_offset).unwrap_or(0));
+    let net = read::<u64>(state, offset!(nf_state_net)).unwrap_or(0);
+    let netns = read::<u32>(net, offset!(net_inum)).unwrap_or(0);
+    let info = skb_info(skb);
+    let mut packet = PacketSummary::default();
+    skb_summary(skb, &info, l3_hint, hook, &mut packet);
+    let site = Site {
+        hook,
+        position,
+        kind: kind::SIGHTING,
+        ifindex,
+        netns,
+        skb,
+    };
+    report(&site, &packet, HookDetail::default());
+}

@@ -1,0 +1,209 @@
+//! Netfilter programs (`BPF_PROG_TYPE_NETFILTER`, Linux 6.4+), which aya 0.14 cannot load.
+//!
+//! The programs sit in the same object as the others, in a section aya parses as a classifier,
+//! so they share its maps. Here the object is parsed again with `aya-obj` (the parser aya
+//! itself uses), their map references are pointed at the maps aya already created, and two
+//! syscalls do the rest: `BPF_PROG_LOAD` with the netfilter type, then one `BPF_LINK_CREATE`
+//! per (family, hook, priority). Links are file descriptors: the kernel removes the hooks when
+//! the process exits, however it exits.
+
+use std::{
+    collections::HashSet,
+    ffi::CString,
+    io,
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
+};
+
+use aya::{maps::Map, Ebpf};
+use aya_obj::{generated::bpf_insn, Object};
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_PROG_TYPE_NETFILTER: u32 = 32;
+const BPF_NETFILTER: u32 = 45;
+
+/// `NFPROTO_IPV4` and `NFPROTO_IPV6`.
+pub const FAMILIES: [(u32, &str); 2] = [(2, "IPv4"), (10, "IPv6")];
+/// `NF_INET_PRE_ROUTING` .. `NF_INET_POST_ROUTING`.
+pub const HOOKS: std::ops::RangeInclusive<u32> = 0..=4;
+/// As early and as late as the kernel lets a BPF program sit: `NF_IP_PRI_FIRST` and
+/// `NF_IP_PRI_LAST` themselves are refused (they belong to the kernel's own hooks).
+pub const PRIORITY_FIRST: i32 = i32::MIN + 1;
+pub const PRIORITY_LAST: i32 = i32::MAX - 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NfError {
+    #[error("cannot prepare {0}: {1}")]
+    Object(String, String),
+    #[error("the kernel refused {name}: {error}{}", verifier_tail(.log))]
+    Refused {
+        name: String,
+        error: io::Error,
+        log: String,
+    },
+}
+
+fn verifier_tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let tail = &lines[lines.len().saturating_sub(8)..];
+    format!("; verifier says:\n  {}", tail.join("\n  "))
+}
+
+/// A loaded netfilter program.
+pub struct NetfilterProgram {
+    fd: OwnedFd,
+}
+
+/// `union bpf_attr` for `BPF_PROG_LOAD`, up to `expected_attach_type`; the kernel zero-fills
+/// the rest.
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// `union bpf_attr` for `BPF_LINK_CREATE` with its `netfilter` member.
+#[repr(C)]
+struct NetfilterLinkAttr {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+    pf: u32,
+    hooknum: u32,
+    priority: i32,
+    nf_flags: u32,
+}
+
+/// Loads program `name` of `object` as a netfilter program, using the maps of `ebpf` (which
+/// was loaded from the same object).
+pub fn load(ebpf: &Ebpf, object: &[u8], name: &str) -> Result<NetfilterProgram, NfError> {
+    let insns = relocated_instructions(ebpf, object, name)
+        .map_err(|e| NfError::Object(name.to_string(), e))?;
+    let license = CString::new("GPL").expect("no NUL");
+    let mut attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_NETFILTER,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        expected_attach_type: BPF_NETFILTER,
+        ..ProgLoadAttr::default()
+    };
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(attr.prog_name.len() - 1);
+    attr.prog_name[..n].copy_from_slice(&bytes[..n]);
+
+    let fd = match bpf(BPF_PROG_LOAD, &attr) {
+        Ok(fd) => fd,
+        Err(error) => {
+            // Again with the verifier's log, to say why.
+            let mut log = vec![0u8; 1 << 20];
+            attr.log_level = 1;
+            attr.log_size = log.len() as u32;
+            attr.log_buf = log.as_mut_ptr() as u64;
+            let _ = bpf(BPF_PROG_LOAD, &attr);
+            let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+            return Err(NfError::Refused {
+                name: name.to_string(),
+                error,
+                log: String::from_utf8_lossy(&log[..end]).into_owned(),
+            });
+        }
+    };
+    Ok(NetfilterProgram { fd })
+}
+
+/// Hooks `program` into the current thread's network namespace at (`pf`, `hooknum`,
+/// `priority`). The hook stays while the returned descriptor is open.
+pub fn attach(
+    program: &NetfilterProgram,
+    pf: u32,
+    hooknum: u32,
+    priority: i32,
+) -> io::Result<OwnedFd> {
+    let attr = NetfilterLinkAttr {
+        prog_fd: program.fd.as_raw_fd() as u32,
+        target_fd: 0,
+        attach_type: BPF_NETFILTER,
+        flags: 0,
+        pf,
+        hooknum,
+        priority,
+        nf_flags: 0,
+    };
+    bpf(BPF_LINK_CREATE, &attr)
+}
+
+fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<OwnedFd> {
+    // SAFETY: `attr` is a live `repr(C)` prefix of `union bpf_attr` of the size passed; the
+    // pointers inside it outlive the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *const T,
+            std::mem::size_of::<T>() as u32,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: on success these commands return a new descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// The instructions of `name` with their map references resolved to `ebpf`'s maps.
+fn relocated_instructions(ebpf: &Ebpf, object: &[u8], name: &str) -> Result<Vec<bpf_insn>, String> {
+    let mut obj = Object::parse(object).map_err(|e| e.to_string())?;
+    let mut maps = Vec::new();
+    for (map_name, map) in ebpf.maps() {
+        let fd = map_fd(map)
+            .ok_or_else(|| format!("map {map_name} is of a kind this loader does not handle"))?;
+        let definition = obj
+            .maps
+            .get(map_name)
+            .ok_or_else(|| format!("map {map_name} is not in the object"))?;
+        maps.push((map_name, fd, definition.clone()));
+    }
+    let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
+    obj.relocate_maps(maps.iter().map(|(n, fd, m)| (*n, *fd, m)), &text_sections)
+        .map_err(|e| e.to_string())?;
+    obj.relocate_calls(&text_sections)
+        .map_err(|e| e.to_string())?;
+    let program = obj
+        .programs
+        .get(name)
+        .ok_or_else(|| format!("program {name} is not in the object"))?;
+    let function = obj
+        .functions
+        .get(&program.function_key())
+        .ok_or_else(|| format!("function of {name} is not in the object"))?;
+    Ok(function.instructions.clone())
+}
+
+/// The descriptor of a map of the kinds `tracer-ebpf` declares.
+fn map_fd(map: &Map) -> Option<RawFd> {
+    let data = match map {
+        Map::Array(m)
+        | Map::PerCpuArray(m)
+        | Map::HashMap(m)
+        | Map::LruHashMap(m)
+        | Map::RingBuf(m) => m,
+        _ => return None,
+    };
+    Some(data.fd().as_fd().as_raw_fd())
+}
