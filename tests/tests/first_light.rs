@@ -97,25 +97,41 @@ fn every_hook_reports_pings_with_their_addresses() {
         "echo requests dropped: {dropped_requests:?}"
     );
 
-    // One journey per packet: each request crosses five points in order.
+    // One journey per packet: each request crosses the path's points in order.
     let requests: Vec<&Value> = report.packets().filter(|p| p["src"] == ADDR_A).collect();
     assert_eq!(requests.len(), PINGS, "journeys: {:?}", report.records);
     for request in requests {
-        let hooks: Vec<&str> = request["path"]
+        let path: Vec<String> = request["path"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|p| p["hook"].as_str().unwrap())
+            .filter(|p| p["dir"] != "-")
+            .map(|p| match p["position"].as_str() {
+                Some(position) => format!("{} {position}", p["hook"].as_str().unwrap()),
+                None => p["hook"].as_str().unwrap().to_string(),
+            })
             .collect();
         assert_eq!(
-            hooks,
+            path,
             [
-                "tc_egress",
-                "dev_xmit",
+                "nf_local_out first",
+                "nf_local_out last",
+                "nf_postrouting first",
+                "nf_postrouting last",
+                "tc_egress first",
+                "tc_egress last",
+                "dev_xmit first",
+                "dev_xmit last",
                 "xdp",
                 "netif_receive",
-                "tc_ingress"
-            ]
+                "tc_ingress first",
+                "tc_ingress last",
+                "nf_prerouting first",
+                "nf_prerouting last",
+                "nf_local_in first",
+                "nf_local_in last",
+            ],
+            "{request}"
         );
     }
     assert_eq!(report.stats()["lost_total"], 0);
@@ -145,8 +161,9 @@ fn a_local_in_drop_is_located_after_the_tap_and_tcpdump_agrees() {
         assert_eq!(fate["kind"], "dropped", "{request}");
         assert_eq!(fate["reason"], "NETFILTER_DROP", "{request}");
         assert_eq!(
-            fate["hook"], "tc_ingress",
-            "last seen alive before LOCAL_IN: {request}"
+            (&fate["hook"], &fate["position"]),
+            (&"nf_local_in".into(), &"first".into()),
+            "dropped by a rule between the first and the last program at LOCAL_IN: {request}"
         );
         let vb = request["capture"]
             .as_array()
@@ -180,8 +197,8 @@ fn sigkill_leaves_nothing_attached() {
     let programs = tracer_program_ids();
     assert_eq!(
         programs.len(),
-        6,
-        "xdp, 2 tc, 3 tracepoints loaded: {programs:?}"
+        19,
+        "xdp, 4 tc, 12 tracepoints, 2 netfilter loaded: {programs:?}"
     );
     let xdp = pair.b.sh("bpftool net show dev vb");
     assert!(
@@ -194,7 +211,7 @@ fn sigkill_leaves_nothing_attached() {
         .filter(|id| links.contains(&format!("prog {id} ")))
         .count();
     assert_eq!(
-        linked, 6,
+        linked, 19,
         "every program is held by a link (tcx shows as 'type 11' in old bpftool): {links}"
     );
     let pid = tracer.pid();

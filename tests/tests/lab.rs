@@ -1,5 +1,6 @@
 //! The default lab (`cargo xtask run`) end to end: the SYNs a real tcpdump captured on the
-//! server are the SYNs the tracer saw dropped by the INPUT rule, after the tap.
+//! server are the SYNs the tracer saw dropped by the INPUT rule: after the tap, between the
+//! first and the last program at LOCAL_IN.
 
 use tests::{require_privileges, tracer_bin};
 
@@ -23,7 +24,7 @@ fn local_in_drop_lab_locates_every_captured_syn() {
         .count();
     let dropped = stdout
         .lines()
-        .filter(|l| l.contains("fate: dropped after tc_ingress, reason NETFILTER_DROP"))
+        .filter(|l| l.contains("fate: dropped after nf_local_in (first), reason NETFILTER_DROP"))
         .count();
     let tap_saw = stdout
         .lines()

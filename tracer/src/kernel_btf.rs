@@ -142,21 +142,26 @@ impl KernelBtf {
     /// `enum skb_drop_reason` of this kernel: value -> name without the `SKB_DROP_REASON_`
     /// prefix. The values differ between kernels, so they are never hard-coded.
     pub fn drop_reasons(&self) -> HashMap<u32, String> {
-        let mut reasons = HashMap::new();
-        for ty in self
-            .btf
-            .resolve_types_by_name("skb_drop_reason")
-            .unwrap_or_default()
-        {
+        self.enum_names("skb_drop_reason", "SKB_DROP_REASON_")
+    }
+
+    /// `enum sk_rst_reason` (why TCP sent a reset, 6.10+), prefix `SK_RST_REASON_` removed.
+    pub fn reset_reasons(&self) -> HashMap<u32, String> {
+        self.enum_names("sk_rst_reason", "SK_RST_REASON_")
+    }
+
+    fn enum_names(&self, name: &str, prefix: &str) -> HashMap<u32, String> {
+        let mut names = HashMap::new();
+        for ty in self.btf.resolve_types_by_name(name).unwrap_or_default() {
             if let Type::Enum(e) = ty {
                 for member in &e.members {
                     if let Ok(name) = self.btf.resolve_name(member) {
-                        let short = name.strip_prefix("SKB_DROP_REASON_").unwrap_or(&name);
-                        reasons.insert(member.val(), short.to_string());
+                        let short = name.strip_prefix(prefix).unwrap_or(&name);
+                        names.insert(member.val(), short.to_string());
                     }
                 }
             }
         }
-        reasons
+        names
     }
 }

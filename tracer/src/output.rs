@@ -13,7 +13,7 @@ use crate::{
 pub const SCHEMA_VERSION: u32 = 1;
 
 pub fn packet_json(journey: &Journey) -> Value {
-    let first = &journey.sightings[0];
+    let first = journey.headers();
     let path: Vec<Value> = journey
         .sightings
         .iter()
@@ -28,6 +28,9 @@ pub fn packet_json(journey: &Journey) -> Value {
             });
             if let Some(position) = &s.position {
                 point["position"] = json!(position);
+            }
+            if let Some(note) = &s.note {
+                point["note"] = json!(note);
             }
             point
         })
@@ -55,7 +58,7 @@ pub fn direction(hook: &str) -> &'static str {
         "xdp" | "netif_receive" | "tc_ingress" | "nf_prerouting" | "nf_local_in" | "nf_forward" => {
             "rx"
         }
-        "kfree_skb" | "consume_skb" | "socket" | "tcp" => "-",
+        "kfree_skb" | "consume_skb" | "socket" | "tcp" | "fib_lookup" | "icmp_send" => "-",
         _ => "tx",
     }
 }
@@ -69,7 +72,7 @@ pub fn write_json(out: &mut impl Write, journeys: &[Journey], stats: &Stats) -> 
 
 pub fn write_text(out: &mut impl Write, journeys: &[Journey], stats: &Stats) -> io::Result<()> {
     for journey in journeys {
-        let s = &journey.sightings[0];
+        let s = journey.headers();
         let endpoint = |ip: Option<std::net::IpAddr>, port: u16| match ip {
             Some(ip) if s.proto == "tcp" || s.proto == "udp" => format!("{ip}:{port}"),
             Some(ip) => ip.to_string(),
@@ -97,16 +100,17 @@ pub fn write_text(out: &mut impl Write, journeys: &[Journey], stats: &Stats) -> 
                 (Some(ns), None) => ns.clone(),
                 (None, None) => format!("netns:{}", point.netns),
             };
-            let extra = match (&point.reason, &point.location) {
-                (Some(reason), Some(location)) => format!("  reason {reason} at {location}"),
+            let extra = match (&point.reason, &point.location, &point.note) {
+                (Some(reason), Some(location), _) => format!("  reason {reason} at {location}"),
+                (_, _, Some(note)) => format!("  {note}"),
                 _ => String::new(),
             };
-            let offset_us = (point.ts_ns - s.ts_ns) as f64 / 1000.0;
-            writeln!(
-                out,
-                "    +{offset_us:>9.1}us  {:<14} {place}{extra}",
-                point.hook
-            )?;
+            let hook = match &point.position {
+                Some(position) => format!("{} ({position})", point.hook),
+                None => point.hook.clone(),
+            };
+            let offset_us = point.ts_ns.saturating_sub(journey.sightings[0].ts_ns) as f64 / 1000.0;
+            writeln!(out, "    +{offset_us:>9.1}us  {hook:<22} {place}{extra}")?;
         }
         let fate = &journey.fate;
         let mut line = format!(
@@ -118,6 +122,9 @@ pub fn write_text(out: &mut impl Write, journeys: &[Journey], stats: &Stats) -> 
         );
         if let Some(hook) = &fate.hook {
             line.push_str(&format!(" after {hook}"));
+            if let Some(position) = &fate.position {
+                line.push_str(&format!(" ({position})"));
+            }
         }
         if let Some(reason) = &fate.reason {
             line.push_str(&format!(", reason {reason}"));

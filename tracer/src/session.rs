@@ -66,6 +66,7 @@ impl Session {
         let mut names = Names {
             netns: netns::names(),
             drop_reasons: btf.drop_reasons(),
+            reset_reasons: btf.reset_reasons(),
             kallsyms: Kallsyms::load(),
             ..Names::default()
         };

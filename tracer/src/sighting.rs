@@ -9,7 +9,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tracer_common::{
     event::{kind, tcp_flag, Event},
-    hook::{Hook, Position},
+    hook::{tcp_event, Hook, Position},
     parse::{ETH_P_IP, ETH_P_IPV6},
 };
 
@@ -50,6 +50,10 @@ pub struct Sighting {
     /// Symbolized kernel location of the drop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// What a hook-specific event says: `reset sent (NO_SOCKET)`, `retransmission`,
+    /// `icmp type 3 code 4 sent`, `driver returned 0`, `route via table 254`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What turns numbers from the kernel into names a person reads.
@@ -58,6 +62,7 @@ pub struct Names {
     pub netns: HashMap<u32, String>,
     pub interfaces: HashMap<(u32, u32), String>,
     pub drop_reasons: HashMap<u32, String>,
+    pub reset_reasons: HashMap<u32, String>,
     pub kallsyms: Kallsyms,
 }
 
@@ -109,11 +114,71 @@ impl Sighting {
                     .unwrap_or_else(|| format!("reason {reason}"))
             }),
             location: is_drop.then(|| names.kallsyms.symbolize(event.detail.location)),
+            note: note(event, names),
         }
     }
 
     pub fn is_drop(&self) -> bool {
-        self.reason.is_some()
+        self.hook == Hook::KfreeSkb.name()
+    }
+
+    /// Whether this is a point of the packet's path through the stack (XDP to the driver), as
+    /// opposed to an end of life (free, socket read) or an annotation (TCP, ICMP, routing).
+    pub fn on_path(&self) -> bool {
+        use Hook::*;
+        [
+            Xdp,
+            NetifReceive,
+            TcIngress,
+            NfPrerouting,
+            NfLocalIn,
+            NfForward,
+            NfLocalOut,
+            NfPostrouting,
+            TcEgress,
+            DevXmit,
+        ]
+        .iter()
+        .any(|h| h.name() == self.hook)
+    }
+
+    /// Whether the skb was freed here (dropped or consumed): its address is then reused.
+    pub fn ends_skb(&self) -> bool {
+        self.is_drop() || self.hook == Hook::ConsumeSkb.name()
+    }
+}
+
+/// The hook-specific part of an event, in words.
+fn note(event: &Event, names: &Names) -> Option<String> {
+    let (verdict, reason) = (event.detail.verdict, event.detail.reason);
+    match Hook::from_u8(event.header.hook)? {
+        Hook::Tcp => Some(match verdict {
+            tcp_event::SEND_RESET => match names.reset_reasons.get(&reason) {
+                Some(why) => format!("reset sent ({why})"),
+                None => "reset sent".to_string(),
+            },
+            tcp_event::RECEIVE_RESET => "reset received".to_string(),
+            tcp_event::RETRANSMIT => "retransmission".to_string(),
+            tcp_event::BAD_CSUM => "bad checksum, discarded".to_string(),
+            other => format!("tcp event {other}"),
+        }),
+        Hook::IcmpSend => Some(format!(
+            "answered with icmp type {} code {}",
+            verdict >> 8,
+            verdict & 0xff
+        )),
+        Hook::FibLookup => Some(match verdict as i32 {
+            0 => format!("route found in table {reason}"),
+            err => format!("no route in table {reason} (error {err})"),
+        }),
+        Hook::DevXmit if Position::from_u8(event.header.position) == Position::Last => {
+            Some(match verdict as i32 {
+                0 => "driver accepted it".to_string(),
+                rc => format!("driver returned {rc}"),
+            })
+        }
+        Hook::Socket => Some(format!("{verdict} bytes read by the application")),
+        _ => None,
     }
 }
 

@@ -114,3 +114,64 @@ fn unordered_input_is_sorted_by_time() {
     let journeys = build(vec![sighting(1_000, "dev_xmit"), sighting(0, "tc_egress")]);
     assert_eq!(hooks(&journeys[0]), ["tc_egress", "dev_xmit"]);
 }
+
+#[test]
+fn a_nat_rewrite_stays_in_the_journey_of_its_skb() {
+    let before = sighting(0, "nf_prerouting");
+    let mut after = sighting(1_000, "nf_local_in");
+    after.dst = Some("10.9.9.9".parse().unwrap());
+    after.dport = 8443;
+    let journeys = build(vec![before, after]);
+    assert_eq!(journeys.len(), 1);
+    assert_eq!(hooks(&journeys[0]), ["nf_prerouting", "nf_local_in"]);
+}
+
+#[test]
+fn a_reused_skb_address_does_not_join_another_packet() {
+    let first = sighting(0, "tc_egress");
+    let mut other = sighting(1_000, "tc_ingress");
+    other.dst = Some("10.9.9.9".parse().unwrap());
+    other.ip_id += 1;
+    assert_eq!(build(vec![first, other]).len(), 2);
+}
+
+#[test]
+fn an_event_with_only_the_skb_joins_its_packet_until_the_skb_is_freed() {
+    let start = sighting(0, "dev_xmit");
+    let mut done = sighting(1_000, "dev_xmit");
+    done.position = Some("last".into());
+    done.proto = "unknown".into();
+    done.src = None;
+    done.dst = None;
+    let mut freed = sighting(2_000, "consume_skb");
+    freed.position = None;
+    let mut reused = done.clone();
+    reused.ts_ns = 3_000;
+    let journeys = build(vec![start, done, freed, reused]);
+    assert_eq!(hooks(&journeys[0]), ["dev_xmit", "dev_xmit", "consume_skb"]);
+    assert_eq!(journeys.len(), 2);
+}
+
+#[test]
+fn a_route_lookup_joins_the_packet_its_cpu_was_handling() {
+    let mut lookup = sighting(1_500, "fib_lookup");
+    lookup.src = Some("0.0.0.0".parse().unwrap());
+    lookup.skb = 0;
+    let mut elsewhere = lookup.clone();
+    elsewhere.cpu += 1;
+    let journeys = build(vec![
+        sighting(1_000, "nf_local_out"),
+        lookup,
+        sighting(2_000, "nf_postrouting"),
+        elsewhere,
+    ]);
+    assert_eq!(
+        hooks(&journeys[0]),
+        ["nf_local_out", "fib_lookup", "nf_postrouting"]
+    );
+    assert_eq!(
+        journeys.len(),
+        2,
+        "another CPU's lookup is another packet's"
+    );
+}
