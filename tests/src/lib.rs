@@ -4,6 +4,8 @@
 //! These tests need root and a kernel with BPF. Where they cannot have it they fail loudly,
 //! never pass silently: run them with `cargo xtask test` as root.
 
+pub mod foreign;
+
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -91,6 +93,23 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Runs `f` on a thread inside this namespace (sockets it opens live there).
+    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("namespace file");
+            // SAFETY: setns on a valid nsfs descriptor; affects only this new thread.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("thread inside the namespace")
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = run(&format!("ip netns del {}", self.name));
@@ -124,6 +143,53 @@ impl Pair {
         let b = Netns::new("b");
         veth(&a, ("va", "10.201.0.1/24"), &b, ("vb", "10.201.0.2/24"));
         Pair { a, b }
+    }
+
+    /// Permanent ARP entries on both sides, for faults that drop everything (ARP included).
+    pub fn static_neighbours(&self) {
+        let mac = |ns: &Netns, ifname: &str| {
+            ns.sh(&format!("cat /sys/class/net/{ifname}/address"))
+                .trim()
+                .to_string()
+        };
+        let (mac_a, mac_b) = (mac(&self.a, "va"), mac(&self.b, "vb"));
+        self.a.sh(&format!(
+            "ip neigh replace {ADDR_B} lladdr {mac_b} dev va nud permanent"
+        ));
+        self.b.sh(&format!(
+            "ip neigh replace {ADDR_A} lladdr {mac_a} dev vb nud permanent"
+        ));
+    }
+}
+
+/// `a` (10.202.1.1 on `va`) and `b` (10.202.2.1 on `vb`) in different subnets, joined through
+/// a router namespace `r` (`ra` 10.202.1.254, `rb` 10.202.2.254) that forwards between them.
+pub struct Routed {
+    pub a: Netns,
+    pub r: Netns,
+    pub b: Netns,
+}
+
+pub const ROUTED_A: &str = "10.202.1.1";
+pub const ROUTED_B: &str = "10.202.2.1";
+
+impl Routed {
+    pub fn create() -> Routed {
+        let a = Netns::new("a");
+        let r = Netns::new("r");
+        let b = Netns::new("b");
+        veth(&a, ("va", "10.202.1.1/24"), &r, ("ra", "10.202.1.254/24"));
+        veth(&r, ("rb", "10.202.2.254/24"), &b, ("vb", "10.202.2.1/24"));
+        sh(&format!(
+            "ip -n {} route add default via 10.202.1.254",
+            a.name
+        ));
+        sh(&format!(
+            "ip -n {} route add default via 10.202.2.254",
+            b.name
+        ));
+        r.sh("sysctl -q -w net.ipv4.ip_forward=1");
+        Routed { a, r, b }
     }
 }
 
