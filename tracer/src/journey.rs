@@ -59,6 +59,10 @@ pub struct Fate {
     pub position: Option<String>,
     pub reason: Option<String>,
     pub location: Option<String>,
+    /// Who dropped it, where the tracer knows more than the kernel's reason (another tool's
+    /// XDP program).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 type Fingerprint = (
@@ -224,6 +228,7 @@ fn fate(sightings: &[Sighting]) -> Fate {
             position: alive.and_then(|s| s.position.clone()),
             reason: drop.reason.clone(),
             location: drop.location.clone(),
+            by: drop.note.clone(),
         };
     }
     Fate {
@@ -232,6 +237,7 @@ fn fate(sightings: &[Sighting]) -> Fate {
         position: None,
         reason: None,
         location: None,
+        by: None,
     }
 }
 
@@ -254,6 +260,16 @@ pub fn captures(journey: &Journey) -> Vec<Capture> {
             "netif_receive" | "tc_ingress" => ("rx", true),
             "tc_egress" => ("tx", false),
             "dev_xmit" => ("tx", true),
+            // Freed on an interface the packet was seen on nowhere else: it arrived there and
+            // died before the receive tap (another tool's XDP program, the driver).
+            "kfree_skb"
+                if s.ifindex != 0
+                    && !out
+                        .iter()
+                        .any(|(ns, ifx, _)| *ns == s.netns && *ifx == s.ifindex) =>
+            {
+                ("rx", false)
+            }
             _ => continue,
         };
         match out

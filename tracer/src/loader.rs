@@ -40,6 +40,8 @@ pub struct Attachment {
     pub ifname: Option<String>,
     /// `None` when attached; the reason otherwise.
     pub error: Option<String>,
+    /// At XDP: the other program that holds the interface, "NAME (id N)".
+    pub foreign_program: Option<String>,
 }
 
 pub fn load(
@@ -158,6 +160,7 @@ fn global(hook: Hook, point: &str, error: Option<String>) -> Attachment {
         netns: None,
         ifname: None,
         error,
+        foreign_program: None,
     }
 }
 
@@ -193,7 +196,16 @@ pub fn attach_interface(ebpf: &mut Ebpf, netns: &Netns, ifname: &str) -> Vec<Att
             prog.attach(ifname, XdpMode::Default)?;
             Ok(())
         })();
-        results.push((Hook::Xdp, "driver".to_string(), xdp.err().map(xdp_error)));
+        let foreign = xdp.is_err().then(|| foreign_xdp(ifname)).flatten();
+        let error = match (xdp, &foreign) {
+            (Ok(()), _) => None,
+            (Err(_), Some(program)) => Some(format!(
+                "another XDP program, {program}, holds the interface (only one fits); \
+                 packets it drops never reach the stack, and drops there are attributed to it"
+            )),
+            (Err(e), None) => Some(format!("{e:#}")),
+        };
+        results.push((Hook::Xdp, "driver".to_string(), error, foreign));
         for (name, hook, direction, position) in TC_PROGRAMS {
             // tcx links (6.6+): nothing to clean up on exit, and an order among programs.
             let order = match position {
@@ -209,28 +221,33 @@ pub fn attach_interface(ebpf: &mut Ebpf, netns: &Netns, ifname: &str) -> Vec<Att
             let error = tc
                 .err()
                 .map(|e| format!("{e:#} (tc observation needs tcx links, Linux 6.6)"));
-            results.push((hook, position_name(position).to_string(), error));
+            results.push((hook, position_name(position).to_string(), error, None));
         }
         results
     });
-    let results =
-        outcome.unwrap_or_else(|e| vec![(Hook::Xdp, "driver".to_string(), Some(e.to_string()))]);
+    let results = outcome
+        .unwrap_or_else(|e| vec![(Hook::Xdp, "driver".to_string(), Some(e.to_string()), None)]);
     results
         .into_iter()
-        .map(|(hook, point, error)| Attachment {
+        .map(|(hook, point, error, foreign_program)| Attachment {
             hook,
             point,
             netns: Some(netns.display_name()),
             ifname: Some(ifname.to_string()),
             error,
+            foreign_program,
         })
         .collect()
 }
 
-/// Says who holds the XDP slot when it is taken: only one XDP program fits on an interface,
-/// so the packets a foreign one drops never reach the stack, and the user must know its name.
-fn xdp_error(error: anyhow::Error) -> String {
-    format!("{error:#}")
+/// The XDP program another tool attached to `ifname` (of the current thread's namespace):
+/// only one fits on an interface, so the packets it drops never reach the stack, and the user
+/// must know its name.
+fn foreign_xdp(ifname: &str) -> Option<String> {
+    let name = std::ffi::CString::new(ifname).ok()?;
+    // SAFETY: a valid C string.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    crate::xdp_owner::xdp_program(ifindex).ok().flatten()
 }
 
 pub fn position_name(position: Position) -> &'static str {

@@ -15,6 +15,7 @@ mod output;
 mod session;
 mod sighting;
 mod stats;
+mod xdp_owner;
 
 use std::process::ExitCode;
 

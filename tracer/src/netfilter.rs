@@ -94,5 +94,6 @@ fn attachment(netns: &Netns, hook: Hook, family: &str, error: Option<String>) ->
         netns: Some(netns.display_name()),
         ifname: None,
         error,
+        foreign_program: None,
     }
 }

@@ -91,7 +91,11 @@ impl Session {
                 if wanted {
                     traced_ifaces.insert(iface_key(ns.inode, ifindex), 1, 0)?;
                     matched_interfaces.push(ifname.clone());
-                    attachments.extend(loader::attach_interface(&mut ebpf, ns, &ifname));
+                    let attached = loader::attach_interface(&mut ebpf, ns, &ifname);
+                    for program in attached.iter().filter_map(|a| a.foreign_program.clone()) {
+                        names.foreign_xdp.insert((ns.inode, ifindex), program);
+                    }
+                    attachments.extend(attached);
                 }
             }
         }

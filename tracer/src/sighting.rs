@@ -63,6 +63,8 @@ pub struct Names {
     pub interfaces: HashMap<(u32, u32), String>,
     pub drop_reasons: HashMap<u32, String>,
     pub reset_reasons: HashMap<u32, String>,
+    /// (netns, ifindex) -> "NAME (id N)" of another tool's XDP program on that interface.
+    pub foreign_xdp: HashMap<(u32, u32), String>,
     pub kallsyms: Kallsyms,
 }
 
@@ -76,6 +78,16 @@ impl Sighting {
             Position::Last => Some("last".to_string()),
         };
         let is_drop = h.kind == kind::DROP;
+        let location = is_drop.then(|| names.kallsyms.symbolize(event.detail.location));
+        let ifname = names.interfaces.get(&(h.netns, h.ifindex)).cloned();
+        let note = match (&location, names.foreign_xdp.get(&(h.netns, h.ifindex))) {
+            // The kernel frees what an XDP program dropped in its XDP code (veth, generic XDP).
+            (Some(at), Some(program)) if at.contains("xdp") => Some(format!(
+                "dropped by the XDP program {program} on {}",
+                ifname.as_deref().unwrap_or("this interface")
+            )),
+            _ => note(event, names),
+        };
         Sighting {
             ts_ns: h.ts_ns,
             cpu: h.cpu,
@@ -84,7 +96,7 @@ impl Sighting {
             netns: h.netns,
             netns_name: names.netns.get(&h.netns).cloned(),
             ifindex: h.ifindex,
-            ifname: names.interfaces.get(&(h.netns, h.ifindex)).cloned(),
+            ifname,
             skb: h.skb,
             src: address(p.l3_proto, &p.saddr),
             dst: address(p.l3_proto, &p.daddr),
@@ -113,8 +125,8 @@ impl Sighting {
                     .cloned()
                     .unwrap_or_else(|| format!("reason {reason}"))
             }),
-            location: is_drop.then(|| names.kallsyms.symbolize(event.detail.location)),
-            note: note(event, names),
+            location,
+            note,
         }
     }
 
