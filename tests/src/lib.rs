@@ -96,6 +96,14 @@ impl Netns {
 impl Netns {
     /// Runs `f` on a thread inside this namespace (sockets it opens live there).
     pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        self.spawn(f).join().expect("thread inside the namespace")
+    }
+
+    /// Starts `f` on a thread inside this namespace (a server, say).
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
         let path = format!("/run/netns/{}", self.name);
         std::thread::spawn(move || {
             let file = std::fs::File::open(&path).expect("namespace file");
@@ -105,8 +113,6 @@ impl Netns {
             assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
             f()
         })
-        .join()
-        .expect("thread inside the namespace")
     }
 }
 

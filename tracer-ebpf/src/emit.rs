@@ -73,12 +73,16 @@ fn wanted(site: &Site, packet: &PacketSummary) -> bool {
 /// The load-time filter of [`tracer_common::config::TraceConfig`].
 #[inline(always)]
 fn matches(site: &Site, packet: &PacketSummary) -> bool {
+    // A route lookup for a received packet often leaves protocol and ports unset: unknown
+    // is not a mismatch there.
+    let lookup = site.hook == Hook::FibLookup;
     let proto = config!(l4_proto);
-    if proto != 0 && proto != packet.l4_proto {
+    if proto != 0 && proto != packet.l4_proto && !(lookup && packet.l4_proto == 0) {
         return false;
     }
     let port = config!(port);
-    if port != 0 && port != packet.sport && port != packet.dport {
+    let no_ports = packet.sport == 0 && packet.dport == 0;
+    if port != 0 && port != packet.sport && port != packet.dport && !(lookup && no_ports) {
         return false;
     }
     let family = config!(addr_family);

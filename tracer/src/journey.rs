@@ -145,7 +145,8 @@ pub fn build(mut sightings: Vec<Sighting>) -> Vec<Journey> {
 
 /// A route lookup names no skb: it belongs to the packet that the same CPU was handling in the
 /// same namespace within [`ROUTE_LOOKUP_WINDOW_NS`], towards the same destination (an output
-/// lookup may not know the source yet). One that fits no packet stays a journey of its own.
+/// lookup may not know the source yet). A failed one that fits no packet is a journey of its
+/// own; a successful one is left out of the journeys (it stays in the recorded stream).
 fn place_route_lookups(journeys: &mut Vec<Vec<Sighting>>, lookups: Vec<Sighting>) {
     type Key = (u16, u32, Option<std::net::IpAddr>);
     let mut index: HashMap<Key, Vec<(u64, usize)>> = HashMap::new();
@@ -173,7 +174,16 @@ fn place_route_lookups(journeys: &mut Vec<Vec<Sighting>>, lookups: Vec<Sighting>
                 let at = journeys[i].partition_point(|s| s.ts_ns <= lookup.ts_ns);
                 journeys[i].insert(at, lookup);
             }
-            None => journeys.push(vec![lookup]),
+            // A failed lookup is news (no route); a successful one without its packet (a
+            // socket's connect, a source check) says nothing about any packet here.
+            None if lookup
+                .note
+                .as_deref()
+                .is_some_and(|n| n.starts_with("no route")) =>
+            {
+                journeys.push(vec![lookup])
+            }
+            None => {}
         }
     }
     journeys.sort_by_key(|j| j[0].ts_ns);

@@ -157,13 +157,18 @@ fn a_route_lookup_joins_the_packet_its_cpu_was_handling() {
     let mut lookup = sighting(1_500, "fib_lookup");
     lookup.src = Some("0.0.0.0".parse().unwrap());
     lookup.skb = 0;
+    lookup.note = Some("route found in table 254".into());
     let mut elsewhere = lookup.clone();
     elsewhere.cpu += 1;
+    elsewhere.note = Some("no route in table 254 (error -101)".into());
+    let mut unrelated = lookup.clone();
+    unrelated.cpu += 2;
     let journeys = build(vec![
         sighting(1_000, "nf_local_out"),
         lookup,
         sighting(2_000, "nf_postrouting"),
         elsewhere,
+        unrelated,
     ]);
     assert_eq!(
         hooks(&journeys[0]),

@@ -1,0 +1,206 @@
+//! The observation points beyond the packet's path: reads by the application, TCP resets and
+//! retransmissions, ICMP errors, route lookups, FORWARD, IPv6 at netfilter. Each is made to
+//! fire by real traffic and must report it, with the right namespace and addresses.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+use serde_json::Value;
+use tests::{require_privileges, Pair, Routed, Tracer, ADDR_A, ADDR_B, ROUTED_A, ROUTED_B};
+
+fn addr(ip: &str, port: u16) -> SocketAddr {
+    format!("{ip}:{port}").parse().unwrap()
+}
+
+fn events<'a>(report: &'a [Value], hook: &str, ns: &str) -> Vec<&'a Value> {
+    report
+        .iter()
+        .filter(|e| e["hook"] == hook && e["netns_name"] == ns)
+        .collect()
+}
+
+fn notes(events: &[&Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| e["note"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn tcp_reads_resets_retransmissions_and_icmp_errors_are_reported() {
+    require_privileges();
+    let pair = Pair::create();
+    let (a, b) = (pair.a.name.clone(), pair.b.name.clone());
+    pair.b.sh("iptables -A INPUT -p tcp --dport 7002 -j DROP");
+    let server = pair.b.spawn(|| {
+        let listener = TcpListener::bind(addr(ADDR_B, 7000)).unwrap();
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = String::new();
+        conn.read_to_string(&mut got).unwrap();
+        got
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let tracer = Tracer::start(&["-n", &a, "-n", &b]);
+    let refused = pair.a.enter(|| {
+        let mut conn = TcpStream::connect(addr(ADDR_B, 7000)).unwrap();
+        conn.write_all(b"hello").unwrap();
+        drop(conn);
+        let refused = TcpStream::connect(addr(ADDR_B, 7001)).is_err();
+        let _ = TcpStream::connect_timeout(&addr(ADDR_B, 7002), Duration::from_millis(1500));
+        let udp = UdpSocket::bind(addr(ADDR_A, 0)).unwrap();
+        udp.send_to(b"anyone?", addr(ADDR_B, 7003)).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        refused
+    });
+    assert_eq!(server.join().unwrap(), "hello");
+    assert!(refused, "nothing listens on 7001");
+    std::thread::sleep(Duration::from_millis(200));
+    let report = tracer.finish();
+    let ev = &report.events;
+
+    let reads = events(ev, "socket", &b);
+    assert!(
+        notes(&reads)
+            .iter()
+            .any(|n| n == "5 bytes read by the application"),
+        "the server read 'hello': {reads:?}"
+    );
+    let sent = notes(&events(ev, "tcp", &b));
+    assert!(
+        sent.iter().any(|n| n.starts_with("reset sent")),
+        "b answered the SYN to 7001 with a reset: {sent:?}"
+    );
+    let client = events(ev, "tcp", &a);
+    let client_notes = notes(&client);
+    assert!(
+        client_notes.iter().any(|n| n == "reset received"),
+        "a took the reset: {client_notes:?}"
+    );
+    let retransmits: Vec<_> = client
+        .iter()
+        .filter(|e| e["note"] == "retransmission" && e["dport"] == 7002)
+        .collect();
+    assert!(
+        !retransmits.is_empty(),
+        "the SYN to 7002 was retransmitted: {client_notes:?}"
+    );
+    let icmp = events(ev, "icmp_send", &b);
+    assert!(
+        icmp.iter()
+            .any(|e| e["dport"] == 7003 && e["note"] == "answered with icmp type 3 code 3"),
+        "port unreachable for the datagram to 7003: {icmp:?}"
+    );
+    assert!(
+        !events(ev, "consume_skb", &b).is_empty(),
+        "packets ended normally in b"
+    );
+    assert_eq!(report.stats()["lost_total"], 0);
+}
+
+#[test]
+fn forwarded_packets_cross_forward_and_a_route_lookup() {
+    require_privileges();
+    let net = Routed::create();
+    let r = net.r.name.clone();
+    let tracer = Tracer::start(&["-n", &net.a.name, "-n", &r, "-n", &net.b.name, "icmp"]);
+    let out = net.a.run(&format!("ping -c 2 -i 0.2 -W 1 {ROUTED_B}"));
+    assert!(out.status.success(), "the router forwards");
+    std::thread::sleep(Duration::from_millis(200));
+    let report = tracer.finish();
+    let requests: Vec<&Value> = report
+        .packets()
+        .filter(|p| p["src"] == ROUTED_A && p["proto"] == "icmp")
+        .collect();
+    assert_eq!(requests.len(), 2, "{:?}", report.records);
+    for request in requests {
+        let in_router: Vec<String> = request["path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["netns_name"] == r.as_str())
+            .map(|p| {
+                format!(
+                    "{} {} {}",
+                    p["hook"].as_str().unwrap(),
+                    p["position"].as_str().unwrap_or("-"),
+                    p["ifname"].as_str().unwrap_or("-")
+                )
+            })
+            .collect();
+        for expected in [
+            "nf_prerouting first ra",
+            "fib_lookup - rb",
+            "nf_forward first rb",
+            "nf_forward last rb",
+            "nf_postrouting last rb",
+            "dev_xmit first rb",
+        ] {
+            assert!(
+                in_router.iter().any(|p| p == expected),
+                "{expected} missing from the router's part: {in_router:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn ipv6_crosses_the_netfilter_hooks() {
+    require_privileges();
+    let pair = Pair::create();
+    pair.a.sh("ip addr add fd00:201::1/64 dev va nodad");
+    pair.b.sh("ip addr add fd00:201::2/64 dev vb nodad");
+    let tracer = Tracer::start(&["-n", &pair.a.name, "-n", &pair.b.name, "icmp6"]);
+    let out = pair.a.run("ping -6 -c 2 -i 0.2 -W 1 fd00:201::2");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let report = tracer.finish();
+    let requests: Vec<&Value> = report
+        .packets()
+        .filter(|p| p["src"] == "fd00:201::1" && p["dst"] == "fd00:201::2")
+        .filter(|p| {
+            p["path"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["hook"] == "nf_local_in")
+        })
+        .collect();
+    assert!(requests.len() >= 2, "{:?}", report.records);
+    for request in requests {
+        let hooks: Vec<String> = request["path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["hook"].as_str().unwrap().starts_with("nf_"))
+            .map(|p| {
+                format!(
+                    "{} {}",
+                    p["hook"].as_str().unwrap(),
+                    p["position"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            hooks,
+            [
+                "nf_local_out first",
+                "nf_local_out last",
+                "nf_postrouting first",
+                "nf_postrouting last",
+                "nf_prerouting first",
+                "nf_prerouting last",
+                "nf_local_in first",
+                "nf_local_in last",
+            ],
+            "{request}"
+        );
+        assert_eq!(request["proto"], "icmpv6");
+    }
+}
