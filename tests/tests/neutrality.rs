@@ -75,10 +75,14 @@ fn rules_and_applications_see_the_same_with_and_without_the_tracer() {
     let pair = Pair::create();
     pair.b.sh("iptables -A INPUT -p icmp -j ACCEPT");
     pair.b.sh("iptables -A INPUT -p udp --dport 7020 -j DROP");
-    pair.b.sh("iptables -A INPUT -p tcp --syn --dport 7021 -j ACCEPT");
+    pair.b
+        .sh("iptables -A INPUT -p tcp --syn --dport 7021 -j ACCEPT");
     pair.b.sh("nft add table ip count");
-    pair.b.sh("nft add chain ip count pre { type filter hook prerouting priority -50 ; }");
-    pair.b.sh(&format!("nft add rule ip count pre ip saddr {ADDR_A} counter"));
+    pair.b
+        .sh("nft add chain ip count pre { type filter hook prerouting priority -50 ; }");
+    pair.b.sh(&format!(
+        "nft add rule ip count pre ip saddr {ADDR_A} counter"
+    ));
 
     let without = traffic(&pair);
     let tracer = Tracer::start(&["-n", &pair.a.name, "-n", &pair.b.name]);

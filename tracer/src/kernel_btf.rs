@@ -150,6 +150,19 @@ impl KernelBtf {
         self.enum_names("sk_rst_reason", "SK_RST_REASON_")
     }
 
+    /// Whether this kernel's BTF knows a type called `name` (a struct, a tracepoint's
+    /// `btf_trace_*` typedef, ...): how `tracer doctor` tells what the kernel has.
+    pub fn has_type(&self, name: &str) -> bool {
+        self.btf
+            .resolve_types_by_name(name)
+            .is_ok_and(|types| !types.is_empty())
+    }
+
+    /// Whether enum `name` has a member called `member`.
+    pub fn has_enum_member(&self, name: &str, member: &str) -> bool {
+        self.enum_names(name, "").values().any(|m| m == member)
+    }
+
     fn enum_names(&self, name: &str, prefix: &str) -> HashMap<u32, String> {
         let mut names = HashMap::new();
         for ty in self.btf.resolve_types_by_name(name).unwrap_or_default() {

@@ -36,6 +36,8 @@ enum Command {
     Explain(cmd::explain::ExplainArgs),
     /// Reproducible scenarios in throwaway namespaces (list, run).
     Lab(cmd::lab::LabArgs),
+    /// Which observation points this kernel and these privileges allow, and why not.
+    Doctor,
 }
 
 fn main() -> ExitCode {
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::Trace(args) => cmd::trace::run(args),
         Command::Explain(args) => cmd::explain::run(args),
         Command::Lab(args) => cmd::lab::run(args),
+        Command::Doctor => cmd::doctor::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

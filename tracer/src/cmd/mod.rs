@@ -1,3 +1,4 @@
+pub mod doctor;
 pub mod explain;
 pub mod lab;
 pub mod trace;
