@@ -313,6 +313,21 @@ pub struct Report {
     pub stderr: String,
 }
 
+/// "hook position" of each point of a `packet` record's path through the stack, in order
+/// (ends of life and annotations such as `consume_skb` or `tcp` left out).
+pub fn path(journey: &Value) -> Vec<String> {
+    journey["path"]
+        .as_array()
+        .expect("a path")
+        .iter()
+        .filter(|p| p["dir"] != "-")
+        .map(|p| match p["position"].as_str() {
+            Some(position) => format!("{} {position}", p["hook"].as_str().unwrap()),
+            None => p["hook"].as_str().unwrap().to_string(),
+        })
+        .collect()
+}
+
 impl Report {
     pub fn packets(&self) -> impl Iterator<Item = &Value> {
         self.records.iter().filter(|r| r["type"] == "packet")

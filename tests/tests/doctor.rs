@@ -12,7 +12,13 @@ fn what_the_doctor_calls_available_attaches() {
         .expect("run tracer doctor");
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{report}");
-    for point in ["xdp", "tc_ingress", "nf_prerouting", "kfree_skb", "fib_lookup"] {
+    for point in [
+        "xdp",
+        "tc_ingress",
+        "nf_prerouting",
+        "kfree_skb",
+        "fib_lookup",
+    ] {
         assert!(
             report.lines().any(|l| l.starts_with(point)),
             "{point} listed: {report}"

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tests::{
     foreign::{Foreign, Hook as ForeignHook},
-    require_privileges, Netns, Pair, Routed, Tracer, ADDR_A, ROUTED_A,
+    path, require_privileges, Netns, Pair, Routed, Tracer, ADDR_A, ROUTED_A,
 };
 
 /// Pings `dst` from `from` (which fails: something drops them) and returns the journeys of the
@@ -50,20 +50,6 @@ fn traced_pings(namespaces: &[&Netns], from: &Netns, src: &str, dst: &str) -> Ve
         report.stderr
     );
     requests
-}
-
-/// "hook position" of each point of the packet's path, in order.
-fn path(journey: &Value) -> Vec<String> {
-    journey["path"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["dir"] != "-")
-        .map(|p| match p["position"].as_str() {
-            Some(position) => format!("{} {position}", p["hook"].as_str().unwrap()),
-            None => p["hook"].as_str().unwrap().to_string(),
-        })
-        .collect()
 }
 
 /// Every sighting of a journey, "hook position".

@@ -5,7 +5,9 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use serde_json::Value;
-use tests::{require_privileges, sh, tracer_program_ids, Pair, Tcpdump, Tracer, ADDR_A, ADDR_B};
+use tests::{
+    path, require_privileges, sh, tracer_program_ids, Pair, Tcpdump, Tracer, ADDR_A, ADDR_B,
+};
 
 const PINGS: usize = 3;
 
@@ -101,18 +103,8 @@ fn every_hook_reports_pings_with_their_addresses() {
     let requests: Vec<&Value> = report.packets().filter(|p| p["src"] == ADDR_A).collect();
     assert_eq!(requests.len(), PINGS, "journeys: {:?}", report.records);
     for request in requests {
-        let path: Vec<String> = request["path"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| p["dir"] != "-")
-            .map(|p| match p["position"].as_str() {
-                Some(position) => format!("{} {position}", p["hook"].as_str().unwrap()),
-                None => p["hook"].as_str().unwrap().to_string(),
-            })
-            .collect();
         assert_eq!(
-            path,
+            path(request),
             [
                 "nf_local_out first",
                 "nf_local_out last",
