@@ -87,7 +87,6 @@ pub fn tracer_kfree_skb(ctx: BtfTracePointContext) -> i32 {
         verdict: 0,
     };
     observe_skb(skb, Hook::KfreeSkb, Position::Only, kind::DROP, detail);
-    forget(skb);
     0
 }
 
@@ -100,7 +99,6 @@ pub fn tracer_consume_skb(ctx: BtfTracePointContext) -> i32 {
         ..HookDetail::default()
     };
     observe_skb(skb, Hook::ConsumeSkb, Position::Only, kind::FREE, detail);
-    forget(skb);
     0
 }
 
@@ -262,6 +260,10 @@ fn observe_skb(skb: u64, hook: Hook, position: Position, event_kind: u8, detail:
         skb,
     };
     report(&site, &packet, detail);
+    if event_kind != kind::SIGHTING {
+        // Freed: stop following it (only skbs of traced namespaces can be followed).
+        forget(skb);
+    }
 }
 
 /// A TCP event that only has the socket.
