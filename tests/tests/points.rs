@@ -204,3 +204,47 @@ fn ipv6_crosses_the_netfilter_hooks() {
         assert_eq!(request["proto"], "icmpv6");
     }
 }
+
+#[test]
+fn a_packet_that_matched_is_followed_through_nat() {
+    require_privileges();
+    let pair = Pair::create();
+    pair.b
+        .sh("iptables -t nat -A PREROUTING -p tcp --dport 8080 -j DNAT --to-destination :9090");
+    let server = pair.b.spawn(|| {
+        let listener = TcpListener::bind(addr(ADDR_B, 9090)).unwrap();
+        listener.accept().is_ok()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    // The filter names the port before the rewrite only.
+    let tracer = Tracer::start(&["-n", &pair.a.name, "-n", &pair.b.name, "port 8080"]);
+    pair.a
+        .enter(|| TcpStream::connect(addr(ADDR_B, 8080)).expect("DNAT to 9090"));
+    assert!(server.join().unwrap());
+    std::thread::sleep(Duration::from_millis(200));
+    let report = tracer.finish();
+    let syn = report
+        .packets()
+        .find(|p| p["tcp_flags"] == serde_json::json!(["SYN"]))
+        .unwrap_or_else(|| panic!("the SYN: {:?}", report.records));
+    let after_nat: Vec<&Value> = syn["path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["hook"] == "nf_local_in")
+        .collect();
+    assert_eq!(after_nat.len(), 2, "followed to LOCAL_IN after DNAT: {syn}");
+    let rewritten = report
+        .events
+        .iter()
+        .filter(|e| {
+            e["hook"] == "nf_local_in"
+                && e["dport"] == 9090
+                && e["tcp_flags"] == serde_json::json!(["SYN"])
+        })
+        .count();
+    assert_eq!(
+        rewritten, 2,
+        "reported with the rewritten port, which the filter does not name"
+    );
+}
