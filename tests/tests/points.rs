@@ -248,3 +248,56 @@ fn a_packet_that_matched_is_followed_through_nat() {
         "reported with the rewritten port, which the filter does not name"
     );
 }
+
+/// Sends one TCP SYN with a deliberately wrong checksum from a raw socket (the kernel builds
+/// the IP header; veth does not vouch for the checksum, so the receiver verifies it).
+fn send_bad_checksum_syn(dst: &str, port: u16) {
+    // SAFETY: socket(2), sendto(2) and close(2) on a descriptor we own, with buffers we own.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP);
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        let mut segment = [0u8; 20];
+        segment[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        segment[2..4].copy_from_slice(&port.to_be_bytes());
+        segment[4..8].copy_from_slice(&1u32.to_be_bytes());
+        segment[12] = 5 << 4; // data offset: 5 words
+        segment[13] = 0x02; // SYN
+        segment[14..16].copy_from_slice(&1024u16.to_be_bytes());
+        segment[16..18].copy_from_slice(&0xdeadu16.to_be_bytes()); // wrong on purpose
+        let ip: std::net::Ipv4Addr = dst.parse().unwrap();
+        let to = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(ip.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let sent = libc::sendto(
+            fd,
+            segment.as_ptr().cast(),
+            segment.len(),
+            0,
+            (&to as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        );
+        assert_eq!(sent, 20, "sendto: {}", std::io::Error::last_os_error());
+        libc::close(fd);
+    }
+}
+
+#[test]
+fn a_segment_with_a_bad_checksum_is_reported() {
+    require_privileges();
+    let pair = Pair::create();
+    let tracer = Tracer::start(&["-n", &pair.a.name, "-n", &pair.b.name, "tcp"]);
+    pair.a.enter(|| send_bad_checksum_syn(ADDR_B, 7009));
+    std::thread::sleep(Duration::from_millis(300));
+    let report = tracer.finish();
+    let bad = events(&report.events, "tcp", &pair.b.name);
+    assert!(
+        bad.iter()
+            .any(|e| e["note"] == "bad checksum, discarded" && e["dport"] == 7009),
+        "tcp_bad_csum for the segment to 7009: {bad:?}"
+    );
+}
