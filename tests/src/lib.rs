@@ -267,9 +267,21 @@ impl Tracer {
     /// Stops the tracer with SIGINT (as Ctrl-C) and returns its JSON records and stderr.
     pub fn finish(mut self) -> Report {
         let child = self.child.take().expect("running");
+        let pid = child.id() as i32;
         // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let out = child.wait_with_output().expect("tracer output");
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        // Wait on another thread (it also drains the pipes), so that a tracer ignoring SIGINT
+        // fails the test instead of hanging it.
+        let (done, waited) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(child.wait_with_output()));
+        let out = match waited.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(out) => out.expect("tracer output"),
+            Err(_) => {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("the tracer did not stop within 30 s of SIGINT");
+            }
+        };
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(
             out.status.success(),

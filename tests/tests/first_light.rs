@@ -181,6 +181,17 @@ fn a_local_in_drop_is_located_after_the_tap_and_tcpdump_agrees() {
 }
 
 #[test]
+fn ctrl_c_right_after_ready_stops_the_tracer() {
+    require_privileges();
+    let pair = Pair::create();
+    // The ready file promises that signals are heard from then on: no traffic, no pause.
+    for _ in 0..5 {
+        let report = Tracer::start(&["-n", &pair.a.name, "-n", &pair.b.name]).finish();
+        assert!(report.stats()["duration_ns"].as_u64().is_some());
+    }
+}
+
+#[test]
 fn sigkill_leaves_nothing_attached() {
     require_privileges();
     let pair = Pair::create();

@@ -65,11 +65,12 @@ pub fn run(args: TraceArgs) -> Result<()> {
         ring_bytes: args.ring_kib * 1024,
     };
     let (sightings, stats) = session::trace(&options, || {
+        let stop = stop_signal(args.duration)?;
         if let Some(path) = &args.ready_file {
             fs::write(path, b"ready\n")
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        Ok(stop_signal(args.duration))
+        Ok(stop)
     })?;
     if let Some(path) = &args.record {
         record(path, &sightings)?;
@@ -100,28 +101,26 @@ pub fn report_attachments(session: &Session) {
     }
 }
 
-/// Completes after `duration`, or on Ctrl-C / SIGTERM.
-pub async fn stop_signal(duration: Option<Duration>) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let term = async {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
+/// A future that completes after `duration`, or on Ctrl-C / SIGTERM. The signal listeners
+/// are registered here, before the caller announces readiness: a signal sent the moment the
+/// ready file appears must not be lost.
+pub fn stop_signal(duration: Option<Duration>) -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        let timeout = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
             }
-            None => std::future::pending().await,
+        };
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+            _ = timeout => {}
         }
-    };
-    let timeout = async {
-        match duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-        _ = timeout => {}
-    }
+    })
 }
 
 fn record(path: &PathBuf, sightings: &[Sighting]) -> Result<()> {
