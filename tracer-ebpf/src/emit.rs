@@ -3,7 +3,7 @@
 use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns};
 use tracer_common::{
     config::iface_key,
-    event::{Event, EventHeader, HookDetail, PacketSummary, EVENT_VERSION},
+    event::{kind, Event, EventHeader, HookDetail, PacketSummary, EVENT_VERSION},
     hook::{Hook, Position},
     parse::ETH_P_IPV6,
 };
@@ -63,8 +63,9 @@ fn wanted(site: &Site, packet: &PacketSummary) -> bool {
     if !matches(site, packet) {
         return false;
     }
-    if site.skb != 0 {
-        // A full map only makes the LRU forget an old packet: following is best effort.
+    // Follow it from here on; not at its free, which would only delete the entry again. A full
+    // map only makes the LRU forget an old packet: following is best effort.
+    if site.skb != 0 && site.kind == kind::SIGHTING {
         let _ = FOLLOWED.insert(&site.skb, &1, 0);
     }
     true

@@ -19,10 +19,16 @@ pub fn read<T>(base: u64, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
 }
 
+/// The ifindex of a `struct net_device` (0 when unknown).
+#[inline(always)]
+pub fn dev_ifindex(dev: u64) -> u32 {
+    read::<u32>(dev, offset!(dev_ifindex)).unwrap_or(0)
+}
+
 /// (ifindex, netns inode) of a `struct net_device`.
 #[inline(always)]
 pub fn dev_identity(dev: u64) -> (u32, u32) {
-    let ifindex = read::<u32>(dev, offset!(dev_ifindex)).unwrap_or(0);
+    let ifindex = dev_ifindex(dev);
     let net = read::<u64>(dev, offset!(dev_nd_net)).unwrap_or(0);
     let netns = read::<u32>(net, offset!(net_inum)).unwrap_or(0);
     (ifindex, netns)

@@ -17,7 +17,7 @@ use tracer_common::{
 
 use crate::{
     emit::{report, Site},
-    kernel::{dev_identity, read, skb_info, skb_summary},
+    kernel::{dev_ifindex, read, skb_info, skb_summary},
     maps::offset,
 };
 
@@ -60,7 +60,8 @@ fn observe(ctx: *mut c_void, position: Position) {
         Hook::NfPrerouting | Hook::NfLocalIn => offset!(nf_state_in),
         _ => offset!(nf_state_out),
     };
-    let (ifindex, _) = dev_identity(read::<u64>(state, dev_offset).unwrap_or(0));
+    // Only the ifindex: the namespace is the hook's own (`state->net`), read below.
+    let ifindex = dev_ifindex(read::<u64>(state, dev_offset).unwrap_or(0));
     let net = read::<u64>(state, offset!(nf_state_net)).unwrap_or(0);
     let netns = read::<u32>(net, offset!(net_inum)).unwrap_or(0);
     let info = skb_info(skb);

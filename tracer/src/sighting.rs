@@ -137,21 +137,19 @@ impl Sighting {
     /// Whether this is a point of the packet's path through the stack (XDP to the driver), as
     /// opposed to an end of life (free, socket read) or an annotation (TCP, ICMP, routing).
     pub fn on_path(&self) -> bool {
-        use Hook::*;
-        [
-            Xdp,
-            NetifReceive,
-            TcIngress,
-            NfPrerouting,
-            NfLocalIn,
-            NfForward,
-            NfLocalOut,
-            NfPostrouting,
-            TcEgress,
-            DevXmit,
-        ]
-        .iter()
-        .any(|h| h.name() == self.hook)
+        matches!(
+            self.hook.as_str(),
+            "xdp"
+                | "netif_receive"
+                | "tc_ingress"
+                | "nf_prerouting"
+                | "nf_local_in"
+                | "nf_forward"
+                | "nf_local_out"
+                | "nf_postrouting"
+                | "tc_egress"
+                | "dev_xmit"
+        )
     }
 
     /// Whether the skb was freed here (dropped or consumed): its address is then reused.
