@@ -8,25 +8,32 @@
 //! passed, or comes long after: a packet crosses the stack in microseconds, a retransmission
 //! waits at least 200 ms.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, net::IpAddr};
 
 use serde::Serialize;
 
 use tracer_common::hook::Hook;
 
-use crate::sighting::Sighting;
+use crate::{
+    fate::{fate, Fate, TraceEnd},
+    sighting::Sighting,
+};
 
 /// Longer than any packet takes through the stack, shorter than TCP's minimum RTO (200 ms).
 const SAME_PACKET_WINDOW_NS: u64 = 100_000_000;
 
-/// A route lookup happens while its packet is being handled, microseconds from its sightings.
-const ROUTE_LOOKUP_WINDOW_NS: u64 = 1_000_000;
+/// A route lookup or a TCP event about a packet happens while that packet is being handled,
+/// microseconds from its sightings.
+const ANNOTATION_WINDOW_NS: u64 = 1_000_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Journey {
     pub id: u64,
     pub sightings: Vec<Sighting>,
     pub fate: Fate,
+    /// The flow it belongs to (see [`crate::flow`]); 0 until flows are built, and for a
+    /// journey without headers (a failed route lookup on its own).
+    pub flow_id: u64,
 }
 
 impl Journey {
@@ -36,33 +43,10 @@ impl Journey {
         self.sightings
             .iter()
             .find(|s| s.on_path() && s.proto != "unknown")
+            .or_else(|| self.sightings.iter().find(|s| s.proto != "unknown"))
             .unwrap_or(&self.sightings[0])
     }
-}
 
-/// `delivered`, `forwarded` and `transmitted` arrive with the socket and netfilter hooks; until
-/// then a packet that was not dropped is `unknown`, never guessed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FateKind {
-    Dropped,
-    Unknown,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Fate {
-    pub kind: FateKind,
-    /// Dropped: the last observation point that saw the packet alive.
-    pub hook: Option<String>,
-    /// `first` or `last` when that point is a bracketed hook.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub position: Option<String>,
-    pub reason: Option<String>,
-    pub location: Option<String>,
-    /// Who dropped it, where the tracer knows more than the kernel's reason (another tool's
-    /// XDP program).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub by: Option<String>,
 }
 
 type Fingerprint = (
@@ -96,11 +80,10 @@ fn fingerprint(s: &Sighting) -> Fingerprint {
 /// A sighting joins the open journey with its fingerprint or, failing that, the one whose skb
 /// it shares while that skb lives: that is how a NAT rewrite (new addresses, same skb) and an
 /// event that only knows the skb (`net_dev_xmit`) stay in their packet's journey.
-pub fn build(mut sightings: Vec<Sighting>) -> Vec<Journey> {
+pub fn build(mut sightings: Vec<Sighting>, end: &TraceEnd) -> Vec<Journey> {
     sightings.sort_by_key(|s| s.ts_ns);
-    let (route_lookups, sightings): (Vec<Sighting>, Vec<Sighting>) = sightings
-        .into_iter()
-        .partition(|s| s.hook == Hook::FibLookup.name());
+    let (annotations, sightings): (Vec<Sighting>, Vec<Sighting>) =
+        sightings.into_iter().partition(is_annotation);
     let mut journeys: Vec<Vec<Sighting>> = Vec::new();
     let mut open: HashMap<Fingerprint, usize> = HashMap::new();
     let mut live_skbs: HashMap<u64, usize> = HashMap::new();
@@ -131,57 +114,75 @@ pub fn build(mut sightings: Vec<Sighting>) -> Vec<Journey> {
             None => journeys.push(vec![sighting]),
         }
     }
-    place_route_lookups(&mut journeys, route_lookups);
+    place_annotations(&mut journeys, annotations);
     journeys
         .into_iter()
         .enumerate()
         .map(|(i, sightings)| Journey {
             id: i as u64 + 1,
-            fate: fate(&sightings),
+            fate: fate(&sightings, end),
             sightings,
+            flow_id: 0,
         })
         .collect()
 }
 
-/// A route lookup names no skb: it belongs to the packet that the same CPU was handling in the
-/// same namespace within [`ROUTE_LOOKUP_WINDOW_NS`], towards the same destination (an output
-/// lookup may not know the source yet). A failed one that fits no packet is a journey of its
-/// own; a successful one is left out of the journeys (it stays in the recorded stream).
-fn place_route_lookups(journeys: &mut Vec<Vec<Sighting>>, lookups: Vec<Sighting>) {
-    type Key = (u16, u32, Option<std::net::IpAddr>);
-    let mut index: HashMap<Key, Vec<(u64, usize)>> = HashMap::new();
+/// Events that name no skb but are about one packet: route lookups, and TCP events that only
+/// know the socket (retransmission, reset received).
+fn is_annotation(s: &Sighting) -> bool {
+    s.hook == Hook::FibLookup.name() || (s.hook == Hook::Tcp.name() && s.skb == 0)
+}
+
+/// Where an annotation may belong: a route lookup to the packet the same CPU was handling in the
+/// same namespace towards the same destination (an output lookup may not know the source yet);
+/// a TCP event to a packet of its connection, in either direction.
+type AnnotationKey = (u32, u16, Option<IpAddr>, Option<IpAddr>, u16, u16);
+
+fn annotation_key(s: &Sighting, route_lookup: bool) -> AnnotationKey {
+    if route_lookup {
+        return (s.netns, s.cpu, None, s.dst, 0, 0);
+    }
+    let (a, b) = ((s.src, s.sport), (s.dst, s.dport));
+    let ((lo_ip, lo_port), (hi_ip, hi_port)) = if a <= b { (a, b) } else { (b, a) };
+    (s.netns, u16::MAX, lo_ip, hi_ip, lo_port, hi_port)
+}
+
+/// Puts each annotation into the journey of its packet: the nearest one in time, within
+/// [`ANNOTATION_WINDOW_NS`], that fits [`annotation_key`]. A failed route lookup or a TCP event
+/// that fits no packet is a journey of its own; a successful route lookup without its packet
+/// (a socket's connect, a source check) says nothing about any packet here and is left out (it
+/// stays in the recorded stream).
+fn place_annotations(journeys: &mut Vec<Vec<Sighting>>, annotations: Vec<Sighting>) {
+    let mut index: HashMap<AnnotationKey, Vec<(u64, usize)>> = HashMap::new();
     for (i, journey) in journeys.iter().enumerate() {
-        for s in journey {
-            index
-                .entry((s.cpu, s.netns, s.dst))
-                .or_default()
-                .push((s.ts_ns, i));
+        for s in journey.iter().filter(|s| s.proto != "unknown") {
+            for route_lookup in [true, false] {
+                index
+                    .entry(annotation_key(s, route_lookup))
+                    .or_default()
+                    .push((s.ts_ns, i));
+            }
         }
     }
-    for lookup in lookups {
+    for annotation in annotations {
+        let route_lookup = annotation.hook == Hook::FibLookup.name();
         let nearest = index
-            .get(&(lookup.cpu, lookup.netns, lookup.dst))
+            .get(&annotation_key(&annotation, route_lookup))
             .into_iter()
             .flatten()
             .filter(|(ts, i)| {
-                ts.abs_diff(lookup.ts_ns) < ROUTE_LOOKUP_WINDOW_NS
-                    && source_fits(&lookup, &journeys[*i])
+                ts.abs_diff(annotation.ts_ns) < ANNOTATION_WINDOW_NS
+                    && (!route_lookup || source_fits(&annotation, &journeys[*i]))
             })
-            .min_by_key(|(ts, _)| ts.abs_diff(lookup.ts_ns))
+            .min_by_key(|(ts, _)| ts.abs_diff(annotation.ts_ns))
             .map(|(_, i)| *i);
         match nearest {
             Some(i) => {
-                let at = journeys[i].partition_point(|s| s.ts_ns <= lookup.ts_ns);
-                journeys[i].insert(at, lookup);
+                let at = journeys[i].partition_point(|s| s.ts_ns <= annotation.ts_ns);
+                journeys[i].insert(at, annotation);
             }
-            // A failed lookup is news (no route); a successful one without its packet (a
-            // socket's connect, a source check) says nothing about any packet here.
-            None if lookup
-                .note
-                .as_deref()
-                .is_some_and(|n| n.starts_with("no route")) =>
-            {
-                journeys.push(vec![lookup])
+            None if !route_lookup || annotation.note.as_deref().is_some_and(|n| n.starts_with("no route")) => {
+                journeys.push(vec![annotation])
             }
             None => {}
         }
@@ -224,82 +225,6 @@ fn continues(journey: &[Sighting], next: &Sighting) -> bool {
                 && s.ifindex == next.ifindex
         });
     next.ts_ns.saturating_sub(last.ts_ns) < SAME_PACKET_WINDOW_NS && !revisits
-}
-
-fn fate(sightings: &[Sighting]) -> Fate {
-    if let Some(i) = sightings.iter().position(Sighting::is_drop) {
-        let drop = &sightings[i];
-        // The last point on the packet's path that saw it alive: the drop lies between it and
-        // the next point of the path.
-        let alive = sightings[..i].iter().rev().find(|s| s.on_path());
-        return Fate {
-            kind: FateKind::Dropped,
-            hook: alive.map(|s| s.hook.clone()),
-            position: alive.and_then(|s| s.position.clone()),
-            reason: drop.reason.clone(),
-            location: drop.location.clone(),
-            by: drop.note.clone(),
-        };
-    }
-    Fate {
-        kind: FateKind::Unknown,
-        hook: None,
-        position: None,
-        reason: None,
-        location: None,
-        by: None,
-    }
-}
-
-/// Whether a capture (tcpdump) on an interface saw the packet, from where the AF_PACKET taps sit:
-/// receive taps just after `netif_receive`, before tc ingress; transmit taps after tc egress,
-/// just before `dev_xmit`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Capture {
-    pub netns_name: Option<String>,
-    pub ifname: Option<String>,
-    pub dir: &'static str,
-    pub seen: bool,
-}
-
-pub fn captures(journey: &Journey) -> Vec<Capture> {
-    let mut out: Vec<(u32, u32, Capture)> = Vec::new();
-    for s in &journey.sightings {
-        let (dir, at_or_after_tap) = match s.hook.as_str() {
-            "xdp" => ("rx", false),
-            "netif_receive" | "tc_ingress" => ("rx", true),
-            "tc_egress" => ("tx", false),
-            "dev_xmit" => ("tx", true),
-            // Freed on an interface the packet was seen on nowhere else: it arrived there and
-            // died before the receive tap (another tool's XDP program, the driver).
-            "kfree_skb"
-                if s.ifindex != 0
-                    && !out
-                        .iter()
-                        .any(|(ns, ifx, _)| *ns == s.netns && *ifx == s.ifindex) =>
-            {
-                ("rx", false)
-            }
-            _ => continue,
-        };
-        match out
-            .iter_mut()
-            .find(|(ns, ifx, c)| *ns == s.netns && *ifx == s.ifindex && c.dir == dir)
-        {
-            Some((_, _, capture)) => capture.seen |= at_or_after_tap,
-            None => out.push((
-                s.netns,
-                s.ifindex,
-                Capture {
-                    netns_name: s.netns_name.clone(),
-                    ifname: s.ifname.clone(),
-                    dir,
-                    seen: at_or_after_tap,
-                },
-            )),
-        }
-    }
-    out.into_iter().map(|(_, _, c)| c).collect()
 }
 
 #[cfg(test)]

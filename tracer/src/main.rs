@@ -1,17 +1,25 @@
 //! `tracer`: follows packets through the Linux network stack and says where each one went,
 //! where it died and whether tcpdump saw it.
 
+mod analysis;
+mod capture;
 mod cmd;
+mod counters;
+mod explanation;
+mod fate;
 mod filter;
+mod flow;
 mod journey;
 mod kallsyms;
 mod kernel_btf;
 mod lab;
+mod live_capture;
 mod loader;
 mod netfilter;
 mod netns;
 mod nf_link;
 mod output;
+mod recording;
 mod session;
 mod sighting;
 mod stats;

@@ -5,14 +5,18 @@ use std::io::{self, Write};
 use serde_json::{json, Value};
 
 use crate::{
-    journey::{captures, Journey},
+    analysis::Analysis,
+    capture::captures,
+    explanation::{self, words::packet_words},
+    flow::Flow,
+    journey::Journey,
     stats::Stats,
 };
 
 /// Version of the JSON-lines schema; bumped when a field changes meaning or disappears.
 pub const SCHEMA_VERSION: u32 = 1;
 
-pub fn packet_json(journey: &Journey) -> Value {
+pub fn packet_json(journey: &Journey, analysis: &Analysis) -> Value {
     let first = journey.headers();
     let path: Vec<Value> = journey
         .sightings
@@ -35,10 +39,11 @@ pub fn packet_json(journey: &Journey) -> Value {
             point
         })
         .collect();
-    json!({
+    let mut packet = json!({
         "type": "packet",
         "schema_version": SCHEMA_VERSION,
         "id": journey.id,
+        "flow_id": (journey.flow_id != 0).then_some(journey.flow_id),
         "src": first.src,
         "dst": first.dst,
         "proto": first.proto,
@@ -48,8 +53,25 @@ pub fn packet_json(journey: &Journey) -> Value {
         "len": first.ip_len,
         "path": path,
         "fate": journey.fate,
-        "capture": captures(journey),
-    })
+        "capture": captures(journey, &analysis.context.live),
+        "explanation": explanation::packet(journey, analysis),
+    });
+    if let Some(original) = analysis.retransmissions.get(&journey.id) {
+        packet["retransmission_of"] = json!(original);
+    }
+    if first.gso_segs > 1 {
+        packet["gso_segs"] = json!(first.gso_segs);
+    }
+    packet
+}
+
+pub fn flow_json(flow: &Flow, analysis: &Analysis) -> Value {
+    let mut value = serde_json::to_value(flow).unwrap_or_default();
+    value["type"] = json!("flow");
+    value["schema_version"] = json!(SCHEMA_VERSION);
+    value["packet_ids"] = json!(flow.journeys);
+    value["explanation"] = json!(explanation::flow(flow, analysis));
+    value
 }
 
 /// Receive-side hooks are `rx`; everything on the way out is `tx`.
@@ -63,87 +85,85 @@ pub fn direction(hook: &str) -> &'static str {
     }
 }
 
-pub fn write_json(out: &mut impl Write, journeys: &[Journey], stats: &Stats) -> io::Result<()> {
-    for journey in journeys {
-        writeln!(out, "{}", packet_json(journey))?;
+pub fn write_json(out: &mut impl Write, analysis: &Analysis, stats: &Stats) -> io::Result<()> {
+    for journey in &analysis.journeys {
+        writeln!(out, "{}", packet_json(journey, analysis))?;
     }
-    writeln!(out, "{}", stats.to_json())
+    for flow in &analysis.flows {
+        writeln!(out, "{}", flow_json(flow, analysis))?;
+    }
+    let mut stats = stats.to_json();
+    stats["counters"] = json!(analysis.context.counters);
+    stats["counter_checks"] = json!(explanation::counter_sentences(analysis));
+    writeln!(out, "{stats}")
 }
 
-pub fn write_text(out: &mut impl Write, journeys: &[Journey], stats: &Stats) -> io::Result<()> {
-    for journey in journeys {
-        let s = journey.headers();
-        let endpoint = |ip: Option<std::net::IpAddr>, port: u16| match ip {
-            Some(ip) if s.proto == "tcp" || s.proto == "udp" => format!("{ip}:{port}"),
-            Some(ip) => ip.to_string(),
-            None => "?".into(),
-        };
-        let flags = if s.tcp_flags.is_empty() {
-            String::new()
-        } else {
-            format!(" [{}]", s.tcp_flags.join(","))
-        };
-        writeln!(
-            out,
-            "packet {}: {} > {} {}{} len {}",
-            journey.id,
-            endpoint(s.src, s.sport),
-            endpoint(s.dst, s.dport),
-            s.proto,
-            flags,
-            s.ip_len
-        )?;
-        for point in &journey.sightings {
-            let place = match (&point.netns_name, &point.ifname) {
-                (Some(ns), Some(ifname)) => format!("{ns}/{ifname}"),
-                (None, Some(ifname)) => ifname.clone(),
-                (Some(ns), None) => ns.clone(),
-                (None, None) => format!("netns:{}", point.netns),
-            };
-            let extra = match (&point.reason, &point.location, &point.note) {
-                (Some(reason), Some(location), _) => format!("  reason {reason} at {location}"),
-                (_, _, Some(note)) => format!("  {note}"),
-                _ => String::new(),
-            };
-            let hook = match &point.position {
-                Some(position) => format!("{} ({position})", point.hook),
-                None => point.hook.clone(),
-            };
-            let offset_us = point.ts_ns.saturating_sub(journey.sightings[0].ts_ns) as f64 / 1000.0;
-            writeln!(out, "    +{offset_us:>9.1}us  {hook:<22} {place}{extra}")?;
+/// One block per flow: its packets along the path with the capture points drawn, their fates,
+/// then the flow's explanation.
+pub fn write_text(out: &mut impl Write, analysis: &Analysis, stats: &Stats) -> io::Result<()> {
+    for flow in &analysis.flows {
+        writeln!(out, "flow {}: {} {} <-> {}", flow.id, flow.proto, flow.client, flow.server)?;
+        for journey in flow.journeys.iter().filter_map(|id| analysis.journey(*id)) {
+            write_packet(out, journey, analysis)?;
         }
-        let fate = &journey.fate;
-        let mut line = format!(
-            "    fate: {}",
-            serde_json::to_value(fate.kind)
-                .unwrap_or_default()
-                .as_str()
-                .unwrap_or("?")
-        );
-        if let Some(hook) = &fate.hook {
-            line.push_str(&format!(" after {hook}"));
-            if let Some(position) = &fate.position {
-                line.push_str(&format!(" ({position})"));
-            }
+        writeln!(out, "  why:")?;
+        for sentence in explanation::flow(flow, analysis) {
+            writeln!(out, "    {sentence}")?;
         }
-        if let Some(reason) = &fate.reason {
-            line.push_str(&format!(", reason {reason}"));
-        }
-        writeln!(out, "{line}")?;
-        for capture in captures(journey) {
-            writeln!(
-                out,
-                "    tcpdump -i {} ({}) {}: {}",
-                capture.ifname.as_deref().unwrap_or("?"),
-                capture.netns_name.as_deref().unwrap_or("this namespace"),
-                capture.dir,
-                if capture.seen {
-                    "sees it"
-                } else {
-                    "does not see it"
-                }
-            )?;
-        }
+        writeln!(out)?;
+    }
+    for journey in analysis.journeys.iter().filter(|j| j.flow_id == 0) {
+        write_packet(out, journey, analysis)?;
+    }
+    for sentence in explanation::counter_sentences(analysis) {
+        writeln!(out, "{sentence}")?;
     }
     writeln!(out, "{}", stats.summary())
+}
+
+fn write_packet(out: &mut impl Write, journey: &Journey, analysis: &Analysis) -> io::Result<()> {
+    let s = journey.headers();
+    writeln!(out, "  packet {}: {} len {}", journey.id, packet_words(s), s.ip_len)?;
+    let start = journey.sightings[0].ts_ns;
+    for point in &journey.sightings {
+        let place = match (&point.netns_name, &point.ifname) {
+            (Some(ns), Some(ifname)) => format!("{ns}/{ifname}"),
+            (None, Some(ifname)) => ifname.clone(),
+            (Some(ns), None) => ns.clone(),
+            (None, None) => format!("netns:{}", point.netns),
+        };
+        // tcpdump's tap: just before the driver on the way out, just after netif_receive in.
+        let tap = format!("    {:->14} tcpdump on {place} {:-<20}", "", "");
+        if point.hook == "dev_xmit" && point.position.as_deref() == Some("first") {
+            writeln!(out, "{tap}")?;
+        }
+        let extra = match (&point.reason, &point.location, &point.note) {
+            (Some(reason), Some(location), _) => format!("  reason {reason} at {location}"),
+            (_, _, Some(note)) => format!("  {note}"),
+            _ => String::new(),
+        };
+        let hook = match &point.position {
+            Some(position) => format!("{} ({position})", point.hook),
+            None => point.hook.clone(),
+        };
+        let offset_us = point.ts_ns.saturating_sub(start) as f64 / 1000.0;
+        writeln!(out, "    +{offset_us:>9.1}us  {hook:<22} {place}{extra}")?;
+        if point.hook == "netif_receive" {
+            writeln!(out, "{tap}")?;
+        }
+    }
+    let fate = &journey.fate;
+    let mut line = format!("    fate: {}", fate.kind.name());
+    if let Some(point) = fate.point() {
+        let at = if fate.kind == crate::fate::FateKind::Dropped { "after" } else { "at" };
+        line.push_str(&format!(" {at} {point}"));
+    }
+    if let Some(reason) = &fate.reason {
+        line.push_str(&format!(", reason {reason}"));
+    }
+    writeln!(out, "{line}")?;
+    for sentence in explanation::packet(journey, analysis) {
+        writeln!(out, "      {sentence}")?;
+    }
+    Ok(())
 }

@@ -16,6 +16,10 @@ use tracer_common::{
 };
 
 use crate::{
+    counters,
+    fate::TraceEnd,
+    live_capture::{self, LiveCapture},
+    recording::{self, NamespaceCounters, Recording},
     kallsyms::Kallsyms,
     kernel_btf::KernelBtf,
     loader::{self, Attachment},
@@ -42,6 +46,10 @@ pub struct Session {
     names: Names,
     pub attachments: Vec<Attachment>,
     started: Instant,
+    namespaces: Vec<Netns>,
+    /// Each namespace's kernel counters when tracing started (see [`counters`]).
+    counters_before: Vec<Option<counters::Counters>>,
+    live: Vec<LiveCapture>,
 }
 
 impl Session {
@@ -112,6 +120,10 @@ impl Session {
         // AsyncFd (which owns the ring buffer) is dropped.
         let ring = unsafe { AsyncFd::register(ring) }
             .map_err(|e| anyhow::anyhow!("cannot poll the event ring buffer: {e}"))?;
+        let counters_before = namespaces
+            .iter()
+            .map(|ns| ns.run(counters::read).ok().and_then(Result::ok))
+            .collect();
         Ok(Session {
             ebpf,
             _netfilter: netfilter,
@@ -119,14 +131,14 @@ impl Session {
             names,
             attachments,
             started: Instant::now(),
+            namespaces,
+            counters_before,
+            live: live_capture::scan(),
         })
     }
 
     /// Reads events until `stop` completes, then drains what is left.
-    pub async fn collect(
-        &mut self,
-        stop: impl Future<Output = ()>,
-    ) -> Result<(Vec<Sighting>, Stats)> {
+    pub async fn collect(&mut self, stop: impl Future<Output = ()>) -> Result<(Recording, Stats)> {
         let mut sightings = Vec::new();
         let mut stats = Stats::default();
         tokio::pin!(stop);
@@ -140,10 +152,46 @@ impl Session {
                 }
             }
         }
+        let end_ns = monotonic_ns();
         drain(self.ring.get_mut(), &self.names, &mut sightings, &mut stats);
         stats.lost = self.lost_events()?;
         stats.duration_ns = self.started.elapsed().as_nanos() as u64;
-        Ok((sightings, stats))
+        let context = recording::Context {
+            live: self.live_captures(),
+            counters: self.counter_changes(),
+            end: TraceEnd {
+                end_ns,
+                lost: stats.lost_total(),
+            },
+        };
+        Ok((Recording { sightings, context }, stats))
+    }
+
+    /// The live captures seen when tracing started and when it stopped: a tcpdump may have come
+    /// or gone in between.
+    fn live_captures(&self) -> Vec<LiveCapture> {
+        let mut live = self.live.clone();
+        for capture in live_capture::scan() {
+            if !live.iter().any(|c| c.pid == capture.pid && c.inode == capture.inode) {
+                live.push(capture);
+            }
+        }
+        live
+    }
+
+    /// How each traced namespace's kernel counters changed while tracing.
+    fn counter_changes(&self) -> Vec<NamespaceCounters> {
+        let mut out = Vec::new();
+        for (ns, before) in self.namespaces.iter().zip(&self.counters_before) {
+            let after = ns.run(counters::read).ok().and_then(Result::ok);
+            if let (Some(before), Some(after)) = (before, after) {
+                out.push(NamespaceCounters {
+                    netns_name: ns.display_name(),
+                    delta: counters::delta(before, &after),
+                });
+            }
+        }
+        out
     }
 
     fn lost_events(&self) -> Result<BTreeMap<String, u64>> {
@@ -163,7 +211,7 @@ impl Session {
 
 /// Runs a whole session on a fresh runtime: attach, report on stderr what could not be
 /// attached, call `once_attached` for the future that says when to stop, collect until then.
-pub fn trace<F, Stop>(options: &TraceOptions, once_attached: F) -> Result<(Vec<Sighting>, Stats)>
+pub fn trace<F, Stop>(options: &TraceOptions, once_attached: F) -> Result<(Recording, Stats)>
 where
     F: FnOnce() -> Result<Stop>,
     Stop: Future<Output = ()>,
@@ -212,4 +260,15 @@ fn open_namespaces(specs: &[String]) -> Result<Vec<Netns>> {
         }
     }
     Ok(out)
+}
+
+/// The events' clock: `bpf_ktime_get_ns` is CLOCK_MONOTONIC.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -1,14 +1,15 @@
 //! `tracer trace`: attach, collect until the duration ends or a signal comes, report.
 
-use std::{fs, io::Write, path::PathBuf, time::Duration};
+use std::{fs, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
 use crate::{
-    filter, journey, output,
+    analysis::Analysis,
+    filter, output,
+    recording::{self, Recording},
     session::{self, Session, TraceOptions},
-    sighting::Sighting,
     stats::Stats,
 };
 
@@ -64,7 +65,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         config,
         ring_bytes: args.ring_kib * 1024,
     };
-    let (sightings, stats) = session::trace(&options, || {
+    let (recording, stats) = session::trace(&options, || {
         let stop = stop_signal(args.duration)?;
         if let Some(path) = &args.ready_file {
             fs::write(path, b"ready\n")
@@ -73,9 +74,9 @@ pub fn run(args: TraceArgs) -> Result<()> {
         Ok(stop)
     })?;
     if let Some(path) = &args.record {
-        record(path, &sightings)?;
+        recording::write(path, &recording)?;
     }
-    report(args.format, sightings, &stats)
+    report(args.format, recording, &stats)
 }
 
 /// Says on stderr what is attached and, loudly, what could not be.
@@ -123,25 +124,12 @@ pub fn stop_signal(duration: Option<Duration>) -> Result<impl std::future::Futur
     })
 }
 
-fn record(path: &PathBuf, sightings: &[Sighting]) -> Result<()> {
-    let mut file = std::io::BufWriter::new(
-        fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
-    );
-    for s in sightings {
-        let mut value = serde_json::to_value(s)?;
-        value["type"] = "event".into();
-        writeln!(file, "{value}")?;
-    }
-    file.flush()?;
-    Ok(())
-}
-
-pub fn report(format: Format, sightings: Vec<Sighting>, stats: &Stats) -> Result<()> {
-    let journeys = journey::build(sightings);
+pub fn report(format: Format, recording: Recording, stats: &Stats) -> Result<()> {
+    let analysis = Analysis::new(recording);
     let mut out = std::io::stdout().lock();
     match format {
-        Format::Json => output::write_json(&mut out, &journeys, stats)?,
-        Format::Text => output::write_text(&mut out, &journeys, stats)?,
+        Format::Json => output::write_json(&mut out, &analysis, stats)?,
+        Format::Text => output::write_text(&mut out, &analysis, stats)?,
     }
     if stats.lost_total() > 0 {
         eprintln!(

@@ -3,15 +3,20 @@
 use std::path::Path;
 
 use super::*;
-use crate::cmd::explain::read_recording;
+use crate::{capture::captures, fate::FateKind, recording};
 
 fn fixture(name: &str) -> Vec<Sighting> {
-    read_recording(
+    recording::read(
         &Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures")
             .join(name),
     )
     .expect("fixture")
+    .sightings
+}
+
+fn build_all(sightings: Vec<Sighting>) -> Vec<Journey> {
+    build(sightings, &TraceEnd::default())
 }
 
 fn hooks(journey: &Journey) -> Vec<&str> {
@@ -20,7 +25,7 @@ fn hooks(journey: &Journey) -> Vec<&str> {
 
 #[test]
 fn syn_dropped_at_local_in_ends_after_tc_ingress_with_netfilter_reason() {
-    let journeys = build(fixture("local_in_syn_drop.jsonl"));
+    let journeys = build_all(fixture("local_in_syn_drop.jsonl"));
     // The client sent the SYN and two retransmissions: three packets, not one.
     assert_eq!(journeys.len(), 3);
     for j in &journeys {
@@ -43,7 +48,7 @@ fn syn_dropped_at_local_in_ends_after_tc_ingress_with_netfilter_reason() {
             "symbolized: {:?}",
             j.fate.location
         );
-        let captures = captures(j);
+        let captures = captures(j, &[]);
         let seen: Vec<(&str, &str, bool)> = captures
             .iter()
             .map(|c| (c.ifname.as_deref().unwrap(), c.dir, c.seen))
@@ -54,7 +59,7 @@ fn syn_dropped_at_local_in_ends_after_tc_ingress_with_netfilter_reason() {
 
 #[test]
 fn pings_make_one_journey_per_request_and_per_reply() {
-    let journeys = build(fixture("ping_delivered.jsonl"));
+    let journeys = build_all(fixture("ping_delivered.jsonl"));
     let requests: Vec<&Journey> = journeys
         .iter()
         .filter(|j| j.sightings[0].icmp_type == 8)
@@ -91,7 +96,7 @@ fn sighting(ts_ns: u64, hook: &str) -> Sighting {
 #[test]
 fn same_headers_at_the_same_point_start_a_new_journey() {
     // A SYN-ACK resent with IP id 0 has the same fingerprint as the first copy.
-    let journeys = build(vec![
+    let journeys = build_all(vec![
         sighting(0, "tc_egress"),
         sighting(1_000, "dev_xmit"),
         sighting(2_000, "tc_egress"),
@@ -102,7 +107,7 @@ fn same_headers_at_the_same_point_start_a_new_journey() {
 
 #[test]
 fn same_headers_long_after_start_a_new_journey() {
-    let journeys = build(vec![
+    let journeys = build_all(vec![
         sighting(0, "tc_egress"),
         sighting(SAME_PACKET_WINDOW_NS + 1, "dev_xmit"),
     ]);
@@ -111,7 +116,7 @@ fn same_headers_long_after_start_a_new_journey() {
 
 #[test]
 fn unordered_input_is_sorted_by_time() {
-    let journeys = build(vec![sighting(1_000, "dev_xmit"), sighting(0, "tc_egress")]);
+    let journeys = build_all(vec![sighting(1_000, "dev_xmit"), sighting(0, "tc_egress")]);
     assert_eq!(hooks(&journeys[0]), ["tc_egress", "dev_xmit"]);
 }
 
@@ -121,7 +126,7 @@ fn a_nat_rewrite_stays_in_the_journey_of_its_skb() {
     let mut after = sighting(1_000, "nf_local_in");
     after.dst = Some("10.9.9.9".parse().unwrap());
     after.dport = 8443;
-    let journeys = build(vec![before, after]);
+    let journeys = build_all(vec![before, after]);
     assert_eq!(journeys.len(), 1);
     assert_eq!(hooks(&journeys[0]), ["nf_prerouting", "nf_local_in"]);
 }
@@ -132,7 +137,7 @@ fn a_reused_skb_address_does_not_join_another_packet() {
     let mut other = sighting(1_000, "tc_ingress");
     other.dst = Some("10.9.9.9".parse().unwrap());
     other.ip_id += 1;
-    assert_eq!(build(vec![first, other]).len(), 2);
+    assert_eq!(build_all(vec![first, other]).len(), 2);
 }
 
 #[test]
@@ -147,7 +152,7 @@ fn an_event_with_only_the_skb_joins_its_packet_until_the_skb_is_freed() {
     freed.position = None;
     let mut reused = done.clone();
     reused.ts_ns = 3_000;
-    let journeys = build(vec![start, done, freed, reused]);
+    let journeys = build_all(vec![start, done, freed, reused]);
     assert_eq!(hooks(&journeys[0]), ["dev_xmit", "dev_xmit", "consume_skb"]);
     assert_eq!(journeys.len(), 2);
 }
@@ -163,7 +168,7 @@ fn a_route_lookup_joins_the_packet_its_cpu_was_handling() {
     elsewhere.note = Some("no route in table 254 (error -101)".into());
     let mut unrelated = lookup.clone();
     unrelated.cpu += 2;
-    let journeys = build(vec![
+    let journeys = build_all(vec![
         sighting(1_000, "nf_local_out"),
         lookup,
         sighting(2_000, "nf_postrouting"),

@@ -58,7 +58,7 @@ pub fn run(format: Format) -> Result<()> {
     };
     let tcpdump = Tcpdump::start(&server, "s0", &format!("tcp port {PORT}"))?;
     let client_ns = Netns::open(&client)?;
-    let (sightings, stats) = session::trace(&options, || {
+    let (recording, stats) = session::trace(&options, || {
         let traffic = tokio::task::spawn_blocking(move || {
             client_ns.run(|| {
                 let addr: SocketAddr =
@@ -81,7 +81,7 @@ pub fn run(format: Format) -> Result<()> {
         println!("    {line}");
     }
     println!("What the tracer saw:");
-    report(format, sightings, &stats)?;
+    report(format, recording, &stats)?;
     println!("Fix: remove the rule (ip netns exec {server} iptables -D INPUT -p tcp --dport {PORT} --syn -j DROP).");
     Ok(())
 }

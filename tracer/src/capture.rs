@@ -1,0 +1,93 @@
+//! The tcpdump verdict: for every interface a packet crossed or was headed for, whether a capture
+//! there saw it, from where the AF_PACKET taps sit (KERNEL-NOTES.md): on receive just after
+//! `netif_receive`, before tc ingress; on transmit after tc egress, just before `dev_xmit`. And
+//! which live captures (tcpdump, dumpcap) were listening there.
+
+use serde::Serialize;
+
+use crate::{journey::Journey, live_capture::LiveCapture, sighting::Sighting};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Capture {
+    #[serde(skip)]
+    pub netns: u32,
+    #[serde(skip)]
+    pub ifindex: u32,
+    pub netns_name: Option<String>,
+    pub ifname: Option<String>,
+    pub dir: &'static str,
+    /// Whether a capture on this interface would have captured the packet.
+    pub seen: bool,
+    /// The live captures that were listening on this interface (or on all of its namespace's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub live: Vec<LiveCapture>,
+}
+
+impl Capture {
+    /// `b/vb`, or the interface alone when its namespace has no name.
+    pub fn place(&self) -> String {
+        let ifname = self.ifname.as_deref().unwrap_or("?");
+        match &self.netns_name {
+            Some(ns) => format!("{ns}/{ifname}"),
+            None => ifname.to_string(),
+        }
+    }
+}
+
+/// Which side of an interface's tap a sighting is on: (direction, passed the tap).
+fn tap_side(s: &Sighting, known: &[Capture]) -> Option<(&'static str, bool)> {
+    if s.ifindex == 0 {
+        return None;
+    }
+    Some(match s.hook.as_str() {
+        "xdp" => ("rx", false),
+        "netif_receive" | "tc_ingress" => ("rx", true),
+        // On the way out, the route's device: the packet was headed for its tap.
+        "nf_local_out" | "nf_forward" | "nf_postrouting" | "tc_egress" => ("tx", false),
+        "dev_xmit" => ("tx", true),
+        // Freed on an interface the packet was seen on nowhere else: it arrived there and died
+        // before the receive tap (another tool's XDP program, the driver).
+        "kfree_skb"
+            if !known
+                .iter()
+                .any(|c| c.netns == s.netns && c.ifindex == s.ifindex) =>
+        {
+            ("rx", false)
+        }
+        _ => return None,
+    })
+}
+
+/// One verdict per interface and direction, in the order the packet met them.
+pub fn captures(journey: &Journey, live: &[LiveCapture]) -> Vec<Capture> {
+    let mut out: Vec<Capture> = Vec::new();
+    for s in &journey.sightings {
+        let Some((dir, passed_tap)) = tap_side(s, &out) else {
+            continue;
+        };
+        match out
+            .iter_mut()
+            .find(|c| c.netns == s.netns && c.ifindex == s.ifindex && c.dir == dir)
+        {
+            Some(capture) => capture.seen |= passed_tap,
+            None => out.push(Capture {
+                netns: s.netns,
+                ifindex: s.ifindex,
+                netns_name: s.netns_name.clone(),
+                ifname: s.ifname.clone(),
+                dir,
+                seen: passed_tap,
+                live: listening(live, s.netns, s.ifindex),
+            }),
+        }
+    }
+    out
+}
+
+/// Live captures on this interface, or on every interface of its namespace (`-i any`).
+fn listening(live: &[LiveCapture], netns: u32, ifindex: u32) -> Vec<LiveCapture> {
+    live.iter()
+        .filter(|c| c.netns == netns && (c.ifindex == ifindex || c.ifindex == 0))
+        .cloned()
+        .collect()
+}

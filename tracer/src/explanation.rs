@@ -1,0 +1,467 @@
+//! Explanations in plain sentences, per packet and per flow: where it went, where it died and
+//! why, and whether tcpdump saw it. Pure: journeys, flows and what was recorded beside them in.
+
+use std::collections::HashMap;
+
+use crate::{
+    analysis::Analysis,
+    capture::{captures, Capture},
+    fate::{unknown, FateKind},
+    flow::{self, Flow},
+    journey::Journey,
+    live_capture::LiveCapture,
+    sighting::Sighting,
+};
+
+pub mod words;
+
+
+use words::{drop_cause, icmp_words, packet_words, plural};
+
+/// Journeys that repeat an earlier packet (same TCP segment, same sequence number and flags):
+/// retransmissions, mapped to the journey of the first copy.
+pub fn retransmissions(journeys: &[Journey]) -> HashMap<u64, u64> {
+    let mut first: HashMap<_, u64> = HashMap::new();
+    let mut out = HashMap::new();
+    for journey in journeys {
+        let s = journey.headers();
+        if s.proto != "tcp" || (s.tcp_flags.iter().all(|f| f == "ACK") && s.ip_len <= 52) {
+            // A bare ACK is not retransmitted, it is just sent again.
+            continue;
+        }
+        let key = (s.src, s.dst, s.sport, s.dport, s.tcp_seq, s.tcp_flags.clone());
+        match first.get(&key) {
+            Some(&original) => {
+                out.insert(journey.id, original);
+            }
+            None => {
+                first.insert(key, journey.id);
+            }
+        }
+    }
+    out
+}
+
+/// The sentences for one packet.
+pub fn packet(journey: &Journey, analysis: &Analysis) -> Vec<String> {
+    let captures = captures(journey, &analysis.context.live);
+    let mut out = vec![fate_sentence(journey, &captures, analysis.context.end.lost)];
+    out.extend(capture_sentences(&captures));
+    out.extend(annotation_sentences(journey));
+    if let Some(original) = analysis.retransmissions.get(&journey.id) {
+        if let Some(first) = analysis.journey(*original) {
+            out.push(format!(
+                "It is a retransmission of packet {original}, which was {}.",
+                short_fate(first)
+            ));
+        }
+    }
+    out
+}
+
+fn place(netns_name: Option<&str>, ifname: Option<&str>) -> String {
+    match (netns_name, ifname) {
+        (Some(ns), Some(ifname)) => format!("{ns}/{ifname}"),
+        (Some(ns), None) => ns.to_string(),
+        (None, Some(ifname)) => ifname.to_string(),
+        (None, None) => "this namespace".to_string(),
+    }
+}
+
+fn namespace(netns_name: Option<&str>) -> String {
+    netns_name.map_or("the traced namespace".to_string(), |ns| format!("namespace {ns}"))
+}
+
+/// The fate in a few words: "dropped by a netfilter rule at LOCAL_IN (iptables INPUT) in b".
+pub fn short_fate(journey: &Journey) -> String {
+    let fate = &journey.fate;
+    let ns = namespace(fate.netns_name.as_deref());
+    match fate.kind {
+        FateKind::Dropped => format!(
+            "{} in {ns} ({})",
+            drop_cause(journey),
+            fate.reason.as_deref().unwrap_or("no reason given")
+        ),
+        FateKind::Delivered if fate.hook.as_deref() == Some("socket") => {
+            format!("delivered to an application in {ns}")
+        }
+        FateKind::Delivered => format!("delivered to the local stack in {ns}"),
+        FateKind::Forwarded => format!(
+            "forwarded by {ns} out of {}",
+            fate.ifname.as_deref().unwrap_or("an interface")
+        ),
+        FateKind::Transmitted => format!(
+            "sent out of {} by its driver",
+            place(fate.netns_name.as_deref(), fate.ifname.as_deref())
+        ),
+        FateKind::Unknown => match fate.reason.as_deref() {
+            Some(unknown::IN_FLIGHT) => "still on its way when tracing stopped".to_string(),
+            Some(unknown::EVENTS_LOST) => "lost from sight (events were lost)".to_string(),
+            _ => format!(
+                "last seen at {} in {ns}",
+                fate.point().unwrap_or_else(|| "?".to_string())
+            ),
+        },
+    }
+}
+
+fn fate_sentence(journey: &Journey, captures: &[Capture], lost: u64) -> String {
+    let fate = &journey.fate;
+    let what = packet_words(journey.headers());
+    let ns = namespace(fate.netns_name.as_deref());
+    match fate.kind {
+        FateKind::Dropped => {
+            let mut sentence = format!("{what} was {}", short_fate(journey));
+            if let Some(location) = &fate.location {
+                sentence.push_str(&format!(" at {location}"));
+            }
+            sentence.push_str(&format!(": {}.", tap_relation(journey, captures)));
+            sentence
+        }
+        FateKind::Delivered => {
+            let read = journey
+                .sightings
+                .iter()
+                .find(|s| s.hook == "socket")
+                .and_then(|s| s.note.as_deref());
+            match read {
+                Some(note) => format!("{what} was delivered in {ns}: {note}."),
+                None => format!("{what} was delivered to the local stack in {ns} (it passed LOCAL_IN)."),
+            }
+        }
+        FateKind::Forwarded | FateKind::Transmitted => format!(
+            "{what} was {}; the tracer does not see past that interface.",
+            short_fate(journey)
+        ),
+        FateKind::Unknown => match fate.reason.as_deref() {
+            Some(unknown::EVENTS_LOST) => format!(
+                "{what}: its end is unknown, the kernel lost {} during the trace.",
+                plural(lost, "event")
+            ),
+            Some(unknown::IN_FLIGHT) => format!(
+                "{what} was still on its way when tracing stopped (last seen at {} in {ns}).",
+                fate.point().unwrap_or_default()
+            ),
+            _ => format!(
+                "{what} was last seen at {} in {ns}; no observation point saw where it went after that.",
+                fate.point().unwrap_or_default()
+            ),
+        },
+    }
+}
+
+/// Whether the drop happened before or after a capture point: the question tcpdump cannot
+/// answer on its own.
+fn tap_relation(journey: &Journey, captures: &[Capture]) -> String {
+    let drop_netns = journey
+        .sightings
+        .iter()
+        .rev()
+        .find(|s| s.is_drop())
+        .map(|s| s.netns);
+    let here = |c: &&Capture| Some(c.netns) == drop_netns;
+    let received = captures.iter().filter(here).rfind(|c| c.dir == "rx" && c.seen);
+    let headed_for = captures.iter().filter(here).rfind(|c| c.dir == "tx" && !c.seen);
+    let unseen_rx = captures.iter().filter(here).rfind(|c| c.dir == "rx" && !c.seen);
+    if let Some(c) = headed_for {
+        format!(
+            "it died before the capture point of {} on its way out, so tcpdump there could not see it",
+            c.place()
+        )
+    } else if let Some(c) = received {
+        let consequence = match journey.fate.hook.as_deref() {
+            Some("nf_local_in") | Some("nf_prerouting") | Some("tc_ingress") | Some("netif_receive")
+                if journey.headers().proto == "tcp" =>
+            {
+                ", and TCP never received it"
+            }
+            _ => "",
+        };
+        format!(
+            "tcpdump on {} saw it arrive, but the stack dropped it after the capture point{consequence}",
+            c.place()
+        )
+    } else if let Some(c) = unseen_rx {
+        format!(
+            "it died on arrival at {}, before the capture point: no capture could see it",
+            c.place()
+        )
+    } else if captures.iter().any(|c| c.seen) {
+        "after the capture points it crossed".to_string()
+    } else {
+        "it reached no capture point, so tcpdump could not see it".to_string()
+    }
+}
+
+fn capture_sentences(captures: &[Capture]) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in captures {
+        for live in &c.live {
+            let on = if live.ifindex == 0 { "any".to_string() } else { c.place() };
+            out.push(format!(
+                "{} (pid {}) is capturing on {on} and {} this packet ({} on {}).",
+                live.command,
+                live.pid,
+                if c.seen { "saw" } else { "could not see" },
+                c.dir,
+                c.place()
+            ));
+        }
+    }
+    let list = |seen: bool| -> Vec<String> {
+        captures
+            .iter()
+            .filter(|c| c.seen == seen && c.live.is_empty())
+            .map(|c| format!("{} ({})", c.place(), c.dir))
+            .collect()
+    };
+    let (seen, unseen) = (list(true), list(false));
+    if !seen.is_empty() {
+        out.push(format!("A capture on {} sees it.", seen.join(", ")));
+    }
+    if !unseen.is_empty() {
+        out.push(format!("A capture on {} could not see it.", unseen.join(", ")));
+    }
+    out
+}
+
+fn annotation_sentences(journey: &Journey) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &journey.sightings {
+        let Some(note) = s.note.as_deref() else { continue };
+        let ns = namespace(s.netns_name.as_deref());
+        let sentence = if let Some(why) = note.strip_prefix("reset sent") {
+            let why = why.trim().trim_matches(['(', ')']);
+            let because = match why {
+                "NO_SOCKET" => format!(": no socket listens on port {}", journey.headers().dport),
+                "" => String::new(),
+                other => format!(" ({other})"),
+            };
+            format!("TCP in {ns} answered it with a reset{because}.")
+        } else if note == "reset received" {
+            format!("TCP in {ns} accepted this reset and closed the connection.")
+        } else if note == "bad checksum, discarded" {
+            format!("TCP in {ns} discarded it: its checksum is wrong.")
+        } else if note.starts_with("answered with icmp") {
+            format!("The kernel in {ns} answered it with ICMP {}.", icmp_words(s))
+        } else if let Some(rest) = note.strip_prefix("no route") {
+            format!(
+                "The route lookup in {ns} found no route to {}{rest}.",
+                s.dst.map_or("?".to_string(), |ip| ip.to_string())
+            )
+        } else {
+            continue;
+        };
+        if !out.contains(&sentence) {
+            out.push(sentence);
+        }
+    }
+    if let Some(s) = journey.sightings.iter().find(|s| s.gso_segs > 1) {
+        out.push(offload_sentence(s));
+    }
+    out
+}
+
+fn offload_sentence(s: &Sighting) -> String {
+    format!(
+        "Offload (GSO/GRO) carried it as one packet of {} bytes made of {} segments: tcpdump shows it larger than the MTU, the wire carries {} packets.",
+        s.ip_len, s.gso_segs, s.gso_segs
+    )
+}
+
+/// The sentences for one flow.
+pub fn flow(flow: &Flow, analysis: &Analysis) -> Vec<String> {
+    let members: Vec<&Journey> = flow
+        .journeys
+        .iter()
+        .filter_map(|id| analysis.journey(*id))
+        .collect();
+    let mut out = vec![format!(
+        "{} {} <-> {}: {}.",
+        flow.proto.to_uppercase(),
+        flow.client,
+        flow.server,
+        fate_counts(flow)
+    )];
+    for forward in [true, false] {
+        let side: Vec<&Journey> = members
+            .iter()
+            .copied()
+            .filter(|j| flow.is_forward(j) == forward)
+            .collect();
+        out.extend(direction_sentences(flow, forward, &side));
+    }
+    out.extend(retransmission_sentence(&members, analysis));
+    out.extend(asymmetry_sentence(flow, &members));
+    out.extend(tcpdump_view(&members, &analysis.context.live));
+    if !flow.nat.is_empty() {
+        out.push(format!("Addresses rewritten on the way (NAT): {}.", flow.nat.join("; ")));
+    }
+    out
+}
+
+fn fate_counts(flow: &Flow) -> String {
+    let parts: Vec<String> = flow
+        .fates
+        .iter()
+        .map(|(kind, n)| format!("{n} {kind}"))
+        .collect();
+    format!("{}, {}", plural(flow.packets, "packet"), parts.join(", "))
+}
+
+/// "3 SYN from 10.0.0.1:40000 to 10.0.0.2:8080: dropped by ... (3)."; one sentence per distinct
+/// fate, in the order they first happened.
+fn direction_sentences(flow: &Flow, forward: bool, side: &[&Journey]) -> Vec<String> {
+    let (from, to) = if forward {
+        (&flow.client, &flow.server)
+    } else {
+        (&flow.server, &flow.client)
+    };
+    let mut groups: Vec<(String, Vec<&Journey>)> = Vec::new();
+    for journey in side {
+        let fate = short_fate(journey);
+        match groups.iter_mut().find(|(f, _)| *f == fate) {
+            Some((_, members)) => members.push(journey),
+            None => groups.push((fate, vec![journey])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(fate, members)| {
+            let kinds: Vec<String> = members.iter().fold(Vec::new(), |mut kinds, j| {
+                let kind = words::packet_kind(j.headers());
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
+                kinds
+            });
+            format!(
+                "{} from {from} to {to} ({}): {fate}.",
+                plural(members.len() as u64, "packet"),
+                kinds.join(", "),
+            )
+        })
+        .collect()
+}
+
+fn retransmission_sentence(members: &[&Journey], analysis: &Analysis) -> Option<String> {
+    let retransmitted = &analysis.retransmissions;
+    let repeats: Vec<&&Journey> = members
+        .iter()
+        .filter(|j| retransmitted.contains_key(&j.id))
+        .collect();
+    let first_repeat = repeats.first()?;
+    let original = analysis.journey(*retransmitted.get(&first_repeat.id)?)?;
+    Some(format!(
+        "{} retransmitted {}: the first copy (packet {}) was {}.",
+        flow::show(
+            (original.headers().src, original.headers().sport),
+            &original.headers().proto
+        ),
+        plural(repeats.len() as u64, "time"),
+        original.id,
+        short_fate(original)
+    ))
+}
+
+/// A reply that leaves a namespace by another interface than the one its request arrived on: a
+/// capture on the request's interface sees only one direction.
+fn asymmetry_sentence(flow: &Flow, members: &[&Journey]) -> Option<String> {
+    let arrivals: Vec<&Sighting> = members
+        .iter()
+        .filter(|j| flow.is_forward(j))
+        .flat_map(|j| j.sightings.iter())
+        .filter(|s| s.hook == "netif_receive" || s.hook == "xdp")
+        .collect();
+    for reply in members.iter().filter(|j| !flow.is_forward(j)) {
+        for out in reply.sightings.iter().filter(|s| s.hook == "dev_xmit") {
+            let Some(arrived) = arrivals.iter().find(|a| a.netns == out.netns) else {
+                continue;
+            };
+            if arrived.ifindex != out.ifindex {
+                return Some(format!(
+                    "Requests arrive in {} on {}, but replies leave by {}: a capture on {} sees only the requests; capture on {} (or on any) to see the replies.",
+                    namespace(out.netns_name.as_deref()),
+                    arrived.ifname.as_deref().unwrap_or("?"),
+                    out.ifname.as_deref().unwrap_or("?"),
+                    arrived.ifname.as_deref().unwrap_or("?"),
+                    out.ifname.as_deref().unwrap_or("?"),
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Per interface: what a capture there shows of this flow, and what it misses.
+fn tcpdump_view(members: &[&Journey], live: &[LiveCapture]) -> Vec<String> {
+    let mut places: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
+    for journey in members {
+        for c in captures(journey, live) {
+            let place = c.place();
+            let index = match places.iter().position(|(p, _, _)| *p == place) {
+                Some(i) => i,
+                None => {
+                    places.push((place, Vec::new(), Vec::new()));
+                    places.len() - 1
+                }
+            };
+            let kind = words::packet_kind(journey.headers());
+            let list = if c.seen {
+                &mut places[index].1
+            } else {
+                &mut places[index].2
+            };
+            list.push(kind);
+        }
+    }
+    places
+        .into_iter()
+        .filter(|(_, _, missed)| !missed.is_empty())
+        .map(|(place, seen, missed)| {
+            let shows = if seen.is_empty() {
+                "nothing of this flow".to_string()
+            } else {
+                words::tally(&seen)
+            };
+            format!(
+                "tcpdump on {place} shows {shows}; it misses {}, which died before its capture point.",
+                words::tally(&missed)
+            )
+        })
+        .collect()
+}
+
+/// Kernel counters that changed over the trace and bear on what the tracer found, with whether
+/// they agree.
+pub fn counter_sentences(analysis: &Analysis) -> Vec<String> {
+    let mut out = Vec::new();
+    for ns in &analysis.context.counters {
+        let seen = |prefix: &str| {
+            analysis
+                .journeys
+                .iter()
+                .flat_map(|j| &j.sightings)
+                .filter(|s| s.netns_name.as_deref() == Some(ns.netns_name.as_str()))
+                .filter(|s| s.note.as_deref().is_some_and(|n| n.starts_with(prefix)))
+                .count() as i64
+        };
+        let checks = [
+            ("Tcp.OutRsts", seen("reset sent")),
+            ("Tcp.RetransSegs", seen("retransmission")),
+            ("Icmp.OutDestUnreachs", seen("answered with icmp type 3")),
+        ];
+        for (counter, seen) in checks {
+            let delta = ns.delta.get(counter).copied().unwrap_or(0);
+            if seen == 0 && delta == 0 {
+                continue;
+            }
+            let verdict = if delta >= seen { "agrees" } else { "contradicts: events were missed" };
+            out.push(format!(
+                "Kernel counter {counter} in {} rose by {delta}; the tracer saw {seen}: {verdict}.",
+                ns.netns_name
+            ));
+        }
+    }
+    out
+}

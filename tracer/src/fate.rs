@@ -1,0 +1,178 @@
+//! How a packet's journey ended: delivered, forwarded, transmitted, dropped, or unknown (and then
+//! why). Pure: a journey's sightings and what is known about the trace's end go in.
+
+use serde::{Deserialize, Serialize};
+
+use crate::sighting::Sighting;
+
+/// A packet last seen this close to the end of the trace may still have been on its way.
+const IN_FLIGHT_NS: u64 = 1_000_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FateKind {
+    /// Handed to the local stack past LOCAL_IN, or read by an application.
+    Delivered,
+    /// Routed through a namespace (FORWARD) and sent out by a driver, not seen after.
+    Forwarded,
+    /// Sent out by a driver, not seen after (its receiver is not traced).
+    Transmitted,
+    Dropped,
+    Unknown,
+}
+
+impl FateKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FateKind::Delivered => "delivered",
+            FateKind::Forwarded => "forwarded",
+            FateKind::Transmitted => "transmitted",
+            FateKind::Dropped => "dropped",
+            FateKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// Why a fate is unknown, in `Fate::reason`.
+pub mod unknown {
+    /// Last seen within a second of the end of the trace.
+    pub const IN_FLIGHT: &str = "in_flight";
+    /// The kernel lost events during the trace: this packet's end may be among them.
+    pub const EVENTS_LOST: &str = "events_lost";
+    /// Seen earlier, then at no point the tracer observes.
+    pub const END_NOT_SEEN: &str = "end_not_seen";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fate {
+    pub kind: FateKind,
+    /// Dropped: the last observation point that saw the packet alive. Delivered, forwarded,
+    /// transmitted: where that happened (`socket`, `nf_local_in`, `dev_xmit`).
+    pub hook: Option<String>,
+    /// `first` or `last` when that point is a bracketed hook.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// Dropped: the kernel's drop reason. Unknown: one of [`unknown`].
+    pub reason: Option<String>,
+    pub location: Option<String>,
+    /// Who dropped it, where the tracer knows more than the kernel's reason (another tool's
+    /// XDP program).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// What the journey builder needs to know about the trace as a whole.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceEnd {
+    /// Monotonic time the trace stopped (the events' clock); 0 when unknown.
+    pub end_ns: u64,
+    /// Events the kernel could not queue.
+    pub lost: u64,
+}
+
+impl Fate {
+    fn at(kind: FateKind, s: &Sighting) -> Fate {
+        Fate {
+            kind,
+            hook: Some(s.hook.clone()),
+            position: s.position.clone(),
+            netns_name: s.netns_name.clone(),
+            ifname: s.ifname.clone(),
+            reason: None,
+            location: None,
+            by: None,
+        }
+    }
+
+    /// `nf_local_in (first)`, `tc_ingress (last)`, `socket`.
+    pub fn point(&self) -> Option<String> {
+        let hook = self.hook.as_ref()?;
+        Some(match &self.position {
+            Some(position) => format!("{hook} ({position})"),
+            None => hook.clone(),
+        })
+    }
+}
+
+/// The end of the journey made of `sightings` (in time order).
+pub fn fate(sightings: &[Sighting], end: &TraceEnd) -> Fate {
+    // An application read it: whatever else freed a copy (a raw socket's clone), it arrived.
+    if let Some(read) = sightings.iter().find(|s| s.hook == "socket") {
+        return Fate::at(FateKind::Delivered, read);
+    }
+    if let Some(fate) = dropped(sightings) {
+        return fate;
+    }
+    let last_on_path = sightings.iter().rev().find(|s| s.on_path());
+    match last_on_path {
+        Some(s) if s.hook == "nf_local_in" && s.position.as_deref() != Some("first") => {
+            Fate::at(FateKind::Delivered, s)
+        }
+        Some(s) if s.hook == "dev_xmit" => {
+            let forwarded = sightings.iter().any(|s| s.hook == "nf_forward");
+            let kind = if forwarded {
+                FateKind::Forwarded
+            } else {
+                FateKind::Transmitted
+            };
+            Fate::at(kind, s)
+        }
+        _ => unknown_fate(sightings, last_on_path, end),
+    }
+}
+
+/// The drop that ended the packet: a free after which no point of the path saw it again (a
+/// copy freed while the packet went on, as veth's XDP does, is not its end).
+fn dropped(sightings: &[Sighting]) -> Option<Fate> {
+    let i = sightings.iter().rposition(Sighting::is_drop)?;
+    if sightings[i + 1..].iter().any(Sighting::on_path) {
+        return None;
+    }
+    let drop = &sightings[i];
+    // The last point on the packet's path that saw it alive: the drop lies between it and the
+    // next point of the path.
+    let alive = sightings[..i].iter().rev().find(|s| s.on_path());
+    Some(Fate {
+        kind: FateKind::Dropped,
+        hook: alive.map(|s| s.hook.clone()),
+        position: alive.and_then(|s| s.position.clone()),
+        netns_name: drop.netns_name.clone(),
+        ifname: drop
+            .ifname
+            .clone()
+            .or_else(|| alive.and_then(|s| s.ifname.clone())),
+        reason: drop.reason.clone(),
+        location: drop.location.clone(),
+        by: drop.note.clone(),
+    })
+}
+
+fn unknown_fate(sightings: &[Sighting], last_on_path: Option<&Sighting>, end: &TraceEnd) -> Fate {
+    let last_ts = sightings.last().map_or(0, |s| s.ts_ns);
+    let why = if end.lost > 0 {
+        unknown::EVENTS_LOST
+    } else if end.end_ns > 0 && end.end_ns.saturating_sub(last_ts) < IN_FLIGHT_NS {
+        unknown::IN_FLIGHT
+    } else {
+        unknown::END_NOT_SEEN
+    };
+    let mut fate = match last_on_path.or(sightings.first()) {
+        Some(s) => Fate::at(FateKind::Unknown, s),
+        None => Fate {
+            kind: FateKind::Unknown,
+            hook: None,
+            position: None,
+            netns_name: None,
+            ifname: None,
+            reason: None,
+            location: None,
+            by: None,
+        },
+    };
+    fate.reason = Some(why.to_string());
+    fate
+}
