@@ -5,6 +5,7 @@
 //! never pass silently: run them with `cargo xtask test` as root.
 
 pub mod foreign;
+pub mod oracle;
 
 use std::{
     path::{Path, PathBuf},
@@ -289,11 +290,13 @@ impl Tracer {
             out.status
         );
         let records = parse_lines(&String::from_utf8_lossy(&out.stdout));
-        let events = parse_lines(&std::fs::read_to_string(&self.record).expect("recorded events"));
+        let recording = std::fs::read_to_string(&self.record).expect("recorded events");
+        let events = parse_lines(&recording);
         Report {
             records,
             events,
             stderr,
+            recording,
         }
     }
 }
@@ -323,6 +326,8 @@ pub struct Report {
     /// `--record`: the raw `event` stream.
     pub events: Vec<Value>,
     pub stderr: String,
+    /// `--record` as written.
+    pub recording: String,
 }
 
 /// "hook position" of each point of a `packet` record's path through the stack, in order
@@ -341,6 +346,20 @@ pub fn path(journey: &Value) -> Vec<String> {
 }
 
 impl Report {
+    /// With `TRACER_FIXTURES_OUT=DIR`, keeps this run's recorded stream as `DIR/NAME.jsonl`: the
+    /// tracer's unit tests replay such real streams (tracer/tests/fixtures).
+    pub fn keep_fixture(&self, name: &str) {
+        if let Ok(dir) = std::env::var("TRACER_FIXTURES_OUT") {
+            let path = std::path::Path::new(&dir).join(format!("{name}.jsonl"));
+            std::fs::write(&path, &self.recording).expect("writing the fixture");
+            eprintln!("fixture kept: {}", path.display());
+        }
+    }
+
+    pub fn flows(&self) -> impl Iterator<Item = &Value> {
+        self.records.iter().filter(|r| r["type"] == "flow")
+    }
+
     pub fn packets(&self) -> impl Iterator<Item = &Value> {
         self.records.iter().filter(|r| r["type"] == "packet")
     }
@@ -357,6 +376,7 @@ impl Report {
 pub struct Tcpdump {
     child: Option<Child>,
     file: PathBuf,
+    stderr: Option<std::io::BufReader<std::process::ChildStderr>>,
 }
 
 impl Tcpdump {
@@ -373,6 +393,9 @@ impl Tcpdump {
                 "-i",
                 ifname,
                 "--immediate-mode",
+                // 32 MiB of kernel buffer: a burst must not overflow the oracle.
+                "-B",
+                "32768",
                 "-U",
                 "-n",
                 "-w",
@@ -385,11 +408,8 @@ impl Tcpdump {
             .spawn()
             .expect("cannot start tcpdump");
         let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stderr.take().expect("stderr")),
-            &mut line,
-        )
-        .expect("tcpdump stderr");
+        let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+        std::io::BufRead::read_line(&mut stderr, &mut line).expect("tcpdump stderr");
         assert!(
             line.contains("listening on"),
             "tcpdump did not start: {line}"
@@ -397,16 +417,38 @@ impl Tcpdump {
         Tcpdump {
             child: Some(child),
             file,
+            stderr: Some(stderr),
         }
     }
 
     /// Stops the capture; returns tcpdump's one-line decodes (`-n -tt`).
     pub fn stop(mut self) -> Vec<String> {
-        let child = self.child.take().expect("running");
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        child.wait_with_output().expect("tcpdump exit");
+        self.end();
         let out = sh(&format!("tcpdump -n -tt -r {}", self.file.display()));
         out.lines().map(str::to_string).collect()
+    }
+
+    /// Stops the capture; returns what identifies each captured packet (see [`oracle`]).
+    pub fn stop_identities(mut self) -> Vec<oracle::Identity> {
+        self.end();
+        oracle::pcap_identities(&self.file)
+    }
+
+    /// Stops tcpdump, and fails if its kernel buffer dropped packets: an oracle that missed
+    /// packets cannot judge the tracer.
+    fn end(&mut self) {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        child.wait().expect("tcpdump exit");
+        let mut rest = String::new();
+        if let Some(mut stderr) = self.stderr.take() {
+            std::io::Read::read_to_string(&mut stderr, &mut rest).expect("tcpdump stderr");
+        }
+        assert!(
+            rest.lines().any(|l| l.trim() == "0 packets dropped by kernel"),
+            "tcpdump lost packets, its capture is no oracle: {rest}"
+        );
     }
 }
 

@@ -56,9 +56,17 @@ fn wanted(site: &Site, packet: &PacketSummary) -> bool {
     if !filters_packets() {
         return true;
     }
-    let followed = site.skb != 0 && unsafe { FOLLOWED.get(&site.skb) }.is_some();
-    if followed {
-        return true;
+    if site.skb != 0 {
+        if let Some(tag) = unsafe { FOLLOWED.get(&site.skb) } {
+            // The address is followed, but is it still that packet? An skb freed where no
+            // tracepoint fires (TCP frees acknowledged and read skbs quietly) leaves its entry
+            // behind, and the next packet built at that address must not inherit it.
+            if knows_no_headers(site, packet) || *tag == follow_tag(packet) {
+                return true;
+            }
+            // A stale entry: forget it, so the new packet's header-less events are not taken.
+            let _ = FOLLOWED.remove(&site.skb);
+        }
     }
     if !matches(site, packet) {
         return false;
@@ -66,9 +74,26 @@ fn wanted(site: &Site, packet: &PacketSummary) -> bool {
     // Follow it from here on; not at its free, which would only delete the entry again. A full
     // map only makes the LRU forget an old packet: following is best effort.
     if site.skb != 0 && site.kind == kind::SIGHTING {
-        let _ = FOLLOWED.insert(&site.skb, &1, 0);
+        let _ = FOLLOWED.insert(&site.skb, &follow_tag(packet), 0);
     }
     true
+}
+
+/// An event that cannot show its packet's headers: `net_dev_xmit` (the driver has it), or a
+/// free. Any other sighting without IP headers is another packet (ARP) at a reused address.
+#[inline(always)]
+fn knows_no_headers(site: &Site, packet: &PacketSummary) -> bool {
+    packet.l3_proto == 0
+        && (site.kind != kind::SIGHTING
+            || (site.hook == Hook::DevXmit && site.position == Position::Last))
+}
+
+/// What NAT leaves unchanged in a packet: transport protocol, IP id and TCP sequence number.
+#[inline(always)]
+fn follow_tag(packet: &PacketSummary) -> u64 {
+    ((packet.l4_proto as u64) << 56)
+        | (((packet.ip_id as u64) & 0xff_ffff) << 32)
+        | packet.tcp_seq as u64
 }
 
 /// The load-time filter of [`tracer_common::config::TraceConfig`].

@@ -26,7 +26,7 @@ pub static TRACED_IFACES: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 
 /// LRU: a followed skb whose free we missed (a lost event) ages out instead of filling it.
 #[map]
-pub static FOLLOWED: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
+pub static FOLLOWED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
 /// Per-CPU room for the copied headers (the 512-byte stack cannot hold them beside the rest),
 /// one slot per hook: a program may interrupt another one on its CPU, but not itself.

@@ -9,6 +9,9 @@ use std::io;
 /// Counter name ("Tcp.OutRsts", "dev.eth0.rx_drop") -> value.
 pub type Counters = BTreeMap<String, u64>;
 
+/// Parses one `/proc/net` file.
+type Parser = fn(&str) -> Counters;
+
 /// `/proc/net/dev` columns after the interface name, in order.
 const DEV_COLUMNS: &str = "rx_bytes rx_packets rx_errs rx_drop rx_fifo rx_frame rx_compressed \
     rx_multicast tx_bytes tx_packets tx_errs tx_drop tx_fifo tx_colls tx_carrier tx_compressed";
@@ -20,7 +23,7 @@ const DEV_COLUMNS: &str = "rx_bytes rx_packets rx_errs rx_drop rx_fifo rx_frame 
 pub fn read() -> io::Result<Counters> {
     let dir = "/proc/thread-self/net";
     let mut counters = parse_snmp(&std::fs::read_to_string(format!("{dir}/snmp"))?);
-    let optional: [(&str, fn(&str) -> Counters); 3] = [
+    let optional: [(&str, Parser); 3] = [
         ("netstat", parse_snmp),
         ("snmp6", parse_snmp6),
         ("dev", parse_dev),

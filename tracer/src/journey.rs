@@ -98,6 +98,11 @@ pub fn build(mut sightings: Vec<Sighting>, end: &TraceEnd) -> Vec<Journey> {
             .into_iter()
             .chain(by_skb)
             .find(|&i| continues(&journeys[i], &sighting));
+        if current.is_none() && sighting.proto == "unknown" {
+            // Only the skb, and no packet it belongs to: an address reused by a packet the
+            // filter did not want. It says nothing about any traced packet.
+            continue;
+        }
         let i = current.unwrap_or(journeys.len());
         if sighting.skb != 0 {
             if sighting.ends_skb() {
@@ -166,6 +171,7 @@ fn place_annotations(journeys: &mut Vec<Vec<Sighting>>, annotations: Vec<Sightin
     }
     for annotation in annotations {
         let route_lookup = annotation.hook == Hook::FibLookup.name();
+        let found_route = route_lookup && annotation.note.as_deref().is_some_and(|n| n.starts_with("route found"));
         let nearest = index
             .get(&annotation_key(&annotation, route_lookup))
             .into_iter()
@@ -173,6 +179,7 @@ fn place_annotations(journeys: &mut Vec<Vec<Sighting>>, annotations: Vec<Sightin
             .filter(|(ts, i)| {
                 ts.abs_diff(annotation.ts_ns) < ANNOTATION_WINDOW_NS
                     && (!route_lookup || source_fits(&annotation, &journeys[*i]))
+                    && (!found_route || bracketed(&annotation, &journeys[*i]))
             })
             .min_by_key(|(ts, _)| ts.abs_diff(annotation.ts_ns))
             .map(|(_, i)| *i);
@@ -190,6 +197,15 @@ fn place_annotations(journeys: &mut Vec<Vec<Sighting>>, annotations: Vec<Sightin
     journeys.sort_by_key(|j| j[0].ts_ns);
 }
 
+/// Whether the journey was seen in the lookup's namespace both before and after it: a successful
+/// lookup is part of handling that packet only then (a socket's own lookups come before its
+/// packet exists, and a reply's lookups are not the request's).
+fn bracketed(lookup: &Sighting, journey: &[Sighting]) -> bool {
+    let here = |s: &&Sighting| s.netns == lookup.netns && s.on_path();
+    journey.iter().filter(here).any(|s| s.ts_ns < lookup.ts_ns)
+        && journey.iter().filter(here).any(|s| s.ts_ns > lookup.ts_ns)
+}
+
 fn source_fits(lookup: &Sighting, journey: &[Sighting]) -> bool {
     let unspecified = lookup.src.is_none_or(|ip| ip.is_unspecified());
     unspecified || journey.iter().any(|s| s.src == lookup.src)
@@ -201,7 +217,14 @@ fn source_fits(lookup: &Sighting, journey: &[Sighting]) -> bool {
 /// another packet; this keeps that packet out.
 fn same_packet_after_nat(journey: &[Sighting], next: &Sighting) -> bool {
     if next.proto == "unknown" {
-        return true;
+        // No headers to compare; an skb does not change namespace without a sighting on the
+        // way (a veth crossing is seen at both ends), so another namespace means a reused
+        // address.
+        return journey
+            .iter()
+            .rev()
+            .find(|s| s.skb == next.skb)
+            .is_none_or(|s| s.netns == next.netns);
     }
     let Some(last) = journey.iter().rev().find(|s| s.proto != "unknown") else {
         return true;

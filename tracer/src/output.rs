@@ -50,6 +50,8 @@ pub fn packet_json(journey: &Journey, analysis: &Analysis) -> Value {
         "sport": first.sport,
         "dport": first.dport,
         "tcp_flags": first.tcp_flags,
+        "ip_id": first.ip_id,
+        "tcp_seq": first.tcp_seq,
         "len": first.ip_len,
         "path": path,
         "fate": journey.fate,
@@ -58,6 +60,10 @@ pub fn packet_json(journey: &Journey, analysis: &Analysis) -> Value {
     });
     if let Some(original) = analysis.retransmissions.get(&journey.id) {
         packet["retransmission_of"] = json!(original);
+    }
+    if first.proto.starts_with("icmp") {
+        packet["icmp_type"] = json!(first.icmp_type);
+        packet["icmp_code"] = json!(first.icmp_code);
     }
     if first.gso_segs > 1 {
         packet["gso_segs"] = json!(first.gso_segs);

@@ -154,7 +154,9 @@ fn an_event_with_only_the_skb_joins_its_packet_until_the_skb_is_freed() {
     reused.ts_ns = 3_000;
     let journeys = build_all(vec![start, done, freed, reused]);
     assert_eq!(hooks(&journeys[0]), ["dev_xmit", "dev_xmit", "consume_skb"]);
-    assert_eq!(journeys.len(), 2);
+    // After the free, the address belongs to another packet: with no headers to show which,
+    // its event is left out rather than made a packet of its own.
+    assert_eq!(journeys.len(), 1);
 }
 
 #[test]

@@ -1,0 +1,172 @@
+//! The oracle for "tcpdump saw it": what a real tcpdump captured, compared packet by packet with
+//! the tracer's capture verdicts.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::{sh, Report};
+
+/// What identifies one packet on the wire and survives NAT: protocol, IP id, TCP sequence number
+/// and flags, ICMP echo sequence.
+pub type Identity = (String, u32, u32, Vec<String>, u32);
+
+const TCP_FLAGS: [(u32, &str); 8] = [
+    (0x02, "SYN"),
+    (0x10, "ACK"),
+    (0x01, "FIN"),
+    (0x04, "RST"),
+    (0x08, "PSH"),
+    (0x20, "URG"),
+    (0x40, "ECE"),
+    (0x80, "CWR"),
+];
+
+fn number(field: &str) -> u32 {
+    let field = field.split(',').next().unwrap_or_default();
+    match field.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16).unwrap_or(0),
+        None => field.parse().unwrap_or(0),
+    }
+}
+
+/// The identities of the packets in a pcap file, read back with tshark.
+pub fn pcap_identities(file: &std::path::Path) -> Vec<Identity> {
+    let fields = [
+        "ip.proto",
+        "ipv6.nxt",
+        "ip.id",
+        "tcp.seq_raw",
+        "tcp.flags",
+        "icmp.seq",
+        "icmpv6.echo.sequence_number",
+        "icmp.type",
+        "icmpv6.type",
+    ];
+    let mut command = format!("tshark -r {} -T fields -E separator=/t", file.display());
+    for f in fields {
+        command.push_str(&format!(" -e {f}"));
+    }
+    sh(&command)
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            let get = |i: usize| f.get(i).copied().unwrap_or_default();
+            let proto_number = if get(0).is_empty() { number(get(1)) } else { number(get(0)) };
+            let proto = match proto_number {
+                6 => "tcp",
+                17 => "udp",
+                1 => "icmp",
+                58 => "icmpv6",
+                _ => "other",
+            };
+            let flags = number(get(4));
+            let flags = if proto == "tcp" {
+                TCP_FLAGS
+                    .iter()
+                    .filter(|(bit, _)| flags & bit != 0)
+                    .map(|(_, n)| n.to_string())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            // An ICMP error quotes the packet it answers: its (inner) echo sequence is not its own.
+            let icmp_type = number(get(7)).max(number(get(8)));
+            let echo_seq = if matches!(icmp_type, 0 | 8 | 128 | 129) {
+                number(get(5)).max(number(get(6)))
+            } else {
+                0
+            };
+            (proto.to_string(), number(get(2)), number(get(3)), flags, echo_seq)
+        })
+        .collect()
+}
+
+/// The identity of a tracer `packet` record.
+pub fn packet_identity(packet: &Value) -> Identity {
+    let proto = packet["proto"].as_str().unwrap_or_default().to_string();
+    let flags = packet["tcp_flags"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let echo = matches!(packet["icmp_type"].as_u64(), Some(0 | 8 | 128 | 129));
+    let echo_seq = if echo {
+        packet["dport"].as_u64().unwrap_or(0) as u32
+    } else {
+        0
+    };
+    (
+        proto,
+        packet["ip_id"].as_u64().unwrap_or(0) as u32,
+        packet["tcp_seq"].as_u64().unwrap_or(0) as u32,
+        flags,
+        echo_seq,
+    )
+}
+
+/// Packets whose verdict matched tcpdump, out of packets checked, and the mismatches in words.
+#[derive(Debug, Default)]
+pub struct Agreement {
+    pub agreeing: usize,
+    pub checked: usize,
+    pub mismatches: Vec<String>,
+}
+
+impl Agreement {
+    pub fn add(&mut self, other: Agreement) {
+        self.agreeing += other.agreeing;
+        self.checked += other.checked;
+        self.mismatches.extend(other.mismatches);
+    }
+
+    pub fn figure(&self) -> String {
+        format!("{}/{} packets agree with tcpdump", self.agreeing, self.checked)
+    }
+}
+
+/// For one interface: every packet the tracer says crossed it, with its verdict (seen or not),
+/// against what tcpdump on that interface captured. Packets tcpdump captured that the tracer
+/// does not know count as mismatches too.
+pub fn agreement(report: &Report, netns_name: &str, ifname: &str, captured: &[Identity]) -> Agreement {
+    // identity -> (said seen, said not seen)
+    let mut said: BTreeMap<Identity, (usize, usize)> = BTreeMap::new();
+    for packet in report.packets() {
+        let Some(captures) = packet["capture"].as_array() else { continue };
+        let here: Vec<&Value> = captures
+            .iter()
+            .filter(|c| c["netns_name"] == netns_name && c["ifname"] == ifname)
+            .collect();
+        if here.is_empty() {
+            continue;
+        }
+        let seen = here.iter().any(|c| c["seen"] == true);
+        let entry = said.entry(packet_identity(packet)).or_default();
+        if seen {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+    }
+    let mut on_wire: BTreeMap<Identity, usize> = BTreeMap::new();
+    for identity in captured {
+        *on_wire.entry(identity.clone()).or_default() += 1;
+    }
+    let mut out = Agreement::default();
+    let identities: std::collections::BTreeSet<&Identity> = said.keys().chain(on_wire.keys()).collect();
+    for identity in identities {
+        let (seen, unseen) = said.get(identity).copied().unwrap_or_default();
+        let actual = on_wire.get(identity).copied().unwrap_or(0);
+        let claimed = seen + unseen;
+        let really_seen = actual.min(claimed);
+        let agreeing = seen.min(really_seen) + unseen.min(claimed - really_seen);
+        let checked = claimed + actual.saturating_sub(claimed);
+        out.agreeing += agreeing;
+        out.checked += checked;
+        if agreeing != checked {
+            out.mismatches.push(format!(
+                "{netns_name}/{ifname} {identity:?}: tracer said seen {seen}, not seen {unseen}; tcpdump captured {actual}"
+            ));
+        }
+    }
+    out
+}
