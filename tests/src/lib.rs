@@ -446,7 +446,8 @@ impl Tcpdump {
             std::io::Read::read_to_string(&mut stderr, &mut rest).expect("tcpdump stderr");
         }
         assert!(
-            rest.lines().any(|l| l.trim() == "0 packets dropped by kernel"),
+            rest.lines()
+                .any(|l| l.trim() == "0 packets dropped by kernel"),
             "tcpdump lost packets, its capture is no oracle: {rest}"
         );
     }

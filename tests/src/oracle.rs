@@ -52,7 +52,11 @@ pub fn pcap_identities(file: &std::path::Path) -> Vec<Identity> {
         .map(|line| {
             let f: Vec<&str> = line.split('\t').collect();
             let get = |i: usize| f.get(i).copied().unwrap_or_default();
-            let proto_number = if get(0).is_empty() { number(get(1)) } else { number(get(0)) };
+            let proto_number = if get(0).is_empty() {
+                number(get(1))
+            } else {
+                number(get(0))
+            };
             let proto = match proto_number {
                 6 => "tcp",
                 17 => "udp",
@@ -77,7 +81,13 @@ pub fn pcap_identities(file: &std::path::Path) -> Vec<Identity> {
             } else {
                 0
             };
-            (proto.to_string(), number(get(2)), number(get(3)), flags, echo_seq)
+            (
+                proto.to_string(),
+                number(get(2)),
+                number(get(3)),
+                flags,
+                echo_seq,
+            )
         })
         .collect()
 }
@@ -87,7 +97,11 @@ pub fn packet_identity(packet: &Value) -> Identity {
     let proto = packet["proto"].as_str().unwrap_or_default().to_string();
     let flags = packet["tcp_flags"]
         .as_array()
-        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let echo = matches!(packet["icmp_type"].as_u64(), Some(0 | 8 | 128 | 129));
     let echo_seq = if echo {
@@ -120,18 +134,28 @@ impl Agreement {
     }
 
     pub fn figure(&self) -> String {
-        format!("{}/{} packets agree with tcpdump", self.agreeing, self.checked)
+        format!(
+            "{}/{} packets agree with tcpdump",
+            self.agreeing, self.checked
+        )
     }
 }
 
 /// For one interface: every packet the tracer says crossed it, with its verdict (seen or not),
 /// against what tcpdump on that interface captured. Packets tcpdump captured that the tracer
 /// does not know count as mismatches too.
-pub fn agreement(report: &Report, netns_name: &str, ifname: &str, captured: &[Identity]) -> Agreement {
+pub fn agreement(
+    report: &Report,
+    netns_name: &str,
+    ifname: &str,
+    captured: &[Identity],
+) -> Agreement {
     // identity -> (said seen, said not seen)
     let mut said: BTreeMap<Identity, (usize, usize)> = BTreeMap::new();
     for packet in report.packets() {
-        let Some(captures) = packet["capture"].as_array() else { continue };
+        let Some(captures) = packet["capture"].as_array() else {
+            continue;
+        };
         let here: Vec<&Value> = captures
             .iter()
             .filter(|c| c["netns_name"] == netns_name && c["ifname"] == ifname)
@@ -152,7 +176,8 @@ pub fn agreement(report: &Report, netns_name: &str, ifname: &str, captured: &[Id
         *on_wire.entry(identity.clone()).or_default() += 1;
     }
     let mut out = Agreement::default();
-    let identities: std::collections::BTreeSet<&Identity> = said.keys().chain(on_wire.keys()).collect();
+    let identities: std::collections::BTreeSet<&Identity> =
+        said.keys().chain(on_wire.keys()).collect();
     for identity in identities {
         let (seen, unseen) = said.get(identity).copied().unwrap_or_default();
         let actual = on_wire.get(identity).copied().unwrap_or(0);

@@ -11,7 +11,13 @@ use tests::{
 
 /// Pings `dst` from `from` (which fails: something drops them) and returns the journeys of the
 /// echo requests from `src`.
-fn traced_pings(namespaces: &[&Netns], from: &Netns, src: &str, dst: &str) -> Vec<Value> {
+fn traced_pings(
+    name: &str,
+    namespaces: &[&Netns],
+    from: &Netns,
+    src: &str,
+    dst: &str,
+) -> Vec<Value> {
     let mut args = Vec::new();
     for ns in namespaces {
         args.extend(["-n", ns.name.as_str()]);
@@ -25,6 +31,7 @@ fn traced_pings(namespaces: &[&Netns], from: &Netns, src: &str, dst: &str) -> Ve
     );
     std::thread::sleep(Duration::from_millis(200));
     let report = tracer.finish();
+    report.keep_fixture(name);
     assert_eq!(report.stats()["lost_total"], 0, "no event may be lost");
     let requests: Vec<Value> = report
         .packets()
@@ -102,7 +109,13 @@ fn tc_ingress_drop_falls_between_first_and_last() {
         "drop_ingress",
         TC_ACT_SHOT,
     );
-    let requests = traced_pings(&[&pair.a, &pair.b], &pair.a, ADDR_A, tests::ADDR_B);
+    let requests = traced_pings(
+        "tc_ingress_drop",
+        &[&pair.a, &pair.b],
+        &pair.a,
+        ADDR_A,
+        tests::ADDR_B,
+    );
     assert_dropped_between(
         &requests,
         "tc_ingress first",
@@ -123,7 +136,13 @@ fn tc_egress_drop_falls_between_first_and_last() {
         "drop_egress",
         TC_ACT_SHOT,
     );
-    let requests = traced_pings(&[&pair.a, &pair.b], &pair.a, ADDR_A, tests::ADDR_B);
+    let requests = traced_pings(
+        "tc_egress_drop",
+        &[&pair.a, &pair.b],
+        &pair.a,
+        ADDR_A,
+        tests::ADDR_B,
+    );
     assert_dropped_between(&requests, "tc_egress first", "tc_egress last", "TC_EGRESS");
 }
 
@@ -135,7 +154,13 @@ fn prerouting_drop_by_nftables_falls_between_first_and_last() {
     pair.b
         .sh("nft add chain ip lab pre { type filter hook prerouting priority 0 ; }");
     pair.b.sh("nft add rule ip lab pre meta l4proto icmp drop");
-    let requests = traced_pings(&[&pair.a, &pair.b], &pair.a, ADDR_A, tests::ADDR_B);
+    let requests = traced_pings(
+        "prerouting_drop",
+        &[&pair.a, &pair.b],
+        &pair.a,
+        ADDR_A,
+        tests::ADDR_B,
+    );
     assert_dropped_between(
         &requests,
         "nf_prerouting first",
@@ -149,7 +174,13 @@ fn local_in_drop_by_iptables_falls_between_first_and_last() {
     require_privileges();
     let pair = Pair::create();
     pair.b.sh("iptables -A INPUT -p icmp -j DROP");
-    let requests = traced_pings(&[&pair.a, &pair.b], &pair.a, ADDR_A, tests::ADDR_B);
+    let requests = traced_pings(
+        "local_in_drop",
+        &[&pair.a, &pair.b],
+        &pair.a,
+        ADDR_A,
+        tests::ADDR_B,
+    );
     assert_dropped_between(
         &requests,
         "nf_local_in first",
@@ -163,7 +194,13 @@ fn forward_drop_in_a_router_falls_between_first_and_last() {
     require_privileges();
     let net = Routed::create();
     net.r.sh("iptables -A FORWARD -p icmp -j DROP");
-    let requests = traced_pings(&[&net.a, &net.r, &net.b], &net.a, ROUTED_A, tests::ROUTED_B);
+    let requests = traced_pings(
+        "forward_drop",
+        &[&net.a, &net.r, &net.b],
+        &net.a,
+        ROUTED_A,
+        tests::ROUTED_B,
+    );
     assert_dropped_between(
         &requests,
         "nf_forward first",
@@ -190,7 +227,13 @@ fn local_out_drop_by_iptables_falls_between_first_and_last() {
     require_privileges();
     let pair = Pair::create();
     pair.a.sh("iptables -A OUTPUT -p icmp -j DROP");
-    let requests = traced_pings(&[&pair.a, &pair.b], &pair.a, ADDR_A, tests::ADDR_B);
+    let requests = traced_pings(
+        "local_out_drop",
+        &[&pair.a, &pair.b],
+        &pair.a,
+        ADDR_A,
+        tests::ADDR_B,
+    );
     assert_dropped_between(
         &requests,
         "nf_local_out first",
@@ -207,7 +250,13 @@ fn postrouting_drop_by_nftables_falls_between_first_and_last() {
     pair.a
         .sh("nft add chain ip lab post { type filter hook postrouting priority 0 ; }");
     pair.a.sh("nft add rule ip lab post meta l4proto icmp drop");
-    let requests = traced_pings(&[&pair.a, &pair.b], &pair.a, ADDR_A, tests::ADDR_B);
+    let requests = traced_pings(
+        "postrouting_drop",
+        &[&pair.a, &pair.b],
+        &pair.a,
+        ADDR_A,
+        tests::ADDR_B,
+    );
     assert_dropped_between(
         &requests,
         "nf_postrouting first",

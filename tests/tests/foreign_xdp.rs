@@ -26,6 +26,7 @@ fn a_foreign_xdp_dropper_is_named_and_blamed() {
     assert!(!out.status.success(), "the XDP program drops the pings");
     std::thread::sleep(Duration::from_millis(200));
     let report = tracer.finish();
+    report.keep_fixture("foreign_xdp_drop");
     let captured = tcpdump.stop();
 
     // Named, loudly, and everything else attached.

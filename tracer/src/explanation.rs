@@ -15,7 +15,6 @@ use crate::{
 
 pub mod words;
 
-
 use words::{drop_cause, icmp_words, packet_words, plural};
 
 /// Journeys that repeat an earlier packet (same TCP segment, same sequence number and flags):
@@ -29,7 +28,14 @@ pub fn retransmissions(journeys: &[Journey]) -> HashMap<u64, u64> {
             // A bare ACK is not retransmitted, it is just sent again.
             continue;
         }
-        let key = (s.src, s.dst, s.sport, s.dport, s.tcp_seq, s.tcp_flags.clone());
+        let key = (
+            s.src,
+            s.dst,
+            s.sport,
+            s.dport,
+            s.tcp_seq,
+            s.tcp_flags.clone(),
+        );
         match first.get(&key) {
             Some(&original) => {
                 out.insert(journey.id, original);
@@ -69,7 +75,9 @@ fn place(netns_name: Option<&str>, ifname: Option<&str>) -> String {
 }
 
 fn namespace(netns_name: Option<&str>) -> String {
-    netns_name.map_or("the traced namespace".to_string(), |ns| format!("namespace {ns}"))
+    netns_name.map_or("the traced namespace".to_string(), |ns| {
+        format!("namespace {ns}")
+    })
 }
 
 /// The fate in a few words: "dropped by a netfilter rule at LOCAL_IN (iptables INPUT) in b".
@@ -160,9 +168,18 @@ fn tap_relation(journey: &Journey, captures: &[Capture]) -> String {
         .find(|s| s.is_drop())
         .map(|s| s.netns);
     let here = |c: &&Capture| Some(c.netns) == drop_netns;
-    let received = captures.iter().filter(here).rfind(|c| c.dir == "rx" && c.seen);
-    let headed_for = captures.iter().filter(here).rfind(|c| c.dir == "tx" && !c.seen);
-    let unseen_rx = captures.iter().filter(here).rfind(|c| c.dir == "rx" && !c.seen);
+    let received = captures
+        .iter()
+        .filter(here)
+        .rfind(|c| c.dir == "rx" && c.seen);
+    let headed_for = captures
+        .iter()
+        .filter(here)
+        .rfind(|c| c.dir == "tx" && !c.seen);
+    let unseen_rx = captures
+        .iter()
+        .filter(here)
+        .rfind(|c| c.dir == "rx" && !c.seen);
     if let Some(c) = headed_for {
         format!(
             "it died before the capture point of {} on its way out, so tcpdump there could not see it",
@@ -170,7 +187,10 @@ fn tap_relation(journey: &Journey, captures: &[Capture]) -> String {
         )
     } else if let Some(c) = received {
         let consequence = match journey.fate.hook.as_deref() {
-            Some("nf_local_in") | Some("nf_prerouting") | Some("tc_ingress") | Some("netif_receive")
+            Some("nf_local_in")
+            | Some("nf_prerouting")
+            | Some("tc_ingress")
+            | Some("netif_receive")
                 if journey.headers().proto == "tcp" =>
             {
                 ", and TCP never received it"
@@ -197,7 +217,11 @@ fn capture_sentences(captures: &[Capture]) -> Vec<String> {
     let mut out = Vec::new();
     for c in captures {
         for live in &c.live {
-            let on = if live.ifindex == 0 { "any".to_string() } else { c.place() };
+            let on = if live.ifindex == 0 {
+                "any".to_string()
+            } else {
+                c.place()
+            };
             out.push(format!(
                 "{} (pid {}) is capturing on {on} and {} this packet ({} on {}).",
                 live.command,
@@ -220,7 +244,10 @@ fn capture_sentences(captures: &[Capture]) -> Vec<String> {
         out.push(format!("A capture on {} sees it.", seen.join(", ")));
     }
     if !unseen.is_empty() {
-        out.push(format!("A capture on {} could not see it.", unseen.join(", ")));
+        out.push(format!(
+            "A capture on {} could not see it.",
+            unseen.join(", ")
+        ));
     }
     out
 }
@@ -228,7 +255,9 @@ fn capture_sentences(captures: &[Capture]) -> Vec<String> {
 fn annotation_sentences(journey: &Journey) -> Vec<String> {
     let mut out = Vec::new();
     for s in &journey.sightings {
-        let Some(note) = s.note.as_deref() else { continue };
+        let Some(note) = s.note.as_deref() else {
+            continue;
+        };
         let ns = namespace(s.netns_name.as_deref());
         let sentence = if let Some(why) = note.strip_prefix("reset sent") {
             let why = why.trim().trim_matches(['(', ')']);
@@ -243,7 +272,10 @@ fn annotation_sentences(journey: &Journey) -> Vec<String> {
         } else if note == "bad checksum, discarded" {
             format!("TCP in {ns} discarded it: its checksum is wrong.")
         } else if note.starts_with("answered with icmp") {
-            format!("The kernel in {ns} answered it with ICMP {}.", icmp_words(s))
+            format!(
+                "The kernel in {ns} answered it with ICMP {}.",
+                icmp_words(s)
+            )
         } else if let Some(rest) = note.strip_prefix("no route") {
             format!(
                 "The route lookup in {ns} found no route to {}{rest}.",
@@ -295,7 +327,10 @@ pub fn flow(flow: &Flow, analysis: &Analysis) -> Vec<String> {
     out.extend(asymmetry_sentence(flow, &members));
     out.extend(tcpdump_view(&members, &analysis.context.live));
     if !flow.nat.is_empty() {
-        out.push(format!("Addresses rewritten on the way (NAT): {}.", flow.nat.join("; ")));
+        out.push(format!(
+            "Addresses rewritten on the way (NAT): {}.",
+            flow.nat.join("; ")
+        ));
     }
     out
 }
@@ -393,43 +428,69 @@ fn asymmetry_sentence(flow: &Flow, members: &[&Journey]) -> Option<String> {
     None
 }
 
-/// Per interface: what a capture there shows of this flow, and what it misses.
+/// What a capture on one interface shows of a flow: packets it saw, those of them that died
+/// after its capture point (in its namespace), and packets it missed.
+#[derive(Default)]
+struct View {
+    seen: Vec<String>,
+    died_after: Vec<String>,
+    missed: Vec<String>,
+}
+
+/// Per interface: what a capture there shows of this flow, what it misses, and what it shows
+/// that never arrived: the cases a capture alone cannot tell apart.
 fn tcpdump_view(members: &[&Journey], live: &[LiveCapture]) -> Vec<String> {
-    let mut places: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
+    let mut places: Vec<(String, View)> = Vec::new();
     for journey in members {
+        let dropped_in = journey
+            .sightings
+            .iter()
+            .rev()
+            .find(|s| s.is_drop())
+            .filter(|_| journey.fate.kind == FateKind::Dropped)
+            .map(|s| s.netns);
         for c in captures(journey, live) {
             let place = c.place();
-            let index = match places.iter().position(|(p, _, _)| *p == place) {
+            let index = match places.iter().position(|(p, _)| *p == place) {
                 Some(i) => i,
                 None => {
-                    places.push((place, Vec::new(), Vec::new()));
+                    places.push((place, View::default()));
                     places.len() - 1
                 }
             };
             let kind = words::packet_kind(journey.headers());
-            let list = if c.seen {
-                &mut places[index].1
-            } else {
-                &mut places[index].2
-            };
-            list.push(kind);
+            let view = &mut places[index].1;
+            if !c.seen {
+                view.missed.push(kind);
+                continue;
+            }
+            if c.dir == "rx" && dropped_in == Some(c.netns) {
+                view.died_after.push(kind.clone());
+            }
+            view.seen.push(kind);
         }
     }
-    places
-        .into_iter()
-        .filter(|(_, _, missed)| !missed.is_empty())
-        .map(|(place, seen, missed)| {
-            let shows = if seen.is_empty() {
-                "nothing of this flow".to_string()
-            } else {
-                words::tally(&seen)
-            };
-            format!(
+    let mut out = Vec::new();
+    for (place, view) in places {
+        let shows = if view.seen.is_empty() {
+            "nothing of this flow".to_string()
+        } else {
+            words::tally(&view.seen)
+        };
+        if !view.died_after.is_empty() {
+            out.push(format!(
+                "tcpdump on {place} shows {shows}, but {} died after its capture point: the capture cannot tell that they never arrived.",
+                words::tally(&view.died_after)
+            ));
+        }
+        if !view.missed.is_empty() {
+            out.push(format!(
                 "tcpdump on {place} shows {shows}; it misses {}, which died before its capture point.",
-                words::tally(&missed)
-            )
-        })
-        .collect()
+                words::tally(&view.missed)
+            ));
+        }
+    }
+    out
 }
 
 /// Kernel counters that changed over the trace and bear on what the tracer found, with whether
@@ -456,7 +517,11 @@ pub fn counter_sentences(analysis: &Analysis) -> Vec<String> {
             if seen == 0 && delta == 0 {
                 continue;
             }
-            let verdict = if delta >= seen { "agrees" } else { "contradicts: events were missed" };
+            let verdict = if delta >= seen {
+                "agrees"
+            } else {
+                "contradicts: events were missed"
+            };
             out.push(format!(
                 "Kernel counter {counter} in {} rose by {delta}; the tracer saw {seen}: {verdict}.",
                 ns.netns_name
@@ -465,3 +530,6 @@ pub fn counter_sentences(analysis: &Analysis) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -107,17 +107,16 @@ pub fn build(journeys: &mut [Journey]) -> Vec<Flow> {
     }
     let mut flows: Vec<Flow> = Vec::new();
     let mut flow_of_root: BTreeMap<usize, usize> = BTreeMap::new();
-    for i in 0..journeys.len() {
-        if journeys[i].sightings.iter().all(|s| canonical(s).is_none()) {
+    for (i, journey) in journeys.iter_mut().enumerate() {
+        if journey.sightings.iter().all(|s| canonical(s).is_none()) {
             continue;
         }
         let root = find(&mut parent, i);
         let index = *flow_of_root.entry(root).or_insert_with(|| {
-            flows.push(new_flow(flows.len() as u64 + 1, &journeys[i]));
+            flows.push(new_flow(flows.len() as u64 + 1, journey));
             flows.len() - 1
         });
         let flow = &mut flows[index];
-        let journey = &mut journeys[i];
         journey.flow_id = flow.id;
         flow.journeys.push(journey.id);
         flow.packets += 1;

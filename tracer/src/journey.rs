@@ -46,7 +46,6 @@ impl Journey {
             .or_else(|| self.sightings.iter().find(|s| s.proto != "unknown"))
             .unwrap_or(&self.sightings[0])
     }
-
 }
 
 type Fingerprint = (
@@ -171,7 +170,11 @@ fn place_annotations(journeys: &mut Vec<Vec<Sighting>>, annotations: Vec<Sightin
     }
     for annotation in annotations {
         let route_lookup = annotation.hook == Hook::FibLookup.name();
-        let found_route = route_lookup && annotation.note.as_deref().is_some_and(|n| n.starts_with("route found"));
+        let found_route = route_lookup
+            && annotation
+                .note
+                .as_deref()
+                .is_some_and(|n| n.starts_with("route found"));
         let nearest = index
             .get(&annotation_key(&annotation, route_lookup))
             .into_iter()
@@ -188,7 +191,12 @@ fn place_annotations(journeys: &mut Vec<Vec<Sighting>>, annotations: Vec<Sightin
                 let at = journeys[i].partition_point(|s| s.ts_ns <= annotation.ts_ns);
                 journeys[i].insert(at, annotation);
             }
-            None if !route_lookup || annotation.note.as_deref().is_some_and(|n| n.starts_with("no route")) => {
+            None if !route_lookup
+                || annotation
+                    .note
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("no route")) =>
+            {
                 journeys.push(vec![annotation])
             }
             None => {}

@@ -108,7 +108,11 @@ pub fn write_json(out: &mut impl Write, analysis: &Analysis, stats: &Stats) -> i
 /// then the flow's explanation.
 pub fn write_text(out: &mut impl Write, analysis: &Analysis, stats: &Stats) -> io::Result<()> {
     for flow in &analysis.flows {
-        writeln!(out, "flow {}: {} {} <-> {}", flow.id, flow.proto, flow.client, flow.server)?;
+        writeln!(
+            out,
+            "flow {}: {} {} <-> {}",
+            flow.id, flow.proto, flow.client, flow.server
+        )?;
         for journey in flow.journeys.iter().filter_map(|id| analysis.journey(*id)) {
             write_packet(out, journey, analysis)?;
         }
@@ -129,7 +133,13 @@ pub fn write_text(out: &mut impl Write, analysis: &Analysis, stats: &Stats) -> i
 
 fn write_packet(out: &mut impl Write, journey: &Journey, analysis: &Analysis) -> io::Result<()> {
     let s = journey.headers();
-    writeln!(out, "  packet {}: {} len {}", journey.id, packet_words(s), s.ip_len)?;
+    writeln!(
+        out,
+        "  packet {}: {} len {}",
+        journey.id,
+        packet_words(s),
+        s.ip_len
+    )?;
     let start = journey.sightings[0].ts_ns;
     for point in &journey.sightings {
         let place = match (&point.netns_name, &point.ifname) {
@@ -161,7 +171,11 @@ fn write_packet(out: &mut impl Write, journey: &Journey, analysis: &Analysis) ->
     let fate = &journey.fate;
     let mut line = format!("    fate: {}", fate.kind.name());
     if let Some(point) = fate.point() {
-        let at = if fate.kind == crate::fate::FateKind::Dropped { "after" } else { "at" };
+        let at = if fate.kind == crate::fate::FateKind::Dropped {
+            "after"
+        } else {
+            "at"
+        };
         line.push_str(&format!(" {at} {point}"));
     }
     if let Some(reason) = &fate.reason {

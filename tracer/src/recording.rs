@@ -3,11 +3,7 @@
 //! captures (`live_capture`), kernel counter changes (`counters`) and how the trace ended
 //! (`trace_end`).
 
-use std::{
-    collections::BTreeMap,
-    io::Write,
-    path::Path,
-};
+use std::{collections::BTreeMap, io::Write, path::Path};
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
@@ -49,7 +45,8 @@ fn tagged(value: impl Serialize, kind: &str) -> Result<Value> {
 }
 
 pub fn write(path: &Path, recording: &Recording) -> Result<()> {
-    let file = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
     let mut out = std::io::BufWriter::new(file);
     for s in &recording.sightings {
         writeln!(out, "{}", tagged(s, "event")?)?;
@@ -75,7 +72,11 @@ pub fn read(path: &Path) -> Result<Recording> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut recording = Recording::default();
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let at = || format!("{}:{}", path.display(), n + 1);
         let value: Value =
             serde_json::from_str(line).with_context(|| format!("{}: not a JSON line", at()))?;
@@ -83,9 +84,15 @@ pub fn read(path: &Path) -> Result<Recording> {
         let context = &mut recording.context;
         let bad = || format!("{}: not a valid {kind} record", at());
         match kind.as_str() {
-            "event" => recording.sightings.push(serde_json::from_value(value).with_context(bad)?),
-            "live_capture" => context.live.push(serde_json::from_value(value).with_context(bad)?),
-            "counters" => context.counters.push(serde_json::from_value(value).with_context(bad)?),
+            "event" => recording
+                .sightings
+                .push(serde_json::from_value(value).with_context(bad)?),
+            "live_capture" => context
+                .live
+                .push(serde_json::from_value(value).with_context(bad)?),
+            "counters" => context
+                .counters
+                .push(serde_json::from_value(value).with_context(bad)?),
             "trace_end" => {
                 let end: TraceEndRecord = serde_json::from_value(value).with_context(bad)?;
                 context.end = TraceEnd {

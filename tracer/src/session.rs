@@ -18,13 +18,13 @@ use tracer_common::{
 use crate::{
     counters,
     fate::TraceEnd,
-    live_capture::{self, LiveCapture},
-    recording::{self, NamespaceCounters, Recording},
     kallsyms::Kallsyms,
     kernel_btf::KernelBtf,
+    live_capture::{self, LiveCapture},
     loader::{self, Attachment},
     netfilter::Netfilter,
     netns::{self, Netns},
+    recording::{self, NamespaceCounters, Recording},
     sighting::{Names, Sighting},
     stats::Stats,
 };
@@ -172,7 +172,10 @@ impl Session {
     fn live_captures(&self) -> Vec<LiveCapture> {
         let mut live = self.live.clone();
         for capture in live_capture::scan() {
-            if !live.iter().any(|c| c.pid == capture.pid && c.inode == capture.inode) {
+            if !live
+                .iter()
+                .any(|c| c.pid == capture.pid && c.inode == capture.inode)
+            {
                 live.push(capture);
             }
         }

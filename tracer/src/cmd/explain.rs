@@ -30,7 +30,9 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         stats.duration_ns = last.ts_ns.saturating_sub(first.ts_ns);
     }
     if recording.context.end.lost > 0 {
-        stats.lost.insert("recorded".to_string(), recording.context.end.lost);
+        stats
+            .lost
+            .insert("recorded".to_string(), recording.context.end.lost);
     }
     report(args.format, recording, &stats)
 }

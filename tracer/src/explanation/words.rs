@@ -47,7 +47,8 @@ pub fn packet_kind(s: &Sighting) -> String {
         "icmp" | "icmpv6" => match (s.proto.as_str(), s.icmp_type) {
             ("icmp", 8) | ("icmpv6", 128) => "echo request".to_string(),
             ("icmp", 0) | ("icmpv6", 129) => "echo reply".to_string(),
-            (_, t) => format!("{} type {t} code {}", s.proto.to_uppercase(), s.icmp_code),
+            ("icmp", t) => icmp_message(t, s.icmp_code),
+            (_, t) => format!("type {t} code {}", s.icmp_code),
         },
         other => other.to_string(),
     }
@@ -56,7 +57,11 @@ pub fn packet_kind(s: &Sighting) -> String {
 /// IPv4 + TCP headers with the options Linux puts on data segments (timestamps): a segment no
 /// longer than this carries no payload. IPv6 headers are 20 bytes longer.
 fn tcp_header_end(s: &Sighting) -> u16 {
-    let ip = if s.src.is_some_and(|ip| ip.is_ipv6()) { 40 } else { 20 };
+    let ip = if s.src.is_some_and(|ip| ip.is_ipv6()) {
+        40
+    } else {
+        20
+    };
     ip + 32
 }
 
@@ -107,11 +112,16 @@ pub fn icmp_words(s: &Sighting) -> String {
         [t, c] => (*t, *c),
         _ => return "an error".to_string(),
     };
+    icmp_message(t, c)
+}
+
+/// The name of an ICMP (v4) message.
+pub fn icmp_message(t: u8, c: u8) -> String {
     match (t, c) {
         (3, 0) => "network unreachable".to_string(),
         (3, 1) => "host unreachable".to_string(),
         (3, 3) => "port unreachable".to_string(),
-        (3, 4) => "fragmentation needed (the packet is larger than the next hop's MTU)".to_string(),
+        (3, 4) => "fragmentation needed".to_string(),
         (3, 13) => "communication administratively prohibited".to_string(),
         (11, 0) => "time exceeded (TTL reached zero)".to_string(),
         (t, c) => format!("type {t} code {c}"),
