@@ -28,13 +28,17 @@ fn local_in_drop_lab_locates_every_captured_syn() {
         .count();
     let tap_saw = stdout
         .lines()
-        .filter(|l| l.contains("tcpdump -i s0 (tracer-lab-server) rx: sees it"))
+        .filter(|l| l.contains("is capturing on tracer-lab-server/s0 and saw this packet"))
         .count();
     assert!(captured >= 2, "the client retries within 2.5 s: {stdout}");
     assert_eq!(dropped, captured, "every captured SYN is located: {stdout}");
     assert_eq!(
         tap_saw, captured,
-        "and said to be seen by tcpdump on s0: {stdout}"
+        "and said to be seen by the lab's tcpdump on s0, named: {stdout}"
+    );
+    assert!(
+        stdout.contains("TCP never received it"),
+        "explained: {stdout}"
     );
     assert!(
         stdout.contains("; 0 lost"),
