@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::{
+    capture::{captures, Capture},
     explanation,
     flow::{self, Flow},
     journey::{self, Journey},
@@ -17,6 +18,9 @@ pub struct Analysis {
     pub flows: Vec<Flow>,
     /// Journey id -> the id of the first copy it retransmits.
     pub retransmissions: HashMap<u64, u64>,
+    /// The tcpdump verdicts of each journey, in journey order (computed once: the JSON, the
+    /// packet's and the flow's explanations all use them).
+    captures: Vec<Vec<Capture>>,
     pub context: Context,
 }
 
@@ -25,12 +29,25 @@ impl Analysis {
         let mut journeys = journey::build(recording.sightings, &recording.context.end);
         let flows = flow::build(&mut journeys);
         let retransmissions = explanation::retransmissions(&journeys);
+        let context = recording.context;
+        let captures = journeys
+            .iter()
+            .map(|j| captures(j, &context.live))
+            .collect();
         Analysis {
             journeys,
             flows,
             retransmissions,
-            context: recording.context,
+            captures,
+            context,
         }
+    }
+
+    /// The tcpdump verdicts of journey `id`.
+    pub fn captures(&self, id: u64) -> &[Capture] {
+        id.checked_sub(1)
+            .and_then(|i| self.captures.get(i as usize))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Journey ids are 1, 2, ... in order.

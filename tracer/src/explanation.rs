@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use crate::{
     analysis::Analysis,
-    capture::{captures, Capture},
+    capture::Capture,
     fate::{unknown, FateKind},
     journey::Journey,
     sighting::Sighting,
@@ -51,9 +51,9 @@ pub fn retransmissions(journeys: &[Journey]) -> HashMap<u64, u64> {
 
 /// The sentences for one packet.
 pub fn packet(journey: &Journey, analysis: &Analysis) -> Vec<String> {
-    let captures = captures(journey, &analysis.context.live);
-    let mut out = vec![fate_sentence(journey, &captures, analysis.context.end.lost)];
-    out.extend(capture_sentences(&captures));
+    let captures = analysis.captures(journey.id);
+    let mut out = vec![fate_sentence(journey, captures, analysis.context.end.lost)];
+    out.extend(capture_sentences(captures));
     out.extend(annotation_sentences(journey));
     if let Some(original) = analysis.retransmissions.get(&journey.id) {
         if let Some(first) = analysis.journey(*original) {

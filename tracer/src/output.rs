@@ -6,7 +6,6 @@ use serde_json::{json, Value};
 
 use crate::{
     analysis::Analysis,
-    capture::captures,
     explanation::{self, words::packet_words},
     flow::Flow,
     journey::Journey,
@@ -55,7 +54,7 @@ pub fn packet_json(journey: &Journey, analysis: &Analysis) -> Value {
         "len": first.ip_len,
         "path": path,
         "fate": journey.fate,
-        "capture": captures(journey, &analysis.context.live),
+        "capture": analysis.captures(journey.id),
         "explanation": explanation::packet(journey, analysis),
     });
     if let Some(original) = analysis.retransmissions.get(&journey.id) {

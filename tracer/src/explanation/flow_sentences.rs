@@ -4,11 +4,9 @@
 use super::{namespace, short_fate, words};
 use crate::{
     analysis::Analysis,
-    capture::captures,
     fate::FateKind,
     flow::{self, Flow},
     journey::Journey,
-    live_capture::LiveCapture,
     sighting::Sighting,
 };
 
@@ -38,7 +36,7 @@ pub fn flow(flow: &Flow, analysis: &Analysis) -> Vec<String> {
     }
     out.extend(retransmission_sentence(&members, analysis));
     out.extend(asymmetry_sentence(flow, &members));
-    out.extend(tcpdump_view(&members, &analysis.context.live));
+    out.extend(tcpdump_view(&members, analysis));
     if !flow.nat.is_empty() {
         out.push(format!(
             "Addresses rewritten on the way (NAT): {}.",
@@ -152,7 +150,7 @@ struct View {
 
 /// Per interface: what a capture there shows of this flow, what it misses, and what it shows
 /// that never arrived: the cases a capture alone cannot tell apart.
-fn tcpdump_view(members: &[&Journey], live: &[LiveCapture]) -> Vec<String> {
+fn tcpdump_view(members: &[&Journey], analysis: &Analysis) -> Vec<String> {
     let mut places: Vec<(String, View)> = Vec::new();
     for journey in members {
         let dropped_in = journey
@@ -162,7 +160,7 @@ fn tcpdump_view(members: &[&Journey], live: &[LiveCapture]) -> Vec<String> {
             .find(|s| s.is_drop())
             .filter(|_| journey.fate.kind == FateKind::Dropped)
             .map(|s| s.netns);
-        for c in captures(journey, live) {
+        for c in analysis.captures(journey.id) {
             let place = c.place();
             let index = match places.iter().position(|(p, _)| *p == place) {
                 Some(i) => i,
