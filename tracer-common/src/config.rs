@@ -60,33 +60,27 @@ impl KernelOffsets {
     };
 }
 
-/// In-kernel filter: an event is emitted only when every set field matches. Zero means "any".
-/// A packet that matched once is followed by its skb afterwards, through NAT rewrites.
+/// Switches of the kernel programs. A packet is reported when it passes the filter programs
+/// (the `FILTERS` map) and comes from a traced interface; once it did, its skb is followed
+/// through NAT rewrites, whatever the filter says of the rewritten headers.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TraceConfig {
-    /// Match when source or destination lies in `addr`/`addr_prefix` (bytes as in
-    /// `PacketSummary`).
-    pub addr: [u8; 16],
-    /// 4 or 6 when `addr` is set, 0 otherwise.
-    pub addr_family: u8,
-    /// Prefix length in bits (32 or 128 for a host).
-    pub addr_prefix: u8,
-    /// IP protocol number, 0 for any.
-    pub l4_proto: u8,
     /// 1 when only namespaces in the `TRACED_NETNS` map are reported by global hooks.
     pub netns_filter: u8,
-    /// Match when source or destination port equals this, 0 for any.
-    pub port: u16,
     /// 1 when only interfaces in the `TRACED_IFACES` map start a packet's trace.
     pub iface_filter: u8,
-    pub _pad: u8,
+    /// 1 when `FILTERS` holds a program for hooks that see the Ethernet header.
+    pub filter_l2: u8,
+    /// 1 when `FILTERS` holds a program for hooks that see the packet from its IP header on.
+    pub filter_l3: u8,
+    pub _pad: [u8; 4],
 }
 
 impl TraceConfig {
     /// Whether any packet field or interface is filtered on (then matches are followed).
     pub const fn filters_packets(&self) -> bool {
-        self.addr_family != 0 || self.l4_proto != 0 || self.port != 0 || self.iface_filter != 0
+        self.filter_l2 != 0 || self.filter_l3 != 0 || self.iface_filter != 0
     }
 }
 
@@ -96,7 +90,7 @@ pub const fn iface_key(netns: u32, ifindex: u32) -> u64 {
 }
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 160);
-const _: () = assert!(core::mem::size_of::<TraceConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<TraceConfig>() == 8);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelOffsets {}

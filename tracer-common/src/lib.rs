@@ -4,10 +4,12 @@
 //! size check, so that both sides agree on the bytes. Ids are fixed numbers: never reuse one.
 #![no_std]
 
+pub mod cbpf;
 pub mod config;
 pub mod event;
 pub mod hook;
 pub mod parse;
+pub mod synth;
 
 /// Names of the maps and globals in the eBPF object, shared so that neither side misspells them.
 pub mod names {
@@ -22,6 +24,12 @@ pub mod names {
     /// LRU hash of skb address -> 1: packets that matched the filter once, followed through
     /// NAT until their skb is freed.
     pub const FOLLOWED: &str = "FOLLOWED";
+    /// Array of two [`crate::cbpf::Program`]s: the filter for hooks that see the Ethernet
+    /// header ([`crate::cbpf::L2_SLOT`]) and for hooks that see the packet from its IP header
+    /// on ([`crate::cbpf::L3_SLOT`]).
+    pub const FILTERS: &str = "FILTERS";
+    /// Per-CPU scratch memory of the filter interpreter, one slot per hook.
+    pub const FILTER_MEM: &str = "FILTER_MEM";
     /// Global [`crate::config::KernelOffsets`], filled from the running kernel's BTF.
     pub const OFFSETS: &str = "OFFSETS";
     /// Global [`crate::config::TraceConfig`]: the in-kernel filter and switches.

@@ -7,8 +7,11 @@
 
 use crate::event::PacketSummary;
 
-/// Enough for an IPv4 header with options (60) plus a TCP header (20), or IPv6 (40) plus TCP.
-pub const HDR_LEN: usize = 96;
+/// Enough for an IPv4 header with options (60) plus a TCP header with options (up to 60),
+/// or IPv6 (40) plus TCP with options: what a filter can look at.
+pub const HDR_LEN: usize = 128;
+/// Room for the link-layer header: Ethernet and two VLAN tags (22 bytes).
+pub const L2_LEN: usize = 32;
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
@@ -105,7 +108,7 @@ fn parse_l4(buf: &[u8; HDR_LEN], valid: usize, l4: usize, out: &mut PacketSummar
 /// Finds the L3 header behind an Ethernet header and up to two VLAN tags.
 /// Returns (offset of L3, ethertype, outermost VLAN id).
 #[inline(always)]
-pub fn parse_l2(eth: &[u8; 22], valid: usize) -> Option<(usize, u16, u16)> {
+pub fn parse_l2(eth: &[u8; L2_LEN], valid: usize) -> Option<(usize, u16, u16)> {
     if valid < ETH_HLEN {
         return None;
     }
@@ -204,7 +207,7 @@ mod tests {
 
     #[test]
     fn vlan_tags_are_skipped() {
-        let mut eth = [0u8; 22];
+        let mut eth = [0u8; L2_LEN];
         eth[12..14].copy_from_slice(&ETH_P_8021Q.to_be_bytes());
         eth[14..16].copy_from_slice(&0x0064u16.to_be_bytes()); // VLAN 100
         eth[16..18].copy_from_slice(&ETH_P_IP.to_be_bytes());

@@ -1,14 +1,21 @@
 //! The in-kernel filter and the one way events leave the kernel.
 
-use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns};
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::bpf_loop};
 use tracer_common::{
+    cbpf::{self, Machine, Program, View, L2_SLOT, L3_SLOT, MAX_INSNS, MEM_WORDS},
     config::iface_key,
+    parse::L2_LEN,
     event::{kind, Event, EventHeader, HookDetail, PacketSummary, EVENT_VERSION},
     hook::{Hook, Position},
-    parse::ETH_P_IPV6,
+    synth::headers_from_summary,
 };
 
-use crate::maps::{config, CONFIG, EVENTS, FOLLOWED, LOST, TRACED_IFACES, TRACED_NETNS};
+use crate::{
+    kernel::scratch,
+    maps::{config, EVENTS, FILTERS, FILTER_MEM, FOLLOWED, LOST, TRACED_IFACES, TRACED_NETNS},
+};
 
 /// Where a sighting happened: the part of the header each hook knows.
 pub struct Site {
@@ -26,11 +33,19 @@ pub fn netns_traced(netns: u32) -> bool {
     config!(netns_filter) == 0 || unsafe { TRACED_NETNS.get(&netns) }.is_some()
 }
 
+/// The link-layer header a hook copied (XDP and tc see the frame).
+pub struct L2<'a> {
+    pub bytes: &'a [u8; L2_LEN],
+    pub len: usize,
+}
+
 /// Emits `packet` at `site` when the filter wants it: it matches, or its skb matched earlier
-/// (NAT may have rewritten the addresses since; the skb is the same packet).
+/// (NAT may have rewritten the addresses since; the skb is the same packet). The hook's
+/// headers from L3 on are the first `l3_len` bytes of its scratch buffer; with none there,
+/// they are rebuilt from `packet` for the filter.
 #[inline(always)]
-pub fn report(site: &Site, packet: &PacketSummary, detail: HookDetail) {
-    if wanted(site, packet) {
+pub fn report(site: &Site, packet: &PacketSummary, l2: Option<L2>, l3_len: usize, detail: HookDetail) {
+    if wanted(site, packet, l2, l3_len) {
         emit(site, packet, detail);
     }
 }
@@ -45,14 +60,11 @@ pub fn forget(skb: u64) {
 
 #[inline(always)]
 fn filters_packets() -> bool {
-    config!(addr_family) != 0
-        || config!(l4_proto) != 0
-        || config!(port) != 0
-        || config!(iface_filter) != 0
+    config!(filter_l2) != 0 || config!(filter_l3) != 0 || config!(iface_filter) != 0
 }
 
 #[inline(always)]
-fn wanted(site: &Site, packet: &PacketSummary) -> bool {
+fn wanted(site: &Site, packet: &PacketSummary, l2: Option<L2>, l3_len: usize) -> bool {
     if !filters_packets() {
         return true;
     }
@@ -68,7 +80,13 @@ fn wanted(site: &Site, packet: &PacketSummary) -> bool {
             let _ = FOLLOWED.remove(&site.skb);
         }
     }
-    if !matches(site, packet) {
+    // Plain numbers across the call: a `None` would leave a register unset, which the
+    // verifier refuses to see copied.
+    let (l2_bytes, l2_len) = match l2 {
+        Some(l2) => (l2.bytes.as_ptr(), l2.len),
+        None => (core::ptr::null(), 0),
+    };
+    if !iface_traced(site) || !filter_accepts(site, packet, l2_bytes, l2_len, l3_len) {
         return false;
     }
     // Follow it from here on; not at its free, which would only delete the entry again. A full
@@ -96,59 +114,115 @@ fn follow_tag(packet: &PacketSummary) -> u64 {
         | packet.tcp_seq as u64
 }
 
-/// The load-time filter of [`tracer_common::config::TraceConfig`].
 #[inline(always)]
-fn matches(site: &Site, packet: &PacketSummary) -> bool {
-    // A route lookup for a received packet often leaves protocol and ports unset: unknown
-    // is not a mismatch there.
-    let lookup = site.hook == Hook::FibLookup;
-    let proto = config!(l4_proto);
-    if proto != 0 && proto != packet.l4_proto && !(lookup && packet.l4_proto == 0) {
-        return false;
+fn iface_traced(site: &Site) -> bool {
+    if config!(iface_filter) == 0 {
+        return true;
     }
-    let port = config!(port);
-    let no_ports = packet.sport == 0 && packet.dport == 0;
-    if port != 0 && port != packet.sport && port != packet.dport && !(lookup && no_ports) {
-        return false;
-    }
-    let family = config!(addr_family);
-    if family != 0 {
-        if (family == 6) != (packet.l3_proto == ETH_P_IPV6) {
-            return false;
-        }
-        if !in_network(&packet.saddr) && !in_network(&packet.daddr) {
-            return false;
-        }
-    }
-    if config!(iface_filter) != 0 {
-        let key = iface_key(site.netns, site.ifindex);
-        if unsafe { TRACED_IFACES.get(&key) }.is_none() {
-            return false;
-        }
-    }
-    true
+    unsafe { TRACED_IFACES.get(&iface_key(site.netns, site.ifindex)) }.is_some()
 }
 
-/// Whether `addr` lies in the filter's `addr/addr_prefix`.
-#[inline(always)]
-fn in_network(addr: &[u8; 16]) -> bool {
-    let net = unsafe { core::ptr::read_volatile(&CONFIG.addr) };
-    let mut bits = config!(addr_prefix) as u32;
-    for i in 0..16 {
-        if bits == 0 {
-            break;
-        }
-        let mask: u8 = if bits >= 8 {
-            0xff
-        } else {
-            0xffu8 << (8 - bits)
-        };
-        if (addr[i] ^ net[i]) & mask != 0 {
-            return false;
-        }
-        bits = bits.saturating_sub(8);
+/// Runs the tcpdump filter on the packet's bytes: the L2 program where the hook has the
+/// Ethernet header and there is one, the L3 program otherwise. A subprogram of its own: the
+/// stack frames of the hooks have no room for it.
+#[inline(never)]
+fn filter_accepts(
+    site: &Site,
+    packet: &PacketSummary,
+    l2_bytes: *const u8,
+    l2_len: usize,
+    l3_len: usize,
+) -> bool {
+    let (has_l2, has_l3) = (config!(filter_l2) != 0, config!(filter_l3) != 0);
+    if !has_l2 && !has_l3 {
+        return true;
     }
-    true
+    // A route lookup for a received packet often leaves protocol and ports unset: the filter
+    // cannot decide, and userspace keeps the lookup only if it fits a traced packet.
+    if site.hook == Hook::FibLookup && packet.l4_proto == 0 {
+        return true;
+    }
+    let Some(l3) = scratch(site.hook) else {
+        return false;
+    };
+    let l3_len = if l3_len == 0 {
+        headers_from_summary(packet, l3)
+    } else {
+        l3_len
+    };
+    let Some(mem) = FILTER_MEM.get_ptr_mut(site.hook as u32) else {
+        return false;
+    };
+    let (slot, l2_len, wire_len) = if l2_len > 0 && has_l2 {
+        (L2_SLOT, l2_len, packet.pkt_len)
+    } else if has_l3 {
+        (L3_SLOT, 0, packet.ip_len as u32)
+    } else {
+        return false;
+    };
+    let Some(program) = FILTERS.get_ptr(slot) else {
+        return false;
+    };
+    let mut run = FilterRun {
+        machine: Machine::default(),
+        program: opaque(program),
+        view: View {
+            l2: opaque(l2_bytes),
+            l2_len: l2_len as u32,
+            l3: opaque(l3.as_ptr()),
+            l3_len: l3_len as u32,
+            wire_len,
+        },
+        mem,
+    };
+    // One verified step, looped by the kernel: a loop in the program itself would be
+    // verified once per iteration and per path, beyond the verifier's limit.
+    unsafe {
+        bpf_loop(
+            MAX_INSNS as u32,
+            filter_step as *mut c_void,
+            (&mut run as *mut FilterRun).cast(),
+            0,
+        )
+    };
+    run.machine.accept
+}
+
+/// What [`filter_step`] works on, on the stack of [`filter_accepts`].
+struct FilterRun {
+    machine: Machine,
+    program: *const Program,
+    view: View,
+    mem: *mut [u32; MEM_WORDS],
+}
+
+/// The `bpf_loop` callback: one instruction; 1 stops the loop.
+unsafe extern "C" fn filter_step(_index: u64, ctx: *mut c_void) -> i64 {
+    let run = unsafe { &mut *(ctx as *mut FilterRun) };
+    // SAFETY: set up by `filter_accepts` from the filter map and the hook's buffers.
+    let more = unsafe { cbpf::step(&mut run.machine, run.program, &run.view, &mut *run.mem) };
+    if more {
+        0
+    } else {
+        1
+    }
+}
+
+/// The same address, as a number the verifier knows nothing about: the interpreter reads
+/// through it with `bpf_probe_read_kernel`, and offsets added to it are not tracked.
+#[inline(always)]
+fn opaque<T>(ptr: *const T) -> *const T {
+    let addr = ptr as u64;
+    let mut out = 0u64;
+    // Reading our own stack cannot fail; on failure the address is 0 and reads yield zeroes.
+    let _ = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            (&mut out as *mut u64).cast(),
+            8,
+            (&addr as *const u64).cast(),
+        )
+    };
+    out as *const T
 }
 
 /// Writes one event to the ring buffer, or counts it as lost for its hook.

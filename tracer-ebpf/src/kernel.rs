@@ -61,13 +61,20 @@ pub fn scratch(hook: Hook) -> Option<&'static mut [u8; HDR_LEN]> {
 
 /// Parses the headers of the packet in `skb` into `packet`. `l3_hint` is the ethertype when
 /// the caller knows it better than `skb->protocol` (which is not always set on the way out).
+/// Returns how many header bytes the hook's scratch buffer holds (for the filter).
 #[inline(always)]
-pub fn skb_summary(skb: u64, info: &SkbInfo, l3_hint: u16, hook: Hook, packet: &mut PacketSummary) {
+pub fn skb_summary(
+    skb: u64,
+    info: &SkbInfo,
+    l3_hint: u16,
+    hook: Hook,
+    packet: &mut PacketSummary,
+) -> usize {
     packet.pkt_len = info.len;
     packet.mark = info.mark;
     packet.gso_segs = info.gso_segs;
     let Some(buf) = scratch(hook) else {
-        return;
+        return 0;
     };
     let valid = skb_l3_headers(skb, info, buf);
     let l3_proto = match (l3_hint, info.protocol) {
@@ -83,6 +90,7 @@ pub fn skb_summary(skb: u64, info: &SkbInfo, l3_hint: u16, hook: Hook, packet: &
     if valid > 0 {
         parse_l3(buf, valid, l3_proto, packet);
     }
+    valid
 }
 
 /// The 4-tuple of a TCP socket as a packet summary: local to remote, or, with `incoming`,

@@ -3,9 +3,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
+    cbpf::{Program, MEM_WORDS},
     config::{KernelOffsets, TraceConfig},
     hook::HOOK_SLOTS,
     parse::HDR_LEN,
@@ -33,19 +34,24 @@ pub static FOLLOWED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 
 #[map]
 pub static SCRATCH: PerCpuArray<[u8; HDR_LEN]> = PerCpuArray::with_max_entries(HOOK_SLOTS, 0);
 
+/// The tcpdump filter compiled by libpcap, for L2 and for L3 views (`cbpf::L2_SLOT`, `L3_SLOT`).
+#[map]
+pub static FILTERS: Array<Program> = Array::with_max_entries(2, 0);
+
+/// Scratch memory of the filter interpreter, per CPU and per hook like `SCRATCH`.
+#[map]
+pub static FILTER_MEM: PerCpuArray<[u32; MEM_WORDS]> = PerCpuArray::with_max_entries(HOOK_SLOTS, 0);
+
 #[unsafe(no_mangle)]
 pub static OFFSETS: KernelOffsets = KernelOffsets::UNSET;
 
 #[unsafe(no_mangle)]
 pub static CONFIG: TraceConfig = TraceConfig {
-    addr: [0; 16],
-    addr_family: 0,
-    addr_prefix: 0,
-    l4_proto: 0,
     netns_filter: 0,
-    port: 0,
     iface_filter: 0,
-    _pad: 0,
+    filter_l2: 0,
+    filter_l3: 0,
+    _pad: [0; 4],
 };
 
 /// Reads one field of the `OFFSETS` global. Globals live in .rodata, which userspace writes

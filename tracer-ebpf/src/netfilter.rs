@@ -66,7 +66,7 @@ fn observe(ctx: *mut c_void, position: Position) {
     let netns = read::<u32>(net, offset!(net_inum)).unwrap_or(0);
     let info = skb_info(skb);
     let mut packet = PacketSummary::default();
-    skb_summary(skb, &info, l3_hint, hook, &mut packet);
+    let l3_len = skb_summary(skb, &info, l3_hint, hook, &mut packet);
     let site = Site {
         hook,
         position,
@@ -75,5 +75,5 @@ fn observe(ctx: *mut c_void, position: Position) {
         netns,
         skb,
     };
-    report(&site, &packet, HookDetail::default());
+    report(&site, &packet, None, l3_len, HookDetail::default());
 }

@@ -8,11 +8,11 @@ use aya_ebpf::{macros::classifier, programs::TcContext};
 use tracer_common::{
     event::{kind, HookDetail, PacketSummary},
     hook::{Hook, Position},
-    parse::{parse_l2, parse_l3},
+    parse::{parse_l2, parse_l3, L2_LEN},
 };
 
 use crate::{
-    emit::{report, Site},
+    emit::{report, Site, L2},
     kernel::{dev_identity, scratch, skb_info, skb_load},
 };
 
@@ -45,7 +45,7 @@ pub fn tracer_tc_egress_last(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn observe(ctx: &TcContext, hook: Hook, position: Position) {
-    let mut eth = [0u8; 22];
+    let mut eth = [0u8; L2_LEN];
     let raw = ctx.skb.skb.cast();
     let Some(eth_len) = skb_load(raw, ctx.len(), 0, &mut eth) else {
         return;
@@ -66,8 +66,9 @@ fn observe(ctx: &TcContext, hook: Hook, position: Position) {
     let Some(buf) = scratch(hook) else {
         return;
     };
-    if let Some(valid) = skb_load(raw, ctx.len(), l3_offset, buf) {
-        parse_l3(buf, valid, l3_proto, &mut packet);
+    let l3_len = skb_load(raw, ctx.len(), l3_offset, buf).unwrap_or(0);
+    if l3_len > 0 {
+        parse_l3(buf, l3_len, l3_proto, &mut packet);
     }
     let (ifindex, netns) = dev_identity(info.dev);
     let site = Site {
@@ -78,5 +79,9 @@ fn observe(ctx: &TcContext, hook: Hook, position: Position) {
         netns,
         skb,
     };
-    report(&site, &packet, HookDetail::default());
+    let l2 = L2 {
+        bytes: &eth,
+        len: l3_offset,
+    };
+    report(&site, &packet, Some(l2), l3_len, HookDetail::default());
 }

@@ -71,7 +71,7 @@ pub fn tracer_net_dev_xmit(ctx: BtfTracePointContext) -> i32 {
         verdict: rc as u32,
         ..HookDetail::default()
     };
-    report(&site, &packet, detail);
+    report(&site, &packet, None, 0, detail);
     0
 }
 
@@ -238,7 +238,7 @@ pub fn tracer_fib_lookup(ctx: BtfTracePointContext) -> i32 {
         verdict: err as u32,
         ..HookDetail::default()
     };
-    report(&site, &packet, detail);
+    report(&site, &packet, None, 0, detail);
     0
 }
 
@@ -250,7 +250,7 @@ fn observe_skb(skb: u64, hook: Hook, position: Position, event_kind: u8, detail:
         return;
     }
     let mut packet = PacketSummary::default();
-    skb_summary(skb, &info, 0, hook, &mut packet);
+    let l3_len = skb_summary(skb, &info, 0, hook, &mut packet);
     let site = Site {
         hook,
         position,
@@ -259,7 +259,7 @@ fn observe_skb(skb: u64, hook: Hook, position: Position, event_kind: u8, detail:
         netns,
         skb,
     };
-    report(&site, &packet, detail);
+    report(&site, &packet, None, l3_len, detail);
     if event_kind != kind::SIGHTING {
         // Freed: stop following it (only skbs of traced namespaces can be followed).
         forget(skb);
@@ -282,5 +282,5 @@ fn observe_sock(sk: u64, incoming: bool, detail: HookDetail) {
         netns,
         skb: 0,
     };
-    report(&site, &packet, detail);
+    report(&site, &packet, None, 0, detail);
 }

@@ -9,11 +9,11 @@ use aya_ebpf::{
 use tracer_common::{
     event::{kind, HookDetail, PacketSummary},
     hook::{Hook, Position},
-    parse::{parse_l2, parse_l3, HDR_LEN},
+    parse::{parse_l2, parse_l3, HDR_LEN, L2_LEN},
 };
 
 use crate::{
-    emit::{report, Site},
+    emit::{report, Site, L2},
     kernel::{dev_identity, read, scratch, verifier_visible},
     maps::offset,
 };
@@ -27,8 +27,8 @@ pub fn tracer_xdp(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn observe(ctx: &XdpContext) {
     let frame_len = ctx.data_end() - ctx.data();
-    let mut eth = [0u8; 22];
-    let eth_len = if frame_len < 22 { frame_len } else { 22 };
+    let mut eth = [0u8; L2_LEN];
+    let eth_len = if frame_len < L2_LEN { frame_len } else { L2_LEN };
     if load(ctx, 0, &mut eth, eth_len).is_none() {
         return;
     }
@@ -45,9 +45,12 @@ fn observe(ctx: &XdpContext) {
     };
     let avail = frame_len.saturating_sub(l3_offset);
     let valid = if avail < HDR_LEN { avail } else { HDR_LEN };
-    if valid > 0 && load(ctx, l3_offset, buf, valid).is_some() {
+    let l3_len = if valid > 0 && load(ctx, l3_offset, buf, valid).is_some() {
         parse_l3(buf, valid, l3_proto, &mut packet);
-    }
+        valid
+    } else {
+        0
+    };
     // ctx is really a `struct xdp_buff`: rxq -> dev -> nd_net gives the namespace, which the
     // ifindex alone cannot (every namespace numbers its interfaces from 1).
     let rxq = read::<u64>(ctx.ctx as u64, offset!(xdp_rxq)).unwrap_or(0);
@@ -61,7 +64,11 @@ fn observe(ctx: &XdpContext) {
         netns,
         skb: 0,
     };
-    report(&site, &packet, HookDetail::default());
+    let l2 = L2 {
+        bytes: &eth,
+        len: l3_offset,
+    };
+    report(&site, &packet, Some(l2), l3_len, HookDetail::default());
 }
 
 /// Copies `len` bytes at `offset` of the frame (`len` at most the buffer's size).

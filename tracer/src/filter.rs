@@ -1,159 +1,77 @@
-//! The in-kernel filter. For now a small subset of tcpdump's language: `host ADDR`,
-//! `net ADDR/LEN`, `port N`, `tcp`, `udp`, `icmp`, `icmp6`, joined by `and`. Anything else is refused with a sentence,
-//! never silently widened.
+//! The FILTER of `tracer trace`: a tcpdump (pcap-filter) expression, compiled by libpcap into
+//! classic BPF twice, for hooks that see the Ethernet frame (XDP, tc: what tcpdump sees on a
+//! veth or NIC) and for hooks that see the packet from its IP header on (netfilter, the
+//! tracepoints). The kernel programs run these programs (`tracer_common::cbpf`).
 
-use std::net::IpAddr;
+use tracer_common::cbpf::{self, dlt, Insn, Invalid, Program, MAX_INSNS};
 
-use tracer_common::config::TraceConfig;
+use crate::libpcap::{self, CompileError};
+
+/// A compiled filter. A program is `None` for a link type the expression cannot apply to
+/// (`ether host ...` has no meaning on a raw IP packet): those hooks only follow packets
+/// that matched elsewhere.
+#[derive(Debug)]
+pub struct Filter {
+    pub expression: String,
+    pub l2: Option<Program>,
+    pub l3: Option<Program>,
+}
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FilterError {
-    #[error("unsupported filter expression near '{0}' (supported: host ADDR, net ADDR/LEN, port N, tcp, udp, icmp, icmp6, joined by 'and')")]
-    Unsupported(String),
-    #[error("'{0}' is not an IP address")]
-    BadAddress(String),
-    #[error("'{0}' is not a network (ADDR/LEN, e.g. 10.0.0.0/8)")]
-    BadNetwork(String),
-    #[error("'{0}' is not a port number")]
-    BadPort(String),
-    #[error("the filter names two different {0}s; only one is supported")]
-    Twice(&'static str),
+    /// libpcap's message, the one tcpdump prints for the same expression.
+    #[error("bad filter '{expression}': {message}")]
+    Rejected { expression: String, message: String },
+    #[error("{0}")]
+    Library(String),
+    #[error("the filter '{0}' compiles to {1} BPF instructions; the kernel programs run at most {MAX_INSNS}")]
+    TooLong(String, usize),
+    #[error("the filter '{0}' needs Linux's socket-filter extensions, which the kernel programs cannot evaluate")]
+    Ancillary(String),
+    #[error("libpcap compiled '{0}' into a program the kernel programs cannot run (instruction {1})")]
+    Malformed(String, usize),
 }
 
-pub fn parse(words: &[String]) -> Result<TraceConfig, FilterError> {
-    let mut config = TraceConfig::default();
-    let tokens: Vec<&str> = words.iter().flat_map(|w| w.split_whitespace()).collect();
-    let mut i = 0;
-    while i < tokens.len() {
-        let token = tokens[i];
-        let operand = tokens.get(i + 1).copied();
-        match (token, operand) {
-            ("and" | "&&", _) if i > 0 => {}
-            ("host" | "net", Some(operand)) => {
-                if config.addr_family != 0 {
-                    return Err(FilterError::Twice("host or net"));
-                }
-                let (addr, prefix) = if token == "host" {
-                    let addr = operand
-                        .parse::<IpAddr>()
-                        .map_err(|_| FilterError::BadAddress(operand.into()))?;
-                    (addr, if addr.is_ipv4() { 32 } else { 128 })
-                } else {
-                    parse_network(operand)?
-                };
-                match addr {
-                    IpAddr::V4(v4) => {
-                        config.addr[..4].copy_from_slice(&v4.octets());
-                        config.addr_family = 4;
-                    }
-                    IpAddr::V6(v6) => {
-                        config.addr = v6.octets();
-                        config.addr_family = 6;
-                    }
-                }
-                config.addr_prefix = prefix;
-                i += 1;
-            }
-            ("port", Some(port)) => {
-                if config.port != 0 {
-                    return Err(FilterError::Twice("port"));
-                }
-                config.port = port
-                    .parse()
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or_else(|| FilterError::BadPort(port.into()))?;
-                i += 1;
-            }
-            ("tcp" | "udp" | "icmp" | "icmp6", _) => {
-                if config.l4_proto != 0 {
-                    return Err(FilterError::Twice("protocol"));
-                }
-                config.l4_proto = match token {
-                    "tcp" => 6,
-                    "udp" => 17,
-                    "icmp" => 1,
-                    _ => 58,
-                };
-            }
-            _ => return Err(FilterError::Unsupported(token.into())),
-        }
-        i += 1;
+/// Compiles the words of FILTER (joined with spaces, as tcpdump does); `None` when empty.
+pub fn compile(words: &[String]) -> Result<Option<Filter>, FilterError> {
+    let expression = words.join(" ").trim().to_string();
+    if expression.is_empty() {
+        return Ok(None);
     }
-    Ok(config)
+    let l2 = program(&expression, dlt::EN10MB);
+    let l3 = program(&expression, dlt::RAW);
+    match (l2, l3) {
+        (Err(e), Err(_)) => Err(e),
+        (l2, l3) => Ok(Some(Filter {
+            expression,
+            l2: l2.ok(),
+            l3: l3.ok(),
+        })),
+    }
 }
 
-/// `ADDR/LEN` with LEN within the family's width, host bits zero (as tcpdump demands).
-fn parse_network(operand: &str) -> Result<(IpAddr, u8), FilterError> {
-    let bad = || FilterError::BadNetwork(operand.into());
-    let (addr, len) = operand.split_once('/').ok_or_else(bad)?;
-    let addr: IpAddr = addr.parse().map_err(|_| bad())?;
-    let len: u8 = len.parse().map_err(|_| bad())?;
-    let (bits, width) = match addr {
-        IpAddr::V4(v4) => (u32::from(v4) as u128, 32),
-        IpAddr::V6(v6) => (u128::from(v6), 128),
-    };
-    if len > width || (len < width && bits & ((1u128 << (width - len)) - 1) != 0) {
-        return Err(bad());
-    }
-    Ok((addr, len))
+fn program(expression: &str, dlt: i32) -> Result<Program, FilterError> {
+    let insns = libpcap::compile(expression, dlt).map_err(|e| match e {
+        CompileError::Library(message) => FilterError::Library(message),
+        CompileError::Rejected(message) => FilterError::Rejected {
+            expression: expression.to_string(),
+            message,
+        },
+    })?;
+    cbpf::validate(&insns).map_err(|e| match e {
+        Invalid::TooLong(n) => FilterError::TooLong(expression.to_string(), n),
+        Invalid::Ancillary => FilterError::Ancillary(expression.to_string()),
+        Invalid::Malformed(at) => FilterError::Malformed(expression.to_string(), at),
+    })?;
+    Ok(to_program(&insns))
+}
+
+fn to_program(insns: &[Insn]) -> Program {
+    let mut program = Program::EMPTY;
+    program.len = insns.len() as u32;
+    program.insns[..insns.len()].copy_from_slice(insns);
+    program
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn words(s: &str) -> Vec<String> {
-        vec![s.to_string()]
-    }
-
-    #[test]
-    fn host_port_and_protocol_combine() {
-        let config = parse(&words("tcp and host 10.1.2.3 and port 80")).unwrap();
-        assert_eq!(config.l4_proto, 6);
-        assert_eq!(config.addr_family, 4);
-        assert_eq!(&config.addr[..4], &[10, 1, 2, 3]);
-        assert_eq!(config.port, 80);
-        assert_eq!(config.addr_prefix, 32);
-    }
-
-    #[test]
-    fn networks_carry_their_prefix_length() {
-        let config = parse(&words("net 10.200.0.0/16")).unwrap();
-        assert_eq!((config.addr_family, config.addr_prefix), (4, 16));
-        assert_eq!(&config.addr[..4], &[10, 200, 0, 0]);
-        let config = parse(&words("net fd00::/8")).unwrap();
-        assert_eq!((config.addr_family, config.addr_prefix), (6, 8));
-        for bad in ["10.0.0.1/8", "10.0.0.0/33", "10.0.0.0", "nope/8"] {
-            assert_eq!(
-                parse(&words(&format!("net {bad}"))),
-                Err(FilterError::BadNetwork(bad.into()))
-            );
-        }
-    }
-
-    #[test]
-    fn empty_filter_matches_everything() {
-        assert_eq!(parse(&[]).unwrap(), TraceConfig::default());
-    }
-
-    #[test]
-    fn unsupported_words_are_refused() {
-        assert_eq!(
-            parse(&words("portrange 1-2")),
-            Err(FilterError::Unsupported("portrange".into()))
-        );
-        assert_eq!(
-            parse(&words("or")),
-            Err(FilterError::Unsupported("or".into()))
-        );
-        assert_eq!(
-            parse(&words("host nope")),
-            Err(FilterError::BadAddress("nope".into()))
-        );
-        assert_eq!(
-            parse(&words("port 70000")),
-            Err(FilterError::BadPort("70000".into()))
-        );
-    }
-}
+mod tests;

@@ -3,19 +3,22 @@
 //! Every attachment is a bpf_link held by a file descriptor (XDP links, tcx links, tracepoint
 //! links): when the process exits, however it exits, the kernel detaches them.
 
+use anyhow::Context;
 use aya::{
+    maps::Array,
     programs::{
         tc::TcAttachOptions, BtfTracePoint, LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
     },
     Btf, Ebpf, EbpfLoader,
 };
 use tracer_common::{
+    cbpf::{Program, L2_SLOT, L3_SLOT},
     config::{KernelOffsets, TraceConfig},
     hook::{Hook, Position},
     names,
 };
 
-use crate::netns::Netns;
+use crate::{filter::Filter, netns::Netns};
 
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
@@ -62,6 +65,18 @@ pub fn load(
         .load(EBPF_OBJECT)
         .map_err(|e| LoadError::Load(format!("{e:#}")))?;
     Ok(ebpf)
+}
+
+/// Hands the compiled filter programs to the kernel programs (before anything is attached).
+pub fn load_filter(ebpf: &mut Ebpf, filter: &Filter) -> anyhow::Result<()> {
+    let mut programs: Array<_, Program> =
+        Array::try_from(ebpf.map_mut(names::FILTERS).context("map FILTERS missing")?)?;
+    for (slot, program) in [(L2_SLOT, &filter.l2), (L3_SLOT, &filter.l3)] {
+        if let Some(program) = program {
+            programs.set(slot, program, 0)?;
+        }
+    }
+    Ok(())
 }
 
 /// (program name, tracepoint, hook) of the global typed tracepoints.

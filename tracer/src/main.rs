@@ -13,6 +13,7 @@ mod journey;
 mod kallsyms;
 mod kernel_btf;
 mod lab;
+mod libpcap;
 mod live_capture;
 mod loader;
 mod netfilter;

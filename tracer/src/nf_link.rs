@@ -18,6 +18,7 @@ use aya::{maps::Map, Ebpf};
 use aya_obj::{generated::bpf_insn, Object};
 
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_BTF_LOAD: libc::c_long = 18;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_PROG_TYPE_NETFILTER: u32 = 32;
 const BPF_NETFILTER: u32 = 45;
@@ -74,6 +75,38 @@ struct ProgLoadAttr {
     prog_name: [u8; 16],
     prog_ifindex: u32,
     expected_attach_type: u32,
+    /// The object's BTF with function and line records: the kernel demands them of a
+    /// program that passes a callback (the filter's `bpf_loop`).
+    prog_btf_fd: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    func_info_cnt: u32,
+    line_info_rec_size: u32,
+    line_info: u64,
+    line_info_cnt: u32,
+}
+
+/// `union bpf_attr` for `BPF_BTF_LOAD`.
+#[repr(C)]
+#[derive(Default)]
+struct BtfLoadAttr {
+    btf: u64,
+    btf_log_buf: u64,
+    btf_size: u32,
+    btf_log_size: u32,
+    btf_log_level: u32,
+}
+
+/// A program's instructions, ready for `BPF_PROG_LOAD`, with its BTF records.
+struct Prepared {
+    insns: Vec<bpf_insn>,
+    btf: OwnedFd,
+    func_info: Vec<u8>,
+    func_info_rec_size: usize,
+    func_info_cnt: u32,
+    line_info: Vec<u8>,
+    line_info_rec_size: usize,
+    line_info_cnt: u32,
 }
 
 /// `union bpf_attr` for `BPF_LINK_CREATE` with its `netfilter` member.
@@ -92,8 +125,9 @@ struct NetfilterLinkAttr {
 /// Loads program `name` of `object` as a netfilter program, using the maps of `ebpf` (which
 /// was loaded from the same object).
 pub fn load(ebpf: &Ebpf, object: &[u8], name: &str) -> Result<NetfilterProgram, NfError> {
-    let insns = relocated_instructions(ebpf, object, name)
-        .map_err(|e| NfError::Object(name.to_string(), e))?;
+    let prepared =
+        prepare(ebpf, object, name).map_err(|e| NfError::Object(name.to_string(), e))?;
+    let insns = &prepared.insns;
     let license = CString::new("GPL").expect("no NUL");
     let mut attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_NETFILTER,
@@ -101,6 +135,13 @@ pub fn load(ebpf: &Ebpf, object: &[u8], name: &str) -> Result<NetfilterProgram, 
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
         expected_attach_type: BPF_NETFILTER,
+        prog_btf_fd: prepared.btf.as_raw_fd() as u32,
+        func_info_rec_size: prepared.func_info_rec_size as u32,
+        func_info: prepared.func_info.as_ptr() as u64,
+        func_info_cnt: prepared.func_info_cnt,
+        line_info_rec_size: prepared.line_info_rec_size as u32,
+        line_info: prepared.line_info.as_ptr() as u64,
+        line_info_cnt: prepared.line_info_cnt,
         ..ProgLoadAttr::default()
     };
     let bytes = name.as_bytes();
@@ -166,9 +207,19 @@ fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
 }
 
-/// The instructions of `name` with their map references resolved to `ebpf`'s maps.
-fn relocated_instructions(ebpf: &Ebpf, object: &[u8], name: &str) -> Result<Vec<bpf_insn>, String> {
+/// The instructions of `name` with their map references resolved to `ebpf`'s maps, and the
+/// object's BTF loaded into the kernel with the program's function and line records.
+fn prepare(ebpf: &Ebpf, object: &[u8], name: &str) -> Result<Prepared, String> {
     let mut obj = Object::parse(object).map_err(|e| e.to_string())?;
+    let features = aya::features()
+        .btf()
+        .ok_or("this kernel has no BTF support, which the netfilter programs need")?;
+    let btf_bytes = obj
+        .fixup_and_sanitize_btf(features)
+        .map_err(|e| e.to_string())?
+        .ok_or("the object carries no BTF")?
+        .to_bytes();
+    let btf = load_btf(&btf_bytes).map_err(|e| format!("the kernel refused our BTF: {e}"))?;
     let mut maps = Vec::new();
     for (map_name, map) in ebpf.maps() {
         let fd = map_fd(map)
@@ -192,7 +243,25 @@ fn relocated_instructions(ebpf: &Ebpf, object: &[u8], name: &str) -> Result<Vec<
         .functions
         .get(&program.function_key())
         .ok_or_else(|| format!("function of {name} is not in the object"))?;
-    Ok(function.instructions.clone())
+    Ok(Prepared {
+        insns: function.instructions.clone(),
+        btf,
+        func_info: function.func_info.func_info_bytes(),
+        func_info_rec_size: function.func_info_rec_size,
+        func_info_cnt: function.func_info.num_info,
+        line_info: function.line_info.line_info_bytes(),
+        line_info_rec_size: function.line_info_rec_size,
+        line_info_cnt: function.line_info.num_info,
+    })
+}
+
+fn load_btf(bytes: &[u8]) -> io::Result<OwnedFd> {
+    let attr = BtfLoadAttr {
+        btf: bytes.as_ptr() as u64,
+        btf_size: bytes.len() as u32,
+        ..BtfLoadAttr::default()
+    };
+    bpf(BPF_BTF_LOAD, &attr)
 }
 
 /// The descriptor of a map of the kinds `tracer-ebpf` declares.

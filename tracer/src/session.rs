@@ -16,6 +16,7 @@ use tracer_common::{
 };
 
 use crate::{
+    filter::Filter,
     counters,
     fate::TraceEnd,
     kallsyms::Kallsyms,
@@ -34,7 +35,8 @@ pub struct TraceOptions {
     pub netns: Vec<String>,
     /// Interfaces to attach XDP and tc to; empty means all but loopback.
     pub interfaces: Vec<String>,
-    pub config: TraceConfig,
+    /// The compiled tcpdump filter; `None` traces every packet.
+    pub filter: Option<Filter>,
     pub ring_bytes: u32,
 }
 
@@ -58,10 +60,18 @@ impl Session {
         let namespaces = open_namespaces(&options.netns)?;
         let btf = KernelBtf::load()?;
         let offsets = btf.offsets()?;
-        let mut config = options.config;
-        config.netns_filter = 1;
-        config.iface_filter = u8::from(!options.interfaces.is_empty());
+        let filter = options.filter.as_ref();
+        let config = TraceConfig {
+            netns_filter: 1,
+            iface_filter: u8::from(!options.interfaces.is_empty()),
+            filter_l2: u8::from(filter.is_some_and(|f| f.l2.is_some())),
+            filter_l3: u8::from(filter.is_some_and(|f| f.l3.is_some())),
+            ..TraceConfig::default()
+        };
         let mut ebpf = loader::load(&offsets, &config, options.ring_bytes)?;
+        if let Some(filter) = filter {
+            loader::load_filter(&mut ebpf, filter)?;
+        }
 
         let mut traced: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
             ebpf.map_mut(names::TRACED_NETNS)

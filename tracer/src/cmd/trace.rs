@@ -35,7 +35,7 @@ pub struct TraceArgs {
     /// Size of the kernel-to-user ring buffer in KiB (a power of two).
     #[arg(long, default_value_t = 4096)]
     pub ring_kib: u32,
-    /// tcpdump-style filter (subset: host, port, tcp, udp, icmp, icmp6, and).
+    /// A tcpdump filter expression (pcap-filter(7)), e.g. `tcp port 80 and host 10.0.0.1`.
     pub filter: Vec<String>,
 }
 
@@ -55,14 +55,14 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: TraceArgs) -> Result<()> {
-    let config = filter::parse(&args.filter)?;
+    let filter = filter::compile(&args.filter)?;
     if !args.ring_kib.is_power_of_two() {
         anyhow::bail!("--ring-kib must be a power of two, not {}", args.ring_kib);
     }
     let options = TraceOptions {
         netns: args.netns.clone(),
         interfaces: args.interfaces.clone(),
-        config,
+        filter,
         ring_bytes: args.ring_kib * 1024,
     };
     let (recording, stats) = session::trace(&options, || {

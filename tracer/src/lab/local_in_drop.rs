@@ -8,7 +8,6 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use tracer_common::config::TraceConfig;
 
 use super::{
     capture::Tcpdump,
@@ -49,11 +48,7 @@ pub fn run(format: Format) -> Result<()> {
     let options = TraceOptions {
         netns: vec![client.clone(), server.clone()],
         interfaces: Vec::new(),
-        config: TraceConfig {
-            l4_proto: 6,
-            port: PORT,
-            ..TraceConfig::default()
-        },
+        filter: crate::filter::compile(&[format!("tcp port {PORT}")])?,
         ring_bytes: 1 << 22,
     };
     let tcpdump = Tcpdump::start(&server, "s0", &format!("tcp port {PORT}"))?;
