@@ -42,6 +42,7 @@ pub fn pcap_identities(file: &std::path::Path) -> Vec<Identity> {
         "icmpv6.echo.sequence_number",
         "icmp.type",
         "icmpv6.type",
+        "ipv6.flow",
     ];
     let mut command = format!("tshark -r {} -T fields -E separator=/t", file.display());
     for f in fields {
@@ -81,9 +82,11 @@ pub fn pcap_identities(file: &std::path::Path) -> Vec<Identity> {
             } else {
                 0
             };
+            // The tracer's `ip_id` is the IPv6 flow label where there is no IPv4 id.
+            let ip_id = if get(2).is_empty() { get(9) } else { get(2) };
             (
                 proto.to_string(),
-                number(get(2)),
+                number(ip_id),
                 number(get(3)),
                 flags,
                 echo_seq,

@@ -6,9 +6,9 @@ use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::b
 use tracer_common::{
     cbpf::{self, Machine, Program, View, L2_SLOT, L3_SLOT, MAX_INSNS, MEM_WORDS},
     config::iface_key,
-    parse::L2_LEN,
     event::{kind, Event, EventHeader, HookDetail, PacketSummary, EVENT_VERSION},
     hook::{Hook, Position},
+    parse::{ETH_HLEN, L2_LEN},
     synth::headers_from_summary,
 };
 
@@ -44,7 +44,13 @@ pub struct L2<'a> {
 /// headers from L3 on are the first `l3_len` bytes of its scratch buffer; with none there,
 /// they are rebuilt from `packet` for the filter.
 #[inline(always)]
-pub fn report(site: &Site, packet: &PacketSummary, l2: Option<L2>, l3_len: usize, detail: HookDetail) {
+pub fn report(
+    site: &Site,
+    packet: &PacketSummary,
+    l2: Option<L2>,
+    l3_len: usize,
+    detail: HookDetail,
+) {
     if wanted(site, packet, l2, l3_len) {
         emit(site, packet, detail);
     }
@@ -156,7 +162,9 @@ fn filter_accepts(
     let (slot, l2_len, wire_len) = if l2_len > 0 && has_l2 {
         (L2_SLOT, l2_len, packet.pkt_len)
     } else if has_l3 {
-        (L3_SLOT, 0, packet.ip_len as u32)
+        // `len`, `greater` and `less` mean the frame's length in tcpdump on a veth or NIC:
+        // as if the IP packet had its Ethernet header, so the L3 program agrees with the L2.
+        (L3_SLOT, 0, packet.ip_len as u32 + ETH_HLEN as u32)
     } else {
         return false;
     };

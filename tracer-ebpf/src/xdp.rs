@@ -28,7 +28,11 @@ pub fn tracer_xdp(ctx: XdpContext) -> u32 {
 fn observe(ctx: &XdpContext) {
     let frame_len = ctx.data_end() - ctx.data();
     let mut eth = [0u8; L2_LEN];
-    let eth_len = if frame_len < L2_LEN { frame_len } else { L2_LEN };
+    let eth_len = if frame_len < L2_LEN {
+        frame_len
+    } else {
+        L2_LEN
+    };
     if load(ctx, 0, &mut eth, eth_len).is_none() {
         return;
     }

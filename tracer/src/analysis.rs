@@ -25,8 +25,12 @@ pub struct Analysis {
 }
 
 impl Analysis {
-    pub fn new(recording: Recording) -> Analysis {
+    /// The analysis of the first `limit` packets only (`-c`), or of all of them.
+    pub fn new(recording: Recording, limit: Option<usize>) -> Analysis {
         let mut journeys = journey::build(recording.sightings, &recording.context.end);
+        if let Some(limit) = limit {
+            journeys.truncate(limit);
+        }
         let flows = flow::build(&mut journeys);
         let retransmissions = explanation::retransmissions(&journeys);
         let context = recording.context;

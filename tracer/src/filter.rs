@@ -28,7 +28,9 @@ pub enum FilterError {
     TooLong(String, usize),
     #[error("the filter '{0}' needs Linux's socket-filter extensions, which the kernel programs cannot evaluate")]
     Ancillary(String),
-    #[error("libpcap compiled '{0}' into a program the kernel programs cannot run (instruction {1})")]
+    #[error(
+        "libpcap compiled '{0}' into a program the kernel programs cannot run (instruction {1})"
+    )]
     Malformed(String, usize),
 }
 

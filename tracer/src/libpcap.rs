@@ -22,7 +22,8 @@ struct BpfProgram {
 }
 
 type OpenDead = unsafe extern "C" fn(c_int, c_int) -> *mut c_void;
-type Compile = unsafe extern "C" fn(*mut c_void, *mut BpfProgram, *const c_char, c_int, u32) -> c_int;
+type Compile =
+    unsafe extern "C" fn(*mut c_void, *mut BpfProgram, *const c_char, c_int, u32) -> c_int;
 type GetErr = unsafe extern "C" fn(*mut c_void) -> *const c_char;
 type FreeCode = unsafe extern "C" fn(*mut BpfProgram);
 type Close = unsafe extern "C" fn(*mut c_void);
@@ -34,6 +35,8 @@ struct Library {
     geterr: GetErr,
     freecode: FreeCode,
     close: Close,
+    /// Only the tests call libpcap's interpreter.
+    #[cfg_attr(not(test), allow(dead_code))]
     filter: Filter,
 }
 
@@ -93,7 +96,9 @@ pub fn compile(expression: &str, dlt: c_int) -> Result<Vec<Insn>, CompileError> 
     let lib = library().map_err(CompileError::Library)?;
     let text = CString::new(expression)
         .map_err(|_| CompileError::Rejected("the filter contains a NUL byte".into()))?;
-    let _one_at_a_time = COMPILER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _one_at_a_time = COMPILER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     // SAFETY: libpcap's API used as documented; the handle and program are freed below.
     unsafe {
         let pcap = (lib.open_dead)(dlt, SNAPLEN);
@@ -122,5 +127,12 @@ pub fn compile(expression: &str, dlt: c_int) -> Result<Vec<Insn>, CompileError> 
 pub fn reference_filter(insns: &[Insn], packet: &[u8], wire_len: u32) -> bool {
     let lib = library().unwrap_or_else(|e| panic!("NOT RUN: {e}"));
     // SAFETY: a program from pcap_compile and a packet slice with its true length.
-    unsafe { (lib.filter)(insns.as_ptr(), packet.as_ptr(), wire_len, packet.len() as c_uint) != 0 }
+    unsafe {
+        (lib.filter)(
+            insns.as_ptr(),
+            packet.as_ptr(),
+            wire_len,
+            packet.len() as c_uint,
+        ) != 0
+    }
 }

@@ -69,8 +69,10 @@ pub fn load(
 
 /// Hands the compiled filter programs to the kernel programs (before anything is attached).
 pub fn load_filter(ebpf: &mut Ebpf, filter: &Filter) -> anyhow::Result<()> {
-    let mut programs: Array<_, Program> =
-        Array::try_from(ebpf.map_mut(names::FILTERS).context("map FILTERS missing")?)?;
+    let mut programs: Array<_, Program> = Array::try_from(
+        ebpf.map_mut(names::FILTERS)
+            .context("map FILTERS missing")?,
+    )?;
     for (slot, program) in [(L2_SLOT, &filter.l2), (L3_SLOT, &filter.l3)] {
         if let Some(program) = program {
             programs.set(slot, program, 0)?;

@@ -24,6 +24,7 @@ mod recording;
 mod session;
 mod sighting;
 mod stats;
+mod usage;
 mod xdp_owner;
 
 use std::process::ExitCode;
@@ -62,7 +63,7 @@ fn main() -> ExitCode {
         Err(err) => {
             // One sentence, no backtrace: the chain of causes on one line.
             eprintln!("tracer: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(usage::exit_code(&err))
         }
     }
 }

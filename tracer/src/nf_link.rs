@@ -125,8 +125,7 @@ struct NetfilterLinkAttr {
 /// Loads program `name` of `object` as a netfilter program, using the maps of `ebpf` (which
 /// was loaded from the same object).
 pub fn load(ebpf: &Ebpf, object: &[u8], name: &str) -> Result<NetfilterProgram, NfError> {
-    let prepared =
-        prepare(ebpf, object, name).map_err(|e| NfError::Object(name.to_string(), e))?;
+    let prepared = prepare(ebpf, object, name).map_err(|e| NfError::Object(name.to_string(), e))?;
     let insns = &prepared.insns;
     let license = CString::new("GPL").expect("no NUL");
     let mut attr = ProgLoadAttr {

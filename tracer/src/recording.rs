@@ -44,9 +44,20 @@ fn tagged(value: impl Serialize, kind: &str) -> Result<Value> {
     Ok(value)
 }
 
-pub fn write(path: &Path, recording: &Recording) -> Result<()> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+/// Creates the file a recording goes to, before tracing, so that an unwritable path fails at
+/// once and not after the trace. Mode 0600: events name the host's addresses and flows.
+pub fn create(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+pub fn write(file: std::fs::File, recording: &Recording) -> Result<()> {
     let mut out = std::io::BufWriter::new(file);
     for s in &recording.sightings {
         writeln!(out, "{}", tagged(s, "event")?)?;

@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, future::Future, time::Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     Ebpf,
@@ -16,9 +16,9 @@ use tracer_common::{
 };
 
 use crate::{
-    filter::Filter,
     counters,
     fate::TraceEnd,
+    filter::Filter,
     kallsyms::Kallsyms,
     kernel_btf::KernelBtf,
     live_capture::{self, LiveCapture},
@@ -28,6 +28,7 @@ use crate::{
     recording::{self, NamespaceCounters, Recording},
     sighting::{Names, Sighting},
     stats::Stats,
+    usage::Usage,
 };
 
 pub struct TraceOptions {
@@ -38,6 +39,8 @@ pub struct TraceOptions {
     /// The compiled tcpdump filter; `None` traces every packet.
     pub filter: Option<Filter>,
     pub ring_bytes: u32,
+    /// Stop once this many packets were seen (`-c`).
+    pub count: Option<usize>,
 }
 
 pub struct Session {
@@ -52,7 +55,12 @@ pub struct Session {
     /// Each namespace's kernel counters when tracing started (see [`counters`]).
     counters_before: Vec<Option<counters::Counters>>,
     live: Vec<LiveCapture>,
+    count: Option<usize>,
 }
+
+/// How long events keep coming in after `-c` was reached, so that the counted packets'
+/// journeys are complete (a packet crosses the whole stack in microseconds).
+const COUNT_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Session {
     /// Loads and attaches everything. Must run inside a tokio runtime.
@@ -122,7 +130,10 @@ impl Session {
             .iter()
             .find(|i| !matched_interfaces.contains(i))
         {
-            bail!("unknown interface '{missing}' (not in any traced namespace)");
+            return Err(Usage(format!(
+                "unknown interface '{missing}' (not in any traced namespace)"
+            ))
+            .into());
         }
 
         let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("map EVENTS missing")?)?;
@@ -144,6 +155,7 @@ impl Session {
             namespaces,
             counters_before,
             live: live_capture::scan(),
+            count: options.count,
         })
     }
 
@@ -151,14 +163,20 @@ impl Session {
     pub async fn collect(&mut self, stop: impl Future<Output = ()>) -> Result<(Recording, Stats)> {
         let mut sightings = Vec::new();
         let mut stats = Stats::default();
+        let mut counted = PacketCount::default();
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 _ = &mut stop => break,
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard?;
+                    let seen = sightings.len();
                     drain(guard.get_inner_mut(), &self.names, &mut sightings, &mut stats);
                     guard.clear_ready();
+                    if self.count.is_some_and(|n| counted.add(&sightings[seen..]) >= n) {
+                        let _ = tokio::time::timeout(COUNT_GRACE, &mut stop).await;
+                        break;
+                    }
                 }
             }
         }
@@ -255,6 +273,32 @@ fn drain(
             }
             None => stats.undecodable += 1,
         }
+    }
+}
+
+/// Distinct packets among the sightings, for `-c`: by what NAT leaves alone (protocol, IP
+/// id, TCP sequence and acknowledgment, ICMP type, length). Approximate where those repeat
+/// (IPv6 UDP with a fixed flow label); the report then keeps exactly the first N journeys.
+#[derive(Default)]
+struct PacketCount(std::collections::HashSet<(String, u32, u32, u32, u8, u16)>);
+
+impl PacketCount {
+    fn add(&mut self, sightings: &[Sighting]) -> usize {
+        for s in sightings
+            .iter()
+            .filter(|s| s.on_path() && s.proto != "unknown")
+        {
+            let key = (
+                s.proto.clone(),
+                s.ip_id,
+                s.tcp_seq,
+                s.tcp_ack,
+                s.icmp_type,
+                s.ip_len,
+            );
+            self.0.insert(key);
+        }
+        self.0.len()
     }
 }
 

@@ -34,5 +34,5 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             .lost
             .insert("recorded".to_string(), recording.context.end.lost);
     }
-    report(args.format, recording, &stats)
+    report(args.format, recording, &stats, None)
 }

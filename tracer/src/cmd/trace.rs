@@ -11,6 +11,7 @@ use crate::{
     recording::{self, Recording},
     session::{self, Session, TraceOptions},
     stats::Stats,
+    usage::Usage,
 };
 
 #[derive(Args, Debug)]
@@ -24,6 +25,9 @@ pub struct TraceArgs {
     /// Stop after this many seconds (default: on Ctrl-C or SIGTERM).
     #[arg(long, value_parser = parse_seconds)]
     pub duration: Option<Duration>,
+    /// Stop after this many packets, and report only those (like `tcpdump -c`).
+    #[arg(short = 'c', long = "count", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Create this file once every program is attached (for scripts and tests).
@@ -56,14 +60,26 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 
 pub fn run(args: TraceArgs) -> Result<()> {
     let filter = filter::compile(&args.filter)?;
-    if !args.ring_kib.is_power_of_two() {
-        anyhow::bail!("--ring-kib must be a power of two, not {}", args.ring_kib);
+    if let Some(f) = filter.as_ref().filter(|f| f.l3.is_none()) {
+        eprintln!(
+            "tracer: note: '{}' needs link-layer headers: only XDP and tc start a packet's trace",
+            f.expression
+        );
     }
+    if !args.ring_kib.is_power_of_two() {
+        return Err(Usage(format!(
+            "--ring-kib must be a power of two, not {}",
+            args.ring_kib
+        ))
+        .into());
+    }
+    let record_file = args.record.as_deref().map(recording::create).transpose()?;
     let options = TraceOptions {
         netns: args.netns.clone(),
         interfaces: args.interfaces.clone(),
         filter,
         ring_bytes: args.ring_kib * 1024,
+        count: args.count.map(|n| n as usize),
     };
     let (recording, stats) = session::trace(&options, || {
         let stop = stop_signal(args.duration)?;
@@ -73,10 +89,15 @@ pub fn run(args: TraceArgs) -> Result<()> {
         }
         Ok(stop)
     })?;
-    if let Some(path) = &args.record {
-        recording::write(path, &recording)?;
+    if let Some(file) = record_file {
+        recording::write(file, &recording)?;
     }
-    report(args.format, recording, &stats)
+    report(
+        args.format,
+        recording,
+        &stats,
+        args.count.map(|n| n as usize),
+    )
 }
 
 /// Says on stderr what is attached and, loudly, what could not be.
@@ -124,8 +145,14 @@ pub fn stop_signal(duration: Option<Duration>) -> Result<impl std::future::Futur
     })
 }
 
-pub fn report(format: Format, recording: Recording, stats: &Stats) -> Result<()> {
-    let analysis = Analysis::new(recording);
+/// Prints the journeys, flows and statistics; of the first `limit` packets only with `-c`.
+pub fn report(
+    format: Format,
+    recording: Recording,
+    stats: &Stats,
+    limit: Option<usize>,
+) -> Result<()> {
+    let analysis = Analysis::new(recording, limit);
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => output::write_json(&mut out, &analysis, stats)?,

@@ -12,7 +12,7 @@ fn fixtures() -> PathBuf {
 
 fn analysis(name: &str) -> Analysis {
     let path = fixtures().join(format!("{name}.jsonl"));
-    Analysis::new(recording::read(&path).expect("fixture"))
+    Analysis::new(recording::read(&path).expect("fixture"), None)
 }
 
 /// Every sentence about every packet and flow of a fixture, one per line.

@@ -61,15 +61,35 @@ fn packets() -> Vec<(&'static str, [u8; 14], Vec<u8>)> {
     let mut fragment = ipv4(17, &udp(5000, 53));
     fragment[6..8].copy_from_slice(&0x0010u16.to_be_bytes());
     vec![
-        ("ipv4 tcp syn", ETH_IPV4, ipv4(6, &tcp(40000, 8080, 0x02, 0))),
-        ("ipv4 tcp syn-ack", ETH_IPV4, ipv4(6, &tcp(8080, 40000, 0x12, 0))),
-        ("ipv4 tcp data", ETH_IPV4, ipv4(6, &tcp(40000, 80, 0x18, 200))),
+        (
+            "ipv4 tcp syn",
+            ETH_IPV4,
+            ipv4(6, &tcp(40000, 8080, 0x02, 0)),
+        ),
+        (
+            "ipv4 tcp syn-ack",
+            ETH_IPV4,
+            ipv4(6, &tcp(8080, 40000, 0x12, 0)),
+        ),
+        (
+            "ipv4 tcp data",
+            ETH_IPV4,
+            ipv4(6, &tcp(40000, 80, 0x18, 200)),
+        ),
         ("ipv4 tcp with options", ETH_IPV4, with_options),
         ("ipv4 udp", ETH_IPV4, ipv4(17, &udp(5000, 53))),
         ("ipv4 later fragment", ETH_IPV4, fragment),
         ("ipv4 echo", ETH_IPV4, ipv4(1, &[8, 0, 0, 0, 0, 7, 0, 1])),
-        ("ipv4 echo reply", ETH_IPV4, ipv4(1, &[0, 0, 0, 0, 0, 7, 0, 1])),
-        ("ipv6 tcp syn", ETH_IPV6, ipv6(6, &tcp(40000, 8080, 0x02, 0))),
+        (
+            "ipv4 echo reply",
+            ETH_IPV4,
+            ipv4(1, &[0, 0, 0, 0, 0, 7, 0, 1]),
+        ),
+        (
+            "ipv6 tcp syn",
+            ETH_IPV6,
+            ipv6(6, &tcp(40000, 8080, 0x02, 0)),
+        ),
         ("ipv6 udp", ETH_IPV6, ipv6(17, &udp(5000, 53))),
         ("ipv6 echo", ETH_IPV6, ipv6(58, &[128, 0, 0, 0, 0, 7, 0, 1])),
     ]
@@ -109,13 +129,14 @@ fn run(program: &Program, l2: &[u8], l3: &[u8], l3_len: usize, wire_len: u32) ->
     let copied = l3.len().min(HDR_LEN).min(l3_len);
     l3_bytes[..copied].copy_from_slice(&l3[..copied]);
     let view = View {
-        l2: &l2_bytes,
+        l2: l2_bytes.as_ptr(),
         l2_len: l2.len() as u32,
-        l3: &l3_bytes,
+        l3: l3_bytes.as_ptr(),
         l3_len: copied as u32,
         wire_len,
     };
-    cbpf::run(program, &view, &mut [0; MEM_WORDS])
+    // SAFETY: the view's addresses cover the lengths it gives.
+    unsafe { cbpf::run(program, &view, &mut [0; MEM_WORDS]) }
 }
 
 fn insns(program: &Program) -> &[Insn] {
@@ -127,8 +148,14 @@ fn the_interpreter_agrees_with_libpcap_on_frames_and_ip_packets() {
     let mut checked = 0;
     for expression in EXPRESSIONS {
         let filter = compile(&[expression.to_string()]).unwrap().unwrap();
-        let l2 = filter.l2.as_ref().expect("every expression has an L2 program");
-        let l3 = filter.l3.as_ref().expect("every expression has an L3 program");
+        let l2 = filter
+            .l2
+            .as_ref()
+            .expect("every expression has an L2 program");
+        let l3 = filter
+            .l3
+            .as_ref()
+            .expect("every expression has an L3 program");
         for (name, eth, packet) in packets() {
             let frame = [&eth[..], &packet].concat();
             let frame_len = frame.len() as u32;
@@ -151,7 +178,11 @@ fn bytes_the_hook_did_not_copy_reject_like_a_short_capture() {
     let packet = ipv4(6, &tcp(40000, 80, 0x02, 0));
     for copied in [20, 30, 33, 34, 40] {
         let expected = reference_filter(insns(&l3), &packet[..copied], packet.len() as u32);
-        assert_eq!(run(&l3, &[], &packet, copied, 40), expected, "{copied} bytes");
+        assert_eq!(
+            run(&l3, &[], &packet, copied, 40),
+            expected,
+            "{copied} bytes"
+        );
     }
 }
 

@@ -50,6 +50,7 @@ pub fn run(format: Format) -> Result<()> {
         interfaces: Vec::new(),
         filter: crate::filter::compile(&[format!("tcp port {PORT}")])?,
         ring_bytes: 1 << 22,
+        count: None,
     };
     let tcpdump = Tcpdump::start(&server, "s0", &format!("tcp port {PORT}"))?;
     let client_ns = Netns::open(&client)?;
@@ -76,7 +77,7 @@ pub fn run(format: Format) -> Result<()> {
         println!("    {line}");
     }
     println!("What the tracer saw:");
-    report(format, recording, &stats)?;
+    report(format, recording, &stats, None)?;
     println!("Fix: remove the rule (ip netns exec {server} iptables -D INPUT -p tcp --dport {PORT} --syn -j DROP).");
     Ok(())
 }
