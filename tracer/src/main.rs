@@ -29,7 +29,7 @@ mod xdp_owner;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(version, about = "Follow packets through the kernel's network stack", long_about = None)]
@@ -48,6 +48,10 @@ enum Command {
     Lab(cmd::lab::LabArgs),
     /// Which observation points this kernel and these privileges allow, and why not.
     Doctor,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) on stdout: `tracer man > /usr/local/share/man/man8/tracer.8`.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +61,13 @@ fn main() -> ExitCode {
         Command::Explain(args) => cmd::explain::run(args),
         Command::Lab(args) => cmd::lab::run(args),
         Command::Doctor => cmd::doctor::run(),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "tracer", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,15 @@ use crate::{
 };
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  tracer trace -n client -n server 'tcp port 8080'
+      follow every TCP packet to or from port 8080 through both namespaces
+  tracer trace -i eth0 -c 10 icmp
+      the journeys of the first 10 ICMP packets that enter or leave by eth0
+  tracer trace --duration 5 --format json 'host 10.0.0.1 and not port 22' > trace.jsonl
+      five seconds of JSON lines, one record per packet, flow and summary
+  tracer trace --record events.jsonl ... ; tracer explain events.jsonl
+      record the raw events, explain them later without root")]
 pub struct TraceArgs {
     /// Network namespace to trace: a name under /run/netns, a path, pid:N, or `all`. Repeatable.
     #[arg(short = 'n', long = "netns")]
