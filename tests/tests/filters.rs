@@ -47,8 +47,7 @@ fn traffic(pair: &Pair) {
         conn.read_exact(&mut request).unwrap();
         conn.write_all(b"ok").unwrap();
     });
-    pair.a
-        .sh(&format!("ping -c 2 -i 0.2 -W 1 {ADDR_B} >/dev/null"));
+    pair.a.sh(&format!("ping -c 2 -i 0.2 -W 1 {ADDR_B}"));
     pair.a.enter(|| {
         let mut conn = TcpStream::connect(addr(ADDR_B, 7001)).unwrap();
         conn.write_all(&[b'x'; 200]).unwrap();
@@ -61,7 +60,7 @@ fn traffic(pair: &Pair) {
     });
     server.join().unwrap();
     drop(udp);
-    pair.a.sh("ping -6 -c 2 -i 0.2 -W 1 fd00:201::2 >/dev/null");
+    pair.a.sh("ping -6 -c 2 -i 0.2 -W 1 fd00:201::2");
 }
 
 fn ipv6(ns: &Netns, ifname: &str, addr: &str) {
@@ -76,7 +75,7 @@ fn filters_select_the_packets_tcpdump_selects() {
     ipv6(&pair.a, "va", "fd00:201::1");
     ipv6(&pair.b, "vb", "fd00:201::2");
     // Neighbour discovery would race with the captures: resolve before.
-    pair.a.sh("ping -6 -c 1 -W 2 fd00:201::2 >/dev/null");
+    pair.a.sh("ping -6 -c 1 -W 2 fd00:201::2");
     let mut table = vec![
         "| expression | tcpdump on vb | tracer (seen at vb) | agree |".to_string(),
         "|---|---|---|---|".to_string(),
@@ -106,7 +105,8 @@ fn filters_select_the_packets_tcpdump_selects() {
             .count();
         let agree = result.mismatches.is_empty() && seen == captured.len();
         table.push(format!(
-            "| `{expression}` | {} | {seen} | {} |",
+            "| `{}` | {} | {seen} | {} |",
+            expression.replace('|', "\\|"),
             captured.len(),
             if agree { "yes" } else { "NO" }
         ));
