@@ -31,7 +31,12 @@ const RUNTIME_AND_TESTS: &[(&str, &str)] = &[
     ("iproute2", "ip and tc: namespaces, veths, qdiscs"),
     ("iptables", "labs and tests inject netfilter rules"),
     ("nftables", "labs and tests inject nftables rules"),
-    ("tcpdump", "the oracle for what a capture sees"),
+    // tcpdump also brings libpcap (libpcap0.8, libpcap0.8t64 on newer releases), which the
+    // tracer loads at run time to compile FILTER expressions.
+    (
+        "tcpdump",
+        "the oracle for what a capture sees; brings libpcap for FILTER",
+    ),
     ("tshark", "reads back pcapng files in tests"),
     ("iperf3", "traffic for benchmarks"),
     ("bpftool", "tests check that nothing stays attached"),
