@@ -97,7 +97,6 @@ const MISC_TXA: u16 = 0x80;
 /// Addresses, not references: in the kernel they are plain numbers to the verifier, so that
 /// the indices the interpreter computes are not tracked one by one (which multiplies its
 /// states beyond the verifier's limit), and every read goes through [`read`].
-#[derive(Clone, Copy)]
 pub struct View {
     pub l2: *const u8,
     pub l2_len: u32,
@@ -107,18 +106,6 @@ pub struct View {
     pub wire_len: u32,
 }
 
-impl Default for View {
-    fn default() -> View {
-        View {
-            l2: core::ptr::null(),
-            l2_len: 0,
-            l3: core::ptr::null(),
-            l3_len: 0,
-            wire_len: 0,
-        }
-    }
-}
-
 impl View {
     /// `size` (1, 2 or 4) bytes at `at`, big-endian, or `None` past the bytes at hand.
     #[inline(always)]
@@ -126,6 +113,19 @@ impl View {
         let end = at.checked_add(size)?;
         if end > self.l2_len.checked_add(self.l3_len)? {
             return None;
+        }
+        // One read for the whole word where four bytes lie inside one part (in the kernel
+        // each read is a helper call, and this runs per packet); byte by byte across the
+        // L2/L3 seam and in the last bytes of a part.
+        let (base, offset, part_len) = if at >= self.l2_len {
+            (self.l3, at - self.l2_len, self.l3_len)
+        } else {
+            (self.l2, at, self.l2_len)
+        };
+        if offset + 4 <= part_len {
+            // SAFETY: four bytes at `offset` lie within the part (see `run`).
+            let word: [u8; 4] = unsafe { read(base.wrapping_add(offset as usize).cast()) };
+            return Some(u32::from_be_bytes(word) >> (8 * (4 - size)));
         }
         let mut value = 0u32;
         for i in 0..4 {

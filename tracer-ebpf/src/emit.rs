@@ -148,6 +148,15 @@ fn filter_accepts(
     if site.hook == Hook::FibLookup && packet.l4_proto == 0 {
         return true;
     }
+    let (slot, l2_len, wire_len) = if l2_len > 0 && has_l2 {
+        (L2_SLOT, l2_len, packet.pkt_len)
+    } else if has_l3 {
+        // `len`, `greater` and `less` mean the frame's length in tcpdump on a veth or NIC:
+        // as if the IP packet had its Ethernet header, so the L3 program agrees with the L2.
+        (L3_SLOT, 0, packet.ip_len as u32 + ETH_HLEN as u32)
+    } else {
+        return false;
+    };
     let Some(l3) = scratch(site.hook) else {
         return false;
     };
@@ -157,15 +166,6 @@ fn filter_accepts(
         l3_len
     };
     let Some(mem) = FILTER_MEM.get_ptr_mut(site.hook as u32) else {
-        return false;
-    };
-    let (slot, l2_len, wire_len) = if l2_len > 0 && has_l2 {
-        (L2_SLOT, l2_len, packet.pkt_len)
-    } else if has_l3 {
-        // `len`, `greater` and `less` mean the frame's length in tcpdump on a veth or NIC:
-        // as if the IP packet had its Ethernet header, so the L3 program agrees with the L2.
-        (L3_SLOT, 0, packet.ip_len as u32 + ETH_HLEN as u32)
-    } else {
         return false;
     };
     let Some(program) = FILTERS.get_ptr(slot) else {

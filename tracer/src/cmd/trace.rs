@@ -83,12 +83,13 @@ pub fn run(args: TraceArgs) -> Result<()> {
         .into());
     }
     let record_file = args.record.as_deref().map(recording::create).transpose()?;
+    let count = args.count.map(|n| n as usize);
     let options = TraceOptions {
         netns: args.netns.clone(),
         interfaces: args.interfaces.clone(),
         filter,
         ring_bytes: args.ring_kib * 1024,
-        count: args.count.map(|n| n as usize),
+        count,
     };
     let (recording, stats) = session::trace(&options, || {
         let stop = stop_signal(args.duration)?;
@@ -101,12 +102,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     if let Some(file) = record_file {
         recording::write(file, &recording)?;
     }
-    report(
-        args.format,
-        recording,
-        &stats,
-        args.count.map(|n| n as usize),
-    )
+    report(args.format, recording, &stats, count)
 }
 
 /// Says on stderr what is attached and, loudly, what could not be.
