@@ -74,8 +74,18 @@ fn filters_select_the_packets_tcpdump_selects() {
     pair.static_neighbours();
     ipv6(&pair.a, "va", "fd00:201::1");
     ipv6(&pair.b, "vb", "fd00:201::2");
-    // Neighbour discovery would race with the captures: resolve before.
-    pair.a.sh("ping -6 -c 1 -W 2 fd00:201::2");
+    // Neighbour discovery would race with the captures (a stale entry is probed at any
+    // time, also while tcpdump runs and the tracer is still attaching): none at all.
+    let mac = |ns: &Netns, ifname: &str| ns.sh(&format!("cat /sys/class/net/{ifname}/address"));
+    let (mac_a, mac_b) = (mac(&pair.a, "va"), mac(&pair.b, "vb"));
+    pair.a.sh(&format!(
+        "ip -6 neigh replace fd00:201::2 lladdr {} dev va nud permanent",
+        mac_b.trim()
+    ));
+    pair.b.sh(&format!(
+        "ip -6 neigh replace fd00:201::1 lladdr {} dev vb nud permanent",
+        mac_a.trim()
+    ));
     let mut table = vec![
         "| expression | tcpdump on vb | tracer (seen at vb) | agree |".to_string(),
         "|---|---|---|---|".to_string(),
