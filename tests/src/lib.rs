@@ -81,6 +81,12 @@ impl Netns {
         let _ = run(&format!("ip netns del {name}"));
         sh(&format!("ip netns add {name}"));
         sh(&format!("ip -n {name} link set lo up"));
+        // Router solicitations go on forever with a growing interval (`-1` since 5.x): one
+        // could fall into any capture window. A test's namespaces carry only its traffic.
+        sh(&format!(
+            "ip netns exec {name} sysctl -qw net.ipv6.conf.all.router_solicitations=0 \
+             net.ipv6.conf.default.router_solicitations=0"
+        ));
         Netns { name }
     }
 

@@ -92,14 +92,16 @@ fn filters_select_the_packets_tcpdump_selects() {
     ];
     let mut failures = Vec::new();
     for expression in EXPRESSIONS {
-        let tcpdump = Tcpdump::start(&pair.b, "vb", expression);
+        // tcpdump's window lies inside the tracer's: it starts after the tracer is attached
+        // and stops before the tracer does.
         let mut args = vec!["-n", pair.a.name.as_str(), "-n", pair.b.name.as_str()];
         args.extend(expression.split_whitespace());
         let tracer = Tracer::start(&args);
+        let tcpdump = Tcpdump::start(&pair.b, "vb", expression);
         traffic(&pair);
         std::thread::sleep(Duration::from_millis(300));
-        let report = tracer.finish();
         let captured = tcpdump.stop_identities();
+        let report = tracer.finish();
         let result = agreement(&report, &pair.b.name, "vb", &captured);
         let seen = report
             .packets()
