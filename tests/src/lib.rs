@@ -6,6 +6,8 @@
 
 pub mod foreign;
 pub mod oracle;
+pub mod schema;
+pub mod tshark;
 
 use std::{
     path::{Path, PathBuf},

@@ -48,7 +48,9 @@ pub struct KernelOffsets {
     pub fl4_sport: u32,
     pub fl4_dport: u32,
     pub nhc_dev: u32,
-    pub _pad: [u32; 5],
+    /// `sk_buff.data_len`: the bytes in page fragments, beyond the linear part.
+    pub skb_data_len: u32,
+    pub _pad: [u32; 4],
 }
 
 impl KernelOffsets {
@@ -74,7 +76,9 @@ pub struct TraceConfig {
     pub filter_l2: u8,
     /// 1 when `FILTERS` holds a program for hooks that see the packet from its IP header on.
     pub filter_l3: u8,
-    pub _pad: [u8; 4],
+    /// Packet bytes to copy into each event (`-w`); 0 copies none.
+    pub snaplen: u16,
+    pub _pad: [u8; 2],
 }
 
 impl TraceConfig {

@@ -94,6 +94,44 @@ pub struct Event {
     pub detail: HookDetail,
 }
 
+/// Packet bytes that follow an [`Event`] when `-w` asked for them
+/// ([`crate::config::TraceConfig::snaplen`]): a record of [`Captured`] `<SNAP_HEADERS>` or
+/// `<SNAP_MAX>`, whichever holds the snap length. `EventHeader::len` is the record's size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureHeader {
+    /// One of [`link`]: where the bytes start.
+    pub link: u8,
+    pub _pad: u8,
+    /// Bytes of `data` that hold the packet.
+    pub cap_len: u16,
+    /// The packet's length from where the bytes start (Ethernet frame or IP packet).
+    pub orig_len: u32,
+}
+
+/// Where captured bytes start: the hooks before the IP layer see the Ethernet frame, the
+/// others the packet from its IP header on.
+pub mod link {
+    pub const NONE: u8 = 0;
+    pub const ETHERNET: u8 = 1;
+    pub const IP: u8 = 2;
+}
+
+/// Enough for Ethernet, two VLAN tags, IPv4 with options and TCP with options: the default,
+/// headers only (userspace cuts at the end of the transport header).
+pub const SNAP_HEADERS: usize = 192;
+/// The most bytes a record carries (`--snaplen` beyond it is capped): a full 1500-byte frame.
+pub const SNAP_MAX: usize = 1536;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Captured<const N: usize> {
+    pub event: Event,
+    pub capture: CaptureHeader,
+    pub data: [u8; N],
+}
+
+const _: () = assert!(core::mem::size_of::<CaptureHeader>() == 8);
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 32);
 const _: () = assert!(core::mem::size_of::<PacketSummary>() == 72);
 const _: () = assert!(core::mem::size_of::<HookDetail>() == 16);
@@ -123,5 +161,17 @@ impl Event {
         // SAFETY: length checked above; `Event` is plain integers, valid for any bit pattern;
         // read_unaligned because ring buffer records are only 8-byte aligned by convention.
         Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
+    }
+
+    /// The packet bytes after the event in a [`Captured`] record: (link, orig_len, bytes).
+    pub fn captured(bytes: &[u8]) -> Option<(u8, u32, &[u8])> {
+        const AT: usize = core::mem::size_of::<Event>();
+        const DATA: usize = AT + core::mem::size_of::<CaptureHeader>();
+        let header = bytes.get(AT..DATA)?;
+        let link = header[0];
+        let cap_len = u16::from_ne_bytes([header[2], header[3]]) as usize;
+        let orig_len = u32::from_ne_bytes([header[4], header[5], header[6], header[7]]);
+        let data = bytes.get(DATA..DATA + cap_len)?;
+        (link != link::NONE && cap_len > 0).then_some((link, orig_len, data))
     }
 }

@@ -2,19 +2,27 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::bpf_loop};
+use aya_ebpf::helpers::{
+    bpf_get_smp_processor_id, bpf_ktime_get_ns,
+    generated::{bpf_loop, bpf_probe_read_kernel, bpf_skb_load_bytes, bpf_xdp_load_bytes},
+};
 use tracer_common::{
     cbpf::{self, Machine, Program, View, L2_SLOT, L3_SLOT, MAX_INSNS, MEM_WORDS},
     config::iface_key,
-    event::{kind, Event, EventHeader, HookDetail, PacketSummary, EVENT_VERSION},
+    event::{
+        kind, link, CaptureHeader, Captured, Event, EventHeader, HookDetail, PacketSummary,
+        EVENT_VERSION, SNAP_HEADERS, SNAP_MAX,
+    },
     hook::{Hook, Position},
     parse::{ETH_HLEN, L2_LEN},
     synth::headers_from_summary,
 };
 
 use crate::{
-    kernel::scratch,
-    maps::{config, EVENTS, FILTERS, FILTER_MEM, FOLLOWED, LOST, TRACED_IFACES, TRACED_NETNS},
+    kernel::{read, scratch, verifier_visible},
+    maps::{
+        config, offset, EVENTS, FILTERS, FILTER_MEM, FOLLOWED, LOST, TRACED_IFACES, TRACED_NETNS,
+    },
 };
 
 /// Where a sighting happened: the part of the header each hook knows.
@@ -25,6 +33,21 @@ pub struct Site {
     pub ifindex: u32,
     pub netns: u32,
     pub skb: u64,
+    /// Where the packet's bytes are, for `-w`.
+    pub source: Source,
+}
+
+/// Where a hook can copy its packet's bytes from (only with `-w`: `config!(snaplen)`).
+#[derive(Clone, Copy)]
+pub enum Source {
+    /// No packet at hand: a socket event, or a driver that may have freed it already.
+    None,
+    /// The XDP context: the Ethernet frame, with `bpf_xdp_load_bytes`.
+    Xdp(*mut c_void),
+    /// The tc context: the Ethernet frame, with `bpf_skb_load_bytes` (page fragments too).
+    Tc(*mut c_void),
+    /// A kernel `struct sk_buff`: from the IP header to the end of its linear part.
+    Skb(u64),
 }
 
 /// Whether a global hook should report a packet of namespace `netns`.
@@ -224,7 +247,7 @@ fn opaque<T>(ptr: *const T) -> *const T {
     let mut out = 0u64;
     // Reading our own stack cannot fail; on failure the address is 0 and reads yield zeroes.
     let _ = unsafe {
-        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+        bpf_probe_read_kernel(
             (&mut out as *mut u64).cast(),
             8,
             (&addr as *const u64).cast(),
@@ -233,9 +256,19 @@ fn opaque<T>(ptr: *const T) -> *const T {
     out as *const T
 }
 
-/// Writes one event to the ring buffer, or counts it as lost for its hook.
+/// Writes one event to the ring buffer, with the packet's bytes when `-w` wants them, or
+/// counts it as lost for its hook.
 #[inline(always)]
 fn emit(site: &Site, packet: &PacketSummary, detail: HookDetail) {
+    let snaplen = config!(snaplen) as usize;
+    if snaplen > 0 && !matches!(site.source, Source::None) {
+        if snaplen <= SNAP_HEADERS {
+            emit_captured::<SNAP_HEADERS>(site, packet, &detail, snaplen);
+        } else {
+            emit_captured::<SNAP_MAX>(site, packet, &detail, snaplen);
+        }
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count_lost(site.hook);
         return;
@@ -243,22 +276,138 @@ fn emit(site: &Site, packet: &PacketSummary, detail: HookDetail) {
     // Filled in place: an `Event` built on the stack first would cost 120 of its 512 bytes.
     let event = entry.as_mut_ptr();
     unsafe {
-        (*event).header = EventHeader {
-            version: EVENT_VERSION,
-            kind: site.kind,
-            hook: site.hook as u8,
-            position: site.position as u8,
-            len: core::mem::size_of::<Event>() as u16,
-            cpu: bpf_get_smp_processor_id() as u16,
-            ifindex: site.ifindex,
-            netns: site.netns,
-            ts_ns: bpf_ktime_get_ns(),
-            skb: site.skb,
-        };
-        (*event).packet = *packet;
-        (*event).detail = detail;
+        fill(
+            &mut *event,
+            site,
+            packet,
+            detail,
+            core::mem::size_of::<Event>(),
+        )
+    };
+    entry.submit(0);
+}
+
+#[inline(always)]
+fn fill(event: &mut Event, site: &Site, packet: &PacketSummary, detail: HookDetail, len: usize) {
+    event.header = EventHeader {
+        version: EVENT_VERSION,
+        kind: site.kind,
+        hook: site.hook as u8,
+        position: site.position as u8,
+        len: len as u16,
+        cpu: unsafe { bpf_get_smp_processor_id() } as u16,
+        ifindex: site.ifindex,
+        netns: site.netns,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        skb: site.skb,
+    };
+    event.packet = *packet;
+    event.detail = detail;
+}
+
+/// An event followed by up to `N` bytes of its packet. A subprogram: its copies would not fit
+/// in every hook's instruction budget, and only `-w` runs it.
+#[inline(never)]
+fn emit_captured<const N: usize>(
+    site: &Site,
+    packet: &PacketSummary,
+    detail: &HookDetail,
+    snaplen: usize,
+) {
+    let Some(mut entry) = EVENTS.reserve::<Captured<N>>(0) else {
+        count_lost(site.hook);
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    unsafe {
+        fill(
+            &mut (*record).event,
+            site,
+            packet,
+            *detail,
+            core::mem::size_of::<Captured<N>>(),
+        );
+        (*record).capture = copy_packet(site.source, packet, &mut (*record).data, snaplen);
     }
     entry.submit(0);
+}
+
+/// Copies up to `snaplen` bytes of the packet into `data`.
+#[inline(always)]
+fn copy_packet<const N: usize>(
+    source: Source,
+    packet: &PacketSummary,
+    data: &mut [u8; N],
+    snaplen: usize,
+) -> CaptureHeader {
+    let want = if snaplen < N { snaplen } else { N };
+    let (link, orig_len, copied) = match source {
+        Source::None => return CaptureHeader::default(),
+        Source::Xdp(ctx) => {
+            let len = bounded::<N>(packet.pkt_len as usize, want);
+            let ok = len > 0
+                && unsafe {
+                    bpf_xdp_load_bytes(ctx.cast(), 0, data.as_mut_ptr().cast(), len as u32)
+                } == 0;
+            (link::ETHERNET, packet.pkt_len, if ok { len } else { 0 })
+        }
+        Source::Tc(ctx) => {
+            let len = bounded::<N>(packet.pkt_len as usize, want);
+            let ok = len > 0
+                && unsafe {
+                    bpf_skb_load_bytes(ctx.cast(), 0, data.as_mut_ptr().cast(), len as u32)
+                } == 0;
+            (link::ETHERNET, packet.pkt_len, if ok { len } else { 0 })
+        }
+        Source::Skb(skb) => {
+            let (l3, linear, total) = skb_from_l3(skb);
+            let len = bounded::<N>(linear as usize, want);
+            let ok = len > 0
+                && unsafe {
+                    bpf_probe_read_kernel(data.as_mut_ptr().cast(), len as u32, l3 as *const _)
+                } == 0;
+            (link::IP, total, if ok { len } else { 0 })
+        }
+    };
+    CaptureHeader {
+        link,
+        _pad: 0,
+        cap_len: copied as u16,
+        orig_len,
+    }
+}
+
+/// `min(avail, want)`, in a form the verifier sees is at most `N` (0 when nothing fits).
+#[inline(always)]
+fn bounded<const N: usize>(avail: usize, want: usize) -> usize {
+    let len = verifier_visible(if avail < want { avail } else { want });
+    if len > N {
+        0
+    } else {
+        len
+    }
+}
+
+/// (address of the IP header, bytes from it to the end of the linear part, bytes from it to
+/// the end of the packet).
+#[inline(always)]
+fn skb_from_l3(skb: u64) -> (u64, u32, u32) {
+    let head = read::<u64>(skb, offset!(skb_head)).unwrap_or(0);
+    let data = read::<u64>(skb, offset!(skb_data)).unwrap_or(0);
+    let len = read::<u32>(skb, offset!(skb_len)).unwrap_or(0) as u64;
+    let data_len = read::<u32>(skb, offset!(skb_data_len)).unwrap_or(0) as u64;
+    let network = read::<u16>(skb, offset!(skb_network_header)).unwrap_or(u16::MAX);
+    if head == 0 || data == 0 || network == u16::MAX {
+        return (0, 0, 0);
+    }
+    let l3 = head + network as u64;
+    let end = data + len;
+    let linear_end = end.saturating_sub(data_len);
+    (
+        l3,
+        linear_end.saturating_sub(l3) as u32,
+        end.saturating_sub(l3) as u32,
+    )
 }
 
 #[inline(always)]

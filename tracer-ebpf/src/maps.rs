@@ -51,7 +51,8 @@ pub static CONFIG: TraceConfig = TraceConfig {
     iface_filter: 0,
     filter_l2: 0,
     filter_l3: 0,
-    _pad: [0; 4],
+    snaplen: 0,
+    _pad: [0; 2],
 };
 
 /// Reads one field of the `OFFSETS` global. Globals live in .rodata, which userspace writes

@@ -16,7 +16,7 @@ use tracer_common::{
 };
 
 use crate::{
-    emit::{report, Site},
+    emit::{report, Site, Source},
     kernel::{dev_ifindex, read, skb_info, skb_summary},
     maps::offset,
 };
@@ -74,6 +74,7 @@ fn observe(ctx: *mut c_void, position: Position) {
         ifindex,
         netns,
         skb,
+        source: Source::Skb(skb),
     };
     report(&site, &packet, None, l3_len, HookDetail::default());
 }

@@ -12,7 +12,7 @@ use tracer_common::{
 };
 
 use crate::{
-    emit::{report, Site, L2},
+    emit::{report, Site, Source, L2},
     kernel::{dev_identity, scratch, skb_info, skb_load},
 };
 
@@ -78,6 +78,7 @@ fn observe(ctx: &TcContext, hook: Hook, position: Position) {
         ifindex,
         netns,
         skb,
+        source: Source::Tc(raw),
     };
     let l2 = L2 {
         bytes: &eth,

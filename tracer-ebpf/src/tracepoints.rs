@@ -9,7 +9,7 @@ use tracer_common::{
 };
 
 use crate::{
-    emit::{forget, netns_traced, report, Site},
+    emit::{forget, netns_traced, report, Site, Source},
     kernel::{dev_identity, read, skb_identity, skb_info, skb_summary, sock_netns, sock_summary},
     maps::offset,
 };
@@ -62,6 +62,7 @@ pub fn tracer_net_dev_xmit(ctx: BtfTracePointContext) -> i32 {
         ifindex,
         netns,
         skb,
+        source: Source::None,
     };
     let packet = PacketSummary {
         pkt_len: len,
@@ -232,6 +233,7 @@ pub fn tracer_fib_lookup(ctx: BtfTracePointContext) -> i32 {
         ifindex,
         netns,
         skb: 0,
+        source: Source::None,
     };
     let detail = HookDetail {
         reason: table,
@@ -258,6 +260,12 @@ fn observe_skb(skb: u64, hook: Hook, position: Position, event_kind: u8, detail:
         ifindex,
         netns,
         skb,
+        // A normal free ends a journey already seen with its bytes.
+        source: if event_kind == kind::FREE {
+            Source::None
+        } else {
+            Source::Skb(skb)
+        },
     };
     report(&site, &packet, None, l3_len, detail);
     if event_kind != kind::SIGHTING {
@@ -281,6 +289,7 @@ fn observe_sock(sk: u64, incoming: bool, detail: HookDetail) {
         ifindex: 0,
         netns,
         skb: 0,
+        source: Source::None,
     };
     report(&site, &packet, None, 0, detail);
 }

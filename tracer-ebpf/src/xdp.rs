@@ -13,7 +13,7 @@ use tracer_common::{
 };
 
 use crate::{
-    emit::{report, Site, L2},
+    emit::{report, Site, Source, L2},
     kernel::{dev_identity, read, scratch, verifier_visible},
     maps::offset,
 };
@@ -67,6 +67,7 @@ fn observe(ctx: &XdpContext) {
         ifindex: ctx.ingress_ifindex() as u32,
         netns,
         skb: 0,
+        source: Source::Xdp(ctx.ctx.cast()),
     };
     let l2 = L2 {
         bytes: &eth,

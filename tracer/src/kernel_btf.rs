@@ -43,6 +43,7 @@ impl KernelBtf {
             skb_len: need("sk_buff", "len")?,
             skb_head: need("sk_buff", "head")?,
             skb_data: need("sk_buff", "data")?,
+            skb_data_len: optional("sk_buff", "data_len"),
             skb_end: need("sk_buff", "end")?,
             skb_network_header: need("sk_buff", "network_header")?,
             skb_mac_header: need("sk_buff", "mac_header")?,

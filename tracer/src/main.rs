@@ -20,6 +20,8 @@ mod netfilter;
 mod netns;
 mod nf_link;
 mod output;
+mod packet_file;
+mod pcapng;
 mod recording;
 mod session;
 mod sighting;

@@ -26,7 +26,7 @@ use crate::{
     netfilter::Netfilter,
     netns::{self, Netns},
     recording::{self, NamespaceCounters, Recording},
-    sighting::{Names, Sighting},
+    sighting::{Names, PacketBytes, Sighting},
     stats::Stats,
     usage::Usage,
 };
@@ -41,6 +41,8 @@ pub struct TraceOptions {
     pub ring_bytes: u32,
     /// Stop once this many packets were seen (`-c`).
     pub count: Option<usize>,
+    /// Packet bytes the kernel copies into each event (`-w`); 0 for none.
+    pub snaplen: u16,
 }
 
 pub struct Session {
@@ -74,6 +76,7 @@ impl Session {
             iface_filter: u8::from(!options.interfaces.is_empty()),
             filter_l2: u8::from(filter.is_some_and(|f| f.l2.is_some())),
             filter_l3: u8::from(filter.is_some_and(|f| f.l3.is_some())),
+            snaplen: options.snaplen,
             ..TraceConfig::default()
         };
         let mut ebpf = loader::load(&offsets, &config, options.ring_bytes)?;
@@ -267,7 +270,8 @@ fn drain(
     while let Some(item) = ring.next() {
         match Event::from_bytes(&item) {
             Some(event) => {
-                let sighting = Sighting::decode(&event, names);
+                let mut sighting = Sighting::decode(&event, names);
+                sighting.bytes = PacketBytes::from_record(&item);
                 *stats.events.entry(sighting.hook.clone()).or_default() += 1;
                 sightings.push(sighting);
             }
@@ -320,7 +324,7 @@ fn open_namespaces(specs: &[String]) -> Result<Vec<Netns>> {
 }
 
 /// The events' clock: `bpf_ktime_get_ns` is CLOCK_MONOTONIC.
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -54,6 +54,31 @@ pub struct Sighting {
     /// `icmp type 3 code 4 sent`, `driver returned 0`, `route via table 254`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The packet's bytes as this point saw them, with `-w` (not part of the recording).
+    #[serde(skip)]
+    pub bytes: Option<PacketBytes>,
+}
+
+/// Bytes copied out of a packet by a kernel program.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PacketBytes {
+    /// The bytes start at the Ethernet header (XDP, tc) or else at the IP header.
+    pub ethernet: bool,
+    /// The packet's length from that start, of which `data` is the beginning.
+    pub orig_len: u32,
+    pub data: bytes::Bytes,
+}
+
+impl PacketBytes {
+    /// The bytes after an event in a ring buffer record, if the kernel copied any.
+    pub fn from_record(record: &[u8]) -> Option<PacketBytes> {
+        let (link, orig_len, data) = Event::captured(record)?;
+        Some(PacketBytes {
+            ethernet: link == tracer_common::event::link::ETHERNET,
+            orig_len: orig_len.max(data.len() as u32),
+            data: bytes::Bytes::copy_from_slice(data),
+        })
+    }
 }
 
 /// What turns numbers from the kernel into names a person reads.
@@ -127,6 +152,7 @@ impl Sighting {
             }),
             location,
             note,
+            bytes: None,
         }
     }
 

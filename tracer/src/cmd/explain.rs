@@ -34,5 +34,9 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             .lost
             .insert("recorded".to_string(), recording.context.end.lost);
     }
-    report(args.format, recording, &stats, None)
+    report(
+        args.format,
+        &crate::analysis::Analysis::new(recording, None),
+        &stats,
+    )
 }

@@ -4,11 +4,13 @@ use std::{fs, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use tracer_common::event::{SNAP_HEADERS, SNAP_MAX};
 
 use crate::{
     analysis::Analysis,
     filter, output,
-    recording::{self, Recording},
+    packet_file::{self, Snap},
+    recording,
     session::{self, Session, TraceOptions},
     stats::Stats,
     usage::Usage,
@@ -45,6 +47,14 @@ pub struct TraceArgs {
     /// Write the raw event stream as JSON lines to this file (replay with `tracer explain`).
     #[arg(long)]
     pub record: Option<PathBuf>,
+    /// Write every traced packet with its bytes to this pcapng file, for Wireshark: one
+    /// interface per observation point and interface, comments with fate and tcpdump verdict.
+    #[arg(short = 'w', long = "write", value_name = "FILE.pcapng")]
+    pub write: Option<PathBuf>,
+    /// Bytes of each packet to write with -w (default: headers only, up to the end of the
+    /// transport header; payloads may hold secrets). 0 means as many as the tracer copies.
+    #[arg(short = 's', long, requires = "write")]
+    pub snaplen: Option<u32>,
     /// Size of the kernel-to-user ring buffer in KiB (a power of two).
     #[arg(long, default_value_t = 4096)]
     pub ring_kib: u32,
@@ -83,6 +93,8 @@ pub fn run(args: TraceArgs) -> Result<()> {
         .into());
     }
     let record_file = args.record.as_deref().map(recording::create).transpose()?;
+    let packet_file = args.write.as_deref().map(recording::create).transpose()?;
+    let snap = snap(args.snaplen);
     let count = args.count.map(|n| n as usize);
     let options = TraceOptions {
         netns: args.netns.clone(),
@@ -90,6 +102,11 @@ pub fn run(args: TraceArgs) -> Result<()> {
         filter,
         ring_bytes: args.ring_kib * 1024,
         count,
+        snaplen: match (&packet_file, snap) {
+            (None, _) => 0,
+            (Some(_), Snap::Headers) => SNAP_HEADERS as u16,
+            (Some(_), Snap::Bytes(n)) => n as u16,
+        },
     };
     let (recording, stats) = session::trace(&options, || {
         let stop = stop_signal(args.duration)?;
@@ -102,7 +119,30 @@ pub fn run(args: TraceArgs) -> Result<()> {
     if let Some(file) = record_file {
         recording::write(file, &recording)?;
     }
-    report(args.format, recording, &stats, count)
+    let analysis = Analysis::new(recording, count);
+    if let (Some(file), Some(path)) = (packet_file, &args.write) {
+        let comment = match &options.filter {
+            Some(filter) => format!("tracer trace '{}'", filter.expression),
+            None => "tracer trace (no filter)".to_string(),
+        };
+        let written = packet_file::write(file, &analysis, snap, &comment)?;
+        eprintln!("tracer: {written} packets written to {}", path.display());
+    }
+    report(args.format, &analysis, &stats)
+}
+
+/// What `--snaplen` asks for, within what a kernel record carries.
+fn snap(snaplen: Option<u32>) -> Snap {
+    match snaplen {
+        None => Snap::Headers,
+        Some(n) if n == 0 || n > SNAP_MAX as u32 => {
+            if n > SNAP_MAX as u32 {
+                eprintln!("tracer: note: --snaplen {n} is capped at {SNAP_MAX} bytes per packet");
+            }
+            Snap::Bytes(SNAP_MAX as u32)
+        }
+        Some(n) => Snap::Bytes(n),
+    }
 }
 
 /// Says on stderr what is attached and, loudly, what could not be.
@@ -150,18 +190,12 @@ pub fn stop_signal(duration: Option<Duration>) -> Result<impl std::future::Futur
     })
 }
 
-/// Prints the journeys, flows and statistics; of the first `limit` packets only with `-c`.
-pub fn report(
-    format: Format,
-    recording: Recording,
-    stats: &Stats,
-    limit: Option<usize>,
-) -> Result<()> {
-    let analysis = Analysis::new(recording, limit);
+/// Prints the journeys, flows and statistics.
+pub fn report(format: Format, analysis: &Analysis, stats: &Stats) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match format {
-        Format::Json => output::write_json(&mut out, &analysis, stats)?,
-        Format::Text => output::write_text(&mut out, &analysis, stats)?,
+        Format::Json => output::write_json(&mut out, analysis, stats)?,
+        Format::Text => output::write_text(&mut out, analysis, stats)?,
     }
     if stats.lost_total() > 0 {
         eprintln!(

@@ -51,6 +51,7 @@ pub fn run(format: Format) -> Result<()> {
         filter: crate::filter::compile(&[format!("tcp port {PORT}")])?,
         ring_bytes: 1 << 22,
         count: None,
+        snaplen: 0,
     };
     let tcpdump = Tcpdump::start(&server, "s0", &format!("tcp port {PORT}"))?;
     let client_ns = Netns::open(&client)?;
@@ -77,7 +78,11 @@ pub fn run(format: Format) -> Result<()> {
         println!("    {line}");
     }
     println!("What the tracer saw:");
-    report(format, recording, &stats, None)?;
+    report(
+        format,
+        &crate::analysis::Analysis::new(recording, None),
+        &stats,
+    )?;
     println!("Fix: remove the rule (ip netns exec {server} iptables -D INPUT -p tcp --dport {PORT} --syn -j DROP).");
     Ok(())
 }

@@ -1,0 +1,342 @@
+//! The JSON-lines contract (ARCHITECTURE.md, README "--format json"), checked field by field:
+//! every record's fields have the documented types and values, nothing undocumented appears,
+//! and the records agree with each other (ids, counts, sums).
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value};
+
+pub const SCHEMA_VERSION: u64 = 1;
+
+const HOOKS: [&str; 17] = [
+    "xdp",
+    "netif_receive",
+    "tc_ingress",
+    "nf_prerouting",
+    "nf_local_in",
+    "nf_forward",
+    "nf_local_out",
+    "nf_postrouting",
+    "tc_egress",
+    "dev_xmit",
+    "socket",
+    "tcp",
+    "kfree_skb",
+    "consume_skb",
+    "icmp_send",
+    "fib_lookup",
+    "unknown",
+];
+const FATES: [&str; 5] = [
+    "delivered",
+    "forwarded",
+    "transmitted",
+    "dropped",
+    "unknown",
+];
+const TCP_FLAGS: [&str; 8] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
+
+/// Checks every record; returns the `packet` records.
+pub fn check_json(records: &[Value]) -> Vec<Value> {
+    let mut packets = Vec::new();
+    let mut flows = Vec::new();
+    let mut stats = Vec::new();
+    for record in records {
+        let object = record.as_object().expect("every line is a JSON object");
+        assert_eq!(
+            object["schema_version"].as_u64(),
+            Some(SCHEMA_VERSION),
+            "{record}"
+        );
+        match object["type"].as_str() {
+            Some("packet") => packets.push(record.clone()),
+            Some("flow") => flows.push(record.clone()),
+            Some("stats") => stats.push(record.clone()),
+            other => panic!("unknown record type {other:?}"),
+        }
+    }
+    assert!(!packets.is_empty(), "no packet records");
+    assert_eq!(stats.len(), 1, "one stats record");
+    for (n, packet) in packets.iter().enumerate() {
+        check_packet(packet, n as u64 + 1, &flows);
+    }
+    for flow in &flows {
+        check_flow(flow, &packets);
+    }
+    check_stats(&stats[0]);
+    packets
+}
+
+fn keys(object: &Map<String, Value>, required: &[&str], optional: &[&str], what: &str) {
+    let have: BTreeSet<&str> = object.keys().map(String::as_str).collect();
+    for key in required {
+        assert!(have.contains(key), "{what} lacks `{key}`: {object:?}");
+    }
+    for key in &have {
+        assert!(
+            required.contains(key) || optional.contains(key),
+            "{what} has the undocumented field `{key}`"
+        );
+    }
+}
+
+fn string_or_null(value: &Value, what: &str) {
+    assert!(value.is_string() || value.is_null(), "{what}: {value}");
+}
+
+fn port(value: &Value, what: &str) {
+    assert!(
+        value.as_u64().is_some_and(|p| p <= 65535),
+        "{what} is not a port: {value}"
+    );
+}
+
+fn check_packet(packet: &Value, id: u64, flows: &[Value]) {
+    let object = packet.as_object().unwrap();
+    keys(
+        object,
+        &[
+            "type",
+            "schema_version",
+            "id",
+            "flow_id",
+            "src",
+            "dst",
+            "proto",
+            "sport",
+            "dport",
+            "tcp_flags",
+            "ip_id",
+            "tcp_seq",
+            "len",
+            "path",
+            "fate",
+            "capture",
+            "explanation",
+        ],
+        &["retransmission_of", "icmp_type", "icmp_code", "gso_segs"],
+        "packet",
+    );
+    assert_eq!(packet["id"].as_u64(), Some(id), "packet ids are 1, 2, ...");
+    match packet["flow_id"].as_u64() {
+        Some(flow) => assert!(
+            flows.iter().any(|f| f["id"].as_u64() == Some(flow)),
+            "packet {id}: flow {flow} has no record"
+        ),
+        None => assert!(packet["flow_id"].is_null()),
+    }
+    for address in ["src", "dst"] {
+        if let Some(text) = packet[address].as_str() {
+            text.parse::<std::net::IpAddr>()
+                .unwrap_or_else(|_| panic!("packet {id}: {address} {text} is not an address"));
+        } else {
+            assert!(packet[address].is_null());
+        }
+    }
+    let proto = packet["proto"].as_str().expect("proto is a string");
+    assert!(
+        ["tcp", "udp", "icmp", "icmpv6", "unknown"].contains(&proto)
+            || proto.starts_with("ip-proto-")
+            || proto.starts_with("ethertype-"),
+        "packet {id}: proto {proto}"
+    );
+    port(&packet["sport"], "sport");
+    port(&packet["dport"], "dport");
+    for flag in packet["tcp_flags"].as_array().expect("tcp_flags is a list") {
+        assert!(
+            TCP_FLAGS.contains(&flag.as_str().unwrap_or_default()),
+            "{flag}"
+        );
+    }
+    for number in ["ip_id", "tcp_seq", "len"] {
+        assert!(packet[number].is_u64(), "packet {id}: {number}");
+    }
+    if proto.starts_with("icmp") {
+        assert!(packet["icmp_type"].as_u64().is_some_and(|t| t < 256));
+    }
+    let path = packet["path"].as_array().expect("path is a list");
+    assert!(!path.is_empty(), "packet {id} has an empty path");
+    let mut last_ts = 0;
+    for point in path {
+        last_ts = check_point(point, last_ts);
+    }
+    check_fate(&packet["fate"], &format!("packet {id}"));
+    for capture in packet["capture"].as_array().expect("capture is a list") {
+        let object = capture.as_object().expect("capture entry");
+        keys(
+            object,
+            &["netns_name", "ifname", "dir", "seen"],
+            &["live"],
+            "capture",
+        );
+        string_or_null(&capture["netns_name"], "capture netns_name");
+        string_or_null(&capture["ifname"], "capture ifname");
+        assert!(
+            matches!(capture["dir"].as_str(), Some("rx" | "tx")),
+            "{capture}"
+        );
+        assert!(capture["seen"].is_boolean());
+    }
+    sentences(&packet["explanation"], &format!("packet {id}"));
+}
+
+/// Checks one path entry; returns its timestamp (entries are in time order).
+fn check_point(point: &Value, after: u64) -> u64 {
+    let object = point.as_object().expect("path entry");
+    keys(
+        object,
+        &["ts_ns", "hook", "netns", "netns_name", "ifname", "dir"],
+        &["position", "note"],
+        "path entry",
+    );
+    let ts = point["ts_ns"].as_u64().expect("ts_ns");
+    assert!(ts >= after, "path out of time order");
+    assert!(
+        HOOKS.contains(&point["hook"].as_str().unwrap_or_default()),
+        "{point}"
+    );
+    assert!(point["netns"].is_u64());
+    string_or_null(&point["netns_name"], "netns_name");
+    string_or_null(&point["ifname"], "ifname");
+    assert!(
+        matches!(point["dir"].as_str(), Some("rx" | "tx" | "-")),
+        "{point}"
+    );
+    if let Some(position) = point.get("position") {
+        assert!(
+            matches!(position.as_str(), Some("first" | "last")),
+            "{point}"
+        );
+    }
+    ts
+}
+
+fn check_fate(fate: &Value, what: &str) {
+    let object = fate.as_object().unwrap_or_else(|| panic!("{what}: fate"));
+    keys(
+        object,
+        &["kind", "hook", "reason", "location"],
+        &["position", "netns_name", "ifname", "by"],
+        "fate",
+    );
+    let kind = fate["kind"].as_str().unwrap_or_default();
+    assert!(FATES.contains(&kind), "{what}: fate {kind}");
+    for field in ["hook", "reason", "location"] {
+        string_or_null(&fate[field], field);
+    }
+    if kind == "dropped" {
+        assert!(fate["hook"].is_string(), "{what}: a drop names its point");
+    }
+}
+
+fn sentences(value: &Value, what: &str) {
+    let list = value
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: explanation"));
+    assert!(!list.is_empty(), "{what} has no explanation");
+    for sentence in list {
+        assert!(
+            sentence.as_str().is_some_and(|s| s.ends_with('.')),
+            "{what}: not a sentence: {sentence}"
+        );
+    }
+}
+
+fn check_flow(flow: &Value, packets: &[Value]) {
+    let object = flow.as_object().unwrap();
+    keys(
+        object,
+        &[
+            "type",
+            "schema_version",
+            "id",
+            "proto",
+            "client",
+            "server",
+            "packets",
+            "fates",
+            "diverge",
+            "packet_ids",
+            "explanation",
+        ],
+        &["nat"],
+        "flow",
+    );
+    let id = flow["id"].as_u64().expect("flow id");
+    let ids: Vec<u64> = flow["packet_ids"]
+        .as_array()
+        .expect("packet_ids")
+        .iter()
+        .map(|v| v.as_u64().expect("packet id"))
+        .collect();
+    assert_eq!(
+        flow["packets"].as_u64(),
+        Some(ids.len() as u64),
+        "flow {id}"
+    );
+    for packet_id in &ids {
+        let packet = packets
+            .iter()
+            .find(|p| p["id"].as_u64() == Some(*packet_id))
+            .unwrap_or_else(|| panic!("flow {id}: packet {packet_id} has no record"));
+        assert_eq!(packet["flow_id"].as_u64(), Some(id));
+    }
+    let fates = flow["fates"].as_object().expect("fates");
+    let mut total = 0;
+    for (kind, count) in fates {
+        assert!(FATES.contains(&kind.as_str()), "flow {id}: fate {kind}");
+        total += count.as_u64().expect("fate count");
+    }
+    assert_eq!(
+        total,
+        ids.len() as u64,
+        "flow {id}: fates add up to its packets"
+    );
+    if !flow["diverge"].is_null() {
+        check_fate(&flow["diverge"], &format!("flow {id} diverge"));
+    }
+    for side in ["client", "server"] {
+        assert!(flow[side].is_string(), "flow {id}: {side}");
+    }
+    sentences(&flow["explanation"], &format!("flow {id}"));
+}
+
+fn check_stats(stats: &Value) {
+    let object = stats.as_object().unwrap();
+    keys(
+        object,
+        &[
+            "type",
+            "schema_version",
+            "events",
+            "lost",
+            "lost_total",
+            "undecodable",
+            "duration_ns",
+            "counters",
+            "counter_checks",
+        ],
+        &[],
+        "stats",
+    );
+    for (hook, count) in stats["events"].as_object().expect("events") {
+        assert!(HOOKS.contains(&hook.as_str()), "stats: hook {hook}");
+        assert!(count.is_u64());
+    }
+    let lost: u64 = stats["lost"]
+        .as_object()
+        .expect("lost")
+        .values()
+        .map(|v| v.as_u64().expect("lost count"))
+        .sum();
+    assert_eq!(stats["lost_total"].as_u64(), Some(lost));
+    assert_eq!(stats["undecodable"].as_u64(), Some(0));
+    assert!(stats["duration_ns"].as_u64().is_some_and(|d| d > 0));
+    for counters in stats["counters"].as_array().expect("counters") {
+        assert!(counters["netns_name"].is_string());
+        assert!(counters["delta"].is_object());
+    }
+    for sentence in stats["counter_checks"].as_array().expect("counter_checks") {
+        assert!(sentence.is_string());
+    }
+}
