@@ -174,6 +174,11 @@ fn json_pcapng_and_text_describe_the_same_trace() {
         .expect("tracer explain");
     let _ = std::fs::remove_file(&replay);
     let text = String::from_utf8_lossy(&text.stdout);
+    assert!(!text.contains('\x1b'), "colours in a pipe: {text}");
+    assert!(
+        !report.stderr.contains("events ("),
+        "a status line in a pipe"
+    );
     assert!(text.contains(&format!("tcpdump on {b}/vb")), "{text}");
     assert!(text.contains("fate: dropped after nf_local_in (first), reason NETFILTER_DROP"));
     assert!(text.contains("  why:"), "{text}");
@@ -212,4 +217,43 @@ fn snaplen_keeps_payload_bytes() {
         Some((100, 178)),
         "IP packet cut at --snaplen"
     );
+}
+
+#[test]
+fn on_a_terminal_a_live_status_line_and_colours() {
+    let pair = setup();
+    let ready = scratch("ready");
+    let command = format!(
+        "{} trace -n {} -n {} --duration 4 --ready-file {} icmp",
+        tracer_bin().display(),
+        pair.a.name,
+        pair.b.name,
+        ready.display()
+    );
+    // `script` runs the tracer on a pseudo-terminal, as a person would.
+    let terminal = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        assert!(std::time::Instant::now() < deadline, "tracer not ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pair.a.sh(&format!("ping -c 3 -i 0.3 -W 1 {ADDR_B}"));
+    let out = terminal.wait_with_output().expect("script output");
+    let _ = std::fs::remove_file(&ready);
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("/s), 1 flows, 0 lost"),
+        "no status line: {screen}"
+    );
+    assert!(
+        screen.contains("\x1b[1mflow 1: icmp"),
+        "no colours: {screen}"
+    );
+    assert!(screen.contains("\x1b[32m    fate: delivered"), "{screen}");
 }

@@ -36,7 +36,7 @@ pub struct Flow {
 }
 
 type Endpoint = (Option<IpAddr>, u16);
-type Tuple = (String, Endpoint, Endpoint);
+pub type Tuple = (String, Endpoint, Endpoint);
 
 /// Ports that identify a conversation: TCP and UDP ports; for ICMP echo the identifier, on both
 /// sides (it is the same in the request and the reply); nothing for other ICMP messages.
@@ -51,7 +51,7 @@ fn endpoints(s: &Sighting) -> Option<(Endpoint, Endpoint)> {
     Some(((s.src, ports.0), (s.dst, ports.1)))
 }
 
-fn canonical(s: &Sighting) -> Option<Tuple> {
+pub fn canonical(s: &Sighting) -> Option<Tuple> {
     let (a, b) = endpoints(s)?;
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
     Some((s.proto.clone(), lo, hi))

@@ -21,11 +21,13 @@ mod netns;
 mod nf_link;
 mod output;
 mod packet_file;
+mod paint;
 mod pcapng;
 mod recording;
 mod session;
 mod sighting;
 mod stats;
+mod status;
 mod usage;
 mod xdp_owner;
 

@@ -9,6 +9,7 @@ use crate::{
     explanation::{self, words::packet_words},
     flow::Flow,
     journey::Journey,
+    paint::Paint,
     stats::Stats,
 };
 
@@ -105,15 +106,20 @@ pub fn write_json(out: &mut impl Write, analysis: &Analysis, stats: &Stats) -> i
 
 /// One block per flow: its packets along the path with the capture points drawn, their fates,
 /// then the flow's explanation.
-pub fn write_text(out: &mut impl Write, analysis: &Analysis, stats: &Stats) -> io::Result<()> {
+pub fn write_text(
+    out: &mut impl Write,
+    analysis: &Analysis,
+    stats: &Stats,
+    paint: Paint,
+) -> io::Result<()> {
     for flow in &analysis.flows {
-        writeln!(
-            out,
+        let title = format!(
             "flow {}: {} {} <-> {}",
             flow.id, flow.proto, flow.client, flow.server
-        )?;
+        );
+        writeln!(out, "{}", paint.bold(&title))?;
         for journey in flow.journeys.iter().filter_map(|id| analysis.journey(*id)) {
-            write_packet(out, journey, analysis)?;
+            write_packet(out, journey, analysis, paint)?;
         }
         writeln!(out, "  why:")?;
         for sentence in explanation::flow(flow, analysis) {
@@ -122,7 +128,7 @@ pub fn write_text(out: &mut impl Write, analysis: &Analysis, stats: &Stats) -> i
         writeln!(out)?;
     }
     for journey in analysis.journeys.iter().filter(|j| j.flow_id == 0) {
-        write_packet(out, journey, analysis)?;
+        write_packet(out, journey, analysis, paint)?;
     }
     for sentence in explanation::counter_sentences(analysis) {
         writeln!(out, "{sentence}")?;
@@ -130,7 +136,12 @@ pub fn write_text(out: &mut impl Write, analysis: &Analysis, stats: &Stats) -> i
     writeln!(out, "{}", stats.summary())
 }
 
-fn write_packet(out: &mut impl Write, journey: &Journey, analysis: &Analysis) -> io::Result<()> {
+fn write_packet(
+    out: &mut impl Write,
+    journey: &Journey,
+    analysis: &Analysis,
+    paint: Paint,
+) -> io::Result<()> {
     let s = journey.headers();
     writeln!(
         out,
@@ -148,7 +159,7 @@ fn write_packet(out: &mut impl Write, journey: &Journey, analysis: &Analysis) ->
             (None, None) => format!("netns:{}", point.netns),
         };
         // tcpdump's tap: just before the driver on the way out, just after netif_receive in.
-        let tap = format!("    {:->14} tcpdump on {place} {:-<20}", "", "");
+        let tap = paint.tap(&format!("    {:->14} tcpdump on {place} {:-<20}", "", ""));
         if point.hook == "dev_xmit" && point.position.as_deref() == Some("first") {
             writeln!(out, "{tap}")?;
         }
@@ -180,7 +191,7 @@ fn write_packet(out: &mut impl Write, journey: &Journey, analysis: &Analysis) ->
     if let Some(reason) = &fate.reason {
         line.push_str(&format!(", reason {reason}"));
     }
-    writeln!(out, "{line}")?;
+    writeln!(out, "{}", paint.fate(fate.kind.name(), &line))?;
     for sentence in explanation::packet(journey, analysis) {
         writeln!(out, "      {sentence}")?;
     }

@@ -28,6 +28,7 @@ use crate::{
     recording::{self, NamespaceCounters, Recording},
     sighting::{Names, PacketBytes, Sighting},
     stats::Stats,
+    status::Status,
     usage::Usage,
 };
 
@@ -167,21 +168,35 @@ impl Session {
         let mut sightings = Vec::new();
         let mut stats = Stats::default();
         let mut counted = PacketCount::default();
+        let mut status = Status::for_stderr();
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 _ = &mut stop => break,
+                _ = tick.tick(), if status.is_some() => {
+                    let lost = self.lost_events()?.values().sum();
+                    if let Some(status) = status.as_mut() {
+                        status.draw(lost);
+                    }
+                }
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard?;
                     let seen = sightings.len();
                     drain(guard.get_inner_mut(), &self.names, &mut sightings, &mut stats);
                     guard.clear_ready();
+                    if let Some(status) = status.as_mut() {
+                        status.add(&sightings[seen..]);
+                    }
                     if self.count.is_some_and(|n| counted.add(&sightings[seen..]) >= n) {
                         let _ = tokio::time::timeout(COUNT_GRACE, &mut stop).await;
                         break;
                     }
                 }
             }
+        }
+        if let Some(status) = &status {
+            status.erase();
         }
         let end_ns = monotonic_ns();
         drain(self.ring.get_mut(), &self.names, &mut sightings, &mut stats);

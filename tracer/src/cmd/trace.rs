@@ -10,6 +10,7 @@ use crate::{
     analysis::Analysis,
     filter, output,
     packet_file::{self, Snap},
+    paint::Paint,
     recording,
     session::{self, Session, TraceOptions},
     stats::Stats,
@@ -195,7 +196,7 @@ pub fn report(format: Format, analysis: &Analysis, stats: &Stats) -> Result<()> 
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => output::write_json(&mut out, analysis, stats)?,
-        Format::Text => output::write_text(&mut out, analysis, stats)?,
+        Format::Text => output::write_text(&mut out, analysis, stats, Paint::for_stdout())?,
     }
     if stats.lost_total() > 0 {
         eprintln!(

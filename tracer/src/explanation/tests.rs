@@ -150,7 +150,13 @@ fn text_output_matches_the_golden_files() {
         };
         let mut text = Vec::new();
         let analysis = analysis(name);
-        output::write_text(&mut text, &analysis, &Stats::default()).expect("render");
+        output::write_text(
+            &mut text,
+            &analysis,
+            &Stats::default(),
+            crate::paint::Paint::Plain,
+        )
+        .expect("render");
         let text = String::from_utf8(text).expect("utf-8");
         let golden = fixtures().join(format!("{name}.golden.txt"));
         if update {
