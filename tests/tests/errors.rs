@@ -104,6 +104,20 @@ fn an_unwritable_output_file_fails_before_tracing() {
         1,
         "cannot write /nonexistent-dir/events.jsonl",
     );
+    fails_with(
+        "TRACER trace -w /nonexistent-dir/trace.pcapng --duration 1",
+        1,
+        "cannot write /nonexistent-dir/trace.pcapng",
+    );
+}
+
+#[test]
+fn snaplen_without_a_packet_file_is_a_usage_error() {
+    fails_with(
+        "TRACER trace --snaplen 100 --duration 1",
+        2,
+        "the following required arguments were not provided",
+    );
 }
 
 #[test]
