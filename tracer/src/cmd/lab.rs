@@ -3,7 +3,11 @@
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 
-use crate::{cmd::trace::Format, lab};
+use crate::{
+    cmd::trace::Format,
+    lab::{self, Detail},
+    usage::Usage,
+};
 
 #[derive(Args, Debug)]
 pub struct LabArgs {
@@ -15,14 +19,28 @@ pub struct LabArgs {
 enum LabCommand {
     /// List the labs.
     List,
-    /// Build a lab's topology, inject its fault, drive traffic and trace it.
+    /// Build a lab's topology, inject its fault, drive traffic, trace it beside tcpdump, and
+    /// check the tracer against the fault.
+    #[command(after_help = "Examples:
+  tracer lab run local-in-drop        the story of one lab, with its check
+  tracer lab run --all                every lab; a table of checks, exit 1 if one fails
+  tracer lab run mtu-black-hole --keep    leave the namespaces to explore")]
     Run {
         /// The lab to run (see `tracer lab list`).
-        name: String,
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
+        /// Run every lab and report, per lab, packets checked, fates correct and tcpdump
+        /// verdicts agreeing.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Leave the topology in place for exploration (remove it with `tracer lab cleanup`).
+        #[arg(long, conflicts_with = "all")]
+        keep: bool,
     },
-    /// Remove namespaces a lab left behind (after a crash or SIGKILL).
+    /// Remove everything a lab left behind (after a crash or SIGKILL): its namespaces, and
+    /// with them their links, rules and programs.
     Cleanup,
 }
 
@@ -30,18 +48,102 @@ pub fn run(args: LabArgs) -> Result<()> {
     match args.command {
         LabCommand::List => {
             for l in lab::LABS {
-                println!("{:<16} {}", l.name, l.summary);
+                println!("{:<18} {}", l.name, l.summary);
             }
             Ok(())
         }
-        LabCommand::Run { name, format } => match lab::find(&name) {
-            Some(l) => (l.run)(format),
-            None => bail!("unknown lab '{name}' (see `tracer lab list`)"),
-        },
+        LabCommand::Run {
+            name,
+            all,
+            format,
+            keep,
+        } => {
+            clean_up_on_signal();
+            if all {
+                return run_all(format);
+            }
+            let name = name.unwrap_or_default();
+            let Some(l) = lab::find(&name) else {
+                return Err(Usage(format!("unknown lab '{name}' (see `tracer lab list`)")).into());
+            };
+            let score = lab::run(l, format, keep, Detail::Full)?;
+            if !score.passed() {
+                bail!("lab {name}: the tracer disagrees with the injected fault");
+            }
+            Ok(())
+        }
         LabCommand::Cleanup => {
             let removed = lab::topology::cleanup()?;
             eprintln!("tracer: removed {removed} lab namespaces");
             Ok(())
         }
+    }
+}
+
+fn run_all(format: Format) -> Result<()> {
+    let mut scores = Vec::new();
+    for l in lab::LABS {
+        let score = match lab::run(l, format, false, Detail::Check) {
+            Ok(score) => score,
+            Err(e) => {
+                let mut failed = lab::Score {
+                    lab: l.name.to_string(),
+                    ..Default::default()
+                };
+                failed.problems.push(format!("{e:#}"));
+                println!("Check: {}\n  - {e:#}", failed.line());
+                failed
+            }
+        };
+        scores.push(score);
+    }
+    if matches!(format, Format::Text) {
+        println!("\n| lab | key packets | fates correct | tcpdump verdicts | agreeing | result |");
+        println!("|---|---|---|---|---|---|");
+        for s in &scores {
+            println!(
+                "| {} | {} | {} | {} | {} | {} |",
+                s.lab,
+                s.packets_checked,
+                s.fates_correct,
+                s.verdicts_checked,
+                s.verdicts_agreeing,
+                if s.passed() { "pass" } else { "FAIL" }
+            );
+        }
+    }
+    let failed: Vec<&str> = scores
+        .iter()
+        .filter(|s| !s.passed())
+        .map(|s| s.lab.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} labs failed: {}",
+            failed.len(),
+            scores.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM during a lab removes its namespaces (and with them everything in them)
+/// before exiting: SIGINT and SIGTERM are blocked in every thread and awaited by one.
+fn clean_up_on_signal() {
+    // SAFETY: plain signal-mask calls on a local set, before the lab starts other threads.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        std::thread::spawn(move || {
+            let mut signal = 0;
+            libc::sigwait(&set, &mut signal);
+            eprintln!("\ntracer: interrupted; removing the lab's namespaces");
+            let _ = lab::topology::cleanup();
+            std::process::exit(130);
+        });
     }
 }

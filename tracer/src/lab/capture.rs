@@ -7,6 +7,12 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use tracer_common::{
+    event::Event,
+    parse::{parse_l2, parse_l3, HDR_LEN, L2_LEN},
+};
+
+use crate::sighting::{Names, Sighting};
 
 pub struct Tcpdump {
     child: Child,
@@ -50,22 +56,61 @@ impl Tcpdump {
         Ok(Tcpdump { child, file })
     }
 
-    /// Stops the capture and returns tcpdump's own lines for what it captured.
-    pub fn stop(mut self) -> Result<Vec<String>> {
+    /// Stops the capture: tcpdump's lines, and the captured packets' headers.
+    pub fn stop_with_packets(mut self) -> Result<(Vec<String>, Vec<Sighting>)> {
         // SIGINT lets tcpdump flush and close the file.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         self.child.wait()?;
         let out = Command::new("tcpdump")
-            .args(["-n", "-tt", "-r"])
+            .args(["-n", "-r"])
             .arg(&self.file)
             .stderr(Stdio::null())
             .output()?;
+        let bytes = std::fs::read(&self.file).context("reading tcpdump's file")?;
         let _ = std::fs::remove_file(&self.file);
-        Ok(String::from_utf8_lossy(&out.stdout)
+        let lines = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_string)
-            .collect())
+            .collect();
+        Ok((lines, pcap_packets(&bytes)))
     }
+}
+
+/// The headers of each packet of a pcap file of Ethernet frames, parsed as the kernel
+/// programs parse them, so that they compare with the tracer's sightings.
+pub fn pcap_packets(file: &[u8]) -> Vec<Sighting> {
+    let mut out = Vec::new();
+    let word = |at: usize| {
+        file.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    if word(20) != Some(1) {
+        return out; // not Ethernet (or not a little-endian pcap file)
+    }
+    let mut at = 24;
+    while let (Some(caplen), Some(len)) = (word(at + 8), word(at + 12)) {
+        let start = at + 16;
+        let Some(frame) = file.get(start..start + caplen as usize) else {
+            break;
+        };
+        at = start + caplen as usize;
+        let mut eth = [0u8; L2_LEN];
+        let n = frame.len().min(L2_LEN);
+        eth[..n].copy_from_slice(&frame[..n]);
+        let Some((l3_offset, l3_proto, vlan)) = parse_l2(&eth, n) else {
+            continue;
+        };
+        let mut l3 = [0u8; HDR_LEN];
+        let rest = &frame[l3_offset.min(frame.len())..];
+        let valid = rest.len().min(HDR_LEN);
+        l3[..valid].copy_from_slice(&rest[..valid]);
+        let mut event = Event::default();
+        event.packet.vlan = vlan;
+        event.packet.pkt_len = len;
+        parse_l3(&l3, valid, l3_proto, &mut event.packet);
+        out.push(Sighting::decode(&event, &Names::default()));
+    }
+    out
 }
 
 impl Drop for Tcpdump {

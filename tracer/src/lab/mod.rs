@@ -1,26 +1,147 @@
-//! Labs: a throwaway topology, one injected fault, real traffic, the tracer and a real tcpdump
-//! side by side, and the story of what happened.
+//! Labs: a throwaway topology, one injected fault, real traffic, the tracer and real tcpdumps
+//! side by side, the story of what happened, and a check of the tracer against the fault.
 
 mod capture;
-mod local_in_drop;
+mod check;
+mod dropper;
+mod labs;
+mod scenario;
 pub mod topology;
+mod traffic;
 
-use anyhow::Result;
+use std::time::Duration;
 
-use crate::cmd::trace::Format;
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use self::{capture::Tcpdump, scenario::Scenario, topology::Topology};
+use crate::{
+    analysis::Analysis,
+    cmd::trace::{report, Format},
+    filter,
+    session::{self, TraceOptions},
+};
+
+pub use self::{check::Score, labs::LABS};
 
 pub struct Lab {
     pub name: &'static str,
     pub summary: &'static str,
-    pub run: fn(Format) -> Result<()>,
+    /// Builds the topology and the fault, and says how to drive and judge the lab.
+    pub build: fn(&mut Topology) -> Result<Scenario>,
 }
-
-pub const LABS: &[Lab] = &[Lab {
-    name: "local-in-drop",
-    summary: "a SYN dropped by an iptables INPUT rule: tcpdump sees it, TCP never does",
-    run: local_in_drop::run,
-}];
 
 pub fn find(name: &str) -> Option<&'static Lab> {
     LABS.iter().find(|lab| lab.name == name)
+}
+
+/// How much a run prints.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Commands, captures, the tracer's report, the lesson, the fix and the check.
+    Full,
+    /// The check only (`lab run --all`).
+    Check,
+}
+
+/// Runs one lab; with `keep`, its namespaces stay for exploration.
+pub fn run(lab: &Lab, format: Format, keep: bool, detail: Detail) -> Result<Score> {
+    let mut topology = Topology::new();
+    let scenario =
+        (lab.build)(&mut topology).with_context(|| format!("building lab {}", lab.name))?;
+    let options = TraceOptions {
+        netns: scenario.netns.clone(),
+        interfaces: Vec::new(),
+        filter: filter::compile(std::slice::from_ref(&scenario.filter))?,
+        ring_bytes: 1 << 22,
+        count: None,
+        snaplen: 0,
+    };
+    let mut tcpdumps = Vec::new();
+    for (netns, ifname) in &scenario.captures {
+        tcpdumps.push(Tcpdump::start(netns, ifname, &scenario.filter)?);
+    }
+    let traffic = scenario.traffic;
+    let (recording, stats) = session::trace(&options, || {
+        let traffic = tokio::task::spawn_blocking(traffic);
+        Ok(async {
+            if let Ok(Err(e)) = traffic.await {
+                eprintln!("tracer: lab traffic failed: {e:#}");
+            }
+            // Let the last events of the stack reach the ring buffer.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        })
+    })?;
+    let mut captured = Vec::new();
+    for tcpdump in tcpdumps {
+        captured.push(tcpdump.stop_with_packets()?);
+    }
+    // The other tool's programs and the listening sockets go now; the topology after the report.
+    drop(scenario.held);
+
+    let analysis = Analysis::new(recording, None);
+    let mut score = Score {
+        lab: lab.name.to_string(),
+        ..Score::default()
+    };
+    check::fates(&analysis, &scenario.expect, &mut score);
+    for ((netns, ifname), (_, packets)) in scenario.captures.iter().zip(&captured) {
+        check::verdicts(&analysis, (netns, ifname), packets, &mut score);
+    }
+    if stats.lost_total() > 0 {
+        score
+            .problems
+            .push(format!("{} events were lost", stats.lost_total()));
+    }
+
+    if detail == Detail::Full {
+        match format {
+            Format::Text => {
+                println!("== lab {}: {}", lab.name, lab.summary);
+                println!("What you would type to build it:");
+                for command in &topology.commands {
+                    println!("  $ {command}");
+                }
+                for ((netns, ifname), (lines, _)) in scenario.captures.iter().zip(&captured) {
+                    println!(
+                        "What tcpdump showed:\n  $ ip netns exec {netns} tcpdump -i {ifname} -n {}",
+                        scenario.filter
+                    );
+                    if lines.is_empty() {
+                        println!("    (nothing)");
+                    }
+                    for line in lines {
+                        println!("    {line}");
+                    }
+                }
+                println!("What the tracer found:");
+                report(format, &analysis, &stats)?;
+                println!("What happened: {}", scenario.lesson);
+                println!("Fix: {}", scenario.fix);
+            }
+            Format::Json => report(format, &analysis, &stats)?,
+        }
+    }
+    match format {
+        Format::Text => {
+            println!("Check: {}", score.line());
+            for problem in &score.problems {
+                println!("  - {problem}");
+            }
+        }
+        Format::Json => {
+            let mut record = serde_json::to_value(&score)?;
+            record["type"] = json!("lab");
+            record["passed"] = json!(score.passed());
+            println!("{record}");
+        }
+    }
+    if keep {
+        let kept = topology.keep();
+        eprintln!(
+            "tracer: kept the namespaces {}; remove them with `tracer lab cleanup`",
+            kept.join(", ")
+        );
+    }
+    Ok(score)
 }

@@ -25,42 +25,89 @@ pub fn sh(line: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A set of namespaces that exists for as long as this value does.
+/// A set of namespaces that exists for as long as this value does (unless kept), and the
+/// commands that built it, to show the user.
 pub struct Topology {
     namespaces: Vec<String>,
+    pub commands: Vec<String>,
 }
 
 impl Topology {
     pub fn new() -> Topology {
         Topology {
             namespaces: Vec::new(),
+            commands: Vec::new(),
         }
+    }
+
+    /// Runs a command line and records it among the commands a user would type.
+    pub fn run(&mut self, line: &str) -> Result<String> {
+        let out = sh(line)?;
+        self.commands.push(line.to_string());
+        Ok(out)
+    }
+
+    /// Runs a command line inside namespace `ns` (recorded).
+    pub fn run_in(&mut self, ns: &str, line: &str) -> Result<String> {
+        self.run(&format!("ip netns exec {ns} {line}"))
     }
 
     /// Creates namespace `PREFIX + short` with its loopback up; returns its full name.
     pub fn netns(&mut self, short: &str) -> Result<String> {
         let name = format!("{PREFIX}{short}");
         let _ = sh(&format!("ip netns del {name}"));
-        sh(&format!("ip netns add {name}"))?;
+        self.run(&format!("ip netns add {name}"))?;
         self.namespaces.push(name.clone());
         sh(&format!("ip -n {name} link set lo up"))?;
+        // No router solicitations or IPv6 chatter: a lab's captures hold only its traffic.
+        sh(&format!(
+            "ip netns exec {name} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 \
+             net.ipv6.conf.default.disable_ipv6=1"
+        ))?;
         Ok(name)
     }
 
     /// A veth pair between two namespaces, addressed and up.
     pub fn veth(
-        &self,
+        &mut self,
         (ns_a, if_a, addr_a): (&str, &str, &str),
         (ns_b, if_b, addr_b): (&str, &str, &str),
     ) -> Result<()> {
-        sh(&format!(
+        self.run(&format!(
             "ip -n {ns_a} link add {if_a} type veth peer name {if_b} netns {ns_b}"
         ))?;
         for (ns, ifname, addr) in [(ns_a, if_a, addr_a), (ns_b, if_b, addr_b)] {
-            sh(&format!("ip -n {ns} addr add {addr} dev {ifname}"))?;
-            sh(&format!("ip -n {ns} link set {ifname} up"))?;
+            self.run(&format!("ip -n {ns} addr add {addr} dev {ifname}"))?;
+            self.run(&format!("ip -n {ns} link set {ifname} up"))?;
         }
         Ok(())
+    }
+
+    /// Permanent neighbour entries on both ends of a veth, for faults that drop ARP too.
+    pub fn static_neighbours(
+        &mut self,
+        (ns_a, if_a, ip_a): (&str, &str, &str),
+        (ns_b, if_b, ip_b): (&str, &str, &str),
+    ) -> Result<()> {
+        let mac = |ns: &str, ifname: &str| {
+            sh(&format!(
+                "ip netns exec {ns} cat /sys/class/net/{ifname}/address"
+            ))
+            .map(|m| m.trim().to_string())
+        };
+        let (mac_a, mac_b) = (mac(ns_a, if_a)?, mac(ns_b, if_b)?);
+        self.run(&format!(
+            "ip -n {ns_a} neigh replace {ip_b} lladdr {mac_b} dev {if_a} nud permanent"
+        ))?;
+        self.run(&format!(
+            "ip -n {ns_b} neigh replace {ip_a} lladdr {mac_a} dev {if_b} nud permanent"
+        ))?;
+        Ok(())
+    }
+
+    /// Leaves the namespaces in place when this value is dropped (`--keep`).
+    pub fn keep(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.namespaces)
     }
 }
 

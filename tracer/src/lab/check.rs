@@ -1,0 +1,150 @@
+//! A lab's verdict on the tracer: the fates of the key packets against the injected fault,
+//! and the tracer's tcpdump verdicts against what the real tcpdumps captured. Pure.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::scenario::Expect;
+use crate::{analysis::Analysis, explanation::words::packet_words, sighting::Sighting};
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Score {
+    pub lab: String,
+    pub packets_checked: usize,
+    pub fates_correct: usize,
+    pub verdicts_checked: usize,
+    pub verdicts_agreeing: usize,
+    pub problems: Vec<String>,
+}
+
+impl Score {
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+            && self.packets_checked > 0
+            && self.fates_correct == self.packets_checked
+            && self.verdicts_agreeing == self.verdicts_checked
+    }
+
+    pub fn line(&self) -> String {
+        format!(
+            "{}: {} key packets, {} fates correct; {} tcpdump verdicts, {} agreeing: {}",
+            self.lab,
+            self.packets_checked,
+            self.fates_correct,
+            self.verdicts_checked,
+            self.verdicts_agreeing,
+            if self.passed() { "PASS" } else { "FAIL" }
+        )
+    }
+}
+
+/// Checks each expectation on the journeys whose headers it picks.
+pub fn fates(analysis: &Analysis, expect: &[Expect], score: &mut Score) {
+    for e in expect {
+        let picked: Vec<_> = analysis
+            .journeys
+            .iter()
+            .filter(|j| (e.is)(j.headers()))
+            .take(if e.first_only { 1 } else { usize::MAX })
+            .collect();
+        if picked.len() < e.min {
+            score.problems.push(format!(
+                "expected at least {} of {}, the tracer followed {}",
+                e.min,
+                e.what,
+                picked.len()
+            ));
+        }
+        for journey in picked {
+            score.packets_checked += 1;
+            let fate = &journey.fate;
+            let right = fate.kind == e.fate
+                && e.point.is_none_or(|p| fate.point().as_deref() == Some(p))
+                && e.reason.is_none_or(|r| fate.reason.as_deref() == Some(r));
+            if right {
+                score.fates_correct += 1;
+            } else {
+                score.problems.push(format!(
+                    "packet {} ({}): expected {} {} {}, the tracer says {} {} {}",
+                    journey.id,
+                    e.what,
+                    e.fate.name(),
+                    e.point.unwrap_or("anywhere"),
+                    e.reason.unwrap_or(""),
+                    fate.kind.name(),
+                    fate.point().unwrap_or_default(),
+                    fate.reason.as_deref().unwrap_or("")
+                ));
+            }
+        }
+    }
+}
+
+/// What tells packets apart in a capture and in the tracer's journeys.
+type Identity = (String, String, String, u16, u16, u32, u32, u32, Vec<String>);
+
+fn identity(s: &Sighting) -> Identity {
+    let address = |a: Option<std::net::IpAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+    (
+        s.proto.clone(),
+        address(s.src),
+        address(s.dst),
+        s.sport,
+        s.dport,
+        s.ip_id,
+        s.tcp_seq,
+        s.tcp_ack,
+        s.tcp_flags.clone(),
+    )
+}
+
+/// Compares, packet by packet, the tracer's "would tcpdump on `netns`/`ifname` see it" with
+/// what the real tcpdump there captured.
+pub fn verdicts(
+    analysis: &Analysis,
+    (netns, ifname): (&str, &str),
+    captured: &[Sighting],
+    score: &mut Score,
+) {
+    // identity -> (journeys with a verdict there, of which seen, captured by tcpdump)
+    let mut counts: BTreeMap<Identity, (usize, usize, usize, String)> = BTreeMap::new();
+    for journey in &analysis.journeys {
+        let here: Vec<_> = analysis
+            .captures(journey.id)
+            .iter()
+            .filter(|c| {
+                c.netns_name.as_deref() == Some(netns) && c.ifname.as_deref() == Some(ifname)
+            })
+            .collect();
+        if here.is_empty() {
+            continue;
+        }
+        let headers = journey.headers();
+        let entry = counts
+            .entry(identity(headers))
+            .or_insert_with(|| (0, 0, 0, packet_words(headers)));
+        entry.0 += 1;
+        entry.1 += usize::from(here.iter().any(|c| c.seen));
+    }
+    for packet in captured {
+        let entry = counts
+            .entry(identity(packet))
+            .or_insert_with(|| (0, 0, 0, packet_words(packet)));
+        entry.2 += 1;
+    }
+    for (judged, seen, in_capture, words) in counts.into_values() {
+        let packets = judged.max(in_capture);
+        let wrong = seen.abs_diff(in_capture);
+        score.verdicts_checked += packets;
+        score.verdicts_agreeing += packets - wrong.min(packets);
+        if wrong > 0 {
+            score.problems.push(format!(
+                "tcpdump on {netns}/{ifname} captured {in_capture} x {words}; the tracer said it would see {seen}"
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

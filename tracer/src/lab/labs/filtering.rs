@@ -1,0 +1,195 @@
+//! Labs of netfilter rules: iptables and nftables at LOCAL_IN, LOCAL_OUT, FORWARD, and
+//! conntrack's INVALID state.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::{pair, routed, CLIENT, FAR_SERVER, PORT, SERVER};
+use crate::{
+    fate::FateKind,
+    lab::{
+        scenario::{tcp, tcp_data_from, Expect, Scenario},
+        topology::Topology,
+        traffic::{connect, listen, request, send_raw, serve_once, Segment},
+    },
+};
+
+const WAIT: Duration = Duration::from_millis(2500);
+
+/// A client that tries to connect for 2.5 s to a listening server.
+fn connect_scenario(
+    client: &str,
+    server: &str,
+    server_ip: &'static str,
+    captures: Vec<(String, String)>,
+) -> Result<Scenario> {
+    let listener = listen(server, server_ip, PORT)?;
+    let from = client.to_string();
+    Ok(Scenario {
+        netns: Vec::new(),
+        filter: format!("tcp port {PORT}"),
+        captures,
+        traffic: Box::new(move || connect(&from, server_ip, PORT, WAIT).map(drop)),
+        lesson: String::new(),
+        fix: String::new(),
+        expect: Vec::new(),
+        held: vec![Box::new(listener)],
+    })
+}
+
+pub fn local_in_drop(t: &mut Topology) -> Result<Scenario> {
+    let (client, server) = pair(t)?;
+    let rule = format!("-p tcp --dport {PORT} --syn -j DROP");
+    t.run_in(&server, &format!("iptables -A INPUT {rule}"))?;
+    let mut lab = connect_scenario(
+        &client,
+        &server,
+        SERVER,
+        vec![(server.clone(), "s0".into())],
+    )?;
+    lab.netns = vec![client, server.clone()];
+    lab.lesson = "tcpdump on s0 shows every SYN arriving: its tap sits before netfilter. The \
+        INPUT rule drops them at LOCAL_IN, so TCP never sees them and never answers; the client \
+        retries until it gives up."
+        .into();
+    lab.fix = format!("ip netns exec {server} iptables -D INPUT {rule}");
+    lab.expect = vec![Expect::new("the client's SYNs", tcp(&["SYN"], PORT))
+        .dropped("nf_local_in (first)", "NETFILTER_DROP")
+        .at_least(2)];
+    Ok(lab)
+}
+
+pub fn local_out_drop(t: &mut Topology) -> Result<Scenario> {
+    let (client, server) = pair(t)?;
+    let rule = format!("-p tcp --sport {PORT} --tcp-flags SYN,ACK SYN,ACK -j DROP");
+    t.run_in(&server, &format!("iptables -A OUTPUT {rule}"))?;
+    let mut lab = connect_scenario(
+        &client,
+        &server,
+        SERVER,
+        vec![(server.clone(), "s0".into())],
+    )?;
+    lab.netns = vec![client, server.clone()];
+    lab.lesson = "The capture on s0 shows only the client's SYNs and their retransmissions, \
+        exactly as in local-in-drop. But here TCP did receive them and answered: the SYN-ACKs \
+        died in the OUTPUT chain at LOCAL_OUT, before they could reach the transmit tap."
+        .into();
+    lab.fix = format!("ip netns exec {server} iptables -D OUTPUT {rule}");
+    lab.expect = vec![
+        Expect::new("the client's SYNs", tcp(&["SYN"], PORT)).at_least(2),
+        Expect::new("the server's SYN-ACKs", tcp(&["SYN", "ACK"], PORT))
+            .dropped("nf_local_out (first)", "NETFILTER_DROP"),
+    ];
+    Ok(lab)
+}
+
+pub fn response_drop(t: &mut Topology) -> Result<Scenario> {
+    let (client, server) = pair(t)?;
+    t.run_in(&server, "nft add table inet lab")?;
+    t.run_in(
+        &server,
+        "nft add chain inet lab out { type filter hook output priority 0 ; }",
+    )?;
+    t.run_in(
+        &server,
+        &format!("nft add rule inet lab out tcp sport {PORT} ip length gt 200 drop"),
+    )?;
+    let listener = listen(&server, SERVER, PORT)?;
+    serve_once(listener, 100, vec![b'r'; 1000], Duration::from_secs(4));
+    let from = client.clone();
+    let traffic = move || {
+        request(
+            &from,
+            SERVER,
+            PORT,
+            vec![b'q'; 100],
+            1000,
+            Duration::from_secs(3),
+        )
+        .map(drop)
+    };
+    Ok(Scenario {
+        netns: vec![client, server.clone()],
+        filter: format!("tcp port {PORT}"),
+        captures: vec![(server.clone(), "s0".into())],
+        traffic: Box::new(traffic),
+        lesson: "The request reached the server's application (its socket read it). The \
+            1000-byte response was dropped by the nftables rule at LOCAL_OUT each time the \
+            server sent it, so tcpdump on s0 never shows it; the client, waiting for an \
+            acknowledgment that rode on the response, sends its request again."
+            .into(),
+        fix: format!("ip netns exec {server} nft delete table inet lab"),
+        expect: vec![
+            Expect::new("the client's request", |s| {
+                s.proto == "tcp" && s.dport == PORT && s.tcp_flags.iter().any(|f| f == "PSH")
+            })
+            .fate(FateKind::Delivered)
+            .first_only(),
+            Expect::new("the server's responses", tcp_data_from(PORT))
+                .dropped("nf_local_out (first)", "NETFILTER_DROP")
+                .at_least(2),
+        ],
+        held: Vec::new(),
+    })
+}
+
+pub fn forward_drop(t: &mut Topology) -> Result<Scenario> {
+    let (client, router, server) = routed(t)?;
+    let rule = format!("-p tcp --dport {PORT} -j DROP");
+    t.run_in(&router, &format!("iptables -A FORWARD {rule}"))?;
+    let captures = vec![(router.clone(), "r0".into()), (router.clone(), "r1".into())];
+    let mut lab = connect_scenario(&client, &server, FAR_SERVER, captures)?;
+    lab.netns = vec![client, router.clone(), server];
+    lab.lesson = "The router receives every SYN (tcpdump on r0 shows them) and routes them \
+        towards r1, but its FORWARD chain drops them: nothing leaves by r1."
+        .into();
+    lab.fix = format!("ip netns exec {router} iptables -D FORWARD {rule}");
+    lab.expect = vec![Expect::new("the client's SYNs", tcp(&["SYN"], PORT))
+        .dropped("nf_forward (first)", "NETFILTER_DROP")
+        .at_least(2)];
+    Ok(lab)
+}
+
+pub fn conntrack_invalid(t: &mut Topology) -> Result<Scenario> {
+    let (client, server) = pair(t)?;
+    let rule = "-m conntrack --ctstate INVALID -j DROP";
+    t.run_in(&server, &format!("iptables -A INPUT {rule}"))?;
+    let from = client.clone();
+    let traffic = move || {
+        for n in 0..3u32 {
+            // SYN and FIN together: no TCP state allows it, conntrack calls it INVALID.
+            let segment = Segment {
+                src: CLIENT,
+                dst: SERVER,
+                sport: 40000 + n as u16,
+                dport: PORT,
+                seq: 1000 + n,
+                flags: 0x03,
+            };
+            send_raw(&from, &segment)?;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    };
+    Ok(Scenario {
+        netns: vec![client, server.clone()],
+        filter: format!("tcp port {PORT}"),
+        captures: vec![(server.clone(), "s0".into())],
+        traffic: Box::new(traffic),
+        lesson: "Three segments with SYN and FIN both set arrive (tcpdump on s0 shows them). \
+            Conntrack finds no TCP state that allows them and marks them INVALID; the INPUT \
+            rule matching that state drops them at LOCAL_IN, so no reset answers them."
+            .into(),
+        fix: format!(
+            "find what sends invalid segments; to let them reach TCP: ip netns exec {server} \
+             iptables -D INPUT {rule}"
+        ),
+        expect: vec![
+            Expect::new("the SYN+FIN segments", tcp(&["SYN", "FIN"], PORT))
+                .dropped("nf_local_in (first)", "NETFILTER_DROP")
+                .at_least(3),
+        ],
+        held: Vec::new(),
+    })
+}
