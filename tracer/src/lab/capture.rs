@@ -2,6 +2,7 @@
 
 use std::{
     io::{BufRead, BufReader},
+    os::unix::process::CommandExt,
     path::PathBuf,
     process::{Child, Command, Stdio},
 };
@@ -23,8 +24,9 @@ impl Tcpdump {
     /// Starts `tcpdump -i IFACE -w FILE` inside `netns` and waits until it is capturing.
     pub fn start(netns: &str, ifname: &str, filter: &str) -> Result<Tcpdump> {
         let file =
-            std::env::temp_dir().join(format!("tracer-lab-{}-{ifname}.pcap", std::process::id()));
-        let mut child = Command::new("ip")
+            std::env::temp_dir().join(format!("{netns}-{}-{ifname}.pcap", std::process::id()));
+        let mut command = Command::new("ip");
+        command
             // --immediate-mode: with TPACKET_V3 blocks, a capture stopped by SIGINT can lose
             // the packets of its last, unfinished block.
             .args([
@@ -43,7 +45,20 @@ impl Tcpdump {
             .args(filter.split_whitespace())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: pthread_sigmask is async-signal-safe. A lab blocks SIGINT and SIGTERM to
+        // clean up on them; tcpdump must not inherit that, or it could never be stopped.
+        unsafe {
+            command.pre_exec(|| {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGINT);
+                libc::sigaddset(&mut set, libc::SIGTERM);
+                libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                Ok(())
+            })
+        };
+        let mut child = command
             .spawn()
             .context("cannot start tcpdump (is it installed? `cargo xtask setup`)")?;
         let stderr = child.stderr.take().context("tcpdump stderr")?;

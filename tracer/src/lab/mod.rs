@@ -62,20 +62,23 @@ pub fn run(lab: &Lab, format: Format, keep: bool, detail: Detail) -> Result<Scor
         tcpdumps.push(Tcpdump::start(netns, ifname, &scenario.filter)?);
     }
     let traffic = scenario.traffic;
+    let mut stopped = Vec::new();
     let (recording, stats) = session::trace(&options, || {
         let traffic = tokio::task::spawn_blocking(traffic);
-        Ok(async {
+        let stopped = &mut stopped;
+        Ok(async move {
             if let Ok(Err(e)) = traffic.await {
                 eprintln!("tracer: lab traffic failed: {e:#}");
             }
             // Let the last events of the stack reach the ring buffer.
             tokio::time::sleep(Duration::from_millis(300)).await;
+            // The captures stop before the tracer does: what they saw, it could see.
+            for tcpdump in tcpdumps {
+                stopped.push(tcpdump.stop_with_packets());
+            }
         })
     })?;
-    let mut captured = Vec::new();
-    for tcpdump in tcpdumps {
-        captured.push(tcpdump.stop_with_packets()?);
-    }
+    let captured = stopped.into_iter().collect::<Result<Vec<_>>>()?;
     // The other tool's programs and the listening sockets go now; the topology after the report.
     drop(scenario.held);
 

@@ -96,9 +96,10 @@ pub fn response_drop(t: &mut Topology) -> Result<Scenario> {
         &format!("nft add rule inet lab out tcp sport {PORT} ip length gt 200 drop"),
     )?;
     let listener = listen(&server, SERVER, PORT)?;
-    serve_once(listener, 100, vec![b'r'; 1000], Duration::from_secs(4));
     let from = client.clone();
     let traffic = move || {
+        // Served from now on: the tracer's attach takes longer than the server would wait.
+        serve_once(listener, 100, vec![b'r'; 1000], Duration::from_secs(4));
         request(
             &from,
             SERVER,
