@@ -17,20 +17,20 @@ use crate::{
 
 const WAIT: Duration = Duration::from_millis(2500);
 
-/// A client that tries to connect for 2.5 s to a listening server.
+/// The first namespace (the client) tries to connect for 2.5 s to the last one (the server,
+/// listening at `server_ip`); all of them are traced.
 fn connect_scenario(
-    client: &str,
-    server: &str,
+    netns: Vec<String>,
     server_ip: &'static str,
     captures: Vec<(String, String)>,
 ) -> Result<Scenario> {
+    let (client, server) = (netns[0].clone(), &netns[netns.len() - 1]);
     let listener = listen(server, server_ip, PORT)?;
-    let from = client.to_string();
     Ok(Scenario {
-        netns: Vec::new(),
+        netns,
         filter: format!("tcp port {PORT}"),
         captures,
-        traffic: Box::new(move || connect(&from, server_ip, PORT, WAIT).map(drop)),
+        traffic: Box::new(move || connect(&client, server_ip, PORT, WAIT).map(drop)),
         lesson: String::new(),
         fix: String::new(),
         expect: Vec::new(),
@@ -42,13 +42,8 @@ pub fn local_in_drop(t: &mut Topology) -> Result<Scenario> {
     let (client, server) = pair(t)?;
     let rule = format!("-p tcp --dport {PORT} --syn -j DROP");
     t.run_in(&server, &format!("iptables -A INPUT {rule}"))?;
-    let mut lab = connect_scenario(
-        &client,
-        &server,
-        SERVER,
-        vec![(server.clone(), "s0".into())],
-    )?;
-    lab.netns = vec![client, server.clone()];
+    let captures = vec![(server.clone(), "s0".into())];
+    let mut lab = connect_scenario(vec![client, server.clone()], SERVER, captures)?;
     lab.lesson = "tcpdump on s0 shows every SYN arriving: its tap sits before netfilter. The \
         INPUT rule drops them at LOCAL_IN, so TCP never sees them and never answers; the client \
         retries until it gives up."
@@ -64,13 +59,8 @@ pub fn local_out_drop(t: &mut Topology) -> Result<Scenario> {
     let (client, server) = pair(t)?;
     let rule = format!("-p tcp --sport {PORT} --tcp-flags SYN,ACK SYN,ACK -j DROP");
     t.run_in(&server, &format!("iptables -A OUTPUT {rule}"))?;
-    let mut lab = connect_scenario(
-        &client,
-        &server,
-        SERVER,
-        vec![(server.clone(), "s0".into())],
-    )?;
-    lab.netns = vec![client, server.clone()];
+    let captures = vec![(server.clone(), "s0".into())];
+    let mut lab = connect_scenario(vec![client, server.clone()], SERVER, captures)?;
     lab.lesson = "The capture on s0 shows only the client's SYNs and their retransmissions, \
         exactly as in local-in-drop. But here TCP did receive them and answered: the SYN-ACKs \
         died in the OUTPUT chain at LOCAL_OUT, before they could reach the transmit tap."
@@ -140,8 +130,7 @@ pub fn forward_drop(t: &mut Topology) -> Result<Scenario> {
     let rule = format!("-p tcp --dport {PORT} -j DROP");
     t.run_in(&router, &format!("iptables -A FORWARD {rule}"))?;
     let captures = vec![(router.clone(), "r0".into()), (router.clone(), "r1".into())];
-    let mut lab = connect_scenario(&client, &server, FAR_SERVER, captures)?;
-    lab.netns = vec![client, router.clone(), server];
+    let mut lab = connect_scenario(vec![client, router.clone(), server], FAR_SERVER, captures)?;
     lab.lesson = "The router receives every SYN (tcpdump on r0 shows them) and routes them \
         towards r1, but its FORWARD chain drops them: nothing leaves by r1."
         .into();
