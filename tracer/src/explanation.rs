@@ -106,6 +106,7 @@ pub fn short_fate(journey: &Journey) -> String {
         FateKind::Unknown => match fate.reason.as_deref() {
             Some(unknown::IN_FLIGHT) => "still on its way when tracing stopped".to_string(),
             Some(unknown::EVENTS_LOST) => "lost from sight (events were lost)".to_string(),
+            Some(unknown::SEGMENTED) => "cut into segments before the driver".to_string(),
             _ => format!(
                 "last seen at {} in {ns}",
                 fate.point().unwrap_or_else(|| "?".to_string())
@@ -149,6 +150,12 @@ fn fate_sentence(journey: &Journey, captures: &[Capture], lost: u64) -> String {
             ),
             Some(unknown::IN_FLIGHT) => format!(
                 "{what} was still on its way when tracing stopped (last seen at {} in {ns}).",
+                fate.point().unwrap_or_default()
+            ),
+            Some(unknown::SEGMENTED) => format!(
+                "{what} was cut into its {} segments after {} in {ns} (software GSO: the \
+                 device takes no GSO packets); each segment goes on as a packet of its own.",
+                journey.headers().gso_segs,
                 fate.point().unwrap_or_default()
             ),
             _ => format!(

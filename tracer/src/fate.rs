@@ -41,6 +41,9 @@ pub mod unknown {
     pub const EVENTS_LOST: &str = "events_lost";
     /// Seen earlier, then at no point the tracer observes.
     pub const END_NOT_SEEN: &str = "end_not_seen";
+    /// A GSO packet cut into its segments after tc egress (the device takes no GSO packets):
+    /// the segments go on as packets of their own.
+    pub const SEGMENTED: &str = "segmented";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -151,9 +154,24 @@ fn dropped(sightings: &[Sighting]) -> Option<Fate> {
     })
 }
 
+/// Whether the journey ends with its GSO skb freed normally right after tc egress: software
+/// segmentation in `validate_xmit_skb`, which frees the original once it is cut.
+fn segmented(sightings: &[Sighting], last_on_path: Option<&Sighting>) -> bool {
+    let Some(last) = last_on_path else {
+        return false;
+    };
+    last.hook == "tc_egress"
+        && last.gso_segs > 1
+        && sightings
+            .iter()
+            .any(|s| s.hook == "consume_skb" && s.ts_ns >= last.ts_ns)
+}
+
 fn unknown_fate(sightings: &[Sighting], last_on_path: Option<&Sighting>, end: &TraceEnd) -> Fate {
     let last_ts = sightings.last().map_or(0, |s| s.ts_ns);
-    let why = if end.lost > 0 {
+    let why = if segmented(sightings, last_on_path) {
+        unknown::SEGMENTED
+    } else if end.lost > 0 {
         unknown::EVENTS_LOST
     } else if end.end_ns > 0 && end.end_ns.saturating_sub(last_ts) < IN_FLIGHT_NS {
         unknown::IN_FLIGHT

@@ -187,3 +187,22 @@ fn a_route_lookup_joins_the_packet_its_cpu_was_handling() {
         "another CPU's lookup is another packet's"
     );
 }
+
+#[test]
+fn a_gso_packet_cut_after_tc_egress_is_segmented_not_lost() {
+    let mut egress = sighting(0, "tc_egress");
+    egress.position = Some("last".to_string());
+    egress.gso_segs = 5;
+    let mut consumed = sighting(1_000, "consume_skb");
+    consumed.gso_segs = 5;
+    let journeys = build_all(vec![egress, consumed]);
+    assert_eq!(journeys[0].fate.kind, FateKind::Unknown);
+    assert_eq!(journeys[0].fate.reason.as_deref(), Some("segmented"));
+
+    // The same packet without GSO, freed there: nothing says it was cut.
+    let plain = build_all(vec![
+        sighting(0, "tc_egress"),
+        sighting(1_000, "consume_skb"),
+    ]);
+    assert_ne!(plain[0].fate.reason.as_deref(), Some("segmented"));
+}
