@@ -42,7 +42,7 @@ const RUNTIME_AND_TESTS: &[(&str, &str)] = &[
     ("bpftool", "tests check that nothing stays attached"),
     ("iputils-ping", "ping traffic in labs and tests"),
     ("procps", "sysctl in labs"),
-    ("bsdutils", "script(1): tests run the tracer on a pseudo-terminal"),
+    ("bsdutils", "script(1): tests use a pseudo-terminal"),
 ];
 
 pub fn run() -> Result<()> {
