@@ -4,8 +4,7 @@
 //! the README shows.
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{SocketAddr, TcpStream, UdpSocket},
     time::Duration,
 };
 
@@ -35,30 +34,15 @@ fn addr(ip: &str, port: u16) -> SocketAddr {
 /// The same mix every time: 2 pings, a TCP exchange on 7001, a connection refused on 7003,
 /// 2 UDP datagrams to 7002 (150 bytes and 10), 2 IPv6 pings.
 fn traffic(pair: &Pair) {
-    let listener = pair
-        .b
-        .enter(|| TcpListener::bind(addr(ADDR_B, 7001)).unwrap());
     let udp = pair
         .b
         .enter(|| UdpSocket::bind(addr(ADDR_B, 7002)).unwrap());
-    let server = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut request = [0u8; 200];
-        conn.read_exact(&mut request).unwrap();
-        conn.write_all(b"ok").unwrap();
-    });
-    pair.a.sh(&format!("ping -c 2 -i 0.2 -W 1 {ADDR_B}"));
-    pair.a.enter(|| {
-        let mut conn = TcpStream::connect(addr(ADDR_B, 7001)).unwrap();
-        conn.write_all(&[b'x'; 200]).unwrap();
-        let mut reply = [0u8; 2];
-        conn.read_exact(&mut reply).unwrap();
+    pair.ping_and_exchange(7001, || {
         assert!(TcpStream::connect(addr(ADDR_B, 7003)).is_err());
         let sender = UdpSocket::bind(addr(ADDR_A, 0)).unwrap();
         sender.send_to(&[b'u'; 150], addr(ADDR_B, 7002)).unwrap();
         sender.send_to(&[b'u'; 10], addr(ADDR_B, 7002)).unwrap();
     });
-    server.join().unwrap();
     drop(udp);
     pair.a.sh("ping -6 -c 2 -i 0.2 -W 1 fd00:201::2");
 }

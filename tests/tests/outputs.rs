@@ -7,8 +7,7 @@
 //! 7009 that an iptables INPUT rule in `b` drops.
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{SocketAddr, UdpSocket},
     os::unix::fs::PermissionsExt,
     process::Command,
     time::Duration,
@@ -28,25 +27,10 @@ fn addr(ip: &str, port: u16) -> SocketAddr {
 }
 
 fn traffic(pair: &Pair) {
-    let listener = pair
-        .b
-        .enter(|| TcpListener::bind(addr(ADDR_B, 7001)).unwrap());
-    let server = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut request = [0u8; 200];
-        conn.read_exact(&mut request).unwrap();
-        conn.write_all(b"ok").unwrap();
-    });
-    pair.a.sh(&format!("ping -c 2 -i 0.2 -W 1 {ADDR_B}"));
-    pair.a.enter(|| {
-        let mut conn = TcpStream::connect(addr(ADDR_B, 7001)).unwrap();
-        conn.write_all(&[b'x'; 200]).unwrap();
-        let mut reply = [0u8; 2];
-        conn.read_exact(&mut reply).unwrap();
+    pair.ping_and_exchange(7001, || {
         let sender = UdpSocket::bind(addr(ADDR_A, 0)).unwrap();
         sender.send_to(&[b'u'; 150], addr(ADDR_B, 7009)).unwrap();
     });
-    server.join().unwrap();
     std::thread::sleep(Duration::from_millis(300));
 }
 
