@@ -58,8 +58,8 @@ pub struct NetfilterProgram {
     fd: OwnedFd,
 }
 
-/// `union bpf_attr` for `BPF_PROG_LOAD`, up to `expected_attach_type`; the kernel zero-fills
-/// the rest.
+/// `union bpf_attr` for `BPF_PROG_LOAD`, up to `attach_btf_id`; the kernel zero-fills the rest.
+/// No implicit padding: every byte passed is a field we set.
 #[repr(C)]
 #[derive(Default)]
 pub(crate) struct ProgLoadAttr {
@@ -84,6 +84,10 @@ pub(crate) struct ProgLoadAttr {
     pub(crate) line_info_rec_size: u32,
     pub(crate) line_info: u64,
     pub(crate) line_info_cnt: u32,
+    /// Never set, but spelled out: as implicit padding these four bytes were whatever the
+    /// stack held, and the kernel reads them as `attach_btf_id` (a refusal, EINVAL, that came
+    /// and went with unrelated code changes).
+    pub(crate) attach_btf_id: u32,
 }
 
 /// `union bpf_attr` for `BPF_BTF_LOAD`.
@@ -95,6 +99,8 @@ struct BtfLoadAttr {
     btf_size: u32,
     btf_log_size: u32,
     btf_log_level: u32,
+    /// Explicit, so that no padding byte reaches the kernel (see `ProgLoadAttr`).
+    btf_log_true_size: u32,
 }
 
 /// A program's instructions, ready for `BPF_PROG_LOAD`, with its BTF records.
@@ -275,3 +281,8 @@ fn map_fd(map: &Map) -> Option<RawFd> {
     };
     Some(data.fd().as_fd().as_raw_fd())
 }
+
+// The sizes of the kernel layouts, each byte a declared field (no implicit padding).
+const _: () = assert!(std::mem::size_of::<ProgLoadAttr>() == 112);
+const _: () = assert!(std::mem::size_of::<BtfLoadAttr>() == 32);
+const _: () = assert!(std::mem::size_of::<NetfilterLinkAttr>() == 32);
