@@ -27,7 +27,7 @@ fn what_the_doctor_calls_available_attaches() {
     let missing = report.matches("MISSING").count();
 
     let pair = Pair::create();
-    let tracer = Tracer::start(&["-n", &pair.a.name, "-n", &pair.b.name]);
+    let tracer = Tracer::start(&["--xdp", "-n", &pair.a.name, "-n", &pair.b.name]);
     let stderr = tracer.finish().stderr;
     let warnings = stderr.matches("is not observed").count();
     assert_eq!(

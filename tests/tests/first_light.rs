@@ -46,7 +46,7 @@ fn every_hook_reports_pings_with_their_addresses() {
     require_privileges();
     let pair = Pair::create();
     let (a, b) = (pair.a.name.as_str(), pair.b.name.as_str());
-    let tracer = Tracer::start(&["-n", a, "-n", b, "icmp"]);
+    let tracer = Tracer::start(&["--xdp", "-n", a, "-n", b, "icmp"]);
     let out = ping(&pair);
     assert!(
         out.status.success(),
@@ -136,7 +136,7 @@ fn a_local_in_drop_is_located_after_the_tap_and_tcpdump_agrees() {
     let (a, b) = (pair.a.name.as_str(), pair.b.name.as_str());
     pair.b.sh("iptables -A INPUT -p icmp -j DROP");
     let tcpdump = Tcpdump::start(&pair.b, "vb", "icmp");
-    let tracer = Tracer::start(&["-n", a, "-n", b, "icmp"]);
+    let tracer = Tracer::start(&["--xdp", "-n", a, "-n", b, "icmp"]);
     let out = ping(&pair);
     assert!(
         !out.status.success(),
@@ -195,7 +195,7 @@ fn ctrl_c_right_after_ready_stops_the_tracer() {
 fn sigkill_leaves_nothing_attached() {
     require_privileges();
     let pair = Pair::create();
-    let tracer = Tracer::start(&["-n", &pair.a.name, "-n", &pair.b.name]);
+    let tracer = Tracer::start(&["--xdp", "-n", &pair.a.name, "-n", &pair.b.name]);
     // While it runs, its programs are visible, so the checks below can fail.
     let programs = tracer_program_ids();
     assert_eq!(
@@ -246,5 +246,40 @@ fn sigkill_leaves_nothing_attached() {
             !qdiscs.contains("clsact"),
             "clsact qdisc left on {ifname}: {qdiscs}"
         );
+    }
+}
+
+/// Attaching XDP changes an interface (a veth turns GSO off towards it, some NICs reset their
+/// rings), so only `--xdp` does it: by default the slot stays empty and the receive path starts
+/// at `netif_receive`.
+#[test]
+fn without_xdp_flag_the_xdp_slot_stays_empty() {
+    require_privileges();
+    let pair = Pair::create();
+    let (a, b) = (pair.a.name.as_str(), pair.b.name.as_str());
+    let tracer = Tracer::start(&["-n", a, "-n", b, "icmp"]);
+    let on_vb = pair.b.sh("bpftool net show dev vb");
+    assert!(
+        !on_vb.contains("tracer_xdp"),
+        "nothing on vb's XDP slot: {on_vb}"
+    );
+    assert!(ping(&pair).status.success());
+    std::thread::sleep(Duration::from_millis(200));
+    let report = tracer.finish();
+    assert!(
+        report
+            .stderr
+            .contains("driver receive left out: --xdp adds it"),
+        "{}",
+        report.stderr
+    );
+    let requests: Vec<&Value> = report.packets().filter(|p| p["src"] == ADDR_A).collect();
+    assert_eq!(requests.len(), PINGS, "journeys: {:?}", report.records);
+    for request in requests {
+        let path = path(request);
+        assert!(!path.iter().any(|p| p == "xdp"), "{path:?}");
+        let tap = path.iter().position(|p| p == "netif_receive");
+        let before_tap = tap.and_then(|i| i.checked_sub(1)).map(|i| path[i].as_str());
+        assert_eq!(before_tap, Some("dev_xmit last"), "{path:?}");
     }
 }

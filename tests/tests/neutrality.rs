@@ -85,7 +85,7 @@ fn rules_and_applications_see_the_same_with_and_without_the_tracer() {
     ));
 
     let without = traffic(&pair);
-    let tracer = Tracer::start(&["-n", &pair.a.name, "-n", &pair.b.name]);
+    let tracer = Tracer::start(&["--xdp", "-n", &pair.a.name, "-n", &pair.b.name]);
     let with = traffic(&pair);
     let report = tracer.finish();
 

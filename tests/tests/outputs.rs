@@ -47,6 +47,7 @@ fn json_pcapng_and_text_describe_the_same_trace() {
     let pair = setup();
     let pcap = scratch("trace.pcapng");
     let tracer = Tracer::start(&[
+        "--xdp",
         "-n",
         &pair.a.name,
         "-n",
@@ -176,6 +177,7 @@ fn snaplen_keeps_payload_bytes() {
     let pair = setup();
     let pcap = scratch("full.pcapng");
     let tracer = Tracer::start(&[
+        "--xdp",
         "-n",
         &pair.b.name,
         "-w",

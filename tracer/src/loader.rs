@@ -181,8 +181,9 @@ fn global(hook: Hook, point: &str, error: Option<String>) -> Attachment {
     }
 }
 
-/// Loads the per-interface programs once; they are then attached per interface.
-pub fn load_interface_programs(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+/// Loads the per-interface programs once (XDP only when asked); they are then attached per
+/// interface.
+pub fn load_interface_programs(ebpf: &mut Ebpf, xdp: bool) -> Result<(), LoadError> {
     let load = |ebpf: &mut Ebpf, name: &str| -> anyhow::Result<()> {
         let prog = ebpf
             .program_mut(name)
@@ -195,34 +196,47 @@ pub fn load_interface_programs(ebpf: &mut Ebpf) -> Result<(), LoadError> {
         Ok(())
     };
     let tc = TC_PROGRAMS.iter().map(|(name, ..)| *name);
-    for name in std::iter::once("tracer_xdp").chain(tc) {
+    let xdp = xdp.then_some("tracer_xdp");
+    for name in xdp.into_iter().chain(tc) {
         load(ebpf, name).map_err(|e| LoadError::Load(format!("{name}: {e:#}")))?;
     }
     Ok(())
 }
 
-/// Attaches XDP and the tc programs to `ifname` inside `netns`. Runs on a thread that entered
-/// the namespace, because interface names and the netlink/tcx calls are per namespace.
-pub fn attach_interface(ebpf: &mut Ebpf, netns: &Netns, ifname: &str) -> Vec<Attachment> {
+/// Attaches the tc programs, and XDP with `xdp`, to `ifname` inside `netns`. Runs on a thread
+/// that entered the namespace, because interface names and the netlink/tcx calls are per
+/// namespace. Another tool's XDP program is reported either way: its drops need its name.
+pub fn attach_interface(
+    ebpf: &mut Ebpf,
+    netns: &Netns,
+    ifname: &str,
+    xdp: bool,
+) -> Vec<Attachment> {
     let outcome = netns.run(|| {
         let mut results = Vec::new();
         // XDP: aya creates a bpf_link; an interface that already has an XDP program answers
         // EBUSY and is left alone (only one fits, and replacing it would change fates).
-        let xdp = (|| -> anyhow::Result<()> {
+        let ours = xdp.then(|| -> anyhow::Result<()> {
             let prog: &mut Xdp = ebpf.program_mut("tracer_xdp").expect("loaded").try_into()?;
             prog.attach(ifname, XdpMode::Default)?;
             Ok(())
-        })();
-        let foreign = xdp.is_err().then(|| foreign_xdp(ifname)).flatten();
-        let error = match (xdp, &foreign) {
-            (Ok(()), _) => None,
-            (Err(_), Some(program)) => Some(format!(
+        });
+        let foreign = match &ours {
+            Some(Ok(())) => None,
+            _ => foreign_xdp(ifname),
+        };
+        let error = match (ours, &foreign) {
+            (Some(Ok(())), _) => None,
+            (_, Some(program)) => Some(format!(
                 "another XDP program, {program}, holds the interface (only one fits); \
                  packets it drops never reach the stack, and drops there are attributed to it"
             )),
-            (Err(e), None) => Some(format!("{e:#}")),
+            (Some(Err(e)), None) => Some(format!("{e:#}")),
+            (None, None) => None,
         };
-        results.push((Hook::Xdp, "driver".to_string(), error, foreign));
+        if xdp || foreign.is_some() {
+            results.push((Hook::Xdp, "driver".to_string(), error, foreign));
+        }
         for (name, hook, direction, position) in TC_PROGRAMS {
             // tcx links (6.6+): nothing to clean up on exit, and an order among programs.
             let order = match position {

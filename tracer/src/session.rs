@@ -44,6 +44,9 @@ pub struct TraceOptions {
     pub count: Option<usize>,
     /// Packet bytes the kernel copies into each event (`-w`); 0 for none.
     pub snaplen: u16,
+    /// Attach our own XDP program (`--xdp`): the driver receive point, at a cost (see
+    /// `TraceArgs::xdp`).
+    pub xdp: bool,
 }
 
 pub struct Session {
@@ -53,6 +56,8 @@ pub struct Session {
     ring: AsyncFd<RingBuf<MapData>>,
     names: Names,
     pub attachments: Vec<Attachment>,
+    /// Whether our XDP program was asked for (`--xdp`).
+    pub xdp: bool,
     started: Instant,
     namespaces: Vec<Netns>,
     /// Each namespace's kernel counters when tracing started (see [`counters`]).
@@ -101,7 +106,7 @@ impl Session {
             ..Names::default()
         };
         let mut attachments = loader::attach_tracepoints(&mut ebpf);
-        loader::load_interface_programs(&mut ebpf)?;
+        loader::load_interface_programs(&mut ebpf, options.xdp)?;
         let mut netfilter = Netfilter::load(&ebpf);
         let mut traced_ifaces: BpfHashMap<_, u64, u8> = BpfHashMap::try_from(
             ebpf.take_map(names::TRACED_IFACES)
@@ -121,7 +126,7 @@ impl Session {
                 if wanted {
                     traced_ifaces.insert(iface_key(ns.inode, ifindex), 1, 0)?;
                     matched_interfaces.push(ifname.clone());
-                    let attached = loader::attach_interface(&mut ebpf, ns, &ifname);
+                    let attached = loader::attach_interface(&mut ebpf, ns, &ifname, options.xdp);
                     for program in attached.iter().filter_map(|a| a.foreign_program.clone()) {
                         names.foreign_xdp.insert((ns.inode, ifindex), program);
                     }
@@ -155,6 +160,7 @@ impl Session {
             ring,
             names,
             attachments,
+            xdp: options.xdp,
             started: Instant::now(),
             namespaces,
             counters_before,

@@ -56,6 +56,12 @@ pub struct TraceArgs {
     /// transport header; payloads may hold secrets). 0 means as many as the tracer copies.
     #[arg(short = 's', long, requires = "write")]
     pub snaplen: Option<u32>,
+    /// Also observe driver receive with an XDP program of ours. Off by default because
+    /// attaching XDP changes the interface: a veth turns off GSO towards it (the sender
+    /// segments every packet in software, for a large cost), and some NIC drivers reset their
+    /// rings, dropping packets on a live link.
+    #[arg(long)]
+    pub xdp: bool,
     /// Size of the kernel-to-user ring buffer in KiB (a power of two).
     #[arg(long, default_value_t = 4096)]
     pub ring_kib: u32,
@@ -108,6 +114,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             (Some(_), Snap::Headers) => SNAP_HEADERS as u16,
             (Some(_), Snap::Bytes(n)) => n as u16,
         },
+        xdp: args.xdp,
     };
     let (recording, stats) = session::trace(&options, || {
         let stop = stop_signal(args.duration)?;
@@ -153,7 +160,12 @@ pub fn report_attachments(session: &Session) {
         .iter()
         .filter(|a| a.error.is_none())
         .count();
-    eprintln!("tracer: {ok} observation points attached");
+    let xdp = if session.xdp {
+        ""
+    } else {
+        " (driver receive left out: --xdp adds it)"
+    };
+    eprintln!("tracer: {ok} observation points attached{xdp}");
     for a in session.attachments.iter().filter(|a| a.error.is_some()) {
         let place = match (&a.netns, &a.ifname) {
             (Some(ns), Some(ifname)) => format!(" on {ns}/{ifname}"),

@@ -56,6 +56,8 @@ pub fn run(lab: &Lab, format: Format, keep: bool, detail: Detail) -> Result<Scor
         ring_bytes: 1 << 22,
         count: None,
         snaplen: 0,
+        // A lab shows the whole path, driver receive included; its veths carry little.
+        xdp: true,
     };
     let mut tcpdumps = Vec::new();
     for (netns, ifname) in &scenario.captures {
