@@ -56,6 +56,9 @@ enum Command {
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff) on stdout: `tracer man > /usr/local/share/man/man8/tracer.8`.
     Man,
+    /// The userspace pipeline alone on synthetic events (for `cargo xtask bench`).
+    #[command(hide = true)]
+    BenchPipeline(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => cmd::explain::run(args),
         Command::Lab(args) => cmd::lab::run(args),
         Command::Doctor => cmd::doctor::run(),
+        Command::BenchPipeline(args) => cmd::bench::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "tracer", &mut std::io::stdout());
             Ok(())

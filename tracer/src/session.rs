@@ -289,15 +289,25 @@ fn drain(
     stats: &mut Stats,
 ) {
     while let Some(item) = ring.next() {
-        match Event::from_bytes(&item) {
-            Some(event) => {
-                let mut sighting = Sighting::decode(&event, names);
-                sighting.bytes = PacketBytes::from_record(&item);
-                *stats.events.entry(sighting.hook.clone()).or_default() += 1;
-                sightings.push(sighting);
-            }
-            None => stats.undecodable += 1,
+        decode_record(&item, names, sightings, stats);
+    }
+}
+
+/// Decodes one ring buffer record into `sightings`, counting it in `stats`.
+pub fn decode_record(
+    record: &[u8],
+    names: &Names,
+    sightings: &mut Vec<Sighting>,
+    stats: &mut Stats,
+) {
+    match Event::from_bytes(record) {
+        Some(event) => {
+            let mut sighting = Sighting::decode(&event, names);
+            sighting.bytes = PacketBytes::from_record(record);
+            *stats.events.entry(sighting.hook.clone()).or_default() += 1;
+            sightings.push(sighting);
         }
+        None => stats.undecodable += 1,
     }
 }
 

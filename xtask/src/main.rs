@@ -1,8 +1,9 @@
-//! Developer and CI entry points: `cargo xtask setup|build|run|test`.
+//! Developer and CI entry points: `cargo xtask setup|build|run|test|bench`.
 //!
 //! `run` and `test` are the README's two commands. Both install what is missing first, so a
 //! fresh machine needs nothing but this checkout and a Rust toolchain.
 
+mod bench;
 mod build;
 mod cmd;
 mod run;
@@ -46,6 +47,19 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Set up, build (release), then measure the tracer's cost beside a baseline and tcpdump
+    /// (root): datapath, event pipeline, memory, attach time. Writes target/bench/.
+    Bench(bench::BenchArgs),
+    /// One-datagram flows at a steady rate (run by `bench` inside a namespace).
+    #[command(hide = true)]
+    Flood {
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        #[arg(long)]
+        rate: u64,
+        #[arg(long)]
+        seconds: u64,
+    },
 }
 
 fn main() {
@@ -55,6 +69,8 @@ fn main() {
         Command::Build { release } => setup::run().and_then(|()| build::tracer(release).map(drop)),
         Command::Run { release, args } => run::run(release, &args),
         Command::Test { unit, args } => test::run(unit, &args),
+        Command::Bench(args) => bench::run(&args),
+        Command::Flood { to, rate, seconds } => bench::flood::run(to, rate, seconds),
     };
     if let Err(err) = result {
         eprintln!("xtask: {err:#}");

@@ -1,0 +1,211 @@
+//! `tracer bench-pipeline` (hidden; run by `cargo xtask bench`): the userspace pipeline alone,
+//! on one core, fed with synthetic records shaped like a real trace: each UDP datagram crosses
+//! two namespaces joined by a veth and is seen at the 17 points a real one is. Prints one JSON
+//! line of timings; it measures, it does not judge.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::json;
+use tracer_common::{
+    event::{kind, Event, EventHeader, PacketSummary, EVENT_VERSION},
+    hook::{Hook, Position},
+    parse::ETH_P_IP,
+};
+
+use crate::{
+    analysis::Analysis,
+    output,
+    recording::{Context as RecordingContext, Recording},
+    session::decode_record,
+    sighting::Names,
+    stats::Stats,
+};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Datagrams to synthesise (17 events each).
+    #[arg(long, default_value_t = 60_000)]
+    packets: u32,
+    /// Flows (source ports) the datagrams are spread over.
+    #[arg(long, default_value_t = 1_000)]
+    flows: u32,
+    /// The CPU to run on.
+    #[arg(long, default_value_t = 0)]
+    cpu: usize,
+}
+
+const NETNS_A: u32 = 4026530001;
+const NETNS_B: u32 = 4026530002;
+const IFINDEX: u32 = 2;
+
+/// The points a datagram from A to B crosses, in order: (hook, position, kind, namespace).
+const PATH: [(Hook, Position, u8, u32); 17] = [
+    (Hook::NfLocalOut, Position::First, kind::SIGHTING, NETNS_A),
+    (Hook::NfLocalOut, Position::Last, kind::SIGHTING, NETNS_A),
+    (
+        Hook::NfPostrouting,
+        Position::First,
+        kind::SIGHTING,
+        NETNS_A,
+    ),
+    (Hook::NfPostrouting, Position::Last, kind::SIGHTING, NETNS_A),
+    (Hook::TcEgress, Position::First, kind::SIGHTING, NETNS_A),
+    (Hook::TcEgress, Position::Last, kind::SIGHTING, NETNS_A),
+    (Hook::DevXmit, Position::First, kind::SIGHTING, NETNS_A),
+    (Hook::DevXmit, Position::Last, kind::SIGHTING, NETNS_A),
+    (Hook::NetifReceive, Position::Only, kind::SIGHTING, NETNS_B),
+    (Hook::TcIngress, Position::First, kind::SIGHTING, NETNS_B),
+    (Hook::TcIngress, Position::Last, kind::SIGHTING, NETNS_B),
+    (Hook::NfPrerouting, Position::First, kind::SIGHTING, NETNS_B),
+    (Hook::NfPrerouting, Position::Last, kind::SIGHTING, NETNS_B),
+    (Hook::NfLocalIn, Position::First, kind::SIGHTING, NETNS_B),
+    (Hook::NfLocalIn, Position::Last, kind::SIGHTING, NETNS_B),
+    (Hook::Socket, Position::Only, kind::SIGHTING, NETNS_B),
+    (Hook::ConsumeSkb, Position::Only, kind::FREE, NETNS_B),
+];
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    pin_to(args.cpu)?;
+    let records = synthesise(args.packets, args.flows.max(1));
+    let names = names();
+
+    let start = Instant::now();
+    let mut sightings = Vec::with_capacity(records.len());
+    let mut stats = Stats::default();
+    for record in &records {
+        decode_record(record, &names, &mut sightings, &mut stats);
+    }
+    let decoded = start.elapsed();
+    drop(records);
+
+    let start = Instant::now();
+    let recording = Recording {
+        sightings,
+        context: RecordingContext::default(),
+    };
+    let analysis = Analysis::new(recording, None);
+    let stitched = start.elapsed();
+
+    let start = Instant::now();
+    output::write_json(&mut std::io::sink(), &analysis, &stats)?;
+    let written = start.elapsed();
+
+    let events: u64 = stats.events.values().sum();
+    println!(
+        "{}",
+        json!({
+            "events": events,
+            "packets": analysis.journeys.len(),
+            "flows": analysis.flows.len(),
+            "decode_s": decoded.as_secs_f64(),
+            "stitch_s": stitched.as_secs_f64(),
+            "json_s": written.as_secs_f64(),
+            "peak_rss_kib": peak_rss_kib(),
+        })
+    );
+    Ok(())
+}
+
+/// Ring buffer records, as the kernel programs write them.
+fn synthesise(packets: u32, flows: u32) -> Vec<Vec<u8>> {
+    let mut records = Vec::with_capacity(packets as usize * PATH.len());
+    let mut ts_ns = 1_000_000_000u64;
+    for i in 0..packets {
+        // The slab hands the same skb addresses out again once they are freed.
+        let skb = 0xffff_8880_0000_0000 + u64::from(i % 512) * 0x100;
+        let mut packet = PacketSummary {
+            l3_proto: ETH_P_IP,
+            l4_proto: 17,
+            sport: 10_000 + (i % flows) as u16,
+            dport: 5201,
+            ip_id: i & 0xffff,
+            pkt_len: 92,
+            ip_len: 92,
+            ttl: 64,
+            ..PacketSummary::default()
+        };
+        packet.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        packet.daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        for (hook, position, kind, netns) in PATH {
+            ts_ns += 300;
+            let header = EventHeader {
+                version: EVENT_VERSION,
+                kind,
+                hook: hook as u8,
+                position: position as u8,
+                len: std::mem::size_of::<Event>() as u16,
+                cpu: 0,
+                ifindex: IFINDEX,
+                netns,
+                ts_ns,
+                skb,
+            };
+            // The driver's answer knows only the skb, like `net_dev_xmit`.
+            let knows_headers = !(hook == Hook::DevXmit && position == Position::Last);
+            let event = Event {
+                header,
+                packet: if knows_headers {
+                    packet
+                } else {
+                    PacketSummary::default()
+                },
+                detail: Default::default(),
+            };
+            records.push(as_bytes(&event).to_vec());
+        }
+        ts_ns += 1_000;
+    }
+    records
+}
+
+fn as_bytes(event: &Event) -> &[u8] {
+    // SAFETY: `Event` is `repr(C)` plain integers without padding (size asserted in
+    // tracer-common); any of its bytes may be read.
+    unsafe {
+        std::slice::from_raw_parts(
+            (event as *const Event).cast::<u8>(),
+            std::mem::size_of::<Event>(),
+        )
+    }
+}
+
+fn names() -> Names {
+    let mut names = Names::default();
+    names.netns.insert(NETNS_A, "bench-a".to_string());
+    names.netns.insert(NETNS_B, "bench-b".to_string());
+    names
+        .interfaces
+        .insert((NETNS_A, IFINDEX), "va".to_string());
+    names
+        .interfaces
+        .insert((NETNS_B, IFINDEX), "vb".to_string());
+    names
+}
+
+fn pin_to(cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity only touch it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error())
+                .context(format!("cannot pin to CPU {cpu}"));
+        }
+    }
+    Ok(())
+}
+
+/// `VmHWM` of this process, in KiB.
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}

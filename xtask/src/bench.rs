@@ -1,0 +1,133 @@
+//! `cargo xtask bench`: what the tracer costs, measured side by side in one run (root,
+//! namespaces; numbers, not pass/fail). Prints markdown tables and writes them with the raw
+//! values to `target/bench/`.
+
+mod datapath;
+pub mod flood;
+mod net;
+mod observer;
+mod pipeline;
+mod resources;
+mod summary;
+
+use std::fmt::Write as _;
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use serde_json::json;
+
+use crate::{build, cmd, setup};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Repetitions of each datapath run (interleaved across observers).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Seconds of traffic per datapath run.
+    #[arg(long, default_value_t = 5)]
+    seconds: u32,
+    /// Seconds of the short-flow flood of the memory benchmark.
+    #[arg(long, default_value_t = 60)]
+    flood_seconds: u64,
+    /// Flows per second of the flood.
+    #[arg(long, default_value_t = 2000)]
+    flood_rate: u64,
+    /// Only these parts (repeatable); all by default.
+    #[arg(long, value_enum)]
+    only: Vec<Part>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    Datapath,
+    Pipeline,
+    Memory,
+    Attach,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    setup::run()?;
+    if !cmd::is_root() {
+        bail!("the benchmarks load eBPF programs and build namespaces: run `cargo xtask bench` as root");
+    }
+    let tracer = build::tracer(true)?;
+    let wants = |part| args.only.is_empty() || args.only.contains(&part);
+    let mut md = String::new();
+    let mut results = serde_json::Map::new();
+    let header = format!(
+        "Measured by `cargo xtask bench` on {} CPUs, kernel {}.\n",
+        pipeline::cpus(),
+        net::sh("uname -r")?.trim()
+    );
+    md.push_str(&header);
+
+    if wants(Part::Datapath) {
+        let _pair = net::Pair::create()?;
+        let mut rows = Vec::new();
+        for workload in [datapath::Workload::TcpBulk, datapath::Workload::UdpSmall] {
+            eprintln!(
+                "datapath: {}, {} runs of {} s each",
+                workload.label(),
+                args.reps,
+                args.seconds
+            );
+            rows.extend(datapath::run(&tracer, workload, args.reps, args.seconds)?);
+        }
+        let (table, value) = datapath::table(&rows);
+        writeln!(md, "\n## Datapath\n\n{table}")?;
+        results.insert("datapath".into(), value);
+    }
+    if wants(Part::Pipeline) {
+        eprintln!("pipeline: userspace alone, one core");
+        let offline = pipeline::offline(&tracer, 3)?;
+        let (table, value) = offline.table();
+        writeln!(md, "\n## Event pipeline\n\n{table}")?;
+        results.insert("pipeline_offline".into(), value);
+        eprintln!("pipeline: live, stepped datagram rates");
+        let _pair = net::Pair::create()?;
+        let steps = pipeline::live(&tracer, args.seconds)?;
+        let (table, value) = pipeline::live_table(&steps);
+        writeln!(md, "\n{table}")?;
+        results.insert("pipeline_live".into(), value);
+    }
+    if wants(Part::Memory) {
+        eprintln!(
+            "memory: {} s of {} new flows/s",
+            args.flood_seconds, args.flood_rate
+        );
+        let _pair = net::Pair::create()?;
+        let memory = resources::memory(&tracer, args.flood_seconds, args.flood_rate)?;
+        let (table, value) = memory.table();
+        writeln!(md, "\n## Memory\n\n{table}")?;
+        results.insert("memory".into(), value);
+    }
+    if wants(Part::Attach) {
+        eprintln!("attach time");
+        let mut table = String::from("| namespaces | median s | min - max |\n|---|---|---|\n");
+        let mut values = Vec::new();
+        for count in [1, 10] {
+            let s = resources::attach_time(&tracer, count, 3)?;
+            writeln!(
+                table,
+                "| {count} | {:.2} | {:.2} - {:.2} |",
+                s.median, s.min, s.max
+            )?;
+            values.push(
+                json!({"namespaces": count, "median_s": s.median, "min_s": s.min, "max_s": s.max}),
+            );
+        }
+        writeln!(md, "\n## Attach time (start to ready file)\n\n{table}")?;
+        results.insert("attach".into(), json!(values));
+    }
+
+    let dir = build::workspace_root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("results.md"), &md)?;
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    println!("{md}");
+    eprintln!("written to {}", dir.display());
+    Ok(())
+}

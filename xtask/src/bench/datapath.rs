@@ -1,0 +1,184 @@
+//! Datapath cost: iperf3 over the veth pair with each observer, runs interleaved (baseline,
+//! A, B, ..., baseline, A, B, ...) so that a noisy neighbour hits every observer alike.
+
+use std::{path::Path, process::Child, time::Duration};
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+
+use super::{
+    net::{in_ns, output, SERVER, SERVER_ADDR},
+    observer::{self, Observer},
+    summary::Summary,
+};
+
+#[derive(Clone, Copy, Debug)]
+pub enum Workload {
+    /// One TCP stream, as fast as it goes: Gbit/s.
+    TcpBulk,
+    /// 64-byte UDP datagrams at the highest rate the sender reaches: received packets/s.
+    UdpSmall,
+}
+
+impl Workload {
+    pub fn label(self) -> &'static str {
+        match self {
+            Workload::TcpBulk => "TCP bulk (Gbit/s)",
+            Workload::UdpSmall => "UDP 64 B (kpackets/s received)",
+        }
+    }
+
+    fn filter(self) -> &'static str {
+        match self {
+            Workload::TcpBulk => "tcp port 5201",
+            Workload::UdpSmall => "udp port 5201",
+        }
+    }
+
+    fn observers(self) -> Vec<Observer> {
+        let mut all = vec![
+            Observer::Baseline,
+            Observer::TracerNothing,
+            Observer::TracerFlow,
+            Observer::TcpdumpFull,
+            Observer::TcpdumpHeaders,
+        ];
+        if matches!(self, Workload::TcpBulk) {
+            all.push(Observer::TracerFlowXdp);
+        }
+        all
+    }
+}
+
+/// One observer's results over the repetitions.
+pub struct Row {
+    pub workload: Workload,
+    pub observer: Observer,
+    pub values: Vec<f64>,
+    pub reports: Vec<observer::Report>,
+}
+
+pub fn run(tracer: &Path, workload: Workload, reps: usize, seconds: u32) -> Result<Vec<Row>> {
+    let _server = IperfServer::start()?;
+    let mut rows: Vec<Row> = workload
+        .observers()
+        .into_iter()
+        .map(|observer| Row {
+            workload,
+            observer,
+            values: Vec::new(),
+            reports: Vec::new(),
+        })
+        .collect();
+    for rep in 1..=reps {
+        for row in &mut rows {
+            let watching = observer::start(tracer, row.observer, workload.filter())
+                .with_context(|| row.observer.label())?;
+            let value = measure(workload, seconds)?;
+            let report = watching.stop().with_context(|| row.observer.label())?;
+            eprintln!(
+                "  [{rep}/{reps}] {:<36} {value:>10.2}  (events {}, lost {})",
+                row.observer.label(),
+                report.events,
+                report.lost
+            );
+            row.values.push(value);
+            row.reports.push(report);
+        }
+    }
+    Ok(rows)
+}
+
+/// Runs the client once; Gbit/s received (TCP) or thousands of datagrams/s received (UDP).
+fn measure(workload: Workload, seconds: u32) -> Result<f64> {
+    let client = match workload {
+        Workload::TcpBulk => format!("iperf3 -c {SERVER_ADDR} -t {seconds} -J"),
+        Workload::UdpSmall => format!("iperf3 -c {SERVER_ADDR} -u -b 0 -l 64 -t {seconds} -J"),
+    };
+    let json: Value = serde_json::from_str(&output(&mut in_ns(super::net::CLIENT, &client))?)
+        .context("iperf3 wrote no JSON")?;
+    let received = &json["end"]["sum_received"];
+    let value = match workload {
+        Workload::TcpBulk => received["bits_per_second"].as_f64().map(|b| b / 1e9),
+        Workload::UdpSmall => received["bytes"]
+            .as_f64()
+            .zip(received["seconds"].as_f64())
+            .map(|(bytes, s)| bytes / 64.0 / s / 1e3),
+    };
+    value.context("iperf3's JSON has no received sum")
+}
+
+/// `iperf3 -s` in the server namespace for the whole series.
+struct IperfServer(Child);
+
+impl IperfServer {
+    fn start() -> Result<IperfServer> {
+        let child = in_ns(SERVER, "iperf3 -s")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start iperf3 -s")?;
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(IperfServer(child))
+    }
+}
+
+impl Drop for IperfServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn table(rows: &[Row]) -> (String, Value) {
+    let mut md = String::from(
+        "| workload | observer | median | min - max | ratio to baseline | observer's events / lost (median) |\n|---|---|---|---|---|---|\n",
+    );
+    let mut records = Vec::new();
+    let baseline = |workload: &str| {
+        rows.iter()
+            .find(|r| r.observer == Observer::Baseline && r.workload.label() == workload)
+            .map(|r| Summary::of(&r.values).median)
+    };
+    for row in rows {
+        let s = Summary::of(&row.values);
+        let ratio = baseline(row.workload.label()).map(|b| s.median / b);
+        let events = Summary::of(
+            &row.reports
+                .iter()
+                .map(|r| r.events as f64)
+                .collect::<Vec<_>>(),
+        );
+        let lost = Summary::of(
+            &row.reports
+                .iter()
+                .map(|r| r.lost as f64)
+                .collect::<Vec<_>>(),
+        );
+        let counts = match row.observer {
+            Observer::Baseline => "-".to_string(),
+            _ => format!("{:.0} / {:.0}", events.median, lost.median),
+        };
+        md.push_str(&format!(
+            "| {} | {} | {:.2} | {:.2} - {:.2} | {} | {counts} |\n",
+            row.workload.label(),
+            row.observer.label(),
+            s.median,
+            s.min,
+            s.max,
+            ratio.map_or("-".to_string(), |r| format!("{:.1}%", r * 100.0)),
+        ));
+        records.push(json!({
+            "workload": row.workload.label(),
+            "observer": row.observer.label(),
+            "values": row.values,
+            "median": s.median,
+            "min": s.min,
+            "max": s.max,
+            "ratio_to_baseline": ratio,
+            "events": row.reports.iter().map(|r| r.events).collect::<Vec<_>>(),
+            "lost": row.reports.iter().map(|r| r.lost).collect::<Vec<_>>(),
+        }));
+    }
+    (md, Value::Array(records))
+}

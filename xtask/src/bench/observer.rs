@@ -1,0 +1,192 @@
+//! What watches the traffic during a datapath run: nothing, the tracer, or tcpdump.
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use super::net::{in_ns, interrupt, wait_for_file, CLIENT, SERVER};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Observer {
+    Baseline,
+    /// The tracer on both namespaces with a filter no packet matches.
+    TracerNothing,
+    /// The tracer following every packet of the flow at every default point.
+    TracerFlow,
+    /// The same with `--xdp`.
+    TracerFlowXdp,
+    /// `tcpdump -w` on the server's interface, default snap length (262144).
+    TcpdumpFull,
+    /// `tcpdump -w -s 96`: headers only.
+    TcpdumpHeaders,
+}
+
+impl Observer {
+    pub fn label(self) -> &'static str {
+        match self {
+            Observer::Baseline => "baseline (nothing attached)",
+            Observer::TracerNothing => "tracer, filter matching nothing",
+            Observer::TracerFlow => "tracer, following the flow",
+            Observer::TracerFlowXdp => "tracer --xdp, following the flow",
+            Observer::TcpdumpFull => "tcpdump -w (full snaplen)",
+            Observer::TcpdumpHeaders => "tcpdump -w -s 96 (headers)",
+        }
+    }
+}
+
+/// An observer while it runs.
+pub struct Watching {
+    child: Option<Child>,
+    scratch: PathBuf,
+    tracer: bool,
+}
+
+/// What an observer says of itself once stopped.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Report {
+    pub events: u64,
+    pub lost: u64,
+}
+
+/// Starts `observer` for traffic matching `flow_filter`; returns once it is ready.
+pub fn start(tracer: &Path, observer: Observer, flow_filter: &str) -> Result<Watching> {
+    let scratch = std::env::temp_dir().join(format!("xbench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let ready = scratch.join("ready");
+    let _ = std::fs::remove_file(&ready);
+    let (mut child, tracer) = match observer {
+        Observer::Baseline => {
+            return Ok(Watching {
+                child: None,
+                scratch,
+                tracer: false,
+            })
+        }
+        Observer::TracerNothing | Observer::TracerFlow | Observer::TracerFlowXdp => {
+            let filter = if observer == Observer::TracerNothing {
+                "host 192.0.2.1"
+            } else {
+                flow_filter
+            };
+            let mut cmd = std::process::Command::new(tracer);
+            cmd.args(["trace", "-n", CLIENT, "-n", SERVER, "--format", "json"])
+                .arg("--ready-file")
+                .arg(&ready);
+            if observer == Observer::TracerFlowXdp {
+                cmd.arg("--xdp");
+            }
+            cmd.args(filter.split_whitespace())
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(scratch.join("trace.jsonl"))?)
+                .stderr(Stdio::null());
+            let mut child = cmd.spawn().context("cannot start the tracer")?;
+            wait_for_file(&ready, &mut child, Duration::from_secs(180))
+                .context("the tracer never became ready")?;
+            (child, true)
+        }
+        Observer::TcpdumpFull | Observer::TcpdumpHeaders => {
+            let snap = if observer == Observer::TcpdumpHeaders {
+                "-s 96 "
+            } else {
+                ""
+            };
+            let pcap = scratch.join("capture.pcap");
+            let line = format!("tcpdump -i vb {snap}-w {} {flow_filter}", pcap.display());
+            let mut child = in_ns(SERVER, &line)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("cannot start tcpdump")?;
+            // tcpdump says "listening on vb" once its socket is bound and filtered.
+            let mut first = String::new();
+            let stderr = child.stderr.as_mut().context("tcpdump's stderr")?;
+            BufReader::new(stderr).read_line(&mut first)?;
+            if !first.contains("listening on") {
+                bail!("tcpdump did not start: {first}");
+            }
+            (child, false)
+        }
+    };
+    if let Some(status) = child.try_wait()? {
+        bail!("{} exited at once ({status})", observer.label());
+    }
+    Ok(Watching {
+        child: Some(child),
+        scratch,
+        tracer,
+    })
+}
+
+impl Watching {
+    /// Stops the observer (SIGINT, as a user would) and reads what it reports.
+    pub fn stop(mut self) -> Result<Report> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(Report::default());
+        };
+        let mut rest = String::new();
+        let status = interrupt(&mut child)?;
+        if let Some(mut stderr) = child.stderr.take() {
+            stderr.read_to_string(&mut rest)?;
+        }
+        if self.tracer {
+            if !status.success() {
+                bail!("the tracer failed ({status})");
+            }
+            let out = std::fs::read_to_string(self.scratch.join("trace.jsonl"))?;
+            return tracer_report(&out);
+        }
+        Ok(tcpdump_report(&rest))
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+/// Events and lost events from the tracer's `stats` record.
+pub fn tracer_report(jsonl: &str) -> Result<Report> {
+    let stats: Value = jsonl
+        .lines()
+        .rev()
+        .find_map(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .filter(|v| v["type"] == "stats")
+        })
+        .context("the tracer wrote no stats record")?;
+    let events = stats["events"]
+        .as_object()
+        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+    Ok(Report {
+        events,
+        lost: stats["lost_total"].as_u64().unwrap_or(0),
+    })
+}
+
+/// "N packets captured" and "M packets dropped by kernel" from tcpdump's last words.
+fn tcpdump_report(stderr: &str) -> Report {
+    let number = |what: &str| {
+        stderr
+            .lines()
+            .find(|l| l.ends_with(what))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    Report {
+        events: number("packets captured"),
+        lost: number("packets dropped by kernel"),
+    }
+}

@@ -1,0 +1,159 @@
+//! The event pipeline: userspace alone on synthetic events (`tracer bench-pipeline`, one
+//! core), then the live path (kernel programs, ring buffer, userspace) at stepped packet rates,
+//! to find the highest event rate followed with zero lost events, and what twice that loses.
+
+use std::{path::Path, process::Stdio};
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+
+use super::{
+    net::{in_ns, output, CLIENT, SERVER, SERVER_ADDR},
+    observer::{self, Observer},
+    summary::Summary,
+};
+
+pub struct Offline {
+    pub runs: Vec<Value>,
+}
+
+/// `tracer bench-pipeline` `reps` times, pinned to the last CPU.
+pub fn offline(tracer: &Path, reps: usize) -> Result<Offline> {
+    let cpu = cpus().saturating_sub(1);
+    let mut runs = Vec::new();
+    for rep in 1..=reps {
+        let out = output(
+            std::process::Command::new(tracer)
+                .args(["bench-pipeline", "--packets", "60000", "--cpu"])
+                .arg(cpu.to_string()),
+        )?;
+        let run: Value = serde_json::from_str(out.trim()).context("bench-pipeline output")?;
+        eprintln!("  [{rep}/{reps}] {run}");
+        runs.push(run);
+    }
+    Ok(Offline { runs })
+}
+
+impl Offline {
+    fn rate(&self, stages: &[&str]) -> Summary {
+        let rates: Vec<f64> = self
+            .runs
+            .iter()
+            .map(|r| {
+                let secs: f64 = stages.iter().filter_map(|s| r[*s].as_f64()).sum();
+                r["events"].as_f64().unwrap_or(0.0) / secs
+            })
+            .collect();
+        Summary::of(&rates)
+    }
+
+    pub fn table(&self) -> (String, Value) {
+        let mut md = String::from(
+            "| userspace stage (one core, 1.02 M synthetic events) | median events/s | min - max |\n|---|---|---|\n",
+        );
+        for (label, stages) in [
+            ("decode", &["decode_s"][..]),
+            ("journeys and flows (stitch)", &["stitch_s"][..]),
+            ("decode + stitch", &["decode_s", "stitch_s"][..]),
+            (
+                "decode + stitch + JSON output",
+                &["decode_s", "stitch_s", "json_s"][..],
+            ),
+        ] {
+            let s = self.rate(stages);
+            md.push_str(&format!(
+                "| {label} | {:.0} | {:.0} - {:.0} |\n",
+                s.median, s.min, s.max
+            ));
+        }
+        (md, json!(self.runs))
+    }
+}
+
+/// One live step: the tracer following 64-byte UDP datagrams sent at `pps`.
+pub struct Step {
+    pub pps: u64,
+    pub events_per_s: f64,
+    pub report: observer::Report,
+}
+
+/// Steps up the datagram rate until events are lost, then runs twice the best lossless rate.
+pub fn live(tracer: &Path, seconds: u32) -> Result<Vec<Step>> {
+    let _server = in_ns(SERVER, "iperf3 -s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(KillOnDrop)?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut steps: Vec<Step> = Vec::new();
+    let mut pps = 2_000;
+    while pps <= 256_000 {
+        let step = step(tracer, pps, seconds)?;
+        let lost = step.report.lost > 0;
+        steps.push(step);
+        if lost {
+            break;
+        }
+        pps *= 2;
+    }
+    if let Some(best) = steps
+        .iter()
+        .filter(|s| s.report.lost == 0)
+        .map(|s| s.pps)
+        .max()
+    {
+        if !steps.iter().any(|s| s.pps == best * 2) {
+            steps.push(step(tracer, best * 2, seconds)?);
+        }
+    }
+    Ok(steps)
+}
+
+fn step(tracer: &Path, pps: u64, seconds: u32) -> Result<Step> {
+    let watching = observer::start(tracer, Observer::TracerFlow, "udp port 5201")?;
+    let bits = pps * 64 * 8;
+    output(&mut in_ns(
+        CLIENT,
+        &format!("iperf3 -c {SERVER_ADDR} -u -b {bits} -l 64 -t {seconds} -J"),
+    ))?;
+    let report = watching.stop()?;
+    let events_per_s = report.events as f64 / f64::from(seconds);
+    eprintln!(
+        "  {pps} datagrams/s: {} events ({events_per_s:.0}/s), {} lost",
+        report.events, report.lost
+    );
+    Ok(Step {
+        pps,
+        events_per_s,
+        report,
+    })
+}
+
+pub fn live_table(steps: &[Step]) -> (String, Value) {
+    let mut md =
+        String::from("| datagrams/s sent | events received/s | events lost |\n|---|---|---|\n");
+    for s in steps {
+        md.push_str(&format!(
+            "| {} | {:.0} | {} |\n",
+            s.pps, s.events_per_s, s.report.lost
+        ));
+    }
+    let records = steps
+        .iter()
+        .map(|s| json!({"pps": s.pps, "events": s.report.events, "events_per_s": s.events_per_s, "lost": s.report.lost}))
+        .collect();
+    (md, Value::Array(records))
+}
+
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
