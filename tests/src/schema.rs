@@ -312,6 +312,7 @@ fn check_stats(stats: &Value) {
             "lost",
             "lost_total",
             "undecodable",
+            "not_kept",
             "duration_ns",
             "counters",
             "counter_checks",
@@ -331,6 +332,7 @@ fn check_stats(stats: &Value) {
         .sum();
     assert_eq!(stats["lost_total"].as_u64(), Some(lost));
     assert_eq!(stats["undecodable"].as_u64(), Some(0));
+    assert!(stats["not_kept"].is_u64(), "stats: not_kept");
     assert!(stats["duration_ns"].as_u64().is_some_and(|d| d > 0));
     for counters in stats["counters"].as_array().expect("counters") {
         assert!(counters["netns_name"].is_string());

@@ -47,6 +47,8 @@ pub struct TraceOptions {
     /// Attach our own XDP program (`--xdp`): the driver receive point, at a cost (see
     /// `TraceArgs::xdp`).
     pub xdp: bool,
+    /// The most events kept in memory (`--max-events`): the bound on the trace's tables.
+    pub max_events: usize,
 }
 
 pub struct Session {
@@ -64,6 +66,14 @@ pub struct Session {
     counters_before: Vec<Option<counters::Counters>>,
     live: Vec<LiveCapture>,
     count: Option<usize>,
+    keep: Keep,
+}
+
+/// The bound on what a trace holds: events kept at most, and when the first one was turned
+/// away (monotonic ns).
+struct Keep {
+    max_events: usize,
+    full_since_ns: Option<u64>,
 }
 
 /// How long events keep coming in after `-c` was reached, so that the counted packets'
@@ -166,6 +176,10 @@ impl Session {
             counters_before,
             live: live_capture::scan(),
             count: options.count,
+            keep: Keep {
+                max_events: options.max_events,
+                full_since_ns: None,
+            },
         })
     }
 
@@ -189,7 +203,8 @@ impl Session {
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard?;
                     let seen = sightings.len();
-                    drain(guard.get_inner_mut(), &self.names, &mut sightings, &mut stats);
+                    let ring = guard.get_inner_mut();
+                    drain(ring, &self.names, &mut self.keep, &mut sightings, &mut stats);
                     guard.clear_ready();
                     if let Some(status) = status.as_mut() {
                         status.add(&sightings[seen..]);
@@ -205,15 +220,27 @@ impl Session {
             status.erase();
         }
         let end_ns = monotonic_ns();
-        drain(self.ring.get_mut(), &self.names, &mut sightings, &mut stats);
+        let ring = self.ring.get_mut();
+        drain(
+            ring,
+            &self.names,
+            &mut self.keep,
+            &mut sightings,
+            &mut stats,
+        );
         stats.lost = self.lost_events()?;
         stats.duration_ns = self.started.elapsed().as_nanos() as u64;
         let context = recording::Context {
             live: self.live_captures(),
             counters: self.counter_changes(),
+            // Journeys cut by the cap end where keeping stopped, their fate unknown like
+            // those of lost events.
             end: TraceEnd {
-                end_ns,
-                lost: stats.lost_total(),
+                end_ns: self
+                    .keep
+                    .full_since_ns
+                    .map_or(end_ns, |full| full.min(end_ns)),
+                lost: stats.lost_total() + stats.not_kept,
             },
         };
         Ok((Recording { sightings, context }, stats))
@@ -282,13 +309,20 @@ where
     })
 }
 
+/// Decodes what the ring holds, up to `keep.max_events` kept; the rest is only counted.
 fn drain(
     ring: &mut RingBuf<MapData>,
     names: &Names,
+    keep: &mut Keep,
     sightings: &mut Vec<Sighting>,
     stats: &mut Stats,
 ) {
     while let Some(item) = ring.next() {
+        if sightings.len() >= keep.max_events {
+            stats.not_kept += 1;
+            keep.full_since_ns.get_or_insert_with(monotonic_ns);
+            continue;
+        }
         decode_record(&item, names, sightings, stats);
     }
 }

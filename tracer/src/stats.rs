@@ -11,6 +11,8 @@ pub struct Stats {
     pub lost: BTreeMap<String, u64>,
     /// Records that could not be decoded (wrong size or version).
     pub undecodable: u64,
+    /// Events received but not kept: the trace already held `--max-events`.
+    pub not_kept: u64,
     pub duration_ns: u64,
 }
 
@@ -27,6 +29,7 @@ impl Stats {
             "lost": self.lost,
             "lost_total": self.lost_total(),
             "undecodable": self.undecodable,
+            "not_kept": self.not_kept,
             "duration_ns": self.duration_ns,
         })
     }
@@ -38,8 +41,12 @@ impl Stats {
             .iter()
             .map(|(h, n)| format!("{h} {n}"))
             .collect();
+        let not_kept = match self.not_kept {
+            0 => String::new(),
+            n => format!(", {n} more not kept (--max-events)"),
+        };
         format!(
-            "{total} events in {:.1}s ({}); {} lost",
+            "{total} events in {:.1}s ({}); {} lost{not_kept}",
             self.duration_ns as f64 / 1e9,
             per_hook.join(", "),
             self.lost_total()

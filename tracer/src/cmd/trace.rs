@@ -62,6 +62,10 @@ pub struct TraceArgs {
     /// rings, dropping packets on a live link.
     #[arg(long)]
     pub xdp: bool,
+    /// Keep at most this many events in memory (about 1 KiB each, analysis included); later
+    /// ones are counted, not kept, and the report says so. Bounds the journey and flow tables.
+    #[arg(long, default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_events: u64,
     /// Size of the kernel-to-user ring buffer in KiB (a power of two).
     #[arg(long, default_value_t = 4096)]
     pub ring_kib: u32,
@@ -115,6 +119,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             (Some(_), Snap::Bytes(n)) => n as u16,
         },
         xdp: args.xdp,
+        max_events: args.max_events as usize,
     };
     let (recording, stats) = session::trace(&options, || {
         let stop = stop_signal(args.duration)?;
@@ -214,6 +219,14 @@ pub fn report(format: Format, analysis: &Analysis, stats: &Stats) -> Result<()> 
         eprintln!(
             "tracer: warning: {} events were lost (ring buffer full); some journeys are incomplete",
             stats.lost_total()
+        );
+    }
+    if stats.not_kept > 0 {
+        eprintln!(
+            "tracer: warning: {} events after the first {} were counted but not kept \
+             (--max-events); journeys open then are incomplete",
+            stats.not_kept,
+            stats.events.values().sum::<u64>()
         );
     }
     Ok(())

@@ -58,6 +58,7 @@ pub fn run(lab: &Lab, format: Format, keep: bool, detail: Detail) -> Result<Scor
         snaplen: 0,
         // A lab shows the whole path, driver receive included; its veths carry little.
         xdp: true,
+        max_events: 500_000,
     };
     let mut tcpdumps = Vec::new();
     for (netns, ifname) in &scenario.captures {
