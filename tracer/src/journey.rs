@@ -16,7 +16,7 @@ use tracer_common::hook::Hook;
 
 use crate::{
     fate::{fate, Fate, TraceEnd},
-    sighting::Sighting,
+    sighting::{flag_bit, Sighting},
 };
 
 /// Longer than any packet takes through the stack, shorter than TCP's minimum RTO (200 ms).
@@ -48,30 +48,60 @@ impl Journey {
     }
 }
 
+/// Addresses, protocol, ports, IP id, TCP sequence, acknowledgment and flags: plain numbers,
+/// so that building the key of each of a million sightings allocates nothing.
 type Fingerprint = (
     Option<std::net::IpAddr>,
     Option<std::net::IpAddr>,
-    String,
+    u32,
     u16,
     u16,
     u32,
     u32,
     u32,
-    Vec<String>,
+    u8,
 );
 
 fn fingerprint(s: &Sighting) -> Fingerprint {
     (
         s.src,
         s.dst,
-        s.proto.clone(),
+        proto_key(&s.proto),
         s.sport,
         s.dport,
         s.ip_id,
         s.tcp_seq,
         s.tcp_ack,
-        s.tcp_flags.clone(),
+        flag_bits(&s.tcp_flags),
     )
+}
+
+/// The protocol name as a number: the IP protocol where there is one, else a hash of the name
+/// (with the top bit set, apart from every protocol number).
+fn proto_key(proto: &str) -> u32 {
+    match proto {
+        "unknown" => 0,
+        "icmp" => 1,
+        "tcp" => 6,
+        "udp" => 17,
+        "icmpv6" => 58,
+        other => match other.strip_prefix("ip-proto-").and_then(|n| n.parse().ok()) {
+            Some(number) => number,
+            None => {
+                let fnv = other.bytes().fold(0x811c_9dc5u32, |h, b| {
+                    (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+                });
+                fnv | 0x8000_0000
+            }
+        },
+    }
+}
+
+fn flag_bits(names: &[String]) -> u8 {
+    names
+        .iter()
+        .filter_map(|name| flag_bit(name))
+        .fold(0, |bits, bit| bits | bit)
 }
 
 /// Groups `sightings` (any order) into journeys ordered by their first sighting.

@@ -338,7 +338,13 @@ pub fn decode_record(
         Some(event) => {
             let mut sighting = Sighting::decode(&event, names);
             sighting.bytes = PacketBytes::from_record(record);
-            *stats.events.entry(sighting.hook.clone()).or_default() += 1;
+            // The hook's name is allocated once per trace, not once per event.
+            match stats.events.get_mut(&sighting.hook) {
+                Some(count) => *count += 1,
+                None => {
+                    stats.events.insert(sighting.hook.clone(), 1);
+                }
+            }
             sightings.push(sighting);
         }
         None => stats.undecodable += 1,

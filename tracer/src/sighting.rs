@@ -240,18 +240,27 @@ pub fn proto_name(l3_proto: u16, l4_proto: u8) -> String {
     }
 }
 
+/// The bit of TCP flag `name` (`SYN`, ...).
+pub fn flag_bit(name: &str) -> Option<u8> {
+    FLAG_NAMES
+        .iter()
+        .find(|(_, n)| *n == name)
+        .map(|(bit, _)| *bit)
+}
+
+const FLAG_NAMES: [(u8, &str); 8] = [
+    (tcp_flag::SYN, "SYN"),
+    (tcp_flag::ACK, "ACK"),
+    (tcp_flag::FIN, "FIN"),
+    (tcp_flag::RST, "RST"),
+    (tcp_flag::PSH, "PSH"),
+    (tcp_flag::URG, "URG"),
+    (tcp_flag::ECE, "ECE"),
+    (tcp_flag::CWR, "CWR"),
+];
+
 pub fn flag_names(flags: u8) -> Vec<String> {
-    const NAMES: [(u8, &str); 8] = [
-        (tcp_flag::SYN, "SYN"),
-        (tcp_flag::ACK, "ACK"),
-        (tcp_flag::FIN, "FIN"),
-        (tcp_flag::RST, "RST"),
-        (tcp_flag::PSH, "PSH"),
-        (tcp_flag::URG, "URG"),
-        (tcp_flag::ECE, "ECE"),
-        (tcp_flag::CWR, "CWR"),
-    ];
-    NAMES
+    FLAG_NAMES
         .iter()
         .filter(|(bit, _)| flags & bit != 0)
         .map(|(_, n)| n.to_string())
