@@ -50,6 +50,7 @@ pub struct Watching {
 /// What an observer says of itself once stopped.
 #[derive(Default, Debug, Clone, Copy)]
 pub struct Report {
+    /// Events the tracer read (kept or not), or packets tcpdump captured.
     pub events: u64,
     pub lost: u64,
 }
@@ -167,9 +168,11 @@ pub fn tracer_report(jsonl: &str) -> Result<Report> {
                 .filter(|v| v["type"] == "stats")
         })
         .context("the tracer wrote no stats record")?;
-    let events = stats["events"]
+    // Events read from the ring: those kept and those past `--max-events`, only counted.
+    let kept: u64 = stats["events"]
         .as_object()
         .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+    let events = kept + stats["not_kept"].as_u64().unwrap_or(0);
     Ok(Report {
         events,
         lost: stats["lost_total"].as_u64().unwrap_or(0),
