@@ -66,14 +66,8 @@ pub struct Session {
     counters_before: Vec<Option<counters::Counters>>,
     live: Vec<LiveCapture>,
     count: Option<usize>,
-    keep: Keep,
-}
-
-/// The bound on what a trace holds: events kept at most, and when the first one was turned
-/// away (monotonic ns).
-struct Keep {
+    /// The bound on what a trace holds (`--max-events`).
     max_events: usize,
-    full_since_ns: Option<u64>,
 }
 
 /// How long events keep coming in after `-c` was reached, so that the counted packets'
@@ -176,10 +170,7 @@ impl Session {
             counters_before,
             live: live_capture::scan(),
             count: options.count,
-            keep: Keep {
-                max_events: options.max_events,
-                full_since_ns: None,
-            },
+            max_events: options.max_events,
         })
     }
 
@@ -204,7 +195,7 @@ impl Session {
                     let mut guard = guard?;
                     let seen = sightings.len();
                     let ring = guard.get_inner_mut();
-                    drain(ring, &self.names, &mut self.keep, &mut sightings, &mut stats);
+                    drain(ring, &self.names, self.max_events, &mut sightings, &mut stats);
                     guard.clear_ready();
                     if let Some(status) = status.as_mut() {
                         status.add(&sightings[seen..]);
@@ -224,7 +215,7 @@ impl Session {
         drain(
             ring,
             &self.names,
-            &mut self.keep,
+            self.max_events,
             &mut sightings,
             &mut stats,
         );
@@ -233,13 +224,9 @@ impl Session {
         let context = recording::Context {
             live: self.live_captures(),
             counters: self.counter_changes(),
-            // Journeys cut by the cap end where keeping stopped, their fate unknown like
-            // those of lost events.
+            // Events not kept count as lost: journeys they cut end unknown, `events_lost`.
             end: TraceEnd {
-                end_ns: self
-                    .keep
-                    .full_since_ns
-                    .map_or(end_ns, |full| full.min(end_ns)),
+                end_ns,
                 lost: stats.lost_total() + stats.not_kept,
             },
         };
@@ -309,18 +296,17 @@ where
     })
 }
 
-/// Decodes what the ring holds, up to `keep.max_events` kept; the rest is only counted.
+/// Decodes what the ring holds, up to `max_events` kept; the rest is only counted.
 fn drain(
     ring: &mut RingBuf<MapData>,
     names: &Names,
-    keep: &mut Keep,
+    max_events: usize,
     sightings: &mut Vec<Sighting>,
     stats: &mut Stats,
 ) {
     while let Some(item) = ring.next() {
-        if sightings.len() >= keep.max_events {
+        if sightings.len() >= max_events {
             stats.not_kept += 1;
-            keep.full_since_ns.get_or_insert_with(monotonic_ns);
             continue;
         }
         decode_record(&item, names, sightings, stats);

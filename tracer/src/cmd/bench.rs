@@ -198,7 +198,7 @@ fn pin_to(cpu: usize) -> Result<()> {
 }
 
 /// `VmHWM` of this process, in KiB.
-pub fn peak_rss_kib() -> u64 {
+fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {

@@ -1,13 +1,13 @@
 //! Datapath cost: iperf3 over the veth pair with each observer, runs interleaved (baseline,
 //! A, B, ..., baseline, A, B, ...) so that a noisy neighbour hits every observer alike.
 
-use std::{path::Path, process::Child, time::Duration};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
 use super::{
-    net::{in_ns, output, SERVER, SERVER_ADDR},
+    net::{in_ns, iperf_server, output, SERVER_ADDR},
     observer::{self, Observer},
     summary::Summary,
 };
@@ -59,7 +59,7 @@ pub struct Row {
 }
 
 pub fn run(tracer: &Path, workload: Workload, reps: usize, seconds: u32) -> Result<Vec<Row>> {
-    let _server = IperfServer::start()?;
+    let _server = iperf_server()?;
     let mut rows: Vec<Row> = workload
         .observers()
         .into_iter()
@@ -106,28 +106,6 @@ fn measure(workload: Workload, seconds: u32) -> Result<f64> {
             .map(|(bytes, s)| bytes / 64.0 / s / 1e3),
     };
     value.context("iperf3's JSON has no received sum")
-}
-
-/// `iperf3 -s` in the server namespace for the whole series.
-struct IperfServer(Child);
-
-impl IperfServer {
-    fn start() -> Result<IperfServer> {
-        let child = in_ns(SERVER, "iperf3 -s")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .context("cannot start iperf3 -s")?;
-        std::thread::sleep(Duration::from_millis(500));
-        Ok(IperfServer(child))
-    }
-}
-
-impl Drop for IperfServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 pub fn table(rows: &[Row]) -> (String, Value) {

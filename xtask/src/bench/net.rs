@@ -50,6 +50,27 @@ impl Drop for Pair {
     }
 }
 
+/// A child process killed (and reaped) when dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `iperf3 -s` in the server namespace, for as long as the returned guard lives.
+pub fn iperf_server() -> Result<KillOnDrop> {
+    let child = in_ns(SERVER, "iperf3 -s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start iperf3 -s")?;
+    sleep(Duration::from_millis(500));
+    Ok(KillOnDrop(child))
+}
+
 /// A command line split on whitespace, as a `Command`.
 pub fn command(line: &str) -> Command {
     let mut words = line.split_whitespace();

@@ -126,6 +126,11 @@ pub fn start(tracer: &Path, observer: Observer, flow_filter: &str) -> Result<Wat
 }
 
 impl Watching {
+    /// The observer's process, while it runs (none for the baseline).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Stops the observer (SIGINT, as a user would) and reads what it reports.
     pub fn stop(mut self) -> Result<Report> {
         let Some(mut child) = self.child.take() else {
@@ -158,7 +163,7 @@ impl Drop for Watching {
 }
 
 /// Events and lost events from the tracer's `stats` record.
-pub fn tracer_report(jsonl: &str) -> Result<Report> {
+fn tracer_report(jsonl: &str) -> Result<Report> {
     let stats: Value = jsonl
         .lines()
         .rev()

@@ -2,13 +2,13 @@
 //! core), then the live path (kernel programs, ring buffer, userspace) at stepped packet rates,
 //! to find the highest event rate followed with zero lost events, and what twice that loses.
 
-use std::{path::Path, process::Stdio};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
 use super::{
-    net::{in_ns, output, CLIENT, SERVER, SERVER_ADDR},
+    net::{in_ns, iperf_server, output, CLIENT, SERVER_ADDR},
     observer::{self, Observer},
     summary::Summary,
 };
@@ -79,12 +79,7 @@ pub struct Step {
 
 /// Steps up the datagram rate until events are lost, then runs twice the best lossless rate.
 pub fn live(tracer: &Path, seconds: u32) -> Result<Vec<Step>> {
-    let _server = in_ns(SERVER, "iperf3 -s")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(KillOnDrop)?;
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _server = iperf_server()?;
     let mut steps: Vec<Step> = Vec::new();
     let mut pps = 2_000;
     while pps <= 256_000 {
@@ -147,13 +142,4 @@ pub fn live_table(steps: &[Step]) -> (String, Value) {
 
 pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-pub struct KillOnDrop(pub std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

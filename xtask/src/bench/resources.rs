@@ -11,9 +11,8 @@ use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
 use super::{
-    net::{command, in_ns, interrupt, sh, wait_for_file, CLIENT, SERVER, SERVER_ADDR},
-    observer::tracer_report,
-    pipeline::KillOnDrop,
+    net::{command, in_ns, interrupt, sh, wait_for_file, KillOnDrop, CLIENT, SERVER_ADDR},
+    observer::{self, Observer},
     summary::Summary,
 };
 
@@ -27,22 +26,8 @@ pub struct Memory {
 }
 
 pub fn memory(tracer: &Path, seconds: u64, flows_per_s: u64) -> Result<Memory> {
-    let scratch = std::env::temp_dir().join(format!("xbench-mem-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch)?;
-    let ready = scratch.join("ready");
-    let out = scratch.join("trace.jsonl");
-    let mut child = Command::new(tracer)
-        .args([
-            "trace", "-n", CLIENT, "-n", SERVER, "--format", "json", "udp",
-        ])
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out)?)
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start the tracer")?;
-    wait_for_file(&ready, &mut child, Duration::from_secs(180))?;
+    let watching = observer::start(tracer, Observer::TracerFlow, "udp")?;
+    let pid = watching.pid().context("the tracer runs")?;
     let flood = in_ns(
         CLIENT,
         &format!(
@@ -57,17 +42,14 @@ pub fn memory(tracer: &Path, seconds: u64, flows_per_s: u64) -> Result<Memory> {
     let mut samples = Vec::new();
     while start.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_secs(5));
-        let rss = status_kib(child.id(), "VmRSS:");
+        let rss = status_kib(pid, "VmRSS:");
         eprintln!("  {:>3} s: {rss} KiB resident", start.elapsed().as_secs());
         samples.push((start.elapsed().as_secs(), rss));
     }
     drop(flood);
     // The peak includes the analysis at the end, when journeys and flows are built.
-    let peak_before_exit = status_kib(child.id(), "VmHWM:");
-    let status = interrupt(&mut child)?;
-    anyhow::ensure!(status.success(), "the tracer failed ({status})");
-    let report = tracer_report(&std::fs::read_to_string(&out)?)?;
-    let _ = std::fs::remove_dir_all(&scratch);
+    let peak_before_exit = status_kib(pid, "VmHWM:");
+    let report = watching.stop()?;
     Ok(Memory {
         samples,
         peak_kib: peak_before_exit,
@@ -96,7 +78,7 @@ impl Memory {
             md.push_str(&format!("| {s} | {:.1} |\n", *kib as f64 / 1024.0));
         }
         md.push_str(&format!(
-            "\nFlows sent: {}; events kept: {}; lost: {}; peak resident before the final analysis: {:.1} MiB.\n",
+            "\nFlows sent: {}; events read: {} (kept up to --max-events); lost: {}; peak resident before the final analysis: {:.1} MiB.\n",
             self.flows_sent,
             self.events,
             self.lost,
