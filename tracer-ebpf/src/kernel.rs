@@ -25,13 +25,17 @@ pub fn dev_ifindex(dev: u64) -> u32 {
     read::<u32>(dev, offset!(dev_ifindex)).unwrap_or(0)
 }
 
+/// Namespace inode of a `struct net_device` (0 when unknown).
+#[inline(always)]
+pub fn dev_netns(dev: u64) -> u32 {
+    let net = read::<u64>(dev, offset!(dev_nd_net)).unwrap_or(0);
+    read::<u32>(net, offset!(net_inum)).unwrap_or(0)
+}
+
 /// (ifindex, netns inode) of a `struct net_device`.
 #[inline(always)]
 pub fn dev_identity(dev: u64) -> (u32, u32) {
-    let ifindex = dev_ifindex(dev);
-    let net = read::<u64>(dev, offset!(dev_nd_net)).unwrap_or(0);
-    let netns = read::<u32>(net, offset!(net_inum)).unwrap_or(0);
-    (ifindex, netns)
+    (dev_ifindex(dev), dev_netns(dev))
 }
 
 /// Namespace inode of a `struct sock` (0 when unknown).

@@ -13,7 +13,8 @@ use tracer_common::{
 
 use crate::{
     emit::{report, Site, Source, L2},
-    kernel::{dev_identity, scratch, skb_info, skb_load},
+    kernel::{dev_netns, read, scratch, skb_load},
+    maps::offset,
 };
 
 /// TC_ACT_UNSPEC, which is also TCX_NEXT: continue with the next program.
@@ -53,14 +54,19 @@ fn observe(ctx: &TcContext, hook: Hook, position: Position) {
     let Some((l3_offset, l3_proto, vlan)) = parse_l2(&eth, eth_len) else {
         return;
     };
-    // The context of a tc program is the `struct sk_buff` itself.
+    // The context of a tc program is the `struct sk_buff` itself, seen through `__sk_buff`:
+    // mark, GSO segments and ifindex are plain loads there, not helper calls. Only the
+    // namespace needs the real skb (skb->dev->nd_net).
     let skb = ctx.skb.skb as u64;
-    let info = skb_info(skb);
+    let (mark, gso_segs, ifindex) = unsafe {
+        let view = &*ctx.skb.skb;
+        (view.mark, view.gso_segs as u16, view.ifindex)
+    };
     let mut packet = PacketSummary {
         vlan,
         pkt_len: ctx.len(),
-        mark: info.mark,
-        gso_segs: info.gso_segs,
+        mark,
+        gso_segs,
         ..PacketSummary::default()
     };
     let Some(buf) = scratch(hook) else {
@@ -70,7 +76,7 @@ fn observe(ctx: &TcContext, hook: Hook, position: Position) {
     if l3_len > 0 {
         parse_l3(buf, l3_len, l3_proto, &mut packet);
     }
-    let (ifindex, netns) = dev_identity(info.dev);
+    let netns = dev_netns(read::<u64>(skb, offset!(skb_dev)).unwrap_or(0));
     let site = Site {
         hook,
         position,

@@ -14,7 +14,7 @@ use tracer_common::{
 
 use crate::{
     emit::{report, Site, Source, L2},
-    kernel::{dev_identity, read, scratch, verifier_visible},
+    kernel::{dev_netns, read, scratch, verifier_visible},
     maps::offset,
 };
 
@@ -59,7 +59,7 @@ fn observe(ctx: &XdpContext) {
     // ifindex alone cannot (every namespace numbers its interfaces from 1).
     let rxq = read::<u64>(ctx.ctx as u64, offset!(xdp_rxq)).unwrap_or(0);
     let dev = read::<u64>(rxq, offset!(rxq_dev)).unwrap_or(0);
-    let (_, netns) = dev_identity(dev);
+    let netns = dev_netns(dev);
     let site = Site {
         hook: Hook::Xdp,
         position: Position::Only,
