@@ -6,7 +6,8 @@ use std::{collections::BTreeSet, time::Duration};
 
 use serde_json::Value;
 use tests::{
-    path, require_privileges, sh, tracer_program_ids, Pair, Tcpdump, Tracer, ADDR_A, ADDR_B,
+    assert_released, path, program_ids_of, require_privileges, sh, Pair, Tcpdump, Tracer, ADDR_A,
+    ADDR_B,
 };
 
 const PINGS: usize = 3;
@@ -197,7 +198,7 @@ fn sigkill_leaves_nothing_attached() {
     let pair = Pair::create();
     let tracer = Tracer::start(&["--xdp", "-n", &pair.a.name, "-n", &pair.b.name]);
     // While it runs, its programs are visible, so the checks below can fail.
-    let programs = tracer_program_ids();
+    let programs = program_ids_of(tracer.pid());
     assert_eq!(
         programs.len(),
         19,
@@ -221,16 +222,7 @@ fn sigkill_leaves_nothing_attached() {
     tracer.kill();
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
 
-    // Links die with the last file descriptor; the kernel releases them asynchronously.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !tracer_program_ids().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "programs left after SIGKILL: {}",
-            sh("bpftool prog show")
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    assert_released(&programs, "after SIGKILL");
     for ns in [&pair.a, &pair.b] {
         let net = ns.sh("bpftool net show");
         assert!(
