@@ -62,7 +62,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     md.push_str(&header);
 
     if wants(Part::Datapath) {
-        let _pair = net::Pair::create()?;
+        let _pair = net::pair()?;
         let mut rows = Vec::new();
         for workload in [datapath::Workload::TcpBulk, datapath::Workload::UdpSmall] {
             eprintln!(
@@ -84,7 +84,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         writeln!(md, "\n## Event pipeline\n\n{table}")?;
         results.insert("pipeline_offline".into(), value);
         eprintln!("pipeline: live, stepped datagram rates");
-        let _pair = net::Pair::create()?;
+        let _pair = net::pair()?;
         let steps = pipeline::live(&tracer, args.seconds)?;
         let (table, value) = pipeline::live_table(&steps);
         writeln!(md, "\n{table}")?;
@@ -95,7 +95,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "memory: {} s of {} new flows/s",
             args.flood_seconds, args.flood_rate
         );
-        let _pair = net::Pair::create()?;
+        let _pair = net::pair()?;
         let memory = resources::memory(&tracer, args.flood_seconds, args.flood_rate)?;
         let (table, value) = memory.table();
         writeln!(md, "\n## Memory\n\n{table}")?;

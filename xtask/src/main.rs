@@ -1,19 +1,46 @@
-//! Developer and CI entry points: `cargo xtask setup|build|run|test|bench`.
-//!
-//! `run` and `test` are the README's two commands. Both install what is missing first, so a
-//! fresh machine needs nothing but this checkout and a Rust toolchain.
+//! `tracer`: follows packets through the Linux network stack and says where each one went,
+//! where it died and whether tcpdump saw it.
 
-mod bench;
-mod build;
+mod analysis;
+mod capture;
 mod cmd;
-mod run;
-mod setup;
-mod test;
+mod counters;
+mod explanation;
+mod fate;
+mod filter;
+mod flow;
+/// The property-test runner, shared with `tracer-common`'s parser properties.
+#[cfg(test)]
+#[path = "../../tracer-common/tests/fuzzing/runner.rs"]
+mod fuzzing;
+mod journey;
+mod kallsyms;
+mod kernel_btf;
+mod lab;
+mod libpcap;
+mod live_capture;
+mod loader;
+mod netfilter;
+mod netns;
+mod nf_link;
+mod output;
+mod packet_file;
+mod paint;
+mod pcapng;
+mod recording;
+mod session;
+mod sighting;
+mod stats;
+mod status;
+mod usage;
+mod xdp_owner;
 
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "Build, run and test tracer")]
+#[command(version, about = "Follow packets through the kernel's network stack", long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,59 +48,45 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install every missing prerequisite (Debian packages, bpf-linker, eBPF toolchain link).
-    Setup,
-    /// Set up, then build the tracer with its embedded eBPF object.
-    Build {
-        /// Build with optimisations.
-        #[arg(long)]
-        release: bool,
-    },
-    /// Set up, build, then run the tracer: by default the smallest lab.
-    Run {
-        /// Build with optimisations.
-        #[arg(long)]
-        release: bool,
-        /// Arguments passed to the tracer instead of the default lab (after `--`).
-        #[arg(last = true)]
-        args: Vec<String>,
-    },
-    /// Set up, build, then run every test: unit tests, then privileged integration tests.
-    Test {
-        /// Only the unit tests (no root, no namespaces).
-        #[arg(long)]
-        unit: bool,
-        /// Extra arguments for the integration test binary (a test name filter, --nocapture).
-        #[arg(last = true)]
-        args: Vec<String>,
-    },
-    /// Set up, build (release), then measure the tracer's cost beside a baseline and tcpdump
-    /// (root): datapath, event pipeline, memory, attach time. Writes target/bench/.
-    Bench(bench::BenchArgs),
-    /// One-datagram flows at a steady rate (run by `bench` inside a namespace).
+    /// Trace packets at every observation point and report their journeys.
+    Trace(cmd::trace::TraceArgs),
+    /// Rebuild journeys from a recorded event stream (`trace --record`), offline.
+    Explain(cmd::explain::ExplainArgs),
+    /// Reproducible scenarios in throwaway namespaces (list, run).
+    Lab(cmd::lab::LabArgs),
+    /// Which observation points this kernel and these privileges allow, and why not.
+    Doctor,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) on stdout: `tracer man > /usr/local/share/man/man8/tracer.8`.
+    Man,
+    /// The userspace pipeline alone on synthetic events (for `cargo xtask bench`).
     #[command(hide = true)]
-    Flood {
-        #[arg(long)]
-        to: std::net::SocketAddr,
-        #[arg(long)]
-        rate: u64,
-        #[arg(long)]
-        seconds: u64,
-    },
+    BenchPipeline(cmd::bench::BenchArgs),
 }
 
-fn main() {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Setup => setup::run(),
-        Command::Build { release } => setup::run().and_then(|()| build::tracer(release).map(drop)),
-        Command::Run { release, args } => run::run(release, &args),
-        Command::Test { unit, args } => test::run(unit, &args),
-        Command::Bench(args) => bench::run(&args),
-        Command::Flood { to, rate, seconds } => bench::flood::run(to, rate, seconds),
+        Command::Trace(args) => cmd::trace::run(args),
+        Command::Explain(args) => cmd::explain::run(args),
+        Command::Lab(args) => cmd::lab::run(args),
+        Command::Doctor => cmd::doctor::run(),
+        Command::BenchPipeline(args) => cmd::bench::run(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "tracer", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(Into::into),
     };
-    if let Err(err) = result {
-        eprintln!("xtask: {err:#}");
-        std::process::exit(1);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One sentence, no backtrace: the chain of causes on one line.
+            eprintln!("tracer: {err:#}");
+            ExitCode::from(usage::exit_code(&err))
+        }
     }
 }

@@ -10,8 +10,10 @@ use std::{
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
+use crate::sys::{status_kib, Netns};
+
 use super::{
-    net::{command, in_ns, interrupt, sh, wait_for_file, KillOnDrop, CLIENT, SERVER_ADDR},
+    net::{in_ns, interrupt, sh, wait_for_file, KillOnDrop, CLIENT, SERVER_ADDR},
     observer::{self, Observer},
     summary::Summary,
 };
@@ -57,17 +59,6 @@ pub fn memory(tracer: &Path, seconds: u64, flows_per_s: u64) -> Result<Memory> {
         events: report.events,
         lost: report.lost,
     })
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 impl Memory {
@@ -127,16 +118,14 @@ pub fn attach_time(tracer: &Path, count: usize, reps: usize) -> Result<Summary> 
     Ok(Summary::of(&times))
 }
 
-struct Namespaces(Vec<String>);
+/// Namespaces of two veth ends each, removed on drop.
+struct Namespaces(Vec<Netns>);
 
 impl Namespaces {
     fn create(names: &[String]) -> Result<Namespaces> {
-        let guard = Namespaces(names.to_vec());
+        let mut guard = Namespaces(Vec::new());
         for name in names {
-            let _ = command(&format!("ip netns del {name}"))
-                .stderr(Stdio::null())
-                .status();
-            sh(&format!("ip netns add {name}"))?;
+            guard.0.push(Netns::create(name)?);
             sh(&format!(
                 "ip link add v0 netns {name} type veth peer name v1 netns {name}"
             ))?;
@@ -144,15 +133,5 @@ impl Namespaces {
             sh(&format!("ip -n {name} link set v1 up"))?;
         }
         Ok(guard)
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = command(&format!("ip netns del {name}"))
-                .stderr(Stdio::null())
-                .status();
-        }
     }
 }

@@ -1,0 +1,172 @@
+//! The soak's network: a long-lived pair `soak-a` <-> `soak-b` for the whole run, the pool of
+//! namespaces traced from the start and deleted during the run (`soak-pN`), and what must be
+//! gone at the end. Every name starts with `soak-`; addresses are in 10.204.0.0/15 and
+//! fd00:204::/32, inside these namespaces only.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::sys::{configure, in_ns, output, quiet, sh, End, Netns, Pair};
+
+pub const A: &str = "soak-a";
+pub const B: &str = "soak-b";
+pub const A4: &str = "10.204.0.1";
+pub const B4: &str = "10.204.0.2";
+pub const A6: &str = "fd00:204::1";
+pub const B6: &str = "fd00:204::2";
+/// Ports in B: the echo server, a port whose SYNs iptables drops, one nobody listens on, one
+/// whose datagrams iptables drops.
+pub const ECHO: u16 = 7001;
+pub const DROPPED_TCP: u16 = 7002;
+pub const REFUSED: u16 = 7003;
+pub const DROPPED_UDP: u16 = 7004;
+/// Everything the soak sends, and nothing else.
+pub const FILTER: &str = "net 10.204.0.0/15 or net fd00:204::/32";
+
+/// The long-lived pair, routed and filtered, and the pool.
+pub struct Network {
+    pub pool: Vec<Netns>,
+    _pair: Pair,
+}
+
+/// Pool namespace `i`: `p0` (10.205.i.2) inside, `vp{i}` (10.205.i.1) in B.
+pub fn pool_name(i: usize) -> String {
+    format!("soak-p{i}")
+}
+
+impl Network {
+    pub fn create(pool: usize) -> Result<Network> {
+        remove_leftovers();
+        let (a4, b4) = (format!("{A4}/24"), format!("{B4}/24"));
+        let (a6, b6) = (format!("{A6}/64"), format!("{B6}/64"));
+        let pair = Pair::create(
+            &End {
+                netns: A,
+                ifname: "va",
+                addrs: &[&a4, &a6],
+            },
+            &End {
+                netns: B,
+                ifname: "vb",
+                addrs: &[&b4, &b6],
+            },
+        )?;
+        // B routes between A and the churned namespaces, so some packets cross FORWARD.
+        sh(&format!("ip -n {A} route add 10.204.0.0/15 via {B4}"))?;
+        output(&mut in_ns(B, "sysctl -qw net.ipv4.ip_forward=1"))?;
+        for rule in [
+            format!("-p tcp --dport {DROPPED_TCP} -j DROP"),
+            format!("-p udp --dport {DROPPED_UDP} -j DROP"),
+        ] {
+            output(&mut in_ns(B, &format!("iptables -A INPUT {rule}")))?;
+        }
+        let mut network = Network {
+            pool: Vec::new(),
+            _pair: pair,
+        };
+        for i in 0..pool {
+            let name = pool_name(i);
+            network.pool.push(Netns::create(&name)?);
+            veth_to_b(&name, "p0", &format!("vp{i}"), &format!("10.205.{i}"))?;
+        }
+        Ok(network)
+    }
+}
+
+/// A veth from `ns` (`inner`, `{net}.2/24`, default route) to B (`outer`, `{net}.1/24`).
+pub fn veth_to_b(ns: &str, inner: &str, outer: &str, net: &str) -> Result<()> {
+    sh(&format!(
+        "ip link add {inner} netns {ns} type veth peer name {outer} netns {B}"
+    ))?;
+    configure(&End {
+        netns: ns,
+        ifname: inner,
+        addrs: &[&format!("{net}.2/24")],
+    })?;
+    configure(&End {
+        netns: B,
+        ifname: outer,
+        addrs: &[&format!("{net}.1/24")],
+    })?;
+    sh(&format!("ip -n {ns} route add default via {net}.1"))?;
+    Ok(())
+}
+
+/// Namespaces of ours under /run/netns.
+pub fn ours() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("soak-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A soak killed earlier leaves its namespaces behind: only names this soak creates.
+fn remove_leftovers() {
+    for name in ours() {
+        let _ = quiet(&format!("ip netns del {name}"));
+    }
+}
+
+/// Interfaces in B other than lo and vb: the peers of churned veths. Those whose namespace is
+/// gone go with it, but only once nobody holds that namespace any more.
+pub fn peers_in_b() -> Result<Vec<String>> {
+    let text = sh(&format!("ip -n {B} -o link show"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|name| {
+            name.trim()
+                .split('@')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .filter(|name| name != "lo" && name != "vb")
+        .collect())
+}
+
+/// Waits up to `limit` for `check` to find nothing; what it found last.
+pub fn wait_until_empty(
+    limit: Duration,
+    mut check: impl FnMut() -> Result<Vec<String>>,
+) -> Result<Vec<String>> {
+    let start = Instant::now();
+    loop {
+        let found = check()?;
+        if found.is_empty() || start.elapsed() > limit {
+            return Ok(found);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// BPF programs attached to interfaces or netfilter in `ns` (`bpftool net show`): every
+/// line under a section header.
+pub fn bpf_attached(ns: &str) -> Result<Vec<String>> {
+    let text = output(&mut in_ns(ns, "bpftool net show"))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.ends_with(':'))
+        .map(|l| format!("{ns}: {l}"))
+        .collect())
+}
+
+/// Which of `ids` the kernel still has loaded (`bpftool prog show`).
+pub fn still_loaded(ids: &[u32]) -> Result<Vec<String>> {
+    let loaded: Vec<u32> = sh("bpftool prog show")?
+        .lines()
+        .filter_map(|line| line.split(':').next()?.trim().parse().ok())
+        .collect();
+    Ok(ids
+        .iter()
+        .filter(|id| loaded.contains(id))
+        .map(|id| format!("program {id}"))
+        .collect())
+}
