@@ -76,4 +76,6 @@ fn to_program(insns: &[Insn]) -> Program {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -9,6 +9,10 @@ mod explanation;
 mod fate;
 mod filter;
 mod flow;
+/// The property-test runner, shared with `tracer-common`'s parser properties.
+#[cfg(test)]
+#[path = "../../tracer-common/tests/fuzzing/runner.rs"]
+mod fuzzing;
 mod journey;
 mod kallsyms;
 mod kernel_btf;

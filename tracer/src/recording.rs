@@ -116,3 +116,6 @@ pub fn read(path: &Path) -> Result<Recording> {
     }
     Ok(recording)
 }
+
+#[cfg(test)]
+mod fuzz;

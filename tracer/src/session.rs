@@ -363,6 +363,9 @@ impl PacketCount {
     }
 }
 
+#[cfg(test)]
+mod fuzz;
+
 fn open_namespaces(specs: &[String]) -> Result<Vec<Netns>> {
     if specs.is_empty() {
         return Ok(vec![Netns::open(".")?]);

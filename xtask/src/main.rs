@@ -1,46 +1,22 @@
-//! `tracer`: follows packets through the Linux network stack and says where each one went,
-//! where it died and whether tcpdump saw it.
+//! Developer and CI entry points: `cargo xtask setup|build|run|test|bench|soak`.
+//!
+//! `run` and `test` are the README's two commands. Both install what is missing first, so a
+//! fresh machine needs nothing but this checkout and a Rust toolchain.
 
-mod analysis;
-mod capture;
+mod bench;
+mod build;
 mod cmd;
-mod counters;
-mod explanation;
-mod fate;
-mod filter;
-mod flow;
-/// The property-test runner, shared with `tracer-common`'s parser properties.
-#[cfg(test)]
-#[path = "../../tracer-common/tests/fuzzing/runner.rs"]
-mod fuzzing;
-mod journey;
-mod kallsyms;
-mod kernel_btf;
-mod lab;
-mod libpcap;
-mod live_capture;
-mod loader;
-mod netfilter;
-mod netns;
-mod nf_link;
-mod output;
-mod packet_file;
-mod paint;
-mod pcapng;
-mod recording;
-mod session;
-mod sighting;
-mod stats;
-mod status;
-mod usage;
-mod xdp_owner;
+mod fuzz;
+mod run;
+mod setup;
+mod soak;
+mod sys;
+mod test;
 
-use std::process::ExitCode;
-
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(version, about = "Follow packets through the kernel's network stack", long_about = None)]
+#[command(about = "Build, run and test tracer")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,45 +24,68 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Trace packets at every observation point and report their journeys.
-    Trace(cmd::trace::TraceArgs),
-    /// Rebuild journeys from a recorded event stream (`trace --record`), offline.
-    Explain(cmd::explain::ExplainArgs),
-    /// Reproducible scenarios in throwaway namespaces (list, run).
-    Lab(cmd::lab::LabArgs),
-    /// Which observation points this kernel and these privileges allow, and why not.
-    Doctor,
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
-    Completions { shell: clap_complete::Shell },
-    /// Print the man page (roff) on stdout: `tracer man > /usr/local/share/man/man8/tracer.8`.
-    Man,
-    /// The userspace pipeline alone on synthetic events (for `cargo xtask bench`).
+    /// Install every missing prerequisite (Debian packages, bpf-linker, eBPF toolchain link).
+    Setup,
+    /// Set up, then build the tracer with its embedded eBPF object.
+    Build {
+        /// Build with optimisations.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build, then run the tracer: by default the smallest lab.
+    Run {
+        /// Build with optimisations.
+        #[arg(long)]
+        release: bool,
+        /// Arguments passed to the tracer instead of the default lab (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, then run every test: unit tests, then privileged integration tests.
+    Test {
+        /// Only the unit tests (no root, no namespaces).
+        #[arg(long)]
+        unit: bool,
+        /// Extra arguments for the integration test binary (a test name filter, --nocapture).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Fuzz the packet parser, the filter interpreter (against libpcap), event decoding and
+    /// recordings: their property tests with many cases for about --seconds in all (no root).
+    Fuzz(fuzz::FuzzArgs),
+    /// Set up, build (release), then measure the tracer's cost beside a baseline and tcpdump
+    /// (root): datapath, event pipeline, memory, attach time. Writes target/bench/.
+    Bench(bench::BenchArgs),
+    /// Set up, build (release), then run the tracer for a long time (root): mixed traffic,
+    /// namespaces and interfaces deleted under it; memory, descriptors and programs sampled,
+    /// leftovers checked. Writes target/bench/soak.md and soak.json; fails on a crash or leak.
+    Soak(soak::SoakArgs),
+    /// One-datagram flows at a steady rate (run by `bench` and `soak` inside a namespace).
     #[command(hide = true)]
-    BenchPipeline(cmd::bench::BenchArgs),
+    Flood {
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        #[arg(long)]
+        rate: u64,
+        #[arg(long)]
+        seconds: u64,
+    },
 }
 
-fn main() -> ExitCode {
+fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Trace(args) => cmd::trace::run(args),
-        Command::Explain(args) => cmd::explain::run(args),
-        Command::Lab(args) => cmd::lab::run(args),
-        Command::Doctor => cmd::doctor::run(),
-        Command::BenchPipeline(args) => cmd::bench::run(args),
-        Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "tracer", &mut std::io::stdout());
-            Ok(())
-        }
-        Command::Man => clap_mangen::Man::new(Cli::command())
-            .render(&mut std::io::stdout())
-            .map_err(Into::into),
+        Command::Setup => setup::run(),
+        Command::Build { release } => setup::run().and_then(|()| build::tracer(release).map(drop)),
+        Command::Run { release, args } => run::run(release, &args),
+        Command::Test { unit, args } => test::run(unit, &args),
+        Command::Fuzz(args) => fuzz::run(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::Soak(args) => soak::run(&args),
+        Command::Flood { to, rate, seconds } => bench::flood::run(to, rate, seconds),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            // One sentence, no backtrace: the chain of causes on one line.
-            eprintln!("tracer: {err:#}");
-            ExitCode::from(usage::exit_code(&err))
-        }
+    if let Err(err) = result {
+        eprintln!("xtask: {err:#}");
+        std::process::exit(1);
     }
 }
