@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use tests::{require_privileges, tracer_bin};
+use tests::{require_privileges, scratch, tracer_bin, Pair, ADDR_B};
 
 /// Runs `command` (a shell line in which `TRACER` is the binary under test).
 fn run(command: &str) -> Output {
@@ -126,7 +126,61 @@ fn without_privileges_the_tracer_says_what_it_needs() {
     fails_with(
         "setpriv --reuid=65534 --regid=65534 --clear-groups TRACER trace --duration 1",
         1,
-        "needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)",
+        "needs root (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN); this process lacks CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN",
+    );
+}
+
+/// Root is not enough when a capability is gone (a container, `capsh --drop`): the tracer
+/// names the one it lacks instead of failing later with a bare EPERM.
+#[test]
+fn root_without_a_needed_capability_is_told_which() {
+    require_privileges();
+    for (cap, name) in [
+        ("bpf", "CAP_BPF"),
+        ("perfmon", "CAP_PERFMON"),
+        ("net_admin", "CAP_NET_ADMIN"),
+    ] {
+        fails_with(
+            &format!("setpriv --bounding-set -{cap} TRACER trace --duration 1"),
+            1,
+            &format!("this process lacks {name}"),
+        );
+    }
+}
+
+/// The three capabilities are enough for the tracer's own namespace (here a test namespace it
+/// was started in); entering another one needs CAP_SYS_ADMIN, and it says so.
+#[test]
+fn the_three_capabilities_without_root_trace_the_own_namespace() {
+    require_privileges();
+    let pair = Pair::create();
+    let ready = scratch("caps-ready");
+    let as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups \
+        --inh-caps=+bpf,+perfmon,+net_admin --ambient-caps=+bpf,+perfmon,+net_admin";
+    let tracer = format!(
+        "ip netns exec {} {as_nobody} TRACER trace --format json --duration 3 --ready-file {} icmp",
+        pair.a.name,
+        ready.display()
+    );
+    let ping = format!(
+        "for i in $(seq 600); do [ -e {} ] && break; sleep 0.1; done; ip netns exec {} ping -c 2 -i 0.2 {ADDR_B} >/dev/null",
+        ready.display(),
+        pair.a.name
+    );
+    let out = run(&format!("( {ping} ) & {tracer}; wait"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let requests = stdout
+        .lines()
+        .filter(|l| l.contains(r#""type":"packet""#) && l.contains(&format!(r#""dst":"{ADDR_B}""#)))
+        .count();
+    assert_eq!(requests, 2, "both echo requests traced: {stdout}{stderr}");
+
+    fails_with(
+        &format!("{as_nobody} TRACER trace -n {} --duration 1", pair.b.name),
+        1,
+        "that needs root or CAP_SYS_ADMIN",
     );
 }
 

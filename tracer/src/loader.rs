@@ -18,7 +18,7 @@ use tracer_common::{
     names,
 };
 
-use crate::{filter::Filter, netns::Netns};
+use crate::{filter::Filter, netns::Netns, privileges};
 
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
@@ -26,8 +26,8 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub enum LoadError {
     #[error("this tracer was built without its kernel programs (the eBPF toolchain was missing); build it with `cargo xtask build`")]
     NoObject,
-    #[error("loading the kernel programs needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)")]
-    NotPermitted,
+    #[error("loading the kernel programs needs root (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN); this process lacks {}", .0.join(", "))]
+    NotPermitted(Vec<&'static str>),
     #[error("cannot load the kernel programs: {0}")]
     Load(String),
 }
@@ -55,8 +55,9 @@ pub fn load(
     if EBPF_OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(LoadError::NotPermitted);
+    let lacking = privileges::missing(privileges::effective());
+    if !lacking.is_empty() {
+        return Err(LoadError::NotPermitted(lacking));
     }
     let ebpf = EbpfLoader::new()
         .override_global(names::OFFSETS, offsets, true)

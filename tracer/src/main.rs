@@ -27,6 +27,7 @@ mod output;
 mod packet_file;
 mod paint;
 mod pcapng;
+mod privileges;
 mod recording;
 mod session;
 mod sighting;

@@ -15,11 +15,13 @@ pub const NETNS_DIR: &str = "/run/netns";
 pub enum NetnsError {
     #[error("unknown network namespace '{0}' (not a name in {NETNS_DIR}, a path, or pid:N)")]
     Unknown(String),
-    #[error("cannot enter network namespace '{name}': {source}")]
+    #[error("cannot enter network namespace '{name}'")]
     Enter {
         name: String,
         source: std::io::Error,
     },
+    #[error("cannot enter network namespace '{0}': that needs root or CAP_SYS_ADMIN")]
+    NotPermitted(String),
 }
 
 /// A network namespace held open, so it stays the same one while we use it.
@@ -74,17 +76,30 @@ impl Netns {
             .unwrap_or_else(|| format!("netns:{}", self.inode))
     }
 
+    /// Moves the calling thread into this namespace.
+    fn enter(&self) -> Result<(), NetnsError> {
+        // SAFETY: setns on a valid nsfs fd; affects only this thread.
+        if unsafe { libc::setns(self.file.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
+            return Ok(());
+        }
+        let source = std::io::Error::last_os_error();
+        Err(match source.raw_os_error() {
+            Some(libc::EPERM) => NetnsError::NotPermitted(self.display_name()),
+            _ => NetnsError::Enter {
+                name: self.display_name(),
+                source,
+            },
+        })
+    }
+
     /// Runs `f` on a thread that has entered this namespace; other threads stay where they are.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    // SAFETY: setns on a valid nsfs fd; affects only this thread.
-                    if unsafe { libc::setns(self.file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                        return Err(NetnsError::Enter {
-                            name: self.display_name(),
-                            source: std::io::Error::last_os_error(),
-                        });
+                    // Already there (our own namespace): setns would still want CAP_SYS_ADMIN.
+                    if current_inode() != Some(self.inode) {
+                        self.enter()?;
                     }
                     Ok(f())
                 })
@@ -92,6 +107,12 @@ impl Netns {
                 .expect("namespace worker panicked")
         })
     }
+}
+
+/// The inode of the calling thread's network namespace.
+fn current_inode() -> Option<u32> {
+    let meta = std::fs::metadata("/proc/thread-self/ns/net").ok()?;
+    Some(meta.ino() as u32)
 }
 
 /// Inode -> name of the namespaces under /run/netns.

@@ -87,7 +87,7 @@ pub fn run() -> Result<()> {
     unsafe { libc::uname(&mut uts) };
     let release = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) };
     println!("kernel:     Linux {}", release.to_string_lossy());
-    println!("privileges: {}", privileges());
+    println!("privileges: {}", crate::privileges::describe());
     let btf = match KernelBtf::load() {
         Ok(btf) => {
             println!(
@@ -128,31 +128,6 @@ pub fn run() -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Root, or the capabilities loading and attaching need, from /proc/self/status.
-fn privileges() -> String {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return "root".to_string();
-    }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let effective = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .unwrap_or(0);
-    let needed = [(39, "CAP_BPF"), (12, "CAP_NET_ADMIN"), (38, "CAP_PERFMON")];
-    let lacking: Vec<&str> = needed
-        .iter()
-        .filter(|(bit, _)| effective & (1 << bit) == 0)
-        .map(|(_, name)| *name)
-        .collect();
-    if lacking.is_empty() {
-        "not root, but CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON".to_string()
-    } else {
-        format!("insufficient: run as root (missing {})", lacking.join(", "))
-    }
 }
 
 #[cfg(test)]
