@@ -275,11 +275,16 @@ impl Tracer {
     }
 
     /// Stops the tracer with SIGINT (as Ctrl-C) and returns its JSON records and stderr.
-    pub fn finish(mut self) -> Report {
+    pub fn finish(self) -> Report {
+        self.finish_with(libc::SIGINT)
+    }
+
+    /// Stops the tracer with `signal` (SIGINT or SIGTERM), expecting a clean exit and a report.
+    pub fn finish_with(mut self, signal: i32) -> Report {
         let child = self.child.take().expect("running");
         let pid = child.id() as i32;
         // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(pid, libc::SIGINT) };
+        unsafe { libc::kill(pid, signal) };
         // Wait on another thread (it also drains the pipes), so that a tracer ignoring SIGINT
         // fails the test instead of hanging it.
         let (done, waited) = std::sync::mpsc::channel();
@@ -289,7 +294,7 @@ impl Tracer {
             Err(_) => {
                 // SAFETY: as above.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
-                panic!("the tracer did not stop within 30 s of SIGINT");
+                panic!("the tracer did not stop within 30 s of signal {signal}");
             }
         };
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -5,10 +5,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use serde_json::Value;
-use tests::{
-    assert_released, path, program_ids_of, require_privileges, sh, Pair, Tcpdump, Tracer, ADDR_A,
-    ADDR_B,
-};
+use tests::{path, require_privileges, Pair, Tcpdump, Tracer, ADDR_A, ADDR_B};
 
 const PINGS: usize = 3;
 
@@ -189,55 +186,6 @@ fn ctrl_c_right_after_ready_stops_the_tracer() {
     for _ in 0..5 {
         let report = Tracer::start(&["-n", &pair.a.name, "-n", &pair.b.name]).finish();
         assert!(report.stats()["duration_ns"].as_u64().is_some());
-    }
-}
-
-#[test]
-fn sigkill_leaves_nothing_attached() {
-    require_privileges();
-    let pair = Pair::create();
-    let tracer = Tracer::start(&["--xdp", "-n", &pair.a.name, "-n", &pair.b.name]);
-    // While it runs, its programs are visible, so the checks below can fail.
-    let programs = program_ids_of(tracer.pid());
-    assert_eq!(
-        programs.len(),
-        19,
-        "xdp, 4 tc, 12 tracepoints, 2 netfilter loaded: {programs:?}"
-    );
-    let xdp = pair.b.sh("bpftool net show dev vb");
-    assert!(
-        programs.iter().any(|id| xdp.contains(&format!("id {id}"))),
-        "our XDP not on vb: {xdp}"
-    );
-    let links = sh("bpftool link show");
-    let linked = programs
-        .iter()
-        .filter(|id| links.contains(&format!("prog {id} ")))
-        .count();
-    assert_eq!(
-        linked, 19,
-        "every program is held by a link (tcx shows as 'type 11' in old bpftool): {links}"
-    );
-    let pid = tracer.pid();
-    tracer.kill();
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
-
-    assert_released(&programs, "after SIGKILL");
-    for ns in [&pair.a, &pair.b] {
-        let net = ns.sh("bpftool net show");
-        assert!(
-            !net.contains("driver id") && !net.contains("generic id"),
-            "XDP left in {}: {net}",
-            ns.name
-        );
-    }
-    // No qdisc was added: tcx needs none.
-    for (ns, ifname) in [(&pair.a, "va"), (&pair.b, "vb")] {
-        let qdiscs = ns.sh(&format!("tc qdisc show dev {ifname}"));
-        assert!(
-            !qdiscs.contains("clsact"),
-            "clsact qdisc left on {ifname}: {qdiscs}"
-        );
     }
 }
 

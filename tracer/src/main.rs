@@ -7,6 +7,7 @@ mod cmd;
 mod counters;
 mod explanation;
 mod fate;
+mod fault;
 mod filter;
 mod flow;
 /// The property-test runner, shared with `tracer-common`'s parser properties.
@@ -67,6 +68,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    fault::install_panic_report();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Trace(args) => cmd::trace::run(args),

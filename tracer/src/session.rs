@@ -119,6 +119,7 @@ impl Session {
         let mut matched_interfaces = Vec::new();
         for ns in &namespaces {
             attachments.extend(netfilter.attach(ns));
+            crate::fault::panic_point("attach");
             let interfaces = ns.run(netns::interfaces)?;
             for (ifindex, ifname) in interfaces {
                 names.interfaces.insert((ns.inode, ifindex), ifname.clone());
@@ -182,6 +183,7 @@ impl Session {
         let mut status = Status::for_stderr();
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tokio::pin!(stop);
+        crate::fault::panic_point("tracing");
         loop {
             tokio::select! {
                 _ = &mut stop => break,
