@@ -58,6 +58,9 @@ enum Command {
     Lab(cmd::lab::LabArgs),
     /// Which observation points this kernel and these privileges allow, and why not.
     Doctor,
+    /// Remove whatever a tracer could have left: pinned objects of older builds, their
+    /// netlink XDP programs and tc filters, lab namespaces. A running tracer is not touched.
+    Cleanup,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff) on stdout: `tracer man > /usr/local/share/man/man8/tracer.8`.
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => cmd::explain::run(args),
         Command::Lab(args) => cmd::lab::run(args),
         Command::Doctor => cmd::doctor::run(),
+        Command::Cleanup => cmd::cleanup::run(),
         Command::BenchPipeline(args) => cmd::bench::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "tracer", &mut std::io::stdout());

@@ -28,7 +28,7 @@ pub fn xdp_program(ifindex: u32) -> io::Result<Option<String>> {
     Ok(Some(format!("{name} (id {id})")))
 }
 
-fn xdp_program_id(ifindex: u32) -> io::Result<Option<u32>> {
+pub fn xdp_program_id(ifindex: u32) -> io::Result<Option<u32>> {
     // SAFETY: plain socket(2); the descriptor is owned below.
     let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {

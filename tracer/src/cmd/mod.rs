@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod cleanup;
 pub mod doctor;
 pub mod explain;
 pub mod lab;
