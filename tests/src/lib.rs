@@ -5,6 +5,7 @@
 //! never pass silently: run them with `cargo xtask test` as root.
 
 pub mod foreign;
+pub mod frames;
 pub mod oracle;
 pub mod schema;
 pub mod traffic;

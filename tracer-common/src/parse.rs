@@ -24,6 +24,16 @@ const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_ICMPV6: u8 = 58;
 
+/// IPv6 extension headers stepped over on the way to the transport header.
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_AUTH: u8 = 51;
+const IPV6_DEST_OPTS: u8 = 60;
+/// RFC 8200 orders at most six of them (destination options twice); a longer chain leaves
+/// the transport unknown. Also bounds the unrolled loop the verifier walks through.
+const IPV6_MAX_EXTENSIONS: usize = 6;
+
 #[inline(always)]
 fn be16(buf: &[u8; HDR_LEN], at: usize) -> u16 {
     match (buf.get(at), buf.get(at + 1)) {
@@ -37,49 +47,143 @@ fn be32(buf: &[u8; HDR_LEN], at: usize) -> u32 {
     ((be16(buf, at) as u32) << 16) | be16(buf, at + 2) as u32
 }
 
+/// `value`, opaque to the optimiser, so that a bound checked on it afterwards is checked on
+/// the register the reads use: the verifier does not carry `at + 2 <= valid` (or the
+/// `at | 2 <= valid` it becomes for a multiple of 4) back to `at`.
+#[inline(always)]
+fn opaque(value: usize) -> usize {
+    // SAFETY: a read of a local.
+    unsafe { core::ptr::read_volatile(&value) }
+}
+
 #[inline(always)]
 fn byte(buf: &[u8; HDR_LEN], at: usize) -> u8 {
     buf.get(at).copied().unwrap_or(0)
 }
 
 /// Fills the L3/L4 fields of `out` from `buf`, which holds `valid` bytes from the L3 header on.
-/// `l3_proto` is the ethertype announcing the header. Fields that lie beyond `valid` stay 0.
+/// `l3_proto` is the ethertype announcing the header.
+///
+/// Hostile input gives what it holds, never garbage: `l3_proto` (and every IP field) is set
+/// only when a whole IP header of the announced version is there, so a cut or foreign header
+/// names no addresses; a transport header is read only where it lies inside the bytes the IP
+/// header claims (bytes past that are padding or a lie) and inside `valid`; a later fragment
+/// has a protocol but no ports. Another ethertype is only recorded.
 #[inline(always)]
 pub fn parse_l3(buf: &[u8; HDR_LEN], valid: usize, l3_proto: u16, out: &mut PacketSummary) {
-    out.l3_proto = l3_proto;
-    let l4 = match l3_proto {
-        ETH_P_IP if valid >= 20 => {
-            out.ip_len = be16(buf, 2);
-            out.ip_id = be16(buf, 4) as u32;
-            out.df = ((byte(buf, 6) & 0x40) != 0) as u8;
-            out.ttl = byte(buf, 8);
-            out.l4_proto = byte(buf, 9);
-            out.saddr[..4].copy_from_slice(&buf[12..16]);
-            out.daddr[..4].copy_from_slice(&buf[16..20]);
-            // Fragments after the first carry no transport header.
-            if be16(buf, 6) & 0x1fff != 0 {
-                return;
-            }
-            ((byte(buf, 0) & 0x0f) as usize) * 4
+    let valid = if valid < HDR_LEN { valid } else { HDR_LEN };
+    let transport = match l3_proto {
+        ETH_P_IP => parse_ipv4(buf, valid, out),
+        ETH_P_IPV6 => parse_ipv6(buf, valid, out),
+        _ => {
+            out.l3_proto = l3_proto;
+            None
         }
-        ETH_P_IPV6 if valid >= 40 => {
-            out.ip_id = be32(buf, 0) & 0x000f_ffff;
-            out.ip_len = be16(buf, 4).wrapping_add(40);
-            out.l4_proto = byte(buf, 6);
-            out.ttl = byte(buf, 7);
-            out.saddr.copy_from_slice(&buf[8..24]);
-            out.daddr.copy_from_slice(&buf[24..40]);
-            40
-        }
-        _ => return,
     };
-    parse_l4(buf, valid, l4, out);
+    if let Some((l4, valid)) = transport {
+        parse_l4(buf, valid, l4, out);
+    }
+}
+
+/// `valid`, cut to the length the IP header claims (0, as TSO and BIG TCP leave it: no cut).
+#[inline(always)]
+fn claimed(valid: usize, claimed_len: usize) -> usize {
+    if claimed_len != 0 && claimed_len < valid {
+        claimed_len
+    } else {
+        valid
+    }
+}
+
+/// The IPv4 fields; returns where the transport header starts and the bytes valid for it.
+#[inline(always)]
+fn parse_ipv4(
+    buf: &[u8; HDR_LEN],
+    valid: usize,
+    out: &mut PacketSummary,
+) -> Option<(usize, usize)> {
+    if valid < 20 || byte(buf, 0) >> 4 != 4 {
+        return None;
+    }
+    out.l3_proto = ETH_P_IP;
+    out.ip_len = be16(buf, 2);
+    out.ip_id = be16(buf, 4) as u32;
+    out.df = ((byte(buf, 6) & 0x40) != 0) as u8;
+    out.ttl = byte(buf, 8);
+    out.l4_proto = byte(buf, 9);
+    out.saddr[..4].copy_from_slice(&buf[12..16]);
+    out.daddr[..4].copy_from_slice(&buf[16..20]);
+    let header_len = ((byte(buf, 0) & 0x0f) as usize) * 4;
+    // Fragments after the first carry no transport header; below 20 bytes the header length
+    // is a lie (the kernel drops the packet), and where the transport would be is unknown.
+    if be16(buf, 6) & 0x1fff != 0 || header_len < 20 {
+        return None;
+    }
+    Some((header_len, claimed(valid, out.ip_len as usize)))
+}
+
+/// The IPv6 fields, through the extension headers; returns where the transport header
+/// starts and the bytes valid for it.
+#[inline(always)]
+fn parse_ipv6(
+    buf: &[u8; HDR_LEN],
+    valid: usize,
+    out: &mut PacketSummary,
+) -> Option<(usize, usize)> {
+    if valid < 40 || byte(buf, 0) >> 4 != 6 {
+        return None;
+    }
+    out.l3_proto = ETH_P_IPV6;
+    out.ip_id = be32(buf, 0) & 0x000f_ffff;
+    out.ip_len = be16(buf, 4).wrapping_add(40);
+    out.ttl = byte(buf, 7);
+    out.saddr.copy_from_slice(&buf[8..24]);
+    out.daddr.copy_from_slice(&buf[24..40]);
+    // A payload length of 0 (BIG TCP on a GSO packet over 64 KiB, a jumbogram) claims nothing.
+    let payload_len = be16(buf, 4) as usize;
+    let valid = if payload_len == 0 {
+        valid
+    } else {
+        claimed(valid, 40 + payload_len)
+    };
+    let mut next = byte(buf, 6);
+    let mut at = 40;
+    for _ in 0..IPV6_MAX_EXTENSIONS {
+        let is_extension = matches!(
+            next,
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_FRAGMENT | IPV6_AUTH | IPV6_DEST_OPTS
+        );
+        // Headers are multiples of 4 bytes long: one at 124 is the last whose first 4 bytes
+        // (what is read of it) fit. The check must bound `at` itself for the verifier.
+        at = opaque(at);
+        // An extension header cut before its first two bytes cannot say what follows it.
+        if !is_extension || at > HDR_LEN - 4 || at + 2 > valid {
+            break;
+        }
+        let units = byte(buf, at + 1) as usize;
+        let len = match next {
+            IPV6_FRAGMENT => {
+                // Fragments after the first carry no transport header.
+                if be16(buf, at + 2) & 0xfff8 != 0 {
+                    out.l4_proto = byte(buf, at);
+                    return None;
+                }
+                8
+            }
+            IPV6_AUTH => (units + 2) * 4,
+            _ => (units + 1) * 8,
+        };
+        next = byte(buf, at);
+        at += len;
+    }
+    out.l4_proto = next;
+    Some((at, valid))
 }
 
 #[inline(always)]
 fn parse_l4(buf: &[u8; HDR_LEN], valid: usize, l4: usize, out: &mut PacketSummary) {
-    // `l4` is at most 60: keeps every index below HDR_LEN for the verifier.
-    if l4 > 60 {
+    // No transport header we read is shorter than 8 bytes: keeps every index below HDR_LEN.
+    if l4 > HDR_LEN - 8 {
         return;
     }
     match out.l4_proto {
@@ -127,6 +231,22 @@ pub fn parse_l2(eth: &[u8; L2_LEN], valid: usize) -> Option<(usize, u16, u16)> {
     Some((offset, proto, vlan))
 }
 
+/// Turns the link-layer header `eth` (from [`parse_l2`], the L3 header at `l3_offset`) into
+/// the one the receive taps see, and returns its new length: the kernel moves the outermost
+/// VLAN tag into `skb->vlan_tci` before them (`skb_vlan_untag`), so tcpdump's filter runs on
+/// the frame without it. Points that read the frame before that (XDP, `netif_receive`) give
+/// the filter this view, or a tagged frame would match `udp` at the tap and not there.
+/// (A NIC that strips the tag itself hands XDP a frame without it already: there, a second
+/// tag would be taken off too. Veth and NICs without VLAN offload do not.)
+#[inline(always)]
+pub fn untag_outer(eth: &mut [u8; L2_LEN], l3_offset: usize) -> usize {
+    if l3_offset < ETH_HLEN + 4 {
+        return l3_offset;
+    }
+    eth.copy_within(16.., 12);
+    l3_offset - 4
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +289,7 @@ mod tests {
         let mut bytes = [0u8; 44];
         bytes[..20].copy_from_slice(&IPV4_TCP_SYN[..20]);
         bytes[0] = 0x46; // IHL 6: four bytes of options
+        bytes[3] = 44; // total length
         bytes[24..44].copy_from_slice(&IPV4_TCP_SYN[20..]);
         let mut p = PacketSummary::default();
         parse_l3(&buf(&bytes), 44, ETH_P_IP, &mut p);
@@ -182,6 +303,83 @@ mod tests {
         let mut p = PacketSummary::default();
         parse_l3(&buf(&bytes), 40, ETH_P_IP, &mut p);
         assert_eq!((p.sport, p.dport), (0, 0));
+    }
+
+    #[test]
+    fn a_cut_or_foreign_ip_header_names_no_packet() {
+        for (valid, first) in [(19, 0x45), (40, 0x65), (40, 0x44)] {
+            let mut bytes = IPV4_TCP_SYN;
+            bytes[0] = first;
+            let mut p = PacketSummary::default();
+            parse_l3(&buf(&bytes), valid, ETH_P_IP, &mut p);
+            let expected = match first {
+                // IHL 4: the fixed header is there, the transport's place is not known.
+                0x44 => (ETH_P_IP, 6, 0, 0),
+                _ => (0, 0, 0, 0),
+            };
+            assert_eq!(
+                (p.l3_proto, p.l4_proto, p.sport, p.dport),
+                expected,
+                "{first:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn bytes_past_the_claimed_length_are_not_the_transport() {
+        let mut bytes = IPV4_TCP_SYN;
+        bytes[3] = 30; // claims 10 bytes of TCP header
+        let mut p = PacketSummary::default();
+        parse_l3(&buf(&bytes), 40, ETH_P_IP, &mut p);
+        assert_eq!((p.l4_proto, p.ip_len, p.sport, p.dport), (6, 30, 0, 0));
+        // 0, as TSO leaves it, claims nothing.
+        bytes[3] = 0;
+        parse_l3(&buf(&bytes), 40, ETH_P_IP, &mut p);
+        assert_eq!((p.sport, p.dport), (40000, 80));
+    }
+
+    /// IPv6 1::1 -> 1::2, flow label 5, then `chain` (extension headers and transport).
+    fn ipv6(first_next: u8, chain: &[u8]) -> [u8; HDR_LEN] {
+        let mut bytes = [0u8; HDR_LEN];
+        bytes[..4].copy_from_slice(&[0x60, 0, 0, 5]);
+        bytes[4..6].copy_from_slice(&(chain.len() as u16).to_be_bytes());
+        (bytes[6], bytes[7], bytes[23], bytes[39]) = (first_next, 64, 1, 2);
+        bytes[40..40 + chain.len()].copy_from_slice(chain);
+        bytes
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_walked_to_the_ports() {
+        // Hop-by-hop (8), routing (8), fragment (offset 0, more), dest opts (16), UDP.
+        let chain: [u8; 48] = [
+            43, 0, 1, 4, 0, 0, 0, 0, 44, 0, 253, 0, 0, 0, 0, 0, 60, 0, 0, 1, 0, 0, 0, 9, //
+            17, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x13, 0x88, 0x00, 0x35, 0, 8, 0, 0,
+        ];
+        let bytes = ipv6(0, &chain);
+        let mut p = PacketSummary::default();
+        parse_l3(&bytes, 40 + chain.len(), ETH_P_IPV6, &mut p);
+        assert_eq!((p.l4_proto, p.sport, p.dport), (17, 5000, 53));
+        // Cut inside the UDP header: the protocol, no ports.
+        let mut cut = PacketSummary::default();
+        parse_l3(&bytes, 40 + chain.len() - 4, ETH_P_IPV6, &mut cut);
+        assert_eq!((cut.l4_proto, cut.sport, cut.dport), (17, 0, 0));
+    }
+
+    #[test]
+    fn ipv6_payload_length_0_claims_nothing() {
+        let mut bytes = ipv6(17, &[0x13, 0x88, 0x00, 0x35, 0, 8, 0, 0]);
+        bytes[4..6].fill(0);
+        let mut p = PacketSummary::default();
+        parse_l3(&bytes, 48, ETH_P_IPV6, &mut p);
+        assert_eq!((p.l4_proto, p.sport, p.dport), (17, 5000, 53));
+    }
+
+    #[test]
+    fn a_later_ipv6_fragment_has_a_protocol_and_no_ports() {
+        let chain = [6, 0, 0, 8, 0, 0, 0, 9, 0x9c, 0x40, 0, 80, 0, 0, 0, 1];
+        let mut p = PacketSummary::default();
+        parse_l3(&ipv6(44, &chain), 56, ETH_P_IPV6, &mut p);
+        assert_eq!((p.l4_proto, p.sport, p.dport), (6, 0, 0));
     }
 
     #[test]
@@ -213,6 +411,21 @@ mod tests {
         eth[16..18].copy_from_slice(&ETH_P_IP.to_be_bytes());
         assert_eq!(parse_l2(&eth, 22), Some((18, ETH_P_IP, 100)));
         assert_eq!(parse_l2(&eth, 10), None);
+    }
+
+    #[test]
+    fn the_tap_sees_the_frame_without_its_outer_tag() {
+        let mut eth = [0u8; L2_LEN];
+        eth[12..14].copy_from_slice(&ETH_P_8021AD.to_be_bytes());
+        eth[16..18].copy_from_slice(&ETH_P_8021Q.to_be_bytes());
+        eth[20..22].copy_from_slice(&ETH_P_IP.to_be_bytes());
+        assert_eq!(untag_outer(&mut eth, 22), 18);
+        assert_eq!(parse_l2(&eth, 18), Some((18, ETH_P_IP, 0)));
+        assert_eq!(
+            untag_outer(&mut eth, 14),
+            14,
+            "untagged frames stay as they are"
+        );
     }
 
     #[test]

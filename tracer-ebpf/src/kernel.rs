@@ -179,9 +179,14 @@ pub fn skb_l3_headers(skb: u64, info: &SkbInfo, buf: &mut [u8; HDR_LEN]) -> usiz
         return 0;
     }
     let l3 = head + network as u64;
-    // Bytes of the packet from the L3 header on; `data` may sit before it (L2 still in front)
-    // or after it (L3 already pulled).
-    let avail = (data + len as u64).saturating_sub(l3);
+    // Bytes of the packet from the L3 header to the end of the linear part; `data` may sit
+    // before it (L2 still in front) or after it (L3 already pulled). The rest of the packet
+    // lies in page fragments that a plain read cannot reach: past the linear end is other
+    // memory (a jumbo frame sent by AF_PACKET has only its Ethernet header there), and its
+    // bytes would be parsed as headers.
+    let data_len = read::<u32>(skb, offset!(skb_data_len)).unwrap_or(0);
+    let linear = len.saturating_sub(data_len) as u64;
+    let avail = (data + linear).saturating_sub(l3);
     let n = if avail < HDR_LEN as u64 {
         avail as u32
     } else {

@@ -51,16 +51,30 @@ fn observe(ctx: &TcContext, hook: Hook, position: Position) {
     let Some(eth_len) = skb_load(raw, ctx.len(), 0, &mut eth) else {
         return;
     };
-    let Some((l3_offset, l3_proto, vlan)) = parse_l2(&eth, eth_len) else {
+    let Some((l3_offset, l3_proto, vlan_in_frame)) = parse_l2(&eth, eth_len) else {
         return;
     };
     // The context of a tc program is the `struct sk_buff` itself, seen through `__sk_buff`:
-    // mark, GSO segments and ifindex are plain loads there, not helper calls. Only the
-    // namespace needs the real skb (skb->dev->nd_net).
+    // mark, GSO segments, ifindex and the VLAN tag are plain loads there, not helper calls.
+    // Only the namespace needs the real skb (skb->dev->nd_net).
     let skb = ctx.skb.skb as u64;
-    let (mark, gso_segs, ifindex) = unsafe {
+    let (mark, gso_segs, ifindex, vlan_present, vlan_tci) = unsafe {
         let view = &*ctx.skb.skb;
-        (view.mark, view.gso_segs as u16, view.ifindex)
+        (
+            view.mark,
+            view.gso_segs as u16,
+            view.ifindex,
+            view.vlan_present,
+            view.vlan_tci,
+        )
+    };
+    // On receive the kernel has taken the outermost tag off the frame before tc (software
+    // untagging in __netif_receive_skb_core, or the NIC): it is in skb->vlan_tci, and any tag
+    // left in the frame is an inner one. A vlan device with offload does the same on transmit.
+    let vlan = if vlan_present != 0 {
+        (vlan_tci & 0x0fff) as u16
+    } else {
+        vlan_in_frame
     };
     let mut packet = PacketSummary {
         vlan,

@@ -6,12 +6,15 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{
     event::{kind, HookDetail, PacketSummary},
     hook::{tcp_event, Hook, Position},
+    parse::{parse_l2, untag_outer, ETH_HLEN, L2_LEN},
 };
 
 use crate::{
-    emit::{forget, netns_traced, report, Site, Source},
-    kernel::{dev_identity, read, skb_identity, skb_info, skb_summary, sock_netns, sock_summary},
-    maps::offset,
+    emit::{forget, netns_traced, report, Site, Source, L2},
+    kernel::{
+        dev_identity, read, skb_identity, skb_info, skb_summary, sock_netns, sock_summary, SkbInfo,
+    },
+    maps::{config, offset},
 };
 
 /// `net:netif_receive_skb(struct sk_buff *skb)`: the receive tap-side witness.
@@ -267,11 +270,39 @@ fn observe_skb(skb: u64, hook: Hook, position: Position, event_kind: u8, detail:
             Source::Skb(skb)
         },
     };
-    report(&site, &packet, None, l3_len, detail);
+    let mut eth = [0u8; L2_LEN];
+    let l2_len = if hook == Hook::NetifReceive && config!(filter_l2) != 0 {
+        tap_frame(skb, &info, &mut eth).unwrap_or(0)
+    } else {
+        0
+    };
+    let l2 = (l2_len > 0).then_some(L2 {
+        bytes: &eth,
+        len: l2_len,
+    });
+    report(&site, &packet, l2, l3_len, detail);
     if event_kind != kind::SIGHTING {
         // Freed: stop following it (only skbs of traced namespaces can be followed).
         forget(skb);
     }
+}
+
+/// The link-layer header of a received skb as the taps will see it, for the Ethernet filter
+/// program, as tc and XDP run it: `netif_receive_skb` fires before the kernel takes the outer
+/// VLAN tag off, and the raw-IP program cannot see what tcpdump's sees there (an inner tag of
+/// a QinQ frame, say). `None` where no Ethernet header ends at the network header (a tun
+/// device, three tags): the raw-IP program decides then.
+#[inline(always)]
+fn tap_frame(skb: u64, info: &SkbInfo, eth: &mut [u8; L2_LEN]) -> Option<usize> {
+    let mac = read::<u16>(skb, offset!(skb_mac_header))?;
+    let network = read::<u16>(skb, offset!(skb_network_header))?;
+    let len = network.checked_sub(mac)? as usize;
+    if info.head == 0 || mac == u16::MAX || !(ETH_HLEN..=L2_LEN).contains(&len) {
+        return None;
+    }
+    *eth = read::<[u8; L2_LEN]>(info.head + mac as u64, 0)?;
+    let (l3_offset, _, _) = parse_l2(eth, len)?;
+    (l3_offset == len).then(|| untag_outer(eth, l3_offset))
 }
 
 /// A TCP event that only has the socket.

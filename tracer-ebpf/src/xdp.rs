@@ -2,14 +2,19 @@
 //!
 //! Needs XDP on the driver (native on veth since 4.19; generic XDP elsewhere). Only one XDP
 //! program fits on an interface: where another one is attached, userspace leaves it alone.
+//! Multi-buffer aware (`xdp.frags`, 5.18+): without it a veth refuses XDP while its peer's MTU
+//! exceeds a page, and a driver with jumbo frames would refuse it too.
 
 use aya_ebpf::{
-    bindings::xdp_action, helpers::generated::bpf_xdp_load_bytes, macros::xdp, programs::XdpContext,
+    bindings::xdp_action,
+    helpers::generated::{bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
+    macros::xdp,
+    programs::XdpContext,
 };
 use tracer_common::{
     event::{kind, HookDetail, PacketSummary},
     hook::{Hook, Position},
-    parse::{parse_l2, parse_l3, HDR_LEN, L2_LEN},
+    parse::{parse_l2, parse_l3, untag_outer, HDR_LEN, L2_LEN},
 };
 
 use crate::{
@@ -18,7 +23,7 @@ use crate::{
     maps::offset,
 };
 
-#[xdp]
+#[xdp(frags)]
 pub fn tracer_xdp(ctx: XdpContext) -> u32 {
     observe(&ctx);
     xdp_action::XDP_PASS
@@ -26,7 +31,8 @@ pub fn tracer_xdp(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn observe(ctx: &XdpContext) {
-    let frame_len = ctx.data_end() - ctx.data();
+    // The whole frame: data_end - data is only its first buffer when it spans several.
+    let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
     let mut eth = [0u8; L2_LEN];
     let eth_len = if frame_len < L2_LEN {
         frame_len
@@ -69,9 +75,11 @@ fn observe(ctx: &XdpContext) {
         skb: 0,
         source: Source::Xdp(ctx.ctx.cast()),
     };
+    // The filter sees the frame as tcpdump's will, after the kernel took its outer tag off.
+    let l2_len = untag_outer(&mut eth, l3_offset);
     let l2 = L2 {
         bytes: &eth,
-        len: l3_offset,
+        len: l2_len,
     };
     report(&site, &packet, Some(l2), l3_len, HookDetail::default());
 }

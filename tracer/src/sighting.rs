@@ -41,6 +41,10 @@ pub struct Sighting {
     pub len: u32,
     pub ip_len: u16,
     pub gso_segs: u16,
+    /// Outermost VLAN id, where the point saw a tag (XDP and tc read the link layer; the
+    /// tracepoints and netfilter do not); absent when untagged.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub vlan: u16,
     pub mark: u32,
     pub icmp_type: u8,
     pub icmp_code: u8,
@@ -139,6 +143,7 @@ impl Sighting {
             len: p.pkt_len,
             ip_len: p.ip_len,
             gso_segs: p.gso_segs,
+            vlan: p.vlan,
             mark: p.mark,
             icmp_type: p.icmp_type,
             icmp_code: p.icmp_code,
@@ -216,6 +221,10 @@ fn note(event: &Event, names: &Names) -> Option<String> {
         Hook::Socket => Some(format!("{verdict} bytes read by the application")),
         _ => None,
     }
+}
+
+fn is_zero(value: &u16) -> bool {
+    *value == 0
 }
 
 fn address(l3_proto: u16, bytes: &[u8; 16]) -> Option<IpAddr> {
