@@ -65,9 +65,20 @@ pub fn transport() -> impl Strategy<Value = Transport> {
     prop_oneof![4 => tcp, 3 => udp, 2 => icmp, 1 => other]
 }
 
+/// The length an IP header claims: mostly the true one (`None`); else 0 (TSO, BIG TCP), short
+/// of the headers, or anything.
+fn bogus_length() -> impl Strategy<Value = Option<u16>> {
+    prop_oneof![
+        12 => Just(None),
+        1 => Just(Some(0)),
+        1 => (1..100u16).prop_map(Some),
+        1 => any::<u16>().prop_map(Some),
+    ]
+}
+
 pub fn ipv4() -> impl Strategy<Value = Ipv4> {
     let fragment = prop_oneof![3 => Just(0u16), 1 => 1..=0x1fffu16];
-    let total_len = prop_oneof![4 => Just(None), 1 => any::<u16>().prop_map(Some)];
+    let total_len = bogus_length();
     let header = (
         0..=10usize,
         any::<u16>(),
@@ -122,7 +133,7 @@ fn extension() -> impl Strategy<Value = Extension> {
 
 /// IPv6 with `extensions` extension headers in front of the transport header.
 pub fn ipv6(extensions: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = Ipv6> {
-    let payload_len = prop_oneof![4 => Just(None), 1 => any::<u16>().prop_map(Some)];
+    let payload_len = bogus_length();
     (
         0..=0xf_ffffu32,
         any::<u8>(),

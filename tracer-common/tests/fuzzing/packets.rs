@@ -292,7 +292,11 @@ impl Ip {
                 out.ip_len = payload_len.wrapping_add(40);
                 (out.ip_id, out.ttl) = (p.flow_label, p.hop_limit);
                 (out.saddr, out.daddr) = (p.saddr, p.daddr);
-                let valid = claimed(valid, 40 + payload_len as usize);
+                // A payload length of 0 (BIG TCP, a jumbogram) claims nothing.
+                let valid = match payload_len {
+                    0 => valid,
+                    n => claimed(valid, 40 + n as usize),
+                };
                 let mut at = 40;
                 for (i, ext) in p.extensions.iter().enumerate() {
                     // Past six headers, or cut before the two bytes that say what follows (or
