@@ -183,8 +183,8 @@ pub fn run(args: &SoakArgs) -> Result<()> {
 fn leftovers(program_ids: &[u32], network: Network) -> Result<Vec<String>> {
     let mut left =
         topology::wait_until_empty(RELEASE_LIMIT, || topology::still_loaded(program_ids))?;
-    for ns in [A, B] {
-        left.extend(topology::bpf_attached(ns)?);
+    for (ns, ifname) in [(A, "va"), (B, "vb")] {
+        left.extend(topology::bpf_attached(ns, ifname)?);
     }
     let peers = topology::wait_until_empty(RELEASE_LIMIT, topology::peers_in_b)?;
     left.extend(peers.into_iter().map(|p| format!("interface {p} in {B}")));

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use super::traffic::socket_in;
 use crate::sys::{configure, in_ns, output, quiet, sh, End, Netns, Pair};
 
 pub const A: &str = "soak-a";
@@ -146,16 +147,79 @@ pub fn wait_until_empty(
     }
 }
 
-/// BPF programs attached to interfaces or netfilter in `ns` (`bpftool net show`): every
-/// line under a section header.
-pub fn bpf_attached(ns: &str) -> Result<Vec<String>> {
+/// BPF programs attached to the interfaces of `ns`: what `bpftool net show` lists (XDP and
+/// classic tc: every line under a section header), and the tcx programs on `ifname`, which
+/// bpftool before 7.3 does not show.
+pub fn bpf_attached(ns: &str, ifname: &str) -> Result<Vec<String>> {
     let text = output(&mut in_ns(ns, "bpftool net show"))?;
-    Ok(text
+    let mut found: Vec<String> = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.ends_with(':'))
         .map(|l| format!("{ns}: {l}"))
-        .collect())
+        .collect();
+    let name = ifname.to_string();
+    let counts = socket_in(ns, move || {
+        let ifname = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
+        // SAFETY: a NUL-terminated name; 0 means no such interface.
+        let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
+        if ifindex == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok([
+            ("tcx ingress", tcx_count(ifindex, BPF_TCX_INGRESS)?),
+            ("tcx egress", tcx_count(ifindex, BPF_TCX_EGRESS)?),
+        ])
+    })?;
+    for (point, count) in counts.into_iter().filter(|(_, n)| *n > 0) {
+        found.push(format!("{ns}/{ifname}: {count} program(s) at {point}"));
+    }
+    Ok(found)
+}
+
+/// `enum bpf_attach_type` values (Linux 6.6).
+const BPF_TCX_INGRESS: u32 = 46;
+const BPF_TCX_EGRESS: u32 = 47;
+const BPF_PROG_QUERY: libc::c_int = 16;
+
+/// The `query` member of `union bpf_attr`, up to `revision`.
+#[repr(C)]
+#[derive(Default)]
+struct ProgQuery {
+    target_ifindex: u32,
+    attach_type: u32,
+    query_flags: u32,
+    attach_flags: u32,
+    prog_ids: u64,
+    count: u32,
+    _pad: u32,
+    prog_attach_flags: u64,
+    link_ids: u64,
+    link_attach_flags: u64,
+    revision: u64,
+}
+
+/// How many programs are attached at tcx `attach_type` of `ifindex` (this thread's namespace).
+fn tcx_count(ifindex: u32, attach_type: u32) -> std::io::Result<u32> {
+    let mut attr = ProgQuery {
+        target_ifindex: ifindex,
+        attach_type,
+        ..ProgQuery::default()
+    };
+    // SAFETY: BPF_PROG_QUERY reads and writes `attr`, whose size we pass; with no id array
+    // it only fills in the count.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_QUERY,
+            &mut attr as *mut ProgQuery,
+            std::mem::size_of::<ProgQuery>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(attr.count)
 }
 
 /// Which of `ids` the kernel still has loaded (`bpftool prog show`).
