@@ -114,7 +114,13 @@ fn check_packet(packet: &Value, id: u64, flows: &[Value]) {
             "capture",
             "explanation",
         ],
-        &["retransmission_of", "icmp_type", "icmp_code", "gso_segs"],
+        &[
+            "retransmission_of",
+            "icmp_type",
+            "icmp_code",
+            "gso_segs",
+            "incomplete",
+        ],
         "packet",
     );
     assert_eq!(packet["id"].as_u64(), Some(id), "packet ids are 1, 2, ...");
@@ -259,7 +265,7 @@ fn check_flow(flow: &Value, packets: &[Value]) {
             "packet_ids",
             "explanation",
         ],
-        &["nat"],
+        &["nat", "incomplete_packets"],
         "flow",
     );
     let id = flow["id"].as_u64().expect("flow id");
@@ -311,8 +317,11 @@ fn check_stats(stats: &Value) {
             "events",
             "lost",
             "lost_total",
+            "lost_per_cpu",
             "undecodable",
             "not_kept",
+            "incomplete_packets",
+            "incomplete_flows",
             "duration_ns",
             "counters",
             "counter_checks",
@@ -331,6 +340,19 @@ fn check_stats(stats: &Value) {
         .map(|v| v.as_u64().expect("lost count"))
         .sum();
     assert_eq!(stats["lost_total"].as_u64(), Some(lost));
+    let per_cpu: u64 = stats["lost_per_cpu"]
+        .as_object()
+        .expect("lost_per_cpu")
+        .values()
+        .map(|v| v.as_u64().expect("lost count"))
+        .sum();
+    assert_eq!(
+        per_cpu, lost,
+        "stats: lost per CPU and per hook add up to the same"
+    );
+    for key in ["incomplete_packets", "incomplete_flows"] {
+        assert!(stats[key].is_u64(), "stats: {key}");
+    }
     assert_eq!(stats["undecodable"].as_u64(), Some(0));
     assert!(stats["not_kept"].is_u64(), "stats: not_kept");
     assert!(stats["duration_ns"].as_u64().is_some_and(|d| d > 0));

@@ -1,7 +1,7 @@
 //! The one event format: header, packet summary, hook-specific detail.
 
 /// Bumped whenever the layout below changes.
-pub const EVENT_VERSION: u8 = 1;
+pub const EVENT_VERSION: u8 = 2;
 
 /// What an event reports. Fixed numbers, never reused.
 pub mod kind {
@@ -33,6 +33,10 @@ pub struct EventHeader {
     pub ts_ns: u64,
     /// Address of the `struct sk_buff` (0 at XDP, where no skb exists yet).
     pub skb: u64,
+    /// Events this CPU could not queue (ring buffer full) since its previous event: the gap
+    /// lies between that event and this one, and the journeys alive then may miss points.
+    pub lost_before: u32,
+    pub _pad: u32,
 }
 
 /// What the parser read of the packet's headers. Addresses are in network byte order; IPv4
@@ -132,10 +136,10 @@ pub struct Captured<const N: usize> {
 }
 
 const _: () = assert!(core::mem::size_of::<CaptureHeader>() == 8);
-const _: () = assert!(core::mem::size_of::<EventHeader>() == 32);
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 40);
 const _: () = assert!(core::mem::size_of::<PacketSummary>() == 72);
 const _: () = assert!(core::mem::size_of::<HookDetail>() == 16);
-const _: () = assert!(core::mem::size_of::<Event>() == 120);
+const _: () = assert!(core::mem::size_of::<Event>() == 128);
 
 /// TCP flag bits as in the TCP header.
 pub mod tcp_flag {

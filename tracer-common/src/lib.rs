@@ -17,6 +17,9 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     /// Per-CPU array of `u64`, indexed by hook id: events lost because the ring buffer was full.
     pub const LOST: &str = "LOST";
+    /// Per-CPU `u32`, one slot: events lost on this CPU since its last queued event, handed to
+    /// the next one as [`crate::event::EventHeader::lost_before`].
+    pub const LOST_SINCE: &str = "LOST_SINCE";
     /// Hash of netns inode -> 1: the namespaces to report (global tracepoints see all of them).
     pub const TRACED_NETNS: &str = "TRACED_NETNS";
     /// Hash of [`crate::config::iface_key`] -> 1: interfaces where a packet's trace may start.

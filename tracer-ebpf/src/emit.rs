@@ -21,7 +21,8 @@ use tracer_common::{
 use crate::{
     kernel::{read, scratch, verifier_visible},
     maps::{
-        config, offset, EVENTS, FILTERS, FILTER_MEM, FOLLOWED, LOST, TRACED_IFACES, TRACED_NETNS,
+        config, offset, EVENTS, FILTERS, FILTER_MEM, FOLLOWED, LOST, LOST_SINCE, TRACED_IFACES,
+        TRACED_NETNS,
     },
 };
 
@@ -300,6 +301,8 @@ fn fill(event: &mut Event, site: &Site, packet: &PacketSummary, detail: HookDeta
         netns: site.netns,
         ts_ns: unsafe { bpf_ktime_get_ns() },
         skb: site.skb,
+        lost_before: take_lost_since(),
+        _pad: 0,
     };
     event.packet = *packet;
     event.detail = detail;
@@ -415,5 +418,25 @@ fn count_lost(hook: Hook) {
     if let Some(counter) = LOST.get_ptr_mut(hook as u32) {
         // Per-CPU slot: no other writer, a plain add is enough.
         unsafe { *counter += 1 };
+    }
+    if let Some(since) = LOST_SINCE.get_ptr_mut(0) {
+        // A program interrupting another on this CPU may race on it: the count can be off by
+        // one there, the gap is still marked.
+        unsafe { *since = (*since).saturating_add(1) };
+    }
+}
+
+/// The events lost on this CPU since its last queued event, reset for the next gap.
+#[inline(always)]
+fn take_lost_since() -> u32 {
+    match LOST_SINCE.get_ptr_mut(0) {
+        Some(since) => unsafe {
+            let lost = *since;
+            if lost != 0 {
+                *since = 0;
+            }
+            lost
+        },
+        None => 0,
     }
 }

@@ -19,6 +19,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(HOOK_SLOTS, 0);
 
+/// Events lost on this CPU since its last queued event; the next event carries and clears it.
+#[map]
+pub static LOST_SINCE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 pub static TRACED_NETNS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 

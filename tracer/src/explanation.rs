@@ -63,6 +63,13 @@ pub fn packet(journey: &Journey, analysis: &Analysis) -> Vec<String> {
             ));
         }
     }
+    if journey.incomplete {
+        out.push(
+            "Events were lost while this packet was alive (the ring buffer was full): its path \
+             may miss points, so read its fate with care."
+                .to_string(),
+        );
+    }
     out
 }
 

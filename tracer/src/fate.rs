@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::sighting::Sighting;
+use crate::{gaps::Gap, sighting::Sighting};
 
 /// A packet last seen this close to the end of the trace may still have been on its way.
 const IN_FLIGHT_NS: u64 = 1_000_000_000;
@@ -37,7 +37,7 @@ impl FateKind {
 pub mod unknown {
     /// Last seen within a second of the end of the trace.
     pub const IN_FLIGHT: &str = "in_flight";
-    /// The kernel lost events during the trace: this packet's end may be among them.
+    /// Events were lost after this packet was last seen: its end may be among them.
     pub const EVENTS_LOST: &str = "events_lost";
     /// Seen earlier, then at no point the tracer observes.
     pub const END_NOT_SEEN: &str = "end_not_seen";
@@ -69,12 +69,25 @@ pub struct Fate {
 }
 
 /// What the journey builder needs to know about the trace as a whole.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct TraceEnd {
     /// Monotonic time the trace stopped (the events' clock); 0 when unknown.
     pub end_ns: u64,
-    /// Events the kernel could not queue.
+    /// Events the kernel could not queue, and events not kept.
     pub lost: u64,
+    /// When and where they were lost; empty in recordings made before gaps were known, where
+    /// any loss may have touched any journey.
+    pub gaps: Vec<Gap>,
+}
+
+impl TraceEnd {
+    /// Whether events lost during the trace may be missing from this journey.
+    pub fn touches(&self, sightings: &[Sighting], open: bool) -> bool {
+        if self.gaps.is_empty() {
+            return self.lost > 0 && open;
+        }
+        crate::gaps::touches(sightings, &self.gaps, open)
+    }
 }
 
 impl Fate {
@@ -171,7 +184,7 @@ fn unknown_fate(sightings: &[Sighting], last_on_path: Option<&Sighting>, end: &T
     let last_ts = sightings.last().map_or(0, |s| s.ts_ns);
     let why = if segmented(sightings, last_on_path) {
         unknown::SEGMENTED
-    } else if end.lost > 0 {
+    } else if end.touches(sightings, true) {
         unknown::EVENTS_LOST
     } else if end.end_ns > 0 && end.end_ns.saturating_sub(last_ts) < IN_FLIGHT_NS {
         unknown::IN_FLIGHT

@@ -27,6 +27,9 @@ pub struct Flow {
     /// Address rewrites (NAT) seen on its packets.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nat: Vec<String>,
+    /// Its packets alive while events were lost: they may miss points.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub incomplete_packets: u64,
     /// Ids of its journeys, in time order.
     #[serde(skip)]
     pub journeys: Vec<u64>,
@@ -120,6 +123,7 @@ pub fn build(journeys: &mut [Journey]) -> Vec<Flow> {
         journey.flow_id = flow.id;
         flow.journeys.push(journey.id);
         flow.packets += 1;
+        flow.incomplete_packets += u64::from(journey.incomplete);
         *flow.fates.entry(journey.fate.kind.name()).or_default() += 1;
         if flow.diverge.is_none() && journey.fate.kind == FateKind::Dropped {
             flow.diverge = Some(journey.fate.clone());
@@ -145,6 +149,7 @@ fn new_flow(id: u64, first: &Journey) -> Flow {
         fates: BTreeMap::new(),
         diverge: None,
         nat: Vec::new(),
+        incomplete_packets: 0,
         journeys: Vec::new(),
         client_endpoint: client,
     }
@@ -155,6 +160,10 @@ impl Flow {
     pub fn is_forward(&self, journey: &Journey) -> bool {
         endpoints(journey.headers()).is_some_and(|(src, _)| src == self.client_endpoint)
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn find(parent: &mut [usize], mut i: usize) -> usize {

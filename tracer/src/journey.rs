@@ -15,7 +15,7 @@ use serde::Serialize;
 use tracer_common::hook::Hook;
 
 use crate::{
-    fate::{fate, Fate, TraceEnd},
+    fate::{fate, Fate, FateKind, TraceEnd},
     sighting::{flag_bit, Sighting},
 };
 
@@ -34,6 +34,8 @@ pub struct Journey {
     /// The flow it belongs to (see [`crate::flow`]); 0 until flows are built, and for a
     /// journey without headers (a failed route lookup on its own).
     pub flow_id: u64,
+    /// Events were lost while it was alive (see [`crate::gaps`]): it may miss points.
+    pub incomplete: bool,
 }
 
 impl Journey {
@@ -152,11 +154,16 @@ pub fn build(mut sightings: Vec<Sighting>, end: &TraceEnd) -> Vec<Journey> {
     journeys
         .into_iter()
         .enumerate()
-        .map(|(i, sightings)| Journey {
-            id: i as u64 + 1,
-            fate: fate(&sightings, end),
-            sightings,
-            flow_id: 0,
+        .map(|(i, sightings)| {
+            let fate = fate(&sightings, end);
+            let open = fate.kind == FateKind::Unknown;
+            Journey {
+                id: i as u64 + 1,
+                incomplete: end.touches(&sightings, open),
+                fate,
+                sightings,
+                flow_id: 0,
+            }
         })
         .collect()
 }

@@ -14,6 +14,7 @@ mod flow;
 #[cfg(test)]
 #[path = "../../tracer-common/tests/fuzzing/runner.rs"]
 mod fuzzing;
+mod gaps;
 mod journey;
 mod kallsyms;
 mod kernel_btf;

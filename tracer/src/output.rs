@@ -68,6 +68,9 @@ pub fn packet_json(journey: &Journey, analysis: &Analysis) -> Value {
     if first.gso_segs > 1 {
         packet["gso_segs"] = json!(first.gso_segs);
     }
+    if journey.incomplete {
+        packet["incomplete"] = json!(true);
+    }
     packet
 }
 
@@ -99,6 +102,9 @@ pub fn write_json(out: &mut impl Write, analysis: &Analysis, stats: &Stats) -> i
         writeln!(out, "{}", flow_json(flow, analysis))?;
     }
     let mut stats = stats.to_json();
+    let (packets, flows) = incomplete(analysis);
+    stats["incomplete_packets"] = json!(packets);
+    stats["incomplete_flows"] = json!(flows);
     stats["counters"] = json!(analysis.context.counters);
     stats["counter_checks"] = json!(explanation::counter_sentences(analysis));
     writeln!(out, "{stats}")
@@ -133,7 +139,27 @@ pub fn write_text(
     for sentence in explanation::counter_sentences(analysis) {
         writeln!(out, "{sentence}")?;
     }
-    writeln!(out, "{}", stats.summary())
+    writeln!(out, "{}", stats.summary())?;
+    let (packets, flows) = incomplete(analysis);
+    if packets > 0 {
+        let line = format!(
+            "{packets} packets in {flows} flows may be incomplete: events were lost while they \
+             were alive (marked 'incomplete' above)"
+        );
+        writeln!(out, "{}", paint.fate("unknown", &line))?;
+    }
+    Ok(())
+}
+
+/// Packets, and flows with such packets, that events lost may have cut.
+fn incomplete(analysis: &Analysis) -> (usize, usize) {
+    let packets = analysis.journeys.iter().filter(|j| j.incomplete).count();
+    let flows = analysis
+        .flows
+        .iter()
+        .filter(|f| f.incomplete_packets > 0)
+        .count();
+    (packets, flows)
 }
 
 fn write_packet(
@@ -192,6 +218,9 @@ fn write_packet(
         line.push_str(&format!(", reason {reason}"));
     }
     writeln!(out, "{}", paint.fate(fate.kind.name(), &line))?;
+    if journey.incomplete {
+        writeln!(out, "    incomplete: events were lost while it was alive")?;
+    }
     for sentence in explanation::packet(journey, analysis) {
         writeln!(out, "      {sentence}")?;
     }

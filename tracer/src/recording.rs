@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{fate::TraceEnd, live_capture::LiveCapture, sighting::Sighting};
+use crate::{fate::TraceEnd, gaps::Gap, live_capture::LiveCapture, sighting::Sighting};
 
 /// Changes of one namespace's kernel counters over the trace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +36,9 @@ pub struct Recording {
 struct TraceEndRecord {
     end_ns: u64,
     lost: u64,
+    /// Absent in recordings made before gaps were known.
+    #[serde(default)]
+    gaps: Vec<Gap>,
 }
 
 fn tagged(value: impl Serialize, kind: &str) -> Result<Value> {
@@ -72,6 +75,7 @@ pub fn write(file: std::fs::File, recording: &Recording) -> Result<()> {
     let end = TraceEndRecord {
         end_ns: context.end.end_ns,
         lost: context.end.lost,
+        gaps: context.end.gaps.clone(),
     };
     writeln!(out, "{}", tagged(end, "trace_end")?)?;
     out.flush()?;
@@ -109,6 +113,7 @@ pub fn read(path: &Path) -> Result<Recording> {
                 context.end = TraceEnd {
                     end_ns: end.end_ns,
                     lost: end.lost,
+                    gaps: end.gaps,
                 };
             }
             _ => {}

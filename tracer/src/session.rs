@@ -19,6 +19,7 @@ use crate::{
     counters,
     fate::TraceEnd,
     filter::Filter,
+    gaps,
     kallsyms::Kallsyms,
     kernel_btf::KernelBtf,
     live_capture::{self, LiveCapture},
@@ -188,7 +189,7 @@ impl Session {
             tokio::select! {
                 _ = &mut stop => break,
                 _ = tick.tick(), if status.is_some() => {
-                    let lost = self.lost_events()?.values().sum();
+                    let lost = self.lost_counts()?.0.values().sum();
                     if let Some(status) = status.as_mut() {
                         status.draw(lost);
                     }
@@ -221,15 +222,16 @@ impl Session {
             &mut sightings,
             &mut stats,
         );
-        stats.lost = self.lost_events()?;
+        (stats.lost, stats.lost_per_cpu) = self.lost_counts()?;
         stats.duration_ns = self.started.elapsed().as_nanos() as u64;
         let context = recording::Context {
             live: self.live_captures(),
             counters: self.counter_changes(),
-            // Events not kept count as lost: journeys they cut end unknown, `events_lost`.
+            // Events not kept count as lost: journeys they cut are marked incomplete.
             end: TraceEnd {
                 end_ns,
                 lost: stats.lost_total() + stats.not_kept,
+                gaps: gaps::find(&sightings, &stats.lost_per_cpu, stats.not_kept, end_ns),
             },
         };
         Ok((Recording { sightings, context }, stats))
@@ -265,18 +267,19 @@ impl Session {
         out
     }
 
-    fn lost_events(&self) -> Result<BTreeMap<String, u64>> {
+    /// Events the kernel could not queue, per hook and per CPU.
+    fn lost_counts(&self) -> Result<(BTreeMap<String, u64>, BTreeMap<u16, u64>)> {
         let lost: PerCpuArray<_, u64> =
             PerCpuArray::try_from(self.ebpf.map(names::LOST).context("map LOST missing")?)?;
-        let mut out = BTreeMap::new();
+        let (mut per_hook, mut per_cpu) = (BTreeMap::new(), BTreeMap::new());
         for hook in Hook::ALL {
-            let per_cpu = lost.get(&(hook as u32), 0)?;
-            let total: u64 = per_cpu.iter().sum();
-            if total > 0 {
-                out.insert(hook.name().to_string(), total);
+            let counts = lost.get(&(hook as u32), 0)?;
+            for (cpu, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+                *per_hook.entry(hook.name().to_string()).or_default() += n;
+                *per_cpu.entry(cpu as u16).or_default() += n;
             }
         }
-        Ok(out)
+        Ok((per_hook, per_cpu))
     }
 }
 

@@ -19,6 +19,9 @@ use crate::kallsyms::Kallsyms;
 pub struct Sighting {
     pub ts_ns: u64,
     pub cpu: u16,
+    /// Events this CPU lost just before this one (see [`crate::gaps`]).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub lost_before: u32,
     /// Hook name as in the JSON contract (`xdp`, `tc_ingress`, ...).
     pub hook: String,
     /// `first`/`last` for bracketed hooks, absent otherwise.
@@ -120,6 +123,7 @@ impl Sighting {
         Sighting {
             ts_ns: h.ts_ns,
             cpu: h.cpu,
+            lost_before: h.lost_before,
             hook: hook.to_string(),
             position,
             netns: h.netns,
@@ -221,6 +225,10 @@ fn note(event: &Event, names: &Names) -> Option<String> {
         Hook::Socket => Some(format!("{verdict} bytes read by the application")),
         _ => None,
     }
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 fn is_zero(value: &u16) -> bool {

@@ -9,6 +9,8 @@ pub struct Stats {
     pub events: BTreeMap<String, u64>,
     /// Events the kernel could not queue (ring buffer full), per hook.
     pub lost: BTreeMap<String, u64>,
+    /// The same, per CPU (a gap is placed in time on its CPU: see `crate::gaps`).
+    pub lost_per_cpu: BTreeMap<u16, u64>,
     /// Records that could not be decoded (wrong size or version).
     pub undecodable: u64,
     /// Events received but not kept: the trace already held `--max-events`.
@@ -28,6 +30,7 @@ impl Stats {
             "events": self.events,
             "lost": self.lost,
             "lost_total": self.lost_total(),
+            "lost_per_cpu": self.lost_per_cpu,
             "undecodable": self.undecodable,
             "not_kept": self.not_kept,
             "duration_ns": self.duration_ns,
@@ -45,8 +48,18 @@ impl Stats {
             0 => String::new(),
             n => format!(", {n} more not kept (--max-events)"),
         };
+        let per_cpu: Vec<String> = self
+            .lost_per_cpu
+            .iter()
+            .map(|(cpu, n)| format!("cpu {cpu}: {n}"))
+            .collect();
+        let per_cpu = if per_cpu.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", per_cpu.join(", "))
+        };
         format!(
-            "{total} events in {:.1}s ({}); {} lost{not_kept}",
+            "{total} events in {:.1}s ({}); {} lost{per_cpu}{not_kept}",
             self.duration_ns as f64 / 1e9,
             per_hook.join(", "),
             self.lost_total()

@@ -141,6 +141,8 @@ fn synthesise(packets: u32, flows: u32) -> Vec<Vec<u8>> {
                 netns,
                 ts_ns,
                 skb,
+                lost_before: 0,
+                _pad: 0,
             };
             // The driver's answer knows only the skb, like `net_dev_xmit`.
             let knows_headers = !(hook == Hook::DevXmit && position == Position::Last);

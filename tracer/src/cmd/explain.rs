@@ -34,6 +34,11 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             .lost
             .insert("recorded".to_string(), recording.context.end.lost);
     }
+    for gap in &recording.context.end.gaps {
+        if let Some(cpu) = gap.cpu {
+            *stats.lost_per_cpu.entry(cpu).or_default() += gap.lost;
+        }
+    }
     report(
         args.format,
         &crate::analysis::Analysis::new(recording, None),

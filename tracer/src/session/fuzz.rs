@@ -137,6 +137,8 @@ fn event() -> impl Strategy<Value = Event> {
                 netns,
                 ts_ns: ts,
                 skb,
+                lost_before: 0,
+                _pad: 0,
             },
             packet,
             detail: HookDetail {
@@ -346,7 +348,11 @@ fn decoded_streams_explain_without_panic() {
                 context: Context {
                     live,
                     counters,
-                    end: TraceEnd { end_ns, lost },
+                    end: TraceEnd {
+                        end_ns,
+                        lost,
+                        gaps: Vec::new(),
+                    },
                 },
             };
             render(&Analysis::new(recording, limit), &stats)
