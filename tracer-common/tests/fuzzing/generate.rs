@@ -1,5 +1,9 @@
 //! Strategies for the packets of `packets.rs`: fields from small pools mostly (so that
 //! generated filters match some packets), anything sometimes. Shared like `packets.rs`.
+//!
+//! The public ones are boxed: the value trees of these nested strategies are large, and a
+//! debug build moves them on the stack, beyond a test thread's 2 MiB once they are nested
+//! in the filter properties' cases.
 
 use proptest::{collection::vec, prelude::*};
 use tracer_common::parse::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6};
@@ -23,7 +27,7 @@ fn port() -> impl Strategy<Value = u16> {
     prop_oneof![3 => proptest::sample::select(&PORTS[..]), 1 => any::<u16>()]
 }
 
-pub fn transport() -> impl Strategy<Value = Transport> {
+pub fn transport() -> BoxedStrategy<Transport> {
     let tcp = (
         port(),
         port(),
@@ -62,7 +66,7 @@ pub fn transport() -> impl Strategy<Value = Transport> {
         vec(any::<u8>(), 0..24),
     )
         .prop_map(|(proto, bytes)| Transport::Other { proto, bytes });
-    prop_oneof![4 => tcp, 3 => udp, 2 => icmp, 1 => other]
+    prop_oneof![4 => tcp, 3 => udp, 2 => icmp, 1 => other].boxed()
 }
 
 /// The length an IP header claims: mostly the true one (`None`); else 0 (TSO, BIG TCP), short
@@ -76,7 +80,7 @@ fn bogus_length() -> impl Strategy<Value = Option<u16>> {
     ]
 }
 
-pub fn ipv4() -> impl Strategy<Value = Ipv4> {
+pub fn ipv4() -> BoxedStrategy<Ipv4> {
     let fragment = prop_oneof![3 => Just(0u16), 1 => 1..=0x1fffu16];
     let total_len = bogus_length();
     let header = (
@@ -94,24 +98,26 @@ pub fn ipv4() -> impl Strategy<Value = Ipv4> {
         transport(),
         vec(any::<u8>(), 0..40),
     );
-    (header, rest).prop_flat_map(|((words, id, df, mf, frag), rest)| {
-        vec(any::<u8>(), words * 4).prop_map(move |options| {
-            let (ttl, saddr, daddr, total_len, ref transport, ref payload) = rest;
-            Ipv4 {
-                options,
-                id,
-                df,
-                more_fragments: mf,
-                frag_offset: frag,
-                ttl,
-                saddr,
-                daddr,
-                total_len,
-                transport: transport.clone(),
-                payload: payload.clone(),
-            }
+    (header, rest)
+        .prop_flat_map(|((words, id, df, mf, frag), rest)| {
+            vec(any::<u8>(), words * 4).prop_map(move |options| {
+                let (ttl, saddr, daddr, total_len, ref transport, ref payload) = rest;
+                Ipv4 {
+                    options,
+                    id,
+                    df,
+                    more_fragments: mf,
+                    frag_offset: frag,
+                    ttl,
+                    saddr,
+                    daddr,
+                    total_len,
+                    transport: transport.clone(),
+                    payload: payload.clone(),
+                }
+            })
         })
-    })
+        .boxed()
 }
 
 fn extension() -> impl Strategy<Value = Extension> {
@@ -132,7 +138,7 @@ fn extension() -> impl Strategy<Value = Extension> {
 }
 
 /// IPv6 with `extensions` extension headers in front of the transport header.
-pub fn ipv6(extensions: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = Ipv6> {
+pub fn ipv6(extensions: std::ops::RangeInclusive<usize>) -> BoxedStrategy<Ipv6> {
     let payload_len = bogus_length();
     (
         0..=0xf_ffffu32,
@@ -158,30 +164,34 @@ pub fn ipv6(extensions: std::ops::RangeInclusive<usize>) -> impl Strategy<Value 
                 }
             },
         )
+        .boxed()
 }
 
 /// IPv4 or IPv6, the latter with up to seven extension headers (the parser walks six).
-pub fn ip() -> impl Strategy<Value = Ip> {
+pub fn ip() -> BoxedStrategy<Ip> {
     prop_oneof![
         2 => ipv4().prop_map(Ip::V4),
         1 => ipv6(0..=0).prop_map(Ip::V6),
         1 => ipv6(1..=7).prop_map(Ip::V6),
     ]
+    .boxed()
 }
 
 /// An Ethernet header with 0 to 4 VLAN tags in front of `ethertype`.
-pub fn ethernet(ethertype: u16) -> impl Strategy<Value = Ethernet> {
+pub fn ethernet(ethertype: u16) -> BoxedStrategy<Ethernet> {
     let tpid = prop_oneof![Just(ETH_P_8021Q), Just(ETH_P_8021AD)];
     let tags = prop_oneof![
         3 => Just(Vec::new()),
         2 => vec((tpid, any::<u16>()), 1..=4),
     ];
-    (any::<[u8; 6]>(), any::<[u8; 6]>(), tags).prop_map(move |(dst, src, tags)| Ethernet {
-        dst,
-        src,
-        tags,
-        ethertype,
-    })
+    (any::<[u8; 6]>(), any::<[u8; 6]>(), tags)
+        .prop_map(move |(dst, src, tags)| Ethernet {
+            dst,
+            src,
+            tags,
+            ethertype,
+        })
+        .boxed()
 }
 
 /// Any ethertype but a VLAN tag's (a tag is generated as a tag).

@@ -81,7 +81,7 @@ fn arith() -> impl Strategy<Value = String> {
     })
 }
 
-fn primitive() -> impl Strategy<Value = String> {
+fn primitive() -> BoxedStrategy<String> {
     prop_oneof![
         select(
             &[
@@ -135,6 +135,7 @@ fn primitive() -> impl Strategy<Value = String> {
         (select(&["greater", "less"][..]), 0..200u16).prop_map(|(w, n)| format!("{w} {n}")),
         (arith(), relation(), arith()).prop_map(|(a, r, b)| format!("{a} {r} {b}")),
     ]
+    .boxed()
 }
 
 /// An expression: primitives joined with and/or/not, in parentheses or not, sometimes with

@@ -144,7 +144,7 @@ pub fn like_netfilter(
 
 /// A frame: generated headers (VLAN tags, IPv4 or IPv6, extension headers, any transport),
 /// or random bytes; then cut short, or with a few bytes overwritten.
-pub fn case() -> impl Strategy<Value = (Case, usize)> {
+pub fn case() -> BoxedStrategy<(Case, usize)> {
     let generated = generate::ip().prop_flat_map(|ip| {
         let ethertype = ip.ethertype();
         (generate::ethernet(ethertype), Just(ip))
@@ -189,4 +189,5 @@ pub fn case() -> impl Strategy<Value = (Case, usize)> {
             };
             (case, ip_offset)
         })
+        .boxed()
 }
