@@ -211,3 +211,31 @@ fn sigkill_while_tracing_leaves_nothing() {
     assert_released(&programs, "after SIGKILL");
     assert_interfaces_clean(&pair);
 }
+
+/// A namespace deleted while it is traced goes away at once, with its interfaces and their
+/// veth peers: the tracer does not keep it alive, and goes on tracing the rest.
+#[test]
+fn a_namespace_deleted_while_traced_goes_away() {
+    require_privileges();
+    let pair = Pair::create();
+    let tracer = Tracer::start(&["--xdp", "-n", &pair.a.name, "-n", &pair.b.name]);
+    sh(&format!("ip netns del {}", pair.b.name));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Deleting b's namespace destroys vb, and with it its peer va in a.
+    while pair.a.sh("ip -o link show").contains("va@") {
+        assert!(
+            Instant::now() < deadline,
+            "va still there 10 s after its peer's namespace was deleted: held alive"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let report = tracer.finish();
+    assert!(report.stats()["duration_ns"].as_u64().is_some());
+    assert!(
+        report
+            .stderr
+            .contains("was deleted: its netfilter points are detached so that it can go"),
+        "{}",
+        report.stderr
+    );
+}

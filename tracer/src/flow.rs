@@ -94,12 +94,29 @@ pub fn show((ip, port): Endpoint, proto: &str) -> String {
     }
 }
 
+/// The tuples a journey's packet had along its path (several under NAT). Only points on the
+/// path count: a route lookup placed in the journey knows no ports (the kernel's input lookup
+/// clears them), and its bare (src, dst) tuple would join every flow between two hosts. A
+/// journey with no point on the path (a lone failed lookup) has the tuples it has.
+fn tuples(journey: &Journey) -> Vec<Tuple> {
+    let on_path: Vec<Tuple> = journey
+        .sightings
+        .iter()
+        .filter(|s| s.on_path())
+        .filter_map(canonical)
+        .collect();
+    if !on_path.is_empty() {
+        return on_path;
+    }
+    journey.sightings.iter().filter_map(canonical).collect()
+}
+
 /// Groups `journeys` (in time order) into flows, and sets each journey's `flow_id`.
 pub fn build(journeys: &mut [Journey]) -> Vec<Flow> {
     let mut parent: Vec<usize> = (0..journeys.len()).collect();
     let mut owner: BTreeMap<Tuple, usize> = BTreeMap::new();
     for (i, journey) in journeys.iter().enumerate() {
-        for tuple in journey.sightings.iter().filter_map(canonical) {
+        for tuple in tuples(journey) {
             match owner.get(&tuple) {
                 Some(&other) => union(&mut parent, other, i),
                 None => {
@@ -111,7 +128,7 @@ pub fn build(journeys: &mut [Journey]) -> Vec<Flow> {
     let mut flows: Vec<Flow> = Vec::new();
     let mut flow_of_root: BTreeMap<usize, usize> = BTreeMap::new();
     for (i, journey) in journeys.iter_mut().enumerate() {
-        if journey.sightings.iter().all(|s| canonical(s).is_none()) {
+        if tuples(journey).is_empty() {
             continue;
         }
         let root = find(&mut parent, i);
@@ -178,4 +195,53 @@ fn union(parent: &mut [usize], a: usize, b: usize) {
     let (ra, rb) = (find(parent, a), find(parent, b));
     // The earlier journey stays the root, so a flow is numbered by its first packet.
     parent[ra.max(rb)] = ra.min(rb);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fate::TraceEnd;
+
+    /// A packet's sightings at LOCAL_OUT plus the route lookup placed in its journey, which
+    /// knows only the addresses.
+    fn packet(proto: &str, sport: u16, ts_ns: u64) -> Vec<Sighting> {
+        let line = include_str!("../tests/fixtures/local_in_drop.jsonl")
+            .lines()
+            .next();
+        let mut s: Sighting = serde_json::from_str(line.unwrap()).unwrap();
+        (s.hook, s.position, s.proto, s.sport, s.dport) = (
+            "nf_local_out".into(),
+            Some("first".into()),
+            proto.into(),
+            sport,
+            80,
+        );
+        s.ts_ns = ts_ns;
+        let mut lookup = s.clone();
+        (
+            lookup.hook,
+            lookup.position,
+            lookup.proto,
+            lookup.sport,
+            lookup.dport,
+        ) = ("fib_lookup".into(), None, "ip-proto-0".into(), 0, 0);
+        vec![s, lookup]
+    }
+
+    #[test]
+    fn route_lookups_do_not_join_the_flows_between_two_hosts() {
+        let mut journeys: Vec<Journey> = [("tcp", 1000), ("tcp", 1001), ("udp", 1000)]
+            .iter()
+            .enumerate()
+            .map(|(i, (proto, sport))| Journey {
+                id: i as u64 + 1,
+                sightings: packet(proto, *sport, i as u64 * 1_000_000_000),
+                fate: crate::fate::fate(&[], &TraceEnd::default()),
+                flow_id: 0,
+                incomplete: false,
+            })
+            .collect();
+        let flows = build(&mut journeys);
+        assert_eq!(flows.len(), 3, "{flows:?}");
+    }
 }

@@ -1,7 +1,7 @@
 //! The netfilter observation points of each traced namespace: two programs (first and last
 //! priority) on PREROUTING, LOCAL_IN, FORWARD, LOCAL_OUT and POSTROUTING, IPv4 and IPv6.
 
-use std::os::fd::OwnedFd;
+use std::{collections::HashMap, os::fd::OwnedFd};
 
 use aya::Ebpf;
 use tracer_common::hook::{netfilter_hook, Hook, Position};
@@ -15,8 +15,9 @@ use crate::{
 /// The two loaded programs, or why they could not be loaded (kernel older than 6.4, ...).
 pub struct Netfilter {
     programs: Result<Vec<(NetfilterProgram, Position)>, String>,
-    /// Live hooks; dropping them detaches.
-    links: Vec<OwnedFd>,
+    /// Live hooks by namespace inode; dropping them detaches. Each holds a reference on its
+    /// namespace (Linux 6.12+), so a deleted namespace lives on until they go.
+    links: HashMap<u32, Vec<OwnedFd>>,
 }
 
 impl Netfilter {
@@ -36,7 +37,7 @@ impl Netfilter {
         .collect();
         Netfilter {
             programs,
-            links: Vec::new(),
+            links: HashMap::new(),
         }
     }
 
@@ -50,7 +51,7 @@ impl Netfilter {
                     Err(e) => Some(e.clone()),
                     Ok(programs) => match attach_both(netns, programs, pf, hooknum) {
                         Ok(links) => {
-                            self.links.extend(links);
+                            self.links.entry(netns.inode).or_default().extend(links);
                             None
                         }
                         Err(e) => Some(e),
@@ -60,6 +61,16 @@ impl Netfilter {
             }
         }
         results
+    }
+
+    /// Whether hooks are attached in the namespace `inode`.
+    pub fn holds(&self, inode: u32) -> bool {
+        self.links.contains_key(&inode)
+    }
+
+    /// Detaches every hook in the namespace `inode`; whether it had any.
+    pub fn release(&mut self, inode: u32) -> bool {
+        self.links.remove(&inode).is_some()
     }
 }
 

@@ -31,7 +31,33 @@ pub struct Netns {
     pub name: Option<String>,
     /// The inode of the namespace, as the kernel programs report it.
     pub inode: u32,
+    /// Where it was found, to find it again (see [`NetnsRef`]).
+    path: PathBuf,
     file: File,
+}
+
+/// A namespace remembered by where it was found, not held open. Holding its file for the
+/// whole trace would keep a namespace that `ip netns del` removed alive, with its interfaces
+/// and their veth peers, until the tracer exits: the tracer would change the network.
+#[derive(Debug, Clone)]
+pub struct NetnsRef {
+    path: PathBuf,
+    pub inode: u32,
+    pub display_name: String,
+}
+
+impl NetnsRef {
+    /// The same namespace, if it still exists (the path may now name another one).
+    pub fn reopen(&self) -> Option<Netns> {
+        let file = File::open(&self.path).ok()?;
+        let inode = file.metadata().ok()?.ino() as u32;
+        (inode == self.inode).then(|| Netns {
+            name: None,
+            inode,
+            path: self.path.clone(),
+            file,
+        })
+    }
 }
 
 impl Netns {
@@ -52,7 +78,21 @@ impl Netns {
             .map_err(|_| NetnsError::Unknown(spec.to_string()))?
             .ino() as u32;
         let name = name.or_else(|| names().remove(&inode));
-        Ok(Netns { name, inode, file })
+        Ok(Netns {
+            name,
+            inode,
+            path,
+            file,
+        })
+    }
+
+    /// Lets go of the namespace, remembering how to find it again.
+    pub fn remember(self) -> NetnsRef {
+        NetnsRef {
+            display_name: self.display_name(),
+            path: self.path,
+            inode: self.inode,
+        }
     }
 
     /// Every named namespace and our own.
@@ -107,6 +147,20 @@ impl Netns {
                 .expect("namespace worker panicked")
         })
     }
+}
+
+/// Inodes of the network namespaces that some process (other than this one) is in.
+pub fn inodes_in_use() -> std::collections::HashSet<u32> {
+    let me = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Default::default();
+    };
+    procs
+        .flatten()
+        .filter(|p| p.file_name() != me.as_str())
+        .filter_map(|p| std::fs::metadata(p.path().join("ns/net")).ok())
+        .map(|meta| meta.ino() as u32)
+        .collect()
 }
 
 /// The inode of the calling thread's network namespace.

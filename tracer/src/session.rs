@@ -25,7 +25,7 @@ use crate::{
     live_capture::{self, LiveCapture},
     loader::{self, Attachment},
     netfilter::Netfilter,
-    netns::{self, Netns},
+    netns::{self, Netns, NetnsRef},
     recording::{self, NamespaceCounters, Recording},
     sighting::{Names, PacketBytes, Sighting},
     stats::Stats,
@@ -55,14 +55,15 @@ pub struct TraceOptions {
 pub struct Session {
     ebpf: Ebpf,
     /// Holds the netfilter links: dropping it detaches them.
-    _netfilter: Netfilter,
+    netfilter: Netfilter,
     ring: AsyncFd<RingBuf<MapData>>,
     names: Names,
     pub attachments: Vec<Attachment>,
     /// Whether our XDP program was asked for (`--xdp`).
     pub xdp: bool,
     started: Instant,
-    namespaces: Vec<Netns>,
+    /// Not held open: a namespace deleted during the trace must be able to go.
+    namespaces: Vec<NetnsRef>,
     /// Each namespace's kernel counters when tracing started (see [`counters`]).
     counters_before: Vec<Option<counters::Counters>>,
     live: Vec<LiveCapture>,
@@ -162,13 +163,13 @@ impl Session {
             .collect();
         Ok(Session {
             ebpf,
-            _netfilter: netfilter,
+            netfilter,
             ring,
             names,
             attachments,
             xdp: options.xdp,
             started: Instant::now(),
-            namespaces,
+            namespaces: namespaces.into_iter().map(Netns::remember).collect(),
             counters_before,
             live: live_capture::scan(),
             count: options.count,
@@ -188,20 +189,20 @@ impl Session {
         loop {
             tokio::select! {
                 _ = &mut stop => break,
-                _ = tick.tick(), if status.is_some() => {
-                    let lost = self.lost_counts()?.0.values().sum();
+                _ = tick.tick() => {
+                    self.let_deleted_namespaces_go();
                     if let Some(status) = status.as_mut() {
-                        status.draw(lost);
+                        status.draw(self.lost_counts()?.0.values().sum());
                     }
                 }
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard?;
-                    let seen = sightings.len();
+                    let (seen, not_kept) = (sightings.len(), stats.not_kept);
                     let ring = guard.get_inner_mut();
                     drain(ring, &self.names, self.max_events, &mut sightings, &mut stats);
                     guard.clear_ready();
                     if let Some(status) = status.as_mut() {
-                        status.add(&sightings[seen..]);
+                        status.add(&sightings[seen..], stats.not_kept - not_kept);
                     }
                     if self.count.is_some_and(|n| counted.add(&sightings[seen..]) >= n) {
                         let _ = tokio::time::timeout(COUNT_GRACE, &mut stop).await;
@@ -252,14 +253,38 @@ impl Session {
         live
     }
 
+    /// Detaches the netfilter hooks of each traced namespace that was deleted (its name gone,
+    /// no process left in it): they hold a reference on it, and would keep it, its interfaces
+    /// and their veth peers alive until the tracer exits.
+    fn let_deleted_namespaces_go(&mut self) {
+        let mut in_use = None;
+        for ns in &self.namespaces {
+            if ns.reopen().is_some() || !self.netfilter.holds(ns.inode) {
+                continue;
+            }
+            let in_use = in_use.get_or_insert_with(netns::inodes_in_use);
+            if !in_use.contains(&ns.inode) && self.netfilter.release(ns.inode) {
+                eprintln!(
+                    "tracer: namespace {} was deleted: its netfilter points are detached so \
+                     that it can go",
+                    ns.display_name
+                );
+            }
+        }
+    }
+
     /// How each traced namespace's kernel counters changed while tracing.
     fn counter_changes(&self) -> Vec<NamespaceCounters> {
         let mut out = Vec::new();
         for (ns, before) in self.namespaces.iter().zip(&self.counters_before) {
-            let after = ns.run(counters::read).ok().and_then(Result::ok);
+            // A namespace deleted during the trace has no counters left to compare.
+            let after = ns
+                .reopen()
+                .and_then(|ns| ns.run(counters::read).ok())
+                .and_then(Result::ok);
             if let (Some(before), Some(after)) = (before, after) {
                 out.push(NamespaceCounters {
-                    netns_name: ns.display_name(),
+                    netns_name: ns.display_name.clone(),
                     delta: counters::delta(before, &after),
                 });
             }

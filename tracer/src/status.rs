@@ -34,8 +34,9 @@ impl Status {
         }
     }
 
-    pub fn add(&mut self, sightings: &[Sighting]) {
-        self.events += sightings.len() as u64;
+    /// Counts new events: `sightings` kept, and `not_kept` more past `--max-events`.
+    pub fn add(&mut self, sightings: &[Sighting], not_kept: u64) {
+        self.events += sightings.len() as u64 + not_kept;
         let on_path = sightings.iter().filter(|s| s.on_path());
         self.flows.extend(on_path.filter_map(canonical));
     }
@@ -76,7 +77,7 @@ mod tests {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
         let mut status = Status::new();
-        status.add(&sightings);
+        status.add(&sightings, 0);
         let line = status.line(3);
         let flows = sightings
             .iter()
