@@ -333,19 +333,14 @@ fn check_stats(stats: &Value) {
         assert!(HOOKS.contains(&hook.as_str()), "stats: hook {hook}");
         assert!(count.is_u64());
     }
-    let lost: u64 = stats["lost"]
-        .as_object()
-        .expect("lost")
-        .values()
-        .map(|v| v.as_u64().expect("lost count"))
-        .sum();
+    let sum = |key: &str| -> u64 {
+        let counts = stats[key].as_object();
+        let counts = counts.unwrap_or_else(|| panic!("stats: {key} is an object"));
+        counts.values().map(|v| v.as_u64().expect("a count")).sum()
+    };
+    let lost = sum("lost");
     assert_eq!(stats["lost_total"].as_u64(), Some(lost));
-    let per_cpu: u64 = stats["lost_per_cpu"]
-        .as_object()
-        .expect("lost_per_cpu")
-        .values()
-        .map(|v| v.as_u64().expect("lost count"))
-        .sum();
+    let per_cpu = sum("lost_per_cpu");
     assert_eq!(
         per_cpu, lost,
         "stats: lost per CPU and per hook add up to the same"
