@@ -111,7 +111,8 @@ pub fn compile(expression: &str, dlt: c_int) -> Result<Vec<Insn>, CompileError> 
         };
         let result = if (lib.compile)(pcap, &mut program, text.as_ptr(), 1, NETMASK_UNKNOWN) != 0 {
             let message = CStr::from_ptr((lib.geterr)(pcap)).to_string_lossy();
-            Err(CompileError::Rejected(message.into_owned()))
+            // Some messages end in a newline ("decnet name support not included, ...\n").
+            Err(CompileError::Rejected(message.trim_end().to_string()))
         } else {
             let insns = std::slice::from_raw_parts(program.insns, program.len as usize).to_vec();
             (lib.freecode)(&mut program);
