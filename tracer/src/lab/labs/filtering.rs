@@ -11,14 +11,12 @@ use crate::{
     lab::{
         scenario::{tcp, tcp_data_from, Expect, Scenario},
         topology::Topology,
-        traffic::{connect, listen, request, send_raw, serve_once, Segment},
+        traffic::{connect, exchange, listen, send_raw, Segment},
     },
 };
 
-const WAIT: Duration = Duration::from_millis(2500);
-
-/// The first namespace (the client) tries to connect for 2.5 s to the last one (the server,
-/// listening at `server_ip`); all of them are traced.
+/// The first namespace (the client) tries to connect to the last one (the server, listening
+/// at `server_ip`) until its kernel gives up; all of them are traced.
 fn connect_scenario(
     netns: Vec<String>,
     server_ip: &'static str,
@@ -30,7 +28,7 @@ fn connect_scenario(
         netns,
         filter: format!("tcp port {PORT}"),
         captures,
-        traffic: Box::new(move || connect(&client, server_ip, PORT, WAIT).map(drop)),
+        traffic: Box::new(move || connect(&client, server_ip, PORT).map(drop)),
         lesson: String::new(),
         fix: String::new(),
         expect: Vec::new(),
@@ -59,11 +57,16 @@ pub fn local_out_drop(t: &mut Topology) -> Result<Scenario> {
     let (client, server) = pair(t)?;
     let rule = format!("-p tcp --sport {PORT} --tcp-flags SYN,ACK SYN,ACK -j DROP");
     t.run_in(&server, &format!("iptables -A OUTPUT {rule}"))?;
+    // The server answers each SYN once and its half-open connection's own timer resends
+    // nothing: that timer is due at the very moment the client's next SYN arrives (both wait
+    // 1 s), and which came first would decide how many SYN-ACKs a run sends.
+    t.run_in(&server, "sysctl -qw net.ipv4.tcp_synack_retries=0")?;
     let captures = vec![(server.clone(), "s0".into())];
     let mut lab = connect_scenario(vec![client, server.clone()], SERVER, captures)?;
     lab.lesson = "The capture on s0 shows only the client's SYNs and their retransmissions, \
-        exactly as in local-in-drop. But here TCP did receive them and answered: the SYN-ACKs \
-        died in the OUTPUT chain at LOCAL_OUT, before they could reach the transmit tap."
+        exactly as in local-in-drop. But here TCP did receive them and answered each one: the \
+        SYN-ACKs died in the OUTPUT chain at LOCAL_OUT, before they could reach the transmit \
+        tap."
         .into();
     lab.fix = format!("ip netns exec {server} iptables -D OUTPUT {rule}");
     lab.expect = vec![
@@ -83,32 +86,21 @@ pub fn response_drop(t: &mut Topology) -> Result<Scenario> {
     )?;
     t.run_in(
         &server,
-        &format!("nft add rule inet lab out tcp sport {PORT} ip length gt 200 drop"),
+        &format!("nft add rule inet lab out tcp sport {PORT} ip length gt 200 counter drop"),
     )?;
     let listener = listen(&server, SERVER, PORT)?;
     let from = client.clone();
-    let traffic = move || {
-        // Served from now on: the tracer's attach takes longer than the server would wait.
-        serve_once(listener, 100, vec![b'r'; 1000], Duration::from_secs(4));
-        request(
-            &from,
-            SERVER,
-            PORT,
-            vec![b'q'; 100],
-            1000,
-            Duration::from_secs(3),
-        )
-        .map(drop)
-    };
+    let traffic = move || exchange(&from, &listener, (SERVER, PORT), (100, 1000), 2).map(drop);
     Ok(Scenario {
         netns: vec![client, server.clone()],
         filter: format!("tcp port {PORT}"),
         captures: vec![(server.clone(), "s0".into())],
         traffic: Box::new(traffic),
-        lesson: "The request reached the server's application (its socket read it). The \
-            1000-byte response was dropped by the nftables rule at LOCAL_OUT each time the \
-            server sent it, so tcpdump on s0 never shows it; the client, waiting for an \
-            acknowledgment that rode on the response, sends its request again."
+        lesson: "The request reached the server's application (its socket read it) and was \
+            acknowledged. The 1000-byte response was dropped by the nftables rule at LOCAL_OUT \
+            each time the server sent it, so tcpdump on s0 never shows it, and the client \
+            waits in vain. After two retransmission timeouts the server gives up and resets \
+            the connection (a reset is small: the rule lets it through)."
             .into(),
         fix: format!("ip netns exec {server} nft delete table inet lab"),
         expect: vec![

@@ -1,7 +1,5 @@
 //! Labs of routing: an asymmetric return path, a path MTU black hole, reverse-path filtering.
 
-use std::time::Duration;
-
 use anyhow::Result;
 
 use super::{pair, routed, CLIENT, FAR_SERVER, PORT, SERVER};
@@ -33,9 +31,7 @@ pub fn asymmetric_route(t: &mut Topology) -> Result<Scenario> {
         netns: vec![client, server.clone()],
         filter: format!("tcp port {PORT}"),
         captures: vec![(server.clone(), "s0".into()), (server.clone(), "s1".into())],
-        traffic: Box::new(move || {
-            connect(&from, SERVER, PORT, Duration::from_millis(2500)).map(drop)
-        }),
+        traffic: Box::new(move || connect(&from, SERVER, PORT).map(drop)),
         lesson: "The connection works, yet tcpdump on s0, where the SYN came in, shows no \
             SYN-ACK: the more specific route to the client sends every reply out by s1. A \
             capture on s1 (or on `any`) shows them leaving there."
@@ -54,6 +50,11 @@ pub fn asymmetric_route(t: &mut Topology) -> Result<Scenario> {
 pub fn mtu_black_hole(t: &mut Topology) -> Result<Scenario> {
     let (client, router, server) = routed(t)?;
     t.run(&format!("ip -n {router} link set r1 mtu 1280"))?;
+    // One TCP segment per packet from the client, as from a NIC without segmentation offload.
+    // A veth hands its peer whole GSO packets unless that peer has an XDP program (the
+    // tracer's, on r0), so without this the lab would put other packets on the wire when
+    // traced than when not.
+    t.run(&format!("ip -n {client} link set c0 gso_max_segs 1"))?;
     let rule = "-p icmp --icmp-type fragmentation-needed -j DROP";
     t.run_in(&router, &format!("iptables -A OUTPUT {rule}"))?;
     let listener = listen(&server, FAR_SERVER, PORT)?;
@@ -62,13 +63,12 @@ pub fn mtu_black_hole(t: &mut Topology) -> Result<Scenario> {
         netns: vec![client.clone(), router.clone(), server],
         filter: format!("tcp port {PORT} or icmp"),
         captures: vec![(client, "c0".into()), (router.clone(), "r1".into())],
-        traffic: Box::new(move || {
-            send_bulk(&from, FAR_SERVER, PORT, 20_000, Duration::from_millis(2000))
-        }),
+        traffic: Box::new(move || send_bulk(&from, FAR_SERVER, PORT, 20_000, 2)),
         lesson: "The handshake passes: its packets are small. The client's full-size data \
             segments do not fit the router's 1280-byte link and have \"don't fragment\" set, so \
             the router drops them and sends ICMP \"fragmentation needed\"; its own OUTPUT rule \
-            drops that ICMP, so the client never learns the path MTU and keeps resending."
+            drops that ICMP, so the client never learns the path MTU and keeps resending, \
+            until it gives up after two retransmission timeouts and resets the connection."
             .into(),
         fix: format!(
             "let the ICMP through (ip netns exec {router} iptables -D OUTPUT {rule}), or clamp \
@@ -77,8 +77,7 @@ pub fn mtu_black_hole(t: &mut Topology) -> Result<Scenario> {
         ),
         expect: vec![
             Expect::new("the handshake's SYN", tcp(&["SYN"], PORT)).first_only(),
-            // On the wire: the client's GSO packets are cut into segments before c0's
-            // driver (veth with XDP on its peer takes no GSO), and the segments meet the MTU.
+            // On the wire: single segments (gso_max_segs 1 on c0), and they meet the MTU.
             Expect::new("the client's large segments", |s| {
                 s.proto == "tcp" && s.dport == PORT && s.ip_len > 1280 && s.gso_segs <= 1
             })

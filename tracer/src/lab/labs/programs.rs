@@ -1,7 +1,5 @@
 //! Labs of BPF programs another tool attached: XDP and tc programs that drop every packet.
 
-use std::time::Duration;
-
 use anyhow::Result;
 
 use super::{pair, CLIENT, PORT, SERVER};
@@ -12,7 +10,8 @@ use crate::lab::{
     traffic::{connect, listen},
 };
 
-/// The client connects for 2.5 s while `place` on (`client`/`server`, `ifname`) drops all.
+/// The client tries to connect, until its kernel gives up, while `place` on
+/// (`client`/`server`, `ifname`) drops all.
 fn dropping(
     t: &mut Topology,
     on_server: bool,
@@ -37,9 +36,7 @@ fn dropping(
         netns: vec![client.clone(), server.clone()],
         filter: format!("tcp port {PORT}"),
         captures: vec![(netns.clone(), ifname.to_string())],
-        traffic: Box::new(move || {
-            connect(&from, SERVER, PORT, Duration::from_millis(2500)).map(drop)
-        }),
+        traffic: Box::new(move || connect(&from, SERVER, PORT).map(drop)),
         lesson: String::new(),
         fix: format!("detach {program} from {ifname} (bpftool net show; bpftool link detach)"),
         expect: Vec::new(),

@@ -1,11 +1,8 @@
 //! Labs of TCP resets: one sent for want of a listener, forged ones ignored.
 
-use std::{
-    net::{Shutdown, TcpStream},
-    time::Duration,
-};
+use std::{net::TcpStream, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::{pair, routed, CLIENT, FAR_SERVER, PORT, SERVER};
 use crate::{
@@ -13,7 +10,7 @@ use crate::{
     lab::{
         scenario::{tcp, Expect, Scenario},
         topology::Topology,
-        traffic::{connect, listen, send_raw, Segment},
+        traffic::{accept, close_in_order, connect, listen, send_raw, Segment},
     },
     netns::Netns,
 };
@@ -25,9 +22,7 @@ pub fn no_listener(t: &mut Topology) -> Result<Scenario> {
         netns: vec![client, server.clone()],
         filter: format!("tcp port {PORT}"),
         captures: vec![(server.clone(), "s0".into())],
-        traffic: Box::new(move || {
-            connect(&from, SERVER, PORT, Duration::from_millis(1000)).map(drop)
-        }),
+        traffic: Box::new(move || connect(&from, SERVER, PORT).map(drop)),
         lesson: "Nothing listens on the port: TCP finds no socket for the SYN, frees it with \
             the reason NO_SOCKET and answers with a reset, which the client accepts \
             (\"connection refused\")."
@@ -68,9 +63,7 @@ pub fn forged_resets(t: &mut Topology) -> Result<Scenario> {
             std::thread::sleep(Duration::from_millis(50));
         }
         std::thread::sleep(Duration::from_millis(200));
-        let _ = conn.shutdown(Shutdown::Both);
-        drop(accepted);
-        Ok(())
+        close_in_order(conn, accepted)
     };
     Ok(Scenario {
         netns: vec![client.clone(), router, server],
@@ -91,18 +84,4 @@ pub fn forged_resets(t: &mut Topology) -> Result<Scenario> {
             .at_least(5)],
         held: Vec::new(),
     })
-}
-
-/// Waits up to 2 s for one connection on a non-blocking listener.
-fn accept(listener: &std::net::TcpListener) -> Result<(TcpStream, std::net::SocketAddr)> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    loop {
-        match listener.accept() {
-            Ok(accepted) => return Ok(accepted),
-            Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => return Err(e).context("the server accepted no connection"),
-        }
-    }
 }
