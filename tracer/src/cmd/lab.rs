@@ -38,6 +38,10 @@ enum LabCommand {
         /// Leave the topology in place for exploration (remove it with `tracer lab cleanup`).
         #[arg(long, conflicts_with = "all")]
         keep: bool,
+        /// Run the lab twice, without and with the tracer, and compare the counters of
+        /// what was delivered and dropped (tests/tests/lab_neutrality.rs).
+        #[arg(long, hide = true, conflicts_with_all = ["all", "keep"])]
+        neutrality: bool,
     },
     /// Remove everything a lab left behind (after a crash or SIGKILL): its namespaces, and
     /// with them their links, rules and programs.
@@ -57,6 +61,7 @@ pub fn run(args: LabArgs) -> Result<()> {
             all,
             format,
             keep,
+            neutrality,
         } => {
             clean_up_on_signal();
             if all {
@@ -66,6 +71,9 @@ pub fn run(args: LabArgs) -> Result<()> {
             let Some(l) = lab::find(&name) else {
                 return Err(Usage(format!("unknown lab '{name}' (see `tracer lab list`)")).into());
             };
+            if neutrality {
+                return compare(l, format);
+            }
             let score = lab::run(l, format, keep, Detail::Full)?;
             if !score.passed() {
                 bail!("lab {name}: the tracer disagrees with the injected fault");
@@ -78,6 +86,44 @@ pub fn run(args: LabArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Prints both runs' counters and what differs; fails when anything does.
+fn compare(l: &lab::Lab, format: Format) -> Result<()> {
+    let report = lab::neutrality::compare(l)?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string(&report)?),
+        Format::Text => {
+            println!(
+                "{}: {} counters ({} moved), {} packets compared, {} tracer events: {}",
+                report.lab,
+                report.counters,
+                report.moved,
+                report.packets,
+                report.with.events,
+                if report.identical {
+                    "identical"
+                } else {
+                    "DIFFERENT"
+                }
+            );
+            for d in &report.differences {
+                println!(
+                    "  {}: {} without the tracer, {} with it",
+                    d.counter, d.without, d.with
+                );
+            }
+            for (run, name) in [(&report.without, "without"), (&report.with, "with")] {
+                for what in &run.unsettled {
+                    println!("  not settled when counted {name} the tracer: {what}");
+                }
+            }
+        }
+    }
+    if !report.identical {
+        bail!("lab {}: the tracer changed what the lab counted", l.name);
+    }
+    Ok(())
 }
 
 fn run_all(format: Format) -> Result<()> {

@@ -5,6 +5,7 @@ mod capture;
 mod check;
 mod dropper;
 mod labs;
+pub mod neutrality;
 mod scenario;
 pub mod topology;
 mod traffic;
@@ -44,22 +45,27 @@ pub enum Detail {
     Check,
 }
 
-/// Runs one lab; with `keep`, its namespaces stay for exploration.
-pub fn run(lab: &Lab, format: Format, keep: bool, detail: Detail) -> Result<Score> {
-    let mut topology = Topology::new();
-    let scenario =
-        (lab.build)(&mut topology).with_context(|| format!("building lab {}", lab.name))?;
-    let options = TraceOptions {
-        netns: scenario.netns.clone(),
+/// How a lab traces its namespaces.
+fn trace_options(netns: &[String], filter: &str) -> Result<TraceOptions> {
+    Ok(TraceOptions {
+        netns: netns.to_vec(),
         interfaces: Vec::new(),
-        filter: filter::compile(std::slice::from_ref(&scenario.filter))?,
+        filter: filter::compile(&[filter.to_string()])?,
         ring_bytes: 1 << 22,
         count: None,
         snaplen: 0,
         // A lab shows the whole path, driver receive included; its veths carry little.
         xdp: true,
         max_events: 500_000,
-    };
+    })
+}
+
+/// Runs one lab; with `keep`, its namespaces stay for exploration.
+pub fn run(lab: &Lab, format: Format, keep: bool, detail: Detail) -> Result<Score> {
+    let mut topology = Topology::new();
+    let scenario =
+        (lab.build)(&mut topology).with_context(|| format!("building lab {}", lab.name))?;
+    let options = trace_options(&scenario.netns, &scenario.filter)?;
     let mut tcpdumps = Vec::new();
     for (netns, ifname) in &scenario.captures {
         tcpdumps.push(Tcpdump::start(netns, ifname, &scenario.filter)?);
