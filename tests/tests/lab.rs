@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tests::{require_privileges, tracer_bin};
+use tests::{assert_released, program_ids_of, require_privileges, tracer_bin};
 
 fn lab_namespaces() -> Vec<String> {
     let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
@@ -73,16 +73,18 @@ fn start_lab() -> std::process::Child {
     child
 }
 
-/// Programs of the tracer still loaded (they would be, were a link left behind).
-fn tracer_programs() -> usize {
-    let out = Command::new("bpftool")
-        .args(["prog", "show"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("name tracer_") || l.contains("name lab_"))
-        .count()
+/// The program ids a running lab holds (the tracer's, and the fault's "other tool"), once it
+/// holds some: the lab is then in the middle of its trace.
+fn programs_held(lab: &std::process::Child) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let held = program_ids_of(lab.id());
+        if !held.is_empty() {
+            return held;
+        }
+        assert!(Instant::now() < deadline, "the lab loaded no program");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -103,6 +105,7 @@ fn an_interrupted_lab_cleans_up_and_a_killed_one_is_cleaned_up() {
     );
 
     let mut lab = start_lab();
+    let held = programs_held(&lab);
     lab.kill().unwrap();
     lab.wait().unwrap();
     let cleanup = Command::new(tracer_bin())
@@ -116,12 +119,5 @@ fn an_interrupted_lab_cleans_up_and_a_killed_one_is_cleaned_up() {
         lab_namespaces()
     );
     // Links die with the process; the programs go once their last reference does.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tracer_programs() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "programs of the tracer left loaded"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_released(&held, "after a lab was killed");
 }
