@@ -27,6 +27,11 @@ pub fn headers_from_summary(packet: &PacketSummary, buf: &mut [u8; HDR_LEN]) -> 
         ETH_P_IPV6 => {
             buf[..8].fill(0);
             buf[0] = 0x60;
+            // The flow label (the summary's `ip_id`), so `ip6[1:3] & 0xfffff` sees it.
+            let label = packet.ip_id & 0x000f_ffff;
+            buf[1] = (label >> 16) as u8;
+            buf[2] = (label >> 8) as u8;
+            buf[3] = label as u8;
             let payload = packet.ip_len.saturating_sub(40);
             buf[4..6].copy_from_slice(&payload.to_be_bytes());
             buf[6] = packet.l4_proto;

@@ -272,6 +272,8 @@ fn carried(s: &PacketSummary) -> PacketSummary {
     } else {
         (out.saddr, out.daddr) = (s.saddr, s.daddr);
         out.ip_len = s.ip_len.max(40);
+        // The flow label has 20 bits.
+        out.ip_id = s.ip_id & 0x000f_ffff;
     }
     match s.l4_proto {
         6 => {
@@ -362,12 +364,7 @@ fn rebuilt_headers_parse_back_to_the_summary() {
             let len = headers_from_summary(&summary, &mut buf);
             let mut got = PacketSummary::default();
             parse_l3(&buf, len, summary.l3_proto, &mut got);
-            let mut expected = carried(&summary);
-            if summary.l3_proto == ETH_P_IPV6 {
-                // See `known_gap_rebuilt_ipv6_headers_drop_the_flow_label`.
-                expected.ip_id = 0;
-            }
-            prop_assert_eq!(got, expected);
+            prop_assert_eq!(got, carried(&summary));
             Ok(())
         },
     );
@@ -399,14 +396,11 @@ fn ipv6_payload_length_0_claims_nothing() {
     assert_eq!((got.l4_proto, got.sport, got.dport), (6, 40000, 80));
 }
 
-// A known gap, found by the properties above: ignored so that the suite stays green, run it
-// with `cargo test -p tracer-common --test fuzz_parse -- --ignored`.
-
-/// Headers rebuilt for an IPv6 summary leave the flow label (`ip_id`) out, although the
-/// summary has it: `ip6[1:3] & 0xfffff = N` cannot match at socket and route events.
+/// Headers rebuilt for an IPv6 summary keep its flow label (`ip_id`), so that
+/// `ip6[1:3] & 0xfffff = N` matches at socket and route events too (found by the properties
+/// above).
 #[test]
-#[ignore = "known synth gap: the IPv6 flow label is not rebuilt"]
-fn known_gap_rebuilt_ipv6_headers_drop_the_flow_label() {
+fn rebuilt_ipv6_headers_keep_the_flow_label() {
     let summary = PacketSummary {
         l3_proto: ETH_P_IPV6,
         l4_proto: 17,
