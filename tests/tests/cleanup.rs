@@ -59,6 +59,11 @@ fn cleanup_removes_what_old_builds_left_and_nothing_else() {
     let (xdp_pin, tc_pin) = (pin_path("xdp"), pin_path("tc"));
     pin_program(Hook::Xdp, "tracer_xdp", 2, &xdp_pin);
     pin_program(Hook::TcIngress, "tracer_tc_in", 0, &tc_pin);
+    // Where iproute2 pins: also searched.
+    let globals = PathBuf::from("/sys/fs/bpf/tc/globals");
+    std::fs::create_dir_all(&globals).unwrap();
+    let globals_pin = globals.join(format!("tracer_old_{}", std::process::id()));
+    pin_program(Hook::TcIngress, "tracer_old", 0, &globals_pin);
     // Run from a thread inside the namespace: `ip netns exec` and `ip -n` mount a fresh
     // /sys, without the pins.
     let attach = [
@@ -87,6 +92,7 @@ fn cleanup_removes_what_old_builds_left_and_nothing_else() {
     for said in [
         format!("removed pinned {}", xdp_pin.display()),
         format!("removed pinned {}", tc_pin.display()),
+        format!("removed pinned {}", globals_pin.display()),
         "detached XDP program".to_string(),
         "removed tc ingress filter".to_string(),
         "removed the clsact qdisc from vb".to_string(),
@@ -97,7 +103,10 @@ fn cleanup_removes_what_old_builds_left_and_nothing_else() {
             "cleanup did not say '{said}': {stderr}"
         );
     }
-    assert!(!xdp_pin.exists() && !tc_pin.exists(), "pins removed");
+    assert!(
+        !xdp_pin.exists() && !tc_pin.exists() && !globals_pin.exists(),
+        "pins removed"
+    );
     let after = pair.b.sh("bpftool net show dev vb");
     assert!(
         !after.contains("generic id") && !after.contains("tracer_tc"),

@@ -33,7 +33,7 @@ pub fn run() -> Result<()> {
         );
     }
     let held = programs_held_by_processes();
-    let mut done = remove_pins(Path::new(BPF_FS), 0)?;
+    let mut done = remove_pins(Path::new(BPF_FS))?;
     for ns in Netns::all()? {
         let name = ns.display_name();
         let found = ns.run(|| legacy_attachments(&held))??;
@@ -67,26 +67,29 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-/// Removes pinned objects and directories whose name starts with `tracer`.
-fn remove_pins(dir: &Path, depth: usize) -> Result<Vec<String>> {
+/// Where pins of older builds could be: the top of the BPF filesystem, and iproute2's pin
+/// directories. Other tools' trees are theirs, whatever their entries are called.
+const PIN_DIRS: [&str; 3] = ["", "tc/globals", "xdp/globals"];
+
+/// Removes pinned objects and directories whose name starts with `tracer` in [`PIN_DIRS`].
+fn remove_pins(bpf_fs: &Path) -> Result<Vec<String>> {
     let mut removed = Vec::new();
-    // iproute2 pins under tc/globals, xdp/globals; deeper trees are not ours to walk.
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(removed);
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if entry.file_name().to_string_lossy().starts_with(PREFIX) {
-            let result = if is_dir {
+    for dir in PIN_DIRS.iter().map(|d| bpf_fs.join(d)) {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if !entry.file_name().to_string_lossy().starts_with(PREFIX) {
+                continue;
+            }
+            let path = entry.path();
+            let result = if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 std::fs::remove_dir_all(&path)
             } else {
                 std::fs::remove_file(&path)
             };
             result.with_context(|| format!("cannot remove {}", path.display()))?;
             removed.push(format!("removed pinned {}", path.display()));
-        } else if is_dir && depth < 2 {
-            removed.extend(remove_pins(&path, depth + 1)?);
         }
     }
     Ok(removed)
