@@ -154,6 +154,25 @@ fn captured_names(cases: &[Case], captured: &[Vec<u8>]) -> Vec<&'static str> {
         .collect()
 }
 
+/// Sends `cases` from va while the tracer (with `filter`, if any) and a tcpdump on vb (with the
+/// same filter) watch; the names of the frames tcpdump captured, and the tracer's report,
+/// checked to have survived.
+fn trace_and_capture(pair: &Pair, cases: &[Case], filter: &str) -> (Vec<&'static str>, Report) {
+    let (a, b) = (pair.a.name.as_str(), pair.b.name.as_str());
+    let mut args = vec!["--xdp", "-n", a, "-n", b];
+    if !filter.is_empty() {
+        args.push(filter);
+    }
+    let tracer = Tracer::start(&args);
+    let tcpdump = Tcpdump::start(&pair.b, "vb", filter);
+    frames::send(&pair.a, "va", named_frames(cases));
+    std::thread::sleep(Duration::from_millis(500));
+    let captured = captured_names(cases, &tcpdump.stop_frames());
+    let report = tracer.finish();
+    assert_survived(&report);
+    (captured, report)
+}
+
 #[test]
 fn hostile_frames_are_seen_everywhere_with_the_fields_they_hold() {
     require_privileges();
@@ -166,16 +185,9 @@ fn hostile_frames_are_seen_everywhere_with_the_fields_they_hold() {
         .map(|c| c.name)
         .collect();
     assert_distinct(&cases);
-    let tracer = Tracer::start(&["--xdp", "-n", a, "-n", b]);
-    let tcpdump = Tcpdump::start(&pair.b, "vb", "");
-    frames::send(&pair.a, "va", named_frames(&cases));
-    std::thread::sleep(Duration::from_millis(500));
-    let captured = tcpdump.stop_frames();
-    let report = tracer.finish();
-    assert_survived(&report);
+    let (captured, report) = trace_and_capture(&pair, &cases, "");
     assert_eq!(
-        captured_names(&cases, &captured),
-        names,
+        captured, names,
         "tcpdump on vb, the witness, did not capture the frames that reach it as they were sent"
     );
     let problems = problems(&report, &cases, a, b);
@@ -199,13 +211,7 @@ fn a_filter_selects_the_hostile_frames_tcpdump_selects() {
     let (pair, macs) = pair_with_macs();
     let (a, b) = (pair.a.name.as_str(), pair.b.name.as_str());
     let cases = cases::hostile(&macs);
-    let tracer = Tracer::start(&["--xdp", "-n", a, "-n", b, FILTER]);
-    let tcpdump = Tcpdump::start(&pair.b, "vb", FILTER);
-    frames::send(&pair.a, "va", named_frames(&cases));
-    std::thread::sleep(Duration::from_millis(500));
-    let captured = captured_names(&cases, &tcpdump.stop_frames());
-    let report = tracer.finish();
-    assert_survived(&report);
+    let (captured, report) = trace_and_capture(&pair, &cases, FILTER);
     let reaching = cases.iter().filter(|c| c.reaches_tap).count();
     assert!(
         !captured.is_empty() && captured.len() < reaching,
@@ -302,15 +308,9 @@ fn jumbo_frames_are_seen_whole() {
     let cases = cases::jumbo(&macs);
     assert_distinct(&cases);
     assert_eq!(cases[0].frame.len(), 9014, "as big as the MTU allows");
-    let tracer = Tracer::start(&["--xdp", "-n", a, "-n", b]);
-    let tcpdump = Tcpdump::start(&pair.b, "vb", "");
-    frames::send(&pair.a, "va", named_frames(&cases));
-    std::thread::sleep(Duration::from_millis(500));
-    let captured = tcpdump.stop_frames();
-    let report = tracer.finish();
-    assert_survived(&report);
+    let (captured, report) = trace_and_capture(&pair, &cases, "");
     assert_eq!(
-        captured_names(&cases, &captured),
+        captured,
         ["jumbo-ipv4-udp", "jumbo-ipv6-hop-by-hop-udp"],
         "tcpdump on vb, the witness, did not capture both jumbo frames whole"
     );

@@ -17,7 +17,7 @@ mod packets;
 #[path = "fuzzing/runner.rs"]
 mod runner;
 
-use packets::{Ethernet, Ip, Ipv4, Ipv6, Transport};
+use packets::{Ethernet, Ip, Ipv6, Transport};
 use proptest::{collection::vec, prelude::*};
 use runner::check;
 use tracer_common::{
@@ -126,41 +126,35 @@ fn parse_l3_on_any_bytes_never_reads_past_valid() {
     );
 }
 
+/// Packets from `ips`, whole or cut at any length, parse back to what was generated.
+fn reads_back(name: &str, ips: impl Strategy<Value = Ip>, ethertype: u16) {
+    let strategy = ips.prop_flat_map(|ip| {
+        let len = ip.bytes().len();
+        (Just(ip), valid_len(len))
+    });
+    check(name, 2048, strategy, |(ip, valid): (Ip, usize)| {
+        prop_assert_eq!(parse(&ip.bytes(), valid, ethertype), ip.expected(valid));
+        Ok(())
+    });
+}
+
 /// Well-formed IPv4 (options, fragments, any protocol), whole or cut at any length.
 #[test]
 fn parse_l3_reads_back_generated_ipv4() {
-    let strategy = generate::ipv4().prop_flat_map(|p| {
-        let len = Ip::V4(p.clone()).bytes().len();
-        (Just(p), valid_len(len))
-    });
-    check(
+    reads_back(
         "parse_l3_reads_back_generated_ipv4",
-        2048,
-        strategy,
-        |(p, valid): (Ipv4, usize)| {
-            let ip = Ip::V4(p);
-            prop_assert_eq!(parse(&ip.bytes(), valid, ETH_P_IP), ip.expected(valid));
-            Ok(())
-        },
+        generate::ipv4().prop_map(Ip::V4),
+        ETH_P_IP,
     );
 }
 
 /// Well-formed IPv6 without extension headers, whole or cut at any length.
 #[test]
 fn parse_l3_reads_back_generated_ipv6() {
-    let strategy = generate::ipv6(0..=0).prop_flat_map(|p| {
-        let len = Ip::V6(p.clone()).bytes().len();
-        (Just(p), valid_len(len))
-    });
-    check(
+    reads_back(
         "parse_l3_reads_back_generated_ipv6",
-        2048,
-        strategy,
-        |(p, valid): (Ipv6, usize)| {
-            let ip = Ip::V6(p);
-            prop_assert_eq!(parse(&ip.bytes(), valid, ETH_P_IPV6), ip.expected(valid));
-            Ok(())
-        },
+        generate::ipv6(0..=0).prop_map(Ip::V6),
+        ETH_P_IPV6,
     );
 }
 
@@ -171,19 +165,10 @@ fn parse_l3_reads_back_generated_ipv6() {
 /// header read as ports.
 #[test]
 fn parse_l3_reads_through_ipv6_extension_headers() {
-    let strategy = generate::ipv6(1..=7).prop_flat_map(|p| {
-        let len = Ip::V6(p.clone()).bytes().len();
-        (Just(p), valid_len(len))
-    });
-    check(
+    reads_back(
         "parse_l3_reads_through_ipv6_extension_headers",
-        2048,
-        strategy,
-        |(p, valid): (Ipv6, usize)| {
-            let ip = Ip::V6(p);
-            prop_assert_eq!(parse(&ip.bytes(), valid, ETH_P_IPV6), ip.expected(valid));
-            Ok(())
-        },
+        generate::ipv6(1..=7).prop_map(Ip::V6),
+        ETH_P_IPV6,
     );
 }
 
