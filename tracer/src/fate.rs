@@ -154,7 +154,9 @@ fn dropped(sightings: &[Sighting]) -> Option<Fate> {
     let alive = sightings[..i].iter().rev().find(|s| s.on_path());
     Some(Fate {
         kind: FateKind::Dropped,
-        hook: alive.map(|s| s.hook.clone()),
+        // Seen by no point before its drop (a frame a packet socket sent straight to a driver
+        // that refused it): the drop is its only place.
+        hook: Some(alive.unwrap_or(drop).hook.clone()),
         position: alive.and_then(|s| s.position.clone()),
         netns_name: drop.netns_name.clone(),
         ifname: drop

@@ -1,5 +1,7 @@
 //! The vocabulary of explanations: hooks, packets, drop causes and ICMP messages in words.
 
+use tracer_common::hook::Hook;
+
 use crate::{journey::Journey, sighting::Sighting};
 
 /// A hook as people know it: netfilter hooks with the iptables chain that runs there.
@@ -137,9 +139,13 @@ pub fn drop_cause(journey: &Journey) -> String {
     let s = journey.headers();
     let alive = fate.hook.as_deref().unwrap_or("");
     let ifname = fate.ifname.as_deref().unwrap_or("?");
-    let after = fate
-        .point()
-        .map_or(String::new(), |p| format!(" after {p}"));
+    let after = match fate.point() {
+        Some(_) if alive == Hook::KfreeSkb.name() => {
+            " before any observation point saw it".to_string()
+        }
+        Some(p) => format!(" after {p}"),
+        None => String::new(),
+    };
     match fate.reason.as_deref().unwrap_or("") {
         "NETFILTER_DROP" if alive.starts_with("nf_") => {
             format!("dropped by a netfilter rule at {}", hook_words(alive))

@@ -206,3 +206,22 @@ fn a_gso_packet_cut_after_tc_egress_is_segmented_not_lost() {
     ]);
     assert_ne!(plain[0].fate.reason.as_deref(), Some("segmented"));
 }
+
+#[test]
+fn a_drop_no_point_saw_before_names_the_drop_itself() {
+    // As a frame a packet socket hands straight to a driver that refuses it.
+    let only_drops: Vec<Sighting> = fixture("local_in_syn_drop.jsonl")
+        .into_iter()
+        .filter(Sighting::is_drop)
+        .collect();
+    let journeys = build_all(only_drops);
+    assert_eq!(journeys.len(), 3);
+    for j in &journeys {
+        assert_eq!(j.fate.kind, FateKind::Dropped);
+        assert_eq!(j.fate.point().as_deref(), Some("kfree_skb"));
+        assert_eq!(
+            crate::explanation::words::drop_cause(j),
+            "dropped by a netfilter rule before any observation point saw it"
+        );
+    }
+}
