@@ -107,8 +107,7 @@ pub fn verdicts(
     captured: &[Sighting],
     score: &mut Score,
 ) {
-    // identity -> (journeys with a verdict there, of which seen, captured by tcpdump)
-    let mut counts: BTreeMap<Identity, (usize, usize, usize, String)> = BTreeMap::new();
+    let mut counts: BTreeMap<Identity, Tally> = BTreeMap::new();
     for journey in &analysis.journeys {
         let here: Vec<_> = analysis
             .captures(journey.id)
@@ -121,29 +120,79 @@ pub fn verdicts(
             continue;
         }
         let headers = journey.headers();
-        let entry = counts
+        let tally = counts
             .entry(identity(headers))
-            .or_insert_with(|| (0, 0, 0, packet_words(headers)));
-        entry.0 += 1;
-        entry.1 += usize::from(here.iter().any(|c| c.seen));
+            .or_insert_with(|| Tally::new(headers));
+        tally.journeys.push(journey.id);
+        tally.seen += usize::from(here.iter().any(|c| c.seen));
     }
     for packet in captured {
-        let entry = counts
+        counts
             .entry(identity(packet))
-            .or_insert_with(|| (0, 0, 0, packet_words(packet)));
-        entry.2 += 1;
+            .or_insert_with(|| Tally::new(packet))
+            .in_capture += 1;
     }
-    for (judged, seen, in_capture, words) in counts.into_values() {
-        let packets = judged.max(in_capture);
-        let wrong = seen.abs_diff(in_capture);
+    for tally in counts.into_values() {
+        let packets = tally.journeys.len().max(tally.in_capture);
+        let wrong = tally.seen.abs_diff(tally.in_capture);
         score.verdicts_checked += packets;
         score.verdicts_agreeing += packets - wrong.min(packets);
         if wrong > 0 {
             score.problems.push(format!(
-                "tcpdump on {netns}/{ifname} captured {in_capture} x {words}; the tracer said it would see {seen}"
+                "tcpdump on {netns}/{ifname} captured {} x {}; the tracer said it would see {} ({})",
+                tally.in_capture,
+                tally.words,
+                tally.seen,
+                paths(analysis, &tally.journeys)
             ));
         }
     }
+}
+
+/// For one packet identity at one interface: the tracer's journeys with a verdict there, how
+/// many of them it says tcpdump saw, and how many tcpdump captured.
+struct Tally {
+    words: String,
+    journeys: Vec<u64>,
+    seen: usize,
+    in_capture: usize,
+}
+
+impl Tally {
+    fn new(headers: &Sighting) -> Tally {
+        Tally {
+            words: packet_words(headers),
+            journeys: Vec::new(),
+            seen: 0,
+            in_capture: 0,
+        }
+    }
+}
+
+/// What the tracer saw of these journeys, point by point: what a failed check needs to be
+/// understood from its output alone (a CI log).
+fn paths(analysis: &Analysis, ids: &[u64]) -> String {
+    if ids.is_empty() {
+        return "it followed no packet with these headers there".to_string();
+    }
+    ids.iter()
+        .filter_map(|&id| analysis.journey(id))
+        .map(|j| {
+            let points: Vec<String> = j
+                .sightings
+                .iter()
+                .map(|s| {
+                    let ifname = s.ifname.as_deref().unwrap_or("?");
+                    match &s.position {
+                        Some(p) => format!("{}/{p}@{ifname}", s.hook),
+                        None => format!("{}@{ifname}", s.hook),
+                    }
+                })
+                .collect();
+            format!("packet {}: {}", j.id, points.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]
