@@ -91,6 +91,21 @@ fn programs_held(lab: &std::process::Child) -> Vec<u32> {
 fn an_interrupted_lab_cleans_up_and_a_killed_one_is_cleaned_up() {
     require_privileges();
     let mut lab = start_lab();
+    // Labs share their namespaces: while one runs, another, or a cleanup, is refused.
+    for args in [&["lab", "run", "xdp-drop"][..], &["lab", "cleanup"]] {
+        let out = Command::new(tracer_bin()).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} while a lab runs: {stderr}");
+        assert!(
+            stderr.contains(&format!("(pid {})", lab.id())) && stderr.lines().count() == 1,
+            "{args:?} names the running lab in one sentence: {stderr}"
+        );
+    }
+    assert_eq!(
+        lab_namespaces().len(),
+        2,
+        "the running lab kept its namespaces"
+    );
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(lab.id() as i32, libc::SIGINT) };
     let status = lab.wait().unwrap();

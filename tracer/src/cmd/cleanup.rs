@@ -41,7 +41,7 @@ pub fn run() -> Result<()> {
     }
     // A lab running now uses its namespaces; only those of a lab that was killed go.
     let mut left_alone = Vec::new();
-    match running_lab() {
+    match lab::topology::running_lab() {
         Some(pid) => left_alone.push(format!(
             "a lab is running now (pid {pid}): its namespaces stay (`tracer lab cleanup` after it)"
         )),
@@ -220,19 +220,6 @@ fn programs_held_by_processes() -> HashSet<u32> {
                 .collect::<Vec<u32>>()
         })
         .collect()
-}
-
-/// The pid of a `tracer lab ...` process running now, if any.
-fn running_lab() -> Option<u32> {
-    let me = std::process::id();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
-        let pid: u32 = p.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
-        let mut args = cmdline.split(|b| *b == 0);
-        let program = String::from_utf8_lossy(args.next()?).into_owned();
-        let is_lab = program.ends_with("tracer") && args.next() == Some(b"lab".as_slice());
-        (is_lab && pid != me).then_some(pid)
-    })
 }
 
 /// Runs `ip` (iproute2) in the calling thread's namespace: a child inherits it.

@@ -63,6 +63,11 @@ pub fn run(args: LabArgs) -> Result<()> {
             keep,
             neutrality,
         } => {
+            if let Some(pid) = lab::topology::running_lab() {
+                bail!(
+                    "another lab is running (pid {pid}); labs share their namespaces, so run one at a time"
+                );
+            }
             clean_up_on_signal();
             if all {
                 return run_all(format);
@@ -81,6 +86,9 @@ pub fn run(args: LabArgs) -> Result<()> {
             Ok(())
         }
         LabCommand::Cleanup => {
+            if let Some(pid) = lab::topology::running_lab() {
+                bail!("a lab is running (pid {pid}); it removes its namespaces when it ends");
+            }
             let removed = lab::topology::cleanup()?;
             eprintln!("tracer: removed {removed} lab namespaces");
             Ok(())

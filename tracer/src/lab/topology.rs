@@ -130,3 +130,19 @@ pub fn cleanup() -> Result<usize> {
     }
     Ok(removed)
 }
+
+/// The pid of another `tracer lab run` running now, if any: labs share their namespace names,
+/// so one runs at a time, and only a dead lab's namespaces may be removed.
+pub fn running_lab() -> Option<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+        let pid: u32 = p.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
+        let mut args = cmdline.split(|b| *b == 0);
+        let program = String::from_utf8_lossy(args.next()?).into_owned();
+        let is_lab = program.ends_with("tracer")
+            && args.next() == Some(b"lab".as_slice())
+            && args.next() == Some(b"run".as_slice());
+        (is_lab && pid != me).then_some(pid)
+    })
+}
