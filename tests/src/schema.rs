@@ -318,6 +318,8 @@ fn check_stats(stats: &Value) {
             "lost",
             "lost_total",
             "lost_per_cpu",
+            "missed",
+            "missed_total",
             "undecodable",
             "not_kept",
             "incomplete_packets",
@@ -345,6 +347,11 @@ fn check_stats(stats: &Value) {
         per_cpu, lost,
         "stats: lost per CPU and per hook add up to the same"
     );
+    let missed = sum("missed");
+    assert_eq!(stats["missed_total"].as_u64(), Some(missed));
+    for hook in stats["missed"].as_object().unwrap().keys() {
+        assert!(HOOKS.contains(&hook.as_str()), "stats: missed at {hook}");
+    }
     for key in ["incomplete_packets", "incomplete_flows"] {
         assert!(stats[key].is_u64(), "stats: {key}");
     }

@@ -69,6 +69,17 @@ pub fn find(
     gaps
 }
 
+/// Events the kernel skipped (see `crate::misses`) are known by their count only: they may lie
+/// anywhere in the trace, so any journey may miss a point.
+pub fn anywhere(lost: u64, end_ns: u64) -> Option<Gap> {
+    (lost > 0).then_some(Gap {
+        cpu: None,
+        from_ns: 0,
+        to_ns: end_ns,
+        lost,
+    })
+}
+
 /// Whether a journey (its sightings in time order) may miss points because of `gaps`: one of
 /// them overlaps its life, or, for a journey whose end was not seen (`open`), one came after
 /// it started: its end may be what was lost.
@@ -120,6 +131,18 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn events_the_kernel_skipped_may_be_missing_from_any_journey() {
+        assert_eq!(anywhere(0, 1000), None);
+        let gap = anywhere(2, 1000).unwrap();
+        for journey in [
+            [at(100, 0, 0), at(110, 0, 0)],
+            [at(900, 1, 0), at(990, 1, 0)],
+        ] {
+            assert!(touches(&journey, &[gap], false));
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod lab;
 mod libpcap;
 mod live_capture;
 mod loader;
+mod misses;
 mod netfilter;
 mod netns;
 mod nf_link;

@@ -224,6 +224,7 @@ impl Session {
             &mut stats,
         );
         (stats.lost, stats.lost_per_cpu) = self.lost_counts()?;
+        stats.missed = crate::misses::per_hook(&self.ebpf)?;
         stats.duration_ns = self.started.elapsed().as_nanos() as u64;
         let context = recording::Context {
             live: self.live_captures(),
@@ -231,8 +232,11 @@ impl Session {
             // Events not kept count as lost: journeys they cut are marked incomplete.
             end: TraceEnd {
                 end_ns,
-                lost: stats.lost_total() + stats.not_kept,
-                gaps: gaps::find(&sightings, &stats.lost_per_cpu, stats.not_kept, end_ns),
+                lost: stats.lost_total() + stats.not_kept + stats.missed_total(),
+                gaps: gaps::find(&sightings, &stats.lost_per_cpu, stats.not_kept, end_ns)
+                    .into_iter()
+                    .chain(gaps::anywhere(stats.missed_total(), end_ns))
+                    .collect(),
             },
         };
         Ok((Recording { sightings, context }, stats))

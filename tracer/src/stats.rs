@@ -11,6 +11,9 @@ pub struct Stats {
     pub lost: BTreeMap<String, u64>,
     /// The same, per CPU (a gap is placed in time on its CPU: see `crate::gaps`).
     pub lost_per_cpu: BTreeMap<u16, u64>,
+    /// Events the kernel skipped: a tracepoint's program was already running on that CPU (see
+    /// `crate::misses`). Per hook; no time or CPU is known for them.
+    pub missed: BTreeMap<String, u64>,
     /// Records that could not be decoded (wrong size or version).
     pub undecodable: u64,
     /// Events received but not kept: the trace already held `--max-events`.
@@ -23,6 +26,10 @@ impl Stats {
         self.lost.values().sum()
     }
 
+    pub fn missed_total(&self) -> u64 {
+        self.missed.values().sum()
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "type": "stats",
@@ -31,6 +38,8 @@ impl Stats {
             "lost": self.lost,
             "lost_total": self.lost_total(),
             "lost_per_cpu": self.lost_per_cpu,
+            "missed": self.missed,
+            "missed_total": self.missed_total(),
             "undecodable": self.undecodable,
             "not_kept": self.not_kept,
             "duration_ns": self.duration_ns,
@@ -58,8 +67,12 @@ impl Stats {
         } else {
             format!(" ({})", per_cpu.join(", "))
         };
+        let missed = match self.missed_total() {
+            0 => String::new(),
+            n => format!(", {n} skipped by the kernel (a hook's program interrupted by itself)"),
+        };
         format!(
-            "{total} events in {:.1}s ({}); {} lost{per_cpu}{not_kept}",
+            "{total} events in {:.1}s ({}); {} lost{per_cpu}{missed}{not_kept}",
             self.duration_ns as f64 / 1e9,
             per_hook.join(", "),
             self.lost_total()

@@ -105,6 +105,13 @@ pub fn run(lab: &Lab, format: Format, keep: bool, detail: Detail) -> Result<Scor
             .problems
             .push(format!("{} events were lost", stats.lost_total()));
     }
+    if stats.missed_total() > 0 {
+        score.problems.push(format!(
+            "the kernel skipped {} events ({:?})",
+            stats.missed_total(),
+            stats.missed
+        ));
+    }
 
     if detail == Detail::Full {
         match format {
