@@ -52,18 +52,7 @@ fn recursion_misses(fd: u32) -> io::Result<u64> {
         info_len: std::mem::size_of::<bpf_prog_info>() as u32,
         info: &mut info as *mut bpf_prog_info as u64,
     };
-    // SAFETY: `attr` is a `repr(C)` prefix of `union bpf_attr` of the size passed, and `info`
-    // outlives the call, which writes at most `info_len` bytes into it.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &attr as *const InfoAttr,
-            std::mem::size_of::<InfoAttr>() as u32,
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // The kernel writes at most `info_len` bytes into `info`, which outlives the call.
+    crate::nf_link::bpf_call(BPF_OBJ_GET_INFO_BY_FD, &attr)?;
     Ok(info.recursion_misses)
 }

@@ -195,6 +195,13 @@ pub fn attach(
 }
 
 pub(crate) fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<OwnedFd> {
+    let ret = bpf_call(cmd, attr)?;
+    // SAFETY: on success these commands return a new descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// bpf(2) for a command that returns no descriptor (0 on success), or one that does.
+pub(crate) fn bpf_call<T>(cmd: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a live `repr(C)` prefix of `union bpf_attr` of the size passed; the
     // pointers inside it outlive the call.
     let ret = unsafe {
@@ -208,8 +215,7 @@ pub(crate) fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<OwnedFd> {
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: on success these commands return a new descriptor that we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+    Ok(ret)
 }
 
 /// The instructions of `name` with their map references resolved to `ebpf`'s maps, and the

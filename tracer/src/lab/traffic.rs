@@ -135,14 +135,19 @@ pub fn abort_after(conn: TcpStream, timeouts: u8, within: Duration) {
         l_onoff: 1,
         l_linger: 0,
     };
-    // SAFETY: setsockopt reads a linger struct of the size given.
+    set_option(&conn, libc::SOL_SOCKET, libc::SO_LINGER, &linger);
+}
+
+/// setsockopt(2) with a plain value; an option the kernel refuses leaves the default.
+fn set_option<T>(conn: &TcpStream, level: libc::c_int, name: libc::c_int, value: &T) {
+    // SAFETY: setsockopt reads `size_of::<T>()` bytes from a live `T`.
     unsafe {
         libc::setsockopt(
             conn.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         );
     }
 }
@@ -169,15 +174,9 @@ pub fn connect(netns: &str, ip: &str, port: u16) -> Result<bool> {
             },
             sin_zero: [0; 8],
         };
-        // SAFETY: setsockopt and connect read the sizes given from live values.
+        set_option(&conn, libc::IPPROTO_TCP, libc::TCP_SYNCNT, &syn_retries);
+        // SAFETY: connect reads the size given from a live address.
         let connected = unsafe {
-            libc::setsockopt(
-                conn.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_SYNCNT,
-                (&syn_retries as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
             libc::connect(
                 conn.as_raw_fd(),
                 (&to as *const libc::sockaddr_in).cast(),
