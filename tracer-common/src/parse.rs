@@ -182,12 +182,18 @@ fn parse_ipv6(
 
 #[inline(always)]
 fn parse_l4(buf: &[u8; HDR_LEN], valid: usize, l4: usize, out: &mut PacketSummary) {
+    // Each read below is bounded by a check on `l4` itself, on the register the reads use:
+    // `valid >= l4 + 20` with `valid <= HDR_LEN` bounds them too, but only newer verifiers
+    // (6.18) carry such a relation between two registers; 6.12 and 6.1 refuse the program.
+    // Both opaque: from `valid <= HDR_LEN` the optimiser would otherwise drop the checks on
+    // `l4` as redundant.
+    let (l4, valid) = (opaque(l4), opaque(valid));
     // No transport header we read is shorter than 8 bytes: keeps every index below HDR_LEN.
     if l4 > HDR_LEN - 8 {
         return;
     }
     match out.l4_proto {
-        IPPROTO_TCP if valid >= l4 + 20 => {
+        IPPROTO_TCP if valid >= l4 + 20 && l4 <= HDR_LEN - 20 => {
             out.sport = be16(buf, l4);
             out.dport = be16(buf, l4 + 2);
             out.tcp_seq = be32(buf, l4 + 4);

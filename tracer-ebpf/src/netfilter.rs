@@ -6,8 +6,19 @@
 //! aya 0.14 has no netfilter program type: the functions live in a section aya parses as a
 //! classifier (so that its map relocations cover them) and `tracer`'s `nf_link` module loads
 //! them with the right type and links them.
+//!
+//! Before 6.4 there are no such links. Where the kernel allows BPF trampolines (most
+//! distribution kernels; not locked-down ones), an fentry and an fexit program on
+//! `nf_hook_slow` take their place: it runs every hook function of one hook for one packet,
+//! so its entry is "first" and its return with NF_ACCEPT is "last". A drop inside frees the
+//! skb before the return, and `kfree_skb` reports it, between the two as with the links.
 
 use core::ffi::c_void;
+
+use aya_ebpf::{
+    macros::{fentry, fexit},
+    programs::{FEntryContext, FExitContext},
+};
 
 use tracer_common::{
     event::{kind, HookDetail, PacketSummary},
@@ -39,6 +50,27 @@ pub fn tracer_nf_last(ctx: *mut c_void) -> i32 {
     NF_ACCEPT
 }
 
+/// `int nf_hook_slow(struct sk_buff *skb, struct nf_hook_state *state,
+/// const struct nf_hook_entries *e, unsigned int s)`, before the hook functions run.
+/// Needs BPF trampolines (`CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS`, not locked down).
+#[fentry(function = "nf_hook_slow")]
+pub fn tracer_nf_hook_entry(ctx: FEntryContext) -> i32 {
+    observe_state(ctx.arg(1), ctx.arg(0), Position::First);
+    0
+}
+
+/// The same function's return: 1 (NF_ACCEPT) lets the packet on; anything else means a hook
+/// function took it (dropped and already freed, stolen or queued), so the skb is not read.
+#[fexit(function = "nf_hook_slow")]
+pub fn tracer_nf_hook_exit(ctx: FExitContext) -> i32 {
+    // The return value follows the four arguments in the context.
+    let verdict: i32 = ctx.arg(4);
+    if verdict == NF_ACCEPT {
+        observe_state(ctx.arg(1), ctx.arg(0), Position::Last);
+    }
+    0
+}
+
 /// `ctx` is a `struct bpf_nf_ctx { const struct nf_hook_state *state; struct sk_buff *skb; }`.
 #[inline(always)]
 fn observe(ctx: *mut c_void, position: Position) {
@@ -46,6 +78,11 @@ fn observe(ctx: *mut c_void, position: Position) {
         let fields = ctx as *const u64;
         (*fields, *fields.add(1))
     };
+    observe_state(state, skb, position);
+}
+
+#[inline(always)]
+fn observe_state(state: u64, skb: u64, position: Position) {
     let Some(hook) = read::<u8>(state, offset!(nf_state_hook)).and_then(netfilter_hook) else {
         return;
     };

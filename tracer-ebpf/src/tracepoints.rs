@@ -79,30 +79,75 @@ pub fn tracer_net_dev_xmit(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+// Tracepoints whose arguments changed between kernels come in variants named by how many
+// arguments they read (`_2`): the verifier refuses a read past the last argument, so userspace
+// loads the variant that fits the kernel's BTF (`loader::TRACEPOINTS`).
+
 /// `skb:kfree_skb(struct sk_buff *skb, void *location, enum skb_drop_reason reason, ...)`.
-/// The reason argument exists since 5.17; its values differ between kernels (decoded in
-/// userspace from BTF).
+/// The reason argument exists since 5.17 (rx_sk follows it since 6.12, unread); its values
+/// differ between kernels (decoded in userspace from BTF).
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn tracer_kfree_skb(ctx: BtfTracePointContext) -> i32 {
-    let skb: u64 = ctx.arg(0);
     let detail = HookDetail {
         location: ctx.arg(1),
         reason: ctx.arg(2),
         verdict: 0,
     };
-    observe_skb(skb, Hook::KfreeSkb, Position::Only, kind::DROP, detail);
+    observe_skb(
+        ctx.arg(0),
+        Hook::KfreeSkb,
+        Position::Only,
+        kind::DROP,
+        detail,
+    );
+    0
+}
+
+/// `skb:kfree_skb(struct sk_buff *skb, void *location)` before 5.17: no reason.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn tracer_kfree_skb_2(ctx: BtfTracePointContext) -> i32 {
+    let detail = HookDetail {
+        location: ctx.arg(1),
+        ..HookDetail::default()
+    };
+    observe_skb(
+        ctx.arg(0),
+        Hook::KfreeSkb,
+        Position::Only,
+        kind::DROP,
+        detail,
+    );
     0
 }
 
 /// `skb:consume_skb(struct sk_buff *skb, void *location)`: a normal end of life.
 #[btf_tracepoint(function = "consume_skb")]
 pub fn tracer_consume_skb(ctx: BtfTracePointContext) -> i32 {
-    let skb: u64 = ctx.arg(0);
     let detail = HookDetail {
         location: ctx.arg(1),
         ..HookDetail::default()
     };
-    observe_skb(skb, Hook::ConsumeSkb, Position::Only, kind::FREE, detail);
+    observe_skb(
+        ctx.arg(0),
+        Hook::ConsumeSkb,
+        Position::Only,
+        kind::FREE,
+        detail,
+    );
+    0
+}
+
+/// `skb:consume_skb(struct sk_buff *skb)` before 6.3: no location.
+#[btf_tracepoint(function = "consume_skb")]
+pub fn tracer_consume_skb_1(ctx: BtfTracePointContext) -> i32 {
+    let detail = HookDetail::default();
+    observe_skb(
+        ctx.arg(0),
+        Hook::ConsumeSkb,
+        Position::Only,
+        kind::FREE,
+        detail,
+    );
     0
 }
 
@@ -129,10 +174,21 @@ pub fn tracer_socket_read(ctx: BtfTracePointContext) -> i32 {
 /// `skb` is the segment that provoked the reset (none for a reset the socket decided on).
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tracer_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
-    let sk: u64 = ctx.arg(0);
-    let skb: u64 = ctx.arg(1);
+    send_reset(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    0
+}
+
+/// `tcp:tcp_send_reset(const struct sock *sk, const struct sk_buff *skb)` before 6.10.
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn tracer_tcp_send_reset_2(ctx: BtfTracePointContext) -> i32 {
+    send_reset(ctx.arg(0), ctx.arg(1), 0);
+    0
+}
+
+#[inline(always)]
+fn send_reset(sk: u64, skb: u64, reason: u32) {
     let detail = HookDetail {
-        reason: ctx.arg(2),
+        reason,
         verdict: tcp_event::SEND_RESET,
         ..HookDetail::default()
     };
@@ -141,7 +197,6 @@ pub fn tracer_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
     } else {
         observe_sock(sk, false, detail);
     }
-    0
 }
 
 /// `tcp:tcp_receive_reset(struct sock *sk)`: the socket accepted a reset from its peer.

@@ -159,6 +159,28 @@ impl KernelBtf {
             .is_ok_and(|types| !types.is_empty())
     }
 
+    /// How many arguments tracepoint `name` passes to a `tp_btf` program on this kernel, from
+    /// its `btf_trace_<name>` typedef (a pointer to a function whose first parameter is the
+    /// tracepoint's private data, not an argument). `None` when the kernel has no such
+    /// tracepoint. Arguments come and go between versions (consume_skb's location, 6.3;
+    /// kfree_skb's rx_sk, 6.12), and a program that reads one the kernel lacks is refused.
+    pub fn tracepoint_args(&self, name: &str) -> Option<usize> {
+        let typedef = self
+            .btf
+            .resolve_types_by_name(&format!("btf_trace_{name}"))
+            .ok()?
+            .into_iter()
+            .find(|t| matches!(t, Type::Typedef(_)))?;
+        let mut ty = self.peel(typedef);
+        if let Type::Ptr(ptr) = &ty {
+            ty = self.peel(self.btf.resolve_chained_type(ptr).ok()?);
+        }
+        match ty {
+            Type::FuncProto(proto) => Some(proto.parameters.len().saturating_sub(1)),
+            _ => None,
+        }
+    }
+
     /// Whether enum `name` has a member called `member`.
     pub fn has_enum_member(&self, name: &str, member: &str) -> bool {
         self.enum_names(name, "").values().any(|m| m == member)

@@ -1,16 +1,12 @@
 //! Loading the embedded eBPF object and attaching its programs, namespace by namespace.
 //!
 //! Every attachment is a bpf_link held by a file descriptor (XDP links, tcx links, tracepoint
-//! links): when the process exits, however it exits, the kernel detaches them.
+//! and trampoline links, netfilter links): when the process exits, however it exits, the
+//! kernel detaches them. The one exception, tc filters on kernels without tcx, is removed by
+//! `interfaces` at exit and by `tracer cleanup` after a SIGKILL.
 
 use anyhow::Context;
-use aya::{
-    maps::Array,
-    programs::{
-        tc::TcAttachOptions, BtfTracePoint, LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
-    },
-    Btf, Ebpf, EbpfLoader,
-};
+use aya::{maps::Array, programs::BtfTracePoint, Btf, Ebpf, EbpfLoader};
 use tracer_common::{
     cbpf::{Program, L2_SLOT, L3_SLOT},
     config::{KernelOffsets, TraceConfig},
@@ -18,7 +14,11 @@ use tracer_common::{
     names,
 };
 
-use crate::{filter::Filter, netns::Netns, privileges};
+mod interfaces;
+
+pub use interfaces::InterfacePrograms;
+
+use crate::{filter::Filter, kernel_btf::KernelBtf, privileges, verifier};
 
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
@@ -41,6 +41,8 @@ pub struct Attachment {
     /// Namespace and interface for per-interface hooks; `None` for global tracepoints.
     pub netns: Option<String>,
     pub ifname: Option<String>,
+    /// How it is observed, when it is ("tcx link", "tp_btf (3 arguments)", ...).
+    pub mechanism: Option<String>,
     /// `None` when attached; the reason otherwise.
     pub error: Option<String>,
     /// At XDP: the other program that holds the interface, "NAME (id N)".
@@ -82,204 +84,149 @@ pub fn load_filter(ebpf: &mut Ebpf, filter: &Filter) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// (program name, tracepoint, hook) of the global typed tracepoints.
-pub const TRACEPOINTS: &[(&str, &str, Hook)] = &[
-    (
-        "tracer_netif_receive",
+/// A global typed tracepoint and its program variants.
+pub struct Tracepoint {
+    pub name: &'static str,
+    pub hook: Hook,
+    /// (arguments the program reads, program name), most arguments first: the first that
+    /// this kernel's tracepoint has enough arguments for is loaded.
+    pub programs: &'static [(usize, &'static str)],
+}
+
+const fn tracepoint(
+    name: &'static str,
+    hook: Hook,
+    programs: &'static [(usize, &'static str)],
+) -> Tracepoint {
+    Tracepoint {
+        name,
+        hook,
+        programs,
+    }
+}
+
+pub const TRACEPOINTS: &[Tracepoint] = &[
+    tracepoint(
         "netif_receive_skb",
         Hook::NetifReceive,
+        &[(1, "tracer_netif_receive")],
     ),
-    ("tracer_dev_start_xmit", "net_dev_start_xmit", Hook::DevXmit),
-    ("tracer_net_dev_xmit", "net_dev_xmit", Hook::DevXmit),
-    ("tracer_kfree_skb", "kfree_skb", Hook::KfreeSkb),
-    ("tracer_consume_skb", "consume_skb", Hook::ConsumeSkb),
-    (
-        "tracer_socket_read",
+    tracepoint(
+        "net_dev_start_xmit",
+        Hook::DevXmit,
+        &[(1, "tracer_dev_start_xmit")],
+    ),
+    tracepoint("net_dev_xmit", Hook::DevXmit, &[(4, "tracer_net_dev_xmit")]),
+    tracepoint(
+        "kfree_skb",
+        Hook::KfreeSkb,
+        &[(3, "tracer_kfree_skb"), (2, "tracer_kfree_skb_2")],
+    ),
+    tracepoint(
+        "consume_skb",
+        Hook::ConsumeSkb,
+        &[(2, "tracer_consume_skb"), (1, "tracer_consume_skb_1")],
+    ),
+    tracepoint(
         "skb_copy_datagram_iovec",
         Hook::Socket,
+        &[(2, "tracer_socket_read")],
     ),
-    ("tracer_tcp_send_reset", "tcp_send_reset", Hook::Tcp),
-    ("tracer_tcp_receive_reset", "tcp_receive_reset", Hook::Tcp),
-    ("tracer_tcp_retransmit", "tcp_retransmit_skb", Hook::Tcp),
-    ("tracer_tcp_bad_csum", "tcp_bad_csum", Hook::Tcp),
-    ("tracer_icmp_send", "icmp_send", Hook::IcmpSend),
-    ("tracer_fib_lookup", "fib_table_lookup", Hook::FibLookup),
-];
-
-/// (program name, hook, direction, order) of the tc programs: a first and a last per
-/// direction, so that another tc program's drop falls between two sightings.
-const TC_PROGRAMS: [(&str, Hook, TcAttachType, Position); 4] = [
-    (
-        "tracer_tc_ingress_first",
-        Hook::TcIngress,
-        TcAttachType::Ingress,
-        Position::First,
+    tracepoint(
+        "tcp_send_reset",
+        Hook::Tcp,
+        &[(3, "tracer_tcp_send_reset"), (2, "tracer_tcp_send_reset_2")],
     ),
-    (
-        "tracer_tc_ingress_last",
-        Hook::TcIngress,
-        TcAttachType::Ingress,
-        Position::Last,
+    tracepoint(
+        "tcp_receive_reset",
+        Hook::Tcp,
+        &[(1, "tracer_tcp_receive_reset")],
     ),
-    (
-        "tracer_tc_egress_first",
-        Hook::TcEgress,
-        TcAttachType::Egress,
-        Position::First,
+    tracepoint(
+        "tcp_retransmit_skb",
+        Hook::Tcp,
+        &[(3, "tracer_tcp_retransmit")],
     ),
-    (
-        "tracer_tc_egress_last",
-        Hook::TcEgress,
-        TcAttachType::Egress,
-        Position::Last,
+    tracepoint("tcp_bad_csum", Hook::Tcp, &[(1, "tracer_tcp_bad_csum")]),
+    tracepoint("icmp_send", Hook::IcmpSend, &[(3, "tracer_icmp_send")]),
+    tracepoint(
+        "fib_table_lookup",
+        Hook::FibLookup,
+        &[(4, "tracer_fib_lookup")],
     ),
 ];
 
-/// Loads and attaches the global tracepoints. A tracepoint this kernel lacks is reported, not
-/// fatal: the rest still works.
-pub fn attach_tracepoints(ebpf: &mut Ebpf) -> Vec<Attachment> {
+impl Tracepoint {
+    /// The program variant for a kernel whose tracepoint passes `args` arguments.
+    pub fn program_for(&self, args: usize) -> Option<&'static str> {
+        self.programs
+            .iter()
+            .find(|(needs, _)| *needs <= args)
+            .map(|(_, program)| *program)
+    }
+}
+
+/// Loads and attaches the global tracepoints, each with the variant its arguments on this
+/// kernel call for. A tracepoint this kernel lacks, or a program its verifier refuses, is
+/// reported, not fatal: the rest still works.
+pub fn attach_tracepoints(ebpf: &mut Ebpf, kernel: &KernelBtf) -> Vec<Attachment> {
     let btf = match Btf::from_sys_fs() {
         Ok(btf) => btf,
         Err(e) => {
             let error = format!("no kernel BTF: {e}");
             return TRACEPOINTS
                 .iter()
-                .map(|(_, tracepoint, hook)| global(*hook, tracepoint, Some(error.clone())))
+                .map(|tp| global(tp.hook, tp.name, Err(error.clone())))
                 .collect();
         }
     };
     TRACEPOINTS
         .iter()
-        .map(|(program, tracepoint, hook)| {
-            let result = (|| -> anyhow::Result<()> {
-                let prog: &mut BtfTracePoint = ebpf
-                    .program_mut(program)
-                    .ok_or_else(|| anyhow::anyhow!("program {program} missing from the object"))?
-                    .try_into()?;
-                prog.load(tracepoint, &btf)?;
-                prog.attach()?;
-                Ok(())
-            })();
-            global(
-                *hook,
-                tracepoint,
-                result
-                    .err()
-                    .map(|e| format!("tracepoint {tracepoint}: {e:#}")),
-            )
+        .map(|tp| {
+            let result = attach_tracepoint(ebpf, &btf, kernel, tp);
+            global(tp.hook, tp.name, result)
         })
         .collect()
 }
 
-fn global(hook: Hook, point: &str, error: Option<String>) -> Attachment {
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    kernel: &KernelBtf,
+    tp: &Tracepoint,
+) -> Result<String, String> {
+    let args = kernel
+        .tracepoint_args(tp.name)
+        .ok_or("this kernel has no such tracepoint")?;
+    let program = tp.program_for(args).ok_or_else(|| {
+        format!("this kernel's tracepoint passes {args} arguments, fewer than any program reads")
+    })?;
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("program {program} missing from the object"))?
+        .try_into()
+        .map_err(|e| format!("{e:#}"))?;
+    prog.load(tp.name, btf)
+        .map_err(|e| verifier::describe(&e))?;
+    prog.attach().map_err(|e| format!("{e:#}"))?;
+    let plural = if args == 1 { "" } else { "s" };
+    Ok(format!("tp_btf ({args} argument{plural})"))
+}
+
+fn global(hook: Hook, point: &str, result: Result<String, String>) -> Attachment {
+    let (mechanism, error) = match result {
+        Ok(mechanism) => (Some(mechanism), None),
+        Err(e) => (None, Some(e)),
+    };
     Attachment {
         hook,
         point: point.to_string(),
         netns: None,
         ifname: None,
+        mechanism,
         error,
         foreign_program: None,
     }
-}
-
-/// Loads the per-interface programs once (XDP only when asked); they are then attached per
-/// interface.
-pub fn load_interface_programs(ebpf: &mut Ebpf, xdp: bool) -> Result<(), LoadError> {
-    let load = |ebpf: &mut Ebpf, name: &str| -> anyhow::Result<()> {
-        let prog = ebpf
-            .program_mut(name)
-            .ok_or_else(|| anyhow::anyhow!("{name} missing"))?;
-        match prog {
-            aya::programs::Program::Xdp(p) => p.load()?,
-            aya::programs::Program::SchedClassifier(p) => p.load()?,
-            _ => anyhow::bail!("{name} has an unexpected program type"),
-        }
-        Ok(())
-    };
-    let tc = TC_PROGRAMS.iter().map(|(name, ..)| *name);
-    let xdp = xdp.then_some("tracer_xdp");
-    for name in xdp.into_iter().chain(tc) {
-        load(ebpf, name).map_err(|e| LoadError::Load(format!("{name}: {e:#}")))?;
-    }
-    Ok(())
-}
-
-/// Attaches the tc programs, and XDP with `xdp`, to `ifname` inside `netns`. Runs on a thread
-/// that entered the namespace, because interface names and the netlink/tcx calls are per
-/// namespace. Another tool's XDP program is reported either way: its drops need its name.
-pub fn attach_interface(
-    ebpf: &mut Ebpf,
-    netns: &Netns,
-    ifname: &str,
-    xdp: bool,
-) -> Vec<Attachment> {
-    let outcome = netns.run(|| {
-        let mut results = Vec::new();
-        // XDP: aya creates a bpf_link; an interface that already has an XDP program answers
-        // EBUSY and is left alone (only one fits, and replacing it would change fates).
-        let ours = xdp.then(|| -> anyhow::Result<()> {
-            let prog: &mut Xdp = ebpf.program_mut("tracer_xdp").expect("loaded").try_into()?;
-            prog.attach(ifname, XdpMode::Default)?;
-            Ok(())
-        });
-        let foreign = match &ours {
-            Some(Ok(())) => None,
-            _ => foreign_xdp(ifname),
-        };
-        let error = match (ours, &foreign) {
-            (Some(Ok(())), _) => None,
-            (_, Some(program)) => Some(format!(
-                "another XDP program, {program}, holds the interface (only one fits); \
-                 packets it drops never reach the stack, and drops there are attributed to it"
-            )),
-            (Some(Err(e)), None) => Some(format!("{e:#}")),
-            (None, None) => None,
-        };
-        if xdp || foreign.is_some() {
-            results.push((Hook::Xdp, "driver".to_string(), error, foreign));
-        }
-        for (name, hook, direction, position) in TC_PROGRAMS {
-            // tcx links (6.6+): nothing to clean up on exit, and an order among programs.
-            let order = match position {
-                Position::First => LinkOrder::first(),
-                _ => LinkOrder::last(),
-            };
-            let tc = (|| -> anyhow::Result<()> {
-                let prog: &mut SchedClassifier =
-                    ebpf.program_mut(name).expect("loaded").try_into()?;
-                prog.attach_with_options(ifname, direction, TcAttachOptions::TcxOrder(order))?;
-                Ok(())
-            })();
-            let error = tc
-                .err()
-                .map(|e| format!("{e:#} (tc observation needs tcx links, Linux 6.6)"));
-            results.push((hook, position_name(position).to_string(), error, None));
-        }
-        results
-    });
-    let results = outcome
-        .unwrap_or_else(|e| vec![(Hook::Xdp, "driver".to_string(), Some(e.to_string()), None)]);
-    results
-        .into_iter()
-        .map(|(hook, point, error, foreign_program)| Attachment {
-            hook,
-            point,
-            netns: Some(netns.display_name()),
-            ifname: Some(ifname.to_string()),
-            error,
-            foreign_program,
-        })
-        .collect()
-}
-
-/// The XDP program another tool attached to `ifname` (of the current thread's namespace):
-/// only one fits on an interface, so the packets it drops never reach the stack, and the user
-/// must know its name.
-fn foreign_xdp(ifname: &str) -> Option<String> {
-    let name = std::ffi::CString::new(ifname).ok()?;
-    // SAFETY: a valid C string.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    crate::xdp_owner::xdp_program(ifindex).ok().flatten()
 }
 
 pub fn position_name(position: Position) -> &'static str {

@@ -37,6 +37,7 @@ mod sighting;
 mod stats;
 mod status;
 mod usage;
+mod verifier;
 mod xdp_owner;
 
 use std::process::ExitCode;

@@ -30,7 +30,10 @@ struct InfoAttr {
 /// Per hook, how many times the kernel skipped one of our tracepoint programs.
 pub fn per_hook(ebpf: &Ebpf) -> Result<BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();
-    for (program, _, hook) in TRACEPOINTS {
+    let programs = TRACEPOINTS
+        .iter()
+        .flat_map(|tp| tp.programs.iter().map(|(_, program)| (*program, tp.hook)));
+    for (program, hook) in programs {
         // A tracepoint this kernel lacks was never loaded: it cannot have missed anything.
         let Some(fd) = ebpf.program(program).and_then(|p| p.fd().ok()) else {
             continue;

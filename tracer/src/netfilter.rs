@@ -1,30 +1,56 @@
 //! The netfilter observation points of each traced namespace: two programs (first and last
 //! priority) on PREROUTING, LOCAL_IN, FORWARD, LOCAL_OUT and POSTROUTING, IPv4 and IPv6.
+//!
+//! Mechanisms, the first this kernel accepts (tried, not guessed from its version):
+//! - BPF netfilter links (6.4+), per namespace, at the first and last priority;
+//! - fentry and fexit programs on `nf_hook_slow` (BPF trampolines, 5.5+, refused by locked-down
+//!   kernels): global, they see every hook that has rules, before and after all of them;
+//! - none: a rule's drop is still seen by `kfree_skb` (reason NETFILTER_DROP), but not at
+//!   which hook; the explanations say so.
 
 use std::{collections::HashMap, os::fd::OwnedFd};
 
-use aya::Ebpf;
+use aya::{
+    programs::{FEntry, FExit},
+    Btf, Ebpf,
+};
 use tracer_common::hook::{netfilter_hook, Hook, Position};
 
 use crate::{
     loader::{position_name, Attachment, EBPF_OBJECT},
     netns::Netns,
     nf_link::{self, NetfilterProgram, FAMILIES, HOOKS, PRIORITY_FIRST, PRIORITY_LAST},
+    verifier,
 };
 
-/// The two loaded programs, or why they could not be loaded (kernel older than 6.4, ...).
+/// How this kernel lets the tracer see the netfilter hooks.
+enum Mechanism {
+    /// The two netfilter programs, linked in each namespace.
+    Links(Vec<(NetfilterProgram, Position)>),
+    /// fentry/fexit on `nf_hook_slow`, attached once for every namespace.
+    Trampolines,
+    /// Neither: why, for each.
+    None(String),
+}
+
 pub struct Netfilter {
-    programs: Result<Vec<(NetfilterProgram, Position)>, String>,
+    mechanism: Mechanism,
     /// Live hooks by namespace inode; dropping them detaches. Each holds a reference on its
     /// namespace (Linux 6.12+), so a deleted namespace lives on until they go.
     links: HashMap<u32, Vec<OwnedFd>>,
 }
 
+pub const TRAMPOLINE_ENTRY: &str = "tracer_nf_hook_entry";
+pub const TRAMPOLINE_EXIT: &str = "tracer_nf_hook_exit";
+const LINKS: &str = "BPF netfilter link";
+const TRAMPOLINES: &str = "fentry/fexit on nf_hook_slow";
+
 impl Netfilter {
-    /// Loads the programs against `ebpf`'s maps. Never fails: an error is kept and reported
-    /// for every namespace, and the other observation points carry on.
-    pub fn load(ebpf: &Ebpf) -> Netfilter {
-        let programs = [
+    /// Loads the netfilter programs against `ebpf`'s maps or, where the kernel has no such
+    /// program type, attaches the trampolines. Never fails: an error is kept and reported for
+    /// every namespace, and the other observation points carry on.
+    pub fn load(ebpf: &mut Ebpf) -> Netfilter {
+        let programs: Result<Vec<_>, String> = [
             ("tracer_nf_first", Position::First),
             ("tracer_nf_last", Position::Last),
         ]
@@ -32,11 +58,20 @@ impl Netfilter {
         .map(|(name, position)| {
             nf_link::load(ebpf, EBPF_OBJECT, name)
                 .map(|p| (p, position))
-                .map_err(|e| format!("{e} (netfilter programs need Linux 6.4)"))
+                .map_err(|e| e.to_string())
         })
         .collect();
+        let mechanism = match programs {
+            Ok(programs) => Mechanism::Links(programs),
+            Err(links) => match attach_trampolines(ebpf) {
+                Ok(()) => Mechanism::Trampolines,
+                Err(trampolines) => Mechanism::None(format!(
+                    "netfilter links (Linux 6.4): {links}; {TRAMPOLINES}: {trampolines}"
+                )),
+            },
+        };
         Netfilter {
-            programs,
+            mechanism,
             links: HashMap::new(),
         }
     }
@@ -47,17 +82,17 @@ impl Netfilter {
         for hooknum in HOOKS {
             let hook = netfilter_hook(hooknum as u8).expect("hook numbers 0..=4");
             for (pf, family) in FAMILIES {
-                let error = match &self.programs {
-                    Err(e) => Some(e.clone()),
-                    Ok(programs) => match attach_both(netns, programs, pf, hooknum) {
-                        Ok(links) => {
+                let result = match &self.mechanism {
+                    Mechanism::None(e) => Err(e.clone()),
+                    Mechanism::Trampolines => Ok(TRAMPOLINES),
+                    Mechanism::Links(programs) => {
+                        attach_both(netns, programs, pf, hooknum).map(|links| {
                             self.links.entry(netns.inode).or_default().extend(links);
-                            None
-                        }
-                        Err(e) => Some(e),
-                    },
+                            LINKS
+                        })
+                    }
                 };
-                results.push(attachment(netns, hook, family, error));
+                results.push(attachment(netns, hook, family, result));
             }
         }
         results
@@ -98,13 +133,39 @@ fn attach_both(
         .map_err(|e| e.to_string())?
 }
 
-fn attachment(netns: &Netns, hook: Hook, family: &str, error: Option<String>) -> Attachment {
+fn attachment(netns: &Netns, hook: Hook, family: &str, result: Result<&str, String>) -> Attachment {
+    let (mechanism, error) = match result {
+        Ok(mechanism) => (Some(mechanism.to_string()), None),
+        Err(e) => (None, Some(e)),
+    };
     Attachment {
         hook,
         point: family.to_string(),
         netns: Some(netns.display_name()),
         ifname: None,
+        mechanism,
         error,
         foreign_program: None,
     }
+}
+
+/// Loads and attaches the fentry and fexit programs on `nf_hook_slow`.
+fn attach_trampolines(ebpf: &mut Ebpf) -> Result<(), String> {
+    let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+    let entry: &mut FEntry = ebpf
+        .program_mut(TRAMPOLINE_ENTRY)
+        .and_then(|p| p.try_into().ok())
+        .ok_or("fentry program missing from the object")?;
+    entry
+        .load("nf_hook_slow", &btf)
+        .map_err(|e| verifier::describe(&e))?;
+    entry.attach().map_err(|e| format!("{e:#}"))?;
+    let exit: &mut FExit = ebpf
+        .program_mut(TRAMPOLINE_EXIT)
+        .and_then(|p| p.try_into().ok())
+        .ok_or("fexit program missing from the object")?;
+    exit.load("nf_hook_slow", &btf)
+        .map_err(|e| verifier::describe(&e))?;
+    exit.attach().map_err(|e| format!("{e:#}"))?;
+    Ok(())
 }

@@ -86,13 +86,43 @@ impl Netns {
         })
     }
 
-    /// Lets go of the namespace, remembering how to find it again.
-    pub fn remember(self) -> NetnsRef {
+    /// How to find this namespace again, without holding it.
+    pub fn reference(&self) -> NetnsRef {
         NetnsRef {
             display_name: self.display_name(),
-            path: self.path,
+            path: self.path.clone(),
             inode: self.inode,
         }
+    }
+
+    /// Lets go of the namespace, remembering how to find it again.
+    pub fn remember(self) -> NetnsRef {
+        self.reference()
+    }
+
+    /// A new namespace of our own, with nothing but its loopback interface; it lives as long
+    /// as the returned value (`tracer doctor` tries its programs there, touching no other).
+    pub fn private() -> Result<Netns, NetnsError> {
+        let created = std::thread::spawn(|| -> std::io::Result<File> {
+            // SAFETY: affects only this thread, which ends after opening its namespace.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            File::open("/proc/thread-self/ns/net")
+        })
+        .join()
+        .expect("namespace creator panicked");
+        let file = created.map_err(|source| NetnsError::Enter {
+            name: "a new namespace".into(),
+            source,
+        })?;
+        let inode = file.metadata().map(|m| m.ino() as u32).unwrap_or(0);
+        Ok(Netns {
+            name: Some("a private namespace".into()),
+            inode,
+            path: PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
+            file,
+        })
     }
 
     /// Every named namespace and our own.

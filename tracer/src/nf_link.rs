@@ -45,12 +45,12 @@ pub enum NfError {
 }
 
 fn verifier_tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
-    if lines.is_empty() {
-        return String::new();
+    let complaint = crate::verifier::complaint(log);
+    if complaint.is_empty() {
+        complaint
+    } else {
+        format!(": {complaint}")
     }
-    let tail = &lines[lines.len().saturating_sub(8)..];
-    format!("; verifier says:\n  {}", tail.join("\n  "))
 }
 
 /// A loaded netfilter program.

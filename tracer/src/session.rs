@@ -23,7 +23,7 @@ use crate::{
     kallsyms::Kallsyms,
     kernel_btf::KernelBtf,
     live_capture::{self, LiveCapture},
-    loader::{self, Attachment},
+    loader::{self, Attachment, InterfacePrograms},
     netfilter::Netfilter,
     netns::{self, Netns, NetnsRef},
     recording::{self, NamespaceCounters, Recording},
@@ -56,6 +56,8 @@ pub struct Session {
     ebpf: Ebpf,
     /// Holds the netfilter links: dropping it detaches them.
     netfilter: Netfilter,
+    /// Holds the tc filters of kernels without tcx: dropping it removes them.
+    _interface_programs: InterfacePrograms,
     ring: AsyncFd<RingBuf<MapData>>,
     names: Names,
     pub attachments: Vec<Attachment>,
@@ -111,9 +113,9 @@ impl Session {
             kallsyms: Kallsyms::load(),
             ..Names::default()
         };
-        let mut attachments = loader::attach_tracepoints(&mut ebpf);
-        loader::load_interface_programs(&mut ebpf, options.xdp)?;
-        let mut netfilter = Netfilter::load(&ebpf);
+        let mut attachments = loader::attach_tracepoints(&mut ebpf, &btf);
+        let mut interface_programs = InterfacePrograms::load(&mut ebpf, options.xdp);
+        let mut netfilter = Netfilter::load(&mut ebpf);
         let mut traced_ifaces: BpfHashMap<_, u64, u8> = BpfHashMap::try_from(
             ebpf.take_map(names::TRACED_IFACES)
                 .context("map TRACED_IFACES missing")?,
@@ -133,7 +135,7 @@ impl Session {
                 if wanted {
                     traced_ifaces.insert(iface_key(ns.inode, ifindex), 1, 0)?;
                     matched_interfaces.push(ifname.clone());
-                    let attached = loader::attach_interface(&mut ebpf, ns, &ifname, options.xdp);
+                    let attached = interface_programs.attach(&mut ebpf, ns, &ifname);
                     for program in attached.iter().filter_map(|a| a.foreign_program.clone()) {
                         names.foreign_xdp.insert((ns.inode, ifindex), program);
                     }
@@ -164,6 +166,7 @@ impl Session {
         Ok(Session {
             ebpf,
             netfilter,
+            _interface_programs: interface_programs,
             ring,
             names,
             attachments,

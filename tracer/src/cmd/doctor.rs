@@ -1,7 +1,11 @@
-//! `tracer doctor`: what this kernel and this process allow, per observation point, without
-//! attaching anything (so it also runs without privileges).
+//! `tracer doctor`: what this kernel and this process allow, per observation point. With the
+//! privileges to load programs it loads and attaches the real ones, in a private namespace of
+//! its own, and says which mechanism each point uses or why the kernel refused it; without,
+//! it says what the kernel's BTF promises.
 
 use anyhow::Result;
+
+mod probe;
 
 use crate::{kernel_btf::KernelBtf, loader::TRACEPOINTS};
 
@@ -45,21 +49,28 @@ pub fn checks(kernel: &impl KernelFacts) -> Vec<Check> {
             "no XDP in this kernel",
             "4.8",
         ),
+        // Without tcx links, cls_bpf filters on a clsact qdisc (4.5+) take their place.
         check(
-            "tc_ingress, tc_egress (first, last)",
-            tcx,
-            "no tcx links: tc points need them (clsact fallback not built)",
-            "6.6",
+            if tcx {
+                "tc_ingress, tc_egress (first, last): tcx links"
+            } else {
+                "tc_ingress, tc_egress (first, last): cls_bpf filters"
+            },
+            true,
+            "",
+            "4.5 (clsact), 6.6 (tcx)",
         ),
         check(
             "nf_prerouting .. nf_postrouting, IPv4 and IPv6 (first, last)",
             netfilter,
-            "no BPF_PROG_TYPE_NETFILTER",
+            "no BPF netfilter links; fentry/fexit on nf_hook_slow may stand in \
+             (run as root to know)",
             "6.4",
         ),
     ];
-    for (_, tracepoint, hook) in TRACEPOINTS {
-        let since = match *tracepoint {
+    for tp in TRACEPOINTS {
+        let (tracepoint, hook) = (tp.name, tp.hook);
+        let since = match tracepoint {
             "icmp_send" => "6.10",
             "tcp_bad_csum" => "5.16",
             "tcp_send_reset" | "tcp_receive_reset" | "tcp_retransmit_skb" => "4.15",
@@ -105,8 +116,61 @@ pub fn run() -> Result<()> {
         println!("offsets:    {e}");
     }
     println!();
+    let privileged = crate::privileges::missing(crate::privileges::effective()).is_empty();
+    let missing = if privileged {
+        print_probe(&btf)?
+    } else {
+        println!("Without the privileges to load programs, this is what the kernel's BTF says;");
+        println!("run `tracer doctor` as root to load the real programs and know for sure.");
+        println!();
+        print_checks(&btf)
+    };
+    println!();
+    if missing == 0 {
+        println!("every observation point is available");
+    } else {
+        println!(
+            "{missing} observation point(s) missing: `tracer trace` attaches the rest and says so"
+        );
+    }
+    Ok(())
+}
+
+/// Loads and attaches the real programs in a private namespace (the verifier and the attach
+/// calls are the only honest answer) and prints, per point, the mechanism or why not, then
+/// what the missing or weaker mechanisms cost the explanations. Returns how many are missing.
+fn print_probe(btf: &KernelBtf) -> Result<usize> {
+    let attachments = probe::attach_everything(btf)?;
+    println!("{:<36} how it is observed here", "observation point");
+    for a in &attachments {
+        let point = match a.point.as_str() {
+            "" => a.hook.name().to_string(),
+            p if p == a.hook.name() => p.to_string(),
+            p => format!("{} ({p})", a.hook.name()),
+        };
+        match (&a.mechanism, &a.error) {
+            (Some(mechanism), _) => println!("{point:<36} {mechanism}"),
+            (None, error) => {
+                println!("{point:<36} MISSING");
+                println!("    {}", error.as_deref().unwrap_or("not attached"));
+            }
+        }
+    }
+    let costs = probe::costs(&attachments);
+    if !costs.is_empty() {
+        println!();
+        println!("What this kernel costs the explanations:");
+        for cost in costs {
+            println!("  - {cost}");
+        }
+    }
+    Ok(attachments.iter().filter(|a| a.error.is_some()).count())
+}
+
+/// Without privileges: what the BTF says, point by point.
+fn print_checks(btf: &KernelBtf) -> usize {
     println!("{:<62} {:<10} since Linux", "observation point", "status");
-    let checks = checks(&btf);
+    let checks = checks(btf);
     for c in &checks {
         let status = if c.missing.is_none() {
             "available"
@@ -118,16 +182,7 @@ pub fn run() -> Result<()> {
             println!("    {why}");
         }
     }
-    let missing = checks.iter().filter(|c| c.missing.is_some()).count();
-    println!();
-    if missing == 0 {
-        println!("every observation point is available");
-    } else {
-        println!(
-            "{missing} observation point(s) missing: `tracer trace` attaches the rest and says so"
-        );
-    }
-    Ok(())
+    checks.iter().filter(|c| c.missing.is_some()).count()
 }
 
 #[cfg(test)]
@@ -163,7 +218,7 @@ mod tests {
                 .is_some()
         };
         assert!(!missing("xdp"));
-        assert!(missing("tc_ingress"));
+        assert!(!missing("tc_ingress"), "cls_bpf filters stand in for tcx");
         assert!(missing("nf_prerouting"));
         assert!(!missing("kfree_skb"));
         assert!(missing("icmp_send"));

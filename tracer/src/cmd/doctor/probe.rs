@@ -1,0 +1,100 @@
+//! The doctor's probe: every program loaded and attached as `tracer trace` would, in a private
+//! namespace (its loopback stands in for an interface), then released. What the kernel
+//! accepted there is what a trace gets.
+
+use anyhow::Result;
+use tracer_common::config::TraceConfig;
+
+use crate::{
+    kernel_btf::KernelBtf,
+    loader::{self, Attachment, InterfacePrograms},
+    netfilter::Netfilter,
+    netns::Netns,
+};
+
+/// The smallest ring that loads: nothing is read from it.
+const PROBE_RING_BYTES: u32 = 4096;
+
+pub fn attach_everything(btf: &KernelBtf) -> Result<Vec<Attachment>> {
+    let offsets = btf.offsets()?;
+    let netns = Netns::private()?;
+    let config = TraceConfig {
+        netns_filter: 1,
+        ..TraceConfig::default()
+    };
+    let mut ebpf = loader::load(&offsets, &config, PROBE_RING_BYTES)?;
+    let mut attachments = Vec::new();
+    let mut interfaces = InterfacePrograms::load(&mut ebpf, true);
+    attachments.extend(interfaces.attach(&mut ebpf, &netns, "lo"));
+    let mut netfilter = Netfilter::load(&mut ebpf);
+    attachments.extend(netfilter.attach(&netns));
+    attachments.extend(loader::attach_tracepoints(&mut ebpf, btf));
+    // Released in order: the filters inside the namespace, then the links and programs.
+    drop(interfaces);
+    drop(netfilter);
+    drop(ebpf);
+    Ok(attachments)
+}
+
+/// What the mechanisms this kernel allows cost the explanations, one sentence each.
+pub fn costs(attachments: &[Attachment]) -> Vec<String> {
+    let uses = |hook: &str, needle: &str| {
+        attachments.iter().any(|a| {
+            a.hook.name() == hook && a.mechanism.as_deref().is_some_and(|m| m.contains(needle))
+        })
+    };
+    let lacks = |hook: &str, point: &str| {
+        attachments
+            .iter()
+            .any(|a| a.hook.name() == hook && a.point == point && a.error.is_some())
+    };
+    let lacks_hook = |hook: &str| {
+        attachments
+            .iter()
+            .any(|a| a.hook.name() == hook && a.error.is_some())
+    };
+    let mut out = Vec::new();
+    if uses("tc_ingress", "cls_bpf") || uses("tc_egress", "cls_bpf") {
+        out.push(
+            "tc: no tcx links; the tracer's cls_bpf filters at priorities 1 and 65535 bracket \
+             other filters as well. Filters outlive a killed process: `tracer cleanup` \
+             removes them after a SIGKILL."
+                .to_string(),
+        );
+    }
+    if lacks_hook("tc_ingress") || lacks_hook("tc_egress") {
+        out.push(
+            "tc: not observed; a drop by a tc program is placed only between the capture point \
+             and netfilter."
+                .to_string(),
+        );
+    }
+    if uses("nf_prerouting", "nf_hook_slow") {
+        out.push(
+            "netfilter: no BPF netfilter links (Linux 6.4); fentry/fexit on nf_hook_slow stand \
+             in. A hook is seen only where some rule or conntrack is registered on it, and \
+             programs of other tools linked to netfilter are not bracketed."
+                .to_string(),
+        );
+    } else if lacks_hook("nf_prerouting") {
+        out.push(
+            "netfilter: not observed; a rule's drop is still seen (kfree_skb, NETFILTER_DROP) \
+             but not at which hook, and the explanations say so."
+                .to_string(),
+        );
+    }
+    if uses("kfree_skb", "(2 arguments)") {
+        out.push("kfree_skb: this kernel gives no drop reasons (5.17+).".to_string());
+    }
+    if uses("tcp", "(2 arguments)") {
+        out.push("tcp_send_reset: this kernel gives no reset reasons (6.10+).".to_string());
+    }
+    if lacks("icmp_send", "icmp_send") {
+        out.push(
+            "icmp_send: ICMP errors the kernel sends are seen only as packets, not tied to \
+             the packet that caused them (6.10+)."
+                .to_string(),
+        );
+    }
+    out
+}
