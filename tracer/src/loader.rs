@@ -16,7 +16,7 @@ use tracer_common::{
 
 mod interfaces;
 
-pub use interfaces::InterfacePrograms;
+pub use interfaces::{InterfacePrograms, TcMode};
 
 use crate::{filter::Filter, kernel_btf::KernelBtf, privileges, verifier};
 

@@ -23,7 +23,7 @@ use crate::{
     kallsyms::Kallsyms,
     kernel_btf::KernelBtf,
     live_capture::{self, LiveCapture},
-    loader::{self, Attachment, InterfacePrograms},
+    loader::{self, Attachment, InterfacePrograms, TcMode},
     netfilter::Netfilter,
     netns::{self, Netns, NetnsRef},
     recording::{self, NamespaceCounters, Recording},
@@ -48,6 +48,8 @@ pub struct TraceOptions {
     /// Attach our own XDP program (`--xdp`): the driver receive point, at a cost (see
     /// `TraceArgs::xdp`).
     pub xdp: bool,
+    /// How tc programs are attached (`--tc`).
+    pub tc: TcMode,
     /// The most events kept in memory (`--max-events`): the bound on the trace's tables.
     pub max_events: usize,
 }
@@ -114,7 +116,7 @@ impl Session {
             ..Names::default()
         };
         let mut attachments = loader::attach_tracepoints(&mut ebpf, &btf);
-        let mut interface_programs = InterfacePrograms::load(&mut ebpf, options.xdp);
+        let mut interface_programs = InterfacePrograms::load(&mut ebpf, options.xdp, options.tc);
         let mut netfilter = Netfilter::load(&mut ebpf);
         let mut traced_ifaces: BpfHashMap<_, u64, u8> = BpfHashMap::try_from(
             ebpf.take_map(names::TRACED_IFACES)

@@ -1,7 +1,9 @@
 //! `tracer cleanup`: removes whatever a tracer could have left behind.
 //!
-//! This build leaves nothing: every program hangs on a bpf_link owned by the process, and the
-//! kernel detaches it when the process ends, however it ends. Older builds could leave:
+//! This build leaves nothing but for one case: every program hangs on a bpf_link owned by the
+//! process, and the kernel detaches it when the process ends, however it ends, except the tc
+//! programs on a kernel without tcx (or with `--tc cls-bpf`): `cls_bpf` filters, which the
+//! tracer removes when it exits but which a SIGKILL leaves. Older builds could leave:
 //! - objects pinned under the BPF filesystem (`/sys/fs/bpf/tracer*`, also in subdirectories
 //!   such as iproute2's `tc/globals`),
 //! - XDP programs named `tracer_*` attached through netlink (not a link), which stay on the
@@ -132,7 +134,7 @@ fn interface_leftovers(
     let mut removed_filter = false;
     for direction in ["ingress", "egress"] {
         let filters = tc(&["filter", "show", "dev", ifname, direction])?;
-        for pref in tracer_filter_prefs(&filters) {
+        for pref in tracer_filter_prefs(&filters, held) {
             tc(&["filter", "del", "dev", ifname, direction, "pref", &pref])?;
             done.push(format!(
                 "removed tc {direction} filter (pref {pref}) from {ifname}"
@@ -168,21 +170,27 @@ fn detach_xdp(ifindex: u32, ifname: &str) -> Result<()> {
     anyhow::bail!("cannot detach the XDP program of {ifname}")
 }
 
-/// The `pref` of each tc filter whose BPF program is named `tracer_*`, as `tc filter show`
-/// prints them ("filter protocol all pref 49152 bpf chain 0 handle 0x1 tracer_tc
-/// direct-action not_in_hw id 42 ...").
-fn tracer_filter_prefs(listing: &str) -> Vec<String> {
+/// The `pref` of each tc filter whose BPF program is named `tracer_*` and held by no live
+/// process (a tracer running now, with `--tc cls-bpf` or on a kernel without tcx, holds its
+/// own), as `tc filter show` prints them ("filter protocol all pref 49152 bpf chain 0 handle
+/// 0x1 tracer_tc direct-action not_in_hw id 42 ...").
+fn tracer_filter_prefs(listing: &str, held: &HashSet<u32>) -> Vec<String> {
+    let word_after = |line: &str, key: &str| {
+        let mut words = line.split_whitespace();
+        words.find(|w| *w == key)?;
+        words.next().map(str::to_string)
+    };
     let mut prefs: Vec<String> = listing
         .lines()
         .filter(|line| {
             line.split_whitespace()
                 .any(|w| w.starts_with(PROGRAM_PREFIX))
         })
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            words.find(|w| *w == "pref")?;
-            words.next().map(str::to_string)
+        .filter(|line| {
+            let id = word_after(line, "id").and_then(|id| id.parse::<u32>().ok());
+            !id.is_some_and(|id| held.contains(&id))
         })
+        .filter_map(|line| word_after(line, "pref"))
         .collect();
     prefs.dedup();
     prefs
@@ -255,7 +263,12 @@ mod tests {
             filter protocol all pref 49152 bpf chain 0 handle 0x1 tracer_tc_in direct-action not_in_hw id 42 tag 0123\n\
             filter protocol all pref 49153 bpf chain 0 \n\
             filter protocol all pref 49153 bpf chain 0 handle 0x1 cilium_in direct-action not_in_hw id 43 tag 4567\n";
-        assert_eq!(tracer_filter_prefs(listing), ["49152"]);
-        assert!(tracer_filter_prefs("").is_empty());
+        let none_held = HashSet::new();
+        assert_eq!(tracer_filter_prefs(listing, &none_held), ["49152"]);
+        assert!(tracer_filter_prefs("", &none_held).is_empty());
+        assert!(
+            tracer_filter_prefs(listing, &HashSet::from([42])).is_empty(),
+            "a running tracer's filter stays"
+        );
     }
 }

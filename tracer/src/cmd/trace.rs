@@ -8,7 +8,9 @@ use tracer_common::event::{SNAP_HEADERS, SNAP_MAX};
 
 use crate::{
     analysis::Analysis,
-    filter, output,
+    filter,
+    loader::TcMode,
+    output,
     packet_file::{self, Snap},
     paint::Paint,
     recording,
@@ -62,6 +64,11 @@ pub struct TraceArgs {
     /// rings, dropping packets on a live link.
     #[arg(long)]
     pub xdp: bool,
+    /// How tc programs are attached: `tcx` links (Linux 6.6+), `cls-bpf` filters on a clsact
+    /// qdisc (any kernel; they also bracket other tools' cls_bpf filters, which run after
+    /// every tcx program), or `auto`: tcx where the kernel has it, cls-bpf otherwise.
+    #[arg(long, value_enum, default_value_t = TcMode::Auto)]
+    pub tc: TcMode,
     /// Keep at most this many events in memory (about 1 KiB each, analysis included); later
     /// ones are counted, not kept, and the report says so. Bounds the journey and flow tables.
     #[arg(long, default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -119,6 +126,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             (Some(_), Snap::Bytes(n)) => n as u16,
         },
         xdp: args.xdp,
+        tc: args.tc,
         max_events: args.max_events as usize,
     };
     let (recording, stats) = session::trace(&options, || {

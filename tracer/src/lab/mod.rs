@@ -10,6 +10,7 @@ mod scenario;
 pub mod topology;
 mod traffic;
 
+use crate::loader::TcMode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -56,6 +57,7 @@ fn trace_options(netns: &[String], filter: &str) -> Result<TraceOptions> {
         snaplen: 0,
         // A lab shows the whole path, driver receive included; its veths carry little.
         xdp: true,
+        tc: TcMode::Auto,
         max_events: 500_000,
     })
 }

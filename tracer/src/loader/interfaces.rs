@@ -58,9 +58,21 @@ const TC_PROGRAMS: [(&str, Hook, TcAttachType, Position); 4] = [
 const NETLINK_FIRST: u16 = 1;
 const NETLINK_LAST: u16 = u16::MAX;
 
+/// How the tc programs are attached (`tracer trace --tc`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TcMode {
+    /// tcx links where the kernel has them, cls_bpf filters otherwise.
+    Auto,
+    /// tcx links only.
+    Tcx,
+    /// cls_bpf filters only.
+    ClsBpf,
+}
+
 /// The loaded per-interface programs and the netlink filters they hang on.
 pub struct InterfacePrograms {
     xdp: bool,
+    tc: TcMode,
     /// Programs this kernel refused, with the reason: their points are reported missing on
     /// every interface.
     refused: HashMap<&'static str, String>,
@@ -79,17 +91,18 @@ struct NetlinkFilters {
 impl InterfacePrograms {
     /// Loads the tc programs, and XDP with `xdp`. A program the kernel refuses costs its
     /// points, not the trace.
-    pub fn load(ebpf: &mut Ebpf, xdp: bool) -> InterfacePrograms {
-        let tc = TC_PROGRAMS.iter().map(|(name, ..)| *name);
+    pub fn load(ebpf: &mut Ebpf, xdp: bool, tc: TcMode) -> InterfacePrograms {
+        let tc_programs = TC_PROGRAMS.iter().map(|(name, ..)| *name);
         let xdp_program = xdp.then_some("tracer_xdp");
         let mut refused = HashMap::new();
-        for name in xdp_program.into_iter().chain(tc) {
+        for name in xdp_program.into_iter().chain(tc_programs) {
             if let Err(e) = load_program(ebpf, name) {
                 refused.insert(name, e);
             }
         }
         InterfacePrograms {
             xdp,
+            tc,
             refused,
             filters: Vec::new(),
         }
@@ -99,7 +112,7 @@ impl InterfacePrograms {
     /// thread that entered the namespace: interface names and netlink are per namespace.
     /// Another tool's XDP program is reported either way: its drops need its name.
     pub fn attach(&mut self, ebpf: &mut Ebpf, netns: &Netns, ifname: &str) -> Vec<Attachment> {
-        let (xdp, refused) = (self.xdp, &self.refused);
+        let (xdp, tc, refused) = (self.xdp, self.tc, &self.refused);
         let outcome = netns.run(|| {
             let mut results = vec![];
             if let Some(xdp) = attach_xdp(ebpf, ifname, xdp, refused) {
@@ -114,7 +127,10 @@ impl InterfacePrograms {
             for (name, hook, direction, position) in TC_PROGRAMS {
                 let result = match refused.get(name) {
                     Some(e) => Err(e.clone()),
-                    None => attach_tc(ebpf, name, ifname, direction, position, &mut filters),
+                    None => {
+                        let place = (ifname, direction, position);
+                        attach_tc(ebpf, name, place, tc, &mut filters)
+                    }
                 };
                 results.push((hook, position_name(position).to_string(), result, None));
             }
@@ -232,9 +248,8 @@ fn attach_xdp(
 fn attach_tc(
     ebpf: &mut Ebpf,
     name: &str,
-    ifname: &str,
-    direction: TcAttachType,
-    position: Position,
+    (ifname, direction, position): (&str, TcAttachType, Position),
+    mode: TcMode,
     filters: &mut NetlinkFilters,
 ) -> Result<String, String> {
     let prog: &mut SchedClassifier = ebpf
@@ -245,9 +260,14 @@ fn attach_tc(
         Position::First => (LinkOrder::first(), NETLINK_FIRST),
         _ => (LinkOrder::last(), NETLINK_LAST),
     };
-    let tcx = match prog.attach_with_options(ifname, direction, TcAttachOptions::TcxOrder(order)) {
-        Ok(_) => return Ok("tcx link".to_string()),
-        Err(e) => format!("{e:#}"),
+    let tcx = if mode == TcMode::ClsBpf {
+        "not tried (--tc cls-bpf)".to_string()
+    } else {
+        match prog.attach_with_options(ifname, direction, TcAttachOptions::TcxOrder(order)) {
+            Ok(_) => return Ok("tcx link".to_string()),
+            Err(e) if mode == TcMode::Tcx => return Err(format!("tcx: {e:#}")),
+            Err(e) => format!("{e:#}"),
+        }
     };
     // No tcx (before 6.6): the classic clsact qdisc, which may exist already.
     match tc::qdisc_add_clsact(ifname) {

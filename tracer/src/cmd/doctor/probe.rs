@@ -7,7 +7,7 @@ use tracer_common::config::TraceConfig;
 
 use crate::{
     kernel_btf::KernelBtf,
-    loader::{self, Attachment, InterfacePrograms},
+    loader::{self, Attachment, InterfacePrograms, TcMode},
     netfilter::Netfilter,
     netns::Netns,
 };
@@ -24,7 +24,7 @@ pub fn attach_everything(btf: &KernelBtf) -> Result<Vec<Attachment>> {
     };
     let mut ebpf = loader::load(&offsets, &config, PROBE_RING_BYTES)?;
     let mut attachments = Vec::new();
-    let mut interfaces = InterfacePrograms::load(&mut ebpf, true);
+    let mut interfaces = InterfacePrograms::load(&mut ebpf, true, TcMode::Auto);
     attachments.extend(interfaces.attach(&mut ebpf, &netns, "lo"));
     let mut netfilter = Netfilter::load(&mut ebpf);
     attachments.extend(netfilter.attach(&netns));
