@@ -1,6 +1,8 @@
 //! The "other tool" of the XDP and tc labs: a program that drops every packet, loaded from
 //! two raw instructions (no compiler, no object file) and attached with a link owned by this
-//! process, so it goes away with the lab, also when the process is killed.
+//! process, so it goes away with the lab, also when the process is killed. On a kernel without
+//! tcx links (before 6.6) the tc dropper is a `cls_bpf` filter between the tracer's first and
+//! last ones instead, as `tc` attaches it; it goes with the lab's interfaces.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -39,8 +41,17 @@ struct LinkCreateAttr {
 /// A drop-everything program on an interface; detached when dropped.
 pub struct Dropper {
     _program: OwnedFd,
-    _link: OwnedFd,
+    attached: Attached,
 }
+
+enum Attached {
+    Link(#[allow(dead_code)] OwnedFd),
+    /// A cls_bpf filter at this preference, on (namespace, interface, direction).
+    Filter(String, String, &'static str),
+}
+
+/// Between the tracer's cls_bpf filters at 1 and 65535.
+const FILTER_PREF: &str = "100";
 
 impl Dropper {
     /// Attaches `name` to `ifname` in `netns` at `place` (after the tc programs already there).
@@ -65,10 +76,10 @@ impl Dropper {
         attr.prog_name[..n].copy_from_slice(&name.as_bytes()[..n]);
         let program = bpf(BPF_PROG_LOAD, &attr).context("cannot load the lab's drop program")?;
         let prog_fd = program.as_raw_fd() as u32;
-        let ifname = std::ffi::CString::new(ifname)?;
+        let c_ifname = std::ffi::CString::new(ifname)?;
         let link = Netns::open(netns)?.run(move || {
             // SAFETY: a valid C string.
-            let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
+            let ifindex = unsafe { libc::if_nametoindex(c_ifname.as_ptr()) };
             let attr = LinkCreateAttr {
                 prog_fd,
                 target_ifindex: ifindex,
@@ -77,10 +88,129 @@ impl Dropper {
                 _rest: [0; 2],
             };
             bpf(BPF_LINK_CREATE, &attr)
-        })??;
+        })?;
+        let attached = match (link, place) {
+            (Ok(link), _) => Attached::Link(link),
+            (Err(_), Place::TcIngress) => filter(&program, netns, ifname, "ingress")?,
+            (Err(_), Place::TcEgress) => filter(&program, netns, ifname, "egress")?,
+            (Err(e), Place::Xdp) => {
+                return Err(e).context("cannot attach the lab's XDP drop program")
+            }
+        };
         Ok(Dropper {
             _program: program,
-            _link: link,
+            attached,
         })
     }
+
+    /// What the user would type to take it away.
+    pub fn how_to_remove(&self, name: &str, ifname: &str) -> String {
+        match &self.attached {
+            Attached::Link(_) => {
+                format!("detach {name} from {ifname} (bpftool net show; bpftool link detach)")
+            }
+            Attached::Filter(netns, ifname, direction) => format!(
+                "ip netns exec {netns} tc filter del dev {ifname} {direction} pref {FILTER_PREF}"
+            ),
+        }
+    }
 }
+
+impl Drop for Dropper {
+    fn drop(&mut self) {
+        if let Attached::Filter(netns, ifname, direction) = &self.attached {
+            // Gone already if the lab's namespace was deleted first.
+            let _ = Netns::open(netns).map(|ns| {
+                ns.run(|| {
+                    tc(&[
+                        "filter",
+                        "del",
+                        "dev",
+                        ifname,
+                        direction,
+                        "pref",
+                        FILTER_PREF,
+                    ])
+                })
+            });
+        }
+    }
+}
+
+/// Attaches `program` as a direct-action cls_bpf filter with `tc`, which takes a program
+/// only from a pinned path: pinned in a private BPF filesystem mounted for that moment.
+fn filter(
+    program: &OwnedFd,
+    netns: &str,
+    ifname: &str,
+    direction: &'static str,
+) -> Result<Attached> {
+    let dir = std::env::temp_dir().join(format!("tracer-lab-bpffs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    let pin = dir.join("lab_tc_drop");
+    let attached = mounted
+        .then(|| -> Result<()> {
+            let path = std::ffi::CString::new(pin.to_string_lossy().as_bytes())?;
+            let attr = PinAttr {
+                pathname: path.as_ptr() as u64,
+                bpf_fd: program.as_raw_fd() as u32,
+                file_flags: 0,
+            };
+            crate::nf_link::bpf_call(BPF_OBJ_PIN, &attr).context("cannot pin the drop program")?;
+            let pinned = pin.to_string_lossy().into_owned();
+            Netns::open(netns)?.run(|| {
+                tc(&["qdisc", "replace", "dev", ifname, "clsact"])?;
+                tc(&[
+                    "filter",
+                    "add",
+                    "dev",
+                    ifname,
+                    direction,
+                    "pref",
+                    FILTER_PREF,
+                    "bpf",
+                    "da",
+                    "object-pinned",
+                    &pinned,
+                ])
+            })?
+        })
+        .unwrap_or_else(|| Err(anyhow::anyhow!("cannot mount a BPF filesystem")));
+    let _ = std::fs::remove_file(&pin);
+    if mounted {
+        let _ = std::process::Command::new("umount").arg(&dir).status();
+    }
+    let _ = std::fs::remove_dir(&dir);
+    attached.context("cannot attach the lab's tc drop program as a cls_bpf filter")?;
+    Ok(Attached::Filter(
+        netns.to_string(),
+        ifname.to_string(),
+        direction,
+    ))
+}
+
+fn tc(args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("tc").args(args).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "tc {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// `union bpf_attr` for `BPF_OBJ_PIN`.
+#[repr(C)]
+struct PinAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+const BPF_OBJ_PIN: libc::c_long = 6;

@@ -38,7 +38,7 @@ fn dropping(
         captures: vec![(netns.clone(), ifname.to_string())],
         traffic: Box::new(move || connect(&from, SERVER, PORT).map(drop)),
         lesson: String::new(),
-        fix: format!("detach {program} from {ifname} (bpftool net show; bpftool link detach)"),
+        fix: dropper.how_to_remove(program, ifname),
         expect: Vec::new(),
         held: vec![Box::new(dropper), Box::new(listener)],
     };
