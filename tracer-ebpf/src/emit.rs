@@ -19,7 +19,7 @@ use tracer_common::{
 };
 
 use crate::{
-    kernel::{read, scratch, verifier_visible},
+    kernel::{helper_len, read, scratch, verifier_visible},
     maps::{
         config, offset, EVENTS, FILTERS, FILTER_MEM, FOLLOWED, LOST, LOST_SINCE, TRACED_IFACES,
         TRACED_NETNS,
@@ -347,20 +347,20 @@ fn copy_packet<const N: usize>(
     let (link, orig_len, copied) = match source {
         Source::None => return CaptureHeader::default(),
         Source::Xdp(ctx) => {
-            let len = bounded::<N>(packet.pkt_len as usize, want);
-            let ok = len > 0
-                && unsafe {
-                    bpf_xdp_load_bytes(ctx.cast(), 0, data.as_mut_ptr().cast(), len as u32)
-                } == 0;
-            (link::ETHERNET, packet.pkt_len, if ok { len } else { 0 })
+            let len = helper_len::<N>(min(packet.pkt_len as usize, want));
+            let ok = len.is_some_and(|len| unsafe {
+                bpf_xdp_load_bytes(ctx.cast(), 0, data.as_mut_ptr().cast(), len) == 0
+            });
+            let copied = if ok { len.unwrap_or(0) as usize } else { 0 };
+            (link::ETHERNET, packet.pkt_len, copied)
         }
         Source::Tc(ctx) => {
-            let len = bounded::<N>(packet.pkt_len as usize, want);
-            let ok = len > 0
-                && unsafe {
-                    bpf_skb_load_bytes(ctx.cast(), 0, data.as_mut_ptr().cast(), len as u32)
-                } == 0;
-            (link::ETHERNET, packet.pkt_len, if ok { len } else { 0 })
+            let len = helper_len::<N>(min(packet.pkt_len as usize, want));
+            let ok = len.is_some_and(|len| unsafe {
+                bpf_skb_load_bytes(ctx.cast(), 0, data.as_mut_ptr().cast(), len) == 0
+            });
+            let copied = if ok { len.unwrap_or(0) as usize } else { 0 };
+            (link::ETHERNET, packet.pkt_len, copied)
         }
         Source::Skb(skb) => {
             let (l3, linear, total) = skb_from_l3(skb);
@@ -377,6 +377,15 @@ fn copy_packet<const N: usize>(
         _pad: 0,
         cap_len: copied as u16,
         orig_len,
+    }
+}
+
+#[inline(always)]
+fn min(a: usize, b: usize) -> usize {
+    if a < b {
+        a
+    } else {
+        b
     }
 }
 

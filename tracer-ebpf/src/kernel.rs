@@ -217,6 +217,21 @@ pub fn verifier_visible(value: usize) -> usize {
     unsafe { core::ptr::read_volatile(&value) }
 }
 
+/// `len` as the length of a helper that copies into an `N`-byte buffer and refuses 0
+/// (`ARG_CONST_SIZE`: `bpf_skb_load_bytes`, `bpf_xdp_load_bytes`): `None` unless
+/// `1 <= len <= N`. The bound is checked on `len - 1`, made opaque first, and `len` rebuilt
+/// from it, so that every verifier (6.1 as well as 6.18) knows `1 <= len <= N` on the very
+/// register the call takes. Checked as `len == 0 || len > N`, LLVM folds both into one test of
+/// `len - 1` on another register, which only newer verifiers follow back to `len`.
+#[inline(always)]
+pub fn helper_len<const N: usize>(len: usize) -> Option<u32> {
+    let below = verifier_visible(len.wrapping_sub(1));
+    if below >= N {
+        return None;
+    }
+    Some((below + 1) as u32)
+}
+
 /// `bpf_skb_load_bytes` of up to `N` bytes at `offset` (fewer when the packet is shorter);
 /// returns the bytes copied.
 #[inline(always)]
@@ -227,17 +242,14 @@ pub fn skb_load<const N: usize>(
     buf: &mut [u8; N],
 ) -> Option<usize> {
     let avail = (skb_len as usize).checked_sub(offset)?;
-    let len = verifier_visible(if avail < N { avail } else { N });
-    if len == 0 || len > N {
-        return None;
-    }
+    let len = helper_len::<N>(if avail < N { avail } else { N })?;
     let ret = unsafe {
         aya_ebpf::helpers::generated::bpf_skb_load_bytes(
             skb,
             offset as u32,
             buf.as_mut_ptr().cast(),
-            len as u32,
+            len,
         )
     };
-    (ret == 0).then_some(len)
+    (ret == 0).then_some(len as usize)
 }

@@ -19,7 +19,7 @@ use tracer_common::{
 
 use crate::{
     emit::{report, Site, Source, L2},
-    kernel::{dev_netns, read, scratch, verifier_visible},
+    kernel::{dev_netns, helper_len, read, scratch},
     maps::offset,
 };
 
@@ -92,11 +92,7 @@ fn load<const N: usize>(
     buf: &mut [u8; N],
     len: usize,
 ) -> Option<()> {
-    let len = verifier_visible(len);
-    if len == 0 || len > N {
-        return None;
-    }
-    let ret =
-        unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, buf.as_mut_ptr().cast(), len as u32) };
+    let len = helper_len::<N>(len)?;
+    let ret = unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, buf.as_mut_ptr().cast(), len) };
     (ret == 0).then_some(())
 }

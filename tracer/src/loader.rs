@@ -145,7 +145,7 @@ pub const TRACEPOINTS: &[Tracepoint] = &[
     tracepoint(
         "tcp_retransmit_skb",
         Hook::Tcp,
-        &[(3, "tracer_tcp_retransmit")],
+        &[(1, "tracer_tcp_retransmit")],
     ),
     tracepoint("tcp_bad_csum", Hook::Tcp, &[(1, "tracer_tcp_bad_csum")]),
     tracepoint("icmp_send", Hook::IcmpSend, &[(3, "tracer_icmp_send")]),
