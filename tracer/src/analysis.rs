@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::{
+    answered,
     capture::{captures, Capture},
     explanation,
     flow::{self, Flow},
@@ -28,6 +29,7 @@ impl Analysis {
     /// The analysis of the first `limit` packets only (`-c`), or of all of them.
     pub fn new(recording: Recording, limit: Option<usize>) -> Analysis {
         let mut journeys = journey::build(recording.sightings, &recording.context.end);
+        answered::delivered_by_answer(&mut journeys);
         if let Some(limit) = limit {
             journeys.truncate(limit);
         }

@@ -143,7 +143,11 @@ fn fate_sentence(journey: &Journey, captures: &[Capture], lost: u64) -> String {
                 .and_then(|s| s.note.as_deref());
             match read {
                 Some(note) => format!("{what} was delivered in {ns}: {note}."),
-                None => format!("{what} was delivered to the local stack in {ns} (it passed LOCAL_IN)."),
+                None => match &fate.by {
+                    // No point past tc ingress saw it: the answer says it arrived.
+                    Some(by) => format!("{what} was delivered to the local stack in {ns}: no observation point saw it arrive, but it was {by}."),
+                    None => format!("{what} was delivered to the local stack in {ns} (it passed LOCAL_IN)."),
+                },
             }
         }
         FateKind::Forwarded | FateKind::Transmitted => format!(

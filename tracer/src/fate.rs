@@ -78,6 +78,10 @@ pub struct TraceEnd {
     /// When and where they were lost; empty in recordings made before gaps were known, where
     /// any loss may have touched any journey.
     pub gaps: Vec<Gap>,
+    /// Hooks this trace saw only in part: on a kernel without BPF netfilter links, the
+    /// netfilter hooks show only where some rule or conntrack is registered, so a packet may
+    /// pass one unseen.
+    pub partial_hooks: Vec<String>,
 }
 
 impl TraceEnd {
@@ -137,8 +141,23 @@ pub fn fate(sightings: &[Sighting], end: &TraceEnd) -> Fate {
             };
             Fate::at(kind, s)
         }
-        _ => unknown_fate(sightings, last_on_path, end),
+        // A packet seen on its path whose socket then said it accepted it as a reset.
+        Some(_) => {
+            accepted_reset(sightings).unwrap_or_else(|| unknown_fate(sightings, last_on_path, end))
+        }
+        None => unknown_fate(sightings, last_on_path, end),
     }
+}
+
+/// A reset whose socket said it accepted it (`tcp_receive_reset`): delivered, though no point
+/// past tc ingress saw it arrive (where no netfilter hook is observed on the way in).
+fn accepted_reset(sightings: &[Sighting]) -> Option<Fate> {
+    let accepted = sightings
+        .iter()
+        .find(|s| s.hook == "tcp" && s.note.as_deref() == Some("reset received"))?;
+    let mut fate = Fate::at(FateKind::Delivered, accepted);
+    fate.by = Some("accepted by TCP as a reset".to_string());
+    Some(fate)
 }
 
 /// The drop that ended the packet: a free after which no point of the path saw it again (a

@@ -2,6 +2,7 @@
 //! where it died and whether tcpdump saw it.
 
 mod analysis;
+mod answered;
 mod capture;
 mod cmd;
 mod counters;

@@ -98,6 +98,18 @@ impl Netfilter {
         results
     }
 
+    /// The hooks a packet may pass unseen: all of netfilter's unless links bracket them (the
+    /// trampolines see a hook only where some rule or conntrack is registered).
+    pub fn partial_hooks(&self) -> Vec<String> {
+        match self.mechanism {
+            Mechanism::Links(_) => Vec::new(),
+            Mechanism::Trampolines | Mechanism::None(_) => HOOKS
+                .filter_map(|h| netfilter_hook(h as u8))
+                .map(|h| h.name().to_string())
+                .collect(),
+        }
+    }
+
     /// Whether hooks are attached in the namespace `inode`.
     pub fn holds(&self, inode: u32) -> bool {
         self.links.contains_key(&inode)

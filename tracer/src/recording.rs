@@ -39,6 +39,9 @@ struct TraceEndRecord {
     /// Absent in recordings made before gaps were known.
     #[serde(default)]
     gaps: Vec<Gap>,
+    /// Absent where every hook was fully observed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    partial_hooks: Vec<String>,
 }
 
 fn tagged(value: impl Serialize, kind: &str) -> Result<Value> {
@@ -76,6 +79,7 @@ pub fn write(file: std::fs::File, recording: &Recording) -> Result<()> {
         end_ns: context.end.end_ns,
         lost: context.end.lost,
         gaps: context.end.gaps.clone(),
+        partial_hooks: context.end.partial_hooks.clone(),
     };
     writeln!(out, "{}", tagged(end, "trace_end")?)?;
     out.flush()?;
@@ -114,6 +118,7 @@ pub fn read(path: &Path) -> Result<Recording> {
                     end_ns: end.end_ns,
                     lost: end.lost,
                     gaps: end.gaps,
+                    partial_hooks: end.partial_hooks,
                 };
             }
             _ => {}

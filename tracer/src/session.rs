@@ -242,6 +242,7 @@ impl Session {
                     .into_iter()
                     .chain(gaps::anywhere(stats.missed_total(), end_ns))
                     .collect(),
+                partial_hooks: self.netfilter.partial_hooks(),
             },
         };
         Ok((Recording { sightings, context }, stats))

@@ -1,4 +1,4 @@
-//! Developer and CI entry points: `cargo xtask setup|build|run|test|bench|soak`.
+//! Developer and CI entry points: `cargo xtask setup|build|run|test|bench|soak|vm`.
 //!
 //! `run` and `test` are the README's two commands. Both install what is missing first, so a
 //! fresh machine needs nothing but this checkout and a Rust toolchain.
@@ -12,6 +12,7 @@ mod setup;
 mod soak;
 mod sys;
 mod test;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -42,14 +43,7 @@ enum Command {
         args: Vec<String>,
     },
     /// Set up, build, then run every test: unit tests, then privileged integration tests.
-    Test {
-        /// Only the unit tests (no root, no namespaces).
-        #[arg(long)]
-        unit: bool,
-        /// Extra arguments for the integration test binary (a test name filter, --nocapture).
-        #[arg(last = true)]
-        args: Vec<String>,
-    },
+    Test(test::TestArgs),
     /// Fuzz the packet parser, the filter interpreter (against libpcap), event decoding and
     /// recordings: their property tests with many cases for about --seconds in all (no root).
     Fuzz(fuzz::FuzzArgs),
@@ -60,6 +54,12 @@ enum Command {
     /// namespaces and interfaces deleted under it; memory, descriptors and programs sampled,
     /// leftovers checked. Writes target/bench/soak.md and soak.json; fails on a crash or leak.
     Soak(soak::SoakArgs),
+    /// Run one command in another Debian kernel (6.1, 6.12) under qemu, with the host's files:
+    /// `cargo xtask vm --kernel 6.1 -- target/release/tracer doctor`. Exits with its status.
+    Vm(vm::VmArgs),
+    /// Set up, build, then the kernel matrix alone (root): doctor and a set of labs in each
+    /// older kernel under qemu, with a table (also the last step of `test`).
+    Kernels,
     /// One-datagram flows at a steady rate (run by `bench` and `soak` inside a namespace).
     #[command(hide = true)]
     Flood {
@@ -78,10 +78,12 @@ fn main() {
         Command::Setup => setup::run(),
         Command::Build { release } => setup::run().and_then(|()| build::tracer(release).map(drop)),
         Command::Run { release, args } => run::run(release, &args),
-        Command::Test { unit, args } => test::run(unit, &args),
+        Command::Test(args) => test::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Soak(args) => soak::run(&args),
+        Command::Vm(args) => vm::run(&args),
+        Command::Kernels => test::kernels(),
         Command::Flood { to, rate, seconds } => bench::flood::run(to, rate, seconds),
     };
     if let Err(err) = result {

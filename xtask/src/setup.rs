@@ -44,6 +44,23 @@ const RUNTIME_AND_TESTS: &[(&str, &str)] = &[
     ("procps", "sysctl in labs"),
     ("bsdutils", "script(1): tests use a pseudo-terminal"),
 ];
+/// Only for `cargo xtask vm` (other kernels under qemu), so not part of `setup` itself.
+const KERNEL_VMS: &[(&str, &str)] = &[
+    (
+        "qemu-system-x86",
+        "boots other kernels with software emulation",
+    ),
+    ("busybox-static", "the guest's initramfs: one static binary"),
+    (
+        "kmod",
+        "depmod for the downloaded kernels; modprobe inside the guest",
+    ),
+    (
+        "xz-utils",
+        "unpacks .ko.xz modules for busybox insmod, and 6.1's kernel",
+    ),
+    ("zstd", "unpacks 6.12's kernel, so that it boots faster"),
+];
 
 pub fn run() -> Result<()> {
     let toolchain = ebpf_toolchain();
@@ -63,6 +80,11 @@ pub fn run() -> Result<()> {
     check_rust_src(&toolchain)?;
     eprintln!("setup: all prerequisites present (eBPF toolchain: {toolchain})");
     Ok(())
+}
+
+/// Installs what `cargo xtask vm` needs, if missing.
+pub fn kernel_vms() -> Result<()> {
+    install_debian_packages(KERNEL_VMS)
 }
 
 pub fn ebpf_toolchain() -> String {

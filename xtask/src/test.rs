@@ -1,36 +1,144 @@
-//! `cargo xtask test`: unit tests (no root), then the privileged integration tests.
+//! `cargo xtask test`: unit tests (no root), then every integration test binary, one at a
+//! time, then the kernel matrix. A failure does not stop the run: every step runs, a table
+//! at the end says what passed and what failed (and why, in a line), and the exit code is
+//! non-zero if anything failed. `--repeat N` runs the integration binaries N times and
+//! reports each test's failure rate, to hunt the rare ones.
 
-use std::process::Command;
+mod outcome;
+
+pub use outcome::Outcome;
+
+use std::{path::Path, process::Command, time::Instant};
 
 use anyhow::{bail, Result};
+use clap::Args;
 
 use crate::{build, cmd, setup};
+use outcome::Rates;
 
-pub fn run(unit_only: bool, args: &[String]) -> Result<()> {
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    /// Only the unit tests (no root, no namespaces).
+    #[arg(long)]
+    unit: bool,
+    /// Run the integration test binaries this many times, and report each test's failure
+    /// rate.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+    /// Only these integration test binaries (file names in tests/tests, without `.rs`).
+    #[arg(long = "only", value_name = "BINARY")]
+    only: Vec<String>,
+    /// Leave out the kernel matrix (older kernels under qemu).
+    #[arg(long)]
+    no_kernels: bool,
+    /// Extra arguments for each integration test binary (a test name filter, --nocapture).
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+pub fn run(args: &TestArgs) -> Result<()> {
     setup::run()?;
     let tracer = build::tracer(false)?;
     let root = build::workspace_root();
+    let mut outcomes = Vec::new();
 
     // Unit tests: the default members, exactly what plain `cargo test` runs.
-    cmd::run(
-        Command::new("cargo")
-            .current_dir(&root)
-            .env("TRACER_REQUIRE_EBPF", "1")
-            .env("TRACER_EBPF_TOOLCHAIN", setup::ebpf_toolchain())
-            .arg("test"),
-    )?;
-    if unit_only {
-        return Ok(());
+    let mut unit = Command::new("cargo");
+    unit.current_dir(&root)
+        .env("TRACER_REQUIRE_EBPF", "1")
+        .env("TRACER_EBPF_TOOLCHAIN", setup::ebpf_toolchain())
+        .arg("test");
+    outcomes.push(Outcome::of("unit tests", &mut unit));
+    if !args.unit {
+        if !cmd::is_root() {
+            bail!("the integration tests load eBPF programs and build namespaces: run `cargo xtask test` as root");
+        }
+        outcomes.extend(integration(args, &root, &tracer)?);
+        if !args.no_kernels && args.only.is_empty() {
+            outcomes.extend(crate::vm::matrix::run_all(&tracer));
+        }
     }
-    if !cmd::is_root() {
-        bail!("the integration tests load eBPF programs and build namespaces: run `cargo xtask test` as root");
+    outcome::print_table(&outcomes);
+    let failed = outcomes.iter().filter(|o| !o.passed).count();
+    if failed > 0 {
+        bail!("{failed} of {} steps failed", outcomes.len());
     }
-    // Integration tests share namespaces names, rules and the CPU budget: one at a time.
-    cmd::run(
-        Command::new("cargo")
-            .current_dir(&root)
-            .env("TRACER_BIN", &tracer)
-            .args(["test", "--package", "tests", "--", "--test-threads=1"])
-            .args(args),
-    )
+    Ok(())
+}
+
+/// `cargo xtask kernels`: the kernel matrix alone.
+pub fn kernels() -> Result<()> {
+    setup::run()?;
+    let tracer = build::tracer(false)?;
+    let outcomes = crate::vm::matrix::run_all(&tracer);
+    outcome::print_table(&outcomes);
+    let failed = outcomes.iter().filter(|o| !o.passed).count();
+    if failed > 0 {
+        bail!("{failed} of {} kernel steps failed", outcomes.len());
+    }
+    Ok(())
+}
+
+/// Each integration test binary on its own (they share namespace names, rules and the CPU),
+/// `--repeat` times; a failing one does not stop the others.
+fn integration(args: &TestArgs, root: &Path, tracer: &Path) -> Result<Vec<Outcome>> {
+    let binaries = test_binaries(root)?;
+    for name in &args.only {
+        if !binaries.contains(name) {
+            bail!("no integration test binary '{name}' (tests/tests has: {binaries:?})");
+        }
+    }
+    let chosen: Vec<_> = binaries
+        .into_iter()
+        .filter(|b| args.only.is_empty() || args.only.contains(b))
+        .collect();
+    // Build once, so that the first binary's time is its own.
+    cmd::run(Command::new("cargo").current_dir(root).args([
+        "test",
+        "--package",
+        "tests",
+        "--no-run",
+    ]))?;
+    let mut outcomes = Vec::new();
+    let mut rates = Rates::default();
+    for round in 1..=args.repeat {
+        for binary in &chosen {
+            let mut test = Command::new("cargo");
+            test.current_dir(root)
+                .env("TRACER_BIN", tracer)
+                .args(["test", "--package", "tests", "--test", binary])
+                .args(["--", "--test-threads=1"])
+                .args(&args.args);
+            let label = match args.repeat {
+                1 => binary.clone(),
+                _ => format!("{binary} (round {round})"),
+            };
+            let started = Instant::now();
+            let outcome = Outcome::of(&label, &mut test);
+            rates.add(binary, &outcome.output);
+            eprintln!(
+                "xtask: {label}: {} in {:.0} s",
+                if outcome.passed { "passed" } else { "FAILED" },
+                started.elapsed().as_secs_f64()
+            );
+            outcomes.push(outcome);
+        }
+    }
+    if args.repeat > 1 {
+        rates.print(args.repeat);
+    }
+    Ok(outcomes)
+}
+
+/// The integration test binaries: one per file in tests/tests.
+fn test_binaries(root: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(root.join("tests/tests"))?
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".rs").map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    Ok(names)
 }

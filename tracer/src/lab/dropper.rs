@@ -153,34 +153,11 @@ fn filter(
         .status()
         .is_ok_and(|s| s.success());
     let pin = dir.join("lab_tc_drop");
-    let attached = mounted
-        .then(|| -> Result<()> {
-            let path = std::ffi::CString::new(pin.to_string_lossy().as_bytes())?;
-            let attr = PinAttr {
-                pathname: path.as_ptr() as u64,
-                bpf_fd: program.as_raw_fd() as u32,
-                file_flags: 0,
-            };
-            crate::nf_link::bpf_call(BPF_OBJ_PIN, &attr).context("cannot pin the drop program")?;
-            let pinned = pin.to_string_lossy().into_owned();
-            Netns::open(netns)?.run(|| {
-                tc(&["qdisc", "replace", "dev", ifname, "clsact"])?;
-                tc(&[
-                    "filter",
-                    "add",
-                    "dev",
-                    ifname,
-                    direction,
-                    "pref",
-                    FILTER_PREF,
-                    "bpf",
-                    "da",
-                    "object-pinned",
-                    &pinned,
-                ])
-            })?
-        })
-        .unwrap_or_else(|| Err(anyhow::anyhow!("cannot mount a BPF filesystem")));
+    let attached = if mounted {
+        pin_and_attach(program, &pin, netns, ifname, direction)
+    } else {
+        Err(anyhow::anyhow!("cannot mount a BPF filesystem"))
+    };
     let _ = std::fs::remove_file(&pin);
     if mounted {
         let _ = std::process::Command::new("umount").arg(&dir).status();
@@ -192,6 +169,40 @@ fn filter(
         ifname.to_string(),
         direction,
     ))
+}
+
+fn pin_and_attach(
+    program: &OwnedFd,
+    pin: &std::path::Path,
+    netns: &str,
+    ifname: &str,
+    direction: &str,
+) -> Result<()> {
+    let path = std::ffi::CString::new(pin.to_string_lossy().as_bytes())?;
+    let attr = PinAttr {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: program.as_raw_fd() as u32,
+        file_flags: 0,
+    };
+    crate::nf_link::bpf_call(BPF_OBJ_PIN, &attr).context("cannot pin the drop program")?;
+    let pinned = pin.to_string_lossy().into_owned();
+    let add = [
+        "filter",
+        "add",
+        "dev",
+        ifname,
+        direction,
+        "pref",
+        FILTER_PREF,
+        "bpf",
+        "da",
+        "object-pinned",
+        &pinned,
+    ];
+    Netns::open(netns)?.run(|| {
+        tc(&["qdisc", "replace", "dev", ifname, "clsact"])?;
+        tc(&add)
+    })?
 }
 
 fn tc(args: &[&str]) -> Result<()> {

@@ -352,6 +352,7 @@ fn decoded_streams_explain_without_panic() {
                         end_ns,
                         lost,
                         gaps: Vec::new(),
+                        partial_hooks: Vec::new(),
                     },
                 },
             };

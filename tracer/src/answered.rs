@@ -1,0 +1,140 @@
+//! A TCP segment whose end no point saw, but which the receiving TCP answered: it arrived.
+//!
+//! Where no netfilter hook sits on the way in (a kernel without BPF netfilter links, whose
+//! stand-in on `nf_hook_slow` sees only hooks that have rules; or no netfilter point at all),
+//! nothing after tc ingress sees a segment reach its socket, and TCP frees a SYN or an
+//! acknowledged segment without a tracepoint (or, before 6.2, a duplicate SYN it answered with
+//! `kfree_skb` and no reason). The answer is the proof: a segment of the same flow, sent back
+//! from the namespace where the packet was last seen, acknowledging its sequence number; for a
+//! reset, its socket saying it accepted one (`tcp_receive_reset`). Pure, on the journeys of a
+//! trace.
+
+use crate::{
+    fate::{unknown, FateKind},
+    journey::Journey,
+    sighting::Sighting,
+};
+
+/// Hooks of the receive path, up to where a packet is handed to its socket.
+const RECEIVE_SIDE: &[&str] = &["xdp", "netif_receive", "tc_ingress", "nf_prerouting"];
+
+/// Marks as delivered each TCP journey that ended unseen on the receive side of a namespace
+/// whose TCP then acknowledged it.
+pub fn delivered_by_answer(journeys: &mut [Journey]) {
+    let answered: Vec<(usize, u64)> = journeys
+        .iter()
+        .enumerate()
+        .filter_map(|(i, j)| answer_to(j, &journeys[i + 1..]).map(|k| (i, k)))
+        .collect();
+    for (i, answer) in answered {
+        let freed = journeys[i].fate.kind == FateKind::Dropped;
+        let by = if journeys[i].headers().tcp_flags.iter().any(|f| f == "RST") {
+            format!("accepted by TCP as a reset (packet {answer})")
+        } else if freed {
+            format!("answered by TCP (packet {answer}), which then freed it")
+        } else {
+            format!("answered by TCP (packet {answer})")
+        };
+        let fate = &mut journeys[i].fate;
+        fate.kind = FateKind::Delivered;
+        fate.reason = None;
+        fate.location = None;
+        fate.by = Some(by);
+    }
+}
+
+/// The id of the first later journey that answers `j`, if `j` is a candidate.
+fn answer_to(j: &Journey, later: &[Journey]) -> Option<u64> {
+    let reason = j.fate.reason.as_deref();
+    let unseen = j.fate.kind == FateKind::Unknown
+        && matches!(reason, Some(unknown::END_NOT_SEEN | unknown::IN_FLIGHT));
+    // Before 6.2, TCP frees a duplicate SYN it answered with a plain kfree_skb.
+    let freed_by_tcp = j.fate.kind == FateKind::Dropped
+        && reason == Some("NOT_SPECIFIED")
+        && j.fate
+            .location
+            .as_deref()
+            .is_some_and(|l| l.starts_with("tcp_v4_rcv") || l.starts_with("tcp_v6_rcv"));
+    if !(unseen || freed_by_tcp) || j.incomplete {
+        return None;
+    }
+    let h = j.headers();
+    let last = j.sightings.iter().rev().find(|s| s.on_path())?;
+    if h.proto != "tcp" || !RECEIVE_SIDE.contains(&last.hook.as_str()) {
+        return None;
+    }
+    for k in later {
+        let first = k.sightings.first()?;
+        if first.ts_ns < last.ts_ns {
+            continue;
+        }
+        let kh = k.headers();
+        if (is_answer(h, kh) || accepts_reset(h, k)) && first.netns == last.netns {
+            return Some(k.id);
+        }
+        if same_direction(h, kh) && kh.tcp_seq == h.tcp_seq {
+            // A retransmission came first: the answer may be to that copy.
+            return None;
+        }
+    }
+    None
+}
+
+/// `k` is a socket saying it accepted a reset, and `segment` is a reset to that socket.
+fn accepts_reset(segment: &Sighting, k: &Journey) -> bool {
+    segment.tcp_flags.iter().any(|f| f == "RST")
+        && k.sightings
+            .iter()
+            .any(|s| s.note.as_deref() == Some("reset received"))
+        && same_direction(segment, k.headers())
+}
+
+fn same_direction(a: &Sighting, b: &Sighting) -> bool {
+    b.proto == "tcp" && (a.src, a.dst, a.sport, a.dport) == (b.src, b.dst, b.sport, b.dport)
+}
+
+/// `answer` goes the other way and acknowledges at least the first byte (or the SYN or FIN)
+/// of `segment`.
+fn is_answer(segment: &Sighting, answer: &Sighting) -> bool {
+    let reverse = answer.proto == "tcp"
+        && (answer.src, answer.dst, answer.sport, answer.dport)
+            == (segment.dst, segment.src, segment.dport, segment.sport);
+    let acked = answer.tcp_ack.wrapping_sub(segment.tcp_seq);
+    reverse && answer.tcp_flags.iter().any(|f| f == "ACK") && (1..1 << 31).contains(&acked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TCP sighting from a recorded trace, given these headers.
+    fn segment(flags: &[&str], seq: u32, ack: u32, reverse: bool) -> Sighting {
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/local_in_syn_drop.jsonl");
+        let mut s = crate::recording::read(&fixture).expect("fixture").sightings[0].clone();
+        let (a, b) = ("10.0.0.1".parse().ok(), "10.0.0.2".parse().ok());
+        (s.src, s.dst) = if reverse { (b, a) } else { (a, b) };
+        (s.sport, s.dport) = if reverse { (80, 4000) } else { (4000, 80) };
+        (s.tcp_seq, s.tcp_ack) = (seq, ack);
+        s.tcp_flags = flags.iter().map(|f| f.to_string()).collect();
+        s
+    }
+
+    #[test]
+    fn a_syn_answered_with_a_syn_ack_was_delivered() {
+        let syn = segment(&["SYN"], 100, 0, false);
+        assert!(is_answer(&syn, &segment(&["SYN", "ACK"], 7, 101, true)));
+        assert!(
+            !is_answer(&syn, &segment(&["ACK"], 7, 100, true)),
+            "an ack of the sequence before it does not answer it"
+        );
+        assert!(
+            !is_answer(&syn, &segment(&["SYN", "ACK"], 7, 101, false)),
+            "the same direction is no answer"
+        );
+        assert!(
+            !is_answer(&syn, &segment(&["RST"], 7, 101, true)),
+            "only an ACK acknowledges"
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! What one step of the test command did: passed or not, in how long, why in a line; and the
+//! per-test failure rates over repeated runs.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::cmd;
+
+pub struct Outcome {
+    pub name: String,
+    pub passed: bool,
+    pub took: Duration,
+    /// Empty when it passed; otherwise the first line that says why.
+    pub why: String,
+    /// What it printed on stdout (libtest's results are there).
+    pub output: String,
+}
+
+impl Outcome {
+    /// Runs `command`, its stdout echoed as it comes and kept, its stderr inherited.
+    pub fn of(name: &str, command: &mut Command) -> Outcome {
+        eprintln!("+ {}", cmd::display(command));
+        let started = Instant::now();
+        let mut output = String::new();
+        let status = command
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                let stdout = child.stdout.take().expect("piped");
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    println!("{line}");
+                    output.push_str(&line);
+                    output.push('\n');
+                }
+                child.wait()
+            });
+        let (passed, why) = match status {
+            Ok(status) if status.success() => (true, String::new()),
+            Ok(status) => (false, why_failed(&output).unwrap_or(status.to_string())),
+            Err(e) => (false, format!("cannot start: {e}")),
+        };
+        Outcome {
+            name: name.to_string(),
+            passed,
+            took: started.elapsed(),
+            why,
+            output,
+        }
+    }
+
+    /// A step that ran elsewhere (a kernel under qemu).
+    pub fn from_parts(name: String, passed: bool, took: Duration, why: String) -> Outcome {
+        Outcome {
+            name,
+            passed,
+            took,
+            why,
+            output: String::new(),
+        }
+    }
+}
+
+/// The first panic message, or the failed tests' names.
+fn why_failed(output: &str) -> Option<String> {
+    let mut lines = output.lines();
+    if let Some(at) = lines.position(|l| l.contains("panicked at")) {
+        let message = output.lines().nth(at + 1).unwrap_or("").trim();
+        return Some(shorten(message));
+    }
+    let failed: Vec<&str> = output
+        .lines()
+        .filter_map(|l| l.strip_prefix("test ")?.strip_suffix(" ... FAILED"))
+        .collect();
+    (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", ")))
+}
+
+fn shorten(line: &str) -> String {
+    const MAX: usize = 160;
+    match line.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}...", &line[..at]),
+        None => line.to_string(),
+    }
+}
+
+pub fn print_table(outcomes: &[Outcome]) {
+    println!();
+    println!("{:<40} {:<6} {:>7}  why", "step", "result", "time");
+    for o in outcomes {
+        println!(
+            "{:<40} {:<6} {:>6.0}s  {}",
+            o.name,
+            if o.passed { "pass" } else { "FAIL" },
+            o.took.as_secs_f64(),
+            o.why
+        );
+    }
+    let passed = outcomes.iter().filter(|o| o.passed).count();
+    let total: f64 = outcomes.iter().map(|o| o.took.as_secs_f64()).sum();
+    println!();
+    println!("steps: {passed} passed, {} failed", outcomes.len() - passed);
+    println!("wall time of the steps: {:.0} s", total);
+}
+
+/// Per test (binary::name), how many runs and how many failures, from libtest's lines.
+#[derive(Default)]
+pub struct Rates {
+    tests: BTreeMap<String, (u32, u32)>,
+}
+
+impl Rates {
+    pub fn add(&mut self, binary: &str, output: &str) {
+        for line in output.lines() {
+            let Some(rest) = line.strip_prefix("test ") else {
+                continue;
+            };
+            let (name, failed) = if let Some(name) = rest.strip_suffix(" ... ok") {
+                (name, false)
+            } else if let Some(name) = rest.strip_suffix(" ... FAILED") {
+                (name, true)
+            } else {
+                continue;
+            };
+            let entry = self.tests.entry(format!("{binary}::{name}")).or_default();
+            entry.0 += 1;
+            entry.1 += u32::from(failed);
+        }
+    }
+
+    pub fn print(&self, rounds: u32) {
+        println!();
+        println!("failure rates over {rounds} rounds:");
+        for (test, (runs, failures)) in &self.tests {
+            println!("  {failures:>3} / {runs:<3} {test}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_why_is_the_panic_message() {
+        let output = "running 2 tests\ntest a ... ok\n\nthread 'b' (12) panicked at tests/x.rs:3:5:\n\
+                      local-out-drop: packet 6: expected dropped\nstack backtrace:\ntest b ... FAILED\n";
+        assert_eq!(
+            why_failed(output).as_deref(),
+            Some("local-out-drop: packet 6: expected dropped")
+        );
+        assert_eq!(
+            why_failed("test b ... FAILED\n").as_deref(),
+            Some("failed: b")
+        );
+    }
+
+    #[test]
+    fn rates_count_runs_and_failures_per_test() {
+        let mut rates = Rates::default();
+        rates.add("lab", "test one ... ok\ntest two ... FAILED\n");
+        rates.add("lab", "test one ... ok\ntest two ... ok\n");
+        assert_eq!(rates.tests["lab::one"], (2, 0));
+        assert_eq!(rates.tests["lab::two"], (2, 1));
+    }
+}
