@@ -41,6 +41,14 @@ mount -t overlay -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work ove
 mount -t tmpfs -o mode=0755 tmpfs /newroot/run
 mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp
 mount -t tmpfs -o mode=1777 tmpfs /newroot/var/tmp
+# A checkout under one of them (CI may clone into /tmp) is the host's, seen through the fresh
+# tmpfs: the tracer binary and the caller's directory live there.
+case "@WORKSPACE@" in
+/tmp/* | /var/tmp/* | /run/*)
+	mkdir -p "/newroot@WORKSPACE@"
+	mount --bind "/lower@WORKSPACE@" "/newroot@WORKSPACE@" || die "cannot bind the workspace"
+	;;
+esac
 # The booted kernel's modules where modprobe looks; the directory is created in the overlay's
 # upper layer (the host has no /lib/modules at all).
 mkdir -p "/newroot/lib/modules/@KVER@"

@@ -53,7 +53,11 @@ pub fn build(layout: &Layout, path: &Path) -> Result<()> {
     let init = include_str!("init.sh")
         .replace("@KVER@", &kernel.version)
         .replace("@MODULES@", &kernel.modules().to_string_lossy())
-        .replace("@OUT@", &layout.out.to_string_lossy());
+        .replace("@OUT@", &layout.out.to_string_lossy())
+        .replace(
+            "@WORKSPACE@",
+            &crate::build::workspace_root().to_string_lossy(),
+        );
     cpio.file("init", 0o755, init.as_bytes());
     cpio.file("cmd.sh", 0o755, layout.script.as_bytes());
     gzip(&cpio.finish(), path)
