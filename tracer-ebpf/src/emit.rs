@@ -1,6 +1,6 @@
 //! The in-kernel filter and the one way events leave the kernel.
 
-use core::ffi::c_void;
+use core::{cmp::min, ffi::c_void};
 
 use aya_ebpf::helpers::{
     bpf_get_smp_processor_id, bpf_ktime_get_ns,
@@ -377,15 +377,6 @@ fn copy_packet<const N: usize>(
         _pad: 0,
         cap_len: copied as u16,
         orig_len,
-    }
-}
-
-#[inline(always)]
-fn min(a: usize, b: usize) -> usize {
-    if a < b {
-        a
-    } else {
-        b
     }
 }
 

@@ -27,7 +27,7 @@ use tracer_common::{
 };
 
 use crate::{
-    emit::{report, Site, Source},
+    emit::{netns_traced, report, Site, Source},
     kernel::{dev_ifindex, read, skb_info, skb_summary},
     maps::offset,
 };
@@ -101,6 +101,10 @@ fn observe_state(state: u64, skb: u64, position: Position) {
     let ifindex = dev_ifindex(read::<u64>(state, dev_offset).unwrap_or(0));
     let net = read::<u64>(state, offset!(nf_state_net)).unwrap_or(0);
     let netns = read::<u32>(net, offset!(net_inum)).unwrap_or(0);
+    // Links exist only in traced namespaces; the trampolines fire in every one.
+    if !netns_traced(netns) {
+        return;
+    }
     let info = skb_info(skb);
     let mut packet = PacketSummary::default();
     let l3_len = skb_summary(skb, &info, l3_hint, hook, &mut packet);

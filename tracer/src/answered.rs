@@ -15,6 +15,13 @@ use crate::{
     sighting::Sighting,
 };
 
+/// How long after a packet was last seen its answer may come: TCP answers at once, or within
+/// a delayed ACK (200 ms at most); the rest of a long trace is not searched.
+const ANSWER_WINDOW_NS: u64 = 2_000_000_000;
+
+/// How a reset that reached its socket is told.
+pub const ACCEPTED_RESET: &str = "accepted by TCP as a reset";
+
 /// Hooks of the receive path, up to where a packet is handed to its socket.
 const RECEIVE_SIDE: &[&str] = &["xdp", "netif_receive", "tc_ingress", "nf_prerouting"];
 
@@ -29,7 +36,7 @@ pub fn delivered_by_answer(journeys: &mut [Journey]) {
     for (i, answer) in answered {
         let freed = journeys[i].fate.kind == FateKind::Dropped;
         let by = if journeys[i].headers().tcp_flags.iter().any(|f| f == "RST") {
-            format!("accepted by TCP as a reset (packet {answer})")
+            format!("{ACCEPTED_RESET} (packet {answer})")
         } else if freed {
             format!("answered by TCP (packet {answer}), which then freed it")
         } else {
@@ -63,8 +70,14 @@ fn answer_to(j: &Journey, later: &[Journey]) -> Option<u64> {
     if h.proto != "tcp" || !RECEIVE_SIDE.contains(&last.hook.as_str()) {
         return None;
     }
+    // Journeys are in the order they started.
     for k in later {
-        let first = k.sightings.first()?;
+        let Some(first) = k.sightings.first() else {
+            continue;
+        };
+        if first.ts_ns > last.ts_ns.saturating_add(ANSWER_WINDOW_NS) {
+            break;
+        }
         if first.ts_ns < last.ts_ns {
             continue;
         }

@@ -156,7 +156,7 @@ fn accepted_reset(sightings: &[Sighting]) -> Option<Fate> {
         .iter()
         .find(|s| s.hook == "tcp" && s.note.as_deref() == Some("reset received"))?;
     let mut fate = Fate::at(FateKind::Delivered, accepted);
-    fate.by = Some("accepted by TCP as a reset".to_string());
+    fate.by = Some(crate::answered::ACCEPTED_RESET.to_string());
     Some(fate)
 }
 

@@ -161,23 +161,32 @@ fn attachment(netns: &Netns, hook: Hook, family: &str, result: Result<&str, Stri
     }
 }
 
-/// Loads and attaches the fentry and fexit programs on `nf_hook_slow`.
+/// Loads and attaches the fentry and fexit programs on `nf_hook_slow`: both or neither (an
+/// entry without its exit would make every packet at a hook with rules look dropped there).
 fn attach_trampolines(ebpf: &mut Ebpf) -> Result<(), String> {
     let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
-    let entry: &mut FEntry = ebpf
-        .program_mut(TRAMPOLINE_ENTRY)
-        .and_then(|p| p.try_into().ok())
-        .ok_or("fentry program missing from the object")?;
-    entry
+    let load = |e: aya::programs::ProgramError| verifier::describe(&e);
+    program::<FEntry>(ebpf, TRAMPOLINE_ENTRY)?
         .load("nf_hook_slow", &btf)
-        .map_err(|e| verifier::describe(&e))?;
-    entry.attach().map_err(|e| format!("{e:#}"))?;
-    let exit: &mut FExit = ebpf
-        .program_mut(TRAMPOLINE_EXIT)
-        .and_then(|p| p.try_into().ok())
-        .ok_or("fexit program missing from the object")?;
-    exit.load("nf_hook_slow", &btf)
-        .map_err(|e| verifier::describe(&e))?;
-    exit.attach().map_err(|e| format!("{e:#}"))?;
+        .map_err(load)?;
+    program::<FExit>(ebpf, TRAMPOLINE_EXIT)?
+        .load("nf_hook_slow", &btf)
+        .map_err(load)?;
+    let exit_link = program::<FExit>(ebpf, TRAMPOLINE_EXIT)?
+        .attach()
+        .map_err(|e| format!("{e:#}"))?;
+    if let Err(e) = program::<FEntry>(ebpf, TRAMPOLINE_ENTRY)?.attach() {
+        let _ = program::<FExit>(ebpf, TRAMPOLINE_EXIT)?.detach(exit_link);
+        return Err(format!("{e:#}"));
+    }
     Ok(())
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program>,
+{
+    ebpf.program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| format!("program {name} missing from the object"))
 }

@@ -192,7 +192,7 @@ fn guest_script(script: &str, env: &[(String, String)], out: &std::path::Path) -
 }
 
 /// `word` as one sh word.
-fn shell_quote(word: &str) -> String {
+pub(crate) fn shell_quote(word: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "_-./=:,+@%".contains(c);
     if !word.is_empty() && word.chars().all(plain) {
         word.to_string()

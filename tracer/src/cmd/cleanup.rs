@@ -134,8 +134,13 @@ fn interface_leftovers(
     let mut removed_filter = false;
     for direction in ["ingress", "egress"] {
         let filters = tc(&["filter", "show", "dev", ifname, direction])?;
-        for pref in tracer_filter_prefs(&filters, held) {
-            tc(&["filter", "del", "dev", ifname, direction, "pref", &pref])?;
+        for filter in tracer_filters(&filters, held) {
+            // By handle: another tracer's filter may share the priority.
+            let (protocol, pref, handle) = (&filter.protocol, &filter.pref, &filter.handle);
+            tc(&[
+                "filter", "del", "dev", ifname, direction, "protocol", protocol, "pref", pref,
+                "handle", handle, "bpf",
+            ])?;
             done.push(format!(
                 "removed tc {direction} filter (pref {pref}) from {ifname}"
             ));
@@ -170,17 +175,25 @@ fn detach_xdp(ifindex: u32, ifname: &str) -> Result<()> {
     anyhow::bail!("cannot detach the XDP program of {ifname}")
 }
 
-/// The `pref` of each tc filter whose BPF program is named `tracer_*` and held by no live
-/// process (a tracer running now, with `--tc cls-bpf` or on a kernel without tcx, holds its
-/// own), as `tc filter show` prints them ("filter protocol all pref 49152 bpf chain 0 handle
-/// 0x1 tracer_tc direct-action not_in_hw id 42 ...").
-fn tracer_filter_prefs(listing: &str, held: &HashSet<u32>) -> Vec<String> {
+/// A tc filter as `tc filter del` names it.
+#[derive(Debug, PartialEq)]
+struct FilterId {
+    protocol: String,
+    pref: String,
+    handle: String,
+}
+
+/// Each tc filter whose BPF program is named `tracer_*` and held by no live process (a tracer
+/// running now, with `--tc cls-bpf` or on a kernel without tcx, holds its own), as `tc filter
+/// show` prints them ("filter protocol all pref 49152 bpf chain 0 handle 0x1 tracer_tc
+/// direct-action not_in_hw id 42 ...").
+fn tracer_filters(listing: &str, held: &HashSet<u32>) -> Vec<FilterId> {
     let word_after = |line: &str, key: &str| {
         let mut words = line.split_whitespace();
         words.find(|w| *w == key)?;
         words.next().map(str::to_string)
     };
-    let mut prefs: Vec<String> = listing
+    listing
         .lines()
         .filter(|line| {
             line.split_whitespace()
@@ -190,10 +203,14 @@ fn tracer_filter_prefs(listing: &str, held: &HashSet<u32>) -> Vec<String> {
             let id = word_after(line, "id").and_then(|id| id.parse::<u32>().ok());
             !id.is_some_and(|id| held.contains(&id))
         })
-        .filter_map(|line| word_after(line, "pref"))
-        .collect();
-    prefs.dedup();
-    prefs
+        .filter_map(|line| {
+            Some(FilterId {
+                protocol: word_after(line, "protocol")?,
+                pref: word_after(line, "pref")?,
+                handle: word_after(line, "handle")?,
+            })
+        })
+        .collect()
 }
 
 fn program_names() -> Vec<(u32, String)> {
@@ -264,10 +281,15 @@ mod tests {
             filter protocol all pref 49153 bpf chain 0 \n\
             filter protocol all pref 49153 bpf chain 0 handle 0x1 cilium_in direct-action not_in_hw id 43 tag 4567\n";
         let none_held = HashSet::new();
-        assert_eq!(tracer_filter_prefs(listing, &none_held), ["49152"]);
-        assert!(tracer_filter_prefs("", &none_held).is_empty());
+        let ours = FilterId {
+            protocol: "all".into(),
+            pref: "49152".into(),
+            handle: "0x1".into(),
+        };
+        assert_eq!(tracer_filters(listing, &none_held), [ours]);
+        assert!(tracer_filters("", &none_held).is_empty());
         assert!(
-            tracer_filter_prefs(listing, &HashSet::from([42])).is_empty(),
+            tracer_filters(listing, &HashSet::from([42])).is_empty(),
             "a running tracer's filter stays"
         );
     }

@@ -117,11 +117,24 @@ pub fn run() -> Result<()> {
     }
     println!();
     let privileged = crate::privileges::missing(crate::privileges::effective()).is_empty();
-    let missing = if privileged {
-        print_probe(&btf)?
+    let probed = privileged.then(|| print_probe(&btf));
+    let missing = if let Some(Ok(missing)) = probed {
+        missing
     } else {
-        println!("Without the privileges to load programs, this is what the kernel's BTF says;");
-        println!("run `tracer doctor` as root to load the real programs and know for sure.");
+        match probed {
+            Some(Err(e)) => {
+                println!("The programs could not be tried here ({e:#});");
+                println!("this is what the kernel's BTF says.");
+            }
+            _ => {
+                println!(
+                    "Without the privileges to load programs, this is what the kernel's BTF says;"
+                );
+                println!(
+                    "run `tracer doctor` as root to load the real programs and know for sure."
+                );
+            }
+        }
         println!();
         print_checks(&btf)
     };

@@ -138,7 +138,9 @@ impl Drop for Dropper {
 }
 
 /// Attaches `program` as a direct-action cls_bpf filter with `tc`, which takes a program
-/// only from a pinned path: pinned in a private BPF filesystem mounted for that moment.
+/// only from a pinned path: pinned in a BPF filesystem mounted for that moment, in a mount
+/// namespace of one thread's own, which nothing else sees and which goes with the thread (a
+/// SIGKILL leaves no mount behind).
 fn filter(
     program: &OwnedFd,
     netns: &str,
@@ -147,21 +149,15 @@ fn filter(
 ) -> Result<Attached> {
     let dir = std::env::temp_dir().join(format!("tracer-lab-bpffs-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "bpf", "bpf"])
-        .arg(&dir)
-        .status()
-        .is_ok_and(|s| s.success());
-    let pin = dir.join("lab_tc_drop");
-    let attached = if mounted {
-        pin_and_attach(program, &pin, netns, ifname, direction)
-    } else {
-        Err(anyhow::anyhow!("cannot mount a BPF filesystem"))
-    };
-    let _ = std::fs::remove_file(&pin);
-    if mounted {
-        let _ = std::process::Command::new("umount").arg(&dir).status();
-    }
+    let attached = std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> Result<()> {
+                private_bpffs(&dir)?;
+                pin_and_attach(program, &dir.join("lab_tc_drop"), netns, ifname, direction)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the attaching thread panicked")))
+    });
     let _ = std::fs::remove_dir(&dir);
     attached.context("cannot attach the lab's tc drop program as a cls_bpf filter")?;
     Ok(Attached::Filter(
@@ -169,6 +165,44 @@ fn filter(
         ifname.to_string(),
         direction,
     ))
+}
+
+/// Gives the calling thread its own mount namespace, private (no mount propagates back), with
+/// a BPF filesystem on `dir`. Threads and processes it starts inherit both.
+fn private_bpffs(dir: &std::path::Path) -> Result<()> {
+    let path = std::ffi::CString::new(dir.to_string_lossy().as_bytes())?;
+    // SAFETY: unshare and mount with valid C strings; they affect this thread only.
+    unsafe {
+        anyhow::ensure!(
+            libc::unshare(libc::CLONE_NEWNS) == 0,
+            "cannot create a mount namespace: {}",
+            std::io::Error::last_os_error()
+        );
+        let flags = libc::MS_REC | libc::MS_PRIVATE;
+        anyhow::ensure!(
+            libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null()
+            ) == 0,
+            "cannot make the mount namespace private: {}",
+            std::io::Error::last_os_error()
+        );
+        anyhow::ensure!(
+            libc::mount(
+                c"bpf".as_ptr(),
+                path.as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null()
+            ) == 0,
+            "cannot mount a BPF filesystem: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }
 
 fn pin_and_attach(

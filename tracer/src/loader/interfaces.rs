@@ -182,8 +182,11 @@ impl Drop for InterfacePrograms {
                 added_clsact,
                 ..
             } = filters;
+            // Dropped only inside the namespace: if it cannot be entered, leaked, never
+            // dropped here, where their interface index names another interface.
+            let links = std::mem::ManuallyDrop::new(links);
             let _ = netns.run(move || {
-                drop(links);
+                drop(std::mem::ManuallyDrop::into_inner(links));
                 if added_clsact && no_filters_left(&ifname) {
                     let _ = std::process::Command::new("tc")
                         .args(["qdisc", "del", "dev", &ifname, "clsact"])

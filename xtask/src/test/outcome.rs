@@ -30,11 +30,15 @@ impl Outcome {
             .stdout(Stdio::piped())
             .spawn()
             .and_then(|mut child| {
-                let stdout = child.stdout.take().expect("piped");
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    println!("{line}");
-                    output.push_str(&line);
-                    output.push('\n');
+                let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+                // Bytes, not lines of UTF-8: a test may print anything, and the pipe must be
+                // drained to the end or the child blocks.
+                let mut line = Vec::new();
+                while stdout.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                    let text = String::from_utf8_lossy(&line);
+                    print!("{text}");
+                    output.push_str(&text);
+                    line.clear();
                 }
                 child.wait()
             });

@@ -43,6 +43,15 @@ pub fn costs(attachments: &[Attachment]) -> Vec<String> {
             a.hook.name() == hook && a.mechanism.as_deref().is_some_and(|m| m.contains(needle))
         })
     };
+    // A tracepoint (by name) whose kernel passes this many arguments.
+    let passes = |tracepoint: &str, arguments: &str| {
+        attachments.iter().any(|a| {
+            a.point == tracepoint
+                && a.mechanism
+                    .as_deref()
+                    .is_some_and(|m| m.contains(arguments))
+        })
+    };
     let lacks = |hook: &str, point: &str| {
         attachments
             .iter()
@@ -83,10 +92,10 @@ pub fn costs(attachments: &[Attachment]) -> Vec<String> {
                 .to_string(),
         );
     }
-    if uses("kfree_skb", "(2 arguments)") {
+    if passes("kfree_skb", "(2 arguments)") {
         out.push("kfree_skb: this kernel gives no drop reasons (5.17+).".to_string());
     }
-    if uses("tcp", "(2 arguments)") {
+    if passes("tcp_send_reset", "(2 arguments)") {
         out.push("tcp_send_reset: this kernel gives no reset reasons (6.10+).".to_string());
     }
     if lacks("icmp_send", "icmp_send") {
