@@ -88,67 +88,45 @@ pub fn tracer_net_dev_xmit(ctx: BtfTracePointContext) -> i32 {
 /// differ between kernels (decoded in userspace from BTF).
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn tracer_kfree_skb(ctx: BtfTracePointContext) -> i32 {
-    let detail = HookDetail {
-        location: ctx.arg(1),
-        reason: ctx.arg(2),
-        verdict: 0,
-    };
-    observe_skb(
-        ctx.arg(0),
-        Hook::KfreeSkb,
-        Position::Only,
-        kind::DROP,
-        detail,
-    );
+    freed(ctx.arg(0), kind::DROP, ctx.arg(1), ctx.arg(2));
     0
 }
 
 /// `skb:kfree_skb(struct sk_buff *skb, void *location)` before 5.17: no reason.
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn tracer_kfree_skb_2(ctx: BtfTracePointContext) -> i32 {
-    let detail = HookDetail {
-        location: ctx.arg(1),
-        ..HookDetail::default()
-    };
-    observe_skb(
-        ctx.arg(0),
-        Hook::KfreeSkb,
-        Position::Only,
-        kind::DROP,
-        detail,
-    );
+    freed(ctx.arg(0), kind::DROP, ctx.arg(1), 0);
     0
 }
 
 /// `skb:consume_skb(struct sk_buff *skb, void *location)`: a normal end of life.
 #[btf_tracepoint(function = "consume_skb")]
 pub fn tracer_consume_skb(ctx: BtfTracePointContext) -> i32 {
-    let detail = HookDetail {
-        location: ctx.arg(1),
-        ..HookDetail::default()
-    };
-    observe_skb(
-        ctx.arg(0),
-        Hook::ConsumeSkb,
-        Position::Only,
-        kind::FREE,
-        detail,
-    );
+    freed(ctx.arg(0), kind::FREE, ctx.arg(1), 0);
     0
 }
 
 /// `skb:consume_skb(struct sk_buff *skb)` before 6.3: no location.
 #[btf_tracepoint(function = "consume_skb")]
 pub fn tracer_consume_skb_1(ctx: BtfTracePointContext) -> i32 {
-    let detail = HookDetail::default();
-    observe_skb(
-        ctx.arg(0),
-        Hook::ConsumeSkb,
-        Position::Only,
-        kind::FREE,
-        detail,
-    );
+    freed(ctx.arg(0), kind::FREE, 0, 0);
     0
+}
+
+/// An skb's end: dropped (`kind::DROP`, with the kernel's reason) or consumed.
+#[inline(always)]
+fn freed(skb: u64, event_kind: u8, location: u64, reason: u32) {
+    let hook = if event_kind == kind::DROP {
+        Hook::KfreeSkb
+    } else {
+        Hook::ConsumeSkb
+    };
+    let detail = HookDetail {
+        location,
+        reason,
+        verdict: 0,
+    };
+    observe_skb(skb, hook, Position::Only, event_kind, detail);
 }
 
 /// `skb:skb_copy_datagram_iovec(const struct sk_buff *skb, int len)`: a reader of the socket
