@@ -124,7 +124,17 @@ pub fn fate(sightings: &[Sighting], end: &TraceEnd) -> Fate {
     if let Some(read) = sightings.iter().find(|s| s.hook == "socket") {
         return Fate::at(FateKind::Delivered, read);
     }
-    if let Some(fate) = dropped(sightings) {
+    if let Some(mut fate) = dropped(sightings) {
+        if unseen_rule(&fate, sightings, end) {
+            let after = fate
+                .point()
+                .map(|p| format!(" after {p}"))
+                .unwrap_or_default();
+            fate.by = Some(format!(
+                "dropped by a netfilter rule{after}, at a hook this kernel does not let the \
+                 tracer see"
+            ));
+        }
         return fate;
     }
     let last_on_path = sightings.iter().rev().find(|s| s.on_path());
@@ -147,6 +157,14 @@ pub fn fate(sightings: &[Sighting], end: &TraceEnd) -> Fate {
         }
         None => unknown_fate(sightings, last_on_path, end),
     }
+}
+
+/// A rule's drop (NETFILTER_DROP) where no netfilter point saw the packet, on a kernel that
+/// shows netfilter only in part: which hook is not known, and the explanation must not guess.
+fn unseen_rule(fate: &Fate, sightings: &[Sighting], end: &TraceEnd) -> bool {
+    fate.reason.as_deref() == Some("NETFILTER_DROP")
+        && end.partial_hooks.iter().any(|h| h.starts_with("nf_"))
+        && !sightings.iter().any(|s| s.hook.starts_with("nf_"))
 }
 
 /// A reset whose socket said it accepted it (`tcp_receive_reset`): delivered, though no point

@@ -225,3 +225,26 @@ fn a_drop_no_point_saw_before_names_the_drop_itself() {
         );
     }
 }
+
+#[test]
+fn a_rule_drop_at_a_hook_the_kernel_does_not_show_is_not_placed() {
+    // A kernel without netfilter points: the same SYN, its netfilter sightings gone.
+    let sightings: Vec<_> = fixture("local_in_syn_drop.jsonl")
+        .into_iter()
+        .filter(|s| !s.hook.starts_with("nf_"))
+        .collect();
+    let end = TraceEnd {
+        partial_hooks: vec!["nf_local_in".to_string()],
+        ..TraceEnd::default()
+    };
+    let journeys = build(sightings.clone(), &end);
+    let fate = &journeys[0].fate;
+    assert_eq!(fate.kind, FateKind::Dropped);
+    let by = fate.by.as_deref().unwrap_or_default();
+    assert!(
+        by.starts_with("dropped by a netfilter rule after ") && by.contains("does not let"),
+        "{by}"
+    );
+    // Where netfilter is fully seen, no such words: the drop is placed by its sightings.
+    assert_eq!(build_all(sightings)[0].fate.by, None);
+}
