@@ -1,8 +1,8 @@
 //! One qemu run: boots a kernel with the initramfs, streams the serial console into a log
 //! (and optionally to stderr), watches for init.sh's markers and kills qemu on a timeout.
 //!
-//! Software emulation only (`-accel tcg`): this machine's /dev/kvm is a PVM backend that
-//! cannot run stock kernels (see shared/KERNEL-NOTES.md).
+//! Software emulation only (`-accel tcg`): the project's machines have a /dev/kvm backed by
+//! a paravirtual hypervisor on which `-accel kvm` cannot boot a stock kernel.
 
 use std::{
     fs::File,
