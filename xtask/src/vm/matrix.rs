@@ -36,10 +36,12 @@ pub fn run_all(tracer: &Path) -> Vec<Outcome> {
 
 fn run_one(series: &str, tracer: &Path) -> Vec<Outcome> {
     let tracer = super::shell_quote(&tracer.to_string_lossy());
-    let mut script = format!("echo '== doctor'; {tracer} doctor; echo \"== doctor exit $?\"\n");
+    // Each step ends with its exit status and the guest's uptime, which times the steps.
+    let end = "$? $(cut -d' ' -f1 /proc/uptime)";
+    let mut script = format!("echo '== doctor'; {tracer} doctor; echo \"== doctor exit {end}\"\n");
     for lab in LABS {
         script.push_str(&format!(
-            "echo '== lab {lab}'; {tracer} lab run {lab}; echo \"== lab {lab} exit $?\"\n"
+            "echo '== lab {lab}'; {tracer} lab run {lab}; echo \"== lab {lab} exit {end}\"\n"
         ));
     }
     eprintln!(
@@ -58,10 +60,22 @@ fn run_one(series: &str, tracer: &Path) -> Vec<Outcome> {
             )];
         }
     };
-    let took = outcome.boot_time.unwrap_or_default() + outcome.command_time.unwrap_or_default();
+    let console = &outcome.console;
     let kernel = outcome.kernel.clone();
-    println!("{}", section(&outcome.console, "== doctor"));
-    let mut results = vec![doctor_outcome(series, &kernel, &outcome.console, took)];
+    println!("{}", section(console, "== doctor"));
+    // The doctor's row carries the boot too.
+    let mut previous = ready_uptime(console);
+    let mut took = |marker: &str| {
+        let end = uptime_of(console, marker);
+        let step = end.zip(previous).map_or(Duration::ZERO, |(end, start)| {
+            Duration::from_secs_f64((end - start).max(0.0))
+        });
+        previous = end.or(previous);
+        step
+    };
+    let boot = outcome.boot_time.unwrap_or_default();
+    let doctor_took = boot + took("== doctor exit ");
+    let mut results = vec![doctor_outcome(series, &kernel, console, doctor_took)];
     for lab in LABS {
         let text = section(&outcome.console, &format!("== lab {lab}"));
         let check = text
@@ -80,10 +94,11 @@ fn run_one(series: &str, tracer: &Path) -> Vec<Outcome> {
         if !passed {
             println!("{text}");
         }
+        let lab_took = took(&format!("== lab {lab} exit "));
         results.push(Outcome::from_parts(
             format!("kernel {series}: lab {lab}"),
             passed,
-            Duration::ZERO,
+            lab_took,
             why,
         ));
     }
@@ -118,10 +133,29 @@ fn section(console: &str, marker: &str) -> String {
         .join("\n")
 }
 
+/// The exit status on the line starting with `prefix` ("== lab X exit 0 12.34").
 fn exit_of(console: &str, prefix: &str) -> Option<i32> {
+    marker_word(console, prefix, 0)?.parse().ok()
+}
+
+/// The guest's uptime on that line.
+fn uptime_of(console: &str, prefix: &str) -> Option<f64> {
+    marker_word(console, prefix, 1)?.parse().ok()
+}
+
+/// The guest's uptime when the command started ("XTASK-VM-READY kernel=... uptime=3.7").
+fn ready_uptime(console: &str) -> Option<f64> {
     console
         .lines()
-        .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+        .find_map(|l| l.strip_prefix("XTASK-VM-READY ")?.split("uptime=").nth(1))
+        .and_then(|u| u.trim().parse().ok())
+}
+
+fn marker_word<'a>(console: &'a str, prefix: &str, n: usize) -> Option<&'a str> {
+    console
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|rest| rest.split_whitespace().nth(n))
 }
 
 fn last_line(text: &str) -> String {
@@ -136,14 +170,18 @@ fn last_line(text: &str) -> String {
 mod tests {
     use super::*;
 
-    const CONSOLE: &str = "[ 1.0] boot\n== doctor\nkernel: Linux 6.1.0\nobservation point how it is observed here\n\
-        tc_ingress (first) cls_bpf filter\nicmp_send tp_btf\n== doctor exit 0\n\
-        == lab no-listener\nCheck: no-listener: 2 key packets, 2 fates correct: PASS\n== lab no-listener exit 0\n";
+    const CONSOLE: &str = "[ 1.0] boot\nXTASK-VM-READY kernel=6.1.0 uptime=3.5\n== doctor\n\
+        kernel: Linux 6.1.0\nobservation point how it is observed here\n\
+        tc_ingress (first) cls_bpf filter\nicmp_send tp_btf\n== doctor exit 0 14.5\n\
+        == lab no-listener\nCheck: no-listener: 2 key packets, 2 fates correct: PASS\n\
+        == lab no-listener exit 0 40.25\n";
 
     #[test]
     fn sections_and_exits_are_read_from_the_console() {
         assert!(section(CONSOLE, "== lab no-listener").ends_with("PASS"));
         assert_eq!(exit_of(CONSOLE, "== lab no-listener exit "), Some(0));
+        assert_eq!(uptime_of(CONSOLE, "== lab no-listener exit "), Some(40.25));
+        assert_eq!(ready_uptime(CONSOLE), Some(3.5));
         let doctor = doctor_outcome("6.1", "6.1.0", CONSOLE, Duration::ZERO);
         assert!(doctor.passed);
         assert_eq!(doctor.why, "Linux 6.1.0: every point attaches");
