@@ -130,6 +130,18 @@ fn without_privileges_the_tracer_says_what_it_needs() {
     );
 }
 
+/// A namespace that exists but may not be opened by this process (`pid:1` as another user)
+/// is said to be unreadable, not unknown.
+#[test]
+fn a_namespace_this_process_may_not_open_is_not_called_unknown() {
+    require_privileges();
+    fails_with(
+        "setpriv --reuid=65534 --regid=65534 --clear-groups TRACER trace -n pid:1 --duration 1",
+        1,
+        "cannot open network namespace 'pid:1' (/proc/1/ns/net): permission denied",
+    );
+}
+
 /// Root is not enough when a capability is gone (a container, `capsh --drop`): the tracer
 /// names the one it lacks instead of failing later with a bare EPERM.
 #[test]

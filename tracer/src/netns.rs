@@ -22,6 +22,8 @@ pub enum NetnsError {
     },
     #[error("cannot enter network namespace '{0}': that needs root or CAP_SYS_ADMIN")]
     NotPermitted(String),
+    #[error("cannot open network namespace '{0}' ({1}): permission denied (another user's process needs root, or CAP_SYS_PTRACE)")]
+    Unreadable(String, String),
 }
 
 /// A network namespace held open, so it stays the same one while we use it.
@@ -72,7 +74,14 @@ impl Netns {
         } else {
             (Path::new(NETNS_DIR).join(spec), Some(spec.to_string()))
         };
-        let file = File::open(&path).map_err(|_| NetnsError::Unknown(spec.to_string()))?;
+        let file = File::open(&path).map_err(|e| match e.kind() {
+            // The namespace exists (`pid:1`), this process may not open it: say so, not
+            // "unknown".
+            std::io::ErrorKind::PermissionDenied => {
+                NetnsError::Unreadable(spec.to_string(), path.display().to_string())
+            }
+            _ => NetnsError::Unknown(spec.to_string()),
+        })?;
         let inode = file
             .metadata()
             .map_err(|_| NetnsError::Unknown(spec.to_string()))?
