@@ -350,7 +350,9 @@ fn check_stats(stats: &Value) {
     let missed = sum("missed");
     assert_eq!(stats["missed_total"].as_u64(), Some(missed));
     for hook in stats["missed"].as_object().unwrap().keys() {
-        assert!(HOOKS.contains(&hook.as_str()), "stats: missed at {hook}");
+        // "netfilter": the trampolines that stand in for the five hooks before Linux 6.4.
+        let known = HOOKS.contains(&hook.as_str()) || hook == "netfilter";
+        assert!(known, "stats: missed at {hook}");
     }
     for key in ["incomplete_packets", "incomplete_flows"] {
         assert!(stats[key].is_u64(), "stats: {key}");

@@ -14,7 +14,10 @@ use anyhow::{Context, Result};
 use aya::Ebpf;
 use aya_obj::generated::bpf_prog_info;
 
-use crate::loader::TRACEPOINTS;
+use crate::{
+    loader::TRACEPOINTS,
+    netfilter::{TRAMPOLINE_ENTRY, TRAMPOLINE_EXIT},
+};
 
 /// `BPF_OBJ_GET_INFO_BY_FD`.
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
@@ -27,13 +30,21 @@ struct InfoAttr {
     info: u64,
 }
 
-/// Per hook, how many times the kernel skipped one of our tracepoint programs.
+/// Where the trampolines' misses are counted: they stand in for all five netfilter hooks and
+/// cannot tell which one a skipped run was at.
+pub const NETFILTER: &str = "netfilter";
+
+/// Per hook, how many times the kernel skipped one of our tracing programs (tracepoints, and
+/// the netfilter trampolines under [`NETFILTER`]).
 pub fn per_hook(ebpf: &Ebpf) -> Result<BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();
-    let programs = TRACEPOINTS
-        .iter()
-        .flat_map(|tp| tp.programs.iter().map(|(_, program)| (*program, tp.hook)));
-    for (program, hook) in programs {
+    let tracepoints = TRACEPOINTS.iter().flat_map(|tp| {
+        tp.programs
+            .iter()
+            .map(|(_, program)| (*program, tp.hook.name()))
+    });
+    let trampolines = [TRAMPOLINE_ENTRY, TRAMPOLINE_EXIT].map(|program| (program, NETFILTER));
+    for (program, hook) in tracepoints.chain(trampolines) {
         // A tracepoint this kernel lacks was never loaded: it cannot have missed anything.
         let Some(fd) = ebpf.program(program).and_then(|p| p.fd().ok()) else {
             continue;
@@ -41,7 +52,7 @@ pub fn per_hook(ebpf: &Ebpf) -> Result<BTreeMap<String, u64>> {
         let missed = recursion_misses(fd.as_fd().as_raw_fd() as u32)
             .with_context(|| format!("reading how often the kernel skipped {program}"))?;
         if missed > 0 {
-            *out.entry(hook.name().to_string()).or_default() += missed;
+            *out.entry(hook.to_string()).or_default() += missed;
         }
     }
     Ok(out)
