@@ -55,13 +55,15 @@ fn answer_to(j: &Journey, later: &[Journey]) -> Option<u64> {
     let reason = j.fate.reason.as_deref();
     let unseen = j.fate.kind == FateKind::Unknown
         && matches!(reason, Some(unknown::END_NOT_SEEN | unknown::IN_FLIGHT));
-    // Before 6.2, TCP frees a duplicate SYN it answered with a plain kfree_skb.
+    // Before 6.2, TCP frees a duplicate SYN it answered with a plain kfree_skb; and a FIN left
+    // queued is purged at close (QUEUE_PURGE).
+    let in_tcp = |l: &str| l.starts_with("tcp_v4_rcv") || l.starts_with("tcp_v6_rcv");
     let freed_by_tcp = j.fate.kind == FateKind::Dropped
-        && reason == Some("NOT_SPECIFIED")
-        && j.fate
-            .location
-            .as_deref()
-            .is_some_and(|l| l.starts_with("tcp_v4_rcv") || l.starts_with("tcp_v6_rcv"));
+        && match reason {
+            Some(crate::fate::QUEUE_PURGE) => true,
+            Some("NOT_SPECIFIED") => j.fate.location.as_deref().is_some_and(in_tcp),
+            _ => false,
+        };
     if !(unseen || freed_by_tcp) || j.incomplete {
         return None;
     }

@@ -124,6 +124,9 @@ pub fn fate(sightings: &[Sighting], end: &TraceEnd) -> Fate {
     if let Some(read) = sightings.iter().find(|s| s.hook == "socket") {
         return Fate::at(FateKind::Delivered, read);
     }
+    if let Some(fate) = purged_after_delivery(sightings) {
+        return fate;
+    }
     if let Some(mut fate) = dropped(sightings) {
         if unseen_rule(&fate, sightings, end) {
             let after = fate
@@ -158,6 +161,35 @@ pub fn fate(sightings: &[Sighting], end: &TraceEnd) -> Fate {
         None => unknown_fate(sightings, last_on_path, end),
     }
 }
+
+/// A packet handed to the local stack (past LOCAL_IN) and later freed with its socket's queue
+/// when the socket closed (QUEUE_PURGE: a FIN or data left queued at close): TCP received it,
+/// and the purge is a normal teardown, not a drop to report.
+fn purged_after_delivery(sightings: &[Sighting]) -> Option<Fate> {
+    let drop = sightings.iter().rev().find(|s| s.is_drop())?;
+    if drop.reason.as_deref() != Some(QUEUE_PURGE) {
+        return None;
+    }
+    let delivered = sightings
+        .iter()
+        .rev()
+        .find(|s| s.hook == "nf_local_in" && s.position.as_deref() != Some("first"))?;
+    if sightings
+        .iter()
+        .any(|s| s.on_path() && s.ts_ns > delivered.ts_ns)
+    {
+        return None;
+    }
+    let mut fate = Fate::at(FateKind::Delivered, delivered);
+    fate.by = Some(PURGED_AT_CLOSE.to_string());
+    Some(fate)
+}
+
+/// The drop reason of a socket's queue purged at close.
+pub const QUEUE_PURGE: &str = "QUEUE_PURGE";
+/// How a packet purged at close after its delivery is told.
+pub const PURGED_AT_CLOSE: &str =
+    "received by TCP, then freed with its socket's queue when the socket closed (QUEUE_PURGE)";
 
 /// A rule's drop (NETFILTER_DROP) where no netfilter point saw the packet, on a kernel that
 /// shows netfilter only in part: which hook is not known, and the explanation must not guess.
