@@ -292,7 +292,19 @@ fn continues(journey: &[Sighting], next: &Sighting) -> bool {
                 && s.netns == next.netns
                 && s.ifindex == next.ifindex
         });
-    next.ts_ns.saturating_sub(last.ts_ns) < SAME_PACKET_WINDOW_NS && !revisits
+    let soon = next.ts_ns.saturating_sub(last.ts_ns) < SAME_PACKET_WINDOW_NS;
+    (soon || held(journey, next)) && !revisits
+}
+
+/// Whether `next` is about a packet that waited, however long: its skb is one of the
+/// journey's that no free has ended yet (queued for its neighbour's link-layer address, in a
+/// qdisc, on a socket), or `next` frees a copy of it (a neighbour probe clones the queued
+/// packet and frees the clone). The time window is for packets told apart by headers alone.
+fn held(journey: &[Sighting], next: &Sighting) -> bool {
+    let ended = |skb: u64| journey.iter().any(|s| s.skb == skb && s.ends_skb());
+    let alive = |skb: u64| skb != 0 && journey.iter().any(|s| s.skb == skb) && !ended(skb);
+    let any_alive = journey.iter().any(|s| alive(s.skb));
+    alive(next.skb) || (next.ends_skb() && next.skb != 0 && any_alive)
 }
 
 #[cfg(test)]

@@ -151,6 +151,14 @@ pub fn drop_cause(journey: &Journey) -> String {
             format!("dropped by a netfilter rule at {}", hook_words(alive))
         }
         "NETFILTER_DROP" => format!("dropped by a netfilter rule{after}"),
+        "NEIGH_FAILED" => format!(
+            "dropped while it waited for its next hop's link-layer address on {ifname}: \
+             nobody answered ARP/ND"
+        ),
+        "NEIGH_QUEUEFULL" => format!(
+            "dropped while it waited for its next hop's link-layer address on {ifname}: too \
+             many packets were already waiting"
+        ),
         "TC_INGRESS" => format!("dropped by a tc program at ingress of {ifname}"),
         "TC_EGRESS" => format!("dropped by a tc program at egress of {ifname}"),
         "NO_SOCKET" => format!(

@@ -106,12 +106,34 @@ fn same_headers_at_the_same_point_start_a_new_journey() {
 }
 
 #[test]
-fn same_headers_long_after_start_a_new_journey() {
+fn same_headers_long_after_in_another_skb_start_a_new_journey() {
+    let mut later = sighting(SAME_PACKET_WINDOW_NS + 1, "dev_xmit");
+    later.skb ^= 0x1000;
+    let journeys = build_all(vec![sighting(0, "tc_egress"), later]);
+    assert_eq!(journeys.len(), 2);
+}
+
+#[test]
+fn a_packet_held_in_its_skb_keeps_its_journey_however_long_it_waits() {
+    // A qdisc delaying it, or a neighbour queue waiting for the link-layer address.
     let journeys = build_all(vec![
         sighting(0, "tc_egress"),
-        sighting(SAME_PACKET_WINDOW_NS + 1, "dev_xmit"),
+        sighting(3 * SAME_PACKET_WINDOW_NS, "dev_xmit"),
     ]);
-    assert_eq!(journeys.len(), 2);
+    assert_eq!(journeys.len(), 1);
+}
+
+#[test]
+fn an_unanswered_neighbour_is_one_journey_that_ends_neigh_failed() {
+    // A datagram to an on-link address nobody answers ARP for (recorded on 6.18): queued
+    // after POSTROUTING, cloned for each of three ARP probes (clones freed), then dropped
+    // three seconds later.
+    let journeys = build_all(fixture("neigh_failed.jsonl"));
+    assert_eq!(journeys.len(), 1, "{journeys:#?}");
+    let fate = &journeys[0].fate;
+    assert_eq!(fate.kind, FateKind::Dropped);
+    assert_eq!(fate.reason.as_deref(), Some("NEIGH_FAILED"));
+    assert_eq!(fate.point().as_deref(), Some("nf_postrouting (last)"));
 }
 
 #[test]
