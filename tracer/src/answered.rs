@@ -9,6 +9,8 @@
 //! reset, its socket saying it accepted one (`tcp_receive_reset`). Pure, on the journeys of a
 //! trace.
 
+use std::{collections::HashMap, net::IpAddr};
+
 use crate::{
     fate::{unknown, FateKind},
     journey::Journey,
@@ -28,10 +30,22 @@ const RECEIVE_SIDE: &[&str] = &["xdp", "netif_receive", "tc_ingress", "nf_prerou
 /// Marks as delivered each TCP journey that ended unseen on the receive side of a namespace
 /// whose TCP then acknowledged it.
 pub fn delivered_by_answer(journeys: &mut [Journey]) {
+    // Each candidate looks only at the later journeys of its own connection.
+    let mut by_connection: HashMap<Connection, Vec<usize>> = HashMap::new();
+    for (i, j) in journeys.iter().enumerate() {
+        by_connection
+            .entry(connection(j.headers()))
+            .or_default()
+            .push(i);
+    }
     let answered: Vec<(usize, u64)> = journeys
         .iter()
         .enumerate()
-        .filter_map(|(i, j)| answer_to(j, &journeys[i + 1..]).map(|k| (i, k)))
+        .filter_map(|(i, j)| {
+            let same = &by_connection[&connection(j.headers())];
+            let later = same.iter().filter(|&&k| k > i).map(|&k| &journeys[k]);
+            answer_to(j, later).map(|k| (i, k))
+        })
         .collect();
     for (i, answer) in answered {
         let freed = journeys[i].fate.kind == FateKind::Dropped;
@@ -51,7 +65,7 @@ pub fn delivered_by_answer(journeys: &mut [Journey]) {
 }
 
 /// The id of the first later journey that answers `j`, if `j` is a candidate.
-fn answer_to(j: &Journey, later: &[Journey]) -> Option<u64> {
+fn answer_to<'a>(j: &Journey, later: impl Iterator<Item = &'a Journey>) -> Option<u64> {
     let reason = j.fate.reason.as_deref();
     let unseen = j.fate.kind == FateKind::Unknown
         && matches!(reason, Some(unknown::END_NOT_SEEN | unknown::IN_FLIGHT));
@@ -93,6 +107,15 @@ fn answer_to(j: &Journey, later: &[Journey]) -> Option<u64> {
         }
     }
     None
+}
+
+/// Both directions of a connection: (protocol, lower endpoint, higher endpoint).
+type Connection = (String, (Option<IpAddr>, u16), (Option<IpAddr>, u16));
+
+fn connection(s: &Sighting) -> Connection {
+    let (a, b) = ((s.src, s.sport), (s.dst, s.dport));
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    (s.proto.clone(), lo, hi)
 }
 
 /// `k` is a socket saying it accepted a reset, and `segment` is a reset to that socket.
