@@ -68,8 +68,14 @@ impl Outcome {
     }
 }
 
-/// The first panic message, or the failed tests' names.
+/// A lab's failed check line, else the first panic message, else the failed tests' names.
 fn why_failed(output: &str) -> Option<String> {
+    if let Some(check) = output
+        .lines()
+        .find(|l| l.starts_with("Check: ") && l.ends_with("FAIL"))
+    {
+        return Some(shorten(check.trim_start_matches("Check: ")));
+    }
     let mut lines = output.lines();
     if let Some(at) = lines.position(|l| l.contains("panicked at")) {
         let message = output.lines().nth(at + 1).unwrap_or("").trim();
@@ -158,6 +164,12 @@ mod tests {
         assert_eq!(
             why_failed("test b ... FAILED\n").as_deref(),
             Some("failed: b")
+        );
+        let lab = "Check: asymmetric-route: 2 key packets, 2 fates correct; 5 tcpdump verdicts, \
+                   4 agreeing: FAIL\nthread 'x' (1) panicked at a.rs:1:1:\nlabs failed: tracer: 42\n";
+        assert_eq!(
+            why_failed(lab).as_deref(),
+            Some("asymmetric-route: 2 key packets, 2 fates correct; 5 tcpdump verdicts, 4 agreeing: FAIL")
         );
     }
 
