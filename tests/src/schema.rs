@@ -120,6 +120,7 @@ fn check_packet(packet: &Value, id: u64, flows: &[Value]) {
             "icmp_code",
             "gso_segs",
             "incomplete",
+            "rules",
         ],
         "packet",
     );
@@ -184,6 +185,40 @@ fn check_packet(packet: &Value, id: u64, flows: &[Value]) {
         assert!(capture["seen"].is_boolean());
     }
     sentences(&packet["explanation"], &format!("packet {id}"));
+    if let Some(rules) = packet.get("rules") {
+        check_rules(rules, packet, id);
+    }
+}
+
+/// The rules whose counters rose where netfilter dropped the packet.
+fn check_rules(rules: &Value, packet: &Value, id: u64) {
+    assert_eq!(
+        packet["fate"]["reason"].as_str(),
+        Some("NETFILTER_DROP"),
+        "packet {id}: rules named for a packet netfilter did not drop"
+    );
+    let rules = rules.as_array().expect("rules is a list");
+    assert!(!rules.is_empty(), "packet {id}: an empty rules list");
+    for rule in rules {
+        let object = rule.as_object().expect("rule entry");
+        keys(
+            object,
+            &[
+                "source", "family", "table", "chain", "hooks", "id", "text", "rose",
+            ],
+            &[],
+            "rule",
+        );
+        assert!(
+            matches!(
+                rule["source"].as_str(),
+                Some("nftables" | "iptables" | "iptables-legacy")
+            ),
+            "{rule}"
+        );
+        assert!(rule["rose"].as_u64().is_some_and(|n| n > 0), "{rule}");
+        assert!(rule["id"].is_u64() && rule["text"].is_string(), "{rule}");
+    }
 }
 
 /// Checks one path entry; returns its timestamp (entries are in time order).

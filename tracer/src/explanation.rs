@@ -12,9 +12,11 @@ use crate::{
 };
 
 mod flow_sentences;
+mod rule_sentences;
 pub mod words;
 
 pub use flow_sentences::flow;
+pub use rule_sentences::culprits;
 
 use words::{drop_cause, icmp_words, packet_words, plural};
 
@@ -53,6 +55,10 @@ pub fn retransmissions(journeys: &[Journey]) -> HashMap<u64, u64> {
 pub fn packet(journey: &Journey, analysis: &Analysis) -> Vec<String> {
     let captures = analysis.captures(journey.id);
     let mut out = vec![fate_sentence(journey, captures, analysis.context.end.lost)];
+    out.extend(rule_sentences::rule_sentence(
+        journey,
+        &analysis.context.rules,
+    ));
     out.extend(capture_sentences(captures));
     out.extend(annotation_sentences(journey));
     if let Some(original) = analysis.retransmissions.get(&journey.id) {

@@ -33,6 +33,7 @@ mod paint;
 mod pcapng;
 mod privileges;
 mod recording;
+mod rules;
 mod session;
 mod sighting;
 mod stats;

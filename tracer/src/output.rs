@@ -71,6 +71,10 @@ pub fn packet_json(journey: &Journey, analysis: &Analysis) -> Value {
     if journey.incomplete {
         packet["incomplete"] = json!(true);
     }
+    let culprits = explanation::culprits(journey, &analysis.context.rules);
+    if !culprits.is_empty() {
+        packet["rules"] = json!(culprits);
+    }
     packet
 }
 

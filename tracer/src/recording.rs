@@ -1,6 +1,7 @@
 //! The recorded stream (`trace --record FILE`, `explain FILE`): JSON lines of `event` records
 //! (decoded sightings) and, beside them, what explanations need from the live system: the live
-//! captures (`live_capture`), kernel counter changes (`counters`) and how the trace ended
+//! captures (`live_capture`), kernel counter changes (`counters`), the drop rules' counters
+//! (`rules`) and how the trace ended
 //! (`trace_end`).
 
 use std::{collections::BTreeMap, io::Write, path::Path};
@@ -9,7 +10,9 @@ use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{fate::TraceEnd, gaps::Gap, live_capture::LiveCapture, sighting::Sighting};
+use crate::{
+    fate::TraceEnd, gaps::Gap, live_capture::LiveCapture, rules::NamespaceRules, sighting::Sighting,
+};
 
 /// Changes of one namespace's kernel counters over the trace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +26,8 @@ pub struct NamespaceCounters {
 pub struct Context {
     pub live: Vec<LiveCapture>,
     pub counters: Vec<NamespaceCounters>,
+    /// The drop rules of each traced namespace, and how their counters rose.
+    pub rules: Vec<NamespaceRules>,
     pub end: TraceEnd,
 }
 
@@ -75,6 +80,9 @@ pub fn write(file: std::fs::File, recording: &Recording) -> Result<()> {
     for counters in &context.counters {
         writeln!(out, "{}", tagged(counters, "counters")?)?;
     }
+    for rules in &context.rules {
+        writeln!(out, "{}", tagged(rules, "rules")?)?;
+    }
     let end = TraceEndRecord {
         end_ns: context.end.end_ns,
         lost: context.end.lost,
@@ -111,6 +119,9 @@ pub fn read(path: &Path) -> Result<Recording> {
                 .push(serde_json::from_value(value).with_context(bad)?),
             "counters" => context
                 .counters
+                .push(serde_json::from_value(value).with_context(bad)?),
+            "rules" => context
+                .rules
                 .push(serde_json::from_value(value).with_context(bad)?),
             "trace_end" => {
                 let end: TraceEndRecord = serde_json::from_value(value).with_context(bad)?;

@@ -27,6 +27,7 @@ use crate::{
     netfilter::Netfilter,
     netns::{self, Netns, NetnsRef},
     recording::{self, NamespaceCounters, Recording},
+    rules::{self, NamespaceRules},
     sighting::{Names, PacketBytes, Sighting},
     stats::Stats,
     status::Status,
@@ -70,6 +71,8 @@ pub struct Session {
     namespaces: Vec<NetnsRef>,
     /// Each namespace's kernel counters when tracing started (see [`counters`]).
     counters_before: Vec<Option<counters::Counters>>,
+    /// Each namespace's netfilter rules when tracing started (see [`rules`]).
+    rules_before: Vec<Option<rules::Ruleset>>,
     live: Vec<LiveCapture>,
     count: Option<usize>,
     /// The bound on what a trace holds (`--max-events`).
@@ -165,6 +168,10 @@ impl Session {
             .iter()
             .map(|ns| ns.run(counters::read).ok().and_then(Result::ok))
             .collect();
+        let rules_before = namespaces
+            .iter()
+            .map(|ns| ns.run(rules::read).ok())
+            .collect();
         Ok(Session {
             ebpf,
             netfilter,
@@ -176,6 +183,7 @@ impl Session {
             started: Instant::now(),
             namespaces: namespaces.into_iter().map(Netns::remember).collect(),
             counters_before,
+            rules_before,
             live: live_capture::scan(),
             count: options.count,
             max_events: options.max_events,
@@ -234,6 +242,7 @@ impl Session {
         let context = recording::Context {
             live: self.live_captures(),
             counters: self.counter_changes(),
+            rules: self.rule_changes(),
             // Events not kept count as lost: journeys they cut are marked incomplete.
             end: TraceEnd {
                 end_ns,
@@ -281,6 +290,21 @@ impl Session {
                 );
             }
         }
+    }
+
+    /// How the counters of each traced namespace's drop rules rose while tracing.
+    fn rule_changes(&self) -> Vec<NamespaceRules> {
+        let mut out = Vec::new();
+        for (ns, before) in self.namespaces.iter().zip(&self.rules_before) {
+            let after = ns.reopen().and_then(|ns| ns.run(rules::read).ok());
+            if let (Some(before), Some(after)) = (before, after) {
+                out.push(NamespaceRules {
+                    netns_name: ns.display_name.clone(),
+                    rules: rules::changes(before, &after),
+                });
+            }
+        }
+        out
     }
 
     /// How each traced namespace's kernel counters changed while tracing.

@@ -348,6 +348,7 @@ fn decoded_streams_explain_without_panic() {
                 context: Context {
                     live,
                     counters,
+                    rules: Vec::new(),
                     end: TraceEnd {
                         end_ns,
                         lost,
