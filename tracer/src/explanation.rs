@@ -60,6 +60,7 @@ pub fn packet(journey: &Journey, analysis: &Analysis) -> Vec<String> {
         &analysis.context.rules,
     ));
     out.extend(capture_sentences(captures));
+    out.extend(neighbour_sentence(journey));
     out.extend(annotation_sentences(journey));
     if let Some(original) = analysis.retransmissions.get(&journey.id) {
         if let Some(first) = analysis.journey(*original) {
@@ -239,6 +240,26 @@ fn tap_relation(journey: &Journey, captures: &[Capture]) -> String {
     } else {
         "it reached no capture point, so tcpdump could not see it".to_string()
     }
+}
+
+/// What a capture on the way out shows of a packet that died waiting for its next hop.
+fn neighbour_sentence(journey: &Journey) -> Option<String> {
+    let fate = &journey.fate;
+    if fate.kind != FateKind::Dropped {
+        return None;
+    }
+    let reason = fate.reason.as_deref()?;
+    if reason != "NEIGH_FAILED" && reason != "NEIGH_QUEUEFULL" {
+        return None;
+    }
+    let asks = match journey.headers().dst {
+        Some(std::net::IpAddr::V6(_)) => "neighbour solicitations (ND)",
+        _ => "ARP requests",
+    };
+    Some(format!(
+        "A capture on {} shows the kernel's {asks} for the next hop, never this packet.",
+        place(fate.netns_name.as_deref(), fate.ifname.as_deref())
+    ))
 }
 
 fn capture_sentences(captures: &[Capture]) -> Vec<String> {

@@ -60,13 +60,28 @@ pub fn fates(analysis: &Analysis, expect: &[Expect], score: &mut Score) {
             score.packets_checked += 1;
             let fate = &journey.fate;
             let partial = &analysis.context.end.partial_hooks;
-            let right = fate.kind == e.fate
-                && e.point.is_none_or(|p| {
-                    fate.point().as_deref() == Some(p) || unobservable(p, journey, partial)
-                })
-                && e.reason.is_none_or(|r| fate.reason.as_deref() == Some(r));
+            let right = match e.not {
+                Some(wrong) => fate.kind != wrong,
+                None => {
+                    fate.kind == e.fate
+                        && e.point.is_none_or(|p| {
+                            fate.point().as_deref() == Some(p) || unobservable(p, journey, partial)
+                        })
+                        && e.reason.is_none_or(|r| fate.reason.as_deref() == Some(r))
+                }
+            };
             if right {
                 score.fates_correct += 1;
+            } else if let Some(wrong) = e.not {
+                score.problems.push(format!(
+                    "packet {} ({}): expected anything but {}, the tracer says {} {} {}",
+                    journey.id,
+                    e.what,
+                    wrong.name(),
+                    fate.kind.name(),
+                    fate.point().unwrap_or_default(),
+                    fate.reason.as_deref().unwrap_or("")
+                ));
             } else {
                 score.problems.push(format!(
                     "packet {} ({}): expected {} {} {}, the tracer says {} {} {}",

@@ -30,6 +30,9 @@ pub struct Expect {
     /// Which packets: a test on the headers the tracer reports.
     pub is: Box<dyn Fn(&Sighting) -> bool + Send>,
     pub fate: FateKind,
+    /// When set, any fate but this one is right (and `fate`, `point`, `reason` are not
+    /// checked): "no packet is dropped".
+    pub not: Option<FateKind>,
     /// Where: `nf_local_in (first)`, as in `Fate::point`; `None` when any place will do.
     pub point: Option<&'static str>,
     /// The kernel's drop reason; `None` when it does not matter.
@@ -46,6 +49,7 @@ impl Expect {
             what,
             is: Box::new(is),
             fate: FateKind::Delivered,
+            not: None,
             point: None,
             reason: None,
             min: 1,
@@ -67,6 +71,12 @@ impl Expect {
 
     pub fn fate(mut self, fate: FateKind) -> Expect {
         self.fate = fate;
+        self
+    }
+
+    /// Right whatever the fate, but `kind`.
+    pub fn not(mut self, kind: FateKind) -> Expect {
+        self.not = Some(kind);
         self
     }
 

@@ -59,6 +59,27 @@ pub fn exchange(
     Ok(client.read_exact(&mut vec![0u8; reply_len]).is_ok())
 }
 
+/// A connection as an application makes one: opened, a request of `request_len` bytes, a reply
+/// of `reply_len`, then closed by both sides in order.
+pub fn request_reply(
+    netns: &str,
+    listener: &TcpListener,
+    (ip, port): (&str, u16),
+    (request_len, reply_len): (usize, usize),
+) -> Result<()> {
+    let to = addr(ip, port)?;
+    let within = Duration::from_secs(10);
+    let mut client = Netns::open(netns)?.run(move || TcpStream::connect_timeout(&to, within))??;
+    let (mut server, _) = accept(listener)?;
+    client.write_all(&vec![b'q'; request_len])?;
+    server.set_read_timeout(Some(within))?;
+    server.read_exact(&mut vec![0u8; request_len])?;
+    server.write_all(&vec![b'r'; reply_len])?;
+    client.set_read_timeout(Some(within))?;
+    client.read_exact(&mut vec![0u8; reply_len])?;
+    close_in_order(client, server)
+}
+
 /// Waits up to 2 s for one connection on a non-blocking listener; the connection blocks.
 pub fn accept(listener: &TcpListener) -> Result<(TcpStream, SocketAddr)> {
     let deadline = Instant::now() + Duration::from_secs(2);

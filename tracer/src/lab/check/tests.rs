@@ -44,6 +44,23 @@ fn the_right_fate_scores_every_packet_and_a_wrong_one_none() {
 }
 
 #[test]
+fn a_forbidden_fate_fails_every_packet_that_has_it_and_no_other() {
+    let analysis = analysis();
+    let mut dropped = Score::default();
+    fates(&analysis, &[syns().not(FateKind::Dropped)], &mut dropped);
+    assert!(dropped.packets_checked >= 2);
+    assert_eq!(dropped.fates_correct, 0);
+    assert!(dropped.problems[0].contains("expected anything but dropped"));
+    let mut delivered = Score::default();
+    fates(
+        &analysis,
+        &[syns().not(FateKind::Delivered)],
+        &mut delivered,
+    );
+    assert_eq!(delivered.fates_correct, delivered.packets_checked);
+}
+
+#[test]
 fn too_few_packets_is_a_problem() {
     let mut score = Score::default();
     fates(&analysis(), &[syns().at_least(100)], &mut score);

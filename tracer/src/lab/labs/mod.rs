@@ -1,6 +1,7 @@
 //! The labs, and the topologies they share.
 
 mod filtering;
+mod healthy;
 mod paths;
 mod programs;
 mod tcp;
@@ -75,6 +76,16 @@ pub const LABS: &[Lab] = &[
         name: "forward-drop",
         summary: "a router namespace drops in FORWARD: in on one side, never out the other",
         build: filtering::forward_drop,
+    },
+    Lab {
+        name: "neighbour-unanswered",
+        summary: "a gateway that never answers ARP: packets wait, then die before the capture",
+        build: paths::neighbour_unanswered,
+    },
+    Lab {
+        name: "nothing-wrong",
+        summary: "the control: healthy connections and pings, and no drop reported",
+        build: healthy::nothing_wrong,
     },
     Lab {
         name: "conntrack-invalid",

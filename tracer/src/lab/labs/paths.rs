@@ -135,3 +135,61 @@ pub fn rp_filter(t: &mut Topology) -> Result<Scenario> {
         held: Vec::new(),
     })
 }
+
+pub fn neighbour_unanswered(t: &mut Topology) -> Result<Scenario> {
+    let (client, router, _server) = routed(t)?;
+    // The gateway is there, but answers no ARP request.
+    t.run(&format!("ip -n {router} link set r0 arp off"))?;
+    let from = client.clone();
+    let fix = format!(
+        "bring the gateway's ARP back (ip -n {router} link set r0 arp on), or check that \
+         {GATEWAY} is the right gateway: ip -n {client} neigh show {GATEWAY} says FAILED"
+    );
+    let traffic = move || -> Result<()> {
+        ping(&from, None, FAR_SERVER, 3, 56)?;
+        // The requests wait in the neighbour entry's queue until the kernel gives up on the
+        // gateway (three unanswered ARP requests, a second apart) and frees them: the entry
+        // turning FAILED is that moment.
+        wait_for_neighbour_failure(&from, GATEWAY)
+    };
+    Ok(Scenario {
+        netns: vec![client.clone(), router.clone()],
+        filter: "icmp".into(),
+        captures: vec![(client, "c0".into())],
+        traffic: Box::new(traffic),
+        lesson: format!(
+            "The client's route to {FAR_SERVER} goes through the gateway {GATEWAY}, which never \
+             answers ARP. Each echo request waits in the kernel's neighbour queue for the \
+             gateway's link-layer address, while the kernel asks three times; then it gives up \
+             and frees them (NEIGH_FAILED), and tells ping \"host unreachable\". tcpdump on c0 \
+             shows the ARP requests (with `arp` in its filter), never the echo requests: they \
+             died before its capture point, on their way out."
+        ),
+        fix,
+        expect: vec![
+            Expect::new("the echo requests", between("icmp", CLIENT, FAR_SERVER))
+                .dropped("nf_postrouting (last)", "NEIGH_FAILED")
+                .at_least(3),
+        ],
+        held: Vec::new(),
+    })
+}
+
+/// The client's gateway in the routed topology.
+const GATEWAY: &str = "10.200.1.254";
+
+/// Waits (at most 10 s) until `netns`'s neighbour entry for `ip` is FAILED.
+fn wait_for_neighbour_failure(netns: &str, ip: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let entry = crate::lab::topology::sh(&format!("ip -n {netns} neigh show {ip}"))?;
+        if entry.contains("FAILED") {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the neighbour entry of {ip} never failed: {entry}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
