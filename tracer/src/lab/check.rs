@@ -70,7 +70,16 @@ pub fn fates(analysis: &Analysis, expect: &[Expect], score: &mut Score) {
                         && e.reason.is_none_or(|r| fate.reason.as_deref() == Some(r))
                 }
             };
-            if right {
+            let unnamed = right && rule_unnamed(journey, e, analysis);
+            if unnamed {
+                score.problems.push(format!(
+                    "packet {} ({}): dropped by netfilter at {}, but no rule whose counter rose \
+                     there was named",
+                    journey.id,
+                    e.what,
+                    fate.point().unwrap_or_default()
+                ));
+            } else if right {
                 score.fates_correct += 1;
             } else if let Some(wrong) = e.not {
                 score.problems.push(format!(
@@ -97,6 +106,19 @@ pub fn fates(analysis: &Analysis, expect: &[Expect], score: &mut Score) {
             }
         }
     }
+}
+
+/// Whether a lab's rule dropped the packet at a netfilter hook the tracer saw, yet the tracer
+/// did not name the rule (every lab's rule drops with a counter: iptables counts all rules,
+/// the labs' nftables rules have `counter`).
+fn rule_unnamed(journey: &crate::journey::Journey, e: &Expect, analysis: &Analysis) -> bool {
+    e.reason == Some("NETFILTER_DROP")
+        && journey
+            .fate
+            .hook
+            .as_deref()
+            .is_some_and(|h| h.starts_with("nf_"))
+        && crate::explanation::culprits(journey, &analysis.context.rules).is_empty()
 }
 
 /// Whether the expected point `point` ("nf_local_in (last)") is one this kernel shows only in
