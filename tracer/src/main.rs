@@ -5,6 +5,7 @@ mod analysis;
 mod answered;
 mod capture;
 mod cmd;
+mod containers;
 mod counters;
 mod explanation;
 mod fate;

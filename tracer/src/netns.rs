@@ -1,6 +1,7 @@
 //! Network namespaces: naming them as users do (`/run/netns` names, paths, `pid:N`), knowing
 //! them by inode as the kernel programs do, and running code inside one.
 
+use crate::containers::{self, StateDirs};
 use std::{
     collections::HashMap,
     ffi::CStr,
@@ -13,8 +14,10 @@ pub const NETNS_DIR: &str = "/run/netns";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
-    #[error("unknown network namespace '{0}' (not a name in {NETNS_DIR}, a path, or pid:N)")]
+    #[error("unknown network namespace '{0}' (not a name in {NETNS_DIR}, a running container's name or id, a path, or pid:N)")]
     Unknown(String),
+    #[error("{0}")]
+    Ambiguous(String),
     #[error("cannot enter network namespace '{name}'")]
     Enter {
         name: String,
@@ -63,16 +66,26 @@ impl NetnsRef {
 }
 
 impl Netns {
-    /// `NAME` (under /run/netns), a path to an nsfs file, `pid:N`, or `.` for our own.
+    /// `NAME` (under /run/netns, else a running Docker, Podman or containerd container's name
+    /// or id), a path to an nsfs file, `pid:N`, or `.` for our own.
     pub fn open(spec: &str) -> Result<Netns, NetnsError> {
+        let named = Path::new(NETNS_DIR).join(spec);
         let (path, name) = if spec == "." {
             (PathBuf::from("/proc/self/ns/net"), None)
         } else if let Some(pid) = spec.strip_prefix("pid:") {
             (PathBuf::from(format!("/proc/{pid}/ns/net")), None)
         } else if spec.contains('/') {
             (PathBuf::from(spec), None)
+        } else if named.exists() {
+            (named, Some(spec.to_string()))
         } else {
-            (Path::new(NETNS_DIR).join(spec), Some(spec.to_string()))
+            match containers::find(spec, &StateDirs::default()).map_err(NetnsError::Ambiguous)? {
+                Some(c) => (
+                    PathBuf::from(format!("/proc/{}/ns/net", c.pid)),
+                    Some(c.name),
+                ),
+                None => return Err(NetnsError::Unknown(spec.to_string())),
+            }
         };
         let file = File::open(&path).map_err(|e| match e.kind() {
             // The namespace exists (`pid:1`), this process may not open it: say so, not
@@ -210,15 +223,38 @@ fn current_inode() -> Option<u32> {
 
 /// Inode -> name of the namespaces under /run/netns.
 pub fn names() -> HashMap<u32, String> {
+    let mut names = HashMap::new();
+    // The machine's own namespace (pid 1's) is "host" to a container user. Where pid 1 is
+    // out of reach (a sandbox), the tracer's own namespace stands for it, unless it has a name
+    // under /run/netns (`ip netns exec NAME tracer`), which wins below.
+    if let Some(host) = inode_of("/proc/1/ns/net").or_else(|| inode_of("/proc/self/ns/net")) {
+        names.insert(host, "host".to_string());
+    }
+    // A container's name, unless a namespace of the same inode has a name under /run/netns.
+    for c in containers::running(&StateDirs::default()) {
+        if let Some(inode) = inode_of(&format!("/proc/{}/ns/net", c.pid)) {
+            names.insert(inode, c.name);
+        }
+    }
+    names.extend(named());
+    names
+}
+
+/// The namespaces named under /run/netns (`ip netns add`), by inode.
+pub fn named() -> HashMap<u32, String> {
     let Ok(dir) = std::fs::read_dir(NETNS_DIR) else {
         return HashMap::new();
     };
     dir.flatten()
         .filter_map(|entry| {
-            let inode = std::fs::metadata(entry.path()).ok()?.ino() as u32;
+            let inode = inode_of(&entry.path().to_string_lossy())?;
             Some((inode, entry.file_name().to_string_lossy().into_owned()))
         })
         .collect()
+}
+
+fn inode_of(path: &str) -> Option<u32> {
+    Some(std::fs::metadata(path).ok()?.ino() as u32)
 }
 
 /// (ifindex, name) of the interfaces of the calling thread's namespace.
