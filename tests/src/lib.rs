@@ -4,6 +4,7 @@
 //! These tests need root and a kernel with BPF. Where they cannot have it they fail loudly,
 //! never pass silently: run them with `cargo xtask test` as root.
 
+pub mod docker;
 pub mod foreign;
 pub mod frames;
 pub mod oracle;

@@ -39,6 +39,11 @@ const RUNTIME_AND_TESTS: &[(&str, &str)] = &[
     ),
     ("tshark", "reads back pcapng files in tests"),
     ("iperf3", "traffic for benchmarks"),
+    ("docker.io", "a real Docker daemon for the container tests"),
+    (
+        "busybox-static",
+        "the container tests' image, built locally (no registry)",
+    ),
     ("bpftool", "tests check that nothing stays attached"),
     ("iputils-ping", "ping traffic in labs and tests"),
     ("procps", "sysctl in labs"),

@@ -1,0 +1,343 @@
+//! Docker as users run it (Debian's docker.io, a real daemon, containers on docker0): what the
+//! tracer says must match the injected fault and the real tcpdumps on docker0 and on the
+//! containers' veths, naming the containers as Docker does.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tests::{
+    docker::{Container, Docker, BIG_PAGE, OUTSIDE},
+    oracle::{agreement, Agreement},
+    require_privileges, Tcpdump, Tracer,
+};
+
+/// Traces `web`, `cli` and Docker's host while `cli` asks `web` for its page over HTTP, with
+/// tcpdump on docker0 and on both veths; returns the report and each capture's agreement.
+fn http_between_containers(
+    docker: &Docker,
+    cli: &Container,
+    web: &Container,
+) -> (tests::Report, Agreement) {
+    let filter = "tcp port 80";
+    let captures: Vec<(String, Tcpdump)> = ["docker0", &cli.host_veth, &web.host_veth]
+        .iter()
+        .map(|ifname| {
+            (
+                ifname.to_string(),
+                Tcpdump::start(&docker.host, ifname, filter),
+            )
+        })
+        .collect();
+    let tracer = Tracer::start(&[
+        "-n",
+        &web.name,
+        "-n",
+        &cli.name,
+        "-n",
+        &docker.host.name,
+        "tcp",
+        "port",
+        "80",
+    ]);
+    let request = format!(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {} 80",
+        web.ip
+    );
+    docker.exec(&cli.name, &["sh", "-c", &request]);
+    std::thread::sleep(Duration::from_millis(300));
+    let report = tracer.finish();
+    assert_eq!(report.stats()["lost_total"], 0, "no event may be lost");
+    let mut total = Agreement::default();
+    for (ifname, tcpdump) in captures {
+        total.add(agreement(
+            &report,
+            &docker.host.name,
+            &ifname,
+            &tcpdump.stop_identities(),
+        ));
+    }
+    (report, total)
+}
+
+fn syns(report: &tests::Report) -> Vec<&Value> {
+    report
+        .packets()
+        .filter(|p| p["tcp_flags"] == serde_json::json!(["SYN"]))
+        .collect()
+}
+
+#[test]
+fn a_docker_user_rule_drops_at_forward_in_the_host_and_is_named_with_the_containers() {
+    require_privileges();
+    let mut docker = Docker::start();
+    let web = docker.run("web", &["httpd", "-f", "-p", "80", "-h", "/www"]);
+    let cli = docker.run("cli", &["sleep", "600"]);
+    docker
+        .host
+        .sh("iptables -I DOCKER-USER -p tcp --dport 80 -j DROP");
+    let (report, agreement) = http_between_containers(&docker, &cli, &web);
+    eprintln!("DOCKER-USER: {}", agreement.figure());
+    assert!(
+        agreement.mismatches.is_empty() && agreement.checked > 0,
+        "verdicts against tcpdump: {:#?}",
+        agreement.mismatches
+    );
+    let syns = syns(&report);
+    assert!(!syns.is_empty(), "the client's SYNs were followed");
+    for syn in syns {
+        let fate = &syn["fate"];
+        assert_eq!(fate["kind"], "dropped", "{syn:#}");
+        assert_eq!(fate["hook"], "nf_forward", "{syn:#}");
+        assert_eq!(fate["reason"], "NETFILTER_DROP", "{syn:#}");
+        assert_eq!(fate["netns_name"], docker.host.name.as_str(), "{syn:#}");
+        assert_eq!(syn["rules"][0]["chain"], "DOCKER-USER", "{syn:#}");
+        assert_eq!(
+            syn["rules"][0]["text"], "-A DOCKER-USER -p tcp -m tcp --dport 80 -j DROP",
+            "{syn:#}"
+        );
+        assert_eq!(
+            syn["path"][0]["netns_name"], "cli",
+            "the container by its name: {syn:#}"
+        );
+    }
+}
+
+#[test]
+fn without_a_fault_the_page_arrives_and_nothing_is_dropped() {
+    require_privileges();
+    let mut docker = Docker::start();
+    let web = docker.run("web", &["httpd", "-f", "-p", "80", "-h", "/www"]);
+    let cli = docker.run("cli", &["sleep", "600"]);
+    let (report, agreement) = http_between_containers(&docker, &cli, &web);
+    eprintln!("no fault: {}", agreement.figure());
+    assert!(
+        agreement.mismatches.is_empty() && agreement.checked > 0,
+        "verdicts against tcpdump: {:#?}",
+        agreement.mismatches
+    );
+    let dropped: Vec<&Value> = report
+        .packets()
+        .filter(|p| p["fate"]["kind"] == "dropped")
+        .collect();
+    assert!(
+        dropped.is_empty(),
+        "a healthy exchange shows drops: {dropped:#?}"
+    );
+    let delivered_to_web = report
+        .packets()
+        .any(|p| p["fate"]["kind"] == "delivered" && p["fate"]["netns_name"] == "web");
+    assert!(delivered_to_web, "the request reached the container web");
+}
+
+/// A TCP server on the outside host: reads what comes until the peer closes, answers "ok".
+fn outside_server(docker: &Docker, port: u16) -> std::thread::JoinHandle<usize> {
+    let listener = docker
+        .outside
+        .enter(move || std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind outside"));
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut conn, &mut got);
+        let _ = std::io::Write::write_all(&mut conn, b"ok\n");
+        got.len()
+    })
+}
+
+/// Starts tcpdumps on `(namespace, interface)`s, traces `namespaces` with `filter`, runs
+/// `traffic`; returns the report and the captures' agreement with the tracer.
+fn traced(
+    captures: &[(&tests::Netns, &str)],
+    namespaces: &[&str],
+    filter: &str,
+    traffic: impl FnOnce(),
+) -> (tests::Report, Agreement) {
+    let tcpdumps: Vec<(String, String, Tcpdump)> = captures
+        .iter()
+        .map(|(ns, ifname)| {
+            (
+                ns.name.clone(),
+                ifname.to_string(),
+                Tcpdump::start(ns, ifname, filter),
+            )
+        })
+        .collect();
+    let mut args: Vec<&str> = Vec::new();
+    for ns in namespaces {
+        args.extend(["-n", ns]);
+    }
+    args.extend(filter.split_whitespace());
+    let tracer = Tracer::start(&args);
+    traffic();
+    std::thread::sleep(Duration::from_millis(300));
+    let report = tracer.finish();
+    assert_eq!(report.stats()["lost_total"], 0, "no event may be lost");
+    let mut total = Agreement::default();
+    for (ns, ifname, tcpdump) in tcpdumps {
+        total.add(agreement(&report, &ns, &ifname, &tcpdump.stop_identities()));
+    }
+    (report, total)
+}
+
+fn assert_agrees(what: &str, agreement: &Agreement) {
+    eprintln!("{what}: {}", agreement.figure());
+    assert!(
+        agreement.mismatches.is_empty() && agreement.checked > 0,
+        "{what}: verdicts against tcpdump: {:#?}",
+        agreement.mismatches
+    );
+}
+
+fn dropped(report: &tests::Report) -> Vec<&Value> {
+    report
+        .packets()
+        .filter(|p| p["fate"]["kind"] == "dropped")
+        .collect()
+}
+
+#[test]
+fn a_container_reaching_out_is_masqueraded_and_its_journey_crosses_the_nat() {
+    require_privileges();
+    let mut docker = Docker::start();
+    let cli = docker.run("cli", &["sleep", "600"]);
+    let server = outside_server(&docker, 8080);
+    let send = format!("printf hello | nc -w 2 {OUTSIDE} 8080");
+    let (report, agreement) = traced(
+        &[
+            (&docker.host, "docker0"),
+            (&docker.host, &cli.host_veth),
+            (&docker.host, "up0"),
+            (&docker.outside, "out0"),
+        ],
+        &["cli", &docker.host.name, &docker.outside.name],
+        "tcp port 8080",
+        || {
+            docker.exec("cli", &["sh", "-c", &send]);
+        },
+    );
+    assert_eq!(server.join().unwrap(), 5, "the outside host got the data");
+    assert_agrees("MASQUERADE", &agreement);
+    assert!(dropped(&report).is_empty(), "{:#?}", dropped(&report));
+    let syn = report
+        .packets()
+        .find(|p| p["tcp_flags"] == serde_json::json!(["SYN"]))
+        .expect("the SYN");
+    assert_eq!(syn["src"], cli.ip.as_str(), "{syn:#}");
+    assert_eq!(syn["path"][0]["netns_name"], "cli", "{syn:#}");
+    assert_eq!(syn["fate"]["kind"], "delivered", "{syn:#}");
+    assert_eq!(
+        syn["fate"]["netns_name"],
+        docker.outside.name.as_str(),
+        "one journey through the NAT: {syn:#}"
+    );
+    let flow = report.flows().next().expect("a flow");
+    assert!(
+        flow["nat"].is_array() || flow["nat"].is_object(),
+        "the rewrite is said: {flow:#}"
+    );
+}
+
+#[test]
+fn a_published_port_is_reached_from_another_host_through_dnat() {
+    require_privileges();
+    let mut docker = Docker::start();
+    let web = docker.run_with(
+        "web",
+        &["-p", "8080:80"],
+        &["httpd", "-f", "-p", "80", "-h", "/www"],
+    );
+    let outside = docker.outside.name.clone();
+    let (report, agreement) = traced(
+        &[
+            (&docker.host, "up0"),
+            (&docker.host, "docker0"),
+            (&docker.host, &web.host_veth),
+        ],
+        &[&outside, &docker.host.name, "web"],
+        "tcp port 8080 or tcp port 80",
+        || {
+            let out = docker.outside.run(&format!(
+                "curl -s -m 3 http://{}:8080/",
+                tests::docker::UPLINK
+            ));
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from web\n");
+        },
+    );
+    assert_agrees("published port", &agreement);
+    assert!(dropped(&report).is_empty(), "{:#?}", dropped(&report));
+    let syn = report
+        .packets()
+        .find(|p| p["tcp_flags"] == serde_json::json!(["SYN"]))
+        .expect("the SYN");
+    assert_eq!(syn["dport"], 8080, "{syn:#}");
+    assert_eq!(syn["fate"]["kind"], "delivered", "{syn:#}");
+    assert_eq!(
+        syn["fate"]["netns_name"], "web",
+        "DNAT took it to the container: {syn:#}"
+    );
+}
+
+#[test]
+fn a_smaller_mtu_on_the_uplink_drops_full_size_segments_and_says_why() {
+    require_privileges();
+    let mut docker = Docker::start();
+    // The seed case: docker0 and the containers at 1500, the host's uplink at 1450. The web
+    // container's reply to another host fills 1500-byte segments.
+    docker.host.sh("ip link set up0 mtu 1450");
+    let web = docker.run_with(
+        "web",
+        &["-p", "8080:80"],
+        &["httpd", "-f", "-p", "80", "-h", "/www"],
+    );
+    let outside = docker.outside.name.clone();
+    let (report, agreement) = traced(
+        &[(&docker.host, &web.host_veth), (&docker.host, "up0")],
+        &["web", &docker.host.name, &outside],
+        "tcp port 8080 or tcp port 80 or icmp",
+        || {
+            let out = docker.outside.run(&format!(
+                "curl -s -m 5 -o /dev/null -w %{{size_download}} http://{}:8080/big",
+                tests::docker::UPLINK
+            ));
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                BIG_PAGE.to_string(),
+                "path MTU discovery got the page through"
+            );
+        },
+    );
+    assert_agrees("MTU", &agreement);
+    let fates: Vec<String> = report
+        .packets()
+        .map(|p| {
+            format!(
+                "{} {} len {}: {}",
+                p["src"], p["tcp_flags"], p["len"], p["fate"]
+            )
+        })
+        .collect();
+    let too_big: Vec<&Value> = dropped(&report)
+        .into_iter()
+        .filter(|p| p["fate"]["reason"] == "PKT_TOO_BIG")
+        .collect();
+    assert!(
+        !too_big.is_empty(),
+        "full-size segments dropped for their size: {fates:#?}"
+    );
+    for p in &too_big {
+        assert_eq!(p["src"], web.ip.as_str(), "{p:#}");
+        assert_eq!(p["fate"]["netns_name"], docker.host.name.as_str(), "{p:#}");
+        let said = p["explanation"].to_string();
+        assert!(
+            said.contains("larger than the MTU of the next hop"),
+            "{said}"
+        );
+    }
+    let icmp = report
+        .packets()
+        .find(|p| p["icmp_type"] == 3 && p["icmp_code"] == 4)
+        .unwrap_or_else(|| panic!("the host's ICMP fragmentation-needed: {fates:#?}"));
+    assert_eq!(icmp["fate"]["kind"], "delivered", "{icmp:#}");
+    assert_eq!(icmp["fate"]["netns_name"], "web", "{icmp:#}");
+}
