@@ -198,3 +198,38 @@ pub fn agreement(
     }
     out
 }
+
+/// Starts a real tcpdump on each `(namespace, interface)` of `captures`, traces `namespaces`
+/// (names as `-n` takes them) with `filter`, runs `traffic`, and returns the tracer's report
+/// with the captures' agreement with its verdicts. No event may be lost: a report with holes
+/// judges nothing.
+pub fn traced_beside_tcpdumps(
+    captures: &[(&crate::Netns, &str)],
+    namespaces: &[&str],
+    filter: &str,
+    traffic: impl FnOnce(),
+) -> (Report, Agreement) {
+    let tcpdumps: Vec<(String, String, crate::Tcpdump)> = captures
+        .iter()
+        .map(|(ns, ifname)| {
+            let tcpdump = crate::Tcpdump::start(ns, ifname, filter);
+            (ns.name.clone(), ifname.to_string(), tcpdump)
+        })
+        .collect();
+    let mut args: Vec<&str> = Vec::new();
+    for ns in namespaces {
+        args.extend(["-n", ns]);
+    }
+    args.extend(filter.split_whitespace());
+    let tracer = crate::Tracer::start(&args);
+    traffic();
+    // The last packets' frees come just after the traffic's last step.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let report = tracer.finish();
+    assert_eq!(report.stats()["lost_total"], 0, "no event may be lost");
+    let mut total = Agreement::default();
+    for (ns, ifname, tcpdump) in tcpdumps {
+        total.add(agreement(&report, &ns, &ifname, &tcpdump.stop_identities()));
+    }
+    (report, total)
+}

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tests::{
     docker::{Container, Docker, BIG_PAGE, OUTSIDE},
-    oracle::{agreement, Agreement},
-    require_privileges, Tcpdump, Tracer,
+    oracle::{traced_beside_tcpdumps, Agreement},
+    require_privileges,
 };
 
 /// Traces `web`, `cli` and Docker's host while `cli` asks `web` for its page over HTTP, with
@@ -18,45 +18,23 @@ fn http_between_containers(
     cli: &Container,
     web: &Container,
 ) -> (tests::Report, Agreement) {
-    let filter = "tcp port 80";
-    let captures: Vec<(String, Tcpdump)> = ["docker0", &cli.host_veth, &web.host_veth]
-        .iter()
-        .map(|ifname| {
-            (
-                ifname.to_string(),
-                Tcpdump::start(&docker.host, ifname, filter),
-            )
-        })
-        .collect();
-    let tracer = Tracer::start(&[
-        "-n",
-        &web.name,
-        "-n",
-        &cli.name,
-        "-n",
-        &docker.host.name,
-        "tcp",
-        "port",
-        "80",
-    ]);
+    let host = &docker.host;
     let request = format!(
         "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {} 80",
         web.ip
     );
-    docker.exec(&cli.name, &["sh", "-c", &request]);
-    std::thread::sleep(Duration::from_millis(300));
-    let report = tracer.finish();
-    assert_eq!(report.stats()["lost_total"], 0, "no event may be lost");
-    let mut total = Agreement::default();
-    for (ifname, tcpdump) in captures {
-        total.add(agreement(
-            &report,
-            &docker.host.name,
-            &ifname,
-            &tcpdump.stop_identities(),
-        ));
-    }
-    (report, total)
+    traced_beside_tcpdumps(
+        &[
+            (host, "docker0"),
+            (host, &cli.host_veth),
+            (host, &web.host_veth),
+        ],
+        &[&web.name, &cli.name, &host.name],
+        "tcp port 80",
+        || {
+            docker.exec(&cli.name, &["sh", "-c", &request]);
+        },
+    )
 }
 
 fn syns(report: &tests::Report) -> Vec<&Value> {
@@ -145,41 +123,6 @@ fn outside_server(docker: &Docker, port: u16) -> std::thread::JoinHandle<usize> 
     })
 }
 
-/// Starts tcpdumps on `(namespace, interface)`s, traces `namespaces` with `filter`, runs
-/// `traffic`; returns the report and the captures' agreement with the tracer.
-fn traced(
-    captures: &[(&tests::Netns, &str)],
-    namespaces: &[&str],
-    filter: &str,
-    traffic: impl FnOnce(),
-) -> (tests::Report, Agreement) {
-    let tcpdumps: Vec<(String, String, Tcpdump)> = captures
-        .iter()
-        .map(|(ns, ifname)| {
-            (
-                ns.name.clone(),
-                ifname.to_string(),
-                Tcpdump::start(ns, ifname, filter),
-            )
-        })
-        .collect();
-    let mut args: Vec<&str> = Vec::new();
-    for ns in namespaces {
-        args.extend(["-n", ns]);
-    }
-    args.extend(filter.split_whitespace());
-    let tracer = Tracer::start(&args);
-    traffic();
-    std::thread::sleep(Duration::from_millis(300));
-    let report = tracer.finish();
-    assert_eq!(report.stats()["lost_total"], 0, "no event may be lost");
-    let mut total = Agreement::default();
-    for (ns, ifname, tcpdump) in tcpdumps {
-        total.add(agreement(&report, &ns, &ifname, &tcpdump.stop_identities()));
-    }
-    (report, total)
-}
-
 fn assert_agrees(what: &str, agreement: &Agreement) {
     eprintln!("{what}: {}", agreement.figure());
     assert!(
@@ -203,7 +146,7 @@ fn a_container_reaching_out_is_masqueraded_and_its_journey_crosses_the_nat() {
     let cli = docker.run("cli", &["sleep", "600"]);
     let server = outside_server(&docker, 8080);
     let send = format!("printf hello | nc -w 2 {OUTSIDE} 8080");
-    let (report, agreement) = traced(
+    let (report, agreement) = traced_beside_tcpdumps(
         &[
             (&docker.host, "docker0"),
             (&docker.host, &cli.host_veth),
@@ -248,7 +191,7 @@ fn a_published_port_is_reached_from_another_host_through_dnat() {
         &["httpd", "-f", "-p", "80", "-h", "/www"],
     );
     let outside = docker.outside.name.clone();
-    let (report, agreement) = traced(
+    let (report, agreement) = traced_beside_tcpdumps(
         &[
             (&docker.host, "up0"),
             (&docker.host, "docker0"),
@@ -291,7 +234,7 @@ fn a_smaller_mtu_on_the_uplink_drops_full_size_segments_and_says_why() {
         &["httpd", "-f", "-p", "80", "-h", "/www"],
     );
     let outside = docker.outside.name.clone();
-    let (report, agreement) = traced(
+    let (report, agreement) = traced_beside_tcpdumps(
         &[(&docker.host, &web.host_veth), (&docker.host, "up0")],
         &["web", &docker.host.name, &outside],
         "tcp port 8080 or tcp port 80 or icmp",

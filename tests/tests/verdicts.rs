@@ -13,8 +13,8 @@ use std::{
 
 use serde_json::Value;
 use tests::{
-    oracle::{agreement, Agreement},
-    require_privileges, veth, Netns, Pair, Report, Routed, Tcpdump, Tracer, ADDR_B, ROUTED_A,
+    oracle::traced_beside_tcpdumps, require_privileges, veth, Netns, Pair, Report, Routed, ADDR_B,
+    ROUTED_A,
 };
 
 fn addr(ip: &str, port: u16) -> SocketAddr {
@@ -30,31 +30,9 @@ fn scenario(
     filter: &str,
     traffic: impl FnOnce(),
 ) -> Report {
-    let tcpdumps: Vec<(String, String, Tcpdump)> = captures
-        .iter()
-        .map(|(ns, ifname)| {
-            (
-                ns.name.clone(),
-                ifname.to_string(),
-                Tcpdump::start(ns, ifname, filter),
-            )
-        })
-        .collect();
-    let mut args: Vec<&str> = Vec::new();
-    for ns in namespaces {
-        args.extend(["-n", ns.name.as_str()]);
-    }
-    args.extend(filter.split_whitespace());
-    let tracer = Tracer::start(&args);
-    traffic();
-    std::thread::sleep(Duration::from_millis(300));
-    let report = tracer.finish();
+    let names: Vec<&str> = namespaces.iter().map(|ns| ns.name.as_str()).collect();
+    let (report, total) = traced_beside_tcpdumps(captures, &names, filter, traffic);
     report.keep_fixture(name);
-    assert_eq!(report.stats()["lost_total"], 0, "no event may be lost");
-    let mut total = Agreement::default();
-    for (ns, ifname, tcpdump) in tcpdumps {
-        total.add(agreement(&report, &ns, &ifname, &tcpdump.stop_identities()));
-    }
     eprintln!("{name}: {}", total.figure());
     assert!(
         total.checked > 0,

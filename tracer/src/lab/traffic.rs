@@ -38,13 +38,8 @@ pub fn exchange(
     (request_len, reply_len): (usize, usize),
     timeouts: u8,
 ) -> Result<bool> {
-    let to = addr(ip, port)?;
     let within = Duration::from_secs(10);
-    let mut client = Netns::open(netns)?.run(move || TcpStream::connect_timeout(&to, within))??;
-    let (mut server, _) = accept(listener)?;
-    client.write_all(&vec![b'q'; request_len])?;
-    server.set_read_timeout(Some(within))?;
-    server.read_exact(&mut vec![0u8; request_len])?;
+    let (mut client, mut server) = request(netns, listener, (ip, port), request_len)?;
     let deadline = Instant::now() + within;
     while tcp_info(&client).tcpi_unacked > 0 {
         anyhow::ensure!(
@@ -67,6 +62,21 @@ pub fn request_reply(
     (ip, port): (&str, u16),
     (request_len, reply_len): (usize, usize),
 ) -> Result<()> {
+    let (mut client, mut server) = request(netns, listener, (ip, port), request_len)?;
+    server.write_all(&vec![b'r'; reply_len])?;
+    client.set_read_timeout(Some(Duration::from_secs(10)))?;
+    client.read_exact(&mut vec![0u8; reply_len])?;
+    close_in_order(client, server)
+}
+
+/// Connects from `netns` to `listener` (at `ip:port`), both ends in this process, and sends a
+/// request of `request_len` bytes, which the server reads; returns (client, server).
+fn request(
+    netns: &str,
+    listener: &TcpListener,
+    (ip, port): (&str, u16),
+    request_len: usize,
+) -> Result<(TcpStream, TcpStream)> {
     let to = addr(ip, port)?;
     let within = Duration::from_secs(10);
     let mut client = Netns::open(netns)?.run(move || TcpStream::connect_timeout(&to, within))??;
@@ -74,10 +84,7 @@ pub fn request_reply(
     client.write_all(&vec![b'q'; request_len])?;
     server.set_read_timeout(Some(within))?;
     server.read_exact(&mut vec![0u8; request_len])?;
-    server.write_all(&vec![b'r'; reply_len])?;
-    client.set_read_timeout(Some(within))?;
-    client.read_exact(&mut vec![0u8; reply_len])?;
-    close_in_order(client, server)
+    Ok((client, server))
 }
 
 /// Waits up to 2 s for one connection on a non-blocking listener; the connection blocks.
