@@ -216,16 +216,22 @@ fn dropped(sightings: &[Sighting]) -> Option<Fate> {
     // A copy a bridge passed up to its own device ends apart from the frame it copies; its
     // path after the frame's drop is its own.
     let copy = |i: usize| sightings[i].is_drop() && crate::bridge::copy_passed_up(sightings, i);
-    let copies: Vec<u64> = (0..sightings.len())
+    let copies: Vec<&Sighting> = (0..sightings.len())
         .filter(|&i| copy(i))
-        .map(|i| sightings[i].skb)
+        .map(|i| &sightings[i])
         .collect();
+    // The copy's own points: its skb, or its device (XDP sees no skb).
+    let of_copy = |s: &Sighting| {
+        copies.iter().any(|c| {
+            (s.skb != 0 && s.skb == c.skb) || (s.netns == c.netns && s.ifindex == c.ifindex)
+        })
+    };
     let i = (0..sightings.len())
         .rev()
         .find(|&i| sightings[i].is_drop() && !copy(i))?;
     if sightings[i + 1..]
         .iter()
-        .any(|s| s.on_path() && !copies.contains(&s.skb))
+        .any(|s| s.on_path() && !of_copy(s))
     {
         return None;
     }

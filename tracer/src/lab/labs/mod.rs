@@ -1,5 +1,6 @@
 //! The labs, and the topologies they share.
 
+mod bridge;
 mod filtering;
 mod paths;
 mod programs;
@@ -80,6 +81,11 @@ pub const LABS: &[Lab] = &[
         name: "conntrack-invalid",
         summary: "conntrack marks a segment INVALID and a rule drops it",
         build: filtering::conntrack_invalid,
+    },
+    Lab {
+        name: "bridge-nat",
+        summary: "a docker-like bridge with NAT: an iptables FORWARD rule drops bridged frames",
+        build: bridge::bridge_nat,
     },
 ];
 
