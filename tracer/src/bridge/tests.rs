@@ -126,6 +126,13 @@ fn the_copy_passed_up_to_a_promiscuous_bridge_is_not_the_frames_fate() {
         .by
         .unwrap()
         .contains("at FORWARD, which br_netfilter runs"));
+    mark_copies(&mut path);
+    assert!(path[9]
+        .note
+        .as_deref()
+        .unwrap()
+        .starts_with("the copy br0 passed up"));
+    assert_eq!(path[6].note, None, "the frame's own drop is not a copy");
 }
 
 #[test]
