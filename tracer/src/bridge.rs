@@ -148,7 +148,7 @@ fn next_ip_hook(hook: &str) -> &'static str {
 /// frame came in by, and whose rule, instead of IP hook words that send the user to rules that
 /// are not there.
 pub fn name_drop(fate: &mut Fate, sightings: &[Sighting], drop_at: usize) {
-    if fate.reason.as_deref() != Some("NETFILTER_DROP") || fate.by.is_some() {
+    if fate.by.is_some() {
         return;
     }
     let Some(port) = entered(sightings, drop_at) else {
@@ -159,6 +159,28 @@ pub fn name_drop(fate: &mut Fate, sightings: &[Sighting], drop_at: usize) {
         port.ifname.as_deref().unwrap_or("?"),
     );
     let drop = &sightings[drop_at];
+    match fate.reason.as_deref() {
+        Some("NETFILTER_DROP") => {}
+        Some("BRIDGE_INGRESS_STP_STATE") => {
+            fate.by = Some(format!(
+                "dropped by bridge {bridge} on arrival at its port {from}: the port does not \
+                 forward (its STP state is disabled, blocking, listening or learning)"
+            ));
+            return;
+        }
+        // The bridge's own code freed it (no FDB port to go to, a VLAN it filters, ...).
+        _ if drop
+            .location
+            .as_deref()
+            .is_some_and(|at| at.starts_with("br_")) =>
+        {
+            fate.by = Some(format!(
+                "dropped by bridge {bridge} (from port {from}) in its forwarding code"
+            ));
+            return;
+        }
+        _ => return,
+    }
     // The last of br_netfilter's IP hooks it reached inside the bridge, if any.
     let ip_hook = sightings[..drop_at]
         .iter()

@@ -84,6 +84,25 @@ fn without_br_netfilter_the_drop_is_placed_before_any_egress_port() {
 }
 
 #[test]
+fn a_port_that_does_not_forward_is_named_with_its_stp_state() {
+    // Recorded on 6.18 with `bridge link set dev vethc1 state 0`.
+    let mut drop = dropped(13, 3, 100, "BRIDGE_INGRESS_STP_STATE");
+    drop.location = Some("br_handle_frame+0xff".to_string());
+    let path = vec![
+        at(11, "tc_ingress", Some("first"), 3, 100),
+        at(12, "tc_ingress", Some("last"), 3, 100),
+        drop,
+    ];
+    assert_eq!(
+        fate(&path, &TraceEnd::default()).by.as_deref(),
+        Some(
+            "dropped by bridge br0 on arrival at its port veth1: the port does not forward \
+             (its STP state is disabled, blocking, listening or learning)"
+        )
+    );
+}
+
+#[test]
 fn an_iptables_rule_run_by_br_netfilter_is_named_as_such() {
     let mut path = entering();
     path.extend([
