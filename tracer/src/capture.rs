@@ -61,8 +61,17 @@ fn tap_side(s: &Sighting, known: &[Capture]) -> Option<(&'static str, bool)> {
 /// One verdict per interface and direction, in the order the packet met them.
 pub fn captures(journey: &Journey, live: &[LiveCapture]) -> Vec<Capture> {
     let mut out: Vec<Capture> = Vec::new();
-    for s in &journey.sightings {
-        let Some((dir, passed_tap)) = tap_side(s, &out) else {
+    for (i, s) in journey.sightings.iter().enumerate() {
+        // br_netfilter's IP hooks name the bridge for a frame that only crosses it.
+        if crate::bridge::inside_bridge(&journey.sightings, i) {
+            continue;
+        }
+        let side = if crate::bridge::headed_out_port(&journey.sightings, i) {
+            Some(("tx", false))
+        } else {
+            tap_side(s, &out)
+        };
+        let Some((dir, passed_tap)) = side else {
             continue;
         };
         match out

@@ -213,15 +213,33 @@ fn accepted_reset(sightings: &[Sighting]) -> Option<Fate> {
 /// The drop that ended the packet: a free after which no point of the path saw it again (a
 /// copy freed while the packet went on, as veth's XDP does, is not its end).
 fn dropped(sightings: &[Sighting]) -> Option<Fate> {
-    let i = sightings.iter().rposition(Sighting::is_drop)?;
-    if sightings[i + 1..].iter().any(Sighting::on_path) {
+    // A copy a bridge passed up to its own device ends apart from the frame it copies; its
+    // path after the frame's drop is its own.
+    let copy = |i: usize| sightings[i].is_drop() && crate::bridge::copy_passed_up(sightings, i);
+    let copies: Vec<&Sighting> = (0..sightings.len())
+        .filter(|&i| copy(i))
+        .map(|i| &sightings[i])
+        .collect();
+    // The copy's own points: its skb, or its device (XDP sees no skb).
+    let of_copy = |s: &Sighting| {
+        copies.iter().any(|c| {
+            (s.skb != 0 && s.skb == c.skb) || (s.netns == c.netns && s.ifindex == c.ifindex)
+        })
+    };
+    let i = (0..sightings.len())
+        .rev()
+        .find(|&i| sightings[i].is_drop() && !copy(i))?;
+    if sightings[i + 1..]
+        .iter()
+        .any(|s| s.on_path() && !of_copy(s))
+    {
         return None;
     }
     let drop = &sightings[i];
     // The last point on the packet's path that saw it alive: the drop lies between it and the
     // next point of the path.
     let alive = sightings[..i].iter().rev().find(|s| s.on_path());
-    Some(Fate {
+    let mut fate = Fate {
         kind: FateKind::Dropped,
         // Seen by no point before its drop (a frame a packet socket sent straight to a driver
         // that refused it): the drop is its only place.
@@ -235,7 +253,9 @@ fn dropped(sightings: &[Sighting]) -> Option<Fate> {
         reason: drop.reason.clone(),
         location: drop.location.clone(),
         by: drop.note.clone(),
-    })
+    };
+    crate::bridge::name_drop(&mut fate, sightings, i);
+    Some(fate)
 }
 
 /// Whether the journey ends with its GSO skb freed normally right after tc egress: software

@@ -154,7 +154,8 @@ pub fn build(mut sightings: Vec<Sighting>, end: &TraceEnd) -> Vec<Journey> {
     journeys
         .into_iter()
         .enumerate()
-        .map(|(i, sightings)| {
+        .map(|(i, mut sightings)| {
+            crate::bridge::mark_copies(&mut sightings);
             let fate = fate(&sightings, end);
             let open = fate.kind == FateKind::Unknown;
             Journey {

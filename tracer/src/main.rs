@@ -3,6 +3,7 @@
 
 mod analysis;
 mod answered;
+mod bridge;
 mod capture;
 mod cmd;
 mod containers;

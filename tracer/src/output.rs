@@ -194,6 +194,9 @@ fn write_packet(
             writeln!(out, "{tap}")?;
         }
         let extra = match (&point.reason, &point.location, &point.note) {
+            (Some(reason), Some(location), Some(note)) if crate::bridge::is_copy_note(note) => {
+                format!("  reason {reason} at {location}: {note}")
+            }
             (Some(reason), Some(location), _) => format!("  reason {reason} at {location}"),
             (_, _, Some(note)) => format!("  {note}"),
             _ => String::new(),

@@ -130,6 +130,10 @@ impl Session {
             attachments.extend(netfilter.attach(ns));
             crate::fault::panic_point("attach");
             let interfaces = ns.run(netns::interfaces)?;
+            let ports = ns.run(|| crate::bridge::masters(&interfaces))?;
+            for (port, bridge) in ports {
+                names.bridge_of.insert((ns.inode, port), bridge);
+            }
             for (ifindex, ifname) in interfaces {
                 names.interfaces.insert((ns.inode, ifindex), ifname.clone());
                 let wanted = if options.interfaces.is_empty() {

@@ -97,6 +97,8 @@ pub struct Names {
     pub reset_reasons: HashMap<u32, String>,
     /// (netns, ifindex) -> "NAME (id N)" of another tool's XDP program on that interface.
     pub foreign_xdp: HashMap<(u32, u32), String>,
+    /// (netns, port ifindex) -> ifindex of the bridge the port belongs to.
+    pub bridge_of: HashMap<(u32, u32), u32>,
     pub kallsyms: Kallsyms,
 }
 
@@ -118,7 +120,24 @@ impl Sighting {
                 "dropped by the XDP program {program} on {}",
                 ifname.as_deref().unwrap_or("this interface")
             )),
-            _ => note(event, names),
+            // A bridge port's point names its bridge: where a frame crosses the bridge the
+            // tracer sees only the ports (and br_netfilter's IP hooks on the bridge).
+            _ => note(event, names).or_else(|| {
+                let port_point = matches!(
+                    Hook::from_u8(h.hook),
+                    Some(
+                        Hook::Xdp
+                            | Hook::NetifReceive
+                            | Hook::TcIngress
+                            | Hook::TcEgress
+                            | Hook::DevXmit
+                    )
+                );
+                port_point.then_some(())?;
+                let bridge = names.bridge_of.get(&(h.netns, h.ifindex))?;
+                let name = names.interfaces.get(&(h.netns, *bridge))?;
+                Some(crate::bridge::port_note(name))
+            }),
         };
         Sighting {
             ts_ns: h.ts_ns,

@@ -29,6 +29,27 @@ pub fn xdp_program(ifindex: u32) -> io::Result<Option<String>> {
 }
 
 pub fn xdp_program_id(ifindex: u32) -> io::Result<Option<u32>> {
+    parse_reply(&getlink(ifindex)?)
+}
+
+/// The ifindex of the device `ifindex` is enslaved to (`IFLA_MASTER`: a bridge for a bridge
+/// port), in the current thread's namespace.
+pub fn master_ifindex(ifindex: u32) -> io::Result<Option<u32>> {
+    const IFLA_MASTER: u16 = 10;
+    let reply = getlink(ifindex)?;
+    if reply.get(4..6).map(|b| u16::from_ne_bytes([b[0], b[1]])) != Some(RTM_NEWLINK) {
+        return Ok(None);
+    }
+    let master = attributes(reply.get(32..).unwrap_or_default())
+        .find(|(kind, _)| *kind == IFLA_MASTER)
+        .and_then(|(_, payload)| payload.get(..4))
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .filter(|master| *master != 0);
+    Ok(master)
+}
+
+/// One `RTM_GETLINK` request for `ifindex`; the kernel's reply.
+fn getlink(ifindex: u32) -> io::Result<Vec<u8>> {
     // SAFETY: plain socket(2); the descriptor is owned below.
     let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -54,7 +75,8 @@ pub fn xdp_program_id(ifindex: u32) -> io::Result<Option<u32>> {
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    parse_reply(&reply[..n as usize])
+    reply.truncate(n as usize);
+    Ok(reply)
 }
 
 /// Finds `IFLA_XDP_PROG_ID` in an `RTM_NEWLINK` reply.

@@ -176,3 +176,50 @@ fn text_output_matches_the_golden_files() {
     }
     assert!(checked >= 15, "only {checked} fixtures");
 }
+
+#[test]
+fn a_drop_inside_a_bridge_is_the_bridges_with_its_ports_and_whose_rule() {
+    // Recorded on 6.18: container to container across br0, with tcpdump on br0 and both
+    // ports; br_netfilter on (bridge-nf-call-iptables=1).
+    says(
+        "bridge_iptables_forward_drop",
+        "was dropped inside bridge br0 (from port vethc1 towards vethc2) by an iptables/ip6tables \
+         (or nftables ip/ip6/inet) rule at FORWARD, which br_netfilter runs for bridged frames",
+    );
+    says(
+        "bridge_iptables_forward_drop",
+        "it died before the capture point of br-host/vethc2 on its way out",
+    );
+    says(
+        "bridge_nft_forward_drop",
+        "was dropped inside bridge br0 (from port vethc1 towards vethc2) by an nftables \
+         bridge-family rule in the bridge's own chains between iptables' PREROUTING and FORWARD",
+    );
+    let text = sentences("bridge_nft_forward_drop");
+    assert!(
+        !text.contains("OTHERHOST")
+            && !text.contains("PREROUTING (")
+            && !text.contains("rule at PREROUTING"),
+        "the copy passed up to br0 is not the frame's fate:\n{text}"
+    );
+}
+
+#[test]
+fn a_frame_that_crossed_a_bridge_is_delivered_and_br0_gives_no_transmit_verdict() {
+    let analysis = analysis("bridge_crossed");
+    let syn = analysis
+        .journeys
+        .iter()
+        .find(|j| j.headers().tcp_flags == ["SYN"])
+        .expect("the SYN");
+    assert_eq!(syn.fate.kind, crate::fate::FateKind::Delivered);
+    assert_eq!(syn.fate.netns_name.as_deref(), Some("br-c2"));
+    let on_br0: Vec<_> = analysis
+        .captures(syn.id)
+        .iter()
+        .filter(|c| c.ifname.as_deref() == Some("br0"))
+        .map(|c| (c.dir, c.seen))
+        .collect();
+    // tcpdump on br0 saw the copy the promiscuous bridge passed up; nothing was sent from br0.
+    assert_eq!(on_br0, [("rx", true)]);
+}

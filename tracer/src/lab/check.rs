@@ -167,7 +167,7 @@ pub fn verdicts(
         if here.is_empty() {
             continue;
         }
-        let headers = journey.headers();
+        let headers = headers_at(journey, netns, ifname);
         let tally = counts
             .entry(identity(headers))
             .or_insert_with(|| Tally::new(headers));
@@ -195,6 +195,24 @@ pub fn verdicts(
             ));
         }
     }
+}
+
+/// The packet's headers as a capture on `netns`/`ifname` shows them: NAT rewrites them on the
+/// way (MASQUERADE at POSTROUTING, before the transmit tap; DNAT at PREROUTING, after the
+/// receive tap), so those of the points beside that interface's taps, where it has them.
+fn headers_at<'a>(journey: &'a crate::journey::Journey, netns: &str, ifname: &str) -> &'a Sighting {
+    journey
+        .sightings
+        .iter()
+        .find(|s| {
+            matches!(
+                s.hook.as_str(),
+                "xdp" | "netif_receive" | "tc_ingress" | "tc_egress" | "dev_xmit"
+            ) && s.proto != "unknown"
+                && s.netns_name.as_deref() == Some(netns)
+                && s.ifname.as_deref() == Some(ifname)
+        })
+        .unwrap_or_else(|| journey.headers())
 }
 
 /// For one packet identity at one interface: the tracer's journeys with a verdict there, how

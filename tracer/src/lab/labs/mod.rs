@@ -1,5 +1,6 @@
 //! The labs, and the topologies they share.
 
+mod bridge;
 mod filtering;
 mod healthy;
 mod paths;
@@ -91,6 +92,11 @@ pub const LABS: &[Lab] = &[
         name: "conntrack-invalid",
         summary: "conntrack marks a segment INVALID and a rule drops it",
         build: filtering::conntrack_invalid,
+    },
+    Lab {
+        name: "bridge-nat",
+        summary: "a docker-like bridge with NAT: an iptables FORWARD rule drops bridged frames",
+        build: bridge::bridge_nat,
     },
 ];
 
