@@ -9,6 +9,7 @@ pub mod frames;
 pub mod oracle;
 mod programs;
 pub mod schema;
+pub mod servers;
 pub mod traffic;
 pub mod tshark;
 
