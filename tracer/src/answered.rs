@@ -12,6 +12,7 @@
 use std::{collections::HashMap, net::IpAddr};
 
 use crate::{
+    drop_reason::{self, DropClass},
     fate::{unknown, FateKind},
     journey::Journey,
     sighting::Sighting,
@@ -69,12 +70,12 @@ fn answer_to<'a>(j: &Journey, later: impl Iterator<Item = &'a Journey>) -> Optio
     let reason = j.fate.reason.as_deref();
     let unseen = j.fate.kind == FateKind::Unknown
         && matches!(reason, Some(unknown::END_NOT_SEEN | unknown::IN_FLIGHT));
-    // Before 6.2, TCP frees a duplicate SYN it answered with a plain kfree_skb; and a FIN left
-    // queued is purged at close (QUEUE_PURGE).
+    // Before 6.2, TCP frees a duplicate SYN it answered with a plain kfree_skb; and a packet TCP
+    // took may end for a normal reason (a FIN left queued purged at close, QUEUE_PURGE).
     let in_tcp = |l: &str| l.starts_with("tcp_v4_rcv") || l.starts_with("tcp_v6_rcv");
     let freed_by_tcp = j.fate.kind == FateKind::Dropped
         && match reason {
-            Some(crate::fate::QUEUE_PURGE) => true,
+            Some(r) if drop_reason::class(r) == DropClass::NormalEnd => true,
             Some("NOT_SPECIFIED") => j.fate.location.as_deref().is_some_and(in_tcp),
             _ => false,
         };

@@ -6,6 +6,7 @@ mod answered;
 mod capture;
 mod cmd;
 mod counters;
+mod drop_reason;
 mod explanation;
 mod fate;
 mod fault;

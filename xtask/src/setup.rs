@@ -38,13 +38,22 @@ const RUNTIME_AND_TESTS: &[(&str, &str)] = &[
         "the oracle for what a capture sees; brings libpcap for FILTER",
     ),
     ("tshark", "reads back pcapng files in tests"),
-    ("iperf3", "traffic for benchmarks and the normal-traffic test"),
-    ("nginx", "the normal-traffic test's HTTP server (its system service is left stopped)"),
+    (
+        "iperf3",
+        "traffic for benchmarks and the normal-traffic test",
+    ),
+    (
+        "nginx",
+        "the normal-traffic test's HTTP server (its system service is left stopped)",
+    ),
     (
         "dnsmasq-base",
         "the normal-traffic test's DNS server: the program alone, no system service on :53",
     ),
-    ("bind9-dnsutils", "dig: the normal-traffic test's DNS queries"),
+    (
+        "bind9-dnsutils",
+        "dig: the normal-traffic test's DNS queries",
+    ),
     ("curl", "the normal-traffic test's HTTP requests"),
     ("bpftool", "tests check that nothing stays attached"),
     ("iputils-ping", "ping traffic in labs and tests"),
