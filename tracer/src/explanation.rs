@@ -101,6 +101,11 @@ pub fn short_fate(journey: &Journey) -> String {
         FateKind::Delivered if fate.hook.as_deref() == Some("socket") => {
             format!("delivered to an application in {ns}")
         }
+        FateKind::Delivered
+            if fate.by.as_deref() == Some(crate::drop_reason::IGNORED_MULTICAST) =>
+        {
+            format!("received in {ns}, where no one joined its multicast group")
+        }
         FateKind::Delivered => format!("delivered to the local stack in {ns}"),
         FateKind::Forwarded => format!(
             "forwarded by {ns} out of {}",

@@ -122,3 +122,20 @@ fn a_multicast_no_one_joined_is_ignored_not_dropped() {
     );
     assert_eq!(f.kind, FateKind::Dropped);
 }
+
+#[test]
+fn mld_reports_recorded_on_6_18_are_ignored_multicasts() {
+    // Two MLDv2 reports from a's new address to ff02::16, freed in b at ip6_mc_input; b's
+    // kernel counted them in Ip6.InMcastPkts and discarded nothing (no Ip6.InDiscards).
+    let sightings = recording::read(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mld_report_ignored.jsonl"),
+    )
+    .expect("fixture")
+    .sightings;
+    let journeys = crate::journey::build(sightings, &TraceEnd::default());
+    assert_eq!(journeys.len(), 2);
+    for j in &journeys {
+        assert_eq!(j.fate.kind, FateKind::Delivered);
+        assert_eq!(j.fate.by.as_deref(), Some(drop_reason::IGNORED_MULTICAST));
+    }
+}
