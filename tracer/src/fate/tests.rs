@@ -139,3 +139,27 @@ fn mld_reports_recorded_on_6_18_are_ignored_multicasts() {
         assert_eq!(j.fate.by.as_deref(), Some(drop_reason::IGNORED_MULTICAST));
     }
 }
+
+#[test]
+fn a_drop_without_words_of_its_own_is_told_by_its_class() {
+    let told = |reason: &str, location: &str| {
+        let journeys = crate::journey::build(
+            received(Some("last"), free(9, reason, location)),
+            &TraceEnd::default(),
+        );
+        crate::explanation::words::drop_cause(&journeys[0])
+    };
+    assert_eq!(
+        told("SOCKET_RCVBUFF", "udp_queue_rcv_one_skb+0x437"),
+        "dropped because a queue, a buffer or memory was full after nf_local_in (last)"
+    );
+    assert_eq!(
+        told("TCP_INVALID_SEQUENCE", "tcp_validate_incoming+0x1"),
+        "dropped because it failed a check of its headers, checksum or protocol state after \
+         nf_local_in (last)"
+    );
+    assert_eq!(
+        told("NOT_SPECIFIED", "ip6_rcv_core+0x1"),
+        "dropped by the kernel after nf_local_in (last)"
+    );
+}
