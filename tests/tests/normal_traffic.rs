@@ -250,8 +250,15 @@ fn normal_traffic_shows_no_drop() {
         .iter()
         .map(|(k, f)| format!("  {k}: {f:?}"))
         .collect();
+    let events: u64 = stats["events"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, n)| n.as_u64())
+        .sum();
     eprintln!(
-        "normal traffic: {packets} packets traced, {}, in {:.1} s\n{}",
+        "normal traffic: {packets} packets traced ({events} events, none lost or not kept), {}, \
+         in {:.1} s\n{}",
         taps.figure(),
         started.elapsed().as_secs_f64(),
         table.join("\n")
