@@ -10,6 +10,7 @@ pub mod frames;
 pub mod oracle;
 mod programs;
 pub mod schema;
+pub mod servers;
 pub mod traffic;
 pub mod tshark;
 

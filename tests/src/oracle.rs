@@ -43,6 +43,7 @@ pub fn pcap_identities(file: &std::path::Path) -> Vec<Identity> {
         "icmp.type",
         "icmpv6.type",
         "ipv6.flow",
+        "ipv6.hopopts.nxt",
     ];
     let mut command = format!("tshark -r {} -T fields -E separator=/t", file.display());
     for f in fields {
@@ -53,10 +54,14 @@ pub fn pcap_identities(file: &std::path::Path) -> Vec<Identity> {
         .map(|line| {
             let f: Vec<&str> = line.split('\t').collect();
             let get = |i: usize| f.get(i).copied().unwrap_or_default();
-            let proto_number = if get(0).is_empty() {
-                number(get(1))
-            } else {
+            // IPv6 with a hop-by-hop header first (MLD): the protocol is the header after it,
+            // as the tracer reports it.
+            let proto_number = if !get(0).is_empty() {
                 number(get(0))
+            } else if number(get(1)) == 0 && !get(10).is_empty() {
+                number(get(10))
+            } else {
+                number(get(1))
             };
             let proto = match proto_number {
                 6 => "tcp",

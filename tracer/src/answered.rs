@@ -12,6 +12,7 @@
 use std::{collections::HashMap, net::IpAddr};
 
 use crate::{
+    drop_reason::{self, DropClass},
     fate::{unknown, FateKind},
     journey::Journey,
     sighting::Sighting,
@@ -69,12 +70,12 @@ fn answer_to<'a>(j: &Journey, later: impl Iterator<Item = &'a Journey>) -> Optio
     let reason = j.fate.reason.as_deref();
     let unseen = j.fate.kind == FateKind::Unknown
         && matches!(reason, Some(unknown::END_NOT_SEEN | unknown::IN_FLIGHT));
-    // Before 6.2, TCP frees a duplicate SYN it answered with a plain kfree_skb; and a FIN left
-    // queued is purged at close (QUEUE_PURGE).
+    // Before 6.2, TCP frees a duplicate SYN it answered with a plain kfree_skb; and a packet TCP
+    // took may end for a normal reason (a FIN left queued purged at close, QUEUE_PURGE).
     let in_tcp = |l: &str| l.starts_with("tcp_v4_rcv") || l.starts_with("tcp_v6_rcv");
     let freed_by_tcp = j.fate.kind == FateKind::Dropped
         && match reason {
-            Some(crate::fate::QUEUE_PURGE) => true,
+            Some(r) if drop_reason::class(r) == DropClass::NormalEnd => true,
             Some("NOT_SPECIFIED") => j.fate.location.as_deref().is_some_and(in_tcp),
             _ => false,
         };
@@ -83,7 +84,12 @@ fn answer_to<'a>(j: &Journey, later: impl Iterator<Item = &'a Journey>) -> Optio
     }
     let h = j.headers();
     let last = j.sightings.iter().rev().find(|s| s.on_path())?;
-    if h.proto != "tcp" || !RECEIVE_SIDE.contains(&last.hook.as_str()) {
+    // Past LOCAL_IN, a segment TCP freed without a reason in tcp_v4_rcv/tcp_v6_rcv was taken
+    // by a TIME_WAIT or FIN_WAIT2 mini-socket: tcp_timewait_state_process handled it (a FIN
+    // it acknowledges, say), then `goto discard_it` frees it with NOT_SPECIFIED. Its answer
+    // tells that case from a segment TCP refused.
+    let taken_by_tcp = freed_by_tcp && last.hook == "nf_local_in";
+    if h.proto != "tcp" || !(RECEIVE_SIDE.contains(&last.hook.as_str()) || taken_by_tcp) {
         return None;
     }
     // Journeys are in the order they started.
@@ -174,5 +180,66 @@ mod tests {
             !is_answer(&syn, &segment(&["RST"], 7, 101, true)),
             "only an ACK acknowledges"
         );
+    }
+
+    /// `segment` at `hook`/`position` in namespace `netns`, at `ts_ns`.
+    fn at(
+        segment: &Sighting,
+        ts_ns: u64,
+        hook: &str,
+        position: Option<&str>,
+        netns: u32,
+    ) -> Sighting {
+        let mut s = segment.clone();
+        (s.ts_ns, s.hook, s.netns) = (ts_ns, hook.to_string(), netns);
+        s.position = position.map(str::to_string);
+        (s.reason, s.location, s.note) = (None, None, None);
+        s.skb = ts_ns;
+        s
+    }
+
+    /// A client's FIN crossing into the server's namespace (2) past LOCAL_IN, freed there
+    /// without a reason in tcp_v4_rcv; and, if `answered`, the server's ACK of it.
+    fn fin_to_a_timewait_socket(answered: bool) -> Vec<Journey> {
+        let fin = segment(&["FIN", "ACK"], 500, 90, false);
+        let mut sightings = vec![
+            at(&fin, 1_000, "tc_egress", Some("first"), 1),
+            at(&fin, 2_000, "nf_prerouting", Some("last"), 2),
+            at(&fin, 3_000, "nf_local_in", Some("last"), 2),
+        ];
+        let mut free = at(&fin, 4_000, "kfree_skb", None, 2);
+        free.skb = 3_000;
+        for s in &mut sightings[1..] {
+            s.skb = 3_000;
+        }
+        free.reason = Some("NOT_SPECIFIED".to_string());
+        free.location = Some("tcp_v4_rcv+0x91".to_string());
+        sightings.push(free);
+        if answered {
+            let ack = segment(&["ACK"], 90, 501, true);
+            sightings.push(at(&ack, 5_000, "nf_local_out", Some("first"), 2));
+        }
+        let mut journeys = crate::journey::build(sightings, &crate::fate::TraceEnd::default());
+        delivered_by_answer(&mut journeys);
+        journeys
+    }
+
+    #[test]
+    fn a_fin_a_timewait_socket_acknowledged_then_freed_was_delivered() {
+        let journeys = fin_to_a_timewait_socket(true);
+        assert_eq!(journeys.len(), 2, "{journeys:#?}");
+        let fate = &journeys[0].fate;
+        assert_eq!(fate.kind, FateKind::Delivered, "{fate:?}");
+        assert_eq!(
+            fate.by.as_deref(),
+            Some("answered by TCP (packet 2), which then freed it")
+        );
+    }
+
+    #[test]
+    fn a_segment_freed_past_local_in_that_tcp_never_answered_stays_dropped() {
+        let journeys = fin_to_a_timewait_socket(false);
+        assert_eq!(journeys.len(), 1, "{journeys:#?}");
+        assert_eq!(journeys[0].fate.kind, FateKind::Dropped);
     }
 }

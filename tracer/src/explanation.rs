@@ -108,6 +108,11 @@ pub fn short_fate(journey: &Journey) -> String {
         FateKind::Delivered if fate.hook.as_deref() == Some("socket") => {
             format!("delivered to an application in {ns}")
         }
+        FateKind::Delivered
+            if fate.by.as_deref() == Some(crate::drop_reason::IGNORED_MULTICAST) =>
+        {
+            format!("received in {ns}, where no one joined its multicast group")
+        }
         FateKind::Delivered => format!("delivered to the local stack in {ns}"),
         FateKind::Forwarded => format!(
             "forwarded by {ns} out of {}",
@@ -152,8 +157,11 @@ fn fate_sentence(journey: &Journey, captures: &[Capture], lost: u64) -> String {
                 Some(note) => format!("{what} was delivered in {ns}: {note}."),
                 None => match &fate.by {
                     // No point past tc ingress saw it: the answer says it arrived.
-                    Some(by) if by == crate::fate::PURGED_AT_CLOSE => {
+                    Some(by) if crate::drop_reason::is_normal_end_words(by) => {
                         format!("{what} was delivered to the local stack in {ns} (it passed LOCAL_IN): {by}.")
+                    }
+                    Some(by) if by == crate::drop_reason::IGNORED_MULTICAST => {
+                        format!("{what} reached {ns}, where it was not for anyone: {by}.")
                     }
                     Some(by) => format!("{what} was delivered to the local stack in {ns}: no observation point saw it arrive, but it was {by}."),
                     None => format!("{what} was delivered to the local stack in {ns} (it passed LOCAL_IN)."),

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{gaps::Gap, sighting::Sighting};
+use crate::{drop_reason, gaps::Gap, sighting::Sighting};
 
 /// A packet last seen this close to the end of the trace may still have been on its way.
 const IN_FLIGHT_NS: u64 = 1_000_000_000;
@@ -124,7 +124,7 @@ pub fn fate(sightings: &[Sighting], end: &TraceEnd) -> Fate {
     if let Some(read) = sightings.iter().find(|s| s.hook == "socket") {
         return Fate::at(FateKind::Delivered, read);
     }
-    if let Some(fate) = purged_after_delivery(sightings) {
+    if let Some(fate) = ended_after_delivery(sightings).or_else(|| ignored_multicast(sightings)) {
         return fate;
     }
     if let Some(mut fate) = dropped(sightings) {
@@ -162,14 +162,13 @@ pub fn fate(sightings: &[Sighting], end: &TraceEnd) -> Fate {
     }
 }
 
-/// A packet handed to the local stack (past LOCAL_IN) and later freed with its socket's queue
-/// when the socket closed (QUEUE_PURGE: a FIN or data left queued at close): TCP received it,
-/// and the purge is a normal teardown, not a drop to report.
-fn purged_after_delivery(sightings: &[Sighting]) -> Option<Fate> {
+/// A packet handed to the local stack (past LOCAL_IN) and then freed for a reason of the
+/// normal-end class ([`drop_reason::normal_end`]): its socket's queue purged at close, or a copy
+/// of data TCP already had. TCP received it; what came after is a normal end, not a drop to
+/// report.
+fn ended_after_delivery(sightings: &[Sighting]) -> Option<Fate> {
     let drop = sightings.iter().rev().find(|s| s.is_drop())?;
-    if drop.reason.as_deref() != Some(QUEUE_PURGE) {
-        return None;
-    }
+    let words = drop_reason::normal_end(drop.reason.as_deref()?)?;
     let delivered = sightings
         .iter()
         .rev()
@@ -181,15 +180,27 @@ fn purged_after_delivery(sightings: &[Sighting]) -> Option<Fate> {
         return None;
     }
     let mut fate = Fate::at(FateKind::Delivered, delivered);
-    fate.by = Some(PURGED_AT_CLOSE.to_string());
+    fate.by = Some(words.to_string());
     Some(fate)
 }
 
-/// The drop reason of a socket's queue purged at close.
-pub const QUEUE_PURGE: &str = "QUEUE_PURGE";
-/// How a packet purged at close after its delivery is told.
-pub const PURGED_AT_CLOSE: &str =
-    "received by TCP, then freed with its socket's queue when the socket closed (QUEUE_PURGE)";
+/// A multicast that reached a host where no one joined its group, freed by IPv6's multicast
+/// input ([`drop_reason::ignored_multicast`]): it arrived where it was sent (the link), and
+/// this host is simply not one of its receivers.
+fn ignored_multicast(sightings: &[Sighting]) -> Option<Fate> {
+    let i = sightings.iter().rposition(Sighting::is_drop)?;
+    let drop = &sightings[i];
+    if !drop_reason::ignored_multicast(drop.reason.as_deref()?, drop.location.as_deref()) {
+        return None;
+    }
+    if sightings[i + 1..].iter().any(Sighting::on_path) {
+        return None;
+    }
+    let alive = sightings[..i].iter().rev().find(|s| s.on_path())?;
+    let mut fate = Fate::at(FateKind::Delivered, alive);
+    fate.by = Some(drop_reason::IGNORED_MULTICAST.to_string());
+    Some(fate)
+}
 
 /// A rule's drop (NETFILTER_DROP) where no netfilter point saw the packet, on a kernel that
 /// shows netfilter only in part: which hook is not known, and the explanation must not guess.
@@ -298,3 +309,6 @@ fn unknown_fate(sightings: &[Sighting], last_on_path: Option<&Sighting>, end: &T
     fate.reason = Some(why.to_string());
     fate
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,6 +8,7 @@ mod capture;
 mod cmd;
 mod containers;
 mod counters;
+mod drop_reason;
 mod explanation;
 mod fate;
 mod fault;

@@ -150,8 +150,8 @@ impl Sighting {
             ifindex: h.ifindex,
             ifname,
             skb: h.skb,
-            src: address(p.l3_proto, &p.saddr),
-            dst: address(p.l3_proto, &p.daddr),
+            src: address(hook, p.l3_proto, &p.saddr),
+            dst: address(hook, p.l3_proto, &p.daddr),
             proto: proto_name(p.l3_proto, p.l4_proto),
             sport: p.sport,
             dport: p.dport,
@@ -254,12 +254,21 @@ fn is_zero(value: &u16) -> bool {
     *value == 0
 }
 
-fn address(l3_proto: u16, bytes: &[u8; 16]) -> Option<IpAddr> {
+/// The address as the packet carries it. A TCP event that knows only the socket gives the
+/// socket's addresses: a dual-stack IPv6 socket talking IPv4 has them v4-mapped
+/// (`::ffff:10.0.0.1`), while its packets carry plain IPv4 ones.
+fn address(hook: &str, l3_proto: u16, bytes: &[u8; 16]) -> Option<IpAddr> {
     match l3_proto {
         ETH_P_IP => Some(IpAddr::V4(Ipv4Addr::new(
             bytes[0], bytes[1], bytes[2], bytes[3],
         ))),
-        ETH_P_IPV6 => Some(IpAddr::V6(Ipv6Addr::from(*bytes))),
+        ETH_P_IPV6 => {
+            let v6 = Ipv6Addr::from(*bytes);
+            match v6.to_ipv4_mapped() {
+                Some(v4) if hook == Hook::Tcp.name() => Some(IpAddr::V4(v4)),
+                _ => Some(IpAddr::V6(v6)),
+            }
+        }
         _ => None,
     }
 }
@@ -301,4 +310,25 @@ pub fn flag_names(flags: u8) -> Vec<String> {
         .filter(|(bit, _)| flags & bit != 0)
         .map(|(_, n)| n.to_string())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_event_of_a_dual_stack_socket_names_the_ipv4_address_its_packets_carry() {
+        let mut mapped = [0u8; 16];
+        mapped[10..12].copy_from_slice(&[0xff, 0xff]);
+        mapped[12..].copy_from_slice(&[10, 203, 0, 2]);
+        let v4: IpAddr = "10.203.0.2".parse().unwrap();
+        assert_eq!(address("tcp", ETH_P_IPV6, &mapped), Some(v4));
+        // A packet's own headers are what they are.
+        assert_ne!(address("tc_ingress", ETH_P_IPV6, &mapped), Some(v4));
+        let plain: IpAddr = "fd00::2".parse().unwrap();
+        let IpAddr::V6(v6) = plain else {
+            unreachable!()
+        };
+        assert_eq!(address("tcp", ETH_P_IPV6, &v6.octets()), Some(plain));
+    }
 }

@@ -38,7 +38,23 @@ const RUNTIME_AND_TESTS: &[(&str, &str)] = &[
         "the oracle for what a capture sees; brings libpcap for FILTER",
     ),
     ("tshark", "reads back pcapng files in tests"),
-    ("iperf3", "traffic for benchmarks"),
+    (
+        "iperf3",
+        "traffic for benchmarks and the normal-traffic test",
+    ),
+    (
+        "nginx",
+        "the normal-traffic test's HTTP server (its system service is left stopped)",
+    ),
+    (
+        "dnsmasq-base",
+        "the normal-traffic test's DNS server: the program alone, no system service on :53",
+    ),
+    (
+        "bind9-dnsutils",
+        "dig: the normal-traffic test's DNS queries",
+    ),
+    ("curl", "the normal-traffic test's HTTP requests"),
     ("docker.io", "a real Docker daemon for the container tests"),
     (
         "busybox-static",
@@ -48,6 +64,14 @@ const RUNTIME_AND_TESTS: &[(&str, &str)] = &[
     ("iputils-ping", "ping traffic in labs and tests"),
     ("procps", "sysctl in labs"),
     ("bsdutils", "script(1): tests use a pseudo-terminal"),
+];
+/// Packages above that come with a system service: the tests start their own server in a
+/// namespace, so a service the install started on the host is stopped and disabled.
+const SERVICES_NOT_WANTED: &[(&str, &[&str])] = &[
+    ("nginx", &["nginx"]),
+    // Docker's tests start their own daemon in a namespace; a system one would hold its pid
+    // file and state.
+    ("docker.io", &["docker", "containerd"]),
 ];
 /// Only for `cargo xtask vm` (other kernels under qemu), so not part of `setup` itself.
 const KERNEL_VMS: &[(&str, &str)] = &[
@@ -121,7 +145,28 @@ fn install_debian_packages(wanted: &[(&str, &str)]) -> Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(missing.iter().map(|(p, _)| *p)),
-    )
+    )?;
+    for (package, _) in &missing {
+        for (_, services) in SERVICES_NOT_WANTED.iter().filter(|(p, _)| p == package) {
+            for service in *services {
+                stop_service(service);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stops and disables the system service a package's install may have started (where a
+/// policy-rc.d forbade starting it, there is nothing to stop). Best effort: a machine without
+/// the service manager has no service running either.
+fn stop_service(name: &str) {
+    eprintln!("setup: stopping and disabling the {name} system service (tests run their own)");
+    if Path::new("/run/systemd/system").exists() {
+        let _ = cmd::output(Command::new("systemctl").args(["disable", "--now", name]));
+    } else {
+        let _ = cmd::output(Command::new("invoke-rc.d").args([name, "stop"]));
+        let _ = cmd::output(Command::new("update-rc.d").args([name, "disable"]));
+    }
 }
 
 fn bpf_linker_ok() -> bool {

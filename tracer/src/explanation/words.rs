@@ -2,7 +2,11 @@
 
 use tracer_common::hook::Hook;
 
-use crate::{journey::Journey, sighting::Sighting};
+use crate::{
+    drop_reason::{self, DropClass},
+    journey::Journey,
+    sighting::Sighting,
+};
 
 /// A hook as people know it: netfilter hooks with the iptables chain that runs there.
 pub fn hook_words(hook: &str) -> &str {
@@ -178,6 +182,24 @@ pub fn drop_cause(journey: &Journey) -> String {
             "dropped by the reverse-path filter (rp_filter): the route back to {} does not leave by {ifname}",
             s.src.map_or("?".to_string(), |ip| ip.to_string())
         ),
-        _ => format!("dropped by the kernel{after}"),
+        reason => match drop_reason::class(reason) {
+            DropClass::Resource => {
+                format!("dropped because a queue, a buffer or memory was full{after}")
+            }
+            DropClass::Check => format!(
+                "dropped because it failed a check of its headers, checksum or protocol \
+                 state{after}"
+            ),
+            DropClass::Policy => format!("dropped by a rule or a program{after}"),
+            DropClass::NoReceiver => format!("dropped because nothing here takes it{after}"),
+            DropClass::Routing => format!("dropped by routing{after}"),
+            DropClass::Neighbour => format!(
+                "dropped because its next hop's link-layer address could not be had{after}"
+            ),
+            DropClass::Device => format!("dropped because the device could not take it{after}"),
+            DropClass::NormalEnd | DropClass::Unspecified => {
+                format!("dropped by the kernel{after}")
+            }
+        },
     }
 }
