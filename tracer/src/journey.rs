@@ -40,11 +40,17 @@ pub struct Journey {
 
 impl Journey {
     /// The sighting whose headers describe the packet: the first one on its path that parsed
-    /// them (a route lookup or a bare skb event knows less).
+    /// them (a route lookup or a bare skb event knows less), and not in a tunnel's outer
+    /// headers where it was also seen without them.
     pub fn headers(&self) -> &Sighting {
         self.sightings
             .iter()
-            .find(|s| s.on_path() && s.proto != "unknown")
+            .find(|s| s.on_path() && s.proto != "unknown" && s.tunnel.is_none())
+            .or_else(|| {
+                self.sightings
+                    .iter()
+                    .find(|s| s.on_path() && s.proto != "unknown")
+            })
             .or_else(|| self.sightings.iter().find(|s| s.proto != "unknown"))
             .unwrap_or(&self.sightings[0])
     }
@@ -64,7 +70,10 @@ type Fingerprint = (
     u8,
 );
 
+/// The fingerprint of the packet: inside a tunnel, of the packet it carries, which is the
+/// journey's.
 fn fingerprint(s: &Sighting) -> Fingerprint {
+    let s = crate::tunnel::inner(s);
     (
         s.src,
         s.dst,
@@ -274,6 +283,9 @@ fn same_packet_after_nat(journey: &[Sighting], next: &Sighting) -> bool {
     let Some(last) = journey.iter().rev().find(|s| s.proto != "unknown") else {
         return true;
     };
+    // A tunnel pushes its headers onto the same skb, and the receiving one pulls them off:
+    // the packet is the one inside.
+    let (last, next) = (crate::tunnel::inner(last), crate::tunnel::inner(next));
     last.proto == next.proto
         && last.ip_id == next.ip_id
         && last.tcp_seq == next.tcp_seq

@@ -37,6 +37,7 @@ mod session;
 mod sighting;
 mod stats;
 mod status;
+mod tunnel;
 mod usage;
 mod verifier;
 mod xdp_owner;

@@ -61,6 +61,10 @@ pub struct Sighting {
     /// `icmp type 3 code 4 sent`, `driver returned 0`, `route via table 254`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Set when this point saw a tunnel's outer packet (the headers above are the outer
+    /// ones): the packet it carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<Box<crate::tunnel::Encapsulated>>,
     /// The packet's bytes as this point saw them, with `-w` (not part of the recording).
     #[serde(skip)]
     pub bytes: Option<PacketBytes>,
@@ -161,6 +165,7 @@ impl Sighting {
             }),
             location,
             note,
+            tunnel: crate::tunnel::decode(event),
             bytes: None,
         }
     }
@@ -235,7 +240,7 @@ fn is_zero(value: &u16) -> bool {
     *value == 0
 }
 
-fn address(l3_proto: u16, bytes: &[u8; 16]) -> Option<IpAddr> {
+pub fn address(l3_proto: u16, bytes: &[u8; 16]) -> Option<IpAddr> {
     match l3_proto {
         ETH_P_IP => Some(IpAddr::V4(Ipv4Addr::new(
             bytes[0], bytes[1], bytes[2], bytes[3],
