@@ -47,7 +47,16 @@ fn a_drop_of_the_outer_packet_is_told_as_a_drop_in_the_underlay() {
 
 #[test]
 fn outer_filters_follow_the_tunnel_kind() {
-    assert_eq!(outer_filter("the encapsulated datagram a:1 > b:4789 (VXLAN VNI 1)"), "udp port 4789");
-    assert_eq!(outer_filter("the encapsulated datagram a:1 > b:8472 (VXLAN VNI 1)"), "udp port 8472");
-    assert_eq!(outer_filter("the encapsulated packet a > b (GRE key 3)"), "proto gre");
+    assert_eq!(
+        outer_filter("the encapsulated datagram a:1 > b:4789 (VXLAN VNI 1)"),
+        "udp port 4789"
+    );
+    assert_eq!(
+        outer_filter("the encapsulated datagram a:1 > b:8472 (VXLAN VNI 1)"),
+        "udp port 8472"
+    );
+    assert_eq!(
+        outer_filter("the encapsulated packet a > b (GRE key 3)"),
+        "proto gre"
+    );
 }

@@ -4,6 +4,7 @@ mod filtering;
 mod paths;
 mod programs;
 mod tcp;
+mod tunnel;
 
 use anyhow::Result;
 
@@ -80,6 +81,11 @@ pub const LABS: &[Lab] = &[
         name: "conntrack-invalid",
         summary: "conntrack marks a segment INVALID and a rule drops it",
         build: filtering::conntrack_invalid,
+    },
+    Lab {
+        name: "overlay-underlay-drop",
+        summary: "a VXLAN overlay whose underlay drops the encapsulated datagrams",
+        build: tunnel::overlay_underlay_drop,
     },
 ];
 
