@@ -58,7 +58,7 @@ pub fn find(buf: &[u8; HDR_LEN], valid: usize, outer: &PacketSummary) -> Option<
         _ => return None,
     };
     let l4 = opaque(l4);
-    if l4 < 20 || l4 > HDR_LEN - 8 {
+    if !(20..=HDR_LEN - 8).contains(&l4) {
         return None;
     }
     let found = match outer.l4_proto {
