@@ -36,6 +36,10 @@ pub struct Journey {
     pub flow_id: u64,
     /// Events were lost while it was alive (see [`crate::gaps`]): it may miss points.
     pub incomplete: bool,
+    /// The packet a tunnel carried, where it was seen only inside the tunnel's outer headers
+    /// (a trace of the underlay's receiver alone): it, not the outer packet, is the journey's.
+    #[serde(skip)]
+    pub carried: Option<Box<Sighting>>,
 }
 
 impl Journey {
@@ -43,6 +47,9 @@ impl Journey {
     /// them (a route lookup or a bare skb event knows less), and not in a tunnel's outer
     /// headers where it was also seen without them.
     pub fn headers(&self) -> &Sighting {
+        if let Some(carried) = &self.carried {
+            return carried;
+        }
         self.sightings
             .iter()
             .find(|s| s.on_path() && s.proto != "unknown" && s.tunnel.is_none())
@@ -170,11 +177,24 @@ pub fn build(mut sightings: Vec<Sighting>, end: &TraceEnd) -> Vec<Journey> {
                 id: i as u64 + 1,
                 incomplete: end.touches(&sightings, open),
                 fate,
+                carried: carried(&sightings),
                 sightings,
                 flow_id: 0,
             }
         })
         .collect()
+}
+
+/// The inner packet of a journey seen on its path only inside a tunnel's outer headers.
+fn carried(sightings: &[Sighting]) -> Option<Box<Sighting>> {
+    let mut on_path = sightings
+        .iter()
+        .filter(|s| s.on_path() && s.proto != "unknown");
+    let first = on_path.clone().next()?;
+    if first.tunnel.is_none() || on_path.any(|s| s.tunnel.is_none()) {
+        return None;
+    }
+    Some(Box::new(crate::tunnel::inner(first).into_owned()))
 }
 
 /// Events that name no skb but are about one packet: route lookups, and TCP events that only

@@ -2,8 +2,13 @@ use super::*;
 use crate::{explanation, fate::TraceEnd, journey, recording};
 
 fn fixture() -> Vec<Journey> {
+    recorded("vxlan_underlay_drop.jsonl")
+}
+
+fn recorded(name: &str) -> Vec<Journey> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/vxlan_underlay_drop.jsonl");
+        .join("tests/fixtures")
+        .join(name);
     let sightings = recording::read(&path).expect("fixture").sightings;
     journey::build(sightings, &TraceEnd::default())
 }
@@ -59,4 +64,25 @@ fn outer_filters_follow_the_tunnel_kind() {
         outer_filter("the encapsulated packet a > b (GRE key 3)"),
         "proto gre"
     );
+}
+
+/// Only the receiver traced (recorded on 6.18, filter `tcp port 8080`): the datagrams arrive
+/// unfollowed and are reported because the SYN inside matches; each journey is the SYN's.
+#[test]
+fn a_trace_of_the_receiver_alone_tells_the_packet_inside() {
+    let journeys = recorded("vxlan_receiver_only.jsonl");
+    assert!(journeys.len() >= 2, "the SYN and a retransmission");
+    for j in &journeys {
+        assert!(j
+            .sightings
+            .iter()
+            .filter(|s| s.on_path())
+            .all(|s| s.tunnel.is_some()));
+        let h = j.headers();
+        assert_eq!(
+            (h.proto.as_str(), h.dport, h.tcp_flags.clone()),
+            ("tcp", 8080, vec!["SYN".to_string()])
+        );
+        assert!(explanation::short_fate(j).starts_with("dropped in the underlay"));
+    }
 }
