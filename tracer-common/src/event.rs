@@ -1,7 +1,7 @@
 //! The one event format: header, packet summary, hook-specific detail.
 
 /// Bumped whenever the layout below changes.
-pub const EVENT_VERSION: u8 = 2;
+pub const EVENT_VERSION: u8 = 3;
 
 /// What an event reports. Fixed numbers, never reused.
 pub mod kind {
@@ -96,6 +96,38 @@ pub struct Event {
     pub header: EventHeader,
     pub packet: PacketSummary,
     pub detail: HookDetail,
+    /// Set when `packet` is the outer header of a tunnel (VXLAN, Geneve, GRE, IPIP): the
+    /// packet it carries, by which a followed packet is recognised in its encapsulated form.
+    pub tunnel: TunnelSummary,
+}
+
+/// Tunnel kinds the parser recognises ([`TunnelSummary::kind`]). Fixed numbers.
+pub mod tunnel {
+    pub const NONE: u8 = 0;
+    /// UDP to port 4789 (IANA) or 8472 (Linux's default before the IANA port).
+    pub const VXLAN: u8 = 1;
+    /// UDP to port 6081.
+    pub const GENEVE: u8 = 2;
+    /// IP protocol 47, carrying IP or Ethernet (gretap).
+    pub const GRE: u8 = 3;
+    /// IP protocol 4 or 41: IPv4 or IPv6 straight in IP (ipip, sit, ip6tnl).
+    pub const IPIP: u8 = 4;
+}
+
+/// The packet inside an encapsulation, as far as the copied headers reach.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TunnelSummary {
+    /// One of [`tunnel`]; with `NONE` the rest means nothing (ring buffer memory is not
+    /// cleared).
+    pub kind: u8,
+    /// Bytes of the inner packet's headers the kernel program copied (at most `HDR_LEN`).
+    pub inner_len: u8,
+    pub _pad: [u8; 2],
+    /// VXLAN or Geneve VNI, GRE key (0 without one).
+    pub id: u32,
+    /// The inner packet's headers (its `pkt_len`, `mark`, `gso_segs` are not set).
+    pub inner: PacketSummary,
 }
 
 /// Packet bytes that follow an [`Event`] when `-w` asked for them
@@ -139,7 +171,8 @@ const _: () = assert!(core::mem::size_of::<CaptureHeader>() == 8);
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 40);
 const _: () = assert!(core::mem::size_of::<PacketSummary>() == 72);
 const _: () = assert!(core::mem::size_of::<HookDetail>() == 16);
-const _: () = assert!(core::mem::size_of::<Event>() == 128);
+const _: () = assert!(core::mem::size_of::<TunnelSummary>() == 80);
+const _: () = assert!(core::mem::size_of::<Event>() == 208);
 
 /// TCP flag bits as in the TCP header.
 pub mod tcp_flag {

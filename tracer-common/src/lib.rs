@@ -10,6 +10,7 @@ pub mod event;
 pub mod hook;
 pub mod parse;
 pub mod synth;
+pub mod tunnel;
 
 /// Names of the maps and globals in the eBPF object, shared so that neither side misspells them.
 pub mod names {

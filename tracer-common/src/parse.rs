@@ -35,7 +35,7 @@ const IPV6_DEST_OPTS: u8 = 60;
 const IPV6_MAX_EXTENSIONS: usize = 6;
 
 #[inline(always)]
-fn be16(buf: &[u8; HDR_LEN], at: usize) -> u16 {
+pub(crate) fn be16(buf: &[u8; HDR_LEN], at: usize) -> u16 {
     match (buf.get(at), buf.get(at + 1)) {
         (Some(a), Some(b)) => u16::from_be_bytes([*a, *b]),
         _ => 0,
@@ -43,7 +43,7 @@ fn be16(buf: &[u8; HDR_LEN], at: usize) -> u16 {
 }
 
 #[inline(always)]
-fn be32(buf: &[u8; HDR_LEN], at: usize) -> u32 {
+pub(crate) fn be32(buf: &[u8; HDR_LEN], at: usize) -> u32 {
     ((be16(buf, at) as u32) << 16) | be16(buf, at + 2) as u32
 }
 
@@ -51,13 +51,13 @@ fn be32(buf: &[u8; HDR_LEN], at: usize) -> u32 {
 /// the register the reads use: the verifier does not carry `at + 2 <= valid` (or the
 /// `at | 2 <= valid` it becomes for a multiple of 4) back to `at`.
 #[inline(always)]
-fn opaque(value: usize) -> usize {
+pub(crate) fn opaque(value: usize) -> usize {
     // SAFETY: a read of a local.
     unsafe { core::ptr::read_volatile(&value) }
 }
 
 #[inline(always)]
-fn byte(buf: &[u8; HDR_LEN], at: usize) -> u8 {
+pub(crate) fn byte(buf: &[u8; HDR_LEN], at: usize) -> u8 {
     buf.get(at).copied().unwrap_or(0)
 }
 
@@ -71,10 +71,28 @@ fn byte(buf: &[u8; HDR_LEN], at: usize) -> u8 {
 /// has a protocol but no ports. Another ethertype is only recorded.
 #[inline(always)]
 pub fn parse_l3(buf: &[u8; HDR_LEN], valid: usize, l3_proto: u16, out: &mut PacketSummary) {
+    parse_l3_walking::<IPV6_MAX_EXTENSIONS>(buf, valid, l3_proto, out);
+}
+
+/// [`parse_l3`] that steps over no IPv6 extension header (the transport is left unknown
+/// behind one): for a tunnel's inner packet, where the kernel programs cannot afford the walk
+/// a second time.
+#[inline(always)]
+pub fn parse_l3_shallow(buf: &[u8; HDR_LEN], valid: usize, l3_proto: u16, out: &mut PacketSummary) {
+    parse_l3_walking::<0>(buf, valid, l3_proto, out);
+}
+
+#[inline(always)]
+fn parse_l3_walking<const EXTENSIONS: usize>(
+    buf: &[u8; HDR_LEN],
+    valid: usize,
+    l3_proto: u16,
+    out: &mut PacketSummary,
+) {
     let valid = if valid < HDR_LEN { valid } else { HDR_LEN };
     let transport = match l3_proto {
         ETH_P_IP => parse_ipv4(buf, valid, out),
-        ETH_P_IPV6 => parse_ipv6(buf, valid, out),
+        ETH_P_IPV6 => parse_ipv6::<EXTENSIONS>(buf, valid, out),
         _ => {
             out.l3_proto = l3_proto;
             None
@@ -125,7 +143,7 @@ fn parse_ipv4(
 /// The IPv6 fields, through the extension headers; returns where the transport header
 /// starts and the bytes valid for it.
 #[inline(always)]
-fn parse_ipv6(
+fn parse_ipv6<const EXTENSIONS: usize>(
     buf: &[u8; HDR_LEN],
     valid: usize,
     out: &mut PacketSummary,
@@ -148,7 +166,7 @@ fn parse_ipv6(
     };
     let mut next = byte(buf, 6);
     let mut at = 40;
-    for _ in 0..IPV6_MAX_EXTENSIONS {
+    for _ in 0..EXTENSIONS {
         let is_extension = matches!(
             next,
             IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_FRAGMENT | IPV6_AUTH | IPV6_DEST_OPTS

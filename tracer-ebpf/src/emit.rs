@@ -10,19 +10,20 @@ use tracer_common::{
     cbpf::{self, Machine, Program, View, L2_SLOT, L3_SLOT, MAX_INSNS, MEM_WORDS},
     config::iface_key,
     event::{
-        kind, link, CaptureHeader, Captured, Event, EventHeader, HookDetail, PacketSummary,
-        EVENT_VERSION, SNAP_HEADERS, SNAP_MAX,
+        kind, link, tunnel, CaptureHeader, Captured, Event, EventHeader, HookDetail, PacketSummary,
+        TunnelSummary, EVENT_VERSION, SNAP_HEADERS, SNAP_MAX,
     },
     hook::{Hook, Position},
-    parse::{ETH_HLEN, L2_LEN},
+    parse::{parse_l3_shallow, ETH_HLEN, HDR_LEN, L2_LEN},
     synth::headers_from_summary,
+    tunnel as encapsulation,
 };
 
 use crate::{
     kernel::{helper_len, read, scratch, verifier_visible},
     maps::{
-        config, offset, EVENTS, FILTERS, FILTER_MEM, FOLLOWED, LOST, LOST_SINCE, TRACED_IFACES,
-        TRACED_NETNS,
+        config, offset, EVENTS, FILTERS, FILTER_MEM, FOLLOWED, INNER_SCRATCH, LOST, LOST_SINCE,
+        TRACED_IFACES, TRACED_NETNS, TUNNELS,
     },
 };
 
@@ -64,9 +65,10 @@ pub struct L2<'a> {
 }
 
 /// Emits `packet` at `site` when the filter wants it: it matches, or its skb matched earlier
-/// (NAT may have rewritten the addresses since; the skb is the same packet). The hook's
-/// headers from L3 on are the first `l3_len` bytes of its scratch buffer; with none there,
-/// they are rebuilt from `packet` for the filter.
+/// (NAT may have rewritten the addresses since; the skb is the same packet), or it is a
+/// tunnel's outer packet carrying such a packet. The hook's headers from L3 on are the first
+/// `l3_len` bytes of its scratch buffer; with none there, they are rebuilt from `packet` for
+/// the filter.
 #[inline(always)]
 pub fn report(
     site: &Site,
@@ -75,9 +77,123 @@ pub fn report(
     l3_len: usize,
     detail: HookDetail,
 ) {
-    if wanted(site, packet, l2, l3_len) {
-        emit(site, packet, detail);
+    report_with::<true>(site, packet, l2, l3_len, detail);
+}
+
+/// [`report`] without looking into tunnels: for `netif_receive`, whose program is at the
+/// verifier's limit already (the tunnel code pushes it past). tc ingress, right after it on
+/// the same side of the tap, sees the packet in its tunnel. A followed packet seen there in a
+/// tunnel's outer headers is taken for another packet at that address; tc ingress follows
+/// it again by the packet inside.
+#[inline(always)]
+pub fn report_without_tunnels(
+    site: &Site,
+    packet: &PacketSummary,
+    l2: Option<L2>,
+    l3_len: usize,
+    detail: HookDetail,
+) {
+    report_with::<false>(site, packet, l2, l3_len, detail);
+}
+
+#[inline(always)]
+fn report_with<const TUNNELS_TOO: bool>(
+    site: &Site,
+    packet: &PacketSummary,
+    l2: Option<L2>,
+    l3_len: usize,
+    detail: HookDetail,
+) {
+    if TUNNELS_TOO {
+        find_tunnel(site.hook as u32, packet, l3_len);
     }
+    if wanted::<TUNNELS_TOO>(site, packet, l2, l3_len) {
+        emit::<TUNNELS_TOO>(site, packet, detail);
+    }
+}
+
+/// Whether `packet` is a tunnel's outer packet whose inner headers are in the copied bytes:
+/// then they are copied from L3 on into the hook's `INNER_SCRATCH` for the filter and parsed
+/// into its `TUNNELS` slot (its kind set). Subprograms: the hooks' stacks have no room for
+/// them. The two steps talk through the map, not through values: the verifier then meets the
+/// parser with one unknown length and protocol, not one state per path through the tunnel
+/// headers, which multiplied beyond its limit in the tc programs.
+#[inline(never)]
+fn find_tunnel(hook: u32, packet: &PacketSummary, l3_len: usize) -> u32 {
+    if locate_inner(hook, packet, l3_len) {
+        parse_inner(hook);
+    }
+    0
+}
+
+/// Finds and copies the inner headers; leaves their length in `inner_len` and their
+/// ethertype in `inner.l3_proto` for [`parse_inner`]. Kind `NONE` when there are none.
+#[inline(never)]
+fn locate_inner(hook: u32, packet: &PacketSummary, l3_len: usize) -> bool {
+    let Some(slot) = TUNNELS.get_ptr_mut(hook) else {
+        return false;
+    };
+    let slot = unsafe { &mut *slot };
+    slot.kind = tunnel::NONE;
+    if l3_len == 0 || !encapsulation::may_carry(packet) {
+        return false;
+    }
+    let (Some(buf), Some(inner)) = (
+        crate::maps::SCRATCH.get_ptr(hook),
+        INNER_SCRATCH.get_ptr_mut(hook),
+    ) else {
+        return false;
+    };
+    let (buf, inner) = unsafe { (&*buf, &mut *inner) };
+    let Some(found) = encapsulation::find(buf, l3_len, packet) else {
+        return false;
+    };
+    // The inner headers, moved to the start of their own buffer: the parser and the filter
+    // read from offset 0. A helper copy, with the source address opaque to the verifier.
+    let Some(len) = crate::kernel::helper_len::<HDR_LEN>(l3_len.saturating_sub(found.inner_at))
+    else {
+        return false;
+    };
+    let from = opaque(buf.as_ptr()) as u64 + found.inner_at as u64;
+    if unsafe { bpf_probe_read_kernel(inner.as_mut_ptr().cast(), len, from as *const c_void) } != 0
+    {
+        return false;
+    }
+    slot.kind = found.kind;
+    slot.inner_len = len as u8;
+    slot.id = found.id;
+    slot.inner.l3_proto = found.inner_proto;
+    true
+}
+
+/// Parses the inner headers [`locate_inner`] copied.
+#[inline(never)]
+fn parse_inner(hook: u32) -> u32 {
+    let (Some(slot), Some(inner)) = (TUNNELS.get_ptr_mut(hook), INNER_SCRATCH.get_ptr(hook)) else {
+        return 0;
+    };
+    let (slot, inner) = unsafe { (&mut *slot, &*inner) };
+    let (len, proto) = (slot.inner_len as usize, slot.inner.l3_proto);
+    clear(&mut slot.inner);
+    parse_l3_shallow(inner, len, proto, &mut slot.inner);
+    0
+}
+
+/// Zeroes `packet` word by word: a plain assignment of the default becomes a byte loop
+/// (`memset` on map memory), which the verifier walks step by step on every path.
+#[inline(always)]
+fn clear(packet: &mut PacketSummary) {
+    const WORDS: usize = core::mem::size_of::<PacketSummary>() / 4;
+    let words = packet as *mut PacketSummary as *mut u32;
+    for i in 0..WORDS {
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
+}
+
+/// The inner packet [`find_tunnel`] found for this hook.
+#[inline(always)]
+fn tunnel_slot(hook: u32) -> Option<&'static TunnelSummary> {
+    TUNNELS.get_ptr(hook).map(|p| unsafe { &*p })
 }
 
 /// Stops following `skb`: it was freed, and its address will be reused for another packet.
@@ -94,7 +210,12 @@ fn filters_packets() -> bool {
 }
 
 #[inline(always)]
-fn wanted(site: &Site, packet: &PacketSummary, l2: Option<L2>, l3_len: usize) -> bool {
+fn wanted<const TUNNELS_TOO: bool>(
+    site: &Site,
+    packet: &PacketSummary,
+    l2: Option<L2>,
+    l3_len: usize,
+) -> bool {
     if !filters_packets() {
         return true;
     }
@@ -102,12 +223,20 @@ fn wanted(site: &Site, packet: &PacketSummary, l2: Option<L2>, l3_len: usize) ->
         if let Some(tag) = unsafe { FOLLOWED.get(&site.skb) } {
             // The address is followed, but is it still that packet? An skb freed where no
             // tracepoint fires (TCP frees acknowledged and read skbs quietly) leaves its entry
-            // behind, and the next packet built at that address must not inherit it.
-            if knows_no_headers(site, packet) || *tag == follow_tag(packet) {
+            // behind, and the next packet built at that address must not inherit it. A tunnel
+            // pushed its outer headers onto the same skb: the packet is the one inside.
+            if knows_no_headers(site, packet)
+                || *tag == follow_tag(packet)
+                || (TUNNELS_TOO && carries_followed(site.hook as u32, *tag) != 0)
+            {
                 return true;
             }
             // A stale entry: forget it, so the new packet's header-less events are not taken.
-            let _ = FOLLOWED.remove(&site.skb);
+            // (Where tunnels are not looked into, a tunnel packet may be the followed one in
+            // its outer headers: left for the next point to tell.)
+            if TUNNELS_TOO || !encapsulation::may_carry(packet) {
+                let _ = FOLLOWED.remove(&site.skb);
+            }
         }
     }
     // Plain numbers across the call: a `None` would leave a register unset, which the
@@ -116,15 +245,48 @@ fn wanted(site: &Site, packet: &PacketSummary, l2: Option<L2>, l3_len: usize) ->
         Some(l2) => (l2.bytes.as_ptr(), l2.len),
         None => (core::ptr::null(), 0),
     };
-    if !iface_traced(site) || !filter_accepts(site, packet, l2_bytes, l2_len, l3_len) {
+    if !iface_traced(site) {
         return false;
     }
-    // Follow it from here on; not at its free, which would only delete the entry again. A full
-    // map only makes the LRU forget an old packet: following is best effort.
-    if site.skb != 0 && site.kind == kind::SIGHTING {
-        let _ = FOLLOWED.insert(&site.skb, &follow_tag(packet), 0);
+    // The outer headers first: a filter on them (`udp port 4789`) follows the datagram.
+    // The outer headers first: a filter on them (`udp port 4789`) follows the datagram; then
+    // the packet inside a tunnel's outer headers, which follows it by its own.
+    if filter_accepts(site, packet, l2_bytes, l2_len, l3_len) {
+        // Follow it from here on; not at its free, which would only delete the entry again. A
+        // full map only makes the LRU forget an old packet: following is best effort.
+        if site.skb != 0 && site.kind == kind::SIGHTING {
+            let _ = FOLLOWED.insert(&site.skb, &follow_tag(packet), 0);
+        }
+        return true;
     }
-    true
+    TUNNELS_TOO && inner_wanted(site.hook as u32, site.skb, site.kind as u32) != 0
+}
+
+/// Whether the tunnel packet [`find_tunnel`] found at this hook carries the packet `tag`
+/// follows: 1 if so. A subprogram, so that the hooks' paths do not branch on it.
+#[inline(never)]
+fn carries_followed(hook: u32, tag: u64) -> u32 {
+    match tunnel_slot(hook) {
+        Some(t) if t.kind != tunnel::NONE && tag == follow_tag(&t.inner) => 1,
+        _ => 0,
+    }
+}
+
+/// Whether the filter matches the packet inside the tunnel packet found at this hook: then
+/// it is followed by its own headers, which come back once the receiving tunnel takes the
+/// outer ones off. 1 if so.
+#[inline(never)]
+fn inner_wanted(hook: u32, skb: u64, event_kind: u32) -> u32 {
+    let Some(t) = tunnel_slot(hook) else {
+        return 0;
+    };
+    if t.kind == tunnel::NONE || !inner_filter_accepts(hook) {
+        return 0;
+    }
+    if skb != 0 && event_kind == kind::SIGHTING as u32 {
+        let _ = FOLLOWED.insert(&skb, &follow_tag(&t.inner), 0);
+    }
+    1
 }
 
 /// An event that cannot show its packet's headers: `net_dev_xmit` (the driver has it), or a
@@ -189,7 +351,49 @@ fn filter_accepts(
     } else {
         l3_len
     };
-    let Some(mem) = FILTER_MEM.get_ptr_mut(site.hook as u32) else {
+    run_filter(
+        site.hook as u32,
+        slot,
+        View {
+            l2: opaque(l2_bytes),
+            l2_len: l2_len as u32,
+            l3: opaque(l3.as_ptr()),
+            l3_len: l3_len as u32,
+            wire_len,
+        },
+    )
+}
+
+/// Runs the L3 filter on the inner packet [`find_tunnel`] left in the hook's `INNER_SCRATCH`
+/// and `TUNNELS` slots: what `tcpdump -i` on the tunnel device would match. (A filter that
+/// only has an L2 form names link-layer fields: not followed inside.)
+#[inline(never)]
+fn inner_filter_accepts(hook: u32) -> bool {
+    if config!(filter_l3) == 0 {
+        return false;
+    }
+    let (Some(inner), Some(slot)) = (INNER_SCRATCH.get_ptr(hook), TUNNELS.get_ptr(hook)) else {
+        return false;
+    };
+    let (copied, ip_len) = unsafe { ((*slot).inner_len as usize, (*slot).inner.ip_len) };
+    let l3_len = if copied < HDR_LEN { copied } else { HDR_LEN };
+    run_filter(
+        hook,
+        L3_SLOT,
+        View {
+            l2: opaque(core::ptr::null()),
+            l2_len: 0,
+            l3: opaque(inner as *const u8),
+            l3_len: l3_len as u32,
+            wire_len: ip_len as u32 + ETH_HLEN as u32,
+        },
+    )
+}
+
+/// Runs filter program `slot` on `view` (see [`filter_accepts`]).
+#[inline(always)]
+fn run_filter(hook: u32, slot: u32, view: View) -> bool {
+    let Some(mem) = FILTER_MEM.get_ptr_mut(hook) else {
         return false;
     };
     let Some(program) = FILTERS.get_ptr(slot) else {
@@ -198,13 +402,7 @@ fn filter_accepts(
     let mut run = FilterRun {
         machine: Machine::default(),
         program: opaque(program),
-        view: View {
-            l2: opaque(l2_bytes),
-            l2_len: l2_len as u32,
-            l3: opaque(l3.as_ptr()),
-            l3_len: l3_len as u32,
-            wire_len,
-        },
+        view,
         mem,
     };
     // One verified step, looped by the kernel: a loop in the program itself would be
@@ -260,13 +458,13 @@ fn opaque<T>(ptr: *const T) -> *const T {
 /// Writes one event to the ring buffer, with the packet's bytes when `-w` wants them, or
 /// counts it as lost for its hook.
 #[inline(always)]
-fn emit(site: &Site, packet: &PacketSummary, detail: HookDetail) {
+fn emit<const TUNNELS_TOO: bool>(site: &Site, packet: &PacketSummary, detail: HookDetail) {
     let snaplen = config!(snaplen) as usize;
     if snaplen > 0 && !matches!(site.source, Source::None) {
         if snaplen <= SNAP_HEADERS {
-            emit_captured::<SNAP_HEADERS>(site, packet, &detail, snaplen);
+            emit_captured::<SNAP_HEADERS, TUNNELS_TOO>(site, packet, &detail, snaplen);
         } else {
-            emit_captured::<SNAP_MAX>(site, packet, &detail, snaplen);
+            emit_captured::<SNAP_MAX, TUNNELS_TOO>(site, packet, &detail, snaplen);
         }
         return;
     }
@@ -277,7 +475,7 @@ fn emit(site: &Site, packet: &PacketSummary, detail: HookDetail) {
     // Filled in place: an `Event` built on the stack first would cost 120 of its 512 bytes.
     let event = entry.as_mut_ptr();
     unsafe {
-        fill(
+        fill::<TUNNELS_TOO>(
             &mut *event,
             site,
             packet,
@@ -289,7 +487,13 @@ fn emit(site: &Site, packet: &PacketSummary, detail: HookDetail) {
 }
 
 #[inline(always)]
-fn fill(event: &mut Event, site: &Site, packet: &PacketSummary, detail: HookDetail, len: usize) {
+fn fill<const TUNNELS_TOO: bool>(
+    event: &mut Event,
+    site: &Site,
+    packet: &PacketSummary,
+    detail: HookDetail,
+    len: usize,
+) {
     event.header = EventHeader {
         version: EVENT_VERSION,
         kind: site.kind,
@@ -306,12 +510,20 @@ fn fill(event: &mut Event, site: &Site, packet: &PacketSummary, detail: HookDeta
     };
     event.packet = *packet;
     event.detail = detail;
+    event.tunnel.kind = tunnel::NONE;
+    if TUNNELS_TOO {
+        if let Some(found) = tunnel_slot(site.hook as u32) {
+            if found.kind != tunnel::NONE {
+                event.tunnel = *found;
+            }
+        }
+    }
 }
 
 /// An event followed by up to `N` bytes of its packet. A subprogram: its copies would not fit
 /// in every hook's instruction budget, and only `-w` runs it.
 #[inline(never)]
-fn emit_captured<const N: usize>(
+fn emit_captured<const N: usize, const TUNNELS_TOO: bool>(
     site: &Site,
     packet: &PacketSummary,
     detail: &HookDetail,
@@ -323,7 +535,7 @@ fn emit_captured<const N: usize>(
     };
     let record = entry.as_mut_ptr();
     unsafe {
-        fill(
+        fill::<TUNNELS_TOO>(
             &mut (*record).event,
             site,
             packet,

@@ -8,6 +8,7 @@ use aya_ebpf::{
 use tracer_common::{
     cbpf::{Program, MEM_WORDS},
     config::{KernelOffsets, TraceConfig},
+    event::TunnelSummary,
     hook::HOOK_SLOTS,
     parse::HDR_LEN,
 };
@@ -37,6 +38,15 @@ pub static FOLLOWED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 
 /// one slot per hook: a program may interrupt another one on its CPU, but not itself.
 #[map]
 pub static SCRATCH: PerCpuArray<[u8; HDR_LEN]> = PerCpuArray::with_max_entries(HOOK_SLOTS, 0);
+
+/// What a tunnel's outer packet carries, per CPU and per hook like `SCRATCH`: found before
+/// the filter runs, copied into the event after it.
+#[map]
+pub static TUNNELS: PerCpuArray<TunnelSummary> = PerCpuArray::with_max_entries(HOOK_SLOTS, 0);
+
+/// The inner packet's headers, from its L3 header on, for the filter (per CPU and per hook).
+#[map]
+pub static INNER_SCRATCH: PerCpuArray<[u8; HDR_LEN]> = PerCpuArray::with_max_entries(HOOK_SLOTS, 0);
 
 /// The tcpdump filter compiled by libpcap, for L2 and for L3 views (`cbpf::L2_SLOT`, `L3_SLOT`).
 #[map]

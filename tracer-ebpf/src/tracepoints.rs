@@ -10,7 +10,7 @@ use tracer_common::{
 };
 
 use crate::{
-    emit::{forget, netns_traced, report, Site, Source, L2},
+    emit::{forget, netns_traced, report, report_without_tunnels, Site, Source, L2},
     kernel::{
         dev_identity, read, skb_identity, skb_info, skb_summary, sock_netns, sock_summary, SkbInfo,
     },
@@ -313,7 +313,11 @@ fn observe_skb(skb: u64, hook: Hook, position: Position, event_kind: u8, detail:
         bytes: &eth,
         len: l2_len,
     });
-    report(&site, &packet, l2, l3_len, detail);
+    if hook == Hook::NetifReceive {
+        report_without_tunnels(&site, &packet, l2, l3_len, detail);
+    } else {
+        report(&site, &packet, l2, l3_len, detail);
+    }
     if event_kind != kind::SIGHTING {
         // Freed: stop following it (only skbs of traced namespaces can be followed).
         forget(skb);

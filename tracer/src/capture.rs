@@ -18,6 +18,12 @@ pub struct Capture {
     pub dir: &'static str,
     /// Whether a capture on this interface would have captured the packet.
     pub seen: bool,
+    /// Set where the packet crossed this interface inside a tunnel's outer headers (an
+    /// underlay): `seen` is then about that outer packet, which a capture filtering on the
+    /// outer headers (`udp port 4789`) matches and one on the packet's own headers (`tcp port
+    /// 80`) does not. Words for it: `the encapsulated datagram ... (VXLAN VNI 42)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encapsulated: Option<String>,
     /// The live captures that were listening on this interface (or on all of its namespace's).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub live: Vec<LiveCapture>,
@@ -78,7 +84,12 @@ pub fn captures(journey: &Journey, live: &[LiveCapture]) -> Vec<Capture> {
             .iter_mut()
             .find(|c| c.netns == s.netns && c.ifindex == s.ifindex && c.dir == dir)
         {
-            Some(capture) => capture.seen |= passed_tap,
+            Some(capture) => {
+                capture.seen |= passed_tap;
+                if capture.encapsulated.is_none() {
+                    capture.encapsulated = crate::tunnel::outer_words(s);
+                }
+            }
             None => out.push(Capture {
                 netns: s.netns,
                 ifindex: s.ifindex,
@@ -86,6 +97,7 @@ pub fn captures(journey: &Journey, live: &[LiveCapture]) -> Vec<Capture> {
                 ifname: s.ifname.clone(),
                 dir,
                 seen: passed_tap,
+                encapsulated: crate::tunnel::outer_words(s),
                 live: listening(live, s.netns, s.ifindex),
             }),
         }

@@ -102,7 +102,7 @@ pub fn short_fate(journey: &Journey) -> String {
     match fate.kind {
         FateKind::Dropped => format!(
             "{} in {ns} ({})",
-            drop_cause(journey),
+            crate::tunnel::in_underlay(journey, drop_cause(journey)),
             fate.reason.as_deref().unwrap_or("no reason given")
         ),
         FateKind::Delivered if fate.hook.as_deref() == Some("socket") => {
@@ -234,8 +234,12 @@ fn tap_relation(journey: &Journey, captures: &[Capture]) -> String {
             }
             _ => "",
         };
+        let form = match &c.encapsulated {
+            Some(outer) => format!(" as {outer}"),
+            None => String::new(),
+        };
         format!(
-            "tcpdump on {} saw it arrive, but the stack dropped it after the capture point{consequence}",
+            "tcpdump on {} saw it arrive{form}, but the stack dropped it after the capture point{consequence}",
             c.place()
         )
     } else if let Some(c) = unseen_rx {
@@ -279,11 +283,17 @@ fn capture_sentences(captures: &[Capture]) -> Vec<String> {
             } else {
                 c.place()
             };
+            let saw = match (&c.encapsulated, c.seen) {
+                (Some(outer), true) => format!(
+                    "saw this packet only as {outer}, if its filter matches those outer headers"
+                ),
+                (_, true) => "saw this packet".to_string(),
+                (_, false) => "could not see this packet".to_string(),
+            };
             out.push(format!(
-                "{} (pid {}) is capturing on {on} and {} this packet ({} on {}).",
+                "{} (pid {}) is capturing on {on} and {saw} ({} on {}).",
                 live.command,
                 live.pid,
-                if c.seen { "saw" } else { "could not see" },
                 c.dir,
                 c.place()
             ));
@@ -293,6 +303,7 @@ fn capture_sentences(captures: &[Capture]) -> Vec<String> {
         captures
             .iter()
             .filter(|c| c.seen == seen && c.live.is_empty())
+            .filter(|c| !(c.seen && c.encapsulated.is_some()))
             .map(|c| format!("{} ({})", c.place(), c.dir))
             .collect()
     };
@@ -306,6 +317,7 @@ fn capture_sentences(captures: &[Capture]) -> Vec<String> {
             unseen.join(", ")
         ));
     }
+    out.extend(crate::tunnel::capture_sentences(captures));
     out
 }
 

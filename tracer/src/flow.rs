@@ -64,7 +64,12 @@ pub fn canonical(s: &Sighting) -> Option<Tuple> {
 pub fn rewrites(journey: &Journey) -> Vec<String> {
     let mut out = Vec::new();
     let mut previous: Option<&Sighting> = None;
-    for s in journey.sightings.iter().filter(|s| s.on_path()) {
+    // A tunnel's outer headers are no rewrite of the packet's: it is carried inside them.
+    for s in journey
+        .sightings
+        .iter()
+        .filter(|s| s.on_path() && s.tunnel.is_none())
+    {
         let Some(before) = previous else {
             previous = endpoints(s).map(|_| s);
             continue;
@@ -99,14 +104,18 @@ pub fn show((ip, port): Endpoint, proto: &str) -> String {
 /// clears them), and its bare (src, dst) tuple would join every flow between two hosts. A
 /// journey with no point on the path (a lone failed lookup) has the tuples it has.
 fn tuples(journey: &Journey) -> Vec<Tuple> {
-    let on_path: Vec<Tuple> = journey
-        .sightings
-        .iter()
-        .filter(|s| s.on_path())
-        .filter_map(canonical)
-        .collect();
-    if !on_path.is_empty() {
-        return on_path;
+    // Not the tuples of a tunnel's outer headers, which many flows share: the packet's own,
+    // from inside them where it was seen in no other form (a trace of the underlay alone).
+    for outer_too in [false, true] {
+        let on_path: Vec<Tuple> = journey
+            .sightings
+            .iter()
+            .filter(|s| s.on_path() && (outer_too || s.tunnel.is_none()))
+            .filter_map(|s| canonical(&crate::tunnel::inner(s)))
+            .collect();
+        if !on_path.is_empty() {
+            return on_path;
+        }
     }
     journey.sightings.iter().filter_map(canonical).collect()
 }
@@ -239,6 +248,7 @@ mod tests {
                 fate: crate::fate::fate(&[], &TraceEnd::default()),
                 flow_id: 0,
                 incomplete: false,
+                carried: None,
             })
             .collect();
         let flows = build(&mut journeys);

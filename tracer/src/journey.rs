@@ -36,15 +36,28 @@ pub struct Journey {
     pub flow_id: u64,
     /// Events were lost while it was alive (see [`crate::gaps`]): it may miss points.
     pub incomplete: bool,
+    /// The packet a tunnel carried, where it was seen only inside the tunnel's outer headers
+    /// (a trace of the underlay's receiver alone): it, not the outer packet, is the journey's.
+    #[serde(skip)]
+    pub carried: Option<Box<Sighting>>,
 }
 
 impl Journey {
     /// The sighting whose headers describe the packet: the first one on its path that parsed
-    /// them (a route lookup or a bare skb event knows less).
+    /// them (a route lookup or a bare skb event knows less), and not in a tunnel's outer
+    /// headers where it was also seen without them.
     pub fn headers(&self) -> &Sighting {
+        if let Some(carried) = &self.carried {
+            return carried;
+        }
         self.sightings
             .iter()
-            .find(|s| s.on_path() && s.proto != "unknown")
+            .find(|s| s.on_path() && s.proto != "unknown" && s.tunnel.is_none())
+            .or_else(|| {
+                self.sightings
+                    .iter()
+                    .find(|s| s.on_path() && s.proto != "unknown")
+            })
             .or_else(|| self.sightings.iter().find(|s| s.proto != "unknown"))
             .unwrap_or(&self.sightings[0])
     }
@@ -64,7 +77,10 @@ type Fingerprint = (
     u8,
 );
 
+/// The fingerprint of the packet: inside a tunnel, of the packet it carries, which is the
+/// journey's.
 fn fingerprint(s: &Sighting) -> Fingerprint {
+    let s = crate::tunnel::inner(s);
     (
         s.src,
         s.dst,
@@ -162,11 +178,24 @@ pub fn build(mut sightings: Vec<Sighting>, end: &TraceEnd) -> Vec<Journey> {
                 id: i as u64 + 1,
                 incomplete: end.touches(&sightings, open),
                 fate,
+                carried: carried(&sightings),
                 sightings,
                 flow_id: 0,
             }
         })
         .collect()
+}
+
+/// The inner packet of a journey seen on its path only inside a tunnel's outer headers.
+fn carried(sightings: &[Sighting]) -> Option<Box<Sighting>> {
+    let mut on_path = sightings
+        .iter()
+        .filter(|s| s.on_path() && s.proto != "unknown");
+    let first = on_path.clone().next()?;
+    if first.tunnel.is_none() || on_path.any(|s| s.tunnel.is_none()) {
+        return None;
+    }
+    Some(Box::new(crate::tunnel::inner(first).into_owned()))
 }
 
 /// Events that name no skb but are about one packet: route lookups, and TCP events that only
@@ -275,6 +304,9 @@ fn same_packet_after_nat(journey: &[Sighting], next: &Sighting) -> bool {
     let Some(last) = journey.iter().rev().find(|s| s.proto != "unknown") else {
         return true;
     };
+    // A tunnel pushes its headers onto the same skb, and the receiving one pulls them off:
+    // the packet is the one inside.
+    let (last, next) = (crate::tunnel::inner(last), crate::tunnel::inner(next));
     last.proto == next.proto
         && last.ip_id == next.ip_id
         && last.tcp_seq == next.tcp_seq

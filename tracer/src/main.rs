@@ -41,6 +41,7 @@ mod session;
 mod sighting;
 mod stats;
 mod status;
+mod tunnel;
 mod usage;
 mod verifier;
 mod xdp_owner;

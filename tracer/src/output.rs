@@ -36,6 +36,9 @@ pub fn packet_json(journey: &Journey, analysis: &Analysis) -> Value {
             if let Some(note) = &s.note {
                 point["note"] = json!(note);
             }
+            if let Some(outer) = crate::tunnel::path_note(s) {
+                point["encapsulated"] = json!(outer);
+            }
             point
         })
         .collect();
@@ -200,6 +203,11 @@ fn write_packet(
             (Some(reason), Some(location), _) => format!("  reason {reason} at {location}"),
             (_, _, Some(note)) => format!("  {note}"),
             _ => String::new(),
+        };
+        // The outer packet a tunnel made of it: where it crosses the underlay.
+        let extra = match crate::tunnel::path_note(point) {
+            Some(outer) => format!("  [{outer}]{extra}"),
+            None => extra,
         };
         let hook = match &point.position {
             Some(position) => format!("{} ({position})", point.hook),

@@ -61,6 +61,10 @@ pub struct Sighting {
     /// `icmp type 3 code 4 sent`, `driver returned 0`, `route via table 254`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Set when this point saw a tunnel's outer packet (the headers above are the outer
+    /// ones): the packet it carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<Box<crate::tunnel::Encapsulated>>,
     /// The packet's bytes as this point saw them, with `-w` (not part of the recording).
     #[serde(skip)]
     pub bytes: Option<PacketBytes>,
@@ -180,6 +184,7 @@ impl Sighting {
             }),
             location,
             note,
+            tunnel: crate::tunnel::decode(event),
             bytes: None,
         }
     }
@@ -258,17 +263,21 @@ fn is_zero(value: &u16) -> bool {
 /// socket's addresses: a dual-stack IPv6 socket talking IPv4 has them v4-mapped
 /// (`::ffff:10.0.0.1`), while its packets carry plain IPv4 ones.
 fn address(hook: &str, l3_proto: u16, bytes: &[u8; 16]) -> Option<IpAddr> {
+    match ip_address(l3_proto, bytes)? {
+        IpAddr::V6(v6) if hook == Hook::Tcp.name() => {
+            Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
+        }
+        plain => Some(plain),
+    }
+}
+
+/// The address of family `l3_proto` in the kernel's 16 bytes.
+pub fn ip_address(l3_proto: u16, bytes: &[u8; 16]) -> Option<IpAddr> {
     match l3_proto {
         ETH_P_IP => Some(IpAddr::V4(Ipv4Addr::new(
             bytes[0], bytes[1], bytes[2], bytes[3],
         ))),
-        ETH_P_IPV6 => {
-            let v6 = Ipv6Addr::from(*bytes);
-            match v6.to_ipv4_mapped() {
-                Some(v4) if hook == Hook::Tcp.name() => Some(IpAddr::V4(v4)),
-                _ => Some(IpAddr::V6(v6)),
-            }
-        }
+        ETH_P_IPV6 => Some(IpAddr::V6(Ipv6Addr::from(*bytes))),
         _ => None,
     }
 }

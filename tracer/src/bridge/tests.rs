@@ -180,6 +180,7 @@ fn br_netfilter_hooks_give_no_verdict_for_the_bridge_they_name() {
         sightings,
         flow_id: 0,
         incomplete: false,
+        carried: None,
     };
     let verdicts: Vec<(String, &str, bool)> = captures(&journey, &[])
         .into_iter()
@@ -204,6 +205,7 @@ fn a_drop_on_the_port_the_frame_was_headed_for_is_a_transmit_verdict() {
         sightings,
         flow_id: 0,
         incomplete: false,
+        carried: None,
     };
     let verdicts: Vec<(String, &str, bool)> = captures(&journey, &[])
         .into_iter()

@@ -154,6 +154,7 @@ fn synthesise(packets: u32, flows: u32) -> Vec<Vec<u8>> {
                     PacketSummary::default()
                 },
                 detail: Default::default(),
+                tunnel: Default::default(),
             };
             records.push(as_bytes(&event).to_vec());
         }

@@ -140,7 +140,8 @@ pub fn drop_cause(journey: &Journey) -> String {
     if let Some(by) = &fate.by {
         return by.clone();
     }
-    let s = journey.headers();
+    // A drop of the tunnel's outer packet is about its headers (no socket on UDP port 4789).
+    let s = crate::tunnel::dropped_outer(journey).unwrap_or(journey.headers());
     let alive = fate.hook.as_deref().unwrap_or("");
     let ifname = fate.ifname.as_deref().unwrap_or("?");
     let after = match fate.point() {

@@ -270,3 +270,52 @@ fn a_rule_drop_at_a_hook_the_kernel_does_not_show_is_not_placed() {
     // Where netfilter is fully seen, no such words: the drop is placed by its sightings.
     assert_eq!(build_all(sightings)[0].fate.by, None);
 }
+
+/// A VXLAN overlay (recorded on 6.18, filter `tcp port 8080`): the SYN is followed through
+/// encapsulation on tn-a/vxlan0, across the underlay (ua -> ub) in its outer headers, to the
+/// iptables INPUT rule in tn-b that drops the UDP datagram.
+#[test]
+fn a_syn_in_a_tunnel_keeps_its_journey_across_the_underlay_to_its_drop() {
+    let journeys = build_all(fixture("vxlan_underlay_drop.jsonl"));
+    let syns: Vec<&Journey> = journeys
+        .iter()
+        .filter(|j| j.headers().tcp_flags == ["SYN"])
+        .collect();
+    assert_eq!(syns.len(), 2, "the SYN and its retransmission");
+    for j in syns {
+        assert_eq!(j.headers().ifname.as_deref(), Some("vxlan0"));
+        assert_eq!(j.headers().dport, 8080, "described by the inner packet");
+        let places: Vec<(&str, bool)> = j
+            .sightings
+            .iter()
+            .filter(|s| s.on_path())
+            .map(|s| (s.ifname.as_deref().unwrap_or("?"), s.tunnel.is_some()))
+            .collect();
+        assert!(places.contains(&("vxlan0", false)), "{places:?}");
+        assert!(places.contains(&("ua", true)), "{places:?}");
+        assert!(places.contains(&("ub", true)), "{places:?}");
+        assert_eq!(j.fate.kind, FateKind::Dropped);
+        assert_eq!(j.fate.point().as_deref(), Some("nf_local_in (first)"));
+        assert_eq!(j.fate.netns_name.as_deref(), Some("tn-b"));
+        let found = captures(j, &[]);
+        let verdicts: Vec<(&str, &str, bool, bool)> = found
+            .iter()
+            .map(|c| {
+                (
+                    c.ifname.as_deref().unwrap(),
+                    c.dir,
+                    c.seen,
+                    c.encapsulated.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            verdicts,
+            [
+                ("vxlan0", "tx", true, false),
+                ("ua", "tx", true, true),
+                ("ub", "rx", true, true)
+            ]
+        );
+    }
+}

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::scenario::Expect;
-use crate::{analysis::Analysis, explanation::words::packet_words, sighting::Sighting};
+use crate::{
+    analysis::Analysis, explanation::words::packet_words, journey::Journey, sighting::Sighting,
+};
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Score {
@@ -167,7 +169,8 @@ pub fn verdicts(
         if here.is_empty() {
             continue;
         }
-        let headers = headers_at(journey, netns, ifname);
+        let headers = encapsulated_at(journey, (netns, ifname))
+            .unwrap_or_else(|| headers_at(journey, netns, ifname));
         let tally = counts
             .entry(identity(headers))
             .or_insert_with(|| Tally::new(headers));
@@ -213,6 +216,19 @@ fn headers_at<'a>(journey: &'a crate::journey::Journey, netns: &str, ifname: &st
                 && s.ifname.as_deref() == Some(ifname)
         })
         .unwrap_or_else(|| journey.headers())
+}
+
+/// The outer packet the journey was at `netns`/`ifname` in, where it crossed that interface
+/// inside a tunnel: a capture there sees those headers, not the packet's own.
+fn encapsulated_at<'a>(
+    journey: &'a Journey,
+    (netns, ifname): (&str, &str),
+) -> Option<&'a Sighting> {
+    journey.sightings.iter().find(|s| {
+        s.tunnel.is_some()
+            && s.netns_name.as_deref() == Some(netns)
+            && s.ifname.as_deref() == Some(ifname)
+    })
 }
 
 /// For one packet identity at one interface: the tracer's journeys with a verdict there, how

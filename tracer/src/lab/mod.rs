@@ -68,9 +68,14 @@ pub fn run(lab: &Lab, format: Format, keep: bool, detail: Detail) -> Result<Scor
     let scenario =
         (lab.build)(&mut topology).with_context(|| format!("building lab {}", lab.name))?;
     let options = trace_options(&scenario.netns, &scenario.filter)?;
+    let filters: Vec<String> = scenario
+        .captures
+        .iter()
+        .map(|(netns, ifname)| scenario.capture_filter(netns, ifname).to_string())
+        .collect();
     let mut tcpdumps = Vec::new();
-    for (netns, ifname) in &scenario.captures {
-        tcpdumps.push(Tcpdump::start(netns, ifname, &scenario.filter)?);
+    for ((netns, ifname), filter) in scenario.captures.iter().zip(&filters) {
+        tcpdumps.push(Tcpdump::start(netns, ifname, filter)?);
     }
     let traffic = scenario.traffic;
     let mut stopped = Vec::new();
@@ -123,10 +128,11 @@ pub fn run(lab: &Lab, format: Format, keep: bool, detail: Detail) -> Result<Scor
                 for command in &topology.commands {
                     println!("  $ {command}");
                 }
-                for ((netns, ifname), (lines, _)) in scenario.captures.iter().zip(&captured) {
+                for (((netns, ifname), (lines, _)), filter) in
+                    scenario.captures.iter().zip(&captured).zip(&filters)
+                {
                     println!(
-                        "What tcpdump showed:\n  $ ip netns exec {netns} tcpdump -i {ifname} -n {}",
-                        scenario.filter
+                        "What tcpdump showed:\n  $ ip netns exec {netns} tcpdump -i {ifname} -n {filter}"
                     );
                     if lines.is_empty() {
                         println!("    (nothing)");

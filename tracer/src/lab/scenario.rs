@@ -13,6 +13,10 @@ pub struct Scenario {
     pub filter: String,
     /// `(namespace, interface)` where a user would capture.
     pub captures: Vec<(String, String)>,
+    /// `(namespace, interface, filter)`: a capture whose real tcpdump needs a filter of its
+    /// own, not `filter` (an underlay, where the traced packets travel inside a tunnel's
+    /// outer headers). The tracer's verdicts there are checked against that capture.
+    pub capture_filters: Vec<(String, String, String)>,
     /// The traffic, run once every program is attached.
     pub traffic: Box<dyn FnOnce() -> Result<()> + Send>,
     /// What happened, in a sentence or two, to read after the outputs.
@@ -21,6 +25,16 @@ pub struct Scenario {
     pub expect: Vec<Expect>,
     /// What must live as long as the lab: another tool's program, a listening socket.
     pub held: Vec<Box<dyn std::any::Any>>,
+}
+
+impl Scenario {
+    /// The filter the real tcpdump on `netns`/`ifname` runs with.
+    pub fn capture_filter(&self, netns: &str, ifname: &str) -> &str {
+        self.capture_filters
+            .iter()
+            .find(|(n, i, _)| n == netns && i == ifname)
+            .map_or(&self.filter, |(_, _, filter)| filter)
+    }
 }
 
 /// The ground truth for some key packets: the fate the injected fault gives them.

@@ -126,6 +126,7 @@ fn event() -> impl Strategy<Value = Event> {
     let detail = (any::<u64>(), select(&[0u32, 2, 5, 254][..]), any::<u32>());
     (header, summary(), detail).prop_map(
         |((version, kind, hook, position, len, (ifindex, netns), ts, skb), packet, d)| Event {
+            tunnel: Default::default(),
             header: EventHeader {
                 version,
                 kind,

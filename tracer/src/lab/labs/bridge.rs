@@ -86,6 +86,7 @@ pub fn bridge_nat(t: &mut Topology) -> Result<Scenario> {
             (host.clone(), "vweb".into()),
             (host.clone(), "uplink".into()),
         ],
+        capture_filters: Vec::new(),
         traffic: Box::new(traffic),
         lesson: "cli reaches the outside: the bridge hands its frames up to br0, the host \
             routes them out of uplink and MASQUERADE rewrites their source. Its SYNs to web \

@@ -27,6 +27,7 @@ fn connect_scenario(
     Ok(Scenario {
         netns,
         filter: format!("tcp port {PORT}"),
+        capture_filters: Vec::new(),
         captures,
         traffic: Box::new(move || connect(&client, server_ip, PORT).map(drop)),
         lesson: String::new(),
@@ -95,6 +96,7 @@ pub fn response_drop(t: &mut Topology) -> Result<Scenario> {
         netns: vec![client, server.clone()],
         filter: format!("tcp port {PORT}"),
         captures: vec![(server.clone(), "s0".into())],
+        capture_filters: Vec::new(),
         traffic: Box::new(traffic),
         lesson: "The request reached the server's application (its socket read it) and was \
             acknowledged. The 1000-byte response was dropped by the nftables rule at LOCAL_OUT \
@@ -158,6 +160,7 @@ pub fn conntrack_invalid(t: &mut Topology) -> Result<Scenario> {
         netns: vec![client, server.clone()],
         filter: format!("tcp port {PORT}"),
         captures: vec![(server.clone(), "s0".into())],
+        capture_filters: Vec::new(),
         traffic: Box::new(traffic),
         lesson: "Three segments with SYN and FIN both set arrive (tcpdump on s0 shows them). \
             Conntrack finds no TCP state that allows them and marks them INVALID; the INPUT \

@@ -28,6 +28,7 @@ pub fn nothing_wrong(t: &mut Topology) -> Result<Scenario> {
         netns: vec![client.clone(), server.clone()],
         filter: format!("tcp port {PORT} or icmp"),
         captures: vec![(client, "c0".into()), (server, "s0".into())],
+        capture_filters: Vec::new(),
         traffic: Box::new(traffic),
         lesson: "Nothing is wrong: three connections open, carry a request and a reply, and \
             close; three pings are answered. Every packet arrives, tcpdump on both ends shows \

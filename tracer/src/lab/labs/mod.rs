@@ -6,6 +6,7 @@ mod healthy;
 mod paths;
 mod programs;
 mod tcp;
+mod tunnel;
 
 use anyhow::Result;
 
@@ -97,6 +98,11 @@ pub const LABS: &[Lab] = &[
         name: "bridge-nat",
         summary: "a docker-like bridge with NAT: an iptables FORWARD rule drops bridged frames",
         build: bridge::bridge_nat,
+    },
+    Lab {
+        name: "overlay-underlay-drop",
+        summary: "a VXLAN overlay whose underlay drops the encapsulated datagrams",
+        build: tunnel::overlay_underlay_drop,
     },
 ];
 

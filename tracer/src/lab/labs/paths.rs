@@ -31,6 +31,7 @@ pub fn asymmetric_route(t: &mut Topology) -> Result<Scenario> {
         netns: vec![client, server.clone()],
         filter: format!("tcp port {PORT}"),
         captures: vec![(server.clone(), "s0".into()), (server.clone(), "s1".into())],
+        capture_filters: Vec::new(),
         traffic: Box::new(move || connect(&from, SERVER, PORT).map(drop)),
         lesson: "The connection works, yet tcpdump on s0, where the SYN came in, shows no \
             SYN-ACK: the more specific route to the client sends every reply out by s1. A \
@@ -63,6 +64,7 @@ pub fn mtu_black_hole(t: &mut Topology) -> Result<Scenario> {
         netns: vec![client.clone(), router.clone(), server],
         filter: format!("tcp port {PORT} or icmp"),
         captures: vec![(client, "c0".into()), (router.clone(), "r1".into())],
+        capture_filters: Vec::new(),
         traffic: Box::new(move || send_bulk(&from, FAR_SERVER, PORT, 20_000, 2)),
         lesson: "The handshake passes: its packets are small. The client's full-size data \
             segments do not fit the router's 1280-byte link and have \"don't fragment\" set, so \
@@ -116,6 +118,7 @@ pub fn rp_filter(t: &mut Topology) -> Result<Scenario> {
         netns: vec![client, server.clone()],
         filter: "icmp".into(),
         captures: vec![(server.clone(), "s0".into())],
+        capture_filters: Vec::new(),
         traffic: Box::new(move || ping(&from, Some("10.200.9.1"), SERVER, 3, 56)),
         lesson: "Echo requests from 10.200.9.1 arrive on s0 (tcpdump shows them), but the \
             server's route back to 10.200.9.0/24 goes by s1, not s0. With strict \
@@ -156,6 +159,7 @@ pub fn neighbour_unanswered(t: &mut Topology) -> Result<Scenario> {
         netns: vec![client.clone(), router.clone()],
         filter: "icmp".into(),
         captures: vec![(client, "c0".into())],
+        capture_filters: Vec::new(),
         traffic: Box::new(traffic),
         lesson: format!(
             "The client's route to {FAR_SERVER} goes through the gateway {GATEWAY}, which never \

@@ -36,6 +36,7 @@ fn dropping(
         netns: vec![client.clone(), server.clone()],
         filter: format!("tcp port {PORT}"),
         captures: vec![(netns.clone(), ifname.to_string())],
+        capture_filters: Vec::new(),
         traffic: Box::new(move || connect(&from, SERVER, PORT).map(drop)),
         lesson: String::new(),
         fix: dropper.how_to_remove(program, ifname),

@@ -22,6 +22,7 @@ pub fn no_listener(t: &mut Topology) -> Result<Scenario> {
         netns: vec![client, server.clone()],
         filter: format!("tcp port {PORT}"),
         captures: vec![(server.clone(), "s0".into())],
+        capture_filters: Vec::new(),
         traffic: Box::new(move || connect(&from, SERVER, PORT).map(drop)),
         lesson: "Nothing listens on the port: TCP finds no socket for the SYN, frees it with \
             the reason NO_SOCKET and answers with a reset, which the client accepts \
@@ -69,6 +70,7 @@ pub fn forged_resets(t: &mut Topology) -> Result<Scenario> {
         netns: vec![client.clone(), router, server],
         filter: format!("tcp port {PORT} and tcp[tcpflags] & tcp-rst != 0"),
         captures: vec![(client.clone(), "c0".into())],
+        capture_filters: Vec::new(),
         traffic: Box::new(traffic),
         lesson: "Five resets arrive at the client (tcpdump on c0 shows them) claiming to come \
             from the server, forged by the router in between. The client's INPUT rule drops \
