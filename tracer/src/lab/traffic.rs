@@ -40,14 +40,7 @@ pub fn exchange(
 ) -> Result<bool> {
     let within = Duration::from_secs(10);
     let (mut client, mut server) = request(netns, listener, (ip, port), request_len)?;
-    let deadline = Instant::now() + within;
-    while tcp_info(&client).tcpi_unacked > 0 {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the request was never acknowledged"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    until_acknowledged(&client, "the request")?;
     server.write_all(&vec![b'r'; reply_len])?;
     abort_after(server, timeouts, within);
     client.set_read_timeout(Some(Duration::from_millis(100)))?;
@@ -55,7 +48,11 @@ pub fn exchange(
 }
 
 /// A connection as an application makes one: opened, a request of `request_len` bytes, a reply
-/// of `reply_len`, then closed by both sides in order.
+/// of `reply_len`, then closed by both sides in order. Each side answers only once the other's
+/// data is acknowledged, so every ACK is a pure one whatever the timing (a delayed-ACK timer
+/// firing first or not would change which segments the wire carries); keep both lengths within
+/// one segment, so that segmentation offload (which the tracer's XDP turns off on a veth) cuts
+/// nothing either.
 pub fn request_reply(
     netns: &str,
     listener: &TcpListener,
@@ -63,10 +60,22 @@ pub fn request_reply(
     (request_len, reply_len): (usize, usize),
 ) -> Result<()> {
     let (mut client, mut server) = request(netns, listener, (ip, port), request_len)?;
+    until_acknowledged(&client, "the request")?;
     server.write_all(&vec![b'r'; reply_len])?;
     client.set_read_timeout(Some(Duration::from_secs(10)))?;
     client.read_exact(&mut vec![0u8; reply_len])?;
+    until_acknowledged(&server, "the reply")?;
     close_in_order(client, server)
+}
+
+/// Waits (at most 10 s) until everything `conn` sent is acknowledged.
+fn until_acknowledged(conn: &TcpStream, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tcp_info(conn).tcpi_unacked > 0 {
+        anyhow::ensure!(Instant::now() < deadline, "{what} was never acknowledged");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
 }
 
 /// Connects from `netns` to `listener` (at `ip:port`), both ends in this process, and sends a

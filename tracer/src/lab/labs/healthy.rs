@@ -20,7 +20,7 @@ pub fn nothing_wrong(t: &mut Topology) -> Result<Scenario> {
     let from = client.clone();
     let traffic = move || -> Result<()> {
         for _ in 0..3 {
-            request_reply(&from, &listener, (SERVER, PORT), (200, 5000))?;
+            request_reply(&from, &listener, (SERVER, PORT), (200, 1000))?;
         }
         ping(&from, None, SERVER, 3, 56)
     };
