@@ -5,7 +5,10 @@
 //! Read from `nft -a list ruleset` (nftables, and iptables-nft's rules, whose iptables form
 //! `iptables-nft-save -c` gives) and from `iptables-legacy-save -c` where legacy tables exist.
 
-use std::{collections::BTreeMap, process::Command};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    process::Command,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +16,7 @@ mod nft;
 mod xtables;
 
 /// Which tool's view of the rule the user is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RuleSource {
     Nftables,
@@ -211,38 +214,51 @@ fn drops(text: &str) -> bool {
 /// The rules and policies that can drop, with how much their counters rose between two reads
 /// of one namespace.
 pub fn changes(before: &Ruleset, after: &Ruleset) -> Vec<DropRule> {
-    let table_hooks = |family: &str, table: &str| -> Vec<String> {
-        let mut hooks: Vec<String> = after
-            .rules
-            .iter()
-            .filter(|r| r.family == family && r.table == table)
-            .filter_map(|r| r.hook.clone())
-            .chain(
-                after
-                    .policies
-                    .iter()
-                    .filter(|p| p.family == family && p.table == table)
-                    .filter_map(|p| p.hook.clone()),
-            )
-            .collect();
-        hooks.sort();
-        hooks.dedup();
-        hooks
-    };
+    // Indexed once: a host with kube-proxy or Docker has thousands of rules, and a scan per
+    // rule would be quadratic.
+    let mut table_hooks: HashMap<(&str, &str), BTreeSet<&str>> = HashMap::new();
+    let base_chains = after
+        .rules
+        .iter()
+        .map(|r| (&r.family, &r.table, &r.hook))
+        .chain(
+            after
+                .policies
+                .iter()
+                .map(|p| (&p.family, &p.table, &p.hook)),
+        );
+    for (family, table, hook) in base_chains {
+        let hooks = table_hooks.entry((family, table)).or_default();
+        hooks.extend(hook.as_deref());
+    }
     let hooks = |family: &str, table: &str, hook: &Option<String>| match hook {
         Some(hook) => vec![hook.clone()],
-        None => table_hooks(family, table),
+        None => table_hooks
+            .get(&(family, table))
+            .map(|h| h.iter().map(|h| h.to_string()).collect())
+            .unwrap_or_default(),
     };
+    let earlier_rules: HashMap<_, Option<u64>> = before
+        .rules
+        .iter()
+        .map(|b| {
+            (
+                (b.source, &b.family, &b.table, &b.chain, b.id, &b.text),
+                b.packets,
+            )
+        })
+        .collect();
     let mut out = Vec::new();
     for rule in after.rules.iter().filter(|r| drops(&r.text)) {
-        let earlier = before.rules.iter().find(|b| {
-            b.source == rule.source
-                && b.family == rule.family
-                && b.table == rule.table
-                && b.chain == rule.chain
-                && b.id == rule.id
-                && b.text == rule.text
-        });
+        let key = (
+            rule.source,
+            &rule.family,
+            &rule.table,
+            &rule.chain,
+            rule.id,
+            &rule.text,
+        );
+        let earlier = earlier_rules.get(&key).copied().flatten();
         out.push(DropRule {
             source: rule.source,
             family: rule.family.clone(),
@@ -252,9 +268,7 @@ pub fn changes(before: &Ruleset, after: &Ruleset) -> Vec<DropRule> {
             id: rule.id,
             text: rule.text.clone(),
             // A rule added during the trace rose from nothing.
-            rose: rule
-                .packets
-                .map(|n| n.saturating_sub(earlier.and_then(|b| b.packets).unwrap_or(0))),
+            rose: rule.packets.map(|n| n.saturating_sub(earlier.unwrap_or(0))),
         });
     }
     for policy in after.policies.iter().filter(|p| p.policy == "drop") {
