@@ -125,6 +125,8 @@ impl Docker {
         // Imported again each time (a second or two): an image left by an older run could
         // hold other files.
         let root = crate::scratch("busybox-root");
+        // A scratch name repeats when a pid does: an older run's tree may be there.
+        let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("bin")).unwrap();
         std::fs::create_dir_all(root.join("www")).unwrap();
         std::fs::copy(
@@ -148,6 +150,7 @@ impl Docker {
             ])
             .output()
             .expect("import");
+        let _ = std::fs::remove_dir_all(&root);
         assert!(
             out.status.success(),
             "docker import failed: {}",
