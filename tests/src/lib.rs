@@ -380,7 +380,18 @@ impl Report {
         self.records.iter().filter(|r| r["type"] == "flow")
     }
 
+    /// The packets the tracer followed, without their copies (a bridge's clones).
     pub fn packets(&self) -> impl Iterator<Item = &Value> {
+        self.journeys().filter(|r| r["copy_of"].is_null())
+    }
+
+    /// The copies of packets (a promiscuous bridge's frame passed up, a flood to other ports).
+    pub fn copies(&self) -> impl Iterator<Item = &Value> {
+        self.journeys().filter(|r| !r["copy_of"].is_null())
+    }
+
+    /// Every `packet` record: packets and their copies.
+    pub fn journeys(&self) -> impl Iterator<Item = &Value> {
         self.records.iter().filter(|r| r["type"] == "packet")
     }
 

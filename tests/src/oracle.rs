@@ -160,7 +160,7 @@ pub fn agreement(
 ) -> Agreement {
     // identity -> (said seen, said not seen)
     let mut said: BTreeMap<Identity, (usize, usize)> = BTreeMap::new();
-    for packet in report.packets() {
+    for packet in report.journeys() {
         let Some(captures) = packet["capture"].as_array() else {
             continue;
         };

@@ -121,9 +121,17 @@ fn check_packet(packet: &Value, id: u64, flows: &[Value]) {
             "gso_segs",
             "incomplete",
             "rules",
+            "copy_of",
+            "copy",
         ],
         "packet",
     );
+    if let Some(original) = packet["copy_of"].as_u64() {
+        assert!(
+            original < id && packet["copy"].is_string(),
+            "packet {id}: a copy names its earlier original and what made it"
+        );
+    }
     assert_eq!(packet["id"].as_u64(), Some(id), "packet ids are 1, 2, ...");
     match packet["flow_id"].as_u64() {
         Some(flow) => assert!(
@@ -300,9 +308,17 @@ fn check_flow(flow: &Value, packets: &[Value]) {
             "packet_ids",
             "explanation",
         ],
-        &["nat", "incomplete_packets"],
+        &["nat", "incomplete_packets", "copy_ids"],
         "flow",
     );
+    for copy in flow["copy_ids"].as_array().into_iter().flatten() {
+        let copy = packets
+            .iter()
+            .find(|p| p["id"] == *copy)
+            .unwrap_or_else(|| panic!("flow {}: copy {copy} has no record", flow["id"]));
+        assert_eq!(copy["flow_id"], flow["id"]);
+        assert!(copy["copy_of"].is_u64(), "a flow's copy is a copy");
+    }
     let id = flow["id"].as_u64().expect("flow id");
     let ids: Vec<u64> = flow["packet_ids"]
         .as_array()

@@ -62,7 +62,7 @@ fn a_docker_user_rule_drops_at_forward_in_the_host_and_is_named_with_the_contain
     );
     let syns = syns(&report);
     assert!(!syns.is_empty(), "the client's SYNs were followed");
-    for syn in syns {
+    for syn in &syns {
         let fate = &syn["fate"];
         assert_eq!(fate["kind"], "dropped", "{syn:#}");
         assert_eq!(fate["hook"], "nf_forward", "{syn:#}");
@@ -76,6 +76,44 @@ fn a_docker_user_rule_drops_at_forward_in_the_host_and_is_named_with_the_contain
         assert_eq!(
             syn["path"][0]["netns_name"], "cli",
             "the container by its name: {syn:#}"
+        );
+        let on_docker0: Vec<&Value> = syn["capture"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["ifname"] == "docker0")
+            .collect();
+        assert!(
+            on_docker0.is_empty(),
+            "a bridged frame never passes docker0's own taps: {syn:#}"
+        );
+    }
+    // tcpdump on docker0 made the bridge promiscuous: it passed a copy of each SYN up to
+    // docker0, which tcpdump there saw and IP freed; a journey of its own, never the SYN's fate.
+    let copies: Vec<&Value> = report
+        .copies()
+        .filter(|c| c["tcp_flags"] == serde_json::json!(["SYN"]))
+        .collect();
+    assert_eq!(copies.len(), syns.len(), "one copy per SYN");
+    for copy in copies {
+        assert!(
+            copy["copy"]
+                .as_str()
+                .unwrap()
+                .starts_with("that bridge docker0 passed up to itself"),
+            "{copy:#}"
+        );
+        assert_eq!(copy["fate"]["reason"], "OTHERHOST", "{copy:#}");
+        let seen: Vec<String> = copy["capture"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| format!("{} {} {}", c["ifname"], c["dir"], c["seen"]))
+            .collect();
+        assert_eq!(seen, [r#""docker0" "rx" true"#], "{copy:#}");
+        assert!(
+            syns.iter().any(|s| s["id"] == copy["copy_of"]),
+            "its original is a SYN: {copy:#}"
         );
     }
 }

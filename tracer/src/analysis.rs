@@ -17,7 +17,7 @@ pub use crate::recording::Context;
 pub struct Analysis {
     pub journeys: Vec<Journey>,
     pub flows: Vec<Flow>,
-    /// Journey id -> the id of the first copy it retransmits.
+    /// Journey id -> the id of the first transmission it repeats.
     pub retransmissions: HashMap<u64, u64>,
     /// The tcpdump verdicts of each journey, in journey order (computed once: the JSON, the
     /// packet's and the flow's explanations all use them).

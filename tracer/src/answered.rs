@@ -42,6 +42,7 @@ pub fn delivered_by_answer(journeys: &mut [Journey]) {
     let answered: Vec<(usize, u64)> = journeys
         .iter()
         .enumerate()
+        .filter(|(_, j)| j.copy.is_none())
         .filter_map(|(i, j)| {
             let same = &by_connection[&connection(j.headers())];
             let later = same.iter().filter(|&&k| k > i).map(|&k| &journeys[k]);

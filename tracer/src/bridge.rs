@@ -22,12 +22,6 @@ use std::collections::HashMap;
 use crate::{fate::Fate, sighting::Sighting};
 
 const PORT_NOTE: &str = "port of bridge ";
-const COPY_NOTE: &str = "the copy ";
-
-/// Whether a drop's note says it freed a bridge's copy (see [`mark_copies`]).
-pub fn is_copy_note(note: &str) -> bool {
-    note.starts_with(COPY_NOTE)
-}
 
 /// The bridge of each port among `interfaces` of the calling thread's namespace.
 pub fn masters(interfaces: &[(u32, String)]) -> HashMap<u32, u32> {
@@ -109,20 +103,6 @@ pub fn headed_out_port(sightings: &[Sighting], i: usize) -> bool {
         && entered(sightings, i).is_some_and(|port| {
             port.ifindex != drop.ifindex && bridge_of(port) != drop.ifname.as_deref()
         })
-}
-
-/// Says, on the free of each copy a promiscuous bridge passed up to its own device, what it
-/// was: the path shows it beside the frame's.
-pub fn mark_copies(sightings: &mut [Sighting]) {
-    for i in 0..sightings.len() {
-        if sightings[i].is_drop() && sightings[i].note.is_none() && copy_passed_up(sightings, i) {
-            let bridge = sightings[i].ifname.as_deref().unwrap_or("the bridge");
-            sightings[i].note = Some(format!(
-                "{COPY_NOTE}{bridge} passed up to itself (promiscuous, e.g. for a capture): not \
-                 for this host; the frame itself was forwarded"
-            ));
-        }
-    }
 }
 
 /// IPv4/IPv6 hook names as an iptables user knows them.
@@ -222,4 +202,4 @@ pub fn name_drop(fate: &mut Fate, sightings: &[Sighting], drop_at: usize) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -21,11 +21,11 @@ pub use rule_sentences::culprits;
 use words::{drop_cause, icmp_words, packet_words, plural};
 
 /// Journeys that repeat an earlier packet (same TCP segment, same sequence number and flags):
-/// retransmissions, mapped to the journey of the first copy.
+/// retransmissions, mapped to the journey of the first transmission.
 pub fn retransmissions(journeys: &[Journey]) -> HashMap<u64, u64> {
     let mut first: HashMap<_, u64> = HashMap::new();
     let mut out = HashMap::new();
-    for journey in journeys {
+    for journey in journeys.iter().filter(|j| j.copy.is_none()) {
         let s = journey.headers();
         if s.proto != "tcp" || (s.tcp_flags.iter().all(|f| f == "ACK") && s.ip_len <= 52) {
             // A bare ACK is not retransmitted, it is just sent again.
@@ -54,6 +54,23 @@ pub fn retransmissions(journeys: &[Journey]) -> HashMap<u64, u64> {
 /// The sentences for one packet.
 pub fn packet(journey: &Journey, analysis: &Analysis) -> Vec<String> {
     let captures = analysis.captures(journey.id);
+    if let Some(copy) = &journey.copy {
+        let fate = &journey.fate;
+        let end = if fate.reason.as_deref() == Some("OTHERHOST") {
+            format!(
+                "IP freed the copy as not for this host (OTHERHOST) in {}",
+                namespace(fate.netns_name.as_deref())
+            )
+        } else {
+            format!("The copy was {}", short_fate(journey))
+        };
+        let mut out = vec![format!(
+            "This is a copy of packet {} {}. {end}: its own end, not packet {}'s fate.",
+            copy.of, copy.made, copy.of
+        )];
+        out.extend(capture_sentences(captures));
+        return out;
+    }
     let mut out = vec![fate_sentence(journey, captures, analysis.context.end.lost)];
     out.extend(rule_sentences::rule_sentence(
         journey,

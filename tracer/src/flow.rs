@@ -33,6 +33,10 @@ pub struct Flow {
     /// Ids of its journeys, in time order.
     #[serde(skip)]
     pub journeys: Vec<u64>,
+    /// Ids of its packets' copies (see [`crate::copies`]): not packets of the flow, and their
+    /// ends are not its fates.
+    #[serde(rename = "copy_ids", skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<u64>,
     /// `(ip, port)` of the client, to tell the directions apart.
     #[serde(skip)]
     pub client_endpoint: (Option<IpAddr>, u16),
@@ -147,6 +151,10 @@ pub fn build(journeys: &mut [Journey]) -> Vec<Flow> {
         });
         let flow = &mut flows[index];
         journey.flow_id = flow.id;
+        if journey.copy.is_some() {
+            flow.copies.push(journey.id);
+            continue;
+        }
         flow.journeys.push(journey.id);
         flow.packets += 1;
         flow.incomplete_packets += u64::from(journey.incomplete);
@@ -177,6 +185,7 @@ fn new_flow(id: u64, first: &Journey) -> Flow {
         nat: Vec::new(),
         incomplete_packets: 0,
         journeys: Vec::new(),
+        copies: Vec::new(),
         client_endpoint: client,
     }
 }
@@ -249,6 +258,7 @@ mod tests {
                 flow_id: 0,
                 incomplete: false,
                 carried: None,
+                copy: None,
             })
             .collect();
         let flows = build(&mut journeys);

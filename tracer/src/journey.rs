@@ -15,6 +15,7 @@ use serde::Serialize;
 use tracer_common::hook::Hook;
 
 use crate::{
+    copies::CopyOf,
     fate::{fate, Fate, FateKind, TraceEnd},
     sighting::{flag_bit, Sighting},
 };
@@ -40,6 +41,9 @@ pub struct Journey {
     /// (a trace of the underlay's receiver alone): it, not the outer packet, is the journey's.
     #[serde(skip)]
     pub carried: Option<Box<Sighting>>,
+    /// Set on a copy of another packet (see [`crate::copies`]): its end is its own.
+    #[serde(skip)]
+    pub copy: Option<CopyOf>,
 }
 
 impl Journey {
@@ -166,12 +170,16 @@ pub fn build(mut sightings: Vec<Sighting>, end: &TraceEnd) -> Vec<Journey> {
             None => journeys.push(vec![sighting]),
         }
     }
+    let (mut journeys, mut copies): (Vec<Vec<Sighting>>, Vec<_>) =
+        crate::copies::separate(journeys).into_iter().unzip();
     place_annotations(&mut journeys, annotations);
+    // An annotation that fits no packet became a journey of its own: not a copy.
+    copies.resize(journeys.len(), None);
     journeys
         .into_iter()
+        .zip(copies)
         .enumerate()
-        .map(|(i, mut sightings)| {
-            crate::bridge::mark_copies(&mut sightings);
+        .map(|(i, (sightings, copy))| {
             let fate = fate(&sightings, end);
             let open = fate.kind == FateKind::Unknown;
             Journey {
@@ -181,6 +189,10 @@ pub fn build(mut sightings: Vec<Sighting>, end: &TraceEnd) -> Vec<Journey> {
                 carried: carried(&sightings),
                 sightings,
                 flow_id: 0,
+                copy: copy.map(|(of, made)| CopyOf {
+                    of: of as u64 + 1,
+                    made,
+                }),
             }
         })
         .collect()

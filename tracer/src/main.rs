@@ -7,6 +7,7 @@ mod bridge;
 mod capture;
 mod cmd;
 mod containers;
+mod copies;
 mod counters;
 mod drop_reason;
 mod explanation;

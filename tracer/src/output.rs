@@ -64,6 +64,10 @@ pub fn packet_json(journey: &Journey, analysis: &Analysis) -> Value {
     if let Some(original) = analysis.retransmissions.get(&journey.id) {
         packet["retransmission_of"] = json!(original);
     }
+    if let Some(copy) = &journey.copy {
+        packet["copy_of"] = json!(copy.of);
+        packet["copy"] = json!(copy.made);
+    }
     if first.proto.starts_with("icmp") {
         packet["icmp_type"] = json!(first.icmp_type);
         packet["icmp_code"] = json!(first.icmp_code);
@@ -133,6 +137,12 @@ pub fn write_text(
         writeln!(out, "{}", paint.bold(&title))?;
         for journey in flow.journeys.iter().filter_map(|id| analysis.journey(*id)) {
             write_packet(out, journey, analysis, paint)?;
+            // Its copies next to it, each a journey of its own.
+            for copy in flow.copies.iter().filter_map(|id| analysis.journey(*id)) {
+                if copy.copy.as_ref().is_some_and(|c| c.of == journey.id) {
+                    write_packet(out, copy, analysis, paint)?;
+                }
+            }
         }
         writeln!(out, "  why:")?;
         for sentence in explanation::flow(flow, analysis) {
@@ -176,9 +186,13 @@ fn write_packet(
     paint: Paint,
 ) -> io::Result<()> {
     let s = journey.headers();
+    let copy = journey
+        .copy
+        .as_ref()
+        .map_or(String::new(), |c| format!(" (a copy of packet {})", c.of));
     writeln!(
         out,
-        "  packet {}: {} len {}",
+        "  packet {}: {} len {}{copy}",
         journey.id,
         packet_words(s),
         s.ip_len
@@ -197,9 +211,6 @@ fn write_packet(
             writeln!(out, "{tap}")?;
         }
         let extra = match (&point.reason, &point.location, &point.note) {
-            (Some(reason), Some(location), Some(note)) if crate::bridge::is_copy_note(note) => {
-                format!("  reason {reason} at {location}: {note}")
-            }
             (Some(reason), Some(location), _) => format!("  reason {reason} at {location}"),
             (_, _, Some(note)) => format!("  {note}"),
             _ => String::new(),
@@ -220,7 +231,12 @@ fn write_packet(
         }
     }
     let fate = &journey.fate;
-    let mut line = format!("    fate: {}", fate.kind.name());
+    // A copy's end is not a packet's fate: it is said plainly, never painted as a problem.
+    let (label, painted_as) = match journey.copy {
+        Some(_) => ("end of the copy", "copy"),
+        None => ("fate", fate.kind.name()),
+    };
+    let mut line = format!("    {label}: {}", fate.kind.name());
     if let Some(point) = fate.point() {
         let at = if fate.kind == crate::fate::FateKind::Dropped {
             "after"
@@ -232,7 +248,7 @@ fn write_packet(
     if let Some(reason) = &fate.reason {
         line.push_str(&format!(", reason {reason}"));
     }
-    writeln!(out, "{}", paint.fate(fate.kind.name(), &line))?;
+    writeln!(out, "{}", paint.fate(painted_as, &line))?;
     if journey.incomplete {
         writeln!(out, "    incomplete: events were lost while it was alive")?;
     }

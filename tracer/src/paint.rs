@@ -39,6 +39,7 @@ impl Paint {
         match kind {
             "dropped" => self.wrap("1;31", text),
             "unknown" => self.wrap("33", text),
+            "copy" => text.to_string(),
             _ => self.wrap("32", text),
         }
     }

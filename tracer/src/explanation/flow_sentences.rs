@@ -37,6 +37,7 @@ pub fn flow(flow: &Flow, analysis: &Analysis) -> Vec<String> {
     out.extend(retransmission_sentence(&members, analysis));
     out.extend(asymmetry_sentence(flow, &members));
     out.extend(tcpdump_view(&members, analysis));
+    out.extend(copies_seen(flow, analysis));
     if !flow.nat.is_empty() {
         out.push(format!(
             "Addresses rewritten on the way (NAT): {}.",
@@ -99,7 +100,7 @@ fn retransmission_sentence(members: &[&Journey], analysis: &Analysis) -> Option<
     let first_repeat = repeats.first()?;
     let original = analysis.journey(*retransmitted.get(&first_repeat.id)?)?;
     Some(format!(
-        "{} retransmitted {}: the first copy (packet {}) was {}.",
+        "{} retransmitted {}: the first transmission (packet {}) was {}.",
         flow::show(
             (original.headers().src, original.headers().sport),
             &original.headers().proto
@@ -146,6 +147,33 @@ struct View {
     seen: Vec<String>,
     died_after: Vec<String>,
     missed: Vec<String>,
+}
+
+/// Per interface, the copies of the flow's packets a capture there shows: packets a bridge
+/// passed up to itself or flooded, which a capture can show where the packets never went.
+fn copies_seen(flow: &Flow, analysis: &Analysis) -> Vec<String> {
+    let mut places: Vec<(String, Vec<String>, &str)> = Vec::new();
+    for copy in flow.copies.iter().filter_map(|id| analysis.journey(*id)) {
+        let Some(made) = copy.copy.as_ref().map(|c| c.made.as_str()) else {
+            continue;
+        };
+        for c in analysis.captures(copy.id).iter().filter(|c| c.seen) {
+            let kind = words::packet_kind(copy.headers());
+            match places.iter_mut().find(|(p, _, _)| *p == c.place()) {
+                Some((_, kinds, _)) => kinds.push(kind),
+                None => places.push((c.place(), vec![kind], made)),
+            }
+        }
+    }
+    places
+        .into_iter()
+        .map(|(place, kinds, made)| {
+            format!(
+                "tcpdump on {place} shows {}: copies {made}.",
+                words::tally(&kinds)
+            )
+        })
+        .collect()
 }
 
 /// Per interface: what a capture there shows of this flow, what it misses, and what it shows

@@ -114,7 +114,7 @@ fn routing_mtu_sockets_resets_retransmissions_and_offload_are_explained() {
     says("syn_local_in_drop", "It is a retransmission of packet 1");
     says(
         "syn_local_in_drop",
-        "retransmitted 2 times: the first copy (packet 1) was dropped",
+        "retransmitted 2 times: the first transmission (packet 1) was dropped",
     );
     says("reply_other_interface", "on vb1, but replies leave by vb2");
     says(
@@ -195,12 +195,34 @@ fn a_drop_inside_a_bridge_is_the_bridges_with_its_ports_and_whose_rule() {
         "was dropped inside bridge br0 (from port vethc1 towards vethc2) by an nftables \
          bridge-family rule in the bridge's own chains between iptables' PREROUTING and FORWARD",
     );
-    let text = sentences("bridge_nft_forward_drop");
-    assert!(
-        !text.contains("OTHERHOST")
-            && !text.contains("PREROUTING (")
-            && !text.contains("rule at PREROUTING"),
-        "the copy passed up to br0 is not the frame's fate:\n{text}"
+    let analysis = analysis("bridge_nft_forward_drop");
+    for journey in &analysis.journeys {
+        let text = explanation::packet(journey, &analysis).join("\n");
+        match &journey.copy {
+            None => assert!(
+                !text.contains("OTHERHOST")
+                    && !text.contains("PREROUTING (")
+                    && !text.contains("rule at PREROUTING"),
+                "the copy passed up to br0 is not the frame's fate:\n{text}"
+            ),
+            Some(copy) => assert!(
+                text.starts_with(&format!(
+                    "This is a copy of packet {} that bridge br0 passed up to itself",
+                    copy.of
+                )) && text.contains("not for this host")
+                    && text.contains("saw this packet (rx on br-host/br0)"),
+                "the copy says what it is:\n{text}"
+            ),
+        }
+    }
+    assert_eq!(
+        analysis
+            .journeys
+            .iter()
+            .filter(|j| j.copy.is_some())
+            .count(),
+        2,
+        "each SYN's copy passed up to br0"
     );
 }
 
@@ -214,12 +236,22 @@ fn a_frame_that_crossed_a_bridge_is_delivered_and_br0_gives_no_transmit_verdict(
         .expect("the SYN");
     assert_eq!(syn.fate.kind, crate::fate::FateKind::Delivered);
     assert_eq!(syn.fate.netns_name.as_deref(), Some("br-c2"));
-    let on_br0: Vec<_> = analysis
-        .captures(syn.id)
+    let on_br0 = |id: u64| -> Vec<(&str, bool)> {
+        analysis
+            .captures(id)
+            .iter()
+            .filter(|c| c.ifname.as_deref() == Some("br0"))
+            .map(|c| (c.dir, c.seen))
+            .collect()
+    };
+    // Nothing was sent from br0 and the frame itself never passed its taps; tcpdump on br0
+    // saw the copy the promiscuous bridge passed up, a journey of its own.
+    assert_eq!(on_br0(syn.id), []);
+    let copy = analysis
+        .journeys
         .iter()
-        .filter(|c| c.ifname.as_deref() == Some("br0"))
-        .map(|c| (c.dir, c.seen))
-        .collect();
-    // tcpdump on br0 saw the copy the promiscuous bridge passed up; nothing was sent from br0.
-    assert_eq!(on_br0, [("rx", true)]);
+        .find(|j| j.copy.as_ref().is_some_and(|c| c.of == syn.id))
+        .expect("the copy passed up to br0");
+    assert_eq!(on_br0(copy.id), [("rx", true)]);
+    assert_eq!(copy.fate.reason.as_deref(), Some("OTHERHOST"));
 }

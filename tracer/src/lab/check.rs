@@ -41,13 +41,14 @@ impl Score {
     }
 }
 
-/// Checks each expectation on the journeys whose headers it picks.
+/// Checks each expectation on the journeys whose headers it picks (packets, not their copies:
+/// a copy's end is its own).
 pub fn fates(analysis: &Analysis, expect: &[Expect], score: &mut Score) {
     for e in expect {
         let picked: Vec<_> = analysis
             .journeys
             .iter()
-            .filter(|j| (e.is)(j.headers()))
+            .filter(|j| j.copy.is_none() && (e.is)(j.headers()))
             .take(if e.first_only { 1 } else { usize::MAX })
             .collect();
         if picked.len() < e.min {
