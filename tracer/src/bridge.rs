@@ -94,6 +94,35 @@ pub fn copy_passed_up(sightings: &[Sighting], i: usize) -> bool {
         .any(|s| s.netns == drop.netns && s.skb != 0 && s.skb != drop.skb)
 }
 
+/// Whether `next` is another clone of a frame the journey brought into a bridge: a point on
+/// the way out of the bridge (br_netfilter's FORWARD and POSTROUTING on the bridge, a port's
+/// transmit) with an skb not seen there yet (the last port may get the frame's own skb), in
+/// the namespace where it entered the bridge. A bridge floods clones of one frame to several
+/// ports one after the other.
+pub fn another_clone(journey: &[Sighting], next: &Sighting) -> bool {
+    if next.skb == 0
+        || !matches!(
+            next.hook.as_str(),
+            "nf_forward" | "nf_postrouting" | "tc_egress" | "dev_xmit"
+        )
+        || journey.iter().any(|s| {
+            s.skb == next.skb
+                && s.hook == next.hook
+                && s.position == next.position
+                && s.ifindex == next.ifindex
+        })
+    {
+        return false;
+    }
+    journey.iter().any(|s| {
+        s.netns == next.netns
+            && matches!(s.hook.as_str(), "netif_receive" | "tc_ingress")
+            && bridge_of(s).is_some_and(|bridge| {
+                next.ifname.as_deref() == Some(bridge) || bridge_of(next) == Some(bridge)
+            })
+    })
+}
+
 /// Whether the drop at `i` happened on a port the frame was headed out of: the bridge had
 /// chosen it (the frame's device is that port from the bridge's FORWARD on), so the verdict
 /// there is a transmit one.

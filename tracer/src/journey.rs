@@ -330,7 +330,10 @@ fn continues(journey: &[Sighting], next: &Sighting) -> bool {
     let last = journey.last().expect("journeys are never empty");
     // Passing a point of the path twice means another packet; an skb may end more than once
     // (copied by veth's XDP, cloned for a raw socket), so only path points count.
+    // A bridge's clones of one frame (flooded to several ports) pass its forwarding points
+    // once each: another skb there is another copy, not another packet.
     let revisits = next.on_path()
+        && !crate::bridge::another_clone(journey, next)
         && journey.iter().any(|s| {
             s.hook == next.hook
                 && s.position == next.position

@@ -220,3 +220,18 @@ fn a_drop_on_the_port_the_frame_was_headed_for_is_a_transmit_verdict() {
         ]
     );
 }
+
+#[test]
+fn clones_flooded_to_several_ports_stay_one_journey_with_copies() {
+    let mut path = entering();
+    path.extend([
+        at(15, "nf_forward", Some("first"), 2, 200),
+        at(16, "tc_egress", Some("first"), 4, 200),
+        at(17, "dev_xmit", Some("first"), 4, 200),
+        at(18, "nf_forward", Some("first"), 2, 300),
+        at(19, "tc_egress", Some("first"), 3, 300),
+    ]);
+    let journeys = crate::journey::build(path, &TraceEnd::default());
+    assert_eq!(journeys.len(), 2, "{journeys:#?}");
+    assert_eq!(journeys[1].copy.as_ref().map(|c| c.of), Some(1));
+}
