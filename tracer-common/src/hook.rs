@@ -81,6 +81,56 @@ impl Hook {
             Hook::IcmpSend => "icmp_send",
         }
     }
+
+    pub fn from_name(name: &str) -> Option<Hook> {
+        Hook::ALL.iter().copied().find(|h| h.name() == name)
+    }
+
+    /// Which side of its interface the hook sees a packet on. The one table of it: the JSON
+    /// path's `dir`, pcapng's direction and the tcpdump verdicts all read it.
+    pub const fn side(self) -> Side {
+        match self {
+            Hook::Xdp
+            | Hook::NetifReceive
+            | Hook::TcIngress
+            | Hook::NfPrerouting
+            | Hook::NfLocalIn => Side::Rx,
+            // FORWARD names the route's output device: the packet is on its way out of it.
+            Hook::NfForward
+            | Hook::NfLocalOut
+            | Hook::NfPostrouting
+            | Hook::TcEgress
+            | Hook::DevXmit => Side::Tx,
+            Hook::Socket
+            | Hook::Tcp
+            | Hook::KfreeSkb
+            | Hook::ConsumeSkb
+            | Hook::FibLookup
+            | Hook::IcmpSend => Side::Neither,
+        }
+    }
+}
+
+/// The side of an interface a hook sees packets on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Arriving on it.
+    Rx,
+    /// Headed out of it, or leaving.
+    Tx,
+    /// Not at an interface: an end of life, a socket, an annotation.
+    Neither,
+}
+
+impl Side {
+    /// `rx`, `tx`, or `-` (the JSON path's `dir`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Side::Rx => "rx",
+            Side::Tx => "tx",
+            Side::Neither => "-",
+        }
+    }
 }
 
 /// Netfilter hook numbers (`enum nf_inet_hooks`), as in `nf_hook_state.hook`. Stable kernel ABI.

@@ -45,12 +45,14 @@ fn tap_side(s: &Sighting, known: &[Capture]) -> Option<(&'static str, bool)> {
     if s.ifindex == 0 {
         return None;
     }
+    let dir = crate::output::direction(&s.hook);
     Some(match s.hook.as_str() {
-        "xdp" => ("rx", false),
-        "netif_receive" | "tc_ingress" => ("rx", true),
+        // Before the receive tap (XDP), after it (netif_receive is right at it).
+        "xdp" => (dir, false),
+        "netif_receive" | "tc_ingress" => (dir, true),
         // On the way out, the route's device: the packet was headed for its tap.
-        "nf_local_out" | "nf_forward" | "nf_postrouting" | "tc_egress" => ("tx", false),
-        "dev_xmit" => ("tx", true),
+        "nf_local_out" | "nf_forward" | "nf_postrouting" | "tc_egress" => (dir, false),
+        "dev_xmit" => (dir, true),
         // Freed on an interface the packet was seen on nowhere else: it arrived there and died
         // before the receive tap (another tool's XDP program, the driver).
         "kfree_skb"

@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 
 use serde_json::{json, Value};
+use tracer_common::hook::Hook;
 
 use crate::{
     analysis::Analysis,
@@ -94,15 +95,9 @@ pub fn flow_json(flow: &Flow, analysis: &Analysis) -> Value {
     value
 }
 
-/// Receive-side hooks are `rx`; everything on the way out is `tx`.
+/// `rx`, `tx`, or `-` for a hook's name (see [`Hook::side`]).
 pub fn direction(hook: &str) -> &'static str {
-    match hook {
-        "xdp" | "netif_receive" | "tc_ingress" | "nf_prerouting" | "nf_local_in" | "nf_forward" => {
-            "rx"
-        }
-        "kfree_skb" | "consume_skb" | "socket" | "tcp" | "fib_lookup" | "icmp_send" => "-",
-        _ => "tx",
-    }
+    Hook::from_name(hook).map_or("-", |h| h.side().name())
 }
 
 pub fn write_json(out: &mut impl Write, analysis: &Analysis, stats: &Stats) -> io::Result<()> {
