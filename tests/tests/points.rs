@@ -123,20 +123,23 @@ fn forwarded_packets_cross_forward_and_a_route_lookup() {
             .filter(|p| p["netns_name"] == r.as_str())
             .map(|p| {
                 format!(
-                    "{} {} {}",
+                    "{} {} {} {}",
                     p["hook"].as_str().unwrap(),
                     p["position"].as_str().unwrap_or("-"),
-                    p["ifname"].as_str().unwrap_or("-")
+                    p["ifname"].as_str().unwrap_or("-"),
+                    p["dir"].as_str().unwrap()
                 )
             })
             .collect();
+        // FORWARD is reported on the route's output device (the hook's `out`; `in` is ra):
+        // the packet is on its way out of rb there, the transmit side.
         for expected in [
-            "nf_prerouting first ra",
-            "fib_lookup - rb",
-            "nf_forward first rb",
-            "nf_forward last rb",
-            "nf_postrouting last rb",
-            "dev_xmit first rb",
+            "nf_prerouting first ra rx",
+            "fib_lookup - rb -",
+            "nf_forward first rb tx",
+            "nf_forward last rb tx",
+            "nf_postrouting last rb tx",
+            "dev_xmit first rb tx",
         ] {
             assert!(
                 in_router.iter().any(|p| p == expected),
