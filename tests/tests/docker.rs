@@ -81,7 +81,47 @@ fn a_docker_user_rule_drops_at_forward_in_the_host_and_is_named_with_the_contain
             syn["path"][0]["netns_name"], "cli",
             "the container by its name: {syn:#}"
         );
+        let said = syn["explanation"].to_string();
+        let ports = format!(
+            "from port {} (cli's eth0) towards {} (web's eth0)",
+            cli.host_veth, web.host_veth
+        );
+        assert!(said.contains(&ports), "{ports} in {said}");
     }
+    assert_veths_named_with_their_containers(&report, &docker, &[&cli, &web]);
+}
+
+/// Every point and tcpdump verdict on a container's host-side veth gives the container's
+/// `eth0` beside it (`peer`), and no other interface has a peer but those veths.
+fn assert_veths_named_with_their_containers(
+    report: &tests::Report,
+    docker: &Docker,
+    containers: &[&Container],
+) {
+    let host = docker.host.name.as_str();
+    let mut named = 0;
+    for packet in report.packets() {
+        let points = packet["path"].as_array().expect("path").iter();
+        let verdicts = packet["capture"].as_array().expect("capture").iter();
+        for entry in points.chain(verdicts) {
+            let container = containers
+                .iter()
+                .find(|c| entry["netns_name"] == host && entry["ifname"] == c.host_veth.as_str());
+            match container {
+                Some(c) => {
+                    let peer = serde_json::json!({"netns_name": c.name, "ifname": "eth0"});
+                    assert_eq!(entry["peer"], peer, "{entry:#}");
+                    named += 1;
+                }
+                // A container's own eth0 has the host's veth as its peer.
+                None if entry["netns_name"] != host && entry["ifname"] == "eth0" => {
+                    assert_eq!(entry["peer"]["netns_name"], host, "{entry:#}");
+                }
+                None => assert!(entry.get("peer").is_none(), "{entry:#}"),
+            }
+        }
+    }
+    assert!(named > 0, "no point on a container's host-side veth");
 }
 
 #[test]
@@ -109,6 +149,7 @@ fn without_a_fault_the_page_arrives_and_nothing_is_dropped() {
         .packets()
         .any(|p| p["fate"]["kind"] == "delivered" && p["fate"]["netns_name"] == "web");
     assert!(delivered_to_web, "the request reached the container web");
+    assert_veths_named_with_their_containers(&report, &docker, &[&cli, &web]);
 }
 
 #[test]
