@@ -207,6 +207,30 @@ fn with_br_netfilter_off_bridged_frames_pass_by_iptables_and_a_docker_user_rule_
     }
 }
 
+#[test]
+fn tracing_only_dockers_host_still_names_the_containers_at_the_other_end_of_their_veths() {
+    require_privileges();
+    let mut docker = Docker::start();
+    let web = docker.run("web", &["httpd", "-f", "-p", "80", "-h", "/www"]);
+    let cli = docker.run("cli", &["sleep", "600"]);
+    let host = &docker.host;
+    let request = format!(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {} 80",
+        web.ip
+    );
+    // The containers' namespaces are not traced: their names come from Docker's state.
+    let (report, agreement) = traced_beside_tcpdumps(
+        &[(host, &cli.host_veth), (host, &web.host_veth)],
+        &[&host.name],
+        "tcp port 80",
+        || {
+            docker.exec(&cli.name, &["sh", "-c", &request]);
+        },
+    );
+    assert_agrees("host only", &agreement);
+    assert_veths_named_with_their_containers(&report, &docker, &[&cli, &web]);
+}
+
 /// A TCP server on the outside host: reads what comes until the peer closes, answers "ok".
 fn outside_server(docker: &Docker, port: u16) -> std::thread::JoinHandle<usize> {
     let listener = docker
