@@ -283,7 +283,11 @@ fn a_reply_that_leaves_by_another_interface_is_explained() {
         },
     );
     let flow = explanation(only_flow(&report));
-    assert!(flow.contains("on vb1, but replies leave by vb2"), "{flow}");
+    let interfaces = format!(
+        "on vb1 ({a}'s va1), but replies leave by vb2 ({a}'s va2)",
+        a = a.name
+    );
+    assert!(flow.contains(&interfaces), "{flow}");
     let answer = with_flags(&report, "SYN-ACK")[0];
     let seen_on: Vec<String> = answer["capture"]
         .as_array()
