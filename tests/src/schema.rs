@@ -181,11 +181,14 @@ fn check_packet(packet: &Value, id: u64, flows: &[Value]) {
         keys(
             object,
             &["netns_name", "ifname", "dir", "seen"],
-            &["live"],
+            &["live", "peer"],
             "capture",
         );
         string_or_null(&capture["netns_name"], "capture netns_name");
         string_or_null(&capture["ifname"], "capture ifname");
+        if let Some(peer) = capture.get("peer") {
+            check_peer(peer);
+        }
         assert!(
             matches!(capture["dir"].as_str(), Some("rx" | "tx")),
             "{capture}"
@@ -229,15 +232,30 @@ fn check_rules(rules: &Value, packet: &Value, id: u64) {
     }
 }
 
+/// A veth's other end: the namespace's name and the interface's, both given.
+fn check_peer(peer: &Value) {
+    let object = peer.as_object().expect("peer is an object");
+    keys(object, &["netns_name", "ifname"], &[], "peer");
+    for key in ["netns_name", "ifname"] {
+        assert!(
+            peer[key].as_str().is_some_and(|s| !s.is_empty()),
+            "peer {key}: {peer}"
+        );
+    }
+}
+
 /// Checks one path entry; returns its timestamp (entries are in time order).
 fn check_point(point: &Value, after: u64) -> u64 {
     let object = point.as_object().expect("path entry");
     keys(
         object,
         &["ts_ns", "hook", "netns", "netns_name", "ifname", "dir"],
-        &["position", "note"],
+        &["position", "note", "peer"],
         "path entry",
     );
+    if let Some(peer) = point.get("peer") {
+        check_peer(peer);
+    }
     let ts = point["ts_ns"].as_u64().expect("ts_ns");
     assert!(ts >= after, "path out of time order");
     assert!(

@@ -12,18 +12,20 @@ use tests::{
 };
 
 /// Traces `web`, `cli` and Docker's host while `cli` asks `web` for its page over HTTP, with
-/// tcpdump on docker0 and on both veths; returns the report and each capture's agreement.
+/// tcpdump on docker0 and on both veths; returns the report, each capture's agreement and what
+/// `cli` received.
 fn http_between_containers(
     docker: &Docker,
     cli: &Container,
     web: &Container,
-) -> (tests::Report, Agreement) {
+) -> (tests::Report, Agreement, String) {
     let host = &docker.host;
     let request = format!(
         "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {} 80",
         web.ip
     );
-    traced_beside_tcpdumps(
+    let mut received = String::new();
+    let (report, agreement) = traced_beside_tcpdumps(
         &[
             (host, "docker0"),
             (host, &cli.host_veth),
@@ -32,9 +34,11 @@ fn http_between_containers(
         &[&web.name, &cli.name, &host.name],
         "tcp port 80",
         || {
-            docker.exec(&cli.name, &["sh", "-c", &request]);
+            let out = docker.exec(&cli.name, &["sh", "-c", &request]);
+            received = String::from_utf8_lossy(&out.stdout).into_owned();
         },
-    )
+    );
+    (report, agreement, received)
 }
 
 fn syns(report: &tests::Report) -> Vec<&Value> {
@@ -53,7 +57,7 @@ fn a_docker_user_rule_drops_at_forward_in_the_host_and_is_named_with_the_contain
     docker
         .host
         .sh("iptables -I DOCKER-USER -p tcp --dport 80 -j DROP");
-    let (report, agreement) = http_between_containers(&docker, &cli, &web);
+    let (report, agreement, _) = http_between_containers(&docker, &cli, &web);
     eprintln!("DOCKER-USER: {}", agreement.figure());
     assert!(
         agreement.mismatches.is_empty() && agreement.checked > 0,
@@ -87,6 +91,12 @@ fn a_docker_user_rule_drops_at_forward_in_the_host_and_is_named_with_the_contain
             on_docker0.is_empty(),
             "a bridged frame never passes docker0's own taps: {syn:#}"
         );
+        let said = syn["explanation"].to_string();
+        let ports = format!(
+            "from port {} (cli's eth0) towards {} (web's eth0)",
+            cli.host_veth, web.host_veth
+        );
+        assert!(said.contains(&ports), "{ports} in {said}");
     }
     // tcpdump on docker0 made the bridge promiscuous: it passed a copy of each SYN up to
     // docker0, which tcpdump there saw and IP freed; a journey of its own, never the SYN's fate.
@@ -116,6 +126,40 @@ fn a_docker_user_rule_drops_at_forward_in_the_host_and_is_named_with_the_contain
             "its original is a SYN: {copy:#}"
         );
     }
+    assert_veths_named_with_their_containers(&report, &docker, &[&cli, &web]);
+}
+
+/// Every point and tcpdump verdict on a container's host-side veth gives the container's
+/// `eth0` beside it (`peer`), and no other interface has a peer but those veths.
+fn assert_veths_named_with_their_containers(
+    report: &tests::Report,
+    docker: &Docker,
+    containers: &[&Container],
+) {
+    let host = docker.host.name.as_str();
+    let mut named = 0;
+    for packet in report.packets() {
+        let points = packet["path"].as_array().expect("path").iter();
+        let verdicts = packet["capture"].as_array().expect("capture").iter();
+        for entry in points.chain(verdicts) {
+            let container = containers
+                .iter()
+                .find(|c| entry["netns_name"] == host && entry["ifname"] == c.host_veth.as_str());
+            match container {
+                Some(c) => {
+                    let peer = serde_json::json!({"netns_name": c.name, "ifname": "eth0"});
+                    assert_eq!(entry["peer"], peer, "{entry:#}");
+                    named += 1;
+                }
+                // A container's own eth0 has the host's veth as its peer.
+                None if entry["netns_name"] != host && entry["ifname"] == "eth0" => {
+                    assert_eq!(entry["peer"]["netns_name"], host, "{entry:#}");
+                }
+                None => assert!(entry.get("peer").is_none(), "{entry:#}"),
+            }
+        }
+    }
+    assert!(named > 0, "no point on a container's host-side veth");
 }
 
 #[test]
@@ -124,7 +168,7 @@ fn without_a_fault_the_page_arrives_and_nothing_is_dropped() {
     let mut docker = Docker::start();
     let web = docker.run("web", &["httpd", "-f", "-p", "80", "-h", "/www"]);
     let cli = docker.run("cli", &["sleep", "600"]);
-    let (report, agreement) = http_between_containers(&docker, &cli, &web);
+    let (report, agreement, _) = http_between_containers(&docker, &cli, &web);
     eprintln!("no fault: {}", agreement.figure());
     assert!(
         agreement.mismatches.is_empty() && agreement.checked > 0,
@@ -143,6 +187,86 @@ fn without_a_fault_the_page_arrives_and_nothing_is_dropped() {
         .packets()
         .any(|p| p["fate"]["kind"] == "delivered" && p["fate"]["netns_name"] == "web");
     assert!(delivered_to_web, "the request reached the container web");
+    assert_veths_named_with_their_containers(&report, &docker, &[&cli, &web]);
+}
+
+#[test]
+fn with_br_netfilter_off_bridged_frames_pass_by_iptables_and_a_docker_user_rule_drops_nothing() {
+    require_privileges();
+    let mut docker = Docker::start();
+    let web = docker.run("web", &["httpd", "-f", "-p", "80", "-h", "/www"]);
+    let cli = docker.run("cli", &["sleep", "600"]);
+    // Per namespace on this kernel: only Docker's host stops handing bridged frames to
+    // iptables. Set after the containers started, as Docker sets it on when it needs it.
+    docker.host.sh(
+        "sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0",
+    );
+    docker
+        .host
+        .sh("iptables -I DOCKER-USER -p tcp --dport 80 -j DROP");
+    let (report, agreement, received) = http_between_containers(&docker, &cli, &web);
+    let setting = docker
+        .host
+        .sh("cat /proc/sys/net/bridge/bridge-nf-call-iptables");
+    assert_eq!(setting.trim(), "0", "still off after the exchange");
+    assert!(
+        received.contains("hello from web"),
+        "the rule is not met, the page arrives: {received:?}"
+    );
+    assert_agrees("br_netfilter off", &agreement);
+    assert!(dropped(&report).is_empty(), "{:#?}", dropped(&report));
+    let host = docker.host.name.as_str();
+    let syns = syns(&report);
+    assert!(!syns.is_empty(), "the client's SYNs were followed");
+    for syn in syns {
+        assert_eq!(syn["fate"]["kind"], "delivered", "{syn:#}");
+        assert_eq!(syn["fate"]["netns_name"], "web", "{syn:#}");
+        let rules = syn["rules"].as_array().map_or(0, Vec::len);
+        assert_eq!(rules, 0, "no rule dropped it: {syn:#}");
+        let path = syn["path"].as_array().expect("a path");
+        let in_host = |p: &&Value| p["netns_name"] == host;
+        assert!(
+            !path
+                .iter()
+                .filter(in_host)
+                .any(|p| p["hook"] == "nf_forward"),
+            "bridged without iptables, not forwarded: {syn:#}"
+        );
+        for port in [&cli.host_veth, &web.host_veth] {
+            assert!(
+                path.iter()
+                    .filter(in_host)
+                    .any(|p| p["ifname"] == port.as_str()),
+                "the path crosses docker0's port {port}: {syn:#}"
+            );
+        }
+        let said = syn["explanation"].to_string();
+        assert!(!said.contains("DOCKER-USER"), "{said}");
+    }
+}
+
+#[test]
+fn tracing_only_dockers_host_still_names_the_containers_at_the_other_end_of_their_veths() {
+    require_privileges();
+    let mut docker = Docker::start();
+    let web = docker.run("web", &["httpd", "-f", "-p", "80", "-h", "/www"]);
+    let cli = docker.run("cli", &["sleep", "600"]);
+    let host = &docker.host;
+    let request = format!(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {} 80",
+        web.ip
+    );
+    // The containers' namespaces are not traced: their names come from Docker's state.
+    let (report, agreement) = traced_beside_tcpdumps(
+        &[(host, &cli.host_veth), (host, &web.host_veth)],
+        &[&host.name],
+        "tcp port 80",
+        || {
+            docker.exec(&cli.name, &["sh", "-c", &request]);
+        },
+    );
+    assert_agrees("host only", &agreement);
+    assert_veths_named_with_their_containers(&report, &docker, &[&cli, &web]);
 }
 
 /// A TCP server on the outside host: reads what comes until the peer closes, answers "ok".

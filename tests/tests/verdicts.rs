@@ -112,7 +112,10 @@ fn a_syn_dropped_at_local_in_was_seen_by_tcpdump_and_never_reached_tcp() {
         let text = explanation(syn);
         assert!(text.contains("netfilter rule at LOCAL_IN"), "{text}");
         assert!(
-            text.contains(&format!("tcpdump on {}/vb saw it arrive", pair.b.name)),
+            text.contains(&format!(
+                "tcpdump on {}/vb ({}'s va) saw it arrive",
+                pair.b.name, pair.a.name
+            )),
             "{text}"
         );
         assert!(text.contains("TCP never received it"), "{text}");
@@ -152,15 +155,18 @@ fn a_syn_ack_dropped_at_local_out_never_reached_tcpdump() {
         assert!(text.contains("netfilter rule at LOCAL_OUT"), "{text}");
         assert!(
             text.contains(&format!(
-                "died before the capture point of {}/vb",
-                pair.b.name
+                "died before the capture point of {}/vb ({}'s va)",
+                pair.b.name, pair.a.name
             )),
             "{text}"
         );
     }
     let flow = explanation(only_flow(&report));
     assert!(
-        flow.contains(&format!("tcpdump on {}/vb shows", pair.b.name)) && flow.contains("SYN-ACK"),
+        flow.contains(&format!(
+            "tcpdump on {}/vb ({}'s va) shows",
+            pair.b.name, pair.a.name
+        )) && flow.contains("SYN-ACK"),
         "{flow}"
     );
 }
@@ -277,7 +283,11 @@ fn a_reply_that_leaves_by_another_interface_is_explained() {
         },
     );
     let flow = explanation(only_flow(&report));
-    assert!(flow.contains("on vb1, but replies leave by vb2"), "{flow}");
+    let interfaces = format!(
+        "on vb1 ({a}'s va1), but replies leave by vb2 ({a}'s va2)",
+        a = a.name
+    );
+    assert!(flow.contains(&interfaces), "{flow}");
     let answer = with_flags(&report, "SYN-ACK")[0];
     let seen_on: Vec<String> = answer["capture"]
         .as_array()

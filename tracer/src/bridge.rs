@@ -163,10 +163,12 @@ pub fn name_drop(fate: &mut Fate, sightings: &[Sighting], drop_at: usize) {
     let Some(port) = entered(sightings, drop_at) else {
         return;
     };
-    let (bridge, from) = (
+    let (bridge, from_ifname) = (
         bridge_of(port).unwrap_or("?"),
         port.ifname.as_deref().unwrap_or("?"),
     );
+    // A container's port as its user knows it: `veth530e9f2 (cli's eth0)`.
+    let from = crate::veth::with_peer(from_ifname, port.peer.as_ref());
     let drop = &sightings[drop_at];
     match fate.reason.as_deref() {
         Some("NETFILTER_DROP") => {}
@@ -204,7 +206,12 @@ pub fn name_drop(fate: &mut Fate, sightings: &[Sighting], drop_at: usize) {
     // The bridge sets the frame's device to the port it chose before its FORWARD hook: a drop
     // on another port than the ingress one says where the frame was headed.
     let towards = match drop.ifname.as_deref() {
-        Some(to) if to != from && to != bridge => format!(" towards {to}"),
+        Some(to) if to != from_ifname && to != bridge => {
+            format!(
+                " towards {}",
+                crate::veth::with_peer(to, drop.peer.as_ref())
+            )
+        }
         _ => String::new(),
     };
     let inside = format!("dropped inside bridge {bridge} (from port {from}{towards})");

@@ -15,6 +15,9 @@ pub struct Capture {
     pub ifindex: u32,
     pub netns_name: Option<String>,
     pub ifname: Option<String>,
+    /// The other end, where this interface is a veth (see [`crate::veth`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<crate::veth::Peer>,
     pub dir: &'static str,
     /// Whether a capture on this interface would have captured the packet.
     pub seen: bool,
@@ -30,9 +33,11 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// `b/vb`, or the interface alone when its namespace has no name.
+    /// `b/vb`, or the interface alone when its namespace has no name; a veth's other end
+    /// beside it: `host/veth3f2a1b0 (web's eth0)`.
     pub fn place(&self) -> String {
         let ifname = self.ifname.as_deref().unwrap_or("?");
+        let ifname = crate::veth::with_peer(ifname, self.peer.as_ref());
         match &self.netns_name {
             Some(ns) => format!("{ns}/{ifname}"),
             None => ifname.to_string(),
@@ -97,6 +102,7 @@ pub fn captures(journey: &Journey, live: &[LiveCapture]) -> Vec<Capture> {
                 ifindex: s.ifindex,
                 netns_name: s.netns_name.clone(),
                 ifname: s.ifname.clone(),
+                peer: s.peer.clone(),
                 dir,
                 seen: passed_tap,
                 encapsulated: crate::tunnel::outer_words(s),

@@ -106,6 +106,19 @@ fn place(netns_name: Option<&str>, ifname: Option<&str>) -> String {
     }
 }
 
+/// The interface of the packet's fate, with a veth's other end beside it (`veth3f2a1b0 (web's
+/// eth0)`): the fate names the interface as a point of the path did, which knows the peer.
+pub fn fate_ifname(journey: &Journey) -> Option<String> {
+    let fate = &journey.fate;
+    let ifname = fate.ifname.as_deref()?;
+    let peer = journey
+        .sightings
+        .iter()
+        .find(|s| s.netns_name == fate.netns_name && s.ifname.as_deref() == Some(ifname))
+        .and_then(|s| s.peer.as_ref());
+    Some(crate::veth::with_peer(ifname, peer))
+}
+
 fn namespace(netns_name: Option<&str>) -> String {
     netns_name.map_or("the traced namespace".to_string(), |ns| {
         format!("namespace {ns}")
@@ -133,11 +146,11 @@ pub fn short_fate(journey: &Journey) -> String {
         FateKind::Delivered => format!("delivered to the local stack in {ns}"),
         FateKind::Forwarded => format!(
             "forwarded by {ns} out of {}",
-            fate.ifname.as_deref().unwrap_or("an interface")
+            fate_ifname(journey).as_deref().unwrap_or("an interface")
         ),
         FateKind::Transmitted => format!(
             "sent out of {} by its driver",
-            place(fate.netns_name.as_deref(), fate.ifname.as_deref())
+            place(fate.netns_name.as_deref(), fate_ifname(journey).as_deref())
         ),
         FateKind::Unknown => match fate.reason.as_deref() {
             Some(unknown::IN_FLIGHT) => "still on its way when tracing stopped".to_string(),
@@ -287,7 +300,7 @@ fn neighbour_sentence(journey: &Journey) -> Option<String> {
     };
     Some(format!(
         "A capture on {} shows the kernel's {asks} for the next hop, never this packet.",
-        place(fate.netns_name.as_deref(), fate.ifname.as_deref())
+        place(fate.netns_name.as_deref(), fate_ifname(journey).as_deref())
     ))
 }
 

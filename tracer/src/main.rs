@@ -45,6 +45,7 @@ mod status;
 mod tunnel;
 mod usage;
 mod verifier;
+mod veth;
 mod xdp_owner;
 
 use std::process::ExitCode;

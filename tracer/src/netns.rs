@@ -108,6 +108,23 @@ impl Netns {
         })
     }
 
+    /// The namespace at `path`, if it is still the one of inode `inode`, called `name`.
+    pub fn at(path: &Path, inode: u32, name: &str) -> Option<Netns> {
+        let file = File::open(path).ok()?;
+        (file.metadata().ok()?.ino() as u32 == inode).then(|| Netns {
+            name: Some(name.to_string()),
+            inode,
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// The id the calling thread's namespace gives this one (`ip netns list-id`), if any: how
+    /// a veth there names the namespace of its peer (`IFLA_LINK_NETNSID`).
+    pub fn id_here(&self) -> Option<i32> {
+        crate::veth::nsid_of(self.file.as_raw_fd())
+    }
+
     /// How to find this namespace again, without holding it.
     pub fn reference(&self) -> NetnsRef {
         NetnsRef {
@@ -221,22 +238,38 @@ fn current_inode() -> Option<u32> {
     Some(meta.ino() as u32)
 }
 
-/// Inode -> name of the namespaces under /run/netns.
+/// Inode -> name of the namespaces the user knows by a name: "host", containers, /run/netns.
 pub fn names() -> HashMap<u32, String> {
+    named_paths()
+        .into_iter()
+        .map(|(inode, (name, _))| (inode, name))
+        .collect()
+}
+
+/// Inode -> (name, where to open it) of the namespaces the user knows by a name.
+pub fn named_paths() -> HashMap<u32, (String, PathBuf)> {
     let mut names = HashMap::new();
+    let mut add = |path: String, name: String| {
+        if let Some(inode) = inode_of(&path) {
+            names.insert(inode, (name, PathBuf::from(path)));
+        }
+    };
     // The machine's own namespace (pid 1's) is "host" to a container user. Where pid 1 is
     // out of reach (a sandbox), the tracer's own namespace stands for it, unless it has a name
     // under /run/netns (`ip netns exec NAME tracer`), which wins below.
-    if let Some(host) = inode_of("/proc/1/ns/net").or_else(|| inode_of("/proc/self/ns/net")) {
-        names.insert(host, "host".to_string());
+    let host = ["/proc/1/ns/net", "/proc/self/ns/net"]
+        .into_iter()
+        .find(|path| inode_of(path).is_some());
+    if let Some(path) = host {
+        add(path.to_string(), "host".to_string());
     }
     // A container's name, unless a namespace of the same inode has a name under /run/netns.
     for c in containers::running(&StateDirs::default()) {
-        if let Some(inode) = inode_of(&format!("/proc/{}/ns/net", c.pid)) {
-            names.insert(inode, c.name);
-        }
+        add(format!("/proc/{}/ns/net", c.pid), c.name);
     }
-    names.extend(named());
+    for (_, name) in named() {
+        add(format!("{NETNS_DIR}/{name}"), name);
+    }
     names
 }
 

@@ -37,6 +37,9 @@ pub fn packet_json(journey: &Journey, analysis: &Analysis) -> Value {
             if let Some(note) = &s.note {
                 point["note"] = json!(note);
             }
+            if let Some(peer) = &s.peer {
+                point["peer"] = json!(peer);
+            }
             if let Some(outer) = crate::tunnel::path_note(s) {
                 point["encapsulated"] = json!(outer);
             }
@@ -194,7 +197,11 @@ fn write_packet(
     )?;
     let start = journey.sightings[0].ts_ns;
     for point in &journey.sightings {
-        let place = match (&point.netns_name, &point.ifname) {
+        let ifname = point
+            .ifname
+            .as_deref()
+            .map(|ifname| crate::veth::with_peer(ifname, point.peer.as_ref()));
+        let place = match (&point.netns_name, &ifname) {
             (Some(ns), Some(ifname)) => format!("{ns}/{ifname}"),
             (None, Some(ifname)) => ifname.clone(),
             (Some(ns), None) => ns.clone(),

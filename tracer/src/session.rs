@@ -111,8 +111,18 @@ impl Session {
             traced.insert(ns.inode, 1, 0)?;
         }
 
+        let named = netns::named_paths();
+        // Where a veth's peer may be: the traced namespaces, and those the user has a name for.
+        let known: Vec<Netns> = named
+            .iter()
+            .filter(|(inode, _)| !namespaces.iter().any(|ns| ns.inode == **inode))
+            .filter_map(|(inode, (name, path))| Netns::at(path, *inode, name))
+            .collect();
         let mut names = Names {
-            netns: netns::names(),
+            netns: named
+                .into_iter()
+                .map(|(inode, (name, _))| (inode, name))
+                .collect(),
             drop_reasons: btf.drop_reasons(),
             reset_reasons: btf.reset_reasons(),
             kallsyms: Kallsyms::load(),
@@ -133,6 +143,10 @@ impl Session {
             let ports = ns.run(|| crate::bridge::masters(&interfaces))?;
             for (port, bridge) in ports {
                 names.bridge_of.insert((ns.inode, port), bridge);
+            }
+            let traced_and_known: Vec<&Netns> = namespaces.iter().chain(&known).collect();
+            for (ifindex, peer) in crate::veth::peers(ns, &interfaces, &traced_and_known) {
+                names.veth_peers.insert((ns.inode, ifindex), peer);
             }
             for (ifindex, ifname) in interfaces {
                 names.interfaces.insert((ns.inode, ifindex), ifname.clone());

@@ -31,6 +31,11 @@ pub struct Sighting {
     pub netns_name: Option<String>,
     pub ifindex: u32,
     pub ifname: Option<String>,
+    /// The other end, where the interface is a veth whose peer is in a namespace with a name:
+    /// the host side of container `web`'s veth says `web`'s `eth0`. Recorded with the event, as
+    /// the names are: `explain` has no live system to ask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<crate::veth::Peer>,
     pub skb: u64,
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
@@ -103,6 +108,8 @@ pub struct Names {
     pub foreign_xdp: HashMap<(u32, u32), String>,
     /// (netns, port ifindex) -> ifindex of the bridge the port belongs to.
     pub bridge_of: HashMap<(u32, u32), u32>,
+    /// (netns, veth ifindex) -> the other end of the veth (see [`crate::veth`]).
+    pub veth_peers: HashMap<(u32, u32), crate::veth::Peer>,
     pub kallsyms: Kallsyms,
 }
 
@@ -153,6 +160,7 @@ impl Sighting {
             netns_name: names.netns.get(&h.netns).cloned(),
             ifindex: h.ifindex,
             ifname,
+            peer: names.veth_peers.get(&(h.netns, h.ifindex)).cloned(),
             skb: h.skb,
             src: address(hook, p.l3_proto, &p.saddr),
             dst: address(hook, p.l3_proto, &p.daddr),

@@ -49,15 +49,7 @@ pub fn master_ifindex(ifindex: u32) -> io::Result<Option<u32>> {
 }
 
 /// One `RTM_GETLINK` request for `ifindex`; the kernel's reply.
-fn getlink(ifindex: u32) -> io::Result<Vec<u8>> {
-    // SAFETY: plain socket(2); the descriptor is owned below.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let raw = std::os::fd::AsRawFd::as_raw_fd(&socket);
-
+pub(crate) fn getlink(ifindex: u32) -> io::Result<Vec<u8>> {
     // nlmsghdr (16 bytes) + ifinfomsg (16 bytes).
     let mut request = [0u8; 32];
     request[0..4].copy_from_slice(&32u32.to_ne_bytes());
@@ -65,6 +57,18 @@ fn getlink(ifindex: u32) -> io::Result<Vec<u8>> {
     request[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
     request[8..12].copy_from_slice(&1u32.to_ne_bytes());
     request[20..24].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+    rtnetlink(&request)
+}
+
+/// Sends one rtnetlink request from the calling thread's namespace; the kernel's reply.
+pub(crate) fn rtnetlink(request: &[u8]) -> io::Result<Vec<u8>> {
+    // SAFETY: plain socket(2); the descriptor is owned below.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&socket);
     // SAFETY: sending a buffer we own; the kernel is the default destination of a netlink socket.
     if unsafe { libc::send(raw, request.as_ptr().cast(), request.len(), 0) } < 0 {
         return Err(io::Error::last_os_error());
@@ -110,7 +114,7 @@ fn parse_reply(reply: &[u8]) -> io::Result<Option<u32>> {
 }
 
 /// The (type, payload) of each `rtattr` in `bytes` (4-byte aligned, as rtnetlink lays them out).
-fn attributes(mut bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(crate) fn attributes(mut bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
         let len = u16::from_ne_bytes([*bytes.first()?, *bytes.get(1)?]) as usize;
         let kind = u16::from_ne_bytes([*bytes.get(2)?, *bytes.get(3)?]) & NLA_TYPE_MASK;

@@ -126,13 +126,14 @@ fn asymmetry_sentence(flow: &Flow, members: &[&Journey]) -> Option<String> {
                 continue;
             };
             if arrived.ifindex != out.ifindex {
+                // A veth with its other end beside it (`veth3f2a1b0 (web's eth0)`).
+                let named = |s: &Sighting| {
+                    crate::veth::with_peer(s.ifname.as_deref().unwrap_or("?"), s.peer.as_ref())
+                };
+                let (arrived, out_of) = (named(arrived), named(out));
                 return Some(format!(
-                    "Requests arrive in {} on {}, but replies leave by {}: a capture on {} sees only the requests; capture on {} (or on any) to see the replies.",
+                    "Requests arrive in {} on {arrived}, but replies leave by {out_of}: a capture on {arrived} sees only the requests; capture on {out_of} (or on any) to see the replies.",
                     namespace(out.netns_name.as_deref()),
-                    arrived.ifname.as_deref().unwrap_or("?"),
-                    out.ifname.as_deref().unwrap_or("?"),
-                    arrived.ifname.as_deref().unwrap_or("?"),
-                    out.ifname.as_deref().unwrap_or("?"),
                 ));
             }
         }

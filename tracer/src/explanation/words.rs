@@ -143,7 +143,7 @@ pub fn drop_cause(journey: &Journey) -> String {
     // A drop of the tunnel's outer packet is about its headers (no socket on UDP port 4789).
     let s = crate::tunnel::dropped_outer(journey).unwrap_or(journey.headers());
     let alive = fate.hook.as_deref().unwrap_or("");
-    let ifname = fate.ifname.as_deref().unwrap_or("?");
+    let ifname = super::fate_ifname(journey).unwrap_or_else(|| "?".to_string());
     let after = match fate.point() {
         Some(_) if alive == Hook::KfreeSkb.name() => {
             " before any observation point saw it".to_string()
