@@ -82,6 +82,18 @@ impl Hook {
         }
     }
 
+    /// One of the netfilter hooks (PREROUTING ... POSTROUTING).
+    pub const fn is_netfilter(self) -> bool {
+        matches!(
+            self,
+            Hook::NfPrerouting
+                | Hook::NfLocalIn
+                | Hook::NfForward
+                | Hook::NfLocalOut
+                | Hook::NfPostrouting
+        )
+    }
+
     pub fn from_name(name: &str) -> Option<Hook> {
         Hook::ALL.iter().copied().find(|h| h.name() == name)
     }
@@ -108,6 +120,39 @@ impl Hook {
             | Hook::FibLookup
             | Hook::IcmpSend => Side::Neither,
         }
+    }
+}
+
+/// A hook is written by its name (recordings, JSON).
+#[cfg(feature = "user")]
+impl serde::Serialize for Hook {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+#[cfg(feature = "user")]
+impl<'de> serde::Deserialize<'de> for Hook {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Hook, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = Hook;
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("a hook name")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Hook, E> {
+                Hook::from_name(name)
+                    .ok_or_else(|| E::custom(format_args!("unknown hook '{name}'")))
+            }
+        }
+        deserializer.deserialize_str(Name)
+    }
+}
+
+#[cfg(feature = "user")]
+impl core::fmt::Display for Hook {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

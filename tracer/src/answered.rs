@@ -10,6 +10,7 @@
 //! trace.
 
 use std::{collections::HashMap, net::IpAddr};
+use tracer_common::hook::Hook;
 
 use crate::{
     drop_reason::{self, DropClass},
@@ -26,7 +27,12 @@ const ANSWER_WINDOW_NS: u64 = 2_000_000_000;
 pub const ACCEPTED_RESET: &str = "accepted by TCP as a reset";
 
 /// Hooks of the receive path, up to where a packet is handed to its socket.
-const RECEIVE_SIDE: &[&str] = &["xdp", "netif_receive", "tc_ingress", "nf_prerouting"];
+const RECEIVE_SIDE: &[Hook] = &[
+    Hook::Xdp,
+    Hook::NetifReceive,
+    Hook::TcIngress,
+    Hook::NfPrerouting,
+];
 
 /// Marks as delivered each TCP journey that ended unseen on the receive side of a namespace
 /// whose TCP then acknowledged it.
@@ -89,8 +95,8 @@ fn answer_to<'a>(j: &Journey, later: impl Iterator<Item = &'a Journey>) -> Optio
     // by a TIME_WAIT or FIN_WAIT2 mini-socket: tcp_timewait_state_process handled it (a FIN
     // it acknowledges, say), then `goto discard_it` frees it with NOT_SPECIFIED. Its answer
     // tells that case from a segment TCP refused.
-    let taken_by_tcp = freed_by_tcp && last.hook == "nf_local_in";
-    if h.proto != "tcp" || !(RECEIVE_SIDE.contains(&last.hook.as_str()) || taken_by_tcp) {
+    let taken_by_tcp = freed_by_tcp && last.hook == Hook::NfLocalIn;
+    if h.proto != "tcp" || !(RECEIVE_SIDE.contains(&last.hook) || taken_by_tcp) {
         return None;
     }
     // Journeys are in the order they started.
@@ -192,7 +198,11 @@ mod tests {
         netns: u32,
     ) -> Sighting {
         let mut s = segment.clone();
-        (s.ts_ns, s.hook, s.netns) = (ts_ns, hook.to_string(), netns);
+        (s.ts_ns, s.hook, s.netns) = (
+            ts_ns,
+            tracer_common::hook::Hook::from_name(hook).expect("a hook name"),
+            netns,
+        );
         s.position = position.map(str::to_string);
         (s.reason, s.location, s.note) = (None, None, None);
         s.skb = ts_ns;

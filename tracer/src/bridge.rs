@@ -18,6 +18,7 @@
 //!   the end of a copy, never the frame's fate.
 
 use std::collections::HashMap;
+use tracer_common::hook::Hook;
 
 use crate::{fate::Fate, sighting::Sighting};
 
@@ -54,11 +55,11 @@ fn entered(sightings: &[Sighting], i: usize) -> Option<&Sighting> {
         .rev()
         .filter(|s| s.netns == here.netns)
     {
-        match s.hook.as_str() {
-            "xdp" | "netif_receive" | "tc_ingress" => {
+        match s.hook {
+            Hook::Xdp | Hook::NetifReceive | Hook::TcIngress => {
                 return bridge_of(s).is_some().then_some(s);
             }
-            "tc_egress" | "dev_xmit" | "nf_local_in" | "nf_local_out" => return None,
+            Hook::TcEgress | Hook::DevXmit | Hook::NfLocalIn | Hook::NfLocalOut => return None,
             _ => {}
         }
     }
@@ -69,7 +70,7 @@ fn entered(sightings: &[Sighting], i: usize) -> Option<&Sighting> {
 /// crossing: its device is the bridge, yet the frame never passes the bridge's own taps.
 pub fn inside_bridge(sightings: &[Sighting], i: usize) -> bool {
     let s = &sightings[i];
-    s.hook.starts_with("nf_")
+    s.hook.is_netfilter()
         && entered(sightings, i)
             .and_then(bridge_of)
             .is_some_and(|bridge| s.ifname.as_deref() == Some(bridge))
@@ -102,8 +103,8 @@ pub fn copy_passed_up(sightings: &[Sighting], i: usize) -> bool {
 pub fn another_clone(journey: &[Sighting], next: &Sighting) -> bool {
     if next.skb == 0
         || !matches!(
-            next.hook.as_str(),
-            "nf_forward" | "nf_postrouting" | "tc_egress" | "dev_xmit"
+            next.hook,
+            Hook::NfForward | Hook::NfPostrouting | Hook::TcEgress | Hook::DevXmit
         )
         || journey.iter().any(|s| {
             s.skb == next.skb
@@ -116,7 +117,7 @@ pub fn another_clone(journey: &[Sighting], next: &Sighting) -> bool {
     }
     journey.iter().any(|s| {
         s.netns == next.netns
-            && matches!(s.hook.as_str(), "netif_receive" | "tc_ingress")
+            && matches!(s.hook, Hook::NetifReceive | Hook::TcIngress)
             && bridge_of(s).is_some_and(|bridge| {
                 next.ifname.as_deref() == Some(bridge) || bridge_of(next) == Some(bridge)
             })
@@ -135,20 +136,20 @@ pub fn headed_out_port(sightings: &[Sighting], i: usize) -> bool {
 }
 
 /// IPv4/IPv6 hook names as an iptables user knows them.
-fn chain(hook: &str) -> &'static str {
+fn chain(hook: Hook) -> &'static str {
     match hook {
-        "nf_prerouting" => "PREROUTING",
-        "nf_local_in" => "INPUT",
-        "nf_forward" => "FORWARD",
-        "nf_local_out" => "OUTPUT",
+        Hook::NfPrerouting => "PREROUTING",
+        Hook::NfLocalIn => "INPUT",
+        Hook::NfForward => "FORWARD",
+        Hook::NfLocalOut => "OUTPUT",
         _ => "POSTROUTING",
     }
 }
 
 /// The IP hook br_netfilter runs next for a bridged frame after `hook`.
-fn next_ip_hook(hook: &str) -> &'static str {
+fn next_ip_hook(hook: Hook) -> &'static str {
     match hook {
-        "nf_prerouting" => "FORWARD",
+        Hook::NfPrerouting => "FORWARD",
         _ => "POSTROUTING",
     }
 }
@@ -197,7 +198,7 @@ pub fn name_drop(fate: &mut Fate, sightings: &[Sighting], drop_at: usize) {
         .iter()
         .rev()
         .take_while(|s| !std::ptr::eq(*s, port))
-        .find(|s| s.netns == drop.netns && s.hook.starts_with("nf_"));
+        .find(|s| s.netns == drop.netns && s.hook.is_netfilter());
     if ip_hook.is_some_and(|nf| nf.ifname.as_deref() != Some(bridge)) {
         // Routed on by the host after the bridge handed it up (its FORWARD towards another
         // device): the drop is the host's, not the bridge's.
@@ -225,13 +226,13 @@ pub fn name_drop(fate: &mut Fate, sightings: &[Sighting], drop_at: usize) {
         Some(nf) if nf.position.as_deref() == Some("first") => format!(
             "{inside} by an iptables/ip6tables (or nftables ip/ip6/inet) rule at {}, which \
              br_netfilter runs for bridged frames (net.bridge.bridge-nf-call-iptables=1)",
-            chain(&nf.hook)
+            chain(nf.hook)
         ),
         Some(nf) => format!(
             "{inside} by {family_rule} in the bridge's own chains between iptables' {} and {} \
              (which br_netfilter runs for bridged frames)",
-            chain(&nf.hook),
-            next_ip_hook(&nf.hook)
+            chain(nf.hook),
+            next_ip_hook(nf.hook)
         ),
         None => format!("{inside} by {family_rule}"),
     });

@@ -4,6 +4,7 @@
 //! which live captures (tcpdump, dumpcap) were listening there.
 
 use serde::Serialize;
+use tracer_common::hook::Hook;
 
 use crate::{journey::Journey, live_capture::LiveCapture, sighting::Sighting};
 
@@ -50,17 +51,17 @@ fn tap_side(s: &Sighting, known: &[Capture]) -> Option<(&'static str, bool)> {
     if s.ifindex == 0 {
         return None;
     }
-    let dir = crate::output::direction(&s.hook);
-    Some(match s.hook.as_str() {
+    let dir = s.hook.side().name();
+    Some(match s.hook {
         // Before the receive tap (XDP), after it (netif_receive is right at it).
-        "xdp" => (dir, false),
-        "netif_receive" | "tc_ingress" => (dir, true),
+        Hook::Xdp => (dir, false),
+        Hook::NetifReceive | Hook::TcIngress => (dir, true),
         // On the way out, the route's device: the packet was headed for its tap.
-        "nf_local_out" | "nf_forward" | "nf_postrouting" | "tc_egress" => (dir, false),
-        "dev_xmit" => (dir, true),
+        Hook::NfLocalOut | Hook::NfForward | Hook::NfPostrouting | Hook::TcEgress => (dir, false),
+        Hook::DevXmit => (dir, true),
         // Freed on an interface the packet was seen on nowhere else: it arrived there and died
         // before the receive tap (another tool's XDP program, the driver).
-        "kfree_skb"
+        Hook::KfreeSkb
             if !known
                 .iter()
                 .any(|c| c.netns == s.netns && c.ifindex == s.ifindex) =>

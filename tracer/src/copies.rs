@@ -10,6 +10,7 @@
 //! address, so after the bridge each copy is told apart by its skb.
 
 use crate::{bridge::bridge_of, sighting::Sighting};
+use tracer_common::hook::Hook;
 
 /// What made a copy, in words that finish "a copy of packet N ...".
 #[derive(Debug, Clone, PartialEq)]
@@ -108,7 +109,7 @@ pub fn split(sightings: Vec<Sighting>) -> (Vec<Sighting>, Vec<(Vec<Sighting>, St
 /// the one that entered: where the bridge made a copy (a clone has a new skb address).
 fn divergence(sightings: &[Sighting]) -> Option<(usize, usize)> {
     let entry = sightings.iter().position(|s| {
-        matches!(s.hook.as_str(), "netif_receive" | "tc_ingress") && bridge_of(s).is_some()
+        matches!(s.hook, Hook::NetifReceive | Hook::TcIngress) && bridge_of(s).is_some()
     })?;
     let entered = sightings[entry].skb;
     let diverge = sightings[entry..]
@@ -170,7 +171,7 @@ fn replaced(sightings: &[Sighting], branches: &[Branch], i: usize) -> Option<usi
     branches.iter().position(|b| {
         b.indices.iter().any(|&j| {
             let t = &sightings[j];
-            j < i && t.hook == "consume_skb" && t.netns == s.netns && t.ifindex == s.ifindex
+            j < i && t.hook == Hook::ConsumeSkb && t.netns == s.netns && t.ifindex == s.ifindex
         })
     })
 }
@@ -213,7 +214,7 @@ fn how_made(sightings: &[Sighting], branch: &Branch, bridge: &str, netns: u32) -
         .find(|s| s.netns == netns && s.on_path())
         .is_some_and(|s| {
             s.ifname.as_deref() == Some(bridge)
-                && matches!(s.hook.as_str(), "netif_receive" | "tc_ingress")
+                && matches!(s.hook, Hook::NetifReceive | Hook::TcIngress)
         });
     let words = match (passed_up, first_out) {
         (true, _) => format!(

@@ -2,6 +2,7 @@
 //! why, and whether tcpdump saw it. Pure: journeys, flows and what was recorded beside them in.
 
 use std::collections::HashMap;
+use tracer_common::hook::Hook;
 
 use crate::{
     analysis::Analysis,
@@ -181,7 +182,7 @@ fn fate_sentence(journey: &Journey, captures: &[Capture], lost: u64) -> String {
             let read = journey
                 .sightings
                 .iter()
-                .find(|s| s.hook == "socket")
+                .find(|s| s.hook == Hook::Socket)
                 .and_then(|s| s.note.as_deref());
             match read {
                 Some(note) => format!("{what} was delivered in {ns}: {note}."),

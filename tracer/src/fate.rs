@@ -2,6 +2,7 @@
 //! why). Pure: a journey's sightings and what is known about the trace's end go in.
 
 use serde::{Deserialize, Serialize};
+use tracer_common::hook::Hook;
 
 use crate::{drop_reason, gaps::Gap, sighting::Sighting};
 
@@ -98,7 +99,7 @@ impl Fate {
     fn at(kind: FateKind, s: &Sighting) -> Fate {
         Fate {
             kind,
-            hook: Some(s.hook.clone()),
+            hook: Some(s.hook.name().to_string()),
             position: s.position.clone(),
             netns_name: s.netns_name.clone(),
             ifname: s.ifname.clone(),
@@ -121,7 +122,7 @@ impl Fate {
 /// The end of the journey made of `sightings` (in time order).
 pub fn fate(sightings: &[Sighting], end: &TraceEnd) -> Fate {
     // An application read it: whatever else freed a copy (a raw socket's clone), it arrived.
-    if let Some(read) = sightings.iter().find(|s| s.hook == "socket") {
+    if let Some(read) = sightings.iter().find(|s| s.hook == Hook::Socket) {
         return Fate::at(FateKind::Delivered, read);
     }
     if let Some(fate) = ended_after_delivery(sightings).or_else(|| ignored_multicast(sightings)) {
@@ -142,11 +143,11 @@ pub fn fate(sightings: &[Sighting], end: &TraceEnd) -> Fate {
     }
     let last_on_path = sightings.iter().rev().find(|s| s.on_path());
     match last_on_path {
-        Some(s) if s.hook == "nf_local_in" && s.position.as_deref() != Some("first") => {
+        Some(s) if s.hook == Hook::NfLocalIn && s.position.as_deref() != Some("first") => {
             Fate::at(FateKind::Delivered, s)
         }
-        Some(s) if s.hook == "dev_xmit" => {
-            let forwarded = sightings.iter().any(|s| s.hook == "nf_forward");
+        Some(s) if s.hook == Hook::DevXmit => {
+            let forwarded = sightings.iter().any(|s| s.hook == Hook::NfForward);
             let kind = if forwarded {
                 FateKind::Forwarded
             } else {
@@ -172,7 +173,7 @@ fn ended_after_delivery(sightings: &[Sighting]) -> Option<Fate> {
     let delivered = sightings
         .iter()
         .rev()
-        .find(|s| s.hook == "nf_local_in" && s.position.as_deref() != Some("first"))?;
+        .find(|s| s.hook == Hook::NfLocalIn && s.position.as_deref() != Some("first"))?;
     if sightings
         .iter()
         .any(|s| s.on_path() && s.ts_ns > delivered.ts_ns)
@@ -207,7 +208,7 @@ fn ignored_multicast(sightings: &[Sighting]) -> Option<Fate> {
 fn unseen_rule(fate: &Fate, sightings: &[Sighting], end: &TraceEnd) -> bool {
     fate.reason.as_deref() == Some("NETFILTER_DROP")
         && end.partial_hooks.iter().any(|h| h.starts_with("nf_"))
-        && !sightings.iter().any(|s| s.hook.starts_with("nf_"))
+        && !sightings.iter().any(|s| s.hook.is_netfilter())
 }
 
 /// A reset whose socket said it accepted it (`tcp_receive_reset`): delivered, though no point
@@ -215,7 +216,7 @@ fn unseen_rule(fate: &Fate, sightings: &[Sighting], end: &TraceEnd) -> bool {
 fn accepted_reset(sightings: &[Sighting]) -> Option<Fate> {
     let accepted = sightings
         .iter()
-        .find(|s| s.hook == "tcp" && s.note.as_deref() == Some("reset received"))?;
+        .find(|s| s.hook == Hook::Tcp && s.note.as_deref() == Some("reset received"))?;
     let mut fate = Fate::at(FateKind::Delivered, accepted);
     fate.by = Some(crate::answered::ACCEPTED_RESET.to_string());
     Some(fate)
@@ -254,7 +255,7 @@ fn dropped(sightings: &[Sighting]) -> Option<Fate> {
         kind: FateKind::Dropped,
         // Seen by no point before its drop (a frame a packet socket sent straight to a driver
         // that refused it): the drop is its only place.
-        hook: Some(alive.unwrap_or(drop).hook.clone()),
+        hook: Some(alive.unwrap_or(drop).hook.name().to_string()),
         position: alive.and_then(|s| s.position.clone()),
         netns_name: drop.netns_name.clone(),
         ifname: drop
@@ -275,11 +276,11 @@ fn segmented(sightings: &[Sighting], last_on_path: Option<&Sighting>) -> bool {
     let Some(last) = last_on_path else {
         return false;
     };
-    last.hook == "tc_egress"
+    last.hook == Hook::TcEgress
         && last.gso_segs > 1
         && sightings
             .iter()
-            .any(|s| s.hook == "consume_skb" && s.ts_ns >= last.ts_ns)
+            .any(|s| s.hook == Hook::ConsumeSkb && s.ts_ns >= last.ts_ns)
 }
 
 fn unknown_fate(sightings: &[Sighting], last_on_path: Option<&Sighting>, end: &TraceEnd) -> Fate {

@@ -228,7 +228,7 @@ mod tests {
             .next();
         let mut s: Sighting = serde_json::from_str(line.unwrap()).unwrap();
         (s.hook, s.position, s.proto, s.sport, s.dport) = (
-            "nf_local_out".into(),
+            tracer_common::hook::Hook::NfLocalOut,
             Some("first".into()),
             proto.into(),
             sport,
@@ -242,7 +242,13 @@ mod tests {
             lookup.proto,
             lookup.sport,
             lookup.dport,
-        ) = ("fib_lookup".into(), None, "ip-proto-0".into(), 0, 0);
+        ) = (
+            tracer_common::hook::Hook::FibLookup,
+            None,
+            "ip-proto-0".into(),
+            0,
+            0,
+        );
         vec![s, lookup]
     }
 

@@ -5,6 +5,7 @@
 //! CPU's last queued event, and events past `--max-events`, lie between it and the end.
 
 use std::collections::BTreeMap;
+use tracer_common::hook::Hook;
 
 use serde::{Deserialize, Serialize};
 
@@ -95,7 +96,7 @@ pub fn touches(sightings: &[Sighting], gaps: &[Gap], open: bool) -> bool {
     let (Some(first), Some(last)) = (sightings.first(), sightings.last()) else {
         return false;
     };
-    let born_unseen = !sightings.iter().any(|s| s.hook == "nf_local_out");
+    let born_unseen = !sightings.iter().any(|s| s.hook == Hook::NfLocalOut);
     gaps.iter().any(|g| {
         let overlaps = g.from_ns <= last.ts_ns && g.to_ns >= first.ts_ns;
         let cut_its_end = open && g.to_ns >= first.ts_ns;
@@ -193,12 +194,12 @@ mod tests {
     }
 
     fn sent(mut s: Sighting) -> Sighting {
-        s.hook = "nf_local_out".into();
+        s.hook = Hook::NfLocalOut;
         s
     }
 
     fn received(mut s: Sighting) -> Sighting {
-        s.hook = "netif_receive".into();
+        s.hook = Hook::NetifReceive;
         s
     }
 

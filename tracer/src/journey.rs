@@ -213,7 +213,7 @@ fn carried(sightings: &[Sighting]) -> Option<Box<Sighting>> {
 /// Events that name no skb but are about one packet: route lookups, and TCP events that only
 /// know the socket (retransmission, reset received).
 fn is_annotation(s: &Sighting) -> bool {
-    s.hook == Hook::FibLookup.name() || (s.hook == Hook::Tcp.name() && s.skb == 0)
+    s.hook == Hook::FibLookup || (s.hook == Hook::Tcp && s.skb == 0)
 }
 
 /// Where an annotation may belong: a route lookup to the packet the same CPU was handling in the
@@ -248,7 +248,7 @@ fn place_annotations(journeys: &mut Vec<Vec<Sighting>>, annotations: Vec<Sightin
         }
     }
     for annotation in annotations {
-        let route_lookup = annotation.hook == Hook::FibLookup.name();
+        let route_lookup = annotation.hook == Hook::FibLookup;
         let found_route = route_lookup
             && annotation
                 .note

@@ -29,7 +29,7 @@ pub fn packet_json(journey: &Journey, analysis: &Analysis) -> Value {
                 "netns": s.netns,
                 "netns_name": s.netns_name,
                 "ifname": s.ifname,
-                "dir": direction(&s.hook),
+                "dir": s.hook.side().name(),
             });
             if let Some(position) = &s.position {
                 point["position"] = json!(position);
@@ -96,11 +96,6 @@ pub fn flow_json(flow: &Flow, analysis: &Analysis) -> Value {
     value["packet_ids"] = json!(flow.journeys);
     value["explanation"] = json!(explanation::flow(flow, analysis));
     value
-}
-
-/// `rx`, `tx`, or `-` for a hook's name (see [`Hook::side`]).
-pub fn direction(hook: &str) -> &'static str {
-    Hook::from_name(hook).map_or("-", |h| h.side().name())
 }
 
 pub fn write_json(out: &mut impl Write, analysis: &Analysis, stats: &Stats) -> io::Result<()> {
@@ -209,7 +204,7 @@ fn write_packet(
         };
         // tcpdump's tap: just before the driver on the way out, just after netif_receive in.
         let tap = paint.tap(&format!("    {:->14} tcpdump on {place} {:-<20}", "", ""));
-        if point.hook == "dev_xmit" && point.position.as_deref() == Some("first") {
+        if point.hook == Hook::DevXmit && point.position.as_deref() == Some("first") {
             writeln!(out, "{tap}")?;
         }
         let extra = match (&point.reason, &point.location, &point.note) {
@@ -224,11 +219,11 @@ fn write_packet(
         };
         let hook = match &point.position {
             Some(position) => format!("{} ({position})", point.hook),
-            None => point.hook.clone(),
+            None => point.hook.name().to_string(),
         };
         let offset_us = point.ts_ns.saturating_sub(start) as f64 / 1000.0;
         writeln!(out, "    +{offset_us:>9.1}us  {hook:<22} {place}{extra}")?;
-        if point.hook == "netif_receive" {
+        if point.hook == Hook::NetifReceive {
             writeln!(out, "{tap}")?;
         }
     }

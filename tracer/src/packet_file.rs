@@ -5,6 +5,7 @@
 //! passed such a program.
 
 use std::{collections::HashMap, fs::File, io::BufWriter};
+use tracer_common::hook::Hook;
 
 use anyhow::Result;
 
@@ -13,7 +14,6 @@ use crate::{
     explanation,
     fate::FateKind,
     journey::Journey,
-    output::direction,
     pcapng::{Direction, Interface, LinkType, Packet, Verdict, Writer},
     sighting::{PacketBytes, Sighting},
 };
@@ -87,7 +87,7 @@ pub fn write(file: File, analysis: &Analysis, snap: Snap, comment: &str) -> Resu
             ts_ns: s.ts_ns + epoch_offset,
             data: &bytes.data[..keep.min(bytes.data.len())],
             orig_len: bytes.orig_len,
-            direction: match direction(&s.hook) {
+            direction: match s.hook.side().name() {
                 "rx" => Direction::Inbound,
                 "tx" => Direction::Outbound,
                 _ => Direction::Unknown,
@@ -104,7 +104,7 @@ pub fn write(file: File, analysis: &Analysis, snap: Snap, comment: &str) -> Resu
 fn point(s: &Sighting) -> String {
     match &s.position {
         Some(position) => format!("{}({position})", s.hook),
-        None => s.hook.clone(),
+        None => s.hook.name().to_string(),
     }
 }
 
@@ -143,14 +143,14 @@ fn comments(s: &Sighting, journey: &Journey, analysis: &Analysis) -> Vec<String>
 fn verdict(s: &Sighting, journey: &Journey) -> Option<Verdict> {
     let fate = &journey.fate;
     let died_here = fate.kind == FateKind::Dropped
-        && fate.hook.as_deref() == Some(s.hook.as_str())
+        && fate.hook.as_deref() == Some(s.hook.name())
         && fate.position == s.position
         && fate.ifname == s.ifname
         && fate.netns_name == s.netns_name;
-    match s.hook.as_str() {
-        "xdp" => Some(Verdict::Xdp(if died_here { XDP_DROP } else { XDP_PASS })),
+    match s.hook {
+        Hook::Xdp => Some(Verdict::Xdp(if died_here { XDP_DROP } else { XDP_PASS })),
         // Dropped after the first tc program and before the last: by a tc program between.
-        "tc_ingress" | "tc_egress" if s.position.as_deref() == Some("first") => {
+        Hook::TcIngress | Hook::TcEgress if s.position.as_deref() == Some("first") => {
             Some(Verdict::Tc(if died_here { TC_ACT_SHOT } else { TC_ACT_OK }))
         }
         _ => None,

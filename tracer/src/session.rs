@@ -402,15 +402,14 @@ pub fn decode_record(
     sightings: &mut Vec<Sighting>,
     stats: &mut Stats,
 ) {
-    match Event::from_bytes(record) {
-        Some(event) => {
-            let mut sighting = Sighting::decode(&event, names);
+    match Event::from_bytes(record).and_then(|event| Sighting::decode(&event, names)) {
+        Some(mut sighting) => {
             sighting.bytes = PacketBytes::from_record(record);
             // The hook's name is allocated once per trace, not once per event.
-            match stats.events.get_mut(&sighting.hook) {
+            match stats.events.get_mut(sighting.hook.name()) {
                 Some(count) => *count += 1,
                 None => {
-                    stats.events.insert(sighting.hook.clone(), 1);
+                    stats.events.insert(sighting.hook.name().to_string(), 1);
                 }
             }
             sightings.push(sighting);

@@ -22,8 +22,8 @@ pub struct Sighting {
     /// Events this CPU lost just before this one (see [`crate::gaps`]).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub lost_before: u32,
-    /// Hook name as in the JSON contract (`xdp`, `tc_ingress`, ...).
-    pub hook: String,
+    /// Where it was seen; written by its name in the JSON contract (`xdp`, `tc_ingress`, ...).
+    pub hook: Hook,
     /// `first`/`last` for bracketed hooks, absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<String>,
@@ -114,9 +114,11 @@ pub struct Names {
 }
 
 impl Sighting {
-    pub fn decode(event: &Event, names: &Names) -> Sighting {
+    /// The sighting an event tells of; `None` for a hook this build does not know (an event
+    /// from another build's kernel object).
+    pub fn decode(event: &Event, names: &Names) -> Option<Sighting> {
         let (h, p) = (&event.header, &event.packet);
-        let hook = Hook::from_u8(h.hook).map_or("unknown", Hook::name);
+        let hook = Hook::from_u8(h.hook)?;
         let position = match Position::from_u8(h.position) {
             Position::Only => None,
             Position::First => Some("first".to_string()),
@@ -150,11 +152,11 @@ impl Sighting {
                 Some(crate::bridge::port_note(name))
             }),
         };
-        Sighting {
+        Some(Sighting {
             ts_ns: h.ts_ns,
             cpu: h.cpu,
             lost_before: h.lost_before,
-            hook: hook.to_string(),
+            hook,
             position,
             netns: h.netns,
             netns_name: names.netns.get(&h.netns).cloned(),
@@ -194,34 +196,34 @@ impl Sighting {
             note,
             tunnel: crate::tunnel::decode(event),
             bytes: None,
-        }
+        })
     }
 
     pub fn is_drop(&self) -> bool {
-        self.hook == Hook::KfreeSkb.name()
+        self.hook == Hook::KfreeSkb
     }
 
     /// Whether this is a point of the packet's path through the stack (XDP to the driver), as
     /// opposed to an end of life (free, socket read) or an annotation (TCP, ICMP, routing).
     pub fn on_path(&self) -> bool {
         matches!(
-            self.hook.as_str(),
-            "xdp"
-                | "netif_receive"
-                | "tc_ingress"
-                | "nf_prerouting"
-                | "nf_local_in"
-                | "nf_forward"
-                | "nf_local_out"
-                | "nf_postrouting"
-                | "tc_egress"
-                | "dev_xmit"
+            self.hook,
+            Hook::Xdp
+                | Hook::NetifReceive
+                | Hook::TcIngress
+                | Hook::NfPrerouting
+                | Hook::NfLocalIn
+                | Hook::NfForward
+                | Hook::NfLocalOut
+                | Hook::NfPostrouting
+                | Hook::TcEgress
+                | Hook::DevXmit
         )
     }
 
     /// Whether the skb was freed here (dropped or consumed): its address is then reused.
     pub fn ends_skb(&self) -> bool {
-        self.is_drop() || self.hook == Hook::ConsumeSkb.name()
+        self.is_drop() || self.hook == Hook::ConsumeSkb
     }
 }
 
@@ -270,9 +272,9 @@ fn is_zero(value: &u16) -> bool {
 /// The address as the packet carries it. A TCP event that knows only the socket gives the
 /// socket's addresses: a dual-stack IPv6 socket talking IPv4 has them v4-mapped
 /// (`::ffff:10.0.0.1`), while its packets carry plain IPv4 ones.
-fn address(hook: &str, l3_proto: u16, bytes: &[u8; 16]) -> Option<IpAddr> {
+fn address(hook: Hook, l3_proto: u16, bytes: &[u8; 16]) -> Option<IpAddr> {
     match ip_address(l3_proto, bytes)? {
-        IpAddr::V6(v6) if hook == Hook::Tcp.name() => {
+        IpAddr::V6(v6) if hook == Hook::Tcp => {
             Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
         }
         plain => Some(plain),
@@ -339,13 +341,13 @@ mod tests {
         mapped[10..12].copy_from_slice(&[0xff, 0xff]);
         mapped[12..].copy_from_slice(&[10, 203, 0, 2]);
         let v4: IpAddr = "10.203.0.2".parse().unwrap();
-        assert_eq!(address("tcp", ETH_P_IPV6, &mapped), Some(v4));
+        assert_eq!(address(Hook::Tcp, ETH_P_IPV6, &mapped), Some(v4));
         // A packet's own headers are what they are.
-        assert_ne!(address("tc_ingress", ETH_P_IPV6, &mapped), Some(v4));
+        assert_ne!(address(Hook::TcIngress, ETH_P_IPV6, &mapped), Some(v4));
         let plain: IpAddr = "fd00::2".parse().unwrap();
         let IpAddr::V6(v6) = plain else {
             unreachable!()
         };
-        assert_eq!(address("tcp", ETH_P_IPV6, &v6.octets()), Some(plain));
+        assert_eq!(address(Hook::Tcp, ETH_P_IPV6, &v6.octets()), Some(plain));
     }
 }

@@ -24,7 +24,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     let recording = recording::read(&args.file)?;
     let mut stats = Stats::default();
     for s in &recording.sightings {
-        *stats.events.entry(s.hook.clone()).or_default() += 1;
+        *stats.events.entry(s.hook.name().to_string()).or_default() += 1;
     }
     if let (Some(first), Some(last)) = (recording.sightings.first(), recording.sightings.last()) {
         stats.duration_ns = last.ts_ns.saturating_sub(first.ts_ns);

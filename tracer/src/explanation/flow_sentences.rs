@@ -9,6 +9,7 @@ use crate::{
     journey::Journey,
     sighting::Sighting,
 };
+use tracer_common::hook::Hook;
 
 use words::plural;
 
@@ -118,10 +119,10 @@ fn asymmetry_sentence(flow: &Flow, members: &[&Journey]) -> Option<String> {
         .iter()
         .filter(|j| flow.is_forward(j))
         .flat_map(|j| j.sightings.iter())
-        .filter(|s| s.hook == "netif_receive" || s.hook == "xdp")
+        .filter(|s| s.hook == Hook::NetifReceive || s.hook == Hook::Xdp)
         .collect();
     for reply in members.iter().filter(|j| !flow.is_forward(j)) {
-        for out in reply.sightings.iter().filter(|s| s.hook == "dev_xmit") {
+        for out in reply.sightings.iter().filter(|s| s.hook == Hook::DevXmit) {
             let Some(arrived) = arrivals.iter().find(|a| a.netns == out.netns) else {
                 continue;
             };

@@ -18,7 +18,7 @@ fn base() -> Sighting {
 fn at(ts_ns: u64, hook: &str, position: Option<&str>) -> Sighting {
     let mut s = base();
     s.ts_ns = ts_ns;
-    s.hook = hook.to_string();
+    s.hook = tracer_common::hook::Hook::from_name(hook).expect("a hook name");
     s.position = position.map(str::to_string);
     s.reason = None;
     s.location = None;

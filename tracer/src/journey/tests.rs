@@ -20,7 +20,7 @@ fn build_all(sightings: Vec<Sighting>) -> Vec<Journey> {
 }
 
 fn hooks(journey: &Journey) -> Vec<&str> {
-    journey.sightings.iter().map(|s| s.hook.as_str()).collect()
+    journey.sightings.iter().map(|s| s.hook.name()).collect()
 }
 
 #[test]
@@ -87,7 +87,7 @@ fn pings_make_one_journey_per_request_and_per_reply() {
 fn sighting(ts_ns: u64, hook: &str) -> Sighting {
     let mut s = fixture("local_in_syn_drop.jsonl").remove(0);
     s.ts_ns = ts_ns;
-    s.hook = hook.to_string();
+    s.hook = tracer_common::hook::Hook::from_name(hook).expect("a hook name");
     s.reason = None;
     s.location = None;
     s
@@ -253,7 +253,7 @@ fn a_rule_drop_at_a_hook_the_kernel_does_not_show_is_not_placed() {
     // A kernel without netfilter points: the same SYN, its netfilter sightings gone.
     let sightings: Vec<_> = fixture("local_in_syn_drop.jsonl")
         .into_iter()
-        .filter(|s| !s.hook.starts_with("nf_"))
+        .filter(|s| !s.hook.is_netfilter())
         .collect();
     let end = TraceEnd {
         partial_hooks: vec!["nf_local_in".to_string()],

@@ -120,10 +120,12 @@ pub fn pcap_packets(file: &[u8]) -> Vec<Sighting> {
         let valid = rest.len().min(HDR_LEN);
         l3[..valid].copy_from_slice(&rest[..valid]);
         let mut event = Event::default();
+        // Only the headers are read from this sighting; any hook does.
+        event.header.hook = tracer_common::hook::Hook::NetifReceive as u8;
         event.packet.vlan = vlan;
         event.packet.pkt_len = len;
         parse_l3(&l3, valid, l3_proto, &mut event.packet);
-        out.push(Sighting::decode(&event, &Names::default()));
+        out.extend(Sighting::decode(&event, &Names::default()));
     }
     out
 }

@@ -2,6 +2,7 @@
 //! and the tracer's tcpdump verdicts against what the real tcpdumps captured. Pure.
 
 use std::collections::BTreeMap;
+use tracer_common::hook::Hook;
 
 use serde::Serialize;
 
@@ -129,7 +130,7 @@ fn rule_unnamed(journey: &crate::journey::Journey, e: &Expect, analysis: &Analys
 /// point that did see it, which is as precise as the kernel allows.
 fn unobservable(point: &str, journey: &crate::journey::Journey, partial: &[String]) -> bool {
     let hook = point.split(' ').next().unwrap_or(point);
-    partial.iter().any(|h| h == hook) && !journey.sightings.iter().any(|s| s.hook == hook)
+    partial.iter().any(|h| h == hook) && !journey.sightings.iter().any(|s| s.hook.name() == hook)
 }
 
 /// What tells packets apart in a capture and in the tracer's journeys.
@@ -210,8 +211,8 @@ fn headers_at<'a>(journey: &'a crate::journey::Journey, netns: &str, ifname: &st
         .iter()
         .find(|s| {
             matches!(
-                s.hook.as_str(),
-                "xdp" | "netif_receive" | "tc_ingress" | "tc_egress" | "dev_xmit"
+                s.hook,
+                Hook::Xdp | Hook::NetifReceive | Hook::TcIngress | Hook::TcEgress | Hook::DevXmit
             ) && s.proto != "unknown"
                 && s.netns_name.as_deref() == Some(netns)
                 && s.ifname.as_deref() == Some(ifname)

@@ -1,5 +1,6 @@
 use super::*;
 use crate::{explanation, fate::TraceEnd, journey, recording};
+use tracer_common::hook::Hook;
 
 fn fixture() -> Vec<Journey> {
     recorded("vxlan_underlay_drop.jsonl")
@@ -19,7 +20,7 @@ fn the_outer_packet_is_named_with_its_tunnel() {
     let outer = journeys
         .iter()
         .flat_map(|j| &j.sightings)
-        .find(|s| s.tunnel.is_some() && s.hook == "dev_xmit")
+        .find(|s| s.tunnel.is_some() && s.hook == Hook::DevXmit)
         .expect("an outer sighting");
     assert_eq!(
         path_note(outer).as_deref(),
