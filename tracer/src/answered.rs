@@ -57,7 +57,7 @@ pub fn delivered_by_answer(journeys: &mut [Journey]) {
         .collect();
     for (i, answer) in answered {
         let freed = journeys[i].fate.kind == FateKind::Dropped;
-        let by = if journeys[i].headers().tcp_flags.iter().any(|f| f == "RST") {
+        let by = if journeys[i].headers().tcp_flags.has("RST") {
             format!("{ACCEPTED_RESET} (packet {answer})")
         } else if freed {
             format!("answered by TCP (packet {answer}), which then freed it")
@@ -133,7 +133,7 @@ fn connection(s: &Sighting) -> Connection {
 
 /// `k` is a socket saying it accepted a reset, and `segment` is a reset to that socket.
 fn accepts_reset(segment: &Sighting, k: &Journey) -> bool {
-    segment.tcp_flags.iter().any(|f| f == "RST")
+    segment.tcp_flags.has("RST")
         && k.sightings
             .iter()
             .any(|s| s.note.as_deref() == Some("reset received"))
@@ -151,7 +151,7 @@ fn is_answer(segment: &Sighting, answer: &Sighting) -> bool {
         && (answer.src, answer.dst, answer.sport, answer.dport)
             == (segment.dst, segment.src, segment.dport, segment.sport);
     let acked = answer.tcp_ack.wrapping_sub(segment.tcp_seq);
-    reverse && answer.tcp_flags.iter().any(|f| f == "ACK") && (1..1 << 31).contains(&acked)
+    reverse && answer.tcp_flags.has("ACK") && (1..1 << 31).contains(&acked)
 }
 
 #[cfg(test)]
@@ -167,7 +167,7 @@ mod tests {
         (s.src, s.dst) = if reverse { (b, a) } else { (a, b) };
         (s.sport, s.dport) = if reverse { (80, 4000) } else { (4000, 80) };
         (s.tcp_seq, s.tcp_ack) = (seq, ack);
-        s.tcp_flags = flags.iter().map(|f| f.to_string()).collect();
+        s.tcp_flags = crate::tcp_flags::TcpFlags::from_names(flags).expect("TCP flags");
         s
     }
 

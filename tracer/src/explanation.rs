@@ -28,18 +28,11 @@ pub fn retransmissions(journeys: &[Journey]) -> HashMap<u64, u64> {
     let mut out = HashMap::new();
     for journey in journeys.iter().filter(|j| j.copy.is_none()) {
         let s = journey.headers();
-        if s.proto != "tcp" || (s.tcp_flags.iter().all(|f| f == "ACK") && s.ip_len <= 52) {
+        if s.proto != "tcp" || (s.tcp_flags.names().all(|f| f == "ACK") && s.ip_len <= 52) {
             // A bare ACK is not retransmitted, it is just sent again.
             continue;
         }
-        let key = (
-            s.src,
-            s.dst,
-            s.sport,
-            s.dport,
-            s.tcp_seq,
-            s.tcp_flags.clone(),
-        );
+        let key = (s.src, s.dst, s.sport, s.dport, s.tcp_seq, s.tcp_flags);
         match first.get(&key) {
             Some(&original) => {
                 out.insert(journey.id, original);

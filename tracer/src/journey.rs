@@ -17,7 +17,7 @@ use tracer_common::hook::Hook;
 use crate::{
     copies::CopyOf,
     fate::{fate, Fate, FateKind, TraceEnd},
-    sighting::{flag_bit, Sighting},
+    sighting::Sighting,
 };
 
 /// Longer than any packet takes through the stack, shorter than TCP's minimum RTO (200 ms).
@@ -94,7 +94,7 @@ fn fingerprint(s: &Sighting) -> Fingerprint {
         s.ip_id,
         s.tcp_seq,
         s.tcp_ack,
-        flag_bits(&s.tcp_flags),
+        s.tcp_flags.0,
     )
 }
 
@@ -117,13 +117,6 @@ fn proto_key(proto: &str) -> u32 {
             }
         },
     }
-}
-
-fn flag_bits(names: &[String]) -> u8 {
-    names
-        .iter()
-        .filter_map(|name| flag_bit(name))
-        .fold(0, |bits, bit| bits | bit)
 }
 
 /// Groups `sightings` (any order) into journeys ordered by their first sighting.

@@ -42,6 +42,7 @@ mod session;
 mod sighting;
 mod stats;
 mod status;
+mod tcp_flags;
 mod tunnel;
 mod usage;
 mod verifier;

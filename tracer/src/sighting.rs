@@ -8,7 +8,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use tracer_common::{
-    event::{kind, tcp_flag, Event},
+    event::{kind, Event},
     hook::{tcp_event, Hook, Position},
     parse::{ETH_P_IP, ETH_P_IPV6},
 };
@@ -42,7 +42,7 @@ pub struct Sighting {
     pub proto: String,
     pub sport: u16,
     pub dport: u16,
-    pub tcp_flags: Vec<String>,
+    pub tcp_flags: crate::tcp_flags::TcpFlags,
     pub tcp_seq: u32,
     pub tcp_ack: u32,
     pub ip_id: u32,
@@ -169,11 +169,8 @@ impl Sighting {
             proto: proto_name(p.l3_proto, p.l4_proto),
             sport: p.sport,
             dport: p.dport,
-            tcp_flags: if p.l4_proto == 6 {
-                flag_names(p.tcp_flags)
-            } else {
-                Vec::new()
-            },
+            // Only TCP has flags; the byte is another protocol's otherwise.
+            tcp_flags: crate::tcp_flags::TcpFlags(if p.l4_proto == 6 { p.tcp_flags } else { 0 }),
             tcp_seq: p.tcp_seq,
             tcp_ack: p.tcp_ack,
             ip_id: p.ip_id,
@@ -305,32 +302,6 @@ pub fn proto_name(l3_proto: u16, l4_proto: u8) -> String {
 }
 
 /// The bit of TCP flag `name` (`SYN`, ...).
-pub fn flag_bit(name: &str) -> Option<u8> {
-    FLAG_NAMES
-        .iter()
-        .find(|(_, n)| *n == name)
-        .map(|(bit, _)| *bit)
-}
-
-const FLAG_NAMES: [(u8, &str); 8] = [
-    (tcp_flag::SYN, "SYN"),
-    (tcp_flag::ACK, "ACK"),
-    (tcp_flag::FIN, "FIN"),
-    (tcp_flag::RST, "RST"),
-    (tcp_flag::PSH, "PSH"),
-    (tcp_flag::URG, "URG"),
-    (tcp_flag::ECE, "ECE"),
-    (tcp_flag::CWR, "CWR"),
-];
-
-pub fn flag_names(flags: u8) -> Vec<String> {
-    FLAG_NAMES
-        .iter()
-        .filter(|(bit, _)| flags & bit != 0)
-        .map(|(_, n)| n.to_string())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use tracer_common::event::{tunnel, Event};
 use crate::{
     capture::Capture,
     journey::Journey,
-    sighting::{flag_names, proto_name, Sighting},
+    sighting::{proto_name, Sighting},
 };
 
 /// The packet inside the outer one a sighting saw.
@@ -27,7 +27,7 @@ pub struct Encapsulated {
     pub proto: String,
     pub sport: u16,
     pub dport: u16,
-    pub tcp_flags: Vec<String>,
+    pub tcp_flags: crate::tcp_flags::TcpFlags,
     pub tcp_seq: u32,
     pub tcp_ack: u32,
     pub ip_id: u32,
@@ -53,11 +53,8 @@ pub fn decode(event: &Event) -> Option<Box<Encapsulated>> {
         proto: proto_name(p.l3_proto, p.l4_proto),
         sport: p.sport,
         dport: p.dport,
-        tcp_flags: if p.l4_proto == 6 {
-            flag_names(p.tcp_flags)
-        } else {
-            Vec::new()
-        },
+        // Only TCP has flags; the byte is another protocol's otherwise.
+        tcp_flags: crate::tcp_flags::TcpFlags(if p.l4_proto == 6 { p.tcp_flags } else { 0 }),
         tcp_seq: p.tcp_seq,
         tcp_ack: p.tcp_ack,
         ip_id: p.ip_id,
@@ -77,7 +74,7 @@ pub fn inner(s: &Sighting) -> std::borrow::Cow<'_, Sighting> {
     inner.proto = e.proto.clone();
     inner.sport = e.sport;
     inner.dport = e.dport;
-    inner.tcp_flags = e.tcp_flags.clone();
+    inner.tcp_flags = e.tcp_flags;
     inner.tcp_seq = e.tcp_seq;
     inner.tcp_ack = e.tcp_ack;
     inner.ip_id = e.ip_id;

@@ -37,12 +37,7 @@ pub fn packet_kind(s: &Sighting) -> String {
     match s.proto.as_str() {
         "tcp" => {
             let header_only = s.ip_len > 0 && s.ip_len <= tcp_header_end(s);
-            let flags: Vec<&str> = s
-                .tcp_flags
-                .iter()
-                .map(String::as_str)
-                .filter(|f| *f != "PSH")
-                .collect();
+            let flags: Vec<&str> = s.tcp_flags.names().filter(|f| *f != "PSH").collect();
             match flags.as_slice() {
                 ["ACK"] if !header_only => "data".to_string(),
                 [] => "segment without flags".to_string(),

@@ -134,7 +134,17 @@ fn unobservable(point: &str, journey: &crate::journey::Journey, partial: &[Strin
 }
 
 /// What tells packets apart in a capture and in the tracer's journeys.
-type Identity = (String, String, String, u16, u16, u32, u32, u32, Vec<String>);
+type Identity = (
+    String,
+    String,
+    String,
+    u16,
+    u16,
+    u32,
+    u32,
+    u32,
+    crate::tcp_flags::TcpFlags,
+);
 
 fn identity(s: &Sighting) -> Identity {
     let address = |a: Option<std::net::IpAddr>| a.map(|a| a.to_string()).unwrap_or_default();
@@ -147,7 +157,7 @@ fn identity(s: &Sighting) -> Identity {
         s.ip_id,
         s.tcp_seq,
         s.tcp_ack,
-        s.tcp_flags.clone(),
+        s.tcp_flags,
     )
 }
 

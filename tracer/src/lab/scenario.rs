@@ -107,7 +107,7 @@ pub fn tcp(flags: &'static [&'static str], port: u16) -> impl Fn(&Sighting) -> b
 
 /// TCP packets that carry data (PSH) from `port`.
 pub fn tcp_data_from(port: u16) -> impl Fn(&Sighting) -> bool + Send {
-    move |s| s.proto == "tcp" && s.sport == port && s.tcp_flags.iter().any(|f| f == "PSH")
+    move |s| s.proto == "tcp" && s.sport == port && s.tcp_flags.has("PSH")
 }
 
 /// Packets from `src` to `dst` of protocol `proto`.

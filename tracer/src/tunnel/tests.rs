@@ -81,8 +81,12 @@ fn a_trace_of_the_receiver_alone_tells_the_packet_inside() {
             .all(|s| s.tunnel.is_some()));
         let h = j.headers();
         assert_eq!(
-            (h.proto.as_str(), h.dport, h.tcp_flags.clone()),
-            ("tcp", 8080, vec!["SYN".to_string()])
+            (h.proto.as_str(), h.dport, h.tcp_flags),
+            (
+                "tcp",
+                8080,
+                crate::tcp_flags::TcpFlags::from_names(&["SYN"]).unwrap()
+            )
         );
         assert!(explanation::short_fate(j).starts_with("dropped in the underlay"));
     }

@@ -107,7 +107,7 @@ pub fn response_drop(t: &mut Topology) -> Result<Scenario> {
         fix: format!("ip netns exec {server} nft delete table inet lab"),
         expect: vec![
             Expect::new("the client's request", |s| {
-                s.proto == "tcp" && s.dport == PORT && s.tcp_flags.iter().any(|f| f == "PSH")
+                s.proto == "tcp" && s.dport == PORT && s.tcp_flags.has("PSH")
             })
             .fate(FateKind::Delivered)
             .first_only(),
