@@ -156,6 +156,43 @@ impl core::fmt::Display for Hook {
     }
 }
 
+/// A position is written `first` or `last` (recordings, JSON); `Only` is left out.
+#[cfg(feature = "user")]
+impl serde::Serialize for Position {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.name() {
+            Some(name) => serializer.serialize_str(name),
+            None => serializer.serialize_none(),
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+impl<'de> serde::Deserialize<'de> for Position {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Position, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = Position;
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("`first`, `last` or null")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Position, E> {
+                match Position::named(Some(name)) {
+                    Position::Only => Err(E::custom(format_args!("unknown position '{name}'"))),
+                    position => Ok(position),
+                }
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<Position, E> {
+                Ok(Position::Only)
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Position, E> {
+                Ok(Position::Only)
+            }
+        }
+        deserializer.deserialize_any(Name)
+    }
+}
+
 /// The side of an interface a hook sees packets on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -205,14 +242,37 @@ pub mod tcp_event {
 /// Where a bracketing program sits within its hook. `Only` for hooks with one program.
 /// At [`Hook::DevXmit`], `First` is `net_dev_start_xmit` and `Last` is `net_dev_xmit`.
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Position {
+    #[default]
     Only = 0,
     First = 1,
     Last = 2,
 }
 
 impl Position {
+    /// `first`, `last`, or nothing for a hook that is not bracketed.
+    pub const fn name(self) -> Option<&'static str> {
+        match self {
+            Position::Only => None,
+            Position::First => Some("first"),
+            Position::Last => Some("last"),
+        }
+    }
+
+    /// The position named `first` or `last`; `Only` for no name or another one.
+    pub fn named(name: Option<&str>) -> Position {
+        match name {
+            Some("first") => Position::First,
+            Some("last") => Position::Last,
+            _ => Position::Only,
+        }
+    }
+
+    pub const fn is_only(&self) -> bool {
+        matches!(self, Position::Only)
+    }
+
     pub fn from_u8(id: u8) -> Position {
         match id {
             1 => Position::First,

@@ -203,7 +203,7 @@ mod tests {
             tracer_common::hook::Hook::from_name(hook).expect("a hook name"),
             netns,
         );
-        s.position = position.map(str::to_string);
+        s.position = tracer_common::hook::Position::named(position);
         (s.reason, s.location, s.note) = (None, None, None);
         s.skb = ts_ns;
         s

@@ -18,7 +18,7 @@
 //!   the end of a copy, never the frame's fate.
 
 use std::collections::HashMap;
-use tracer_common::hook::Hook;
+use tracer_common::hook::{Hook, Position};
 
 use crate::{fate::Fate, sighting::Sighting};
 
@@ -223,7 +223,7 @@ pub fn name_drop(fate: &mut Fate, sightings: &[Sighting], drop_at: usize) {
         _ => "a bridge-family netfilter rule (nftables bridge table or ebtables)",
     };
     fate.by = Some(match ip_hook {
-        Some(nf) if nf.position.as_deref() == Some("first") => format!(
+        Some(nf) if nf.position == Position::First => format!(
             "{inside} by an iptables/ip6tables (or nftables ip/ip6/inet) rule at {}, which \
              br_netfilter runs for bridged frames (net.bridge.bridge-nf-call-iptables=1)",
             chain(nf.hook)

@@ -2,7 +2,7 @@
 //! why). Pure: a journey's sightings and what is known about the trace's end go in.
 
 use serde::{Deserialize, Serialize};
-use tracer_common::hook::Hook;
+use tracer_common::hook::{Hook, Position};
 
 use crate::{drop_reason, gaps::Gap, sighting::Sighting};
 
@@ -100,7 +100,7 @@ impl Fate {
         Fate {
             kind,
             hook: Some(s.hook.name().to_string()),
-            position: s.position.clone(),
+            position: s.position.name().map(str::to_string),
             netns_name: s.netns_name.clone(),
             ifname: s.ifname.clone(),
             reason: None,
@@ -143,7 +143,7 @@ pub fn fate(sightings: &[Sighting], end: &TraceEnd) -> Fate {
     }
     let last_on_path = sightings.iter().rev().find(|s| s.on_path());
     match last_on_path {
-        Some(s) if s.hook == Hook::NfLocalIn && s.position.as_deref() != Some("first") => {
+        Some(s) if s.hook == Hook::NfLocalIn && s.position != Position::First => {
             Fate::at(FateKind::Delivered, s)
         }
         Some(s) if s.hook == Hook::DevXmit => {
@@ -173,7 +173,7 @@ fn ended_after_delivery(sightings: &[Sighting]) -> Option<Fate> {
     let delivered = sightings
         .iter()
         .rev()
-        .find(|s| s.hook == Hook::NfLocalIn && s.position.as_deref() != Some("first"))?;
+        .find(|s| s.hook == Hook::NfLocalIn && s.position != Position::First)?;
     if sightings
         .iter()
         .any(|s| s.on_path() && s.ts_ns > delivered.ts_ns)
@@ -256,7 +256,7 @@ fn dropped(sightings: &[Sighting]) -> Option<Fate> {
         // Seen by no point before its drop (a frame a packet socket sent straight to a driver
         // that refused it): the drop is its only place.
         hook: Some(alive.unwrap_or(drop).hook.name().to_string()),
-        position: alive.and_then(|s| s.position.clone()),
+        position: alive.and_then(|s| s.position.name().map(str::to_string)),
         netns_name: drop.netns_name.clone(),
         ifname: drop
             .ifname

@@ -229,7 +229,7 @@ mod tests {
         let mut s: Sighting = serde_json::from_str(line.unwrap()).unwrap();
         (s.hook, s.position, s.proto, s.sport, s.dport) = (
             tracer_common::hook::Hook::NfLocalOut,
-            Some("first".into()),
+            tracer_common::hook::Position::First,
             proto.into(),
             sport,
             80,
@@ -244,7 +244,7 @@ mod tests {
             lookup.dport,
         ) = (
             tracer_common::hook::Hook::FibLookup,
-            None,
+            tracer_common::hook::Position::Only,
             "ip-proto-0".into(),
             0,
             0,

@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use serde_json::{json, Value};
-use tracer_common::hook::Hook;
+use tracer_common::hook::{Hook, Position};
 
 use crate::{
     analysis::Analysis,
@@ -31,7 +31,7 @@ pub fn packet_json(journey: &Journey, analysis: &Analysis) -> Value {
                 "ifname": s.ifname,
                 "dir": s.hook.side().name(),
             });
-            if let Some(position) = &s.position {
+            if let Some(position) = s.position.name() {
                 point["position"] = json!(position);
             }
             if let Some(note) = &s.note {
@@ -204,7 +204,7 @@ fn write_packet(
         };
         // tcpdump's tap: just before the driver on the way out, just after netif_receive in.
         let tap = paint.tap(&format!("    {:->14} tcpdump on {place} {:-<20}", "", ""));
-        if point.hook == Hook::DevXmit && point.position.as_deref() == Some("first") {
+        if point.hook == Hook::DevXmit && point.position == Position::First {
             writeln!(out, "{tap}")?;
         }
         let extra = match (&point.reason, &point.location, &point.note) {
@@ -217,7 +217,7 @@ fn write_packet(
             Some(outer) => format!("  [{outer}]{extra}"),
             None => extra,
         };
-        let hook = match &point.position {
+        let hook = match point.position.name() {
             Some(position) => format!("{} ({position})", point.hook),
             None => point.hook.name().to_string(),
         };

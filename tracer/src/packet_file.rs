@@ -5,7 +5,7 @@
 //! passed such a program.
 
 use std::{collections::HashMap, fs::File, io::BufWriter};
-use tracer_common::hook::Hook;
+use tracer_common::hook::{Hook, Position};
 
 use anyhow::Result;
 
@@ -102,7 +102,7 @@ pub fn write(file: File, analysis: &Analysis, snap: Snap, comment: &str) -> Resu
 
 /// `tc_ingress(first)`, `xdp`, `kfree_skb`.
 fn point(s: &Sighting) -> String {
-    match &s.position {
+    match s.position.name() {
         Some(position) => format!("{}({position})", s.hook),
         None => s.hook.name().to_string(),
     }
@@ -144,13 +144,13 @@ fn verdict(s: &Sighting, journey: &Journey) -> Option<Verdict> {
     let fate = &journey.fate;
     let died_here = fate.kind == FateKind::Dropped
         && fate.hook.as_deref() == Some(s.hook.name())
-        && fate.position == s.position
+        && fate.position.as_deref() == s.position.name()
         && fate.ifname == s.ifname
         && fate.netns_name == s.netns_name;
     match s.hook {
         Hook::Xdp => Some(Verdict::Xdp(if died_here { XDP_DROP } else { XDP_PASS })),
         // Dropped after the first tc program and before the last: by a tc program between.
-        Hook::TcIngress | Hook::TcEgress if s.position.as_deref() == Some("first") => {
+        Hook::TcIngress | Hook::TcEgress if s.position == Position::First => {
             Some(Verdict::Tc(if died_here { TC_ACT_SHOT } else { TC_ACT_OK }))
         }
         _ => None,

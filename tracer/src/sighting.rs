@@ -25,8 +25,8 @@ pub struct Sighting {
     /// Where it was seen; written by its name in the JSON contract (`xdp`, `tc_ingress`, ...).
     pub hook: Hook,
     /// `first`/`last` for bracketed hooks, absent otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub position: Option<String>,
+    #[serde(default, skip_serializing_if = "Position::is_only")]
+    pub position: Position,
     pub netns: u32,
     pub netns_name: Option<String>,
     pub ifindex: u32,
@@ -119,11 +119,7 @@ impl Sighting {
     pub fn decode(event: &Event, names: &Names) -> Option<Sighting> {
         let (h, p) = (&event.header, &event.packet);
         let hook = Hook::from_u8(h.hook)?;
-        let position = match Position::from_u8(h.position) {
-            Position::Only => None,
-            Position::First => Some("first".to_string()),
-            Position::Last => Some("last".to_string()),
-        };
+        let position = Position::from_u8(h.position);
         let is_drop = h.kind == kind::DROP;
         let location = is_drop.then(|| names.kallsyms.symbolize(event.detail.location));
         let ifname = names.interfaces.get(&(h.netns, h.ifindex)).cloned();

@@ -28,7 +28,7 @@ pub(crate) fn at(
         "gso_segs": 1, "mark": 0, "icmp_type": 0, "icmp_code": 0
     }))
     .unwrap();
-    s.position = position.map(str::to_string);
+    s.position = Position::named(position);
     if matches!(ifindex, 3 | 4) && !s.is_drop() {
         s.note = Some(port_note("br0"));
     }

@@ -19,7 +19,7 @@ fn at(ts_ns: u64, hook: &str, position: Option<&str>) -> Sighting {
     let mut s = base();
     s.ts_ns = ts_ns;
     s.hook = tracer_common::hook::Hook::from_name(hook).expect("a hook name");
-    s.position = position.map(str::to_string);
+    s.position = Position::named(position);
     s.reason = None;
     s.location = None;
     s.note = None;

@@ -166,12 +166,12 @@ fn a_reused_skb_address_does_not_join_another_packet() {
 fn an_event_with_only_the_skb_joins_its_packet_until_the_skb_is_freed() {
     let start = sighting(0, "dev_xmit");
     let mut done = sighting(1_000, "dev_xmit");
-    done.position = Some("last".into());
+    done.position = tracer_common::hook::Position::Last;
     done.proto = "unknown".into();
     done.src = None;
     done.dst = None;
     let mut freed = sighting(2_000, "consume_skb");
-    freed.position = None;
+    freed.position = tracer_common::hook::Position::Only;
     let mut reused = done.clone();
     reused.ts_ns = 3_000;
     let journeys = build_all(vec![start, done, freed, reused]);
@@ -213,7 +213,7 @@ fn a_route_lookup_joins_the_packet_its_cpu_was_handling() {
 #[test]
 fn a_gso_packet_cut_after_tc_egress_is_segmented_not_lost() {
     let mut egress = sighting(0, "tc_egress");
-    egress.position = Some("last".to_string());
+    egress.position = tracer_common::hook::Position::Last;
     egress.gso_segs = 5;
     let mut consumed = sighting(1_000, "consume_skb");
     consumed.gso_segs = 5;

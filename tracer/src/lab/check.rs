@@ -277,7 +277,7 @@ fn paths(analysis: &Analysis, ids: &[u64]) -> String {
                 .iter()
                 .map(|s| {
                     let ifname = s.ifname.as_deref().unwrap_or("?");
-                    match &s.position {
+                    match s.position.name() {
                         Some(p) => format!("{}/{p}@{ifname}", s.hook),
                         None => format!("{}@{ifname}", s.hook),
                     }

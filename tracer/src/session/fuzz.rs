@@ -263,7 +263,7 @@ fn records_decode_to_their_fields_or_count_as_undecodable() {
                 Position::First => Some("first"),
                 Position::Last => Some("last"),
             };
-            prop_assert_eq!(s.position.as_deref(), position);
+            prop_assert_eq!(s.position.name(), position);
             prop_assert_eq!((s.ts_ns, s.cpu, s.skb), (h.ts_ns, h.cpu, h.skb));
             prop_assert_eq!((s.netns, s.ifindex), (h.netns, h.ifindex));
             prop_assert_eq!(&s.proto, &proto_name(p.l3_proto, p.l4_proto));
