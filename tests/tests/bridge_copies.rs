@@ -1,12 +1,14 @@
-//! Copies a bridge makes are journeys of their own, linked to their original, and never its
+//! Copies the kernel makes are journeys of their own, linked to their original, and never its
 //! fate: a real bridge floods a datagram it has no FDB entry for to every port, and passes it
-//! up to itself too while tcpdump holds it promiscuous. Real tcpdumps on every port, on the
-//! bridge and in the namespace that gets a copy are the oracle.
+//! up to itself too while tcpdump holds it promiscuous; tc's mirred action mirrors a datagram
+//! to another device. Real tcpdumps where the packets and the copies go are the oracle.
 
 use std::{net::UdpSocket, time::Duration};
 
 use serde_json::Value;
-use tests::{oracle::traced_beside_tcpdumps, require_privileges, veth, Netns};
+use tests::{
+    oracle::traced_beside_tcpdumps, require_privileges, veth, Netns, Pair, ADDR_A, ADDR_B,
+};
 
 const DATAGRAMS: usize = 3;
 
@@ -140,4 +142,99 @@ fn a_flooded_datagram_is_delivered_once_and_its_copies_end_on_their_own() {
         "copies are not the flow's packets"
     );
     assert_eq!(flow["fates"]["delivered"], DATAGRAMS, "{flow:#}");
+}
+
+#[test]
+fn a_datagram_tc_mirrors_to_another_device_is_delivered_and_its_copy_ends_on_its_own() {
+    require_privileges();
+    let pair = Pair::create();
+    pair.static_neighbours();
+    let mirror = Netns::new("mir");
+    veth(
+        &pair.a,
+        ("vm0", "10.208.0.1/24"),
+        &mirror,
+        ("vm1", "10.208.0.2/24"),
+    );
+    pair.a.sh("tc qdisc add dev va clsact");
+    pair.a
+        .sh("tc filter add dev va egress u32 match u32 0 0 action mirred egress mirror dev vm0");
+    let receiver = pair.b.spawn(|| {
+        let socket = UdpSocket::bind(format!("{ADDR_B}:7060")).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        (0..DATAGRAMS)
+            .filter(|_| socket.recv(&mut buf).is_ok())
+            .count()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let (report, agreement) = traced_beside_tcpdumps(
+        &[
+            (&pair.a, "va"),
+            (&pair.b, "vb"),
+            (&pair.a, "vm0"),
+            (&mirror, "vm1"),
+        ],
+        &[&pair.a.name, &pair.b.name, &mirror.name],
+        "udp port 7060",
+        || {
+            pair.a.enter(|| {
+                let socket = UdpSocket::bind(format!("{ADDR_A}:7061")).unwrap();
+                for i in 0..DATAGRAMS {
+                    socket
+                        .send_to(&[i as u8; 8], format!("{ADDR_B}:7060"))
+                        .unwrap();
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+        },
+    );
+    assert_eq!(receiver.join().unwrap(), DATAGRAMS, "b read every datagram");
+    eprintln!("mirred: {}", agreement.figure());
+    assert!(
+        agreement.mismatches.is_empty() && agreement.checked > 0,
+        "verdicts against tcpdump: {:#?}",
+        agreement.mismatches
+    );
+    let datagrams: Vec<&Value> = report.packets().collect();
+    let copies: Vec<&Value> = report.copies().collect();
+    let summary: Vec<String> = report
+        .journeys()
+        .map(|j| {
+            format!(
+                "{} copy_of {} {:?} {} {}",
+                j["id"],
+                j["copy_of"],
+                tests::path(j),
+                j["fate"]["kind"],
+                j["fate"]["reason"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        (datagrams.len(), copies.len()),
+        (DATAGRAMS, DATAGRAMS),
+        "a packet and its mirrored copy per datagram: {summary:#?}"
+    );
+    for datagram in &datagrams {
+        assert_eq!(datagram["fate"]["kind"], "delivered", "{datagram:#}");
+        assert_eq!(
+            datagram["fate"]["netns_name"],
+            pair.b.name.as_str(),
+            "{datagram:#}"
+        );
+    }
+    for copy in &copies {
+        assert!(
+            copy["copy"].as_str().unwrap().contains("mirrored to vm0"),
+            "{copy:#}"
+        );
+        assert_eq!(copy["fate"]["netns_name"], mirror.name.as_str(), "{copy:#}");
+        assert!(
+            datagrams.iter().any(|d| d["id"] == copy["copy_of"]),
+            "{copy:#}"
+        );
+    }
 }

@@ -1,16 +1,18 @@
 //! Copies are not the packet. A Linux bridge clones a frame where it sends it two ways: up to
 //! its own device as well as out of a port while it is promiscuous (a capture on it, as
 //! tcpdump on docker0 does), and out of several ports when it floods (no FDB entry for the
-//! destination, a broadcast, a multicast). Each copy is a journey of its own, linked to its
-//! original, and its end is never the original's fate.
+//! destination, a broadcast, a multicast); tc's `mirred mirror` action clones a packet to
+//! another device. Each copy is a journey of its own, linked to its original, and its end is
+//! never the original's fate.
 //!
 //! Kernel facts this rests on (net/bridge/br_forward.c): the bridge forwards `skb_clone`s
 //! (`deliver_clone`) to every port but the last one it floods to, and when it also passes the
 //! frame up (`local_rcv`) the original skb goes up and clones go out. A clone has its own skb
 //! address, so after the bridge each copy is told apart by its skb.
 
-use crate::{bridge::bridge_of, sighting::Sighting};
 use tracer_common::hook::Hook;
+
+use crate::{bridge::bridge_of, sighting::Sighting};
 
 /// What made a copy, in words that finish "a copy of packet N ...".
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +60,7 @@ pub fn separate(journeys: Vec<Vec<Sighting>>) -> Vec<Separated> {
 /// that went anywhere, comes back whole.
 pub fn split(sightings: Vec<Sighting>) -> (Vec<Sighting>, Vec<(Vec<Sighting>, String)>) {
     let Some((entry, diverge)) = divergence(&sightings) else {
-        return (sightings, Vec::new());
+        return mirrored(sightings);
     };
     let bridge = bridge_of(&sightings[entry]).unwrap_or("?").to_string();
     let bridge_netns = sightings[entry].netns;
@@ -103,6 +105,43 @@ pub fn split(sightings: Vec<Sighting>) -> (Vec<Sighting>, Vec<(Vec<Sighting>, St
         }
     }
     (own, copies)
+}
+
+/// A copy tc made (a `mirred ... mirror` action): after a tc point of the packet's skb on one
+/// device, another skb first seen on the path on another device of the same namespace, while
+/// the packet's skb goes on after it. (`mirred redirect` moves the skb itself: no copy.)
+fn mirrored(sightings: Vec<Sighting>) -> (Vec<Sighting>, Vec<(Vec<Sighting>, String)>) {
+    let found = sightings.iter().enumerate().find_map(|(i, at_tc)| {
+        if !matches!(at_tc.hook, Hook::TcIngress | Hook::TcEgress) || at_tc.skb == 0 {
+            return None;
+        }
+        let original = at_tc.skb;
+        let (j, copy) = sightings.iter().enumerate().skip(i + 1).find(|(j, s)| {
+            s.skb != 0
+                && s.skb != original
+                && s.on_path()
+                && s.netns == at_tc.netns
+                && s.ifindex != at_tc.ifindex
+                && !sightings[..*j].iter().any(|t| t.skb == s.skb)
+        })?;
+        let goes_on = sightings[j + 1..]
+            .iter()
+            .any(|s| s.skb == original && s.on_path());
+        goes_on.then(|| {
+            let made = format!(
+                "that tc on {} mirrored to {} (a mirred mirror action)",
+                at_tc.ifname.as_deref().unwrap_or("?"),
+                copy.ifname.as_deref().unwrap_or("?")
+            );
+            (copy.skb, made)
+        })
+    });
+    let Some((skb, made)) = found else {
+        return (sightings, Vec::new());
+    };
+    let (copy, own): (Vec<Sighting>, Vec<Sighting>) =
+        sightings.into_iter().partition(|s| s.skb == skb);
+    (own, vec![(copy, made)])
 }
 
 /// The first receive on a bridge's port, and the first sighting after it of another skb than

@@ -297,7 +297,6 @@ pub fn proto_name(l3_proto: u16, l4_proto: u8) -> String {
     }
 }
 
-/// The bit of TCP flag `name` (`SYN`, ...).
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,3 +131,32 @@ fn generic_xdp_replacing_the_copys_skb_keeps_it_one_copy() {
     assert_eq!(copies.len(), 1);
     assert_eq!(skbs(&copies[0].0), [100, 0, 100, 300]);
 }
+
+#[test]
+fn a_packet_tc_mirrored_to_another_device_has_a_copy_there() {
+    // tc on veth2 (ifindex 4) mirrors to ifindex 6 (skb 700) after the packet's tc egress;
+    // the packet (skb 100) then leaves veth2.
+    let mut path = entering();
+    path.truncate(1);
+    path[0].note = None;
+    let mut plain = |ts, hook, position, ifindex, skb| {
+        let mut s = at(ts, hook, position, ifindex, skb);
+        s.note = None;
+        s
+    };
+    path.extend([
+        plain(11, "tc_egress", Some("last"), 4, 100),
+        plain(12, "tc_egress", Some("first"), 6, 700),
+        plain(13, "dev_xmit", Some("first"), 6, 700),
+        plain(14, "dev_xmit", Some("first"), 4, 100),
+    ]);
+    let (own, copies) = split(path);
+    assert_eq!(skbs(&own), [100, 100, 100]);
+    assert_eq!(copies.len(), 1);
+    assert_eq!(skbs(&copies[0].0), [700, 700]);
+    assert!(
+        copies[0].1.contains("mirrored to uplink"),
+        "{}",
+        copies[0].1
+    );
+}
