@@ -139,7 +139,7 @@ fn a_packet_tc_mirrored_to_another_device_has_a_copy_there() {
     let mut path = entering();
     path.truncate(1);
     path[0].note = None;
-    let mut plain = |ts, hook, position, ifindex, skb| {
+    let plain = |ts, hook, position, ifindex, skb| {
         let mut s = at(ts, hook, position, ifindex, skb);
         s.note = None;
         s
