@@ -86,19 +86,7 @@ fn a_flooded_datagram_is_delivered_once_and_its_copies_end_on_their_own() {
     );
 
     let datagrams: Vec<&Value> = report.packets().collect();
-    let summary: Vec<String> = report
-        .journeys()
-        .map(|j| {
-            format!(
-                "{} copy_of {} {:?} {} {}",
-                j["id"],
-                j["copy_of"],
-                tests::path(j),
-                j["fate"]["kind"],
-                j["fate"]["reason"]
-            )
-        })
-        .collect();
+    let summary = summary(&report);
     assert_eq!(
         datagrams.len(),
         DATAGRAMS,
@@ -200,19 +188,7 @@ fn a_datagram_tc_mirrors_to_another_device_is_delivered_and_its_copy_ends_on_its
     );
     let datagrams: Vec<&Value> = report.packets().collect();
     let copies: Vec<&Value> = report.copies().collect();
-    let summary: Vec<String> = report
-        .journeys()
-        .map(|j| {
-            format!(
-                "{} copy_of {} {:?} {} {}",
-                j["id"],
-                j["copy_of"],
-                tests::path(j),
-                j["fate"]["kind"],
-                j["fate"]["reason"]
-            )
-        })
-        .collect();
+    let summary = summary(&report);
     assert_eq!(
         (datagrams.len(), copies.len()),
         (DATAGRAMS, DATAGRAMS),
@@ -237,4 +213,21 @@ fn a_datagram_tc_mirrors_to_another_device_is_delivered_and_its_copy_ends_on_its
             "{copy:#}"
         );
     }
+}
+
+/// Each journey in a line (id, original, path, fate), for a failure's message.
+fn summary(report: &tests::Report) -> Vec<String> {
+    report
+        .journeys()
+        .map(|j| {
+            format!(
+                "{} copy_of {} {:?} {} {}",
+                j["id"],
+                j["copy_of"],
+                tests::path(j),
+                j["fate"]["kind"],
+                j["fate"]["reason"]
+            )
+        })
+        .collect()
 }
