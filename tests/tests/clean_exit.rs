@@ -115,7 +115,7 @@ fn a_panic_while_attaching_or_tracing_leaves_nothing() {
         );
         let last = stderr.lines().last().unwrap_or_default();
         assert!(
-            last.starts_with("tracer: internal error at tracer/src/session.rs")
+            last.starts_with("tracer: internal error at tracer/src/trace/session.rs")
                 && last.contains(&format!("injected fault at '{point}'"))
                 && !stderr.contains("RUST_BACKTRACE"),
             "{point}: one sentence, no backtrace hint: {stderr}"

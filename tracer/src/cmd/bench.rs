@@ -16,11 +16,11 @@ use tracer_common::{
 
 use crate::{
     analysis::Analysis,
-    output,
-    recording::{Context as RecordingContext, Recording},
-    session::decode_record,
-    sighting::Names,
-    stats::Stats,
+    model::recording::{Context as RecordingContext, Recording},
+    model::sighting::Names,
+    report::output,
+    report::stats::Stats,
+    trace::session::decode_record,
 };
 
 #[derive(Args, Debug)]

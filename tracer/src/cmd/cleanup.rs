@@ -18,7 +18,7 @@ use std::{collections::HashSet, path::Path, process::Command};
 
 use anyhow::{Context, Result};
 
-use crate::{lab, netns::Netns, privileges, xdp_owner};
+use crate::{kernel::netns::Netns, kernel::privileges, kernel::xdp_owner, lab};
 
 const BPF_FS: &str = "/sys/fs/bpf";
 /// Pinned paths of older builds start with it.
@@ -102,7 +102,7 @@ fn remove_pins(bpf_fs: &Path) -> Result<Vec<String>> {
 fn legacy_attachments(held: &HashSet<u32>) -> Result<Vec<String>> {
     let names = program_names();
     let mut done = Vec::new();
-    for (ifindex, ifname) in crate::netns::interfaces() {
+    for (ifindex, ifname) in crate::kernel::netns::interfaces() {
         match interface_leftovers(ifindex, &ifname, &names, held) {
             Ok(found) => done.extend(found),
             // Interfaces come and go while we look (another tool's namespaces): one that is
@@ -159,7 +159,9 @@ fn interface_leftovers(
 }
 
 fn interface_exists(ifname: &str) -> bool {
-    crate::netns::interfaces().iter().any(|(_, n)| n == ifname)
+    crate::kernel::netns::interfaces()
+        .iter()
+        .any(|(_, n)| n == ifname)
 }
 
 /// Detaches whatever XDP program `ifname` has. `xdp off` detaches the native slot only where

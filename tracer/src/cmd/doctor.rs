@@ -7,7 +7,7 @@ use anyhow::Result;
 
 mod probe;
 
-use crate::{kernel_btf::KernelBtf, loader::TRACEPOINTS};
+use crate::{kernel::kernel_btf::KernelBtf, kernel::loader::TRACEPOINTS};
 
 /// One observation point and whether this kernel has it.
 #[derive(Debug, PartialEq)]
@@ -98,12 +98,12 @@ pub fn run() -> Result<()> {
     unsafe { libc::uname(&mut uts) };
     let release = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) };
     println!("kernel:     Linux {}", release.to_string_lossy());
-    println!("privileges: {}", crate::privileges::describe());
+    println!("privileges: {}", crate::kernel::privileges::describe());
     let btf = match KernelBtf::load() {
         Ok(btf) => {
             println!(
                 "BTF:        {} (offsets and drop reasons come from it)",
-                crate::kernel_btf::VMLINUX_BTF
+                crate::kernel::kernel_btf::VMLINUX_BTF
             );
             btf
         }
@@ -116,7 +116,8 @@ pub fn run() -> Result<()> {
         println!("offsets:    {e}");
     }
     println!();
-    let privileged = crate::privileges::missing(crate::privileges::effective()).is_empty();
+    let privileged =
+        crate::kernel::privileges::missing(crate::kernel::privileges::effective()).is_empty();
     let probed = privileged.then(|| print_probe(&btf));
     let missing = if let Some(Ok(missing)) = probed {
         missing

@@ -7,9 +7,9 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::{
-    cmd::trace::{report, Format},
-    recording,
-    stats::Stats,
+    model::recording,
+    report::stats::Stats,
+    report::stdout::{report, Format},
 };
 
 #[derive(Args, Debug)]

@@ -4,9 +4,9 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 
 use crate::{
-    cmd::trace::Format,
     lab::{self, Detail},
-    usage::Usage,
+    report::stdout::Format,
+    trace::usage::Usage,
 };
 
 #[derive(Args, Debug)]

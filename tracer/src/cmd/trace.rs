@@ -3,20 +3,18 @@
 use std::{fs, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use tracer_common::event::{SNAP_HEADERS, SNAP_MAX};
 
+pub use crate::report::stdout::{report, Format};
 use crate::{
     analysis::Analysis,
-    filter,
-    loader::TcMode,
-    output,
-    packet_file::{self, Snap},
-    paint::Paint,
-    recording,
-    session::{self, Session, TraceOptions},
-    stats::Stats,
-    usage::Usage,
+    kernel::filter,
+    kernel::loader::TcMode,
+    model::recording,
+    report::packet_file::{self, Snap},
+    trace::session::{self, TraceOptions},
+    trace::usage::Usage,
 };
 
 #[derive(Args, Debug)]
@@ -78,12 +76,6 @@ pub struct TraceArgs {
     pub ring_kib: u32,
     /// A tcpdump filter expression (pcap-filter(7)), e.g. `tcp port 80 and host 10.0.0.1`.
     pub filter: Vec<String>,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -166,54 +158,6 @@ fn snap(snaplen: Option<u32>) -> Snap {
     }
 }
 
-/// Says on stderr what is attached and, loudly, what could not be.
-pub fn report_attachments(session: &Session) {
-    let ok = session
-        .attachments
-        .iter()
-        .filter(|a| a.error.is_none())
-        .count();
-    let xdp = if session.xdp {
-        ""
-    } else {
-        " (driver receive left out: --xdp adds it)"
-    };
-    eprintln!("tracer: {ok} observation points attached{xdp}");
-    // Where a weaker mechanism stands in for the usual one, say which, once per family.
-    let mut said = Vec::new();
-    for mechanism in session
-        .attachments
-        .iter()
-        .filter_map(|a| a.mechanism.as_deref())
-    {
-        let note = if mechanism.starts_with("cls_bpf") {
-            "tc points are cls_bpf filters on a clsact qdisc (no tcx links here)"
-        } else if mechanism.contains("nf_hook_slow") {
-            "netfilter points are fentry/fexit on nf_hook_slow (no BPF netfilter links here): \
-             a hook shows only where rules are registered"
-        } else {
-            continue;
-        };
-        if !said.contains(&note) {
-            said.push(note);
-            eprintln!("tracer: note: {note}; `tracer doctor` says what that costs");
-        }
-    }
-    for a in session.attachments.iter().filter(|a| a.error.is_some()) {
-        let place = match (&a.netns, &a.ifname) {
-            (Some(ns), Some(ifname)) => format!(" on {ns}/{ifname}"),
-            (Some(ns), None) => format!(" in {ns}"),
-            _ => String::new(),
-        };
-        eprintln!(
-            "tracer: warning: {} ({}){place} is not observed: {}",
-            a.hook.name(),
-            a.point,
-            a.error.as_deref().unwrap_or_default()
-        );
-    }
-}
-
 /// A future that completes after `duration`, or on Ctrl-C / SIGTERM. The signal listeners
 /// are registered here, before the caller announces readiness: a signal sent the moment the
 /// ready file appears must not be lost.
@@ -234,28 +178,4 @@ pub fn stop_signal(duration: Option<Duration>) -> Result<impl std::future::Futur
             _ = timeout => {}
         }
     })
-}
-
-/// Prints the journeys, flows and statistics.
-pub fn report(format: Format, analysis: &Analysis, stats: &Stats) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match format {
-        Format::Json => output::write_json(&mut out, analysis, stats)?,
-        Format::Text => output::write_text(&mut out, analysis, stats, Paint::for_stdout())?,
-    }
-    if stats.lost_total() > 0 {
-        eprintln!(
-            "tracer: warning: {} events were lost (ring buffer full); some journeys are incomplete",
-            stats.lost_total()
-        );
-    }
-    if stats.not_kept > 0 {
-        eprintln!(
-            "tracer: warning: {} events after the first {} were counted but not kept \
-             (--max-events); journeys open then are incomplete",
-            stats.not_kept,
-            stats.events.values().sum::<u64>()
-        );
-    }
-    Ok(())
 }

@@ -13,7 +13,7 @@ use tracer_common::{
     parse::{parse_l2, parse_l3, HDR_LEN, L2_LEN},
 };
 
-use crate::sighting::{Names, Sighting};
+use crate::model::sighting::{Names, Sighting};
 
 pub struct Tcpdump {
     child: Child,

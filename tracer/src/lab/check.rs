@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use super::scenario::Expect;
 use crate::{
-    analysis::Analysis, explanation::words::packet_words, journey::Journey, sighting::Sighting,
+    analysis::journey::Journey, analysis::Analysis, model::sighting::Sighting,
+    report::explanation::words::packet_words,
 };
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -115,20 +116,28 @@ pub fn fates(analysis: &Analysis, expect: &[Expect], score: &mut Score) {
 /// Whether a lab's rule dropped the packet at a netfilter hook the tracer saw, yet the tracer
 /// did not name the rule (every lab's rule drops with a counter: iptables counts all rules,
 /// the labs' nftables rules have `counter`).
-fn rule_unnamed(journey: &crate::journey::Journey, e: &Expect, analysis: &Analysis) -> bool {
+fn rule_unnamed(
+    journey: &crate::analysis::journey::Journey,
+    e: &Expect,
+    analysis: &Analysis,
+) -> bool {
     e.reason == Some("NETFILTER_DROP")
         && journey
             .fate
             .hook
             .as_deref()
             .is_some_and(|h| h.starts_with("nf_"))
-        && crate::explanation::culprits(journey, &analysis.context.rules).is_empty()
+        && crate::report::explanation::culprits(journey, &analysis.context.rules).is_empty()
 }
 
 /// Whether the expected point `point` ("nf_local_in (last)") is one this kernel shows only in
 /// part and this packet was not seen there: then the drop or delivery is placed at the last
 /// point that did see it, which is as precise as the kernel allows.
-fn unobservable(point: &str, journey: &crate::journey::Journey, partial: &[String]) -> bool {
+fn unobservable(
+    point: &str,
+    journey: &crate::analysis::journey::Journey,
+    partial: &[String],
+) -> bool {
     let hook = point.split(' ').next().unwrap_or(point);
     partial.iter().any(|h| h == hook) && !journey.sightings.iter().any(|s| s.hook.name() == hook)
 }
@@ -143,7 +152,7 @@ type Identity = (
     u32,
     u32,
     u32,
-    crate::tcp_flags::TcpFlags,
+    crate::model::tcp_flags::TcpFlags,
 );
 
 fn identity(s: &Sighting) -> Identity {
@@ -215,7 +224,11 @@ pub fn verdicts(
 /// The packet's headers as a capture on `netns`/`ifname` shows them: NAT rewrites them on the
 /// way (MASQUERADE at POSTROUTING, before the transmit tap; DNAT at PREROUTING, after the
 /// receive tap), so those of the points beside that interface's taps, where it has them.
-fn headers_at<'a>(journey: &'a crate::journey::Journey, netns: &str, ifname: &str) -> &'a Sighting {
+fn headers_at<'a>(
+    journey: &'a crate::analysis::journey::Journey,
+    netns: &str,
+    ifname: &str,
+) -> &'a Sighting {
     journey
         .sightings
         .iter()

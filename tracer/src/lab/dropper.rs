@@ -9,8 +9,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use anyhow::{Context, Result};
 
 use crate::{
-    netns::Netns,
-    nf_link::{bpf, ProgLoadAttr, BPF_LINK_CREATE, BPF_PROG_LOAD},
+    kernel::netns::Netns,
+    kernel::nf_link::{bpf, ProgLoadAttr, BPF_LINK_CREATE, BPF_PROG_LOAD},
 };
 
 const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
@@ -218,7 +218,7 @@ fn pin_and_attach(
         bpf_fd: program.as_raw_fd() as u32,
         file_flags: 0,
     };
-    crate::nf_link::bpf_call(BPF_OBJ_PIN, &attr).context("cannot pin the drop program")?;
+    crate::kernel::nf_link::bpf_call(BPF_OBJ_PIN, &attr).context("cannot pin the drop program")?;
     let pinned = pin.to_string_lossy().into_owned();
     let add = [
         "filter",

@@ -10,7 +10,7 @@ mod scenario;
 pub mod topology;
 mod traffic;
 
-use crate::loader::TcMode;
+use crate::kernel::loader::TcMode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -19,9 +19,9 @@ use serde_json::json;
 use self::{capture::Tcpdump, scenario::Scenario, topology::Topology};
 use crate::{
     analysis::Analysis,
-    cmd::trace::{report, Format},
-    filter,
-    session::{self, TraceOptions},
+    kernel::filter,
+    report::stdout::{report, Format},
+    trace::session::{self, TraceOptions},
 };
 
 pub use self::{check::Score, labs::LABS};

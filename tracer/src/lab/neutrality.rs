@@ -17,7 +17,7 @@ use super::{
     topology::{sh, Topology, PREFIX},
     trace_options, Lab,
 };
-use crate::{counters, netns::Netns, session};
+use crate::{kernel::counters, kernel::netns::Netns, trace::session};
 
 /// Counter name ("server Tcp.InSegs", "server iptables filter INPUT #1 ... packets") -> value.
 pub type Counters = BTreeMap<String, u64>;

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use crate::{fate::FateKind, sighting::Sighting};
+use crate::{analysis::fate::FateKind, model::sighting::Sighting};
 
 /// A built lab, ready to be traced.
 pub struct Scenario {

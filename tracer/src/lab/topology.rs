@@ -122,7 +122,7 @@ impl Drop for Topology {
 /// Removes every namespace a lab left behind (after a crash or SIGKILL).
 pub fn cleanup() -> Result<usize> {
     let mut removed = 0;
-    for (_, name) in crate::netns::named() {
+    for (_, name) in crate::kernel::netns::named() {
         if name.starts_with(PREFIX) {
             sh(&format!("ip netns del {name}"))?;
             removed += 1;

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context, Result};
 
 use super::topology::sh;
-use crate::netns::Netns;
+use crate::kernel::netns::Netns;
 
 fn addr(ip: &str, port: u16) -> Result<SocketAddr> {
     Ok(SocketAddr::new(ip.parse::<IpAddr>()?, port))

@@ -6,10 +6,10 @@ use anyhow::Result;
 use tracer_common::config::TraceConfig;
 
 use crate::{
-    kernel_btf::KernelBtf,
-    loader::{self, Attachment, InterfacePrograms, TcMode},
-    netfilter::Netfilter,
-    netns::Netns,
+    kernel::kernel_btf::KernelBtf,
+    kernel::loader::{self, Attachment, InterfacePrograms, TcMode},
+    kernel::netfilter::Netfilter,
+    kernel::netns::Netns,
 };
 
 /// The smallest ring that loads: nothing is read from it.

@@ -1,5 +1,5 @@
 use super::*;
-use crate::{fate::FateKind, lab::scenario::tcp, recording};
+use crate::{analysis::fate::FateKind, lab::scenario::tcp, model::recording};
 
 /// A stream recorded from the kernel: SYNs to port 8080 dropped by an INPUT rule (recorded
 /// before the netfilter points existed: the last point that saw them is tc ingress).
@@ -71,7 +71,7 @@ fn too_few_packets_is_a_problem() {
 #[test]
 fn verdicts_agree_with_a_matching_capture_and_count_each_difference() {
     let analysis = analysis();
-    let seen = |j: &crate::journey::Journey| {
+    let seen = |j: &crate::analysis::journey::Journey| {
         analysis.captures(j.id).iter().find(|c| c.seen).map(|c| {
             (
                 c.netns_name.clone().unwrap_or_default(),

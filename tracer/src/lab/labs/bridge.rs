@@ -5,13 +5,13 @@ use anyhow::Result;
 
 use super::PORT;
 use crate::{
-    fate::FateKind,
+    analysis::fate::FateKind,
     lab::{
         scenario::{Expect, Scenario},
         topology::Topology,
         traffic::{connect, listen},
     },
-    sighting::Sighting,
+    model::sighting::Sighting,
 };
 
 const BRIDGE_IP: &str = "172.30.0.1";

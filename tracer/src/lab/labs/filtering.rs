@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use super::{pair, routed, CLIENT, FAR_SERVER, PORT, SERVER};
 use crate::{
-    fate::FateKind,
+    analysis::fate::FateKind,
     lab::{
         scenario::{tcp, tcp_data_from, Expect, Scenario},
         topology::Topology,

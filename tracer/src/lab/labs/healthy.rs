@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use super::{pair, PORT, SERVER};
 use crate::{
-    fate::FateKind,
+    analysis::fate::FateKind,
     lab::{
         scenario::{Expect, Scenario},
         topology::Topology,

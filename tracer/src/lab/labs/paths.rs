@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use super::{pair, routed, CLIENT, FAR_SERVER, PORT, SERVER};
 use crate::{
-    fate::FateKind,
+    analysis::fate::FateKind,
     lab::{
         scenario::{between, tcp, Expect, Scenario},
         topology::Topology,

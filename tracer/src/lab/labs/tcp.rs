@@ -6,13 +6,13 @@ use anyhow::Result;
 
 use super::{pair, routed, CLIENT, FAR_SERVER, PORT, SERVER};
 use crate::{
-    fate::FateKind,
+    analysis::fate::FateKind,
+    kernel::netns::Netns,
     lab::{
         scenario::{tcp, Expect, Scenario},
         topology::Topology,
         traffic::{accept, close_in_order, connect, listen, send_raw, Segment},
     },
-    netns::Netns,
 };
 
 pub fn no_listener(t: &mut Topology) -> Result<Scenario> {

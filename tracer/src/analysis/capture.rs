@@ -1,0 +1,125 @@
+//! The tcpdump verdict: for every interface a packet crossed or was headed for, whether a capture
+//! there saw it, from where the AF_PACKET taps sit (KERNEL-NOTES.md): on receive just after
+//! `netif_receive`, before tc ingress; on transmit after tc egress, just before `dev_xmit`. And
+//! which live captures (tcpdump, dumpcap) were listening there.
+
+use serde::Serialize;
+use tracer_common::hook::Hook;
+
+use crate::{
+    analysis::journey::Journey, kernel::live_capture::LiveCapture, model::sighting::Sighting,
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Capture {
+    #[serde(skip)]
+    pub netns: u32,
+    #[serde(skip)]
+    pub ifindex: u32,
+    pub netns_name: Option<String>,
+    pub ifname: Option<String>,
+    /// The other end, where this interface is a veth (see [`crate::kernel::veth`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<crate::kernel::veth::Peer>,
+    pub dir: &'static str,
+    /// Whether a capture on this interface would have captured the packet.
+    pub seen: bool,
+    /// Set where the packet crossed this interface inside a tunnel's outer headers (an
+    /// underlay): `seen` is then about that outer packet, which a capture filtering on the
+    /// outer headers (`udp port 4789`) matches and one on the packet's own headers (`tcp port
+    /// 80`) does not. Words for it: `the encapsulated datagram ... (VXLAN VNI 42)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encapsulated: Option<String>,
+    /// The live captures that were listening on this interface (or on all of its namespace's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub live: Vec<LiveCapture>,
+}
+
+impl Capture {
+    /// `b/vb`, or the interface alone when its namespace has no name; a veth's other end
+    /// beside it: `host/veth3f2a1b0 (web's eth0)`.
+    pub fn place(&self) -> String {
+        let ifname = self.ifname.as_deref().unwrap_or("?");
+        let ifname = crate::kernel::veth::with_peer(ifname, self.peer.as_ref());
+        match &self.netns_name {
+            Some(ns) => format!("{ns}/{ifname}"),
+            None => ifname.to_string(),
+        }
+    }
+}
+
+/// Which side of an interface's tap a sighting is on: (direction, passed the tap).
+fn tap_side(s: &Sighting, known: &[Capture]) -> Option<(&'static str, bool)> {
+    if s.ifindex == 0 {
+        return None;
+    }
+    let dir = s.hook.side().name();
+    Some(match s.hook {
+        // Before the receive tap (XDP), after it (netif_receive is right at it).
+        Hook::Xdp => (dir, false),
+        Hook::NetifReceive | Hook::TcIngress => (dir, true),
+        // On the way out, the route's device: the packet was headed for its tap.
+        Hook::NfLocalOut | Hook::NfForward | Hook::NfPostrouting | Hook::TcEgress => (dir, false),
+        Hook::DevXmit => (dir, true),
+        // Freed on an interface the packet was seen on nowhere else: it arrived there and died
+        // before the receive tap (another tool's XDP program, the driver).
+        Hook::KfreeSkb
+            if !known
+                .iter()
+                .any(|c| c.netns == s.netns && c.ifindex == s.ifindex) =>
+        {
+            ("rx", false)
+        }
+        _ => return None,
+    })
+}
+
+/// One verdict per interface and direction, in the order the packet met them.
+pub fn captures(journey: &Journey, live: &[LiveCapture]) -> Vec<Capture> {
+    let mut out: Vec<Capture> = Vec::new();
+    for (i, s) in journey.sightings.iter().enumerate() {
+        // br_netfilter's IP hooks name the bridge for a frame that only crosses it.
+        if crate::analysis::bridge::inside_bridge(&journey.sightings, i) {
+            continue;
+        }
+        let side = if crate::analysis::bridge::headed_out_port(&journey.sightings, i) {
+            Some(("tx", false))
+        } else {
+            tap_side(s, &out)
+        };
+        let Some((dir, passed_tap)) = side else {
+            continue;
+        };
+        match out
+            .iter_mut()
+            .find(|c| c.netns == s.netns && c.ifindex == s.ifindex && c.dir == dir)
+        {
+            Some(capture) => {
+                capture.seen |= passed_tap;
+                if capture.encapsulated.is_none() {
+                    capture.encapsulated = crate::analysis::tunnel::outer_words(s);
+                }
+            }
+            None => out.push(Capture {
+                netns: s.netns,
+                ifindex: s.ifindex,
+                netns_name: s.netns_name.clone(),
+                ifname: s.ifname.clone(),
+                peer: s.peer.clone(),
+                dir,
+                seen: passed_tap,
+                encapsulated: crate::analysis::tunnel::outer_words(s),
+                live: listening(live, s.netns, s.ifindex),
+            }),
+        }
+    }
+    out
+}
+
+/// Live captures on this interface, or on every interface of its namespace (`-i any`).
+fn listening(live: &[LiveCapture], netns: u32, ifindex: u32) -> Vec<LiveCapture> {
+    live.iter()
+        .filter(|c| c.netns == netns && (c.ifindex == ifindex || c.ifindex == 0))
+        .cloned()
+        .collect()
+}

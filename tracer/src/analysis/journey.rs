@@ -1,0 +1,357 @@
+//! Stitching sightings into one journey per packet, and the packet's fate. Pure: sightings in,
+//! journeys out, so it is tested with recorded streams and no kernel.
+//!
+//! A packet keeps its headers while it crosses the stack and a veth into another namespace, so
+//! sightings are grouped by a content fingerprint (addresses, ports, IP id, TCP seq/ack/flags).
+//! Two sightings with one fingerprint belong to different packets (a retransmission with the same
+//! headers, a SYN-ACK resent with IP id 0) when the second is at a point the journey already
+//! passed, or comes long after: a packet crosses the stack in microseconds, a retransmission
+//! waits at least 200 ms.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use serde::Serialize;
+
+use tracer_common::hook::Hook;
+
+use crate::{
+    analysis::copies::CopyOf,
+    analysis::fate::{fate, Fate, FateKind, TraceEnd},
+    model::sighting::Sighting,
+};
+
+/// Longer than any packet takes through the stack, shorter than TCP's minimum RTO (200 ms).
+const SAME_PACKET_WINDOW_NS: u64 = 100_000_000;
+
+/// A route lookup or a TCP event about a packet happens while that packet is being handled,
+/// microseconds from its sightings.
+const ANNOTATION_WINDOW_NS: u64 = 1_000_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Journey {
+    pub id: u64,
+    pub sightings: Vec<Sighting>,
+    pub fate: Fate,
+    /// The flow it belongs to (see [`crate::analysis::flow`]); 0 until flows are built, and for a
+    /// journey without headers (a failed route lookup on its own).
+    pub flow_id: u64,
+    /// Events were lost while it was alive (see [`crate::model::gaps`]): it may miss points.
+    pub incomplete: bool,
+    /// The packet a tunnel carried, where it was seen only inside the tunnel's outer headers
+    /// (a trace of the underlay's receiver alone): it, not the outer packet, is the journey's.
+    #[serde(skip)]
+    pub carried: Option<Box<Sighting>>,
+    /// Set on a copy of another packet (see [`crate::analysis::copies`]): its end is its own.
+    #[serde(skip)]
+    pub copy: Option<CopyOf>,
+}
+
+impl Journey {
+    /// The sighting whose headers describe the packet: the first one on its path that parsed
+    /// them (a route lookup or a bare skb event knows less), and not in a tunnel's outer
+    /// headers where it was also seen without them.
+    pub fn headers(&self) -> &Sighting {
+        if let Some(carried) = &self.carried {
+            return carried;
+        }
+        self.sightings
+            .iter()
+            .find(|s| s.on_path() && s.proto != "unknown" && s.tunnel.is_none())
+            .or_else(|| {
+                self.sightings
+                    .iter()
+                    .find(|s| s.on_path() && s.proto != "unknown")
+            })
+            .or_else(|| self.sightings.iter().find(|s| s.proto != "unknown"))
+            .unwrap_or(&self.sightings[0])
+    }
+}
+
+/// Addresses, protocol, ports, IP id, TCP sequence, acknowledgment and flags: plain numbers,
+/// so that building the key of each of a million sightings allocates nothing.
+type Fingerprint = (
+    Option<std::net::IpAddr>,
+    Option<std::net::IpAddr>,
+    u32,
+    u16,
+    u16,
+    u32,
+    u32,
+    u32,
+    u8,
+);
+
+/// The fingerprint of the packet: inside a tunnel, of the packet it carries, which is the
+/// journey's.
+fn fingerprint(s: &Sighting) -> Fingerprint {
+    let s = crate::analysis::tunnel::inner(s);
+    (
+        s.src,
+        s.dst,
+        proto_key(&s.proto),
+        s.sport,
+        s.dport,
+        s.ip_id,
+        s.tcp_seq,
+        s.tcp_ack,
+        s.tcp_flags.0,
+    )
+}
+
+/// The protocol name as a number: the IP protocol where there is one, else a hash of the name
+/// (with the top bit set, apart from every protocol number).
+fn proto_key(proto: &str) -> u32 {
+    match proto {
+        "unknown" => 0,
+        "icmp" => 1,
+        "tcp" => 6,
+        "udp" => 17,
+        "icmpv6" => 58,
+        other => match other.strip_prefix("ip-proto-").and_then(|n| n.parse().ok()) {
+            Some(number) => number,
+            None => {
+                let fnv = other.bytes().fold(0x811c_9dc5u32, |h, b| {
+                    (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+                });
+                fnv | 0x8000_0000
+            }
+        },
+    }
+}
+
+/// Groups `sightings` (any order) into journeys ordered by their first sighting.
+///
+/// A sighting joins the open journey with its fingerprint or, failing that, the one whose skb
+/// it shares while that skb lives: that is how a NAT rewrite (new addresses, same skb) and an
+/// event that only knows the skb (`net_dev_xmit`) stay in their packet's journey.
+pub fn build(mut sightings: Vec<Sighting>, end: &TraceEnd) -> Vec<Journey> {
+    sightings.sort_by_key(|s| s.ts_ns);
+    let (annotations, sightings): (Vec<Sighting>, Vec<Sighting>) =
+        sightings.into_iter().partition(is_annotation);
+    let mut journeys: Vec<Vec<Sighting>> = Vec::new();
+    let mut open: HashMap<Fingerprint, usize> = HashMap::new();
+    let mut live_skbs: HashMap<u64, usize> = HashMap::new();
+    for sighting in sightings {
+        let key = fingerprint(&sighting);
+        let by_content = open.get(&key).copied();
+        let by_skb = live_skbs
+            .get(&sighting.skb)
+            .copied()
+            .filter(|&i| same_packet_after_nat(&journeys[i], &sighting));
+        let current = by_content
+            .into_iter()
+            .chain(by_skb)
+            .find(|&i| continues(&journeys[i], &sighting));
+        if current.is_none() && sighting.proto == "unknown" {
+            // Only the skb, and no packet it belongs to: an address reused by a packet the
+            // filter did not want. It says nothing about any traced packet.
+            continue;
+        }
+        let i = current.unwrap_or(journeys.len());
+        if sighting.skb != 0 {
+            if sighting.ends_skb() {
+                live_skbs.remove(&sighting.skb);
+            } else {
+                live_skbs.insert(sighting.skb, i);
+            }
+        }
+        if sighting.proto != "unknown" {
+            open.insert(key, i);
+        }
+        match current {
+            Some(i) => journeys[i].push(sighting),
+            None => journeys.push(vec![sighting]),
+        }
+    }
+    let (mut journeys, mut copies): (Vec<Vec<Sighting>>, Vec<_>) =
+        crate::analysis::copies::separate(journeys)
+            .into_iter()
+            .unzip();
+    place_annotations(&mut journeys, annotations);
+    // An annotation that fits no packet became a journey of its own: not a copy.
+    copies.resize(journeys.len(), None);
+    journeys
+        .into_iter()
+        .zip(copies)
+        .enumerate()
+        .map(|(i, (sightings, copy))| {
+            let fate = fate(&sightings, end);
+            let open = fate.kind == FateKind::Unknown;
+            Journey {
+                id: i as u64 + 1,
+                incomplete: end.touches(&sightings, open),
+                fate,
+                carried: carried(&sightings),
+                sightings,
+                flow_id: 0,
+                copy: copy.map(|(of, made)| CopyOf {
+                    of: of as u64 + 1,
+                    made,
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The inner packet of a journey seen on its path only inside a tunnel's outer headers.
+fn carried(sightings: &[Sighting]) -> Option<Box<Sighting>> {
+    let mut on_path = sightings
+        .iter()
+        .filter(|s| s.on_path() && s.proto != "unknown");
+    let first = on_path.clone().next()?;
+    if first.tunnel.is_none() || on_path.any(|s| s.tunnel.is_none()) {
+        return None;
+    }
+    Some(Box::new(crate::analysis::tunnel::inner(first).into_owned()))
+}
+
+/// Events that name no skb but are about one packet: route lookups, and TCP events that only
+/// know the socket (retransmission, reset received).
+fn is_annotation(s: &Sighting) -> bool {
+    s.hook == Hook::FibLookup || (s.hook == Hook::Tcp && s.skb == 0)
+}
+
+/// Where an annotation may belong: a route lookup to the packet the same CPU was handling in the
+/// same namespace towards the same destination (an output lookup may not know the source yet);
+/// a TCP event to a packet of its connection, in either direction.
+type AnnotationKey = (u32, u16, Option<IpAddr>, Option<IpAddr>, u16, u16);
+
+fn annotation_key(s: &Sighting, route_lookup: bool) -> AnnotationKey {
+    if route_lookup {
+        return (s.netns, s.cpu, None, s.dst, 0, 0);
+    }
+    let (a, b) = ((s.src, s.sport), (s.dst, s.dport));
+    let ((lo_ip, lo_port), (hi_ip, hi_port)) = if a <= b { (a, b) } else { (b, a) };
+    (s.netns, u16::MAX, lo_ip, hi_ip, lo_port, hi_port)
+}
+
+/// Puts each annotation into the journey of its packet: the nearest one in time, within
+/// [`ANNOTATION_WINDOW_NS`], that fits [`annotation_key`]. A failed route lookup or a TCP event
+/// that fits no packet is a journey of its own; a successful route lookup without its packet
+/// (a socket's connect, a source check) says nothing about any packet here and is left out (it
+/// stays in the recorded stream).
+fn place_annotations(journeys: &mut Vec<Vec<Sighting>>, annotations: Vec<Sighting>) {
+    let mut index: HashMap<AnnotationKey, Vec<(u64, usize)>> = HashMap::new();
+    for (i, journey) in journeys.iter().enumerate() {
+        for s in journey.iter().filter(|s| s.proto != "unknown") {
+            for route_lookup in [true, false] {
+                index
+                    .entry(annotation_key(s, route_lookup))
+                    .or_default()
+                    .push((s.ts_ns, i));
+            }
+        }
+    }
+    for annotation in annotations {
+        let route_lookup = annotation.hook == Hook::FibLookup;
+        let found_route = route_lookup
+            && annotation
+                .note
+                .as_deref()
+                .is_some_and(|n| n.starts_with("route found"));
+        let nearest = index
+            .get(&annotation_key(&annotation, route_lookup))
+            .into_iter()
+            .flatten()
+            .filter(|(ts, i)| {
+                ts.abs_diff(annotation.ts_ns) < ANNOTATION_WINDOW_NS
+                    && (!route_lookup || source_fits(&annotation, &journeys[*i]))
+                    && (!found_route || bracketed(&annotation, &journeys[*i]))
+            })
+            .min_by_key(|(ts, _)| ts.abs_diff(annotation.ts_ns))
+            .map(|(_, i)| *i);
+        match nearest {
+            Some(i) => {
+                let at = journeys[i].partition_point(|s| s.ts_ns <= annotation.ts_ns);
+                journeys[i].insert(at, annotation);
+            }
+            None if !route_lookup
+                || annotation
+                    .note
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("no route")) =>
+            {
+                journeys.push(vec![annotation])
+            }
+            None => {}
+        }
+    }
+    journeys.sort_by_key(|j| j[0].ts_ns);
+}
+
+/// Whether the journey was seen in the lookup's namespace both before and after it: a successful
+/// lookup is part of handling that packet only then (a socket's own lookups come before its
+/// packet exists, and a reply's lookups are not the request's).
+fn bracketed(lookup: &Sighting, journey: &[Sighting]) -> bool {
+    let here = |s: &&Sighting| s.netns == lookup.netns && s.on_path();
+    journey.iter().filter(here).any(|s| s.ts_ns < lookup.ts_ns)
+        && journey.iter().filter(here).any(|s| s.ts_ns > lookup.ts_ns)
+}
+
+fn source_fits(lookup: &Sighting, journey: &[Sighting]) -> bool {
+    let unspecified = lookup.src.is_none_or(|ip| ip.is_unspecified());
+    unspecified || journey.iter().any(|s| s.src == lookup.src)
+}
+
+/// Whether `next`, which shares an skb with `journey`, is that packet: it carries no headers
+/// (an event that only knows the skb), or the headers NAT keeps are unchanged (protocol, IP id,
+/// TCP sequence numbers and flags). An skb address whose free went unseen can be reused by
+/// another packet; this keeps that packet out.
+fn same_packet_after_nat(journey: &[Sighting], next: &Sighting) -> bool {
+    if next.proto == "unknown" {
+        // No headers to compare; an skb does not change namespace without a sighting on the
+        // way (a veth crossing is seen at both ends), so another namespace means a reused
+        // address.
+        return journey
+            .iter()
+            .rev()
+            .find(|s| s.skb == next.skb)
+            .is_none_or(|s| s.netns == next.netns);
+    }
+    let Some(last) = journey.iter().rev().find(|s| s.proto != "unknown") else {
+        return true;
+    };
+    // A tunnel pushes its headers onto the same skb, and the receiving one pulls them off:
+    // the packet is the one inside.
+    let (last, next) = (
+        crate::analysis::tunnel::inner(last),
+        crate::analysis::tunnel::inner(next),
+    );
+    last.proto == next.proto
+        && last.ip_id == next.ip_id
+        && last.tcp_seq == next.tcp_seq
+        && last.tcp_ack == next.tcp_ack
+        && last.tcp_flags == next.tcp_flags
+}
+
+fn continues(journey: &[Sighting], next: &Sighting) -> bool {
+    let last = journey.last().expect("journeys are never empty");
+    // Passing a point of the path twice means another packet; an skb may end more than once
+    // (copied by veth's XDP, cloned for a raw socket), so only path points count.
+    // A bridge's clones of one frame (flooded to several ports) pass its forwarding points
+    // once each: another skb there is another copy, not another packet.
+    let revisits = next.on_path()
+        && !crate::analysis::bridge::another_clone(journey, next)
+        && journey.iter().any(|s| {
+            s.hook == next.hook
+                && s.position == next.position
+                && s.netns == next.netns
+                && s.ifindex == next.ifindex
+        });
+    let soon = next.ts_ns.saturating_sub(last.ts_ns) < SAME_PACKET_WINDOW_NS;
+    (soon || held(journey, next)) && !revisits
+}
+
+/// Whether `next` is about a packet that waited, however long: its skb is one of the
+/// journey's that no free has ended yet (queued for its neighbour's link-layer address, in a
+/// qdisc, on a socket), or `next` frees a copy of it (a neighbour probe clones the queued
+/// packet and frees the clone). The time window is for packets told apart by headers alone.
+fn held(journey: &[Sighting], next: &Sighting) -> bool {
+    let ended = |skb: u64| journey.iter().any(|s| s.skb == skb && s.ends_skb());
+    let alive = |skb: u64| skb != 0 && journey.iter().any(|s| s.skb == skb) && !ended(skb);
+    let any_alive = journey.iter().any(|s| alive(s.skb));
+    alive(next.skb) || (next.ends_skb() && next.skb != 0 && any_alive)
+}
+
+#[cfg(test)]
+mod tests;

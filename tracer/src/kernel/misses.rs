@@ -1,0 +1,72 @@
+//! Events the kernel skipped without telling the programs: a tracing program (`tp_btf`) does
+//! not run while it is already running on the same CPU, as when an interrupt inside it reaches
+//! its tracepoint again (a `kfree_skb` in the softirq that interrupted a `kfree_skb`). The
+//! kernel counts these per program as "recursion misses", which only `bpf_prog_info` shows;
+//! the ring buffer never hears of them, so `LOST` cannot count them.
+
+use std::{
+    collections::BTreeMap,
+    io,
+    os::fd::{AsFd, AsRawFd},
+};
+
+use anyhow::{Context, Result};
+use aya::Ebpf;
+use aya_obj::generated::bpf_prog_info;
+
+use crate::{
+    kernel::loader::TRACEPOINTS,
+    kernel::netfilter::{TRAMPOLINE_ENTRY, TRAMPOLINE_EXIT},
+};
+
+/// `BPF_OBJ_GET_INFO_BY_FD`.
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+/// `union bpf_attr` for `BPF_OBJ_GET_INFO_BY_FD`.
+#[repr(C)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// Where the trampolines' misses are counted: they stand in for all five netfilter hooks and
+/// cannot tell which one a skipped run was at.
+pub const NETFILTER: &str = "netfilter";
+
+/// Per hook, how many times the kernel skipped one of our tracing programs (tracepoints, and
+/// the netfilter trampolines under [`NETFILTER`]).
+pub fn per_hook(ebpf: &Ebpf) -> Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    let tracepoints = TRACEPOINTS.iter().flat_map(|tp| {
+        tp.programs
+            .iter()
+            .map(|(_, program)| (*program, tp.hook.name()))
+    });
+    let trampolines = [TRAMPOLINE_ENTRY, TRAMPOLINE_EXIT].map(|program| (program, NETFILTER));
+    for (program, hook) in tracepoints.chain(trampolines) {
+        // A tracepoint this kernel lacks was never loaded: it cannot have missed anything.
+        let Some(fd) = ebpf.program(program).and_then(|p| p.fd().ok()) else {
+            continue;
+        };
+        let missed = recursion_misses(fd.as_fd().as_raw_fd() as u32)
+            .with_context(|| format!("reading how often the kernel skipped {program}"))?;
+        if missed > 0 {
+            *out.entry(hook.to_string()).or_default() += missed;
+        }
+    }
+    Ok(out)
+}
+
+fn recursion_misses(fd: u32) -> io::Result<u64> {
+    // SAFETY: all-zero is a valid `bpf_prog_info` (plain integers).
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    let attr = InfoAttr {
+        bpf_fd: fd,
+        info_len: std::mem::size_of::<bpf_prog_info>() as u32,
+        info: &mut info as *mut bpf_prog_info as u64,
+    };
+    // The kernel writes at most `info_len` bytes into `info`, which outlives the call.
+    crate::kernel::nf_link::bpf_call(BPF_OBJ_GET_INFO_BY_FD, &attr)?;
+    Ok(info.recursion_misses)
+}

@@ -1,0 +1,192 @@
+//! The netfilter observation points of each traced namespace: two programs (first and last
+//! priority) on PREROUTING, LOCAL_IN, FORWARD, LOCAL_OUT and POSTROUTING, IPv4 and IPv6.
+//!
+//! Mechanisms, the first this kernel accepts (tried, not guessed from its version):
+//! - BPF netfilter links (6.4+), per namespace, at the first and last priority;
+//! - fentry and fexit programs on `nf_hook_slow` (BPF trampolines, 5.5+, refused by locked-down
+//!   kernels): global, they see every hook that has rules, before and after all of them;
+//! - none: a rule's drop is still seen by `kfree_skb` (reason NETFILTER_DROP), but not at
+//!   which hook; the explanations say so.
+
+use std::{collections::HashMap, os::fd::OwnedFd};
+
+use aya::{
+    programs::{FEntry, FExit},
+    Btf, Ebpf,
+};
+use tracer_common::hook::{netfilter_hook, Hook, Position};
+
+use crate::{
+    kernel::loader::{position_name, Attachment, EBPF_OBJECT},
+    kernel::netns::Netns,
+    kernel::nf_link::{self, NetfilterProgram, FAMILIES, HOOKS, PRIORITY_FIRST, PRIORITY_LAST},
+    kernel::verifier,
+};
+
+/// How this kernel lets the tracer see the netfilter hooks.
+enum Mechanism {
+    /// The two netfilter programs, linked in each namespace.
+    Links(Vec<(NetfilterProgram, Position)>),
+    /// fentry/fexit on `nf_hook_slow`, attached once for every namespace.
+    Trampolines,
+    /// Neither: why, for each.
+    None(String),
+}
+
+pub struct Netfilter {
+    mechanism: Mechanism,
+    /// Live hooks by namespace inode; dropping them detaches. Each holds a reference on its
+    /// namespace (Linux 6.12+), so a deleted namespace lives on until they go.
+    links: HashMap<u32, Vec<OwnedFd>>,
+}
+
+pub const TRAMPOLINE_ENTRY: &str = "tracer_nf_hook_entry";
+pub const TRAMPOLINE_EXIT: &str = "tracer_nf_hook_exit";
+const LINKS: &str = "BPF netfilter link";
+const TRAMPOLINES: &str = "fentry/fexit on nf_hook_slow";
+
+impl Netfilter {
+    /// Loads the netfilter programs against `ebpf`'s maps or, where the kernel has no such
+    /// program type, attaches the trampolines. Never fails: an error is kept and reported for
+    /// every namespace, and the other observation points carry on.
+    pub fn load(ebpf: &mut Ebpf) -> Netfilter {
+        let programs: Result<Vec<_>, String> = [
+            ("tracer_nf_first", Position::First),
+            ("tracer_nf_last", Position::Last),
+        ]
+        .into_iter()
+        .map(|(name, position)| {
+            nf_link::load(ebpf, EBPF_OBJECT, name)
+                .map(|p| (p, position))
+                .map_err(|e| e.to_string())
+        })
+        .collect();
+        let mechanism = match programs {
+            Ok(programs) => Mechanism::Links(programs),
+            Err(links) => match attach_trampolines(ebpf) {
+                Ok(()) => Mechanism::Trampolines,
+                Err(trampolines) => Mechanism::None(format!(
+                    "netfilter links (Linux 6.4): {links}; {TRAMPOLINES}: {trampolines}"
+                )),
+            },
+        };
+        Netfilter {
+            mechanism,
+            links: HashMap::new(),
+        }
+    }
+
+    /// Hooks both programs into every hook of `netns`: one attachment per (hook, family).
+    pub fn attach(&mut self, netns: &Netns) -> Vec<Attachment> {
+        let mut results = Vec::new();
+        for hooknum in HOOKS {
+            let hook = netfilter_hook(hooknum as u8).expect("hook numbers 0..=4");
+            for (pf, family) in FAMILIES {
+                let result = match &self.mechanism {
+                    Mechanism::None(e) => Err(e.clone()),
+                    Mechanism::Trampolines => Ok(TRAMPOLINES),
+                    Mechanism::Links(programs) => {
+                        attach_both(netns, programs, pf, hooknum).map(|links| {
+                            self.links.entry(netns.inode).or_default().extend(links);
+                            LINKS
+                        })
+                    }
+                };
+                results.push(attachment(netns, hook, family, result));
+            }
+        }
+        results
+    }
+
+    /// The hooks a packet may pass unseen: all of netfilter's unless links bracket them (the
+    /// trampolines see a hook only where some rule or conntrack is registered).
+    pub fn partial_hooks(&self) -> Vec<String> {
+        match self.mechanism {
+            Mechanism::Links(_) => Vec::new(),
+            Mechanism::Trampolines | Mechanism::None(_) => HOOKS
+                .filter_map(|h| netfilter_hook(h as u8))
+                .map(|h| h.name().to_string())
+                .collect(),
+        }
+    }
+
+    /// Whether hooks are attached in the namespace `inode`.
+    pub fn holds(&self, inode: u32) -> bool {
+        self.links.contains_key(&inode)
+    }
+
+    /// Detaches every hook in the namespace `inode`; whether it had any.
+    pub fn release(&mut self, inode: u32) -> bool {
+        self.links.remove(&inode).is_some()
+    }
+}
+
+/// Links the first and the last program to one hook of one family inside `netns`.
+fn attach_both(
+    netns: &Netns,
+    programs: &[(NetfilterProgram, Position)],
+    pf: u32,
+    hooknum: u32,
+) -> Result<Vec<OwnedFd>, String> {
+    netns
+        .run(|| {
+            programs
+                .iter()
+                .map(|(program, position)| {
+                    let priority = match position {
+                        Position::First => PRIORITY_FIRST,
+                        _ => PRIORITY_LAST,
+                    };
+                    nf_link::attach(program, pf, hooknum, priority)
+                        .map_err(|e| format!("{} priority: {e}", position_name(*position)))
+                })
+                .collect::<Result<Vec<_>, String>>()
+        })
+        .map_err(|e| e.to_string())?
+}
+
+fn attachment(netns: &Netns, hook: Hook, family: &str, result: Result<&str, String>) -> Attachment {
+    let (mechanism, error) = match result {
+        Ok(mechanism) => (Some(mechanism.to_string()), None),
+        Err(e) => (None, Some(e)),
+    };
+    Attachment {
+        hook,
+        point: family.to_string(),
+        netns: Some(netns.display_name()),
+        ifname: None,
+        mechanism,
+        error,
+        foreign_program: None,
+    }
+}
+
+/// Loads and attaches the fentry and fexit programs on `nf_hook_slow`: both or neither (an
+/// entry without its exit would make every packet at a hook with rules look dropped there).
+fn attach_trampolines(ebpf: &mut Ebpf) -> Result<(), String> {
+    let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+    let load = |e: aya::programs::ProgramError| verifier::describe(&e);
+    program::<FEntry>(ebpf, TRAMPOLINE_ENTRY)?
+        .load("nf_hook_slow", &btf)
+        .map_err(load)?;
+    program::<FExit>(ebpf, TRAMPOLINE_EXIT)?
+        .load("nf_hook_slow", &btf)
+        .map_err(load)?;
+    let exit_link = program::<FExit>(ebpf, TRAMPOLINE_EXIT)?
+        .attach()
+        .map_err(|e| format!("{e:#}"))?;
+    if let Err(e) = program::<FEntry>(ebpf, TRAMPOLINE_ENTRY)?.attach() {
+        let _ = program::<FExit>(ebpf, TRAMPOLINE_EXIT)?.detach(exit_link);
+        return Err(format!("{e:#}"));
+    }
+    Ok(())
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program>,
+{
+    ebpf.program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| format!("program {name} missing from the object"))
+}

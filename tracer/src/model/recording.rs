@@ -1,0 +1,143 @@
+//! The recorded stream (`trace --record FILE`, `explain FILE`): JSON lines of `event` records
+//! (decoded sightings) and, beside them, what explanations need from the live system: the live
+//! captures (`live_capture`), kernel counter changes (`counters`), the drop rules' counters
+//! (`rules`) and how the trace ended
+//! (`trace_end`).
+
+use std::{collections::BTreeMap, io::Write, path::Path};
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{
+    kernel::live_capture::LiveCapture, kernel::rules::NamespaceRules, model::gaps::Gap,
+    model::sighting::Sighting, model::trace_end::TraceEnd,
+};
+
+/// Changes of one namespace's kernel counters over the trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceCounters {
+    pub netns_name: String,
+    pub delta: BTreeMap<String, i64>,
+}
+
+/// What was recorded beside the events.
+#[derive(Debug, Default)]
+pub struct Context {
+    pub live: Vec<LiveCapture>,
+    pub counters: Vec<NamespaceCounters>,
+    /// The drop rules of each traced namespace, and how their counters rose.
+    pub rules: Vec<NamespaceRules>,
+    pub end: TraceEnd,
+}
+
+#[derive(Debug, Default)]
+pub struct Recording {
+    pub sightings: Vec<Sighting>,
+    pub context: Context,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TraceEndRecord {
+    end_ns: u64,
+    lost: u64,
+    /// Absent in recordings made before gaps were known.
+    #[serde(default)]
+    gaps: Vec<Gap>,
+    /// Absent where every hook was fully observed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    partial_hooks: Vec<String>,
+}
+
+fn tagged(value: impl Serialize, kind: &str) -> Result<Value> {
+    let mut value = serde_json::to_value(value)?;
+    value["type"] = kind.into();
+    Ok(value)
+}
+
+/// Creates the file a recording goes to, before tracing, so that an unwritable path fails at
+/// once and not after the trace. Mode 0600: events name the host's addresses and flows.
+pub fn create(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+pub fn write(file: std::fs::File, recording: &Recording) -> Result<()> {
+    let mut out = std::io::BufWriter::new(file);
+    for s in &recording.sightings {
+        writeln!(out, "{}", tagged(s, "event")?)?;
+    }
+    let context = &recording.context;
+    for live in &context.live {
+        writeln!(out, "{}", tagged(live, "live_capture")?)?;
+    }
+    for counters in &context.counters {
+        writeln!(out, "{}", tagged(counters, "counters")?)?;
+    }
+    for rules in &context.rules {
+        writeln!(out, "{}", tagged(rules, "rules")?)?;
+    }
+    let end = TraceEndRecord {
+        end_ns: context.end.end_ns,
+        lost: context.end.lost,
+        gaps: context.end.gaps.clone(),
+        partial_hooks: context.end.partial_hooks.clone(),
+    };
+    writeln!(out, "{}", tagged(end, "trace_end")?)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Reads a recording; records of other types (a `packet` or `stats` line) are skipped.
+pub fn read(path: &Path) -> Result<Recording> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut recording = Recording::default();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let at = || format!("{}:{}", path.display(), n + 1);
+        let value: Value =
+            serde_json::from_str(line).with_context(|| format!("{}: not a JSON line", at()))?;
+        let kind = value["type"].as_str().unwrap_or_default().to_string();
+        let context = &mut recording.context;
+        let bad = || format!("{}: not a valid {kind} record", at());
+        match kind.as_str() {
+            "event" => recording
+                .sightings
+                .push(serde_json::from_value(value).with_context(bad)?),
+            "live_capture" => context
+                .live
+                .push(serde_json::from_value(value).with_context(bad)?),
+            "counters" => context
+                .counters
+                .push(serde_json::from_value(value).with_context(bad)?),
+            "rules" => context
+                .rules
+                .push(serde_json::from_value(value).with_context(bad)?),
+            "trace_end" => {
+                let end: TraceEndRecord = serde_json::from_value(value).with_context(bad)?;
+                context.end = TraceEnd {
+                    end_ns: end.end_ns,
+                    lost: end.lost,
+                    gaps: end.gaps,
+                    partial_hooks: end.partial_hooks,
+                };
+            }
+            _ => {}
+        }
+    }
+    Ok(recording)
+}
+
+#[cfg(test)]
+mod fuzz;

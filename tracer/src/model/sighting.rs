@@ -1,0 +1,308 @@
+//! A decoded event: what one observation point saw, with names resolved. This is also the
+//! recorded stream (`type: "event"` JSON lines) that journeys are rebuilt from offline.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use serde::{Deserialize, Serialize};
+use tracer_common::{
+    event::{kind, Event},
+    hook::{tcp_event, Hook, Position},
+};
+
+use crate::kernel::kallsyms::Kallsyms;
+pub use crate::model::protocol::{ip_address, proto_name};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sighting {
+    pub ts_ns: u64,
+    pub cpu: u16,
+    /// Events this CPU lost just before this one (see [`crate::model::gaps`]).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub lost_before: u32,
+    /// Where it was seen; written by its name in the JSON contract (`xdp`, `tc_ingress`, ...).
+    pub hook: Hook,
+    /// `first`/`last` for bracketed hooks, absent otherwise.
+    #[serde(default, skip_serializing_if = "Position::is_only")]
+    pub position: Position,
+    pub netns: u32,
+    pub netns_name: Option<String>,
+    pub ifindex: u32,
+    pub ifname: Option<String>,
+    /// The other end, where the interface is a veth whose peer is in a namespace with a name:
+    /// the host side of container `web`'s veth says `web`'s `eth0`. Recorded with the event, as
+    /// the names are: `explain` has no live system to ask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<crate::kernel::veth::Peer>,
+    pub skb: u64,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub proto: String,
+    pub sport: u16,
+    pub dport: u16,
+    pub tcp_flags: crate::model::tcp_flags::TcpFlags,
+    pub tcp_seq: u32,
+    pub tcp_ack: u32,
+    pub ip_id: u32,
+    pub len: u32,
+    pub ip_len: u16,
+    pub gso_segs: u16,
+    /// Outermost VLAN id, where the point saw a tag (XDP and tc read the link layer; the
+    /// tracepoints and netfilter do not); absent when untagged.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub vlan: u16,
+    pub mark: u32,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// Drop reason name without its prefix, for `kfree_skb`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Symbolized kernel location of the drop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// What a hook-specific event says: `reset sent (NO_SOCKET)`, `retransmission`,
+    /// `icmp type 3 code 4 sent`, `driver returned 0`, `route via table 254`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Set when this point saw a tunnel's outer packet (the headers above are the outer
+    /// ones): the packet it carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<Box<crate::model::encapsulated::Encapsulated>>,
+    /// The packet's bytes as this point saw them, with `-w` (not part of the recording).
+    #[serde(skip)]
+    pub bytes: Option<PacketBytes>,
+}
+
+/// Bytes copied out of a packet by a kernel program.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PacketBytes {
+    /// The bytes start at the Ethernet header (XDP, tc) or else at the IP header.
+    pub ethernet: bool,
+    /// The packet's length from that start, of which `data` is the beginning.
+    pub orig_len: u32,
+    pub data: bytes::Bytes,
+}
+
+impl PacketBytes {
+    /// The bytes after an event in a ring buffer record, if the kernel copied any.
+    pub fn from_record(record: &[u8]) -> Option<PacketBytes> {
+        let (link, orig_len, data) = Event::captured(record)?;
+        Some(PacketBytes {
+            ethernet: link == tracer_common::event::link::ETHERNET,
+            orig_len: orig_len.max(data.len() as u32),
+            data: bytes::Bytes::copy_from_slice(data),
+        })
+    }
+}
+
+/// What turns numbers from the kernel into names a person reads.
+#[derive(Default)]
+pub struct Names {
+    pub netns: HashMap<u32, String>,
+    pub interfaces: HashMap<(u32, u32), String>,
+    pub drop_reasons: HashMap<u32, String>,
+    pub reset_reasons: HashMap<u32, String>,
+    /// (netns, ifindex) -> "NAME (id N)" of another tool's XDP program on that interface.
+    pub foreign_xdp: HashMap<(u32, u32), String>,
+    /// (netns, port ifindex) -> ifindex of the bridge the port belongs to.
+    pub bridge_of: HashMap<(u32, u32), u32>,
+    /// (netns, veth ifindex) -> the other end of the veth (see [`crate::kernel::veth`]).
+    pub veth_peers: HashMap<(u32, u32), crate::kernel::veth::Peer>,
+    pub kallsyms: Kallsyms,
+}
+
+impl Sighting {
+    /// The sighting an event tells of; `None` for a hook this build does not know (an event
+    /// from another build's kernel object).
+    pub fn decode(event: &Event, names: &Names) -> Option<Sighting> {
+        let (h, p) = (&event.header, &event.packet);
+        let hook = Hook::from_u8(h.hook)?;
+        let position = Position::from_u8(h.position);
+        let is_drop = h.kind == kind::DROP;
+        let location = is_drop.then(|| names.kallsyms.symbolize(event.detail.location));
+        let ifname = names.interfaces.get(&(h.netns, h.ifindex)).cloned();
+        let note = match (&location, names.foreign_xdp.get(&(h.netns, h.ifindex))) {
+            // The kernel frees what an XDP program dropped in its XDP code (veth, generic XDP).
+            (Some(at), Some(program)) if at.contains("xdp") => Some(format!(
+                "dropped by the XDP program {program} on {}",
+                ifname.as_deref().unwrap_or("this interface")
+            )),
+            // A bridge port's point names its bridge: where a frame crosses the bridge the
+            // tracer sees only the ports (and br_netfilter's IP hooks on the bridge).
+            _ => note(event, names).or_else(|| {
+                let port_point = matches!(
+                    Hook::from_u8(h.hook),
+                    Some(
+                        Hook::Xdp
+                            | Hook::NetifReceive
+                            | Hook::TcIngress
+                            | Hook::TcEgress
+                            | Hook::DevXmit
+                    )
+                );
+                port_point.then_some(())?;
+                let bridge = names.bridge_of.get(&(h.netns, h.ifindex))?;
+                let name = names.interfaces.get(&(h.netns, *bridge))?;
+                Some(port_note(name))
+            }),
+        };
+        Some(Sighting {
+            ts_ns: h.ts_ns,
+            cpu: h.cpu,
+            lost_before: h.lost_before,
+            hook,
+            position,
+            netns: h.netns,
+            netns_name: names.netns.get(&h.netns).cloned(),
+            ifindex: h.ifindex,
+            ifname,
+            peer: names.veth_peers.get(&(h.netns, h.ifindex)).cloned(),
+            skb: h.skb,
+            src: address(hook, p.l3_proto, &p.saddr),
+            dst: address(hook, p.l3_proto, &p.daddr),
+            proto: proto_name(p.l3_proto, p.l4_proto),
+            sport: p.sport,
+            dport: p.dport,
+            // Only TCP has flags; the byte is another protocol's otherwise.
+            tcp_flags: crate::model::tcp_flags::TcpFlags(if p.l4_proto == 6 {
+                p.tcp_flags
+            } else {
+                0
+            }),
+            tcp_seq: p.tcp_seq,
+            tcp_ack: p.tcp_ack,
+            ip_id: p.ip_id,
+            len: p.pkt_len,
+            ip_len: p.ip_len,
+            gso_segs: p.gso_segs,
+            vlan: p.vlan,
+            mark: p.mark,
+            icmp_type: p.icmp_type,
+            icmp_code: p.icmp_code,
+            reason: is_drop.then(|| {
+                let reason = event.detail.reason;
+                names
+                    .drop_reasons
+                    .get(&reason)
+                    .cloned()
+                    .unwrap_or_else(|| format!("reason {reason}"))
+            }),
+            location,
+            note,
+            tunnel: crate::model::encapsulated::decode(event),
+            bytes: None,
+        })
+    }
+
+    pub fn is_drop(&self) -> bool {
+        self.hook == Hook::KfreeSkb
+    }
+
+    /// Whether this is a point of the packet's path through the stack (XDP to the driver), as
+    /// opposed to an end of life (free, socket read) or an annotation (TCP, ICMP, routing).
+    pub fn on_path(&self) -> bool {
+        matches!(
+            self.hook,
+            Hook::Xdp
+                | Hook::NetifReceive
+                | Hook::TcIngress
+                | Hook::NfPrerouting
+                | Hook::NfLocalIn
+                | Hook::NfForward
+                | Hook::NfLocalOut
+                | Hook::NfPostrouting
+                | Hook::TcEgress
+                | Hook::DevXmit
+        )
+    }
+
+    /// Whether the skb was freed here (dropped or consumed): its address is then reused.
+    pub fn ends_skb(&self) -> bool {
+        self.is_drop() || self.hook == Hook::ConsumeSkb
+    }
+}
+
+/// The hook-specific part of an event, in words.
+fn note(event: &Event, names: &Names) -> Option<String> {
+    let (verdict, reason) = (event.detail.verdict, event.detail.reason);
+    match Hook::from_u8(event.header.hook)? {
+        Hook::Tcp => Some(match verdict {
+            tcp_event::SEND_RESET => match names.reset_reasons.get(&reason) {
+                Some(why) => format!("reset sent ({why})"),
+                None => "reset sent".to_string(),
+            },
+            tcp_event::RECEIVE_RESET => "reset received".to_string(),
+            tcp_event::RETRANSMIT => "retransmission".to_string(),
+            tcp_event::BAD_CSUM => "bad checksum, discarded".to_string(),
+            other => format!("tcp event {other}"),
+        }),
+        Hook::IcmpSend => Some(format!(
+            "answered with icmp type {} code {}",
+            verdict >> 8,
+            verdict & 0xff
+        )),
+        Hook::FibLookup => Some(match verdict as i32 {
+            0 => format!("route found in table {reason}"),
+            err => format!("no route in table {reason} (error {err})"),
+        }),
+        Hook::DevXmit if Position::from_u8(event.header.position) == Position::Last => {
+            Some(match verdict as i32 {
+                0 => "driver accepted it".to_string(),
+                rc => format!("driver returned {rc}"),
+            })
+        }
+        Hook::Socket => Some(format!("{verdict} bytes read by the application")),
+        _ => None,
+    }
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero(value: &u16) -> bool {
+    *value == 0
+}
+
+/// The address as the packet carries it. A TCP event that knows only the socket gives the
+/// socket's addresses: a dual-stack IPv6 socket talking IPv4 has them v4-mapped
+/// (`::ffff:10.0.0.1`), while its packets carry plain IPv4 ones.
+fn address(hook: Hook, l3_proto: u16, bytes: &[u8; 16]) -> Option<IpAddr> {
+    match ip_address(l3_proto, bytes)? {
+        IpAddr::V6(v6) if hook == Hook::Tcp => {
+            Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
+        }
+        plain => Some(plain),
+    }
+}
+
+/// The note on a sighting at a bridge port: `port of bridge br0` (kept in recordings, so
+/// replays know the bridge; `analysis::bridge` reads it).
+pub const PORT_NOTE: &str = "port of bridge ";
+
+/// The note of a point on a bridge port.
+pub fn port_note(bridge: &str) -> String {
+    format!("{PORT_NOTE}{bridge}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use tracer_common::parse::ETH_P_IPV6;
+
+    #[test]
+    fn a_socket_event_of_a_dual_stack_socket_names_the_ipv4_address_its_packets_carry() {
+        let mut mapped = [0u8; 16];
+        mapped[10..12].copy_from_slice(&[0xff, 0xff]);
+        mapped[12..].copy_from_slice(&[10, 203, 0, 2]);
+        let v4: IpAddr = "10.203.0.2".parse().unwrap();
+        assert_eq!(address(Hook::Tcp, ETH_P_IPV6, &mapped), Some(v4));
+        // A packet's own headers are what they are.
+        assert_ne!(address(Hook::TcIngress, ETH_P_IPV6, &mapped), Some(v4));
+        let plain: IpAddr = "fd00::2".parse().unwrap();
+        let IpAddr::V6(v6) = plain else {
+            unreachable!()
+        };
+        assert_eq!(address(Hook::Tcp, ETH_P_IPV6, &v6.octets()), Some(plain));
+    }
+}

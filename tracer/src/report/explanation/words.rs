@@ -1,0 +1,201 @@
+//! The vocabulary of explanations: hooks, packets, drop causes and ICMP messages in words.
+
+use tracer_common::hook::Hook;
+
+use crate::{
+    analysis::journey::Journey,
+    model::drop_reason::{self, DropClass},
+    model::sighting::Sighting,
+};
+
+/// A hook as people know it: netfilter hooks with the iptables chain that runs there.
+pub fn hook_words(hook: &str) -> &str {
+    match hook {
+        "nf_prerouting" => "PREROUTING",
+        "nf_local_in" => "LOCAL_IN (iptables INPUT)",
+        "nf_forward" => "FORWARD",
+        "nf_local_out" => "LOCAL_OUT (iptables OUTPUT)",
+        "nf_postrouting" => "POSTROUTING",
+        "tc_ingress" => "tc ingress",
+        "tc_egress" => "tc egress",
+        "netif_receive" => "the receive tap",
+        "dev_xmit" => "the driver",
+        other => other,
+    }
+}
+
+pub fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// "SYN", "SYN-ACK", "data", "echo request", "datagram".
+pub fn packet_kind(s: &Sighting) -> String {
+    match s.proto.as_str() {
+        "tcp" => {
+            let header_only = s.ip_len > 0 && s.ip_len <= tcp_header_end(s);
+            let flags: Vec<&str> = s.tcp_flags.names().filter(|f| *f != "PSH").collect();
+            match flags.as_slice() {
+                ["ACK"] if !header_only => "data".to_string(),
+                [] => "segment without flags".to_string(),
+                flags => flags.join("-"),
+            }
+        }
+        "udp" => "datagram".to_string(),
+        "icmp" | "icmpv6" => match (s.proto.as_str(), s.icmp_type) {
+            ("icmp", 8) | ("icmpv6", 128) => "echo request".to_string(),
+            ("icmp", 0) | ("icmpv6", 129) => "echo reply".to_string(),
+            ("icmp", t) => icmp_message(t, s.icmp_code),
+            (_, t) => format!("type {t} code {}", s.icmp_code),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// IPv4 + TCP headers with the options Linux puts on data segments (timestamps): a segment no
+/// longer than this carries no payload. IPv6 headers are 20 bytes longer.
+fn tcp_header_end(s: &Sighting) -> u16 {
+    let ip = if s.src.is_some_and(|ip| ip.is_ipv6()) {
+        40
+    } else {
+        20
+    };
+    ip + 32
+}
+
+/// "TCP SYN 10.0.0.1:40000 > 10.0.0.2:8080", "ICMP echo request 10.0.0.1 > 10.0.0.2".
+pub fn packet_words(s: &Sighting) -> String {
+    let endpoint = |ip: Option<std::net::IpAddr>, port: u16| {
+        let ip = ip.map_or("?".to_string(), |ip| ip.to_string());
+        match s.proto.as_str() {
+            "tcp" | "udp" => format!("{ip}:{port}"),
+            _ => ip,
+        }
+    };
+    format!(
+        "{} {} {} > {}",
+        s.proto.to_uppercase(),
+        packet_kind(s),
+        endpoint(s.src, s.sport),
+        endpoint(s.dst, s.dport)
+    )
+}
+
+/// "tally" of packet kinds, in order of first appearance: "3 SYN, 1 SYN-ACK".
+pub fn tally(kinds: &[String]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for kind in kinds {
+        match counts.iter_mut().find(|(k, _)| k == kind) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((kind, 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The ICMP message an `icmp_send` annotation ("answered with icmp type 3 code 4") sent.
+pub fn icmp_words(s: &Sighting) -> String {
+    let numbers: Vec<u8> = s
+        .note
+        .as_deref()
+        .unwrap_or_default()
+        .split(' ')
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (t, c) = match numbers.as_slice() {
+        [t, c] => (*t, *c),
+        _ => return "an error".to_string(),
+    };
+    icmp_message(t, c)
+}
+
+/// The name of an ICMP (v4) message.
+pub fn icmp_message(t: u8, c: u8) -> String {
+    match (t, c) {
+        (3, 0) => "network unreachable".to_string(),
+        (3, 1) => "host unreachable".to_string(),
+        (3, 3) => "port unreachable".to_string(),
+        (3, 4) => "fragmentation needed".to_string(),
+        (3, 13) => "communication administratively prohibited".to_string(),
+        (11, 0) => "time exceeded (TTL reached zero)".to_string(),
+        (t, c) => format!("type {t} code {c}"),
+    }
+}
+
+/// Who or what dropped the packet, in words, from its drop reason and where it was last alive.
+pub fn drop_cause(journey: &Journey) -> String {
+    let fate = &journey.fate;
+    if let Some(by) = &fate.by {
+        return by.clone();
+    }
+    // A drop of the tunnel's outer packet is about its headers (no socket on UDP port 4789).
+    let s = super::tunnel_words::dropped_outer(journey).unwrap_or(journey.headers());
+    let alive = fate.hook.as_deref().unwrap_or("");
+    let ifname = super::fate_ifname(journey).unwrap_or_else(|| "?".to_string());
+    let after = match fate.point() {
+        Some(_) if alive == Hook::KfreeSkb.name() => {
+            " before any observation point saw it".to_string()
+        }
+        Some(p) => format!(" after {p}"),
+        None => String::new(),
+    };
+    match fate.reason.as_deref().unwrap_or("") {
+        "NETFILTER_DROP" if alive.starts_with("nf_") => {
+            format!("dropped by a netfilter rule at {}", hook_words(alive))
+        }
+        "NETFILTER_DROP" => format!("dropped by a netfilter rule{after}"),
+        "NEIGH_FAILED" => format!(
+            "dropped while it waited for its next hop's link-layer address on {ifname}: \
+             nobody answered ARP/ND"
+        ),
+        "NEIGH_QUEUEFULL" => format!(
+            "dropped while it waited for its next hop's link-layer address on {ifname}: too \
+             many packets were already waiting"
+        ),
+        "TC_INGRESS" => format!("dropped by a tc program at ingress of {ifname}"),
+        "TC_EGRESS" => format!("dropped by a tc program at egress of {ifname}"),
+        "NO_SOCKET" => format!(
+            "dropped because no socket listens on {} port {}",
+            s.proto.to_uppercase(),
+            s.dport
+        ),
+        "IP_INNOROUTES" | "IP_OUTNOROUTES" => format!(
+            "dropped because there is no route to {}",
+            s.dst.map_or("?".to_string(), |ip| ip.to_string())
+        ),
+        "PKT_TOO_BIG" => format!(
+            "dropped because, at {} bytes with Don't Fragment set, it is larger than the MTU of the next hop",
+            s.ip_len
+        ),
+        "IP_RPFILTER" => format!(
+            "dropped by the reverse-path filter (rp_filter): the route back to {} does not leave by {ifname}",
+            s.src.map_or("?".to_string(), |ip| ip.to_string())
+        ),
+        reason => match drop_reason::class(reason) {
+            DropClass::Resource => {
+                format!("dropped because a queue, a buffer or memory was full{after}")
+            }
+            DropClass::Check => format!(
+                "dropped because it failed a check of its headers, checksum or protocol \
+                 state{after}"
+            ),
+            DropClass::Policy => format!("dropped by a rule or a program{after}"),
+            DropClass::NoReceiver => format!("dropped because nothing here takes it{after}"),
+            DropClass::Routing => format!("dropped by routing{after}"),
+            DropClass::Neighbour => format!(
+                "dropped because its next hop's link-layer address could not be had{after}"
+            ),
+            DropClass::Device => format!("dropped because the device could not take it{after}"),
+            DropClass::NormalEnd | DropClass::Unspecified => {
+                format!("dropped by the kernel{after}")
+            }
+        },
+    }
+}

@@ -1,0 +1,255 @@
+//! Sinks: JSON lines (the contract of ARCHITECTURE.md) and text for people.
+
+use std::io::{self, Write};
+
+use serde_json::{json, Value};
+use tracer_common::hook::{Hook, Position};
+
+use crate::{
+    analysis::flow::Flow,
+    analysis::journey::Journey,
+    analysis::Analysis,
+    report::explanation::{self, words::packet_words},
+    report::paint::Paint,
+    report::stats::Stats,
+};
+
+pub use crate::report::SCHEMA_VERSION;
+
+pub fn packet_json(journey: &Journey, analysis: &Analysis) -> Value {
+    let first = journey.headers();
+    let path: Vec<Value> = journey
+        .sightings
+        .iter()
+        .map(|s| {
+            let mut point = json!({
+                "ts_ns": s.ts_ns,
+                "hook": s.hook,
+                "netns": s.netns,
+                "netns_name": s.netns_name,
+                "ifname": s.ifname,
+                "dir": s.hook.side().name(),
+            });
+            if let Some(position) = s.position.name() {
+                point["position"] = json!(position);
+            }
+            if let Some(note) = &s.note {
+                point["note"] = json!(note);
+            }
+            if let Some(peer) = &s.peer {
+                point["peer"] = json!(peer);
+            }
+            if let Some(outer) = crate::analysis::tunnel::path_note(s) {
+                point["encapsulated"] = json!(outer);
+            }
+            point
+        })
+        .collect();
+    let mut packet = json!({
+        "type": "packet",
+        "schema_version": SCHEMA_VERSION,
+        "id": journey.id,
+        "flow_id": (journey.flow_id != 0).then_some(journey.flow_id),
+        "src": first.src,
+        "dst": first.dst,
+        "proto": first.proto,
+        "sport": first.sport,
+        "dport": first.dport,
+        "tcp_flags": first.tcp_flags,
+        "ip_id": first.ip_id,
+        "tcp_seq": first.tcp_seq,
+        "len": first.ip_len,
+        "path": path,
+        "fate": journey.fate,
+        "capture": analysis.captures(journey.id),
+        "explanation": explanation::packet(journey, analysis),
+    });
+    if let Some(original) = analysis.retransmissions.get(&journey.id) {
+        packet["retransmission_of"] = json!(original);
+    }
+    if let Some(copy) = &journey.copy {
+        packet["copy_of"] = json!(copy.of);
+        packet["copy"] = json!(copy.made);
+    }
+    if first.proto.starts_with("icmp") {
+        packet["icmp_type"] = json!(first.icmp_type);
+        packet["icmp_code"] = json!(first.icmp_code);
+    }
+    if first.gso_segs > 1 {
+        packet["gso_segs"] = json!(first.gso_segs);
+    }
+    if journey.incomplete {
+        packet["incomplete"] = json!(true);
+    }
+    let culprits = explanation::culprits(journey, &analysis.context.rules);
+    if !culprits.is_empty() {
+        packet["rules"] = json!(culprits);
+    }
+    packet
+}
+
+pub fn flow_json(flow: &Flow, analysis: &Analysis) -> Value {
+    let mut value = serde_json::to_value(flow).unwrap_or_default();
+    value["type"] = json!("flow");
+    value["schema_version"] = json!(SCHEMA_VERSION);
+    value["packet_ids"] = json!(flow.journeys);
+    value["explanation"] = json!(explanation::flow(flow, analysis));
+    value
+}
+
+pub fn write_json(out: &mut impl Write, analysis: &Analysis, stats: &Stats) -> io::Result<()> {
+    for journey in &analysis.journeys {
+        writeln!(out, "{}", packet_json(journey, analysis))?;
+    }
+    for flow in &analysis.flows {
+        writeln!(out, "{}", flow_json(flow, analysis))?;
+    }
+    let mut stats = stats.to_json();
+    let (packets, flows) = incomplete(analysis);
+    stats["incomplete_packets"] = json!(packets);
+    stats["incomplete_flows"] = json!(flows);
+    stats["counters"] = json!(analysis.context.counters);
+    stats["counter_checks"] = json!(explanation::counter_sentences(analysis));
+    writeln!(out, "{stats}")
+}
+
+/// One block per flow: its packets along the path with the capture points drawn, their fates,
+/// then the flow's explanation.
+pub fn write_text(
+    out: &mut impl Write,
+    analysis: &Analysis,
+    stats: &Stats,
+    paint: Paint,
+) -> io::Result<()> {
+    for flow in &analysis.flows {
+        let title = format!(
+            "flow {}: {} {} <-> {}",
+            flow.id, flow.proto, flow.client, flow.server
+        );
+        writeln!(out, "{}", paint.bold(&title))?;
+        for journey in flow.journeys.iter().filter_map(|id| analysis.journey(*id)) {
+            write_packet(out, journey, analysis, paint)?;
+            // Its copies next to it, each a journey of its own.
+            for copy in flow.copies.iter().filter_map(|id| analysis.journey(*id)) {
+                if copy.copy.as_ref().is_some_and(|c| c.of == journey.id) {
+                    write_packet(out, copy, analysis, paint)?;
+                }
+            }
+        }
+        writeln!(out, "  why:")?;
+        for sentence in explanation::flow(flow, analysis) {
+            writeln!(out, "    {sentence}")?;
+        }
+        writeln!(out)?;
+    }
+    for journey in analysis.journeys.iter().filter(|j| j.flow_id == 0) {
+        write_packet(out, journey, analysis, paint)?;
+    }
+    for sentence in explanation::counter_sentences(analysis) {
+        writeln!(out, "{sentence}")?;
+    }
+    writeln!(out, "{}", stats.summary())?;
+    let (packets, flows) = incomplete(analysis);
+    if packets > 0 {
+        let line = format!(
+            "{packets} packets in {flows} flows may be incomplete: events were lost while they \
+             were alive (marked 'incomplete' above)"
+        );
+        writeln!(out, "{}", paint.fate("unknown", &line))?;
+    }
+    Ok(())
+}
+
+/// Packets, and flows with such packets, that events lost may have cut.
+fn incomplete(analysis: &Analysis) -> (usize, usize) {
+    let packets = analysis.journeys.iter().filter(|j| j.incomplete).count();
+    let flows = analysis
+        .flows
+        .iter()
+        .filter(|f| f.incomplete_packets > 0)
+        .count();
+    (packets, flows)
+}
+
+fn write_packet(
+    out: &mut impl Write,
+    journey: &Journey,
+    analysis: &Analysis,
+    paint: Paint,
+) -> io::Result<()> {
+    let s = journey.headers();
+    let copy = journey
+        .copy
+        .as_ref()
+        .map_or(String::new(), |c| format!(" (a copy of packet {})", c.of));
+    writeln!(
+        out,
+        "  packet {}: {} len {}{copy}",
+        journey.id,
+        packet_words(s),
+        s.ip_len
+    )?;
+    let start = journey.sightings[0].ts_ns;
+    for point in &journey.sightings {
+        let ifname = point
+            .ifname
+            .as_deref()
+            .map(|ifname| crate::kernel::veth::with_peer(ifname, point.peer.as_ref()));
+        let place = match (&point.netns_name, &ifname) {
+            (Some(ns), Some(ifname)) => format!("{ns}/{ifname}"),
+            (None, Some(ifname)) => ifname.clone(),
+            (Some(ns), None) => ns.clone(),
+            (None, None) => format!("netns:{}", point.netns),
+        };
+        // tcpdump's tap: just before the driver on the way out, just after netif_receive in.
+        let tap = paint.tap(&format!("    {:->14} tcpdump on {place} {:-<20}", "", ""));
+        if point.hook == Hook::DevXmit && point.position == Position::First {
+            writeln!(out, "{tap}")?;
+        }
+        let extra = match (&point.reason, &point.location, &point.note) {
+            (Some(reason), Some(location), _) => format!("  reason {reason} at {location}"),
+            (_, _, Some(note)) => format!("  {note}"),
+            _ => String::new(),
+        };
+        // The outer packet a tunnel made of it: where it crosses the underlay.
+        let extra = match crate::analysis::tunnel::path_note(point) {
+            Some(outer) => format!("  [{outer}]{extra}"),
+            None => extra,
+        };
+        let hook = match point.position.name() {
+            Some(position) => format!("{} ({position})", point.hook),
+            None => point.hook.name().to_string(),
+        };
+        let offset_us = point.ts_ns.saturating_sub(start) as f64 / 1000.0;
+        writeln!(out, "    +{offset_us:>9.1}us  {hook:<22} {place}{extra}")?;
+        if point.hook == Hook::NetifReceive {
+            writeln!(out, "{tap}")?;
+        }
+    }
+    let fate = &journey.fate;
+    // A copy's end is not a packet's fate: it is said plainly, never painted as a problem.
+    let (label, painted_as) = match journey.copy {
+        Some(_) => ("end of the copy", "copy"),
+        None => ("fate", fate.kind.name()),
+    };
+    let mut line = format!("    {label}: {}", fate.kind.name());
+    if let Some(point) = fate.point() {
+        let at = if fate.kind == crate::analysis::fate::FateKind::Dropped {
+            "after"
+        } else {
+            "at"
+        };
+        line.push_str(&format!(" {at} {point}"));
+    }
+    if let Some(reason) = &fate.reason {
+        line.push_str(&format!(", reason {reason}"));
+    }
+    writeln!(out, "{}", paint.fate(painted_as, &line))?;
+    if journey.incomplete {
+        writeln!(out, "    incomplete: events were lost while it was alive")?;
+    }
+    for sentence in explanation::packet(journey, analysis) {
+        writeln!(out, "      {sentence}")?;
+    }
+    Ok(())
+}

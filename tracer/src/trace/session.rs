@@ -1,0 +1,465 @@
+//! A tracing session: kernel programs loaded and attached, events read until told to stop.
+
+use std::{collections::BTreeMap, future::Future, time::Instant};
+
+use anyhow::{Context, Result};
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    Ebpf,
+};
+use tokio::io::unix::AsyncFd;
+use tracer_common::{
+    config::{iface_key, TraceConfig},
+    event::Event,
+    hook::Hook,
+    names,
+};
+
+use crate::{
+    analysis::fate::TraceEnd,
+    kernel::counters,
+    kernel::filter::Filter,
+    kernel::kallsyms::Kallsyms,
+    kernel::kernel_btf::KernelBtf,
+    kernel::live_capture::{self, LiveCapture},
+    kernel::loader::{self, Attachment, InterfacePrograms, TcMode},
+    kernel::netfilter::Netfilter,
+    kernel::netns::{self, Netns, NetnsRef},
+    kernel::rules::{self, NamespaceRules},
+    model::gaps,
+    model::recording::{self, NamespaceCounters, Recording},
+    model::sighting::{Names, PacketBytes, Sighting},
+    report::stats::Stats,
+    report::status::Status,
+    trace::usage::Usage,
+};
+
+pub struct TraceOptions {
+    /// Namespace specs (`NAME`, path, `pid:N`, `.`, `all`); empty means our own.
+    pub netns: Vec<String>,
+    /// Interfaces to attach XDP and tc to; empty means all but loopback.
+    pub interfaces: Vec<String>,
+    /// The compiled tcpdump filter; `None` traces every packet.
+    pub filter: Option<Filter>,
+    pub ring_bytes: u32,
+    /// Stop once this many packets were seen (`-c`).
+    pub count: Option<usize>,
+    /// Packet bytes the kernel copies into each event (`-w`); 0 for none.
+    pub snaplen: u16,
+    /// Attach our own XDP program (`--xdp`): the driver receive point, at a cost (see
+    /// `TraceArgs::xdp`).
+    pub xdp: bool,
+    /// How tc programs are attached (`--tc`).
+    pub tc: TcMode,
+    /// The most events kept in memory (`--max-events`): the bound on the trace's tables.
+    pub max_events: usize,
+}
+
+pub struct Session {
+    ebpf: Ebpf,
+    /// Holds the netfilter links: dropping it detaches them.
+    netfilter: Netfilter,
+    /// Holds the tc filters of kernels without tcx: dropping it removes them.
+    _interface_programs: InterfacePrograms,
+    ring: AsyncFd<RingBuf<MapData>>,
+    names: Names,
+    pub attachments: Vec<Attachment>,
+    /// Whether our XDP program was asked for (`--xdp`).
+    pub xdp: bool,
+    started: Instant,
+    /// Not held open: a namespace deleted during the trace must be able to go.
+    namespaces: Vec<NetnsRef>,
+    /// Each namespace's kernel counters when tracing started (see [`counters`]).
+    counters_before: Vec<Option<counters::Counters>>,
+    /// Each namespace's netfilter rules when tracing started (see [`rules`]).
+    rules_before: Vec<Option<rules::Ruleset>>,
+    live: Vec<LiveCapture>,
+    count: Option<usize>,
+    /// The bound on what a trace holds (`--max-events`).
+    max_events: usize,
+}
+
+/// How long events keep coming in after `-c` was reached, so that the counted packets'
+/// journeys are complete (a packet crosses the whole stack in microseconds).
+const COUNT_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
+impl Session {
+    /// Loads and attaches everything. Must run inside a tokio runtime.
+    pub fn start(options: &TraceOptions) -> Result<Session> {
+        let namespaces = open_namespaces(&options.netns)?;
+        let btf = KernelBtf::load()?;
+        let offsets = btf.offsets()?;
+        let filter = options.filter.as_ref();
+        let config = TraceConfig {
+            netns_filter: 1,
+            iface_filter: u8::from(!options.interfaces.is_empty()),
+            filter_l2: u8::from(filter.is_some_and(|f| f.l2.is_some())),
+            filter_l3: u8::from(filter.is_some_and(|f| f.l3.is_some())),
+            snaplen: options.snaplen,
+            ..TraceConfig::default()
+        };
+        let mut ebpf = loader::load(&offsets, &config, options.ring_bytes)?;
+        if let Some(filter) = filter {
+            loader::load_filter(&mut ebpf, filter)?;
+        }
+
+        let mut traced: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
+            ebpf.map_mut(names::TRACED_NETNS)
+                .context("map TRACED_NETNS missing")?,
+        )?;
+        for ns in &namespaces {
+            traced.insert(ns.inode, 1, 0)?;
+        }
+
+        let named = netns::named_paths();
+        // Where a veth's peer may be: the traced namespaces, and those the user has a name for.
+        let known: Vec<Netns> = named
+            .iter()
+            .filter(|(inode, _)| !namespaces.iter().any(|ns| ns.inode == **inode))
+            .filter_map(|(inode, (name, path))| Netns::at(path, *inode, name))
+            .collect();
+        let mut names = Names {
+            netns: named
+                .into_iter()
+                .map(|(inode, (name, _))| (inode, name))
+                .collect(),
+            drop_reasons: btf.drop_reasons(),
+            reset_reasons: btf.reset_reasons(),
+            kallsyms: Kallsyms::load(),
+            ..Names::default()
+        };
+        let mut attachments = loader::attach_tracepoints(&mut ebpf, &btf);
+        let mut interface_programs = InterfacePrograms::load(&mut ebpf, options.xdp, options.tc);
+        let mut netfilter = Netfilter::load(&mut ebpf);
+        let mut traced_ifaces: BpfHashMap<_, u64, u8> = BpfHashMap::try_from(
+            ebpf.take_map(names::TRACED_IFACES)
+                .context("map TRACED_IFACES missing")?,
+        )?;
+        let mut matched_interfaces = Vec::new();
+        for ns in &namespaces {
+            attachments.extend(netfilter.attach(ns));
+            crate::trace::fault::panic_point("attach");
+            let interfaces = ns.run(netns::interfaces)?;
+            let ports = ns.run(|| crate::analysis::bridge::masters(&interfaces))?;
+            for (port, bridge) in ports {
+                names.bridge_of.insert((ns.inode, port), bridge);
+            }
+            let traced_and_known: Vec<&Netns> = namespaces.iter().chain(&known).collect();
+            for (ifindex, peer) in crate::kernel::veth::peers(ns, &interfaces, &traced_and_known) {
+                names.veth_peers.insert((ns.inode, ifindex), peer);
+            }
+            for (ifindex, ifname) in interfaces {
+                names.interfaces.insert((ns.inode, ifindex), ifname.clone());
+                let wanted = if options.interfaces.is_empty() {
+                    ifname != "lo"
+                } else {
+                    options.interfaces.contains(&ifname)
+                };
+                if wanted {
+                    traced_ifaces.insert(iface_key(ns.inode, ifindex), 1, 0)?;
+                    matched_interfaces.push(ifname.clone());
+                    let attached = interface_programs.attach(&mut ebpf, ns, &ifname);
+                    for program in attached.iter().filter_map(|a| a.foreign_program.clone()) {
+                        names.foreign_xdp.insert((ns.inode, ifindex), program);
+                    }
+                    attachments.extend(attached);
+                }
+            }
+        }
+        if let Some(missing) = options
+            .interfaces
+            .iter()
+            .find(|i| !matched_interfaces.contains(i))
+        {
+            return Err(Usage(format!(
+                "unknown interface '{missing}' (not in any traced namespace)"
+            ))
+            .into());
+        }
+
+        let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("map EVENTS missing")?)?;
+        // SAFETY: the ring buffer owns its map fd, which stays open and unchanged until the
+        // AsyncFd (which owns the ring buffer) is dropped.
+        let ring = unsafe { AsyncFd::register(ring) }
+            .map_err(|e| anyhow::anyhow!("cannot poll the event ring buffer: {e}"))?;
+        let counters_before = namespaces
+            .iter()
+            .map(|ns| ns.run(counters::read).ok().and_then(Result::ok))
+            .collect();
+        let rules_before = namespaces
+            .iter()
+            .map(|ns| ns.run(rules::read).ok())
+            .collect();
+        Ok(Session {
+            ebpf,
+            netfilter,
+            _interface_programs: interface_programs,
+            ring,
+            names,
+            attachments,
+            xdp: options.xdp,
+            started: Instant::now(),
+            namespaces: namespaces.into_iter().map(Netns::remember).collect(),
+            counters_before,
+            rules_before,
+            live: live_capture::scan(),
+            count: options.count,
+            max_events: options.max_events,
+        })
+    }
+
+    /// Reads events until `stop` completes, then drains what is left.
+    pub async fn collect(&mut self, stop: impl Future<Output = ()>) -> Result<(Recording, Stats)> {
+        let mut sightings = Vec::new();
+        let mut stats = Stats::default();
+        let mut counted = PacketCount::default();
+        let mut status = Status::for_stderr();
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tokio::pin!(stop);
+        crate::trace::fault::panic_point("tracing");
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tick.tick() => {
+                    self.let_deleted_namespaces_go();
+                    if let Some(status) = status.as_mut() {
+                        status.draw(self.lost_counts()?.0.values().sum());
+                    }
+                }
+                guard = self.ring.readable_mut() => {
+                    let mut guard = guard?;
+                    let (seen, not_kept) = (sightings.len(), stats.not_kept);
+                    let ring = guard.get_inner_mut();
+                    drain(ring, &self.names, self.max_events, &mut sightings, &mut stats);
+                    guard.clear_ready();
+                    if let Some(status) = status.as_mut() {
+                        status.add(&sightings[seen..], stats.not_kept - not_kept);
+                    }
+                    if self.count.is_some_and(|n| counted.add(&sightings[seen..]) >= n) {
+                        let _ = tokio::time::timeout(COUNT_GRACE, &mut stop).await;
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(status) = &status {
+            status.erase();
+        }
+        let end_ns = crate::kernel::clock::monotonic_ns();
+        let ring = self.ring.get_mut();
+        drain(
+            ring,
+            &self.names,
+            self.max_events,
+            &mut sightings,
+            &mut stats,
+        );
+        (stats.lost, stats.lost_per_cpu) = self.lost_counts()?;
+        stats.missed = crate::kernel::misses::per_hook(&self.ebpf)?;
+        stats.duration_ns = self.started.elapsed().as_nanos() as u64;
+        let context = recording::Context {
+            live: self.live_captures(),
+            counters: self.counter_changes(),
+            rules: self.rule_changes(),
+            // Events not kept count as lost: journeys they cut are marked incomplete.
+            end: TraceEnd {
+                end_ns,
+                lost: stats.lost_total() + stats.not_kept + stats.missed_total(),
+                gaps: gaps::find(&sightings, &stats.lost_per_cpu, stats.not_kept, end_ns)
+                    .into_iter()
+                    .chain(gaps::anywhere(stats.missed_total(), end_ns))
+                    .collect(),
+                partial_hooks: self.netfilter.partial_hooks(),
+            },
+        };
+        Ok((Recording { sightings, context }, stats))
+    }
+
+    /// The live captures seen when tracing started and when it stopped: a tcpdump may have come
+    /// or gone in between.
+    fn live_captures(&self) -> Vec<LiveCapture> {
+        let mut live = self.live.clone();
+        for capture in live_capture::scan() {
+            if !live
+                .iter()
+                .any(|c| c.pid == capture.pid && c.inode == capture.inode)
+            {
+                live.push(capture);
+            }
+        }
+        live
+    }
+
+    /// Detaches the netfilter hooks of each traced namespace that was deleted (its name gone,
+    /// no process left in it): they hold a reference on it, and would keep it, its interfaces
+    /// and their veth peers alive until the tracer exits.
+    fn let_deleted_namespaces_go(&mut self) {
+        let mut in_use = None;
+        for ns in &self.namespaces {
+            if ns.reopen().is_some() || !self.netfilter.holds(ns.inode) {
+                continue;
+            }
+            let in_use = in_use.get_or_insert_with(netns::inodes_in_use);
+            if !in_use.contains(&ns.inode) && self.netfilter.release(ns.inode) {
+                eprintln!(
+                    "tracer: namespace {} was deleted: its netfilter points are detached so \
+                     that it can go",
+                    ns.display_name
+                );
+            }
+        }
+    }
+
+    /// How the counters of each traced namespace's drop rules rose while tracing.
+    fn rule_changes(&self) -> Vec<NamespaceRules> {
+        let mut out = Vec::new();
+        for (ns, before) in self.namespaces.iter().zip(&self.rules_before) {
+            let after = ns.reopen().and_then(|ns| ns.run(rules::read).ok());
+            if let (Some(before), Some(after)) = (before, after) {
+                out.push(NamespaceRules {
+                    netns_name: ns.display_name.clone(),
+                    rules: rules::changes(before, &after),
+                });
+            }
+        }
+        out
+    }
+
+    /// How each traced namespace's kernel counters changed while tracing.
+    fn counter_changes(&self) -> Vec<NamespaceCounters> {
+        let mut out = Vec::new();
+        for (ns, before) in self.namespaces.iter().zip(&self.counters_before) {
+            // A namespace deleted during the trace has no counters left to compare.
+            let after = ns
+                .reopen()
+                .and_then(|ns| ns.run(counters::read).ok())
+                .and_then(Result::ok);
+            if let (Some(before), Some(after)) = (before, after) {
+                out.push(NamespaceCounters {
+                    netns_name: ns.display_name.clone(),
+                    delta: counters::delta(before, &after),
+                });
+            }
+        }
+        out
+    }
+
+    /// Events the kernel could not queue, per hook and per CPU.
+    fn lost_counts(&self) -> Result<(BTreeMap<String, u64>, BTreeMap<u16, u64>)> {
+        let lost: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map(names::LOST).context("map LOST missing")?)?;
+        let (mut per_hook, mut per_cpu) = (BTreeMap::new(), BTreeMap::new());
+        for hook in Hook::ALL {
+            let counts = lost.get(&(hook as u32), 0)?;
+            for (cpu, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+                *per_hook.entry(hook.name().to_string()).or_default() += n;
+                *per_cpu.entry(cpu as u16).or_default() += n;
+            }
+        }
+        Ok((per_hook, per_cpu))
+    }
+}
+
+/// Runs a whole session on a fresh runtime: attach, report on stderr what could not be
+/// attached, call `once_attached` for the future that says when to stop, collect until then.
+pub fn trace<F, Stop>(options: &TraceOptions, once_attached: F) -> Result<(Recording, Stats)>
+where
+    F: FnOnce() -> Result<Stop>,
+    Stop: Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut session = Session::start(options)?;
+        crate::trace::attached::report_attachments(&session.attachments, session.xdp);
+        let stop = once_attached()?;
+        session.collect(stop).await
+    })
+}
+
+/// Decodes what the ring holds, up to `max_events` kept; the rest is only counted.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    names: &Names,
+    max_events: usize,
+    sightings: &mut Vec<Sighting>,
+    stats: &mut Stats,
+) {
+    while let Some(item) = ring.next() {
+        if sightings.len() >= max_events {
+            stats.not_kept += 1;
+            continue;
+        }
+        decode_record(&item, names, sightings, stats);
+    }
+}
+
+/// Decodes one ring buffer record into `sightings`, counting it in `stats`.
+pub fn decode_record(
+    record: &[u8],
+    names: &Names,
+    sightings: &mut Vec<Sighting>,
+    stats: &mut Stats,
+) {
+    match Event::from_bytes(record).and_then(|event| Sighting::decode(&event, names)) {
+        Some(mut sighting) => {
+            sighting.bytes = PacketBytes::from_record(record);
+            // The hook's name is allocated once per trace, not once per event.
+            match stats.events.get_mut(sighting.hook.name()) {
+                Some(count) => *count += 1,
+                None => {
+                    stats.events.insert(sighting.hook.name().to_string(), 1);
+                }
+            }
+            sightings.push(sighting);
+        }
+        None => stats.undecodable += 1,
+    }
+}
+
+/// Distinct packets among the sightings, for `-c`: by what NAT leaves alone (protocol, IP
+/// id, TCP sequence and acknowledgment, ICMP type, length). Approximate where those repeat
+/// (IPv6 UDP with a fixed flow label); the report then keeps exactly the first N journeys.
+#[derive(Default)]
+struct PacketCount(std::collections::HashSet<(String, u32, u32, u32, u8, u16)>);
+
+impl PacketCount {
+    fn add(&mut self, sightings: &[Sighting]) -> usize {
+        for s in sightings
+            .iter()
+            .filter(|s| s.on_path() && s.proto != "unknown")
+        {
+            let key = (
+                s.proto.clone(),
+                s.ip_id,
+                s.tcp_seq,
+                s.tcp_ack,
+                s.icmp_type,
+                s.ip_len,
+            );
+            self.0.insert(key);
+        }
+        self.0.len()
+    }
+}
+
+#[cfg(test)]
+mod fuzz;
+
+fn open_namespaces(specs: &[String]) -> Result<Vec<Netns>> {
+    if specs.is_empty() {
+        return Ok(vec![Netns::open(".")?]);
+    }
+    if specs.iter().any(|s| s == "all") {
+        return Ok(Netns::all()?);
+    }
+    let mut out: Vec<Netns> = Vec::new();
+    for spec in specs {
+        let ns = Netns::open(spec)?;
+        if !out.iter().any(|n| n.inode == ns.inode) {
+            out.push(ns);
+        }
+    }
+    Ok(out)
+}
