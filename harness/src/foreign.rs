@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 
 use crate::{
     bpf::{
-        bpf, LinkCreateAttr, ProgLoadAttr, BPF_LINK_CREATE, BPF_PROG_LOAD,
-        BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, BPF_TCX_EGRESS, BPF_TCX_INGRESS, BPF_XDP,
+        bpf, LinkCreateAttr, ProgLoadAttr, BPF_LINK_CREATE, BPF_PROG_LOAD, BPF_PROG_TYPE_SCHED_CLS,
+        BPF_PROG_TYPE_XDP, BPF_TCX_EGRESS, BPF_TCX_INGRESS, BPF_XDP,
     },
     netns::in_netns,
 };

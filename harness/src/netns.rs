@@ -99,4 +99,3 @@ pub fn named_with_prefix(prefix: &str) -> Vec<String> {
     names.sort();
     names
 }
-
