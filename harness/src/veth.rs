@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use crate::command::sh;
+use crate::{command::sh, netns::Netns};
 
 /// Runs the command lines that build a topology.
 pub trait Shell {
@@ -72,4 +72,23 @@ pub fn static_neighbours(
         "ip -n {ns_b} neigh replace {ip_a} lladdr {mac_a} dev {if_b} nud permanent"
     ))?;
     Ok(())
+}
+
+/// Two fresh namespaces joined by a veth pair, both removed on drop.
+pub struct Pair {
+    pub a: Netns,
+    pub b: Netns,
+}
+
+impl Pair {
+    /// Creates the namespaces of `a` and `b` (deleting leftovers of the same names) and the
+    /// veth between them.
+    pub fn create(a: &End, b: &End) -> Result<Pair> {
+        let pair = Pair {
+            a: Netns::create(a.netns)?,
+            b: Netns::create(b.netns)?,
+        };
+        veth(&mut Direct, a, b)?;
+        Ok(pair)
+    }
 }
