@@ -9,8 +9,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use super::topology::sh;
-use crate::netns::Netns;
+use harness::{in_netns, sh};
 
 fn addr(ip: &str, port: u16) -> Result<SocketAddr> {
     Ok(SocketAddr::new(ip.parse::<IpAddr>()?, port))
@@ -19,7 +18,7 @@ fn addr(ip: &str, port: u16) -> Result<SocketAddr> {
 /// A TCP listener inside `netns`, ready before the trace starts.
 pub fn listen(netns: &str, ip: &str, port: u16) -> Result<TcpListener> {
     let at = addr(ip, port)?;
-    let listener = Netns::open(netns)?.run(|| TcpListener::bind(at))??;
+    let listener = in_netns(netns, || TcpListener::bind(at))??;
     listener.set_nonblocking(true)?;
     Ok(listener)
 }
@@ -88,7 +87,7 @@ fn request(
 ) -> Result<(TcpStream, TcpStream)> {
     let to = addr(ip, port)?;
     let within = Duration::from_secs(10);
-    let mut client = Netns::open(netns)?.run(move || TcpStream::connect_timeout(&to, within))??;
+    let mut client = in_netns(netns, move || TcpStream::connect_timeout(&to, within))??;
     let (mut server, _) = accept(listener)?;
     client.write_all(&vec![b'q'; request_len])?;
     server.set_read_timeout(Some(within))?;
@@ -195,7 +194,7 @@ fn set_option<T>(conn: &TcpStream, level: libc::c_int, name: libc::c_int, value:
 /// wait, decides how many SYNs a lab sees.
 pub fn connect(netns: &str, ip: &str, port: u16) -> Result<bool> {
     let ip: std::net::Ipv4Addr = ip.parse()?;
-    Netns::open(netns)?.run(move || -> Result<bool> {
+    in_netns(netns, move || -> Result<bool> {
         // SAFETY: a new socket, owned by `conn` from here on, so it is closed on every path.
         let conn = unsafe {
             let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
@@ -241,7 +240,7 @@ pub fn ping(netns: &str, from: Option<&str>, ip: &str, count: u32, size: u32) ->
 pub fn send_bulk(netns: &str, ip: &str, port: u16, bytes: usize, timeouts: u8) -> Result<()> {
     let to = addr(ip, port)?;
     let within = Duration::from_secs(10);
-    Netns::open(netns)?.run(move || -> Result<()> {
+    in_netns(netns, move || -> Result<()> {
         let mut conn = TcpStream::connect_timeout(&to, within).context("connect")?;
         conn.set_write_timeout(Some(within))?;
         let _ = conn.write_all(&vec![b'm'; bytes]);
@@ -287,7 +286,7 @@ pub fn send_raw(netns: &str, segment: &Segment) -> Result<()> {
     packet[12..16].copy_from_slice(&src.octets());
     packet[16..20].copy_from_slice(&dst.octets());
     packet[20..].copy_from_slice(&tcp);
-    Netns::open(netns)?.run(move || -> Result<()> {
+    in_netns(netns, move || -> Result<()> {
         // SAFETY: plain socket calls on a descriptor we own and close.
         unsafe {
             // IPPROTO_RAW: we write the IP header, any source address included.
