@@ -20,28 +20,25 @@ pub fn command_in(ns: &str, line: &str) -> Command {
 /// Runs a command line; its stdout, or an error that names the line and holds its stderr.
 pub fn sh(line: &str) -> Result<String> {
     let program = line.split_whitespace().next().context("empty command")?;
-    let out = command(line)
+    checked(&mut command(line), program, format!("`{line}`"))
+}
+
+/// Runs `cmd`; its stdout, or an error with its stderr.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let name = format!("{cmd:?}");
+    checked(cmd, &name, &name)
+}
+
+/// Runs `cmd` with no input; its stdout, or an error that calls it `program` if it could not
+/// start and `line` if it failed.
+fn checked(cmd: &mut Command, program: &str, line: impl std::fmt::Display) -> Result<String> {
+    let out = cmd
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("cannot run {program}"))?;
     if !out.status.success() {
         bail!(
-            "`{line}` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Runs `cmd`; its stdout, or an error with its stderr.
-pub fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
+            "{line} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
