@@ -9,9 +9,10 @@ use super::{pair, routed, CLIENT, FAR_SERVER, PORT, SERVER};
 use crate::{
     fate::FateKind,
     lab::{
+        forged::{send_raw, Segment},
         scenario::{tcp, Expect, Scenario},
         topology::Topology,
-        traffic::{accept, close_in_order, connect, listen, send_raw, Segment},
+        traffic::{accept, close_in_order, connect, listen},
     },
 };
 
