@@ -5,16 +5,17 @@
 //! never pass silently: run them with `cargo xtask test` as root.
 
 pub mod docker;
-pub mod foreign;
 pub mod frames;
 pub mod oracle;
-mod programs;
 pub mod schema;
 pub mod servers;
 pub mod traffic;
 pub mod tshark;
 
-pub use programs::{assert_released, program_ids_of, still_loaded};
+mod programs;
+
+pub use harness::programs::program_ids_of;
+pub use programs::assert_released;
 
 use std::{
     path::{Path, PathBuf},
@@ -53,20 +54,12 @@ pub fn tracer_bin() -> PathBuf {
 
 /// Runs a command line (split on whitespace) and returns stdout; panics with stderr on failure.
 pub fn sh(line: &str) -> String {
-    let out = run(line);
-    assert!(
-        out.status.success(),
-        "`{line}` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    harness::sh(line).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Runs a command line and returns its output whatever the exit status.
 pub fn run(line: &str) -> Output {
-    let mut words = line.split_whitespace();
-    Command::new(words.next().expect("empty command"))
-        .args(words)
+    harness::command(line)
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run `{line}`: {e}"))
@@ -79,40 +72,41 @@ pub fn scratch(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("tracer-test-{}-{n}-{name}", std::process::id()))
 }
 
-/// A network namespace removed on drop.
-pub struct Netns {
-    pub name: String,
+/// A network namespace of this test process (`tt{pid}-{short}`), removed on drop. Its
+/// commands panic with the command's stderr when they fail.
+pub struct Netns(harness::Netns);
+
+impl std::ops::Deref for Netns {
+    type Target = harness::Netns;
+
+    fn deref(&self) -> &harness::Netns {
+        &self.0
+    }
 }
 
 impl Netns {
     pub fn new(short: &str) -> Netns {
         let name = format!("tt{}-{short}", std::process::id());
-        let _ = run(&format!("ip netns del {name}"));
-        sh(&format!("ip netns add {name}"));
-        sh(&format!("ip -n {name} link set lo up"));
+        let netns = Netns(harness::Netns::create(&name).unwrap_or_else(|e| panic!("{e:#}")));
         // Router solicitations go on forever with a growing interval (`-1` since 5.x): one
         // could fall into any capture window. A test's namespaces carry only its traffic.
-        sh(&format!(
-            "ip netns exec {name} sysctl -qw net.ipv6.conf.all.router_solicitations=0 \
-             net.ipv6.conf.default.router_solicitations=0"
-        ));
-        Netns { name }
+        netns.sh("sysctl -qw net.ipv6.conf.all.router_solicitations=0 \
+             net.ipv6.conf.default.router_solicitations=0");
+        netns
     }
 
     /// Runs a command line inside this namespace.
     pub fn sh(&self, line: &str) -> String {
-        sh(&format!("ip netns exec {} {line}", self.name))
+        self.0.sh(line).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     pub fn run(&self, line: &str) -> Output {
         run(&format!("ip netns exec {} {line}", self.name))
     }
-}
 
-impl Netns {
     /// Runs `f` on a thread inside this namespace (sockets it opens live there).
     pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        self.spawn(f).join().expect("thread inside the namespace")
+        self.0.enter(f).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// Starts `f` on a thread inside this namespace (a server, say).
@@ -120,34 +114,30 @@ impl Netns {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> std::thread::JoinHandle<T> {
-        let path = format!("/run/netns/{}", self.name);
+        let name = self.name.clone();
         std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("namespace file");
-            // SAFETY: setns on a valid nsfs descriptor; affects only this new thread.
-            let rc =
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            harness::enter_netns(&name).unwrap_or_else(|e| panic!("{e:#}"));
             f()
         })
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = run(&format!("ip netns del {}", self.name));
-    }
-}
-
 /// Joins two namespaces with a veth pair `(ifname, address/prefix)` on each side.
 pub fn veth(a: &Netns, (if_a, addr_a): (&str, &str), b: &Netns, (if_b, addr_b): (&str, &str)) {
-    sh(&format!(
-        "ip -n {} link add {if_a} type veth peer name {if_b} netns {}",
-        a.name, b.name
-    ));
-    for (ns, ifname, addr) in [(a, if_a, addr_a), (b, if_b, addr_b)] {
-        sh(&format!("ip -n {} addr add {addr} dev {ifname}", ns.name));
-        sh(&format!("ip -n {} link set {ifname} up", ns.name));
-    }
+    harness::veth::veth(
+        &mut harness::Direct,
+        &harness::End {
+            netns: &a.name,
+            ifname: if_a,
+            addrs: &[addr_a],
+        },
+        &harness::End {
+            netns: &b.name,
+            ifname: if_b,
+            addrs: &[addr_b],
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// Two namespaces `a` (10.201.0.1 on `va`) and `b` (10.201.0.2 on `vb`) joined by a veth.
@@ -169,18 +159,12 @@ impl Pair {
 
     /// Permanent ARP entries on both sides, for faults that drop everything (ARP included).
     pub fn static_neighbours(&self) {
-        let mac = |ns: &Netns, ifname: &str| {
-            ns.sh(&format!("cat /sys/class/net/{ifname}/address"))
-                .trim()
-                .to_string()
-        };
-        let (mac_a, mac_b) = (mac(&self.a, "va"), mac(&self.b, "vb"));
-        self.a.sh(&format!(
-            "ip neigh replace {ADDR_B} lladdr {mac_b} dev va nud permanent"
-        ));
-        self.b.sh(&format!(
-            "ip neigh replace {ADDR_A} lladdr {mac_a} dev vb nud permanent"
-        ));
+        harness::veth::static_neighbours(
+            &mut harness::Direct,
+            (&self.a.name, "va", ADDR_A),
+            (&self.b.name, "vb", ADDR_B),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
     }
 }
 
@@ -403,93 +387,44 @@ impl Report {
     }
 }
 
-/// A real tcpdump capturing inside a namespace.
-pub struct Tcpdump {
-    child: Option<Child>,
-    file: PathBuf,
-    stderr: Option<std::io::BufReader<std::process::ChildStderr>>,
-}
+/// A real tcpdump capturing inside a namespace, as the oracle: it fails the test if it lost
+/// packets.
+pub struct Tcpdump(harness::tcpdump::Tcpdump);
 
 impl Tcpdump {
     pub fn start(ns: &Netns, ifname: &str, filter: &str) -> Tcpdump {
         let file = scratch(&format!("{ifname}.pcap"));
-        let mut child = Command::new("ip")
-            // --immediate-mode: with TPACKET_V3 blocks, a capture stopped by SIGINT can lose
-            // the packets of its last, unfinished block.
-            .args([
-                "netns",
-                "exec",
-                &ns.name,
-                "tcpdump",
-                "-i",
-                ifname,
-                "--immediate-mode",
-                // 32 MiB of kernel buffer: a burst must not overflow the oracle.
-                "-B",
-                "32768",
-                "-U",
-                "-n",
-                "-w",
-            ])
-            .arg(&file)
-            .args(filter.split_whitespace())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start tcpdump");
-        let mut line = String::new();
-        let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-        std::io::BufRead::read_line(&mut stderr, &mut line).expect("tcpdump stderr");
-        assert!(
-            line.contains("listening on"),
-            "tcpdump did not start: {line}"
-        );
-        Tcpdump {
-            child: Some(child),
-            file,
-            stderr: Some(stderr),
-        }
+        // --immediate-mode: with TPACKET_V3 blocks, a capture stopped by SIGINT can lose the
+        // packets of its last, unfinished block. 32 MiB of kernel buffer: a burst must not
+        // overflow the oracle.
+        let options = ["--immediate-mode", "-B", "32768", "-U", "-n"];
+        Tcpdump(
+            harness::tcpdump::Tcpdump::start(&ns.name, ifname, &options, file, filter)
+                .unwrap_or_else(|e| panic!("{e:#}")),
+        )
     }
 
     /// Stops the capture; returns tcpdump's one-line decodes (`-n -tt`).
     pub fn stop(mut self) -> Vec<String> {
         self.end();
-        let out = sh(&format!("tcpdump -n -tt -r {}", self.file.display()));
+        let out = sh(&format!("tcpdump -n -tt -r {}", self.0.file().display()));
         out.lines().map(str::to_string).collect()
     }
 
     /// Stops the capture; returns what identifies each captured packet (see [`oracle`]).
     pub fn stop_identities(mut self) -> Vec<oracle::Identity> {
         self.end();
-        oracle::pcap_identities(&self.file)
+        oracle::pcap_identities(self.0.file())
     }
 
     /// Stops tcpdump, and fails if its kernel buffer dropped packets: an oracle that missed
     /// packets cannot judge the tracer.
     fn end(&mut self) {
-        let mut child = self.child.take().expect("running");
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        child.wait().expect("tcpdump exit");
-        let mut rest = String::new();
-        if let Some(mut stderr) = self.stderr.take() {
-            std::io::Read::read_to_string(&mut stderr, &mut rest).expect("tcpdump stderr");
-        }
+        let rest = self.0.stop().unwrap_or_else(|e| panic!("{e:#}"));
         assert!(
             rest.lines()
                 .any(|l| l.trim() == "0 packets dropped by kernel"),
             "tcpdump lost packets, its capture is no oracle: {rest}"
         );
-    }
-}
-
-impl Drop for Tcpdump {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_file(&self.file);
     }
 }

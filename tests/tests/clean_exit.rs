@@ -110,8 +110,8 @@ fn a_panic_while_attaching_or_tracing_leaves_nothing() {
         assert_eq!(
             status.code(),
             Some(101),
-            "{point}: {stderr} (fault injection exists only in debug builds: is TRACER_BIN a \
-             release build?)"
+            "{point}: {stderr} (fault injection exists only in builds with the \
+             `fault-injection` feature: was TRACER_BIN built without it?)"
         );
         let last = stderr.lines().last().unwrap_or_default();
         assert!(

@@ -2,12 +2,19 @@
 //! filesystem, an XDP program attached through netlink, a tc `cls_bpf` filter with the clsact
 //! qdisc added for it — and leaves a tracer that runs now, and other tools' programs, alone.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use tests::{
-    foreign::{pin_program, Foreign, Hook},
-    require_privileges, run, Pair, Tracer, ADDR_B,
-};
+use harness::foreign::{Foreign, Place};
+use tests::{require_privileges, run, Pair, Tracer, ADDR_B};
+
+/// Loads `name` returning `verdict` for `place` and pins it at `path` (on the BPF
+/// filesystem), as an older build could have left it. The pin holds the program; no process
+/// does.
+fn pin_program(place: Place, name: &str, verdict: i32, path: &Path) {
+    harness::foreign::load(place, name, verdict)
+        .and_then(|program| harness::bpf::pin(&program, path))
+        .expect("a pinned program");
+}
 
 /// Pinned paths named like an older build's, unique to this test process.
 fn pin_path(what: &str) -> PathBuf {
@@ -57,13 +64,13 @@ fn cleanup_removes_what_old_builds_left_and_nothing_else() {
     // What an older build could leave: pinned programs, attached by netlink and tc, which
     // outlive the process. They pass every packet, as the tracer's programs do.
     let (xdp_pin, tc_pin) = (pin_path("xdp"), pin_path("tc"));
-    pin_program(Hook::Xdp, "tracer_xdp", 2, &xdp_pin);
-    pin_program(Hook::TcIngress, "tracer_tc_in", 0, &tc_pin);
+    pin_program(Place::Xdp, "tracer_xdp", 2, &xdp_pin);
+    pin_program(Place::TcIngress, "tracer_tc_in", 0, &tc_pin);
     // Where iproute2 pins: also searched.
     let globals = PathBuf::from("/sys/fs/bpf/tc/globals");
     std::fs::create_dir_all(&globals).unwrap();
     let globals_pin = globals.join(format!("tracer_old_{}", std::process::id()));
-    pin_program(Hook::TcIngress, "tracer_old", 0, &globals_pin);
+    pin_program(Place::TcIngress, "tracer_old", 0, &globals_pin);
     // Run from a thread inside the namespace: `ip netns exec` and `ip -n` mount a fresh
     // /sys, without the pins.
     let attach = [
@@ -82,7 +89,8 @@ fn cleanup_removes_what_old_builds_left_and_nothing_else() {
         "leftovers in place: {before}"
     );
     // Another tool's program and a tracer running now must stay.
-    let other = Foreign::attach(&pair.a, "va", Hook::Xdp, "other_tool", 2);
+    let other = Foreign::attach(&pair.a.name, "va", Place::Xdp, "other_tool", 2)
+        .expect("another tool's XDP program");
     let tracer = Tracer::start(&["-n", &pair.a.name, "-n", &pair.b.name, "icmp"]);
     assert!(ping(&pair), "the leftovers pass packets");
 

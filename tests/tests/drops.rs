@@ -3,11 +3,9 @@
 
 use std::time::Duration;
 
+use harness::foreign::{Foreign, Place};
 use serde_json::Value;
-use tests::{
-    foreign::{Foreign, Hook as ForeignHook},
-    path, require_privileges, Netns, Pair, Routed, Tracer, ADDR_A, ROUTED_A,
-};
+use tests::{path, require_privileges, Netns, Pair, Routed, Tracer, ADDR_A, ROUTED_A};
 
 /// Pings `dst` from `from` (which fails: something drops them) and returns the journeys of the
 /// echo requests from `src`.
@@ -103,12 +101,13 @@ fn tc_ingress_drop_falls_between_first_and_last() {
     let pair = Pair::create();
     pair.static_neighbours();
     let _dropper = Foreign::attach(
-        &pair.b,
+        &pair.b.name,
         "vb",
-        ForeignHook::TcIngress,
+        Place::TcIngress,
         "drop_ingress",
         TC_ACT_SHOT,
-    );
+    )
+    .expect("the foreign tc program");
     let requests = traced_pings(
         "tc_ingress_drop",
         &[&pair.a, &pair.b],
@@ -130,12 +129,13 @@ fn tc_egress_drop_falls_between_first_and_last() {
     let pair = Pair::create();
     pair.static_neighbours();
     let _dropper = Foreign::attach(
-        &pair.a,
+        &pair.a.name,
         "va",
-        ForeignHook::TcEgress,
+        Place::TcEgress,
         "drop_egress",
         TC_ACT_SHOT,
-    );
+    )
+    .expect("the foreign tc program");
     let requests = traced_pings(
         "tc_egress_drop",
         &[&pair.a, &pair.b],

@@ -5,19 +5,16 @@
 
 use std::time::Duration;
 
-use tests::{
-    foreign::{Foreign, Hook},
-    require_privileges, Pair, Tcpdump, Tracer, ADDR_A,
-};
-
-const XDP_DROP: i32 = 1;
+use harness::foreign::{Foreign, Place, XDP_DROP};
+use tests::{require_privileges, Pair, Tcpdump, Tracer, ADDR_A};
 
 #[test]
 fn a_foreign_xdp_dropper_is_named_and_blamed() {
     require_privileges();
     let pair = Pair::create();
     pair.static_neighbours();
-    let dropper = Foreign::attach(&pair.b, "vb", Hook::Xdp, "drop_all", XDP_DROP);
+    let dropper = Foreign::attach(&pair.b.name, "vb", Place::Xdp, "drop_all", XDP_DROP)
+        .expect("the foreign XDP program");
     let tcpdump = Tcpdump::start(&pair.b, "vb", "icmp");
     let tracer = Tracer::start(&["-n", &pair.a.name, "-n", &pair.b.name, "icmp"]);
     let out = pair

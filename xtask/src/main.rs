@@ -7,10 +7,10 @@ mod bench;
 mod build;
 mod cmd;
 mod fuzz;
+mod proc_status;
 mod run;
 mod setup;
 mod soak;
-mod sys;
 mod test;
 mod vm;
 

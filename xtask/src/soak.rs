@@ -65,7 +65,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
     );
     let mut network = Network::create(pool)?;
     let mut traced = vec![A.to_string(), B.to_string()];
-    traced.extend(network.pool.iter().map(|ns| ns.0.clone()));
+    traced.extend(network.pool.iter().map(|ns| ns.name.clone()));
     // --xdp: XDP links on interfaces that vanish are among what the soak exercises.
     let mut tracer = Tracer::start(&tracer_bin, &traced, &["--xdp"], FILTER)?;
     let traffic = Traffic::start(seconds)?;
@@ -161,7 +161,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
     let md = format!(
         "Soak: `cargo xtask soak --minutes {}`, kernel {}, filter `{FILTER}`, `--xdp`, `--max-events {MAX_EVENTS}` (the default).\n\n{}",
         args.minutes,
-        crate::sys::sh("uname -r")?.trim(),
+        harness::sh("uname -r")?.trim(),
         report.markdown
     );
     std::fs::write(dir.join("soak.md"), &md)?;

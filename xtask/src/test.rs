@@ -38,7 +38,7 @@ pub struct TestArgs {
 
 pub fn run(args: &TestArgs) -> Result<()> {
     setup::run()?;
-    let tracer = build::tracer(false)?;
+    let tracer = build::tracer_under_test()?;
     let root = build::workspace_root();
     let mut outcomes = Vec::new();
 

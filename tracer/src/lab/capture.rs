@@ -1,13 +1,6 @@
 //! A real tcpdump beside the tracer: what a user would have captured.
 
-use std::{
-    io::{BufRead, BufReader},
-    os::unix::process::CommandExt,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-};
-
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use tracer_common::{
     event::Event,
     parse::{parse_l2, parse_l3, HDR_LEN, L2_LEN},
@@ -15,74 +8,28 @@ use tracer_common::{
 
 use crate::model::sighting::{Names, Sighting};
 
-pub struct Tcpdump {
-    child: Child,
-    file: PathBuf,
-}
+pub struct Tcpdump(harness::tcpdump::Tcpdump);
 
 impl Tcpdump {
     /// Starts `tcpdump -i IFACE -w FILE` inside `netns` and waits until it is capturing.
     pub fn start(netns: &str, ifname: &str, filter: &str) -> Result<Tcpdump> {
         let file =
             std::env::temp_dir().join(format!("{netns}-{}-{ifname}.pcap", std::process::id()));
-        let mut command = Command::new("ip");
-        command
-            // --immediate-mode: with TPACKET_V3 blocks, a capture stopped by SIGINT can lose
-            // the packets of its last, unfinished block.
-            .args([
-                "netns",
-                "exec",
-                netns,
-                "tcpdump",
-                "-i",
-                ifname,
-                "--immediate-mode",
-                "-U",
-                "-n",
-                "-w",
-            ])
-            .arg(&file)
-            .args(filter.split_whitespace())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        // SAFETY: pthread_sigmask is async-signal-safe. A lab blocks SIGINT and SIGTERM to
-        // clean up on them; tcpdump must not inherit that, or it could never be stopped.
-        unsafe {
-            command.pre_exec(|| {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, libc::SIGINT);
-                libc::sigaddset(&mut set, libc::SIGTERM);
-                libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-                Ok(())
-            })
-        };
-        let mut child = command
-            .spawn()
-            .context("cannot start tcpdump (is it installed? `cargo xtask setup`)")?;
-        let stderr = child.stderr.take().context("tcpdump stderr")?;
-        let mut first = String::new();
-        BufReader::new(stderr).read_line(&mut first)?;
-        if !first.contains("listening on") {
-            let _ = child.kill();
-            bail!("tcpdump did not start: {}", first.trim());
-        }
-        Ok(Tcpdump { child, file })
+        // --immediate-mode: with TPACKET_V3 blocks, a capture stopped by SIGINT can lose the
+        // packets of its last, unfinished block.
+        let options = ["--immediate-mode", "-U", "-n"];
+        harness::tcpdump::Tcpdump::start(netns, ifname, &options, file, filter).map(Tcpdump)
     }
 
     /// Stops the capture: tcpdump's lines, and the captured packets' headers.
     pub fn stop_with_packets(mut self) -> Result<(Vec<String>, Vec<Sighting>)> {
-        // SIGINT lets tcpdump flush and close the file.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        self.child.wait()?;
-        let out = Command::new("tcpdump")
+        self.0.stop()?;
+        let out = std::process::Command::new("tcpdump")
             .args(["-n", "-r"])
-            .arg(&self.file)
-            .stderr(Stdio::null())
+            .arg(self.0.file())
+            .stderr(std::process::Stdio::null())
             .output()?;
-        let bytes = std::fs::read(&self.file).context("reading tcpdump's file")?;
-        let _ = std::fs::remove_file(&self.file);
+        let bytes = std::fs::read(self.0.file()).context("reading tcpdump's file")?;
         let lines = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_string)
@@ -128,12 +75,4 @@ pub fn pcap_packets(file: &[u8]) -> Vec<Sighting> {
         out.extend(Sighting::decode(&event, &Names::default()));
     }
     out
-}
-
-impl Drop for Tcpdump {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.file);
-    }
 }

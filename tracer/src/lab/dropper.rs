@@ -4,39 +4,11 @@
 //! tcx links (before 6.6) the tc dropper is a `cls_bpf` filter between the tracer's first and
 //! last ones instead, as `tc` attaches it; it goes with the lab's interfaces.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use anyhow::{Context, Result};
-
-use crate::{
-    kernel::netns::Netns,
-    kernel::nf_link::{bpf, ProgLoadAttr, BPF_LINK_CREATE, BPF_PROG_LOAD},
-};
-
-const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
-const BPF_PROG_TYPE_XDP: u32 = 6;
-const BPF_XDP: u32 = 37;
-const BPF_TCX_INGRESS: u32 = 46;
-const BPF_TCX_EGRESS: u32 = 47;
-const XDP_DROP: u32 = 1;
-const TC_ACT_SHOT: u32 = 2;
-
-#[derive(Clone, Copy)]
-pub enum Place {
-    Xdp,
-    TcIngress,
-    TcEgress,
-}
-
-/// `union bpf_attr` for `BPF_LINK_CREATE` on an interface.
-#[repr(C)]
-struct LinkCreateAttr {
-    prog_fd: u32,
-    target_ifindex: u32,
-    attach_type: u32,
-    flags: u32,
-    _rest: [u64; 2],
-}
+pub use harness::foreign::Place;
+use harness::{foreign, in_netns};
 
 /// A drop-everything program on an interface; detached when dropped.
 pub struct Dropper {
@@ -56,39 +28,9 @@ const FILTER_PREF: &str = "100";
 impl Dropper {
     /// Attaches `name` to `ifname` in `netns` at `place` (after the tc programs already there).
     pub fn attach(netns: &str, ifname: &str, place: Place, name: &str) -> Result<Dropper> {
-        let (prog_type, expected, attach_type, verdict) = match place {
-            Place::Xdp => (BPF_PROG_TYPE_XDP, BPF_XDP, BPF_XDP, XDP_DROP),
-            Place::TcIngress => (BPF_PROG_TYPE_SCHED_CLS, 0, BPF_TCX_INGRESS, TC_ACT_SHOT),
-            Place::TcEgress => (BPF_PROG_TYPE_SCHED_CLS, 0, BPF_TCX_EGRESS, TC_ACT_SHOT),
-        };
-        // r0 = verdict; exit
-        let insns: [u64; 2] = [0xb7 | ((verdict as u64) << 32), 0x95];
-        let license = c"GPL";
-        let mut attr = ProgLoadAttr {
-            prog_type,
-            insn_cnt: insns.len() as u32,
-            insns: insns.as_ptr() as u64,
-            license: license.as_ptr() as u64,
-            expected_attach_type: expected,
-            ..ProgLoadAttr::default()
-        };
-        let n = name.len().min(15);
-        attr.prog_name[..n].copy_from_slice(&name.as_bytes()[..n]);
-        let program = bpf(BPF_PROG_LOAD, &attr).context("cannot load the lab's drop program")?;
-        let prog_fd = program.as_raw_fd() as u32;
-        let c_ifname = std::ffi::CString::new(ifname)?;
-        let link = Netns::open(netns)?.run(move || {
-            // SAFETY: a valid C string.
-            let ifindex = unsafe { libc::if_nametoindex(c_ifname.as_ptr()) };
-            let attr = LinkCreateAttr {
-                prog_fd,
-                target_ifindex: ifindex,
-                attach_type,
-                flags: 0,
-                _rest: [0; 2],
-            };
-            bpf(BPF_LINK_CREATE, &attr)
-        })?;
+        let program = foreign::load(place, name, place.drop_verdict())
+            .context("cannot load the lab's drop program")?;
+        let link = foreign::link(&program, netns, ifname, place)?;
         let attached = match (link, place) {
             (Ok(link), _) => Attached::Link(link),
             (Err(_), Place::TcIngress) => filter(&program, netns, ifname, "ingress")?,
@@ -120,18 +62,16 @@ impl Drop for Dropper {
     fn drop(&mut self) {
         if let Attached::Filter(netns, ifname, direction) = &self.attached {
             // Gone already if the lab's namespace was deleted first.
-            let _ = Netns::open(netns).map(|ns| {
-                ns.run(|| {
-                    tc(&[
-                        "filter",
-                        "del",
-                        "dev",
-                        ifname,
-                        direction,
-                        "pref",
-                        FILTER_PREF,
-                    ])
-                })
+            let _ = in_netns(netns, || {
+                tc(&[
+                    "filter",
+                    "del",
+                    "dev",
+                    ifname,
+                    direction,
+                    "pref",
+                    FILTER_PREF,
+                ])
             });
         }
     }
@@ -212,13 +152,7 @@ fn pin_and_attach(
     ifname: &str,
     direction: &str,
 ) -> Result<()> {
-    let path = std::ffi::CString::new(pin.to_string_lossy().as_bytes())?;
-    let attr = PinAttr {
-        pathname: path.as_ptr() as u64,
-        bpf_fd: program.as_raw_fd() as u32,
-        file_flags: 0,
-    };
-    crate::kernel::nf_link::bpf_call(BPF_OBJ_PIN, &attr).context("cannot pin the drop program")?;
+    harness::bpf::pin(program, pin).context("cannot pin the drop program")?;
     let pinned = pin.to_string_lossy().into_owned();
     let add = [
         "filter",
@@ -233,7 +167,7 @@ fn pin_and_attach(
         "object-pinned",
         &pinned,
     ];
-    Netns::open(netns)?.run(|| {
+    in_netns(netns, || {
         tc(&["qdisc", "replace", "dev", ifname, "clsact"])?;
         tc(&add)
     })?
@@ -249,13 +183,3 @@ fn tc(args: &[&str]) -> Result<()> {
     );
     Ok(())
 }
-
-/// `union bpf_attr` for `BPF_OBJ_PIN`.
-#[repr(C)]
-struct PinAttr {
-    pathname: u64,
-    bpf_fd: u32,
-    file_flags: u32,
-}
-
-const BPF_OBJ_PIN: libc::c_long = 6;

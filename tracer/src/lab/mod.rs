@@ -4,6 +4,7 @@
 mod capture;
 mod check;
 mod dropper;
+mod forged;
 mod labs;
 pub mod neutrality;
 mod scenario;

@@ -17,7 +17,8 @@ use super::{
     topology::{sh, Topology, PREFIX},
     trace_options, Lab,
 };
-use crate::{kernel::counters, kernel::netns::Netns, trace::session};
+use crate::{kernel::counters, trace::session};
+use harness::in_netns;
 
 /// Counter name ("server Tcp.InSegs", "server iptables filter INPUT #1 ... packets") -> value.
 pub type Counters = BTreeMap<String, u64>;
@@ -259,7 +260,7 @@ fn snapshot(netns: &[String]) -> Result<Counters> {
         let mut add = |name: String, value: u64| {
             all.insert(format!("{} {name}", short(ns)), value);
         };
-        let kernel = Netns::open(ns)?.run(counters::read)??;
+        let kernel = in_netns(ns, counters::read)??;
         for (name, value) in kernel {
             add(name, value);
         }

@@ -1,13 +1,14 @@
 //! Deliberate faults for the tests of clean exits: `TRACER_INJECT_PANIC=attach` panics in the
 //! middle of attaching (some programs attached, others not), `=tracing` once tracing runs.
-//! Only debug builds (the ones `cargo xtask test` runs) have them: a release build, the one
-//! installed and run as root, ignores the variable. The tests show that a crash at either
-//! moment leaves nothing of the tracer in the kernel.
+//! Only builds with the `fault-injection` feature have them (`cargo xtask test` builds the
+//! tracer it tests so); any other build, the one installed and run as root included, ignores
+//! the variable. The tests show that a crash at either moment leaves nothing of the tracer in
+//! the kernel.
 
 /// Panics when `TRACER_INJECT_PANIC` names this point, half a second after getting there, so
 /// that a test watching the process sees what it holds at that moment.
 #[track_caller]
-#[cfg(debug_assertions)]
+#[cfg(feature = "fault-injection")]
 pub fn panic_point(point: &str) {
     if std::env::var("TRACER_INJECT_PANIC").is_ok_and(|wanted| wanted == point) {
         std::thread::sleep(std::time::Duration::from_millis(500));
@@ -15,8 +16,8 @@ pub fn panic_point(point: &str) {
     }
 }
 
-/// Release builds carry no fault injection.
-#[cfg(not(debug_assertions))]
+/// Builds without the `fault-injection` feature carry no fault injection.
+#[cfg(not(feature = "fault-injection"))]
 pub fn panic_point(_point: &str) {}
 
 /// Replaces the default panic report (a message and a hint about backtraces) with one

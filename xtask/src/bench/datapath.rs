@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
 use super::{
-    net::{in_ns, iperf_server, output, SERVER_ADDR},
+    net::{command_in, iperf_server, output, SERVER_ADDR},
     observer::{self, Observer},
     summary::Summary,
 };
@@ -95,7 +95,7 @@ fn measure(workload: Workload, seconds: u32) -> Result<f64> {
         Workload::TcpBulk => format!("iperf3 -c {SERVER_ADDR} -t {seconds} -J"),
         Workload::UdpSmall => format!("iperf3 -c {SERVER_ADDR} -u -b 0 -l 64 -t {seconds} -J"),
     };
-    let json: Value = serde_json::from_str(&output(&mut in_ns(super::net::CLIENT, &client))?)
+    let json: Value = serde_json::from_str(&output(&mut command_in(super::net::CLIENT, &client))?)
         .context("iperf3 wrote no JSON")?;
     let received = &json["end"]["sum_received"];
     let value = match workload {

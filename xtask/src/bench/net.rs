@@ -5,8 +5,12 @@ use std::{process::Stdio, thread::sleep, time::Duration};
 
 use anyhow::{Context, Result};
 
-pub use crate::sys::{in_ns, interrupt, output, sh, wait_for_file, KillOnDrop};
-use crate::sys::{End, Pair};
+pub use harness::{
+    command_in, output,
+    process::{interrupt, wait_for_file},
+    sh, KillOnDrop,
+};
+use harness::{veth::Pair, End};
 
 pub const CLIENT: &str = "xbench-a";
 pub const SERVER: &str = "xbench-b";
@@ -32,7 +36,7 @@ pub fn pair() -> Result<Pair> {
 
 /// `iperf3 -s` in the server namespace, for as long as the returned guard lives.
 pub fn iperf_server() -> Result<KillOnDrop> {
-    let child = in_ns(SERVER, "iperf3 -s")
+    let child = command_in(SERVER, "iperf3 -s")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

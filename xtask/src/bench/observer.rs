@@ -1,16 +1,16 @@
 //! What watches the traffic during a datapath run: nothing, the tracer, or tcpdump.
 
 use std::{
-    io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
     process::{Child, Stdio},
     time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
+use harness::tcpdump::Tcpdump;
 use serde_json::Value;
 
-use super::net::{in_ns, interrupt, wait_for_file, CLIENT, SERVER};
+use super::net::{interrupt, wait_for_file, CLIENT, SERVER};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Observer {
@@ -42,9 +42,14 @@ impl Observer {
 
 /// An observer while it runs.
 pub struct Watching {
-    child: Option<Child>,
+    process: Option<Process>,
     scratch: PathBuf,
-    tracer: bool,
+}
+
+/// The observer's process.
+enum Process {
+    Tracer(Child),
+    Tcpdump(Tcpdump),
 }
 
 /// What an observer says of itself once stopped.
@@ -61,12 +66,11 @@ pub fn start(tracer: &Path, observer: Observer, flow_filter: &str) -> Result<Wat
     std::fs::create_dir_all(&scratch)?;
     let ready = scratch.join("ready");
     let _ = std::fs::remove_file(&ready);
-    let (mut child, tracer) = match observer {
+    let process = match observer {
         Observer::Baseline => {
             return Ok(Watching {
-                child: None,
+                process: None,
                 scratch,
-                tracer: false,
             })
         }
         Observer::TracerNothing | Observer::TracerFlow | Observer::TracerFlowXdp => {
@@ -89,75 +93,64 @@ pub fn start(tracer: &Path, observer: Observer, flow_filter: &str) -> Result<Wat
             let mut child = cmd.spawn().context("cannot start the tracer")?;
             wait_for_file(&ready, &mut child, Duration::from_secs(180))
                 .context("the tracer never became ready")?;
-            (child, true)
+            Process::Tracer(child)
         }
         Observer::TcpdumpFull | Observer::TcpdumpHeaders => {
-            let snap = if observer == Observer::TcpdumpHeaders {
-                "-s 96 "
+            let snap: &[&str] = if observer == Observer::TcpdumpHeaders {
+                &["-s", "96"]
             } else {
-                ""
+                &[]
             };
             let pcap = scratch.join("capture.pcap");
-            let line = format!("tcpdump -i vb {snap}-w {} {flow_filter}", pcap.display());
-            let mut child = in_ns(SERVER, &line)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .context("cannot start tcpdump")?;
-            // tcpdump says "listening on vb" once its socket is bound and filtered.
-            let mut first = String::new();
-            let stderr = child.stderr.as_mut().context("tcpdump's stderr")?;
-            BufReader::new(stderr).read_line(&mut first)?;
-            if !first.contains("listening on") {
-                bail!("tcpdump did not start: {first}");
-            }
-            (child, false)
+            Process::Tcpdump(Tcpdump::start(SERVER, "vb", snap, pcap, flow_filter)?)
         }
     };
-    if let Some(status) = child.try_wait()? {
-        bail!("{} exited at once ({status})", observer.label());
-    }
-    Ok(Watching {
-        child: Some(child),
+    let mut watching = Watching {
+        process: Some(process),
         scratch,
-        tracer,
-    })
+    };
+    if let Some(Process::Tracer(child)) = &mut watching.process {
+        if let Some(status) = child.try_wait()? {
+            bail!("{} exited at once ({status})", observer.label());
+        }
+    }
+    Ok(watching)
 }
 
 impl Watching {
     /// The observer's process, while it runs (none for the baseline).
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        match self.process.as_ref()? {
+            Process::Tracer(child) => Some(child.id()),
+            Process::Tcpdump(tcpdump) => Some(tcpdump.pid()),
+        }
     }
 
     /// Stops the observer (SIGINT, as a user would) and reads what it reports.
     pub fn stop(mut self) -> Result<Report> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(Report::default());
-        };
-        let mut rest = String::new();
-        let status = interrupt(&mut child)?;
-        if let Some(mut stderr) = child.stderr.take() {
-            stderr.read_to_string(&mut rest)?;
-        }
-        if self.tracer {
-            if !status.success() {
-                bail!("the tracer failed ({status})");
+        match self.process.take() {
+            None => Ok(Report::default()),
+            Some(Process::Tracer(mut child)) => {
+                let status = interrupt(&mut child)?;
+                if !status.success() {
+                    bail!("the tracer failed ({status})");
+                }
+                let out = std::fs::read_to_string(self.scratch.join("trace.jsonl"))?;
+                tracer_report(&out)
             }
-            let out = std::fs::read_to_string(self.scratch.join("trace.jsonl"))?;
-            return tracer_report(&out);
+            Some(Process::Tcpdump(mut tcpdump)) => Ok(tcpdump_report(&tcpdump.stop()?)),
         }
-        Ok(tcpdump_report(&rest))
     }
 }
 
 impl Drop for Watching {
     fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
+        if let Some(Process::Tracer(child)) = self.process.as_mut() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // tcpdump is killed, and its file removed, as it drops.
+        self.process = None;
         let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
 use super::{
-    net::{in_ns, iperf_server, output, CLIENT, SERVER_ADDR},
+    net::{command_in, iperf_server, output, CLIENT, SERVER_ADDR},
     observer::{self, Observer},
     summary::Summary,
 };
@@ -107,7 +107,7 @@ pub fn live(tracer: &Path, seconds: u32) -> Result<Vec<Step>> {
 fn step(tracer: &Path, pps: u64, seconds: u32) -> Result<Step> {
     let watching = observer::start(tracer, Observer::TracerFlow, "udp port 5201")?;
     let bits = pps * 64 * 8;
-    output(&mut in_ns(
+    output(&mut command_in(
         CLIENT,
         &format!("iperf3 -c {SERVER_ADDR} -u -b {bits} -l 64 -t {seconds} -J"),
     ))?;

@@ -10,10 +10,11 @@ use std::{
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use crate::sys::{status_kib, Netns};
+use crate::proc_status::status_kib;
+use harness::Netns;
 
 use super::{
-    net::{in_ns, interrupt, sh, wait_for_file, KillOnDrop, CLIENT, SERVER_ADDR},
+    net::{command_in, interrupt, sh, wait_for_file, KillOnDrop, CLIENT, SERVER_ADDR},
     observer::{self, Observer},
     summary::Summary,
 };
@@ -30,7 +31,7 @@ pub struct Memory {
 pub fn memory(tracer: &Path, seconds: u64, flows_per_s: u64) -> Result<Memory> {
     let watching = observer::start(tracer, Observer::TracerFlow, "udp")?;
     let pid = watching.pid().context("the tracer runs")?;
-    let flood = in_ns(
+    let flood = command_in(
         CLIENT,
         &format!(
             "{} flood --to {SERVER_ADDR}:9 --rate {flows_per_s} --seconds {seconds}",

@@ -26,7 +26,7 @@ use super::{
     topology::{veth_to_b, A4, B, DROPPED_UDP, ECHO},
     traffic::{exchange, socket_in, Counts},
 };
-use crate::sys::{enter_netns, sh, spawn_in, Netns};
+use harness::{enter_netns, process::spawn_in, sh, Netns};
 
 /// One pool namespace every this many churn cycles; fresh ones in between.
 const POOL_EVERY: u64 = 5;
@@ -160,7 +160,7 @@ fn vanish(
     counts: &Counts,
     progress: &Progress,
 ) -> Result<()> {
-    let name = ns.0.clone();
+    let name = ns.name.clone();
     let ping = spawn_in(&name, &format!("ping -q -i 0.05 {A4}"))?;
     let echo: SocketAddr = format!("{gateway}:{ECHO}").parse()?;
     std::thread::scope(|scope| {

@@ -7,8 +7,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use harness::{
+    bpf::{attached_count, BPF_TCX_EGRESS, BPF_TCX_INGRESS},
+    command_in, output, quiet, sh,
+    veth::{veth, Pair},
+    Direct, End, Netns,
+};
+
 use super::traffic::socket_in;
-use crate::sys::{configure, in_ns, output, quiet, sh, End, Netns, Pair};
 
 pub const A: &str = "soak-a";
 pub const B: &str = "soak-b";
@@ -55,12 +61,12 @@ impl Network {
         )?;
         // B routes between A and the churned namespaces, so some packets cross FORWARD.
         sh(&format!("ip -n {A} route add 10.204.0.0/15 via {B4}"))?;
-        output(&mut in_ns(B, "sysctl -qw net.ipv4.ip_forward=1"))?;
+        output(&mut command_in(B, "sysctl -qw net.ipv4.ip_forward=1"))?;
         for rule in [
             format!("-p tcp --dport {DROPPED_TCP} -j DROP"),
             format!("-p udp --dport {DROPPED_UDP} -j DROP"),
         ] {
-            output(&mut in_ns(B, &format!("iptables -A INPUT {rule}")))?;
+            output(&mut command_in(B, &format!("iptables -A INPUT {rule}")))?;
         }
         let mut network = Network {
             pool: Vec::new(),
@@ -77,34 +83,26 @@ impl Network {
 
 /// A veth from `ns` (`inner`, `{net}.2/24`, default route) to B (`outer`, `{net}.1/24`).
 pub fn veth_to_b(ns: &str, inner: &str, outer: &str, net: &str) -> Result<()> {
-    sh(&format!(
-        "ip link add {inner} netns {ns} type veth peer name {outer} netns {B}"
-    ))?;
-    configure(&End {
-        netns: ns,
-        ifname: inner,
-        addrs: &[&format!("{net}.2/24")],
-    })?;
-    configure(&End {
-        netns: B,
-        ifname: outer,
-        addrs: &[&format!("{net}.1/24")],
-    })?;
+    veth(
+        &mut Direct,
+        &End {
+            netns: ns,
+            ifname: inner,
+            addrs: &[&format!("{net}.2/24")],
+        },
+        &End {
+            netns: B,
+            ifname: outer,
+            addrs: &[&format!("{net}.1/24")],
+        },
+    )?;
     sh(&format!("ip -n {ns} route add default via {net}.1"))?;
     Ok(())
 }
 
 /// Namespaces of ours under /run/netns.
 pub fn ours() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/run/netns")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("soak-"))
-        .collect();
-    names.sort();
-    names
+    harness::netns::named_with_prefix("soak-")
 }
 
 /// A soak killed earlier leaves its namespaces behind: only names this soak creates.
@@ -151,7 +149,7 @@ pub fn wait_until_empty(
 /// classic tc: every line under a section header), and the tcx programs on `ifname`, which
 /// bpftool before 7.3 does not show.
 pub fn bpf_attached(ns: &str, ifname: &str) -> Result<Vec<String>> {
-    let text = output(&mut in_ns(ns, "bpftool net show"))?;
+    let text = output(&mut command_in(ns, "bpftool net show"))?;
     let mut found: Vec<String> = text
         .lines()
         .map(str::trim)
@@ -167,8 +165,8 @@ pub fn bpf_attached(ns: &str, ifname: &str) -> Result<Vec<String>> {
             return Err(std::io::Error::last_os_error());
         }
         Ok([
-            ("tcx ingress", tcx_count(ifindex, BPF_TCX_INGRESS)?),
-            ("tcx egress", tcx_count(ifindex, BPF_TCX_EGRESS)?),
+            ("tcx ingress", attached_count(ifindex, BPF_TCX_INGRESS)?),
+            ("tcx egress", attached_count(ifindex, BPF_TCX_EGRESS)?),
         ])
     })?;
     for (point, count) in counts.into_iter().filter(|(_, n)| *n > 0) {
@@ -177,60 +175,10 @@ pub fn bpf_attached(ns: &str, ifname: &str) -> Result<Vec<String>> {
     Ok(found)
 }
 
-/// `enum bpf_attach_type` values (Linux 6.6).
-const BPF_TCX_INGRESS: u32 = 46;
-const BPF_TCX_EGRESS: u32 = 47;
-const BPF_PROG_QUERY: libc::c_int = 16;
-
-/// The `query` member of `union bpf_attr`, up to `revision`.
-#[repr(C)]
-#[derive(Default)]
-struct ProgQuery {
-    target_ifindex: u32,
-    attach_type: u32,
-    query_flags: u32,
-    attach_flags: u32,
-    prog_ids: u64,
-    count: u32,
-    _pad: u32,
-    prog_attach_flags: u64,
-    link_ids: u64,
-    link_attach_flags: u64,
-    revision: u64,
-}
-
-/// How many programs are attached at tcx `attach_type` of `ifindex` (this thread's namespace).
-fn tcx_count(ifindex: u32, attach_type: u32) -> std::io::Result<u32> {
-    let mut attr = ProgQuery {
-        target_ifindex: ifindex,
-        attach_type,
-        ..ProgQuery::default()
-    };
-    // SAFETY: BPF_PROG_QUERY reads and writes `attr`, whose size we pass; with no id array
-    // it only fills in the count.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_QUERY,
-            &mut attr as *mut ProgQuery,
-            std::mem::size_of::<ProgQuery>(),
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(attr.count)
-}
-
 /// Which of `ids` the kernel still has loaded (`bpftool prog show`).
 pub fn still_loaded(ids: &[u32]) -> Result<Vec<String>> {
-    let loaded: Vec<u32> = sh("bpftool prog show")?
-        .lines()
-        .filter_map(|line| line.split(':').next()?.trim().parse().ok())
-        .collect();
-    Ok(ids
-        .iter()
-        .filter(|id| loaded.contains(id))
+    Ok(harness::programs::still_loaded(ids)?
+        .into_iter()
         .map(|id| format!("program {id}"))
         .collect())
 }

@@ -17,10 +17,10 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 
 use super::topology::{A, A4, B, B4, B6, DROPPED_TCP, DROPPED_UDP, ECHO, REFUSED};
-use crate::sys::{enter_netns, in_ns, KillOnDrop};
+use harness::{command_in, enter_netns, in_netns, KillOnDrop};
 
 /// Bytes the echo server answers with: a few segments per exchange.
 const ANSWER: usize = 4000;
@@ -118,7 +118,7 @@ impl Traffic {
 
     fn process(&mut self, ns: &str, name: &'static str, line: &str) -> Result<()> {
         let log = File::create(log_path(&self.logs, name))?;
-        let child = in_ns(ns, line)
+        let child = command_in(ns, line)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -158,15 +158,7 @@ fn log_path(logs: &Path, name: &str) -> PathBuf {
 /// Runs `make` on a thread inside `ns`: the socket it returns lives in `ns`, whichever
 /// thread uses it afterwards.
 pub fn socket_in<T: Send>(ns: &str, make: impl FnOnce() -> std::io::Result<T> + Send) -> Result<T> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                enter_netns(ns)?;
-                make().with_context(|| format!("socket in {ns}"))
-            })
-            .join()
-            .map_err(|_| anyhow!("thread in {ns} panicked"))?
-    })
+    in_netns(ns, make)?.with_context(|| format!("socket in {ns}"))
 }
 
 /// Answers each connection with `ANSWER` bytes once its request arrived.

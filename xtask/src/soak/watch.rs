@@ -20,7 +20,8 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::sys::{status_kib, wait_for_file};
+use crate::proc_status::status_kib;
+use harness::process::wait_for_file;
 
 /// What the status line said last: `tracer: N events (R/s), F flows, L lost`. Its count is of
 /// the events kept, so it stops at `--max-events`.

@@ -17,7 +17,8 @@ use std::{
 use anyhow::{Context, Result};
 
 use super::kernel::Kernel;
-use crate::{cmd, sys::KillOnDrop};
+use crate::cmd;
+use harness::KillOnDrop;
 
 const QBOOT: &str = "/usr/share/qemu/qboot.rom";
 /// How long qemu may take to power off after the command's exit marker.

@@ -9,9 +9,10 @@ use super::{pair, routed, CLIENT, FAR_SERVER, PORT, SERVER};
 use crate::{
     analysis::fate::FateKind,
     lab::{
+        forged::{send_raw, Segment},
         scenario::{tcp, tcp_data_from, Expect, Scenario},
         topology::Topology,
-        traffic::{connect, exchange, listen, send_raw, Segment},
+        traffic::{connect, exchange, listen},
     },
 };
 

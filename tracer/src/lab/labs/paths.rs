@@ -186,7 +186,7 @@ const GATEWAY: &str = "10.200.1.254";
 fn wait_for_neighbour_failure(netns: &str, ip: &str) -> Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let entry = crate::lab::topology::sh(&format!("ip -n {netns} neigh show {ip}"))?;
+        let entry = harness::sh(&format!("ip -n {netns} neigh show {ip}"))?;
         if entry.contains("FAILED") {
             return Ok(());
         }

@@ -3,15 +3,16 @@
 use std::{net::TcpStream, time::Duration};
 
 use anyhow::Result;
+use harness::in_netns;
 
 use super::{pair, routed, CLIENT, FAR_SERVER, PORT, SERVER};
 use crate::{
     analysis::fate::FateKind,
-    kernel::netns::Netns,
     lab::{
+        forged::{send_raw, Segment},
         scenario::{tcp, Expect, Scenario},
         topology::Topology,
-        traffic::{accept, close_in_order, connect, listen, send_raw, Segment},
+        traffic::{accept, close_in_order, connect, listen},
     },
 };
 
@@ -46,8 +47,9 @@ pub fn forged_resets(t: &mut Topology) -> Result<Scenario> {
     let (from, middle) = (client.clone(), router.clone());
     let traffic = move || -> Result<()> {
         let to = std::net::SocketAddr::from(([10, 200, 2, 1], PORT));
-        let conn = Netns::open(&from)?
-            .run(move || TcpStream::connect_timeout(&to, Duration::from_secs(2)))??;
+        let conn = in_netns(&from, move || {
+            TcpStream::connect_timeout(&to, Duration::from_secs(2))
+        })??;
         let (accepted, _) = accept(&listener)?;
         let client_port = conn.local_addr()?.port();
         // The middle box forges five resets "from the server", with made-up sequence numbers.
