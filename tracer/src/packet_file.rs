@@ -5,7 +5,10 @@
 //! passed such a program.
 
 use std::{collections::HashMap, fs::File, io::BufWriter};
-use tracer_common::hook::{Hook, Position};
+use tracer_common::{
+    catalogue::PcapngVerdict,
+    hook::{Position, Side},
+};
 
 use anyhow::Result;
 
@@ -87,10 +90,10 @@ pub fn write(file: File, analysis: &Analysis, snap: Snap, comment: &str) -> Resu
             ts_ns: s.ts_ns + epoch_offset,
             data: &bytes.data[..keep.min(bytes.data.len())],
             orig_len: bytes.orig_len,
-            direction: match s.hook.side().name() {
-                "rx" => Direction::Inbound,
-                "tx" => Direction::Outbound,
-                _ => Direction::Unknown,
+            direction: match s.hook.side() {
+                Side::Rx => Direction::Inbound,
+                Side::Tx => Direction::Outbound,
+                Side::Neither => Direction::Unknown,
             },
             comments: &comments(s, journey, analysis),
             verdict: verdict(s, journey),
@@ -147,10 +150,10 @@ fn verdict(s: &Sighting, journey: &Journey) -> Option<Verdict> {
         && fate.position.as_deref() == s.position.name()
         && fate.ifname == s.ifname
         && fate.netns_name == s.netns_name;
-    match s.hook {
-        Hook::Xdp => Some(Verdict::Xdp(if died_here { XDP_DROP } else { XDP_PASS })),
+    match s.hook.info().pcapng_verdict {
+        PcapngVerdict::Xdp => Some(Verdict::Xdp(if died_here { XDP_DROP } else { XDP_PASS })),
         // Dropped after the first tc program and before the last: by a tc program between.
-        Hook::TcIngress | Hook::TcEgress if s.position == Position::First => {
+        PcapngVerdict::Tc if s.position == Position::First => {
             Some(Verdict::Tc(if died_here { TC_ACT_SHOT } else { TC_ACT_OK }))
         }
         _ => None,
