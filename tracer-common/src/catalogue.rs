@@ -26,11 +26,11 @@ pub struct HookInfo {
     pub on_path: bool,
     /// Whether it sees the link-layer header: its program starts at the Ethernet header (and
     /// reads a VLAN tag there), so its copied bytes are a frame; elsewhere they start at the IP
-    /// header.
+    /// header. (Each record also says where its bytes start; the pcapng writer reads that.)
     pub link_layer: bool,
     /// The verdict a pcapng packet block written at this point carries.
     pub pcapng_verdict: PcapngVerdict,
-    /// Its kernel programs, how they are attached and the kernel that takes.
+    /// Its kernel programs, how they are attached and the kernel they need.
     pub mechanism: Mechanism,
 }
 
@@ -482,76 +482,4 @@ pub fn netfilter_programs() -> NetfilterPrograms {
 }
 
 #[cfg(test)]
-mod tests {
-    extern crate std;
-
-    use super::*;
-
-    #[test]
-    fn every_hook_has_its_own_row() {
-        for hook in Hook::ALL {
-            assert_eq!(hook.info().hook, hook);
-        }
-        assert_eq!(CATALOGUE.len(), Hook::ALL.len());
-    }
-
-    #[test]
-    fn the_names_are_the_contracts() {
-        let names: [&str; 16] = Hook::ALL.map(|h| h.name());
-        assert_eq!(
-            names,
-            [
-                "xdp",
-                "netif_receive",
-                "tc_ingress",
-                "nf_prerouting",
-                "nf_local_in",
-                "nf_forward",
-                "nf_local_out",
-                "nf_postrouting",
-                "tc_egress",
-                "dev_xmit",
-                "socket",
-                "tcp",
-                "kfree_skb",
-                "consume_skb",
-                "fib_lookup",
-                "icmp_send",
-            ]
-        );
-    }
-
-    #[test]
-    fn sides_taps_and_the_path_agree() {
-        for info in &CATALOGUE {
-            // On the path exactly where at an interface's tap, and only there with a side.
-            assert_eq!(info.on_path, info.tap != Tap::Away, "{}", info.name);
-            assert_eq!(info.on_path, info.side != Side::Neither, "{}", info.name);
-        }
-        // FORWARD reports the route's output device: the transmit side, before its tap.
-        assert_eq!(Hook::NfForward.side(), Side::Tx);
-        assert_eq!(Hook::NfForward.info().tap, Tap::Before);
-    }
-
-    #[test]
-    fn tracepoints_keep_the_attach_order() {
-        let names: std::vec::Vec<&str> = tracepoints().map(|(_, tp)| tp.name).collect();
-        assert_eq!(
-            names,
-            [
-                "netif_receive_skb",
-                "net_dev_start_xmit",
-                "net_dev_xmit",
-                "kfree_skb",
-                "consume_skb",
-                "skb_copy_datagram_iovec",
-                "tcp_send_reset",
-                "tcp_receive_reset",
-                "tcp_retransmit_skb",
-                "tcp_bad_csum",
-                "icmp_send",
-                "fib_table_lookup",
-            ]
-        );
-    }
-}
+mod tests;

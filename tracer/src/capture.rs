@@ -1,7 +1,7 @@
 //! The tcpdump verdict: for every interface a packet crossed or was headed for, whether a capture
-//! there saw it, from where the AF_PACKET taps sit (KERNEL-NOTES.md): on receive just after
-//! `netif_receive`, before tc ingress; on transmit after tc egress, just before `dev_xmit`. And
-//! which live captures (tcpdump, dumpcap) were listening there.
+//! there saw it, from where the hook catalogue (`tracer_common::catalogue`) puts the AF_PACKET
+//! taps: on receive just after `netif_receive`, before tc ingress; on transmit after tc egress,
+//! just before `dev_xmit`. And which live captures (tcpdump, dumpcap) were listening there.
 
 use serde::Serialize;
 use tracer_common::catalogue::Tap;
