@@ -90,11 +90,7 @@ pub fn write(file: File, analysis: &Analysis, snap: Snap, comment: &str) -> Resu
             ts_ns: s.ts_ns + epoch_offset,
             data: &bytes.data[..keep.min(bytes.data.len())],
             orig_len: bytes.orig_len,
-            direction: match s.hook.side() {
-                Side::Rx => Direction::Inbound,
-                Side::Tx => Direction::Outbound,
-                Side::Neither => Direction::Unknown,
-            },
+            direction: direction(s),
             comments: &comments(s, journey, analysis),
             verdict: verdict(s, journey),
         })?;
@@ -140,6 +136,15 @@ fn comments(s: &Sighting, journey: &Journey, analysis: &Analysis) -> Vec<String>
     let mut out = vec![first];
     out.extend(explanation::packet(journey, analysis));
     out
+}
+
+/// The side of its interface the point saw the packet on (the hook catalogue's).
+fn direction(s: &Sighting) -> Direction {
+    match s.hook.side() {
+        Side::Rx => Direction::Inbound,
+        Side::Tx => Direction::Outbound,
+        Side::Neither => Direction::Unknown,
+    }
 }
 
 /// The XDP or tc verdict at this point: the packet passed, or this is where it died.
