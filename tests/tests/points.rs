@@ -100,6 +100,43 @@ fn tcp_reads_resets_retransmissions_and_icmp_errors_are_reported() {
     assert_eq!(report.stats()["lost_total"], 0);
 }
 
+/// A packet's points in the namespace `ns`: `hook position ifname dir`.
+fn points_in(packet: &Value, ns: &str) -> Vec<String> {
+    packet["path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["netns_name"] == ns)
+        .map(|p| {
+            format!(
+                "{} {} {} {}",
+                p["hook"].as_str().unwrap(),
+                p["position"].as_str().unwrap_or("-"),
+                p["ifname"].as_str().unwrap_or("-"),
+                p["dir"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// A packet's tcpdump verdicts in the namespace `ns`: `ifname dir seen|unseen`.
+fn verdicts_in(packet: &Value, ns: &str) -> Vec<String> {
+    packet["capture"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["netns_name"] == ns)
+        .map(|c| {
+            let seen = if c["seen"] == true { "seen" } else { "unseen" };
+            format!(
+                "{} {} {seen}",
+                c["ifname"].as_str().unwrap(),
+                c["dir"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn forwarded_packets_cross_forward_and_a_route_lookup() {
     require_privileges();
@@ -110,40 +147,48 @@ fn forwarded_packets_cross_forward_and_a_route_lookup() {
     assert!(out.status.success(), "the router forwards");
     std::thread::sleep(Duration::from_millis(200));
     let report = tracer.finish();
-    let requests: Vec<&Value> = report
-        .packets()
-        .filter(|p| p["src"] == ROUTED_A && p["proto"] == "icmp")
-        .collect();
-    assert_eq!(requests.len(), 2, "{:?}", report.records);
-    for request in requests {
-        let in_router: Vec<String> = request["path"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| p["netns_name"] == r.as_str())
-            .map(|p| {
-                format!(
-                    "{} {} {} {}",
-                    p["hook"].as_str().unwrap(),
-                    p["position"].as_str().unwrap_or("-"),
-                    p["ifname"].as_str().unwrap_or("-"),
-                    p["dir"].as_str().unwrap()
-                )
-            })
-            .collect();
-        // FORWARD is reported on the route's output device (the hook's `out`; `in` is ra):
-        // the packet is on its way out of rb there, the transmit side.
-        for expected in [
-            "nf_prerouting first ra rx",
-            "fib_lookup - rb -",
-            "nf_forward first rb tx",
-            "nf_forward last rb tx",
-            "nf_postrouting last rb tx",
-            "dev_xmit first rb tx",
-        ] {
-            assert!(
-                in_router.iter().any(|p| p == expected),
-                "{expected} missing from the router's part: {in_router:?}"
+    let from = |src: &str| -> Vec<&Value> {
+        report
+            .packets()
+            .filter(|p| p["src"] == src && p["proto"] == "icmp")
+            .collect()
+    };
+    // Requests come in on ra and leave by rb; replies the other way round.
+    for (packets, inward, outward) in [(from(ROUTED_A), "ra", "rb"), (from(ROUTED_B), "rb", "ra")] {
+        assert_eq!(packets.len(), 2, "{:?}", report.records);
+        for packet in packets {
+            let in_router = points_in(packet, &r);
+            // The FORWARD hook's state has both devices: `in`, where the packet came from, and
+            // `out`, the route's output device. The tracer reports `out`, on its transmit side
+            // (the input device was seen at PREROUTING), never `in`.
+            for expected in [
+                format!("nf_prerouting first {inward} rx"),
+                format!("fib_lookup - {outward} -"),
+                format!("nf_forward first {outward} tx"),
+                format!("nf_forward last {outward} tx"),
+                format!("nf_postrouting last {outward} tx"),
+                format!("dev_xmit first {outward} tx"),
+            ] {
+                assert!(
+                    in_router.contains(&expected),
+                    "{expected} missing from the router's part: {in_router:?}"
+                );
+            }
+            let forward: Vec<&String> = in_router
+                .iter()
+                .filter(|p| p.starts_with("nf_forward"))
+                .collect();
+            assert_eq!(
+                forward.len(),
+                2,
+                "FORWARD once, first and last: {in_router:?}"
+            );
+            // The tcpdump verdicts agree: captured arriving on the input device and leaving by
+            // the output one; FORWARD adds no receive verdict on the output device.
+            assert_eq!(
+                verdicts_in(packet, &r),
+                [format!("{inward} rx seen"), format!("{outward} tx seen")],
+                "{packet}"
             );
         }
     }

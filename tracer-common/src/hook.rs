@@ -1,4 +1,7 @@
-//! Observation points. The numbers are on the wire: fixed, never reused.
+//! Observation points. The numbers are on the wire: fixed, never reused. What the tracer knows
+//! about each is in [`crate::catalogue`].
+
+use crate::catalogue::Mechanism;
 
 /// Where in the kernel an event was produced.
 #[repr(u8)]
@@ -60,66 +63,23 @@ impl Hook {
         Hook::ALL.iter().copied().find(|h| *h as u8 == id)
     }
 
-    /// The name used in JSON output (ARCHITECTURE.md, a contract).
+    /// The name used in JSON output and recordings (a contract; see [`crate::catalogue`]).
     pub const fn name(self) -> &'static str {
-        match self {
-            Hook::Xdp => "xdp",
-            Hook::NetifReceive => "netif_receive",
-            Hook::TcIngress => "tc_ingress",
-            Hook::NfPrerouting => "nf_prerouting",
-            Hook::NfLocalIn => "nf_local_in",
-            Hook::NfForward => "nf_forward",
-            Hook::NfLocalOut => "nf_local_out",
-            Hook::NfPostrouting => "nf_postrouting",
-            Hook::TcEgress => "tc_egress",
-            Hook::DevXmit => "dev_xmit",
-            Hook::Socket => "socket",
-            Hook::Tcp => "tcp",
-            Hook::KfreeSkb => "kfree_skb",
-            Hook::ConsumeSkb => "consume_skb",
-            Hook::FibLookup => "fib_lookup",
-            Hook::IcmpSend => "icmp_send",
-        }
+        self.info().name
     }
 
     /// One of the netfilter hooks (PREROUTING ... POSTROUTING).
     pub const fn is_netfilter(self) -> bool {
-        matches!(
-            self,
-            Hook::NfPrerouting
-                | Hook::NfLocalIn
-                | Hook::NfForward
-                | Hook::NfLocalOut
-                | Hook::NfPostrouting
-        )
+        matches!(self.info().mechanism, Mechanism::Netfilter { .. })
     }
 
     pub fn from_name(name: &str) -> Option<Hook> {
         Hook::ALL.iter().copied().find(|h| h.name() == name)
     }
 
-    /// Which side of its interface the hook sees a packet on. The one table of it: the JSON
-    /// path's `dir`, pcapng's direction and the tcpdump verdicts all read it.
+    /// Which side of its interface the hook sees a packet on (see [`crate::catalogue`]).
     pub const fn side(self) -> Side {
-        match self {
-            Hook::Xdp
-            | Hook::NetifReceive
-            | Hook::TcIngress
-            | Hook::NfPrerouting
-            | Hook::NfLocalIn => Side::Rx,
-            // FORWARD names the route's output device: the packet is on its way out of it.
-            Hook::NfForward
-            | Hook::NfLocalOut
-            | Hook::NfPostrouting
-            | Hook::TcEgress
-            | Hook::DevXmit => Side::Tx,
-            Hook::Socket
-            | Hook::Tcp
-            | Hook::KfreeSkb
-            | Hook::ConsumeSkb
-            | Hook::FibLookup
-            | Hook::IcmpSend => Side::Neither,
-        }
+        self.info().side
     }
 }
 

@@ -4,6 +4,7 @@
 //! size check, so that both sides agree on the bytes. Ids are fixed numbers: never reuse one.
 #![no_std]
 
+pub mod catalogue;
 pub mod cbpf;
 pub mod config;
 pub mod event;

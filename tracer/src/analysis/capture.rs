@@ -1,10 +1,10 @@
 //! The tcpdump verdict: for every interface a packet crossed or was headed for, whether a capture
-//! there saw it, from where the AF_PACKET taps sit (KERNEL-NOTES.md): on receive just after
-//! `netif_receive`, before tc ingress; on transmit after tc egress, just before `dev_xmit`. And
-//! which live captures (tcpdump, dumpcap) were listening there.
+//! there saw it, from where the hook catalogue (`tracer_common::catalogue`) puts the AF_PACKET
+//! taps: on receive just after `netif_receive`, before tc ingress; on transmit after tc egress,
+//! just before `dev_xmit`. And which live captures (tcpdump, dumpcap) were listening there.
 
 use serde::Serialize;
-use tracer_common::hook::Hook;
+use tracer_common::catalogue::Tap;
 
 use crate::{
     analysis::journey::Journey, kernel::live_capture::LiveCapture, model::sighting::Sighting,
@@ -48,30 +48,31 @@ impl Capture {
     }
 }
 
-/// Which side of an interface's tap a sighting is on: (direction, passed the tap).
+/// Which side of an interface's tap a sighting is on: (direction, passed the tap), from where
+/// the hook catalogue puts its point.
 fn tap_side(s: &Sighting, known: &[Capture]) -> Option<(&'static str, bool)> {
     if s.ifindex == 0 {
         return None;
     }
     let dir = s.hook.side().name();
-    Some(match s.hook {
-        // Before the receive tap (XDP), after it (netif_receive is right at it).
-        Hook::Xdp => (dir, false),
-        Hook::NetifReceive | Hook::TcIngress => (dir, true),
-        // On the way out, the route's device: the packet was headed for its tap.
-        Hook::NfLocalOut | Hook::NfForward | Hook::NfPostrouting | Hook::TcEgress => (dir, false),
-        Hook::DevXmit => (dir, true),
+    match s.hook.info().tap {
+        // XDP before the receive tap; on the way out, the route's device: the packet was
+        // headed for its tap.
+        Tap::Before => Some((dir, false)),
+        // Netfilter's hooks past the receive tap add nothing: the device points before them
+        // tell it, with the headers the capture saw (PREROUTING's DNAT rewrites them).
+        Tap::At | Tap::After if !s.hook.is_netfilter() => Some((dir, true)),
         // Freed on an interface the packet was seen on nowhere else: it arrived there and died
         // before the receive tap (another tool's XDP program, the driver).
-        Hook::KfreeSkb
-            if !known
+        _ if s.is_drop()
+            && !known
                 .iter()
                 .any(|c| c.netns == s.netns && c.ifindex == s.ifindex) =>
         {
-            ("rx", false)
+            Some(("rx", false))
         }
-        _ => return None,
-    })
+        _ => None,
+    }
 }
 
 /// One verdict per interface and direction, in the order the packet met them.

@@ -7,7 +7,9 @@ use anyhow::Result;
 
 mod probe;
 
-use crate::{kernel::kernel_btf::KernelBtf, kernel::loader::TRACEPOINTS};
+use tracer_common::catalogue::{self, HookInfo, Mechanism, CATALOGUE};
+
+use crate::kernel::kernel_btf::KernelBtf;
 
 /// One observation point and whether this kernel has it.
 #[derive(Debug, PartialEq)]
@@ -40,47 +42,53 @@ pub fn checks(kernel: &impl KernelFacts) -> Vec<Check> {
         missing: (!ok).then(|| missing.to_string()),
         since,
     };
+    // The catalogue's points of one mechanism, by name, and the kernel that has it.
+    let points = |kind: fn(&Mechanism) -> bool| {
+        let rows: Vec<&HookInfo> = CATALOGUE.iter().filter(|i| kind(&i.mechanism)).collect();
+        let since = rows[0].mechanism.since().unwrap_or("?");
+        (rows.iter().map(|i| i.name).collect::<Vec<_>>(), since)
+    };
+    let (xdp, xdp_since) = points(|m| matches!(m, Mechanism::Xdp { .. }));
+    let (tc, tc_since) = points(|m| matches!(m, Mechanism::Tc { .. }));
+    let (nf, nf_since) = points(|m| matches!(m, Mechanism::Netfilter { .. }));
     let tcx = kernel.has_enum_member("bpf_attach_type", "BPF_TCX_INGRESS");
     let netfilter = kernel.has_enum_member("bpf_prog_type", "BPF_PROG_TYPE_NETFILTER");
     let mut out = vec![
         check(
-            "xdp",
+            &xdp.join(", "),
             kernel.has_type("xdp_buff"),
             "no XDP in this kernel",
-            "4.8",
+            xdp_since,
         ),
         // Without tcx links, cls_bpf filters on a clsact qdisc (4.5+) take their place.
         check(
-            if tcx {
-                "tc_ingress, tc_egress (first, last): tcx links"
-            } else {
-                "tc_ingress, tc_egress (first, last): cls_bpf filters"
-            },
+            &format!(
+                "{} (first, last): {}",
+                tc.join(", "),
+                if tcx { "tcx links" } else { "cls_bpf filters" }
+            ),
             true,
             "",
-            "4.5 (clsact), 6.6 (tcx)",
+            tc_since,
         ),
         check(
-            "nf_prerouting .. nf_postrouting, IPv4 and IPv6 (first, last)",
+            &format!(
+                "{} .. {}, IPv4 and IPv6 (first, last)",
+                nf[0],
+                nf[nf.len() - 1]
+            ),
             netfilter,
             "no BPF netfilter links; fentry/fexit on nf_hook_slow may stand in \
              (run as root to know)",
-            "6.4",
+            nf_since,
         ),
     ];
-    for tp in TRACEPOINTS {
-        let (tracepoint, hook) = (tp.name, tp.hook);
-        let since = match tracepoint {
-            "icmp_send" => "6.10",
-            "tcp_bad_csum" => "5.16",
-            "tcp_send_reset" | "tcp_receive_reset" | "tcp_retransmit_skb" => "4.15",
-            _ => "5.5 (tp_btf)",
-        };
+    for (hook, tp) in catalogue::tracepoints() {
         out.push(check(
-            &format!("{} (tracepoint {tracepoint})", hook.name()),
-            kernel.has_type(&format!("btf_trace_{tracepoint}")),
+            &format!("{} (tracepoint {})", hook.name(), tp.name),
+            kernel.has_type(&format!("btf_trace_{}", tp.name)),
             "the kernel has no such tracepoint",
-            since,
+            tp.since,
         ));
     }
     out.push(check(
@@ -237,5 +245,46 @@ mod tests {
         assert!(!missing("kfree_skb"));
         assert!(missing("icmp_send"));
         assert!(missing("kfree_skb drop reasons"));
+    }
+
+    #[test]
+    fn every_point_is_listed_with_the_kernel_it_needs() {
+        let kernel = Kernel(vec!["BPF_TCX_INGRESS"]);
+        let listed: Vec<(String, &str)> = checks(&kernel)
+            .into_iter()
+            .map(|c| (c.point, c.since))
+            .collect();
+        let expected = [
+            ("xdp", "4.8"),
+            (
+                "tc_ingress, tc_egress (first, last): tcx links",
+                "4.5 (clsact), 6.6 (tcx)",
+            ),
+            (
+                "nf_prerouting .. nf_postrouting, IPv4 and IPv6 (first, last)",
+                "6.4",
+            ),
+            (
+                "netif_receive (tracepoint netif_receive_skb)",
+                "5.5 (tp_btf)",
+            ),
+            ("dev_xmit (tracepoint net_dev_start_xmit)", "5.5 (tp_btf)"),
+            ("dev_xmit (tracepoint net_dev_xmit)", "5.5 (tp_btf)"),
+            ("kfree_skb (tracepoint kfree_skb)", "5.5 (tp_btf)"),
+            ("consume_skb (tracepoint consume_skb)", "5.5 (tp_btf)"),
+            (
+                "socket (tracepoint skb_copy_datagram_iovec)",
+                "5.5 (tp_btf)",
+            ),
+            ("tcp (tracepoint tcp_send_reset)", "4.15"),
+            ("tcp (tracepoint tcp_receive_reset)", "4.15"),
+            ("tcp (tracepoint tcp_retransmit_skb)", "4.15"),
+            ("tcp (tracepoint tcp_bad_csum)", "5.16"),
+            ("icmp_send (tracepoint icmp_send)", "6.10"),
+            ("fib_lookup (tracepoint fib_table_lookup)", "5.5 (tp_btf)"),
+            ("kfree_skb drop reasons", "5.17"),
+        ]
+        .map(|(point, since)| (point.to_string(), since));
+        assert_eq!(listed, expected);
     }
 }

@@ -8,6 +8,7 @@
 use anyhow::Context;
 use aya::{maps::Array, programs::BtfTracePoint, Btf, Ebpf, EbpfLoader};
 use tracer_common::{
+    catalogue::{self, Tracepoint},
     cbpf::{Program, L2_SLOT, L3_SLOT},
     config::{KernelOffsets, TraceConfig},
     hook::{Hook, Position},
@@ -86,107 +87,23 @@ pub fn load_filter(ebpf: &mut Ebpf, filter: &Filter) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A global typed tracepoint and its program variants.
-pub struct Tracepoint {
-    pub name: &'static str,
-    pub hook: Hook,
-    /// (arguments the program reads, program name), most arguments first: the first that
-    /// this kernel's tracepoint has enough arguments for is loaded.
-    pub programs: &'static [(usize, &'static str)],
-}
-
-const fn tracepoint(
-    name: &'static str,
-    hook: Hook,
-    programs: &'static [(usize, &'static str)],
-) -> Tracepoint {
-    Tracepoint {
-        name,
-        hook,
-        programs,
-    }
-}
-
-pub const TRACEPOINTS: &[Tracepoint] = &[
-    tracepoint(
-        "netif_receive_skb",
-        Hook::NetifReceive,
-        &[(1, "tracer_netif_receive")],
-    ),
-    tracepoint(
-        "net_dev_start_xmit",
-        Hook::DevXmit,
-        &[(1, "tracer_dev_start_xmit")],
-    ),
-    tracepoint("net_dev_xmit", Hook::DevXmit, &[(4, "tracer_net_dev_xmit")]),
-    tracepoint(
-        "kfree_skb",
-        Hook::KfreeSkb,
-        &[(3, "tracer_kfree_skb"), (2, "tracer_kfree_skb_2")],
-    ),
-    tracepoint(
-        "consume_skb",
-        Hook::ConsumeSkb,
-        &[(2, "tracer_consume_skb"), (1, "tracer_consume_skb_1")],
-    ),
-    tracepoint(
-        "skb_copy_datagram_iovec",
-        Hook::Socket,
-        &[(2, "tracer_socket_read")],
-    ),
-    tracepoint(
-        "tcp_send_reset",
-        Hook::Tcp,
-        &[(3, "tracer_tcp_send_reset"), (2, "tracer_tcp_send_reset_2")],
-    ),
-    tracepoint(
-        "tcp_receive_reset",
-        Hook::Tcp,
-        &[(1, "tracer_tcp_receive_reset")],
-    ),
-    tracepoint(
-        "tcp_retransmit_skb",
-        Hook::Tcp,
-        &[(1, "tracer_tcp_retransmit")],
-    ),
-    tracepoint("tcp_bad_csum", Hook::Tcp, &[(1, "tracer_tcp_bad_csum")]),
-    tracepoint("icmp_send", Hook::IcmpSend, &[(3, "tracer_icmp_send")]),
-    tracepoint(
-        "fib_table_lookup",
-        Hook::FibLookup,
-        &[(4, "tracer_fib_lookup")],
-    ),
-];
-
-impl Tracepoint {
-    /// The program variant for a kernel whose tracepoint passes `args` arguments.
-    pub fn program_for(&self, args: usize) -> Option<&'static str> {
-        self.programs
-            .iter()
-            .find(|(needs, _)| *needs <= args)
-            .map(|(_, program)| *program)
-    }
-}
-
-/// Loads and attaches the global tracepoints, each with the variant its arguments on this
-/// kernel call for. A tracepoint this kernel lacks, or a program its verifier refuses, is
+/// Loads and attaches the global tracepoints of the hook catalogue, each with the variant its
+/// arguments on this kernel call for. A tracepoint this kernel lacks, or a program its verifier refuses, is
 /// reported, not fatal: the rest still works.
 pub fn attach_tracepoints(ebpf: &mut Ebpf, kernel: &KernelBtf) -> Vec<Attachment> {
     let btf = match Btf::from_sys_fs() {
         Ok(btf) => btf,
         Err(e) => {
             let error = format!("no kernel BTF: {e}");
-            return TRACEPOINTS
-                .iter()
-                .map(|tp| global(tp.hook, tp.name, Err(error.clone())))
+            return catalogue::tracepoints()
+                .map(|(hook, tp)| global(hook, tp.name, Err(error.clone())))
                 .collect();
         }
     };
-    TRACEPOINTS
-        .iter()
-        .map(|tp| {
+    catalogue::tracepoints()
+        .map(|(hook, tp)| {
             let result = attach_tracepoint(ebpf, &btf, kernel, tp);
-            global(tp.hook, tp.name, result)
+            global(hook, tp.name, result)
         })
         .collect()
 }
@@ -236,5 +153,29 @@ pub fn position_name(position: Position) -> &'static str {
         Position::First => "first",
         Position::Last => "last",
         Position::Only => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel programs are named in two places, their functions in tracer-ebpf and the hook
+    /// catalogue: every name the catalogue gives is one the object has.
+    #[test]
+    fn the_object_has_every_program_the_catalogue_names() {
+        if EBPF_OBJECT.is_empty() {
+            return; // Built without the eBPF toolchain: nothing to compare.
+        }
+        let object = aya_obj::Object::parse(EBPF_OBJECT).expect("the embedded object parses");
+        for info in &catalogue::CATALOGUE {
+            info.mechanism.programs(|program| {
+                assert!(
+                    object.programs.contains_key(program),
+                    "{program} ({}) is not in the object",
+                    info.name
+                );
+            });
+        }
     }
 }

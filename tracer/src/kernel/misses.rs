@@ -14,10 +14,7 @@ use anyhow::{Context, Result};
 use aya::Ebpf;
 use aya_obj::generated::bpf_prog_info;
 
-use crate::{
-    kernel::loader::TRACEPOINTS,
-    kernel::netfilter::{TRAMPOLINE_ENTRY, TRAMPOLINE_EXIT},
-};
+use tracer_common::catalogue;
 
 /// `BPF_OBJ_GET_INFO_BY_FD`.
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
@@ -38,12 +35,13 @@ pub const NETFILTER: &str = "netfilter";
 /// the netfilter trampolines under [`NETFILTER`]).
 pub fn per_hook(ebpf: &Ebpf) -> Result<BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();
-    let tracepoints = TRACEPOINTS.iter().flat_map(|tp| {
+    let tracepoints = catalogue::tracepoints().flat_map(|(hook, tp)| {
         tp.programs
             .iter()
-            .map(|(_, program)| (*program, tp.hook.name()))
+            .map(move |(_, program)| (*program, hook.name()))
     });
-    let trampolines = [TRAMPOLINE_ENTRY, TRAMPOLINE_EXIT].map(|program| (program, NETFILTER));
+    let netfilter = catalogue::netfilter_programs();
+    let trampolines = [netfilter.entry, netfilter.exit].map(|program| (program, NETFILTER));
     for (program, hook) in tracepoints.chain(trampolines) {
         // A tracepoint this kernel lacks was never loaded: it cannot have missed anything.
         let Some(fd) = ebpf.program(program).and_then(|p| p.fd().ok()) else {

@@ -14,7 +14,10 @@ use aya::{
     programs::{FEntry, FExit},
     Btf, Ebpf,
 };
-use tracer_common::hook::{netfilter_hook, Hook, Position};
+use tracer_common::{
+    catalogue,
+    hook::{netfilter_hook, Hook, Position},
+};
 
 use crate::{
     kernel::loader::{position_name, Attachment, EBPF_OBJECT},
@@ -40,8 +43,6 @@ pub struct Netfilter {
     links: HashMap<u32, Vec<OwnedFd>>,
 }
 
-pub const TRAMPOLINE_ENTRY: &str = "tracer_nf_hook_entry";
-pub const TRAMPOLINE_EXIT: &str = "tracer_nf_hook_exit";
 const LINKS: &str = "BPF netfilter link";
 const TRAMPOLINES: &str = "fentry/fexit on nf_hook_slow";
 
@@ -50,17 +51,15 @@ impl Netfilter {
     /// program type, attaches the trampolines. Never fails: an error is kept and reported for
     /// every namespace, and the other observation points carry on.
     pub fn load(ebpf: &mut Ebpf) -> Netfilter {
-        let programs: Result<Vec<_>, String> = [
-            ("tracer_nf_first", Position::First),
-            ("tracer_nf_last", Position::Last),
-        ]
-        .into_iter()
-        .map(|(name, position)| {
-            nf_link::load(ebpf, EBPF_OBJECT, name)
-                .map(|p| (p, position))
-                .map_err(|e| e.to_string())
-        })
-        .collect();
+        let programs: Result<Vec<_>, String> = catalogue::netfilter_programs()
+            .links
+            .into_iter()
+            .map(|(name, position)| {
+                nf_link::load(ebpf, EBPF_OBJECT, name)
+                    .map(|p| (p, position))
+                    .map_err(|e| e.to_string())
+            })
+            .collect();
         let mechanism = match programs {
             Ok(programs) => Mechanism::Links(programs),
             Err(links) => match attach_trampolines(ebpf) {
@@ -166,17 +165,21 @@ fn attachment(netns: &Netns, hook: Hook, family: &str, result: Result<&str, Stri
 fn attach_trampolines(ebpf: &mut Ebpf) -> Result<(), String> {
     let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
     let load = |e: aya::programs::ProgramError| verifier::describe(&e);
-    program::<FEntry>(ebpf, TRAMPOLINE_ENTRY)?
+    let (entry, exit) = {
+        let programs = catalogue::netfilter_programs();
+        (programs.entry, programs.exit)
+    };
+    program::<FEntry>(ebpf, entry)?
         .load("nf_hook_slow", &btf)
         .map_err(load)?;
-    program::<FExit>(ebpf, TRAMPOLINE_EXIT)?
+    program::<FExit>(ebpf, exit)?
         .load("nf_hook_slow", &btf)
         .map_err(load)?;
-    let exit_link = program::<FExit>(ebpf, TRAMPOLINE_EXIT)?
+    let exit_link = program::<FExit>(ebpf, exit)?
         .attach()
         .map_err(|e| format!("{e:#}"))?;
-    if let Err(e) = program::<FEntry>(ebpf, TRAMPOLINE_ENTRY)?.attach() {
-        let _ = program::<FExit>(ebpf, TRAMPOLINE_EXIT)?.detach(exit_link);
+    if let Err(e) = program::<FEntry>(ebpf, entry)?.attach() {
+        let _ = program::<FExit>(ebpf, exit)?.detach(exit_link);
         return Err(format!("{e:#}"));
     }
     Ok(())

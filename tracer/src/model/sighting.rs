@@ -129,16 +129,8 @@ impl Sighting {
             // A bridge port's point names its bridge: where a frame crosses the bridge the
             // tracer sees only the ports (and br_netfilter's IP hooks on the bridge).
             _ => note(event, names).or_else(|| {
-                let port_point = matches!(
-                    Hook::from_u8(h.hook),
-                    Some(
-                        Hook::Xdp
-                            | Hook::NetifReceive
-                            | Hook::TcIngress
-                            | Hook::TcEgress
-                            | Hook::DevXmit
-                    )
-                );
+                // The device's own points: netfilter's IP hooks name the bridge itself.
+                let port_point = hook.info().on_path && !hook.is_netfilter();
                 port_point.then_some(())?;
                 let bridge = names.bridge_of.get(&(h.netns, h.ifindex))?;
                 let name = names.interfaces.get(&(h.netns, *bridge))?;
@@ -200,19 +192,7 @@ impl Sighting {
     /// Whether this is a point of the packet's path through the stack (XDP to the driver), as
     /// opposed to an end of life (free, socket read) or an annotation (TCP, ICMP, routing).
     pub fn on_path(&self) -> bool {
-        matches!(
-            self.hook,
-            Hook::Xdp
-                | Hook::NetifReceive
-                | Hook::TcIngress
-                | Hook::NfPrerouting
-                | Hook::NfLocalIn
-                | Hook::NfForward
-                | Hook::NfLocalOut
-                | Hook::NfPostrouting
-                | Hook::TcEgress
-                | Hook::DevXmit
-        )
+        self.hook.info().on_path
     }
 
     /// Whether the skb was freed here (dropped or consumed): its address is then reused.

@@ -1,7 +1,7 @@
 //! Explanations in plain sentences, per packet and per flow: where it went, where it died and
 //! why, and whether tcpdump saw it. Pure: journeys, flows and what was recorded beside them in.
 
-use tracer_common::hook::Hook;
+use tracer_common::hook::{Hook, Side};
 
 use crate::{
     analysis::capture::Capture,
@@ -223,16 +223,17 @@ fn tap_relation(journey: &Journey, captures: &[Capture]) -> String {
             c.place()
         )
     } else if let Some(c) = received {
-        let consequence = match journey.fate.hook.as_deref() {
-            Some("nf_local_in")
-            | Some("nf_prerouting")
-            | Some("tc_ingress")
-            | Some("netif_receive")
-                if journey.headers().proto == "tcp" =>
-            {
-                ", and TCP never received it"
-            }
-            _ => "",
+        // Dropped on the way in, past the receive tap (the hook catalogue's): before TCP.
+        let on_the_way_in = journey
+            .fate
+            .hook
+            .as_deref()
+            .and_then(Hook::from_name)
+            .is_some_and(|hook| hook.side() == Side::Rx && hook.info().tap.passed());
+        let consequence = if on_the_way_in && journey.headers().proto == "tcp" {
+            ", and TCP never received it"
+        } else {
+            ""
         };
         let form = match &c.encapsulated {
             Some(outer) => format!(" as {outer}"),

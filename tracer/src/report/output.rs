@@ -3,7 +3,10 @@
 use std::io::{self, Write};
 
 use serde_json::{json, Value};
-use tracer_common::hook::{Hook, Position};
+use tracer_common::{
+    catalogue::Tap,
+    hook::{Position, Side},
+};
 
 use crate::{
     analysis::flow::Flow,
@@ -201,9 +204,11 @@ fn write_packet(
             (Some(ns), None) => ns.clone(),
             (None, None) => format!("netns:{}", point.netns),
         };
-        // tcpdump's tap: just before the driver on the way out, just after netif_receive in.
+        // tcpdump's tap, drawn beside the point next to it (see the hook catalogue): just after
+        // netif_receive on the way in, just before the driver (dev_xmit's first) on the way out.
         let tap = paint.tap(&format!("    {:->14} tcpdump on {place} {:-<20}", "", ""));
-        if point.hook == Hook::DevXmit && point.position == Position::First {
+        let at_tap = point.hook.info().tap == Tap::At;
+        if at_tap && point.hook.side() == Side::Tx && point.position != Position::Last {
             writeln!(out, "{tap}")?;
         }
         let extra = match (&point.reason, &point.location, &point.note) {
@@ -222,7 +227,7 @@ fn write_packet(
         };
         let offset_us = point.ts_ns.saturating_sub(start) as f64 / 1000.0;
         writeln!(out, "    +{offset_us:>9.1}us  {hook:<22} {place}{extra}")?;
-        if point.hook == Hook::NetifReceive {
+        if at_tap && point.hook.side() == Side::Rx {
             writeln!(out, "{tap}")?;
         }
     }

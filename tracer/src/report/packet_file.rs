@@ -5,7 +5,10 @@
 //! passed such a program.
 
 use std::{collections::HashMap, fs::File, io::BufWriter};
-use tracer_common::hook::{Hook, Position};
+use tracer_common::{
+    catalogue::PcapngVerdict,
+    hook::{Position, Side},
+};
 
 use anyhow::Result;
 
@@ -87,11 +90,7 @@ pub fn write(file: File, analysis: &Analysis, snap: Snap, comment: &str) -> Resu
             ts_ns: s.ts_ns + epoch_offset,
             data: &bytes.data[..keep.min(bytes.data.len())],
             orig_len: bytes.orig_len,
-            direction: match s.hook.side().name() {
-                "rx" => Direction::Inbound,
-                "tx" => Direction::Outbound,
-                _ => Direction::Unknown,
-            },
+            direction: direction(s),
             comments: &comments(s, journey, analysis),
             verdict: verdict(s, journey),
         })?;
@@ -139,6 +138,15 @@ fn comments(s: &Sighting, journey: &Journey, analysis: &Analysis) -> Vec<String>
     out
 }
 
+/// The side of its interface the point saw the packet on (the hook catalogue's).
+fn direction(s: &Sighting) -> Direction {
+    match s.hook.side() {
+        Side::Rx => Direction::Inbound,
+        Side::Tx => Direction::Outbound,
+        Side::Neither => Direction::Unknown,
+    }
+}
+
 /// The XDP or tc verdict at this point: the packet passed, or this is where it died.
 fn verdict(s: &Sighting, journey: &Journey) -> Option<Verdict> {
     let fate = &journey.fate;
@@ -147,10 +155,10 @@ fn verdict(s: &Sighting, journey: &Journey) -> Option<Verdict> {
         && fate.position.as_deref() == s.position.name()
         && fate.ifname == s.ifname
         && fate.netns_name == s.netns_name;
-    match s.hook {
-        Hook::Xdp => Some(Verdict::Xdp(if died_here { XDP_DROP } else { XDP_PASS })),
+    match s.hook.info().pcapng_verdict {
+        PcapngVerdict::Xdp => Some(Verdict::Xdp(if died_here { XDP_DROP } else { XDP_PASS })),
         // Dropped after the first tc program and before the last: by a tc program between.
-        Hook::TcIngress | Hook::TcEgress if s.position == Position::First => {
+        PcapngVerdict::Tc if s.position == Position::First => {
             Some(Verdict::Tc(if died_here { TC_ACT_SHOT } else { TC_ACT_OK }))
         }
         _ => None,

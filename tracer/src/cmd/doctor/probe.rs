@@ -3,7 +3,7 @@
 //! accepted there is what a trace gets.
 
 use anyhow::Result;
-use tracer_common::config::TraceConfig;
+use tracer_common::{catalogue::Mechanism, config::TraceConfig, hook::Hook};
 
 use crate::{
     kernel::kernel_btf::KernelBtf,
@@ -38,11 +38,18 @@ pub fn attach_everything(btf: &KernelBtf) -> Result<Vec<Attachment>> {
 
 /// What the mechanisms this kernel allows cost the explanations, one sentence each.
 pub fn costs(attachments: &[Attachment]) -> Vec<String> {
-    let uses = |hook: &str, needle: &str| {
-        attachments.iter().any(|a| {
-            a.hook.name() == hook && a.mechanism.as_deref().is_some_and(|m| m.contains(needle))
-        })
+    // The points of one mechanism of the hook catalogue (tc's, netfilter's).
+    let of = |kind: fn(&Mechanism) -> bool| {
+        attachments
+            .iter()
+            .filter(move |a| kind(&a.hook.info().mechanism))
     };
+    let tc = |m: &Mechanism| matches!(m, Mechanism::Tc { .. });
+    let netfilter = |m: &Mechanism| matches!(m, Mechanism::Netfilter { .. });
+    let uses = |kind: fn(&Mechanism) -> bool, needle: &str| {
+        of(kind).any(|a| a.mechanism.as_deref().is_some_and(|m| m.contains(needle)))
+    };
+    let lacks_any = |kind: fn(&Mechanism) -> bool| of(kind).any(|a| a.error.is_some());
     // A tracepoint (by name) whose kernel passes this many arguments.
     let passes = |tracepoint: &str, arguments: &str| {
         attachments.iter().any(|a| {
@@ -52,18 +59,13 @@ pub fn costs(attachments: &[Attachment]) -> Vec<String> {
                     .is_some_and(|m| m.contains(arguments))
         })
     };
-    let lacks = |hook: &str, point: &str| {
+    let lacks = |hook: Hook| {
         attachments
             .iter()
-            .any(|a| a.hook.name() == hook && a.point == point && a.error.is_some())
-    };
-    let lacks_hook = |hook: &str| {
-        attachments
-            .iter()
-            .any(|a| a.hook.name() == hook && a.error.is_some())
+            .any(|a| a.hook == hook && a.error.is_some())
     };
     let mut out = Vec::new();
-    if uses("tc_ingress", "cls_bpf") || uses("tc_egress", "cls_bpf") {
+    if uses(tc, "cls_bpf") {
         out.push(
             "tc: no tcx links; the tracer's cls_bpf filters at priorities 1 and 65535 bracket \
              other filters as well. Filters outlive a killed process: `tracer cleanup` \
@@ -71,21 +73,21 @@ pub fn costs(attachments: &[Attachment]) -> Vec<String> {
                 .to_string(),
         );
     }
-    if lacks_hook("tc_ingress") || lacks_hook("tc_egress") {
+    if lacks_any(tc) {
         out.push(
             "tc: not observed; a drop by a tc program is placed only between the capture point \
              and netfilter."
                 .to_string(),
         );
     }
-    if uses("nf_prerouting", "nf_hook_slow") {
+    if uses(netfilter, "nf_hook_slow") {
         out.push(
             "netfilter: no BPF netfilter links (Linux 6.4); fentry/fexit on nf_hook_slow stand \
              in. A hook is seen only where some rule or conntrack is registered on it, and \
              programs of other tools linked to netfilter are not bracketed."
                 .to_string(),
         );
-    } else if lacks_hook("nf_prerouting") {
+    } else if lacks_any(netfilter) {
         out.push(
             "netfilter: not observed; a rule's drop is still seen (kfree_skb, NETFILTER_DROP) \
              but not at which hook, and the explanations say so."
@@ -98,7 +100,7 @@ pub fn costs(attachments: &[Attachment]) -> Vec<String> {
     if passes("tcp_send_reset", "(2 arguments)") {
         out.push("tcp_send_reset: this kernel gives no reset reasons (6.10+).".to_string());
     }
-    if lacks("icmp_send", "icmp_send") {
+    if lacks(Hook::IcmpSend) {
         out.push(
             "icmp_send: ICMP errors the kernel sends are seen only as packets, not tied to \
              the packet that caused them (6.10+)."

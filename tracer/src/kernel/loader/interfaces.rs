@@ -17,7 +17,10 @@ use aya::{
     },
     Ebpf,
 };
-use tracer_common::hook::{Hook, Position};
+use tracer_common::{
+    catalogue,
+    hook::{Hook, Position, Side},
+};
 
 use super::{position_name, Attachment};
 use crate::{
@@ -25,34 +28,17 @@ use crate::{
     kernel::verifier,
 };
 
-/// (program name, hook, direction, order) of the tc programs: a first and a last per
-/// direction, so that another tc program's drop falls between two sightings.
-const TC_PROGRAMS: [(&str, Hook, TcAttachType, Position); 4] = [
-    (
-        "tracer_tc_ingress_first",
-        Hook::TcIngress,
-        TcAttachType::Ingress,
-        Position::First,
-    ),
-    (
-        "tracer_tc_ingress_last",
-        Hook::TcIngress,
-        TcAttachType::Ingress,
-        Position::Last,
-    ),
-    (
-        "tracer_tc_egress_first",
-        Hook::TcEgress,
-        TcAttachType::Egress,
-        Position::First,
-    ),
-    (
-        "tracer_tc_egress_last",
-        Hook::TcEgress,
-        TcAttachType::Egress,
-        Position::Last,
-    ),
-];
+/// (program name, hook, direction, order) of the tc programs, from the hook catalogue: a first
+/// and a last per direction, so that another tc program's drop falls between two sightings.
+fn tc_programs() -> impl Iterator<Item = (&'static str, Hook, TcAttachType, Position)> {
+    catalogue::tc_programs().map(|(hook, position, program)| {
+        let direction = match hook.side() {
+            Side::Rx => TcAttachType::Ingress,
+            _ => TcAttachType::Egress,
+        };
+        (program, hook, direction, position)
+    })
+}
 
 /// cls_bpf priorities: 1 runs first, 65535 last (0 would let the kernel choose).
 const NETLINK_FIRST: u16 = 1;
@@ -92,8 +78,8 @@ impl InterfacePrograms {
     /// Loads the tc programs, and XDP with `xdp`. A program the kernel refuses costs its
     /// points, not the trace.
     pub fn load(ebpf: &mut Ebpf, xdp: bool, tc: TcMode) -> InterfacePrograms {
-        let tc_programs = TC_PROGRAMS.iter().map(|(name, ..)| *name);
-        let xdp_program = xdp.then_some("tracer_xdp");
+        let tc_programs = tc_programs().map(|(name, ..)| name);
+        let xdp_program = xdp.then(catalogue::xdp_program);
         let mut refused = HashMap::new();
         for name in xdp_program.into_iter().chain(tc_programs) {
             if let Err(e) = load_program(ebpf, name) {
@@ -124,7 +110,7 @@ impl InterfacePrograms {
                 links: Vec::new(),
                 added_clsact: false,
             };
-            for (name, hook, direction, position) in TC_PROGRAMS {
+            for (name, hook, direction, position) in tc_programs() {
                 let result = match refused.get(name) {
                     Some(e) => Err(e.clone()),
                     None => {
@@ -220,13 +206,14 @@ fn attach_xdp(
     refused: &HashMap<&'static str, String>,
 ) -> Option<Outcome> {
     let ours = xdp.then(|| -> Result<(), String> {
-        if let Some(e) = refused.get("tracer_xdp") {
+        let program = catalogue::xdp_program();
+        if let Some(e) = refused.get(program) {
             return Err(e.clone());
         }
         let prog: &mut Xdp = ebpf
-            .program_mut("tracer_xdp")
+            .program_mut(program)
             .and_then(|p| p.try_into().ok())
-            .ok_or("program tracer_xdp missing from the object")?;
+            .ok_or_else(|| format!("program {program} missing from the object"))?;
         prog.attach(ifname, XdpMode::Default)
             .map_err(|e| format!("{e:#}"))?;
         Ok(())

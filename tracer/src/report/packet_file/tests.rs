@@ -1,4 +1,12 @@
-use super::headers_len;
+use std::path::Path;
+
+use super::{direction, headers_len, verdict};
+use crate::{
+    analysis::fate::{FateKind, TraceEnd},
+    analysis::journey::build,
+    model::recording,
+    report::pcapng::{Direction, Verdict},
+};
 
 fn ipv4(proto: u8, ihl_words: u8, fragment_offset: u16) -> Vec<u8> {
     let mut ip = vec![0u8; ihl_words as usize * 4];
@@ -66,4 +74,48 @@ fn truncated_or_unknown_bytes_are_kept_as_they_are() {
     assert_eq!(headers_len(&[0x12, 0x34], false), 2);
     let arp = [ethernet(0, 0x0806), vec![0; 28]].concat();
     assert_eq!(headers_len(&arp, true), 14);
+}
+
+/// Each point's direction and verdict on a recorded packet a tc ingress program dropped: the
+/// shot at tc ingress's first program, where it died, and no verdict at points that are not
+/// programs deciding the packet's fate.
+#[test]
+fn a_tc_drop_is_a_shot_at_the_first_tc_program() {
+    let sightings = recording::read(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tc_ingress_drop.jsonl"),
+    )
+    .expect("fixture")
+    .sightings;
+    let journeys = build(sightings, &TraceEnd::default());
+    let dropped = journeys
+        .iter()
+        .find(|j| j.fate.kind == FateKind::Dropped)
+        .expect("a dropped packet");
+    let points: Vec<(String, Direction, Option<Verdict>)> = dropped
+        .sightings
+        .iter()
+        .map(|s| (super::point(s), direction(s), verdict(s, dropped)))
+        .collect();
+    assert!(!points.is_empty());
+    for (point, direction, verdict) in &points {
+        let expected = match point.as_str() {
+            "tc_ingress(first)" => (Direction::Inbound, Some(Verdict::Tc(super::TC_ACT_SHOT))),
+            "tc_egress(first)" => (Direction::Outbound, Some(Verdict::Tc(super::TC_ACT_OK))),
+            "xdp" => (Direction::Inbound, Some(Verdict::Xdp(super::XDP_PASS))),
+            "netif_receive" | "tc_ingress(last)" => (Direction::Inbound, None),
+            p if p.starts_with("nf_prerouting") || p.starts_with("nf_local_in") => {
+                (Direction::Inbound, None)
+            }
+            p if p.starts_with("nf_") => (Direction::Outbound, None),
+            p if p.starts_with("tc_egress") || p.starts_with("dev_xmit") => {
+                (Direction::Outbound, None)
+            }
+            _ => (Direction::Unknown, None),
+        };
+        assert_eq!((*direction, *verdict), expected, "{point}: {points:?}");
+    }
+    assert!(
+        points.iter().any(|(p, ..)| p == "tc_ingress(first)"),
+        "{points:?}"
+    );
 }
