@@ -1,4 +1,4 @@
-//! The JSON-lines contract (ARCHITECTURE.md, README "--format json"), checked field by field:
+//! The JSON-lines contract (README "--format json"), checked field by field:
 //! every record's fields have the documented types and values, nothing undocumented appears,
 //! and the records agree with each other (ids, counts, sums).
 

@@ -1,5 +1,5 @@
 //! The three outputs of one real trace: JSON lines validated field by field against the
-//! contract (ARCHITECTURE.md, README), the pcapng file read back by tshark (interfaces per
+//! contract (README), the pcapng file read back by tshark (interfaces per
 //! observation point, comments, verdicts, headers only unless `--snaplen`, and the packets at
 //! the tap the same as a real tcpdump's), and the text output (capture point, explanations).
 //!

@@ -1,8 +1,8 @@
 //! `tracer`: follows packets through the Linux network stack and says where each one went,
 //! where it died and whether tcpdump saw it.
-
 //!
-//! The crate is in layers; each imports only the layers below it (`tests/layers.rs` checks):
+//! The crate is in layers; each imports only the layers below it (`tests/layers.rs` checks;
+//! `docs/design.md` tells the whole design):
 //!
 //! ```text
 //! cmd       commands: trace, explain, lab, doctor, cleanup

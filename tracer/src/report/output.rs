@@ -1,4 +1,4 @@
-//! Sinks: JSON lines (the contract of ARCHITECTURE.md) and text for people.
+//! Sinks: JSON lines (the contract in the README's schema table) and text for people.
 
 use std::io::{self, Write};
 
