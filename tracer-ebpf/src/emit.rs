@@ -199,7 +199,7 @@ fn clear(packet: &mut PacketSummary) {
     const WORDS: usize = core::mem::size_of::<PacketSummary>() / 4;
     let words = packet as *mut PacketSummary as *mut u32;
     for i in 0..WORDS {
-        // SAFETY: `words` is `packet`, an exclusive reference, read as its 72 / 4 `u32`s:
+        // SAFETY: `words` is `packet`, an exclusive reference, seen as its 72 / 4 `u32`s:
         // `i < WORDS` keeps the write inside it, the struct is 4-aligned (it has `u32`
         // fields), and all zeroes is a valid value for its integer fields.
         unsafe { core::ptr::write_volatile(words.add(i), 0) };
@@ -463,9 +463,10 @@ unsafe extern "C" fn filter_step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: the caller's promise: `bpf_loop` hands over `run_filter`'s `&mut run` unchanged.
     let run = unsafe { &mut *(ctx as *mut FilterRun) };
     // SAFETY: `run_filter` took `program` from the `FILTERS` map (a whole `Program`) and `mem`
-    // from this hook's `FILTER_MEM` slot on this CPU; `view`'s addresses are the hook's link
-    // header copy (on its stack, below which this runs) and its scratch bytes, with the
-    // lengths copied there. The interpreter reads them with `bpf_probe_read_kernel`.
+    // from this hook's `FILTER_MEM` slot on this CPU (no other user); `view`'s addresses are
+    // the hook's link-header copy on its stack, which outlives this call (or none, length 0),
+    // and its `SCRATCH` or `INNER_SCRATCH` slot, with the lengths copied there. The
+    // interpreter reads them with `bpf_probe_read_kernel`, which checks every address.
     let more = unsafe { cbpf::step(&mut run.machine, run.program, &run.view, &mut *run.mem) };
     if more {
         0
