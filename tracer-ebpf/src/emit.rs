@@ -462,11 +462,10 @@ struct FilterRun {
 unsafe extern "C" fn filter_step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: the caller's promise: `bpf_loop` hands over `run_filter`'s `&mut run` unchanged.
     let run = unsafe { &mut *(ctx as *mut FilterRun) };
-    // SAFETY: `run_filter` took `program` from the `FILTERS` map (a whole `Program`) and `mem`
-    // from this hook's `FILTER_MEM` slot on this CPU (no other user); `view`'s addresses are
-    // the hook's link-header copy on its stack, which outlives this call (or none, length 0),
-    // and its `SCRATCH` or `INNER_SCRATCH` slot, with the lengths copied there. The
-    // interpreter reads them with `bpf_probe_read_kernel`, which checks every address.
+    // SAFETY: `program` is a whole `Program` in `FILTERS`, `mem` this hook's `FILTER_MEM` slot
+    // on this CPU; `view` is the hook's link-header copy on its stack (or none, length 0) and
+    // its `SCRATCH` or `INNER_SCRATCH` slot, with the lengths copied there (`run_filter`'s
+    // callers), read through `bpf_probe_read_kernel`, which checks every address.
     let more = unsafe { cbpf::step(&mut run.machine, run.program, &run.view, &mut *run.mem) };
     if more {
         0
