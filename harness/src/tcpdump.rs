@@ -38,9 +38,11 @@ impl Tcpdump {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        // SAFETY: pthread_sigmask is async-signal-safe. A caller may block SIGINT and SIGTERM
-        // to clean up on them (a lab does); tcpdump must not inherit that, or SIGINT could
-        // never stop it.
+        // A caller may block SIGINT and SIGTERM to clean up on them (a lab does); tcpdump must
+        // not inherit that, or SIGINT could never stop it.
+        // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+        // calls are allowed: it allocates nothing, a zeroed `sigset_t` is a valid value, and
+        // sigemptyset, sigaddset and pthread_sigmask are async-signal-safe (POSIX).
         unsafe {
             command.pre_exec(|| {
                 let mut set: libc::sigset_t = std::mem::zeroed();

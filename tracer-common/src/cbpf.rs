@@ -67,6 +67,9 @@ impl Program {
 const _: () = assert!(core::mem::size_of::<Insn>() == 8);
 const _: () = assert!(core::mem::size_of::<Program>() == 8 + 8 * MAX_INSNS);
 
+// SAFETY: `repr(C)`; `len` and `_pad` are `u32`s, each `Insn` a `repr(C)` `u16, u8, u8, u32`
+// (8 bytes, asserted above), so the whole is 8 + 8 * MAX_INSNS bytes without padding, and
+// made of integers only: any bit pattern is a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Program {}
 
@@ -123,7 +126,8 @@ impl View {
             (self.l2, at, self.l2_len)
         };
         if offset + 4 <= part_len {
-            // SAFETY: four bytes at `offset` lie within the part (see `run`).
+            // SAFETY: `offset + 4 <= part_len`, and the caller of `step` promised `part_len`
+            // readable bytes at `base`; `read` copes with any alignment.
             let word: [u8; 4] = unsafe { read(base.wrapping_add(offset as usize).cast()) };
             return Some(u32::from_be_bytes(word) >> (8 * (4 - size)));
         }
@@ -139,7 +143,8 @@ impl View {
     /// The byte at `at`, which [`View::load`] checked to be in range.
     #[inline(always)]
     fn byte(&self, at: u32) -> u8 {
-        // SAFETY: the caller of `run` guarantees `l2_len` bytes at `l2` and `l3_len` at `l3`.
+        // SAFETY: `load` checked `at < l2_len + l3_len`, and the caller of `step` promised
+        // `l2_len` readable bytes at `l2` and `l3_len` at `l3`.
         unsafe {
             if at < self.l2_len {
                 read(self.l2.wrapping_add(at as usize))
@@ -160,12 +165,20 @@ unsafe fn read<T: Copy + Default>(src: *const T) -> T {
     #[cfg(target_arch = "bpf")]
     {
         // Helper 113, `bpf_probe_read_kernel`, called the way aya-ebpf's bindings do.
+        // SAFETY: on the BPF target a call through the constant address 113 compiles to the
+        // instruction `call 113`, helper `BPF_FUNC_probe_read_kernel`, whose signature is
+        // `long (void *dst, u32 size, const void *unsafe_ptr)`, the one given here.
         let probe_read: unsafe extern "C" fn(*mut T, u32, *const T) -> i64 =
             unsafe { core::mem::transmute(113usize) };
         let mut out = T::default();
+        // SAFETY: the destination is `out`, a local of exactly `size_of::<T>()` bytes; the
+        // helper checks the source address itself (zeroes on a fault), and the `T`s read here
+        // (`[u8; 4]`, `u8`, `Insn`) are integers, valid for any bytes.
         unsafe { probe_read(&mut out, core::mem::size_of::<T>() as u32, src) };
         out
     }
+    // SAFETY: the caller's promise that `src` points to a readable `T`; unaligned because
+    // `View`'s addresses are byte positions in a packet.
     #[cfg(not(target_arch = "bpf"))]
     unsafe {
         core::ptr::read_unaligned(src)
@@ -217,7 +230,8 @@ pub unsafe fn step(
 ) -> bool {
     let (mut a, mut x) = (machine.a, machine.x);
     let pc = machine.pc as usize & (MAX_INSNS - 1);
-    // SAFETY: the index is below MAX_INSNS, inside the program.
+    // SAFETY: the caller promised that `prog` points to a `Program`, so the projection to its
+    // `insns` stays in it; `pc` is masked below `MAX_INSNS`, so the read is one of them.
     let insns = unsafe { core::ptr::addr_of!((*prog).insns) } as *const Insn;
     let insn: Insn = unsafe { read(insns.wrapping_add(pc)) };
     let mut next = pc + 1;

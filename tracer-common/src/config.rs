@@ -57,7 +57,8 @@ impl KernelOffsets {
     /// Every field unknown.
     pub const UNSET: KernelOffsets = {
         const WORDS: usize = core::mem::size_of::<KernelOffsets>() / 4;
-        // SAFETY: the struct is `repr(C)` and made of `u32`s only.
+        // SAFETY: `KernelOffsets` is `repr(C)` and made of `u32`s only (160 bytes, asserted
+        // below): the same size and layout as `[u32; WORDS]`, and any value valid.
         unsafe { core::mem::transmute::<[u32; WORDS], KernelOffsets>([u32::MAX; WORDS]) }
     };
 }
@@ -96,7 +97,10 @@ pub const fn iface_key(netns: u32, ifindex: u32) -> u64 {
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 160);
 const _: () = assert!(core::mem::size_of::<TraceConfig>() == 8);
 
+// SAFETY: `repr(C)`, 40 `u32`s (160 bytes, asserted above): no padding, any bit pattern valid.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelOffsets {}
+// SAFETY: `repr(C)`, four `u8`, a `u16` at offset 4 and `[u8; 2]`: 8 bytes (asserted above),
+// no padding, any bit pattern valid.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for TraceConfig {}

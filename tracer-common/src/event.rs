@@ -187,6 +187,10 @@ pub mod tcp_flag {
 }
 
 #[cfg(feature = "user")]
+// SAFETY: `Event` and its four parts are `repr(C)` and made only of integers and integer
+// arrays, so every bit pattern is a valid value; the fields are laid out without holes (the
+// size asserts above equal the sums of the field sizes: 40 + 72 + 16 + 80 = 208), so no byte
+// of it is uninitialised padding.
 unsafe impl aya::Pod for Event {}
 
 impl Event {

@@ -52,7 +52,7 @@ pub(crate) fn be32(buf: &[u8; HDR_LEN], at: usize) -> u32 {
 /// `at | 2 <= valid` it becomes for a multiple of 4) back to `at`.
 #[inline(always)]
 pub(crate) fn opaque(value: usize) -> usize {
-    // SAFETY: a read of a local.
+    // SAFETY: a read through a reference to a local: aligned, initialised, alive.
     unsafe { core::ptr::read_volatile(&value) }
 }
 

@@ -55,6 +55,8 @@ pub enum Source {
 /// Whether a global hook should report a packet of namespace `netns`.
 #[inline(always)]
 pub fn netns_traced(netns: u32) -> bool {
+    // SAFETY: only whether the key is present is used; the value behind the reference, which
+    // another CPU may be updating or removing, is never read.
     config!(netns_filter) == 0 || unsafe { TRACED_NETNS.get(&netns) }.is_some()
 }
 
@@ -133,6 +135,9 @@ fn locate_inner(hook: u32, packet: &PacketSummary, l3_len: usize) -> bool {
     let Some(slot) = TUNNELS.get_ptr_mut(hook) else {
         return false;
     };
+    // SAFETY: a successful lookup's pointer to this hook's `TUNNELS` slot on this CPU, valid
+    // for the whole run. Nothing else touches it meanwhile: the slot belongs to one hook, a
+    // program does not interrupt itself on its CPU, and no other reference to it is live here.
     let slot = unsafe { &mut *slot };
     slot.kind = tunnel::NONE;
     if l3_len == 0 || !encapsulation::may_carry(packet) {
@@ -144,6 +149,9 @@ fn locate_inner(hook: u32, packet: &PacketSummary, l3_len: usize) -> bool {
     ) else {
         return false;
     };
+    // SAFETY: successful lookups of this hook's slots on this CPU in two different maps (no
+    // overlap), valid for the run and private to this hook as above. The hook's own `&mut`
+    // from `scratch` was last used before `report` was called.
     let (buf, inner) = unsafe { (&*buf, &mut *inner) };
     let Some(found) = encapsulation::find(buf, l3_len, packet) else {
         return false;
@@ -155,6 +163,9 @@ fn locate_inner(hook: u32, packet: &PacketSummary, l3_len: usize) -> bool {
         return false;
     };
     let from = opaque(buf.as_ptr()) as u64 + found.inner_at as u64;
+    // SAFETY: the destination is the `HDR_LEN`-byte `inner` slot and `len <= HDR_LEN`
+    // (`helper_len`); the source is `l3_len - inner_at` bytes of `buf` from `inner_at` on.
+    // The helper checks the source address itself and fails (destination zeroed) on a fault.
     if unsafe { bpf_probe_read_kernel(inner.as_mut_ptr().cast(), len, from as *const c_void) } != 0
     {
         return false;
@@ -172,6 +183,8 @@ fn parse_inner(hook: u32) -> u32 {
     let (Some(slot), Some(inner)) = (TUNNELS.get_ptr_mut(hook), INNER_SCRATCH.get_ptr(hook)) else {
         return 0;
     };
+    // SAFETY: this hook's `TUNNELS` and `INNER_SCRATCH` slots on this CPU, from successful
+    // lookups, distinct maps; `locate_inner`'s references to them ended when it returned.
     let (slot, inner) = unsafe { (&mut *slot, &*inner) };
     let (len, proto) = (slot.inner_len as usize, slot.inner.l3_proto);
     clear(&mut slot.inner);
@@ -186,6 +199,9 @@ fn clear(packet: &mut PacketSummary) {
     const WORDS: usize = core::mem::size_of::<PacketSummary>() / 4;
     let words = packet as *mut PacketSummary as *mut u32;
     for i in 0..WORDS {
+        // SAFETY: `words` is `packet`, an exclusive reference, seen as its 72 / 4 `u32`s:
+        // `i < WORDS` keeps the write inside it, the struct is 4-aligned (it has `u32`
+        // fields), and all zeroes is a valid value for its integer fields.
         unsafe { core::ptr::write_volatile(words.add(i), 0) };
     }
 }
@@ -193,6 +209,9 @@ fn clear(packet: &mut PacketSummary) {
 /// The inner packet [`find_tunnel`] found for this hook.
 #[inline(always)]
 fn tunnel_slot(hook: u32) -> Option<&'static TunnelSummary> {
+    // SAFETY: a successful lookup's pointer to this hook's slot on this CPU, valid for the
+    // run (`'static` only in name: callers use it within the run). Written only by
+    // `locate_inner` and `parse_inner`, whose references end before any caller of this one.
     TUNNELS.get_ptr(hook).map(|p| unsafe { &*p })
 }
 
@@ -220,6 +239,9 @@ fn wanted<const TUNNELS_TOO: bool>(
         return true;
     }
     if site.skb != 0 {
+        // SAFETY: the LRU map is preallocated, so the element stays map memory for the whole
+        // run; another CPU removing or reusing it meanwhile can only make `*tag` another
+        // skb's tag (any `u64` is valid), which at worst misjudges whether to follow.
         if let Some(tag) = unsafe { FOLLOWED.get(&site.skb) } {
             // The address is followed, but is it still that packet? An skb freed where no
             // tracepoint fires (TCP frees acknowledged and read skbs quietly) leaves its entry
@@ -311,6 +333,7 @@ fn iface_traced(site: &Site) -> bool {
     if config!(iface_filter) == 0 {
         return true;
     }
+    // SAFETY: as in `netns_traced`: only the key's presence is used, the value is never read.
     unsafe { TRACED_IFACES.get(&iface_key(site.netns, site.ifindex)) }.is_some()
 }
 
@@ -375,6 +398,8 @@ fn inner_filter_accepts(hook: u32) -> bool {
     let (Some(inner), Some(slot)) = (INNER_SCRATCH.get_ptr(hook), TUNNELS.get_ptr(hook)) else {
         return false;
     };
+    // SAFETY: `slot` is this hook's `TUNNELS` slot on this CPU from a successful lookup,
+    // filled by `find_tunnel` earlier in this run; two integer fields are read through it.
     let (copied, ip_len) = unsafe { ((*slot).inner_len as usize, (*slot).inner.ip_len) };
     let l3_len = if copied < HDR_LEN { copied } else { HDR_LEN };
     run_filter(
@@ -407,6 +432,9 @@ fn run_filter(hook: u32, slot: u32, view: View) -> bool {
     };
     // One verified step, looped by the kernel: a loop in the program itself would be
     // verified once per iteration and per path, beyond the verifier's limit.
+    // SAFETY: `filter_step` has the callback signature `bpf_loop` calls (index, context) ->
+    // 0 or 1, and its context is `run`, on this frame, which outlives the call (`bpf_loop`
+    // runs the callback synchronously) and is not touched here until it returns; flags 0.
     unsafe {
         bpf_loop(
             MAX_INSNS as u32,
@@ -427,9 +455,17 @@ struct FilterRun {
 }
 
 /// The `bpf_loop` callback: one instruction; 1 stops the loop.
+///
+/// # Safety
+/// `ctx` points to a live `FilterRun` nothing else uses during the call, whose `program`,
+/// `view` and `mem` meet [`cbpf::step`]'s contract. Only [`run_filter`] passes one.
 unsafe extern "C" fn filter_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: the caller's promise: `bpf_loop` hands over `run_filter`'s `&mut run` unchanged.
     let run = unsafe { &mut *(ctx as *mut FilterRun) };
-    // SAFETY: set up by `filter_accepts` from the filter map and the hook's buffers.
+    // SAFETY: `program` is a whole `Program` in `FILTERS`, `mem` this hook's `FILTER_MEM` slot
+    // on this CPU; `view` is the hook's link-header copy on its stack (or none, length 0) and
+    // its `SCRATCH` or `INNER_SCRATCH` slot, with the lengths copied there (`run_filter`'s
+    // callers), read through `bpf_probe_read_kernel`, which checks every address.
     let more = unsafe { cbpf::step(&mut run.machine, run.program, &run.view, &mut *run.mem) };
     if more {
         0
@@ -445,6 +481,7 @@ fn opaque<T>(ptr: *const T) -> *const T {
     let addr = ptr as u64;
     let mut out = 0u64;
     // Reading our own stack cannot fail; on failure the address is 0 and reads yield zeroes.
+    // SAFETY: both pointers are 8-byte locals of this frame, and 8 bytes are copied.
     let _ = unsafe {
         bpf_probe_read_kernel(
             (&mut out as *mut u64).cast(),
@@ -474,6 +511,9 @@ fn emit<const TUNNELS_TOO: bool>(site: &Site, packet: &PacketSummary, detail: Ho
     };
     // Filled in place: an `Event` built on the stack first would cost 120 of its 512 bytes.
     let event = entry.as_mut_ptr();
+    // SAFETY: `event` is the ring buffer reservation just made, `size_of::<Event>()` bytes,
+    // 8-aligned and ours alone until `submit`. Its bytes are earlier records' (not cleared),
+    // a valid `Event` since every field is an integer; `fill` only writes to it.
     unsafe {
         fill::<TUNNELS_TOO>(
             &mut *event,
@@ -500,9 +540,11 @@ fn fill<const TUNNELS_TOO: bool>(
         hook: site.hook as u8,
         position: site.position as u8,
         len: len as u16,
+        // SAFETY: a helper without arguments or preconditions; `unsafe` only as a kernel call.
         cpu: unsafe { bpf_get_smp_processor_id() } as u16,
         ifindex: site.ifindex,
         netns: site.netns,
+        // SAFETY: as for `cpu`: no arguments, no preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         skb: site.skb,
         lost_before: take_lost_since(),
@@ -534,6 +576,9 @@ fn emit_captured<const N: usize, const TUNNELS_TOO: bool>(
         return;
     };
     let record = entry.as_mut_ptr();
+    // SAFETY: `record` is the reservation just made, `size_of::<Captured<N>>()` bytes,
+    // 8-aligned and ours alone until `submit`; its integer fields are valid for any of the
+    // bytes left there. `event`, `capture` and `data` are disjoint fields of it.
     unsafe {
         fill::<TUNNELS_TOO>(
             &mut (*record).event,
@@ -560,6 +605,9 @@ fn copy_packet<const N: usize>(
         Source::None => return CaptureHeader::default(),
         Source::Xdp(ctx) => {
             let len = helper_len::<N>(min(packet.pkt_len as usize, want));
+            // SAFETY: `ctx` is the XDP context the program was given (only `xdp.rs` makes a
+            // `Source::Xdp`), `data` holds `N` bytes and `len <= N` (`helper_len`); the
+            // helper checks offset and length against the frame.
             let ok = len.is_some_and(|len| unsafe {
                 bpf_xdp_load_bytes(ctx.cast(), 0, data.as_mut_ptr().cast(), len) == 0
             });
@@ -568,6 +616,9 @@ fn copy_packet<const N: usize>(
         }
         Source::Tc(ctx) => {
             let len = helper_len::<N>(min(packet.pkt_len as usize, want));
+            // SAFETY: `ctx` is the tc program's `__sk_buff` (only `tc.rs` makes a
+            // `Source::Tc`), `data` holds `N` bytes and `len <= N`; the helper checks offset
+            // and length against the packet.
             let ok = len.is_some_and(|len| unsafe {
                 bpf_skb_load_bytes(ctx.cast(), 0, data.as_mut_ptr().cast(), len) == 0
             });
@@ -577,6 +628,9 @@ fn copy_packet<const N: usize>(
         Source::Skb(skb) => {
             let (l3, linear, total) = skb_from_l3(skb);
             let len = bounded::<N>(linear as usize, want);
+            // SAFETY: `0 < len <= N` (`bounded`), the size of `data`. `l3` is a kernel address
+            // computed from the skb's fields, never dereferenced directly: the helper checks
+            // it and fails (destination zeroed) on a fault.
             let ok = len > 0
                 && unsafe {
                     bpf_probe_read_kernel(data.as_mut_ptr().cast(), len as u32, l3 as *const _)
@@ -628,12 +682,15 @@ fn skb_from_l3(skb: u64) -> (u64, u32, u32) {
 #[inline(always)]
 fn count_lost(hook: Hook) {
     if let Some(counter) = LOST.get_ptr_mut(hook as u32) {
-        // Per-CPU slot: no other writer, a plain add is enough.
+        // SAFETY: a successful lookup's pointer to this hook's `u64` on this CPU, aligned and
+        // valid for the run. Per-CPU slot: no other writer, a plain add is enough.
         unsafe { *counter += 1 };
     }
     if let Some(since) = LOST_SINCE.get_ptr_mut(0) {
         // A program interrupting another on this CPU may race on it: the count can be off by
         // one there, the gap is still marked.
+        // SAFETY: a successful lookup's pointer to this CPU's `u32`, valid for the run; read
+        // and written through the raw pointer, no reference held across the race above.
         unsafe { *since = (*since).saturating_add(1) };
     }
 }
@@ -642,6 +699,8 @@ fn count_lost(hook: Hook) {
 #[inline(always)]
 fn take_lost_since() -> u32 {
     match LOST_SINCE.get_ptr_mut(0) {
+        // SAFETY: as in `count_lost`: this CPU's `u32` slot from a successful lookup, valid for
+        // the run; a racing program on this CPU can only make the count off by one.
         Some(since) => unsafe {
             let lost = *since;
             if lost != 0 {

@@ -10,12 +10,15 @@ use tracer_common::{
 use crate::maps::{offset, SCRATCH};
 
 /// Reads a `T` at `base + off`; `None` when the offset is unknown on this kernel or the read
-/// faults.
+/// faults. `T` is a plain integer or byte array (every caller's is), valid for any bytes.
 #[inline(always)]
 pub fn read<T>(base: u64, off: u32) -> Option<T> {
     if base == 0 || off == u32::MAX {
         return None;
     }
+    // SAFETY: the address is never dereferenced directly: the helper checks it and returns an
+    // error on a fault. The result is a `T` made of whatever bytes are there, valid because
+    // every `T` read here is an integer or a byte array.
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
 }
 
@@ -60,6 +63,9 @@ pub fn skb_identity(skb: u64, info: &SkbInfo) -> (u32, u32) {
 /// This hook's per-CPU header buffer (see `maps::SCRATCH`).
 #[inline(always)]
 pub fn scratch(hook: Hook) -> Option<&'static mut [u8; HDR_LEN]> {
+    // SAFETY: a successful lookup's pointer to this hook's buffer on this CPU, valid for the
+    // run (`'static` only in name). The slot is this hook's alone and a program does not
+    // interrupt itself on its CPU; callers let one reference go before taking the next.
     SCRATCH.get_ptr_mut(hook as u32).map(|p| unsafe { &mut *p })
 }
 
@@ -195,6 +201,8 @@ pub fn skb_l3_headers(skb: u64, info: &SkbInfo, buf: &mut [u8; HDR_LEN]) -> usiz
     if n == 0 {
         return 0;
     }
+    // SAFETY: `0 < n <= HDR_LEN`, the size of `buf`. `l3` is a kernel address computed from
+    // the skb's fields, only handed to the helper, which checks it and fails on a fault.
     let ret = unsafe {
         aya_ebpf::helpers::generated::bpf_probe_read_kernel(
             buf.as_mut_ptr().cast(),
@@ -214,6 +222,7 @@ pub fn skb_l3_headers(skb: u64, info: &SkbInfo, buf: &mut [u8; HDR_LEN]) -> usiz
 /// registers ("a < b"), only each register's own range, and needs `0 < len <= buffer`.
 #[inline(always)]
 pub fn verifier_visible(value: usize) -> usize {
+    // SAFETY: a reference to a local: aligned, initialised, alive.
     unsafe { core::ptr::read_volatile(&value) }
 }
 
@@ -243,6 +252,8 @@ pub fn skb_load<const N: usize>(
 ) -> Option<usize> {
     let avail = (skb_len as usize).checked_sub(offset)?;
     let len = helper_len::<N>(if avail < N { avail } else { N })?;
+    // SAFETY: `skb` is the tc program's own context (`tc.rs` is the only caller), `buf` holds
+    // `N` bytes and `1 <= len <= N`; the helper checks `offset + len` against the packet.
     let ret = unsafe {
         aya_ebpf::helpers::generated::bpf_skb_load_bytes(
             skb,

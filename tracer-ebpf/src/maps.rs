@@ -73,6 +73,7 @@ pub static CONFIG: TraceConfig = TraceConfig {
 /// before load; the volatile read keeps the compiler from folding in the defaults above.
 macro_rules! offset {
     ($field:ident) => {
+        // SAFETY: a reference to a field of an immutable, initialised static: aligned and valid.
         unsafe { core::ptr::read_volatile(&$crate::maps::OFFSETS.$field) }
     };
 }
@@ -80,6 +81,7 @@ macro_rules! offset {
 /// Reads one field of the `CONFIG` global (see [`offset!`]).
 macro_rules! config {
     ($field:ident) => {
+        // SAFETY: a reference to a field of an immutable, initialised static: aligned and valid.
         unsafe { core::ptr::read_volatile(&$crate::maps::CONFIG.$field) }
     };
 }

@@ -74,6 +74,8 @@ pub fn tracer_nf_hook_exit(ctx: FExitContext) -> i32 {
 /// `ctx` is a `struct bpf_nf_ctx { const struct nf_hook_state *state; struct sk_buff *skb; }`.
 #[inline(always)]
 fn observe(ctx: *mut c_void, position: Position) {
+    // SAFETY: `ctx` is this program's context, the two pointer-sized words above; the
+    // verifier checks each context load's offset and size, and these two are allowed.
     let (state, skb) = unsafe {
         let fields = ctx as *const u64;
         (*fields, *fields.add(1))

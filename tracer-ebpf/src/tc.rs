@@ -58,6 +58,9 @@ fn observe(ctx: &TcContext, hook: Hook, position: Position) {
     // mark, GSO segments, ifindex and the VLAN tag are plain loads there, not helper calls.
     // Only the namespace needs the real skb (skb->dev->nd_net).
     let skb = ctx.skb.skb as u64;
+    // SAFETY: `ctx.skb.skb` is this program's context, a `__sk_buff` the verifier lets it read
+    // field by field (it rewrites each load to the real skb's field); the reference is used
+    // only for these loads.
     let (mark, gso_segs, ifindex, vlan_present, vlan_tci) = unsafe {
         let view = &*ctx.skb.skb;
         (

@@ -32,6 +32,7 @@ pub fn tracer_xdp(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn observe(ctx: &XdpContext) {
     // The whole frame: data_end - data is only its first buffer when it spans several.
+    // SAFETY: `ctx.ctx` is the `xdp_md` this program was called with; no other precondition.
     let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
     let mut eth = [0u8; L2_LEN];
     let eth_len = if frame_len < L2_LEN {
@@ -93,6 +94,8 @@ fn load<const N: usize>(
     len: usize,
 ) -> Option<()> {
     let len = helper_len::<N>(len)?;
+    // SAFETY: `ctx.ctx` is this program's context, `buf` holds `N` bytes and `1 <= len <= N`
+    // (`helper_len`); the helper checks `offset + len` against the frame.
     let ret = unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, buf.as_mut_ptr().cast(), len) };
     (ret == 0).then_some(())
 }

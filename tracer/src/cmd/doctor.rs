@@ -101,9 +101,12 @@ pub fn checks(kernel: &impl KernelFacts) -> Vec<Check> {
 }
 
 pub fn run() -> Result<()> {
+    // SAFETY: `utsname` is arrays of `c_char` only, for which all zeroes is a valid value.
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: uname fills the struct we own.
     unsafe { libc::uname(&mut uts) };
+    // SAFETY: `release` is NUL-terminated either way: uname writes a C string there, and if it
+    // failed the zeroed array starts with NUL. `uts` outlives the borrow.
     let release = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) };
     println!("kernel:     Linux {}", release.to_string_lossy());
     println!("privileges: {}", crate::kernel::privileges::describe());

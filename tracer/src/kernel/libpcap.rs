@@ -60,7 +60,8 @@ fn open() -> Result<Library, String> {
         .ok_or("filters need libpcap, which is not installed (Debian: apt install libpcap0.8)")?;
     let symbol = |name: &str| -> Result<*mut c_void, String> {
         let cname = CString::new(name).expect("no NUL in a symbol name");
-        // SAFETY: a valid handle and C string.
+        // SAFETY: `handle` is a non-null dlopen handle, never closed; `cname` a NUL-terminated
+        // string alive for the call.
         let ptr = unsafe { libc::dlsym(handle, cname.as_ptr()) };
         if ptr.is_null() {
             Err(format!("libpcap lacks {name}: too old a release"))
@@ -68,7 +69,9 @@ fn open() -> Result<Library, String> {
             Ok(ptr)
         }
     };
-    // SAFETY: each symbol has the C signature of libpcap's documented API.
+    // SAFETY: each pointer is a non-null dlsym result for a function of the handle that is
+    // never closed, and each type above is that function's C signature in pcap/pcap.h
+    // (`bpf_filter` in pcap/bpf.h), so calling through it is calling that function.
     unsafe {
         Ok(Library {
             open_dead: std::mem::transmute::<*mut c_void, OpenDead>(symbol("pcap_open_dead")?),
@@ -99,7 +102,10 @@ pub fn compile(expression: &str, dlt: c_int) -> Result<Vec<Insn>, CompileError> 
     let _one_at_a_time = COMPILER
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    // SAFETY: libpcap's API used as documented; the handle and program are freed below.
+    // SAFETY: libpcap's API as documented: `pcap` is checked non-null and closed once, after
+    // its last use; `text` is a C string alive for the call; on success `program` holds `len`
+    // instructions at `insns`, copied out before `pcap_freecode`; `pcap_geterr`'s string is
+    // copied before `pcap_close`. `COMPILER` keeps the compiler to one caller at a time.
     unsafe {
         let pcap = (lib.open_dead)(dlt, SNAPLEN);
         if pcap.is_null() {
@@ -127,7 +133,10 @@ pub fn compile(expression: &str, dlt: c_int) -> Result<Vec<Insn>, CompileError> 
 #[cfg(test)]
 pub fn reference_filter(insns: &[Insn], packet: &[u8], wire_len: u32) -> bool {
     let lib = library().unwrap_or_else(|e| panic!("NOT RUN: {e}"));
-    // SAFETY: a program from pcap_compile and a packet slice with its true length.
+    // SAFETY: `bpf_filter` does not validate: it trusts the program to jump only inside
+    // itself, to index scratch memory below 16 and to end in `ret`. The callers' programs do
+    // (pcap_compile's, and the fuzzer's, built so). It reads at most `buflen` bytes of the
+    // packet, here the slice's true length.
     unsafe {
         (lib.filter)(
             insns.as_ptr(),

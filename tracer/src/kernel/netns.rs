@@ -293,7 +293,9 @@ fn inode_of(path: &str) -> Option<u32> {
 /// (ifindex, name) of the interfaces of the calling thread's namespace.
 pub fn interfaces() -> Vec<(u32, String)> {
     let mut out = Vec::new();
-    // SAFETY: if_nameindex returns a list terminated by a zero entry, freed below.
+    // SAFETY: if_nameindex returns null or an array ended by an entry of index 0, each other
+    // entry's name a C string; it is only read up to that entry, names copied out, and freed
+    // once, after the last read.
     unsafe {
         let list = libc::if_nameindex();
         if list.is_null() {

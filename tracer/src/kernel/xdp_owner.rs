@@ -67,6 +67,8 @@ pub(crate) fn rtnetlink(request: &[u8]) -> io::Result<Vec<u8>> {
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: `fd` was just returned by socket(2), is open, and nothing else owns it: the
+    // `OwnedFd` becomes its one owner and closes it on every path.
     let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let raw = std::os::fd::AsRawFd::as_raw_fd(&socket);
     // SAFETY: sending a buffer we own; the kernel is the default destination of a netlink socket.

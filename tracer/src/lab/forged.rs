@@ -42,7 +42,9 @@ pub fn send_raw(netns: &str, segment: &Segment) -> Result<()> {
     packet[16..20].copy_from_slice(&dst.octets());
     packet[20..].copy_from_slice(&tcp);
     in_netns(netns, move || -> Result<()> {
-        // SAFETY: plain socket calls on a descriptor we own and close.
+        // SAFETY: plain socket calls on a descriptor we own, checked and closed once; sendto
+        // reads `packet.len()` bytes of `packet` and `size_of::<sockaddr_in>()` bytes of `to`,
+        // both alive for the call.
         unsafe {
             // IPPROTO_RAW: we write the IP header, any source address included.
             let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);

@@ -26,7 +26,9 @@ const CAPTURE_AT: usize = EVENT_LEN + std::mem::size_of::<CaptureHeader>();
 /// The bytes of a wire record: `T` is `#[repr(C)]`, integers only, without implicit padding
 /// (the size asserts in `tracer_common::event`).
 fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
-    // SAFETY: every byte of such a `T` is initialised.
+    // SAFETY: `value` is a live `T` of `size_of::<T>()` bytes, read as bytes for as long as
+    // it is borrowed. Every byte is initialised because the only `T`s passed are `Event` and
+    // `CaptureHeader`, which have no padding (see above).
     unsafe {
         std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>())
     }
