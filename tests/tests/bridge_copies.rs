@@ -42,17 +42,8 @@ fn a_flooded_datagram_is_delivered_once_and_its_copies_end_on_their_own() {
         "ip neigh replace 10.207.0.2 lladdr {} dev eth0 nud permanent",
         mac(&c2)
     ));
-    let receiver = c2.spawn(|| {
-        let socket = UdpSocket::bind("10.207.0.2:7070").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut buf = [0u8; 64];
-        (0..DATAGRAMS)
-            .filter(|_| socket.recv(&mut buf).is_ok())
-            .count()
-    });
-    std::thread::sleep(Duration::from_millis(200));
+    let receiver = bound_in(&c2, "10.207.0.2:7070");
+    let mut read = 0;
     let (report, agreement) = traced_beside_tcpdumps(
         &[
             (&host, "p1"),
@@ -71,13 +62,11 @@ fn a_flooded_datagram_is_delivered_once_and_its_copies_end_on_their_own() {
                     std::thread::sleep(Duration::from_millis(50));
                 }
             });
+            read = read_all(&receiver);
         },
     );
-    assert_eq!(
-        receiver.join().unwrap(),
-        DATAGRAMS,
-        "c2 read every datagram"
-    );
+    let summary = summary(&report);
+    assert_eq!(read, DATAGRAMS, "c2 read every datagram: {summary:#?}");
     eprintln!("flood: {}", agreement.figure());
     assert!(
         agreement.mismatches.is_empty() && agreement.checked > 0,
@@ -86,7 +75,6 @@ fn a_flooded_datagram_is_delivered_once_and_its_copies_end_on_their_own() {
     );
 
     let datagrams: Vec<&Value> = report.packets().collect();
-    let summary = summary(&report);
     assert_eq!(
         datagrams.len(),
         DATAGRAMS,
@@ -147,17 +135,8 @@ fn a_datagram_tc_mirrors_to_another_device_is_delivered_and_its_copy_ends_on_its
     pair.a.sh("tc qdisc add dev va clsact");
     pair.a
         .sh("tc filter add dev va egress u32 match u32 0 0 action mirred egress mirror dev vm0");
-    let receiver = pair.b.spawn(|| {
-        let socket = UdpSocket::bind(format!("{ADDR_B}:7060")).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut buf = [0u8; 64];
-        (0..DATAGRAMS)
-            .filter(|_| socket.recv(&mut buf).is_ok())
-            .count()
-    });
-    std::thread::sleep(Duration::from_millis(200));
+    let receiver = bound_in(&pair.b, &format!("{ADDR_B}:7060"));
+    let mut read = 0;
     let (report, agreement) = traced_beside_tcpdumps(
         &[
             (&pair.a, "va"),
@@ -177,9 +156,15 @@ fn a_datagram_tc_mirrors_to_another_device_is_delivered_and_its_copy_ends_on_its
                     std::thread::sleep(Duration::from_millis(50));
                 }
             });
+            read = read_all(&receiver);
         },
     );
-    assert_eq!(receiver.join().unwrap(), DATAGRAMS, "b read every datagram");
+    assert_eq!(
+        read,
+        DATAGRAMS,
+        "b read every datagram: {:#?}",
+        summary(&report)
+    );
     eprintln!("mirred: {}", agreement.figure());
     assert!(
         agreement.mismatches.is_empty() && agreement.checked > 0,
@@ -230,4 +215,24 @@ fn summary(report: &tests::Report) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// A UDP socket bound at `address` in `ns` before the trace starts, so that no datagram finds
+/// its port closed. It is read only once the datagrams are sent (`read_all`): a receiver that
+/// waited from before the trace would spend its read timeout on the tracer's start, which
+/// takes most of a minute on a loaded machine (that cost a run one datagram).
+fn bound_in(ns: &Netns, address: &str) -> UdpSocket {
+    let address = address.to_string();
+    ns.enter(move || UdpSocket::bind(address).expect("bind the receiver"))
+}
+
+/// The datagrams waiting on `socket`, up to `DATAGRAMS`.
+fn read_all(socket: &UdpSocket) -> usize {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("a read timeout");
+    let mut buf = [0u8; 64];
+    (0..DATAGRAMS)
+        .filter(|_| socket.recv(&mut buf).is_ok())
+        .count()
 }
