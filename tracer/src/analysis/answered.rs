@@ -16,7 +16,7 @@ use crate::{
     analysis::fate::{unknown, FateKind, ACCEPTED_RESET},
     analysis::journey::Journey,
     model::drop_reason::{self, DropClass},
-    model::sighting::Sighting,
+    model::sighting::{Proto, Sighting},
 };
 
 /// How long after a packet was last seen its answer may come: TCP answers at once, or within
@@ -93,7 +93,7 @@ fn answer_to<'a>(j: &Journey, later: impl Iterator<Item = &'a Journey>) -> Optio
     // it acknowledges, say), then `goto discard_it` frees it with NOT_SPECIFIED. Its answer
     // tells that case from a segment TCP refused.
     let taken_by_tcp = freed_by_tcp && last.hook == Hook::NfLocalIn;
-    if h.proto != "tcp" || !(RECEIVE_SIDE.contains(&last.hook) || taken_by_tcp) {
+    if h.proto != Proto::Tcp || !(RECEIVE_SIDE.contains(&last.hook) || taken_by_tcp) {
         return None;
     }
     // Journeys are in the order they started.
@@ -120,12 +120,12 @@ fn answer_to<'a>(j: &Journey, later: impl Iterator<Item = &'a Journey>) -> Optio
 }
 
 /// Both directions of a connection: (protocol, lower endpoint, higher endpoint).
-type Connection = (String, (Option<IpAddr>, u16), (Option<IpAddr>, u16));
+type Connection = (Proto, (Option<IpAddr>, u16), (Option<IpAddr>, u16));
 
 fn connection(s: &Sighting) -> Connection {
     let (a, b) = ((s.src, s.sport), (s.dst, s.dport));
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    (s.proto.clone(), lo, hi)
+    (s.proto, lo, hi)
 }
 
 /// `k` is a socket saying it accepted a reset, and `segment` is a reset to that socket.
@@ -138,13 +138,13 @@ fn accepts_reset(segment: &Sighting, k: &Journey) -> bool {
 }
 
 fn same_direction(a: &Sighting, b: &Sighting) -> bool {
-    b.proto == "tcp" && (a.src, a.dst, a.sport, a.dport) == (b.src, b.dst, b.sport, b.dport)
+    b.proto == Proto::Tcp && (a.src, a.dst, a.sport, a.dport) == (b.src, b.dst, b.sport, b.dport)
 }
 
 /// `answer` goes the other way and acknowledges at least the first byte (or the SYN or FIN)
 /// of `segment`.
 fn is_answer(segment: &Sighting, answer: &Sighting) -> bool {
-    let reverse = answer.proto == "tcp"
+    let reverse = answer.proto == Proto::Tcp
         && (answer.src, answer.dst, answer.sport, answer.dport)
             == (segment.dst, segment.src, segment.dport, segment.sport);
     let acked = answer.tcp_ack.wrapping_sub(segment.tcp_seq);

@@ -8,7 +8,9 @@ use serde::Serialize;
 
 use super::scenario::Expect;
 use crate::{
-    analysis::journey::Journey, analysis::Analysis, model::sighting::Sighting,
+    analysis::journey::Journey,
+    analysis::Analysis,
+    model::sighting::{Proto, Sighting},
     report::explanation::words::packet_words,
 };
 
@@ -144,7 +146,7 @@ fn unobservable(
 
 /// What tells packets apart in a capture and in the tracer's journeys.
 type Identity = (
-    String,
+    Proto,
     String,
     String,
     u16,
@@ -158,7 +160,7 @@ type Identity = (
 fn identity(s: &Sighting) -> Identity {
     let address = |a: Option<std::net::IpAddr>| a.map(|a| a.to_string()).unwrap_or_default();
     (
-        s.proto.clone(),
+        s.proto,
         address(s.src),
         address(s.dst),
         s.sport,
@@ -236,7 +238,7 @@ fn headers_at<'a>(
             matches!(
                 s.hook,
                 Hook::Xdp | Hook::NetifReceive | Hook::TcIngress | Hook::TcEgress | Hook::DevXmit
-            ) && s.proto != "unknown"
+            ) && s.proto != Proto::Unknown
                 && s.netns_name.as_deref() == Some(netns)
                 && s.ifname.as_deref() == Some(ifname)
         })

@@ -8,7 +8,7 @@ use crate::{
     analysis::fate::{unknown, FateKind},
     analysis::journey::Journey,
     analysis::Analysis,
-    model::sighting::Sighting,
+    model::sighting::{Proto, Sighting},
 };
 
 mod flow_sentences;
@@ -230,7 +230,7 @@ fn tap_relation(journey: &Journey, captures: &[Capture]) -> String {
             .as_deref()
             .and_then(Hook::from_name)
             .is_some_and(|hook| hook.side() == Side::Rx && hook.info().tap.passed());
-        let consequence = if on_the_way_in && journey.headers().proto == "tcp" {
+        let consequence = if on_the_way_in && journey.headers().proto == Proto::Tcp {
             ", and TCP never received it"
         } else {
             ""

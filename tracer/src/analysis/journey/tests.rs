@@ -167,7 +167,7 @@ fn an_event_with_only_the_skb_joins_its_packet_until_the_skb_is_freed() {
     let start = sighting(0, "dev_xmit");
     let mut done = sighting(1_000, "dev_xmit");
     done.position = tracer_common::hook::Position::Last;
-    done.proto = "unknown".into();
+    done.proto = Proto::Unknown;
     done.src = None;
     done.dst = None;
     let mut freed = sighting(2_000, "consume_skb");
