@@ -13,7 +13,7 @@ use std::{collections::HashMap, net::IpAddr};
 use tracer_common::hook::Hook;
 
 use crate::{
-    analysis::fate::{unknown, FateKind, ACCEPTED_RESET},
+    analysis::fate::{FateKind, UnknownReason, ACCEPTED_RESET},
     analysis::journey::Journey,
     model::drop_reason::{self, DropClass},
     model::sighting::{Proto, Sighting},
@@ -71,14 +71,16 @@ pub fn delivered_by_answer(journeys: &mut [Journey]) {
 
 /// The id of the first later journey that answers `j`, if `j` is a candidate.
 fn answer_to<'a>(j: &Journey, later: impl Iterator<Item = &'a Journey>) -> Option<u64> {
-    let reason = j.fate.reason.as_deref();
     let unseen = j.fate.kind == FateKind::Unknown
-        && matches!(reason, Some(unknown::END_NOT_SEEN | unknown::IN_FLIGHT));
+        && matches!(
+            j.fate.unknown_reason(),
+            Some(UnknownReason::EndNotSeen | UnknownReason::InFlight)
+        );
     // Before 6.2, TCP frees a duplicate SYN it answered with a plain kfree_skb; and a packet TCP
     // took may end for a normal reason (a FIN left queued purged at close, QUEUE_PURGE).
     let in_tcp = |l: &str| l.starts_with("tcp_v4_rcv") || l.starts_with("tcp_v6_rcv");
     let freed_by_tcp = j.fate.kind == FateKind::Dropped
-        && match reason {
+        && match j.fate.drop_reason() {
             Some(r) if drop_reason::class(r) == DropClass::NormalEnd => true,
             Some("NOT_SPECIFIED") => j.fate.location.as_deref().is_some_and(in_tcp),
             _ => false,

@@ -74,7 +74,7 @@ pub fn fates(analysis: &Analysis, expect: &[Expect], score: &mut Score) {
                         && e.point.is_none_or(|p| {
                             fate.point().as_deref() == Some(p) || unobservable(p, journey, partial)
                         })
-                        && e.reason.is_none_or(|r| fate.reason.as_deref() == Some(r))
+                        && e.reason.is_none_or(|r| fate.reason_name() == Some(r))
                 }
             };
             let unnamed = right && rule_unnamed(journey, e, analysis);
@@ -96,7 +96,7 @@ pub fn fates(analysis: &Analysis, expect: &[Expect], score: &mut Score) {
                     wrong.name(),
                     fate.kind.name(),
                     fate.point().unwrap_or_default(),
-                    fate.reason.as_deref().unwrap_or("")
+                    fate.reason_name().unwrap_or("")
                 ));
             } else {
                 score.problems.push(format!(
@@ -108,7 +108,7 @@ pub fn fates(analysis: &Analysis, expect: &[Expect], score: &mut Score) {
                     e.reason.unwrap_or(""),
                     fate.kind.name(),
                     fate.point().unwrap_or_default(),
-                    fate.reason.as_deref().unwrap_or("")
+                    fate.reason_name().unwrap_or("")
                 ));
             }
         }
@@ -127,8 +127,7 @@ fn rule_unnamed(
         && journey
             .fate
             .hook
-            .as_deref()
-            .is_some_and(|h| h.starts_with("nf_"))
+            .is_some_and(|h| h.name().starts_with("nf_"))
         && crate::report::explanation::culprits(journey, &analysis.context.rules).is_empty()
 }
 

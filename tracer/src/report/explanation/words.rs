@@ -142,7 +142,7 @@ pub fn drop_cause(journey: &Journey) -> String {
     }
     // A drop of the tunnel's outer packet is about its headers (no socket on UDP port 4789).
     let s = super::tunnel_words::dropped_outer(journey).unwrap_or(journey.headers());
-    let alive = fate.hook.as_deref().unwrap_or("");
+    let alive = fate.hook.map_or("", Hook::name);
     let ifname = super::fate_ifname(journey).unwrap_or_else(|| "?".to_string());
     let after = match fate.point() {
         Some(_) if alive == Hook::KfreeSkb.name() => {
@@ -151,7 +151,7 @@ pub fn drop_cause(journey: &Journey) -> String {
         Some(p) => format!(" after {p}"),
         None => String::new(),
     };
-    match fate.reason.as_deref().unwrap_or("") {
+    match fate.drop_reason().unwrap_or("") {
         "NETFILTER_DROP" if alive.starts_with("nf_") => {
             format!("dropped by a netfilter rule at {}", hook_words(alive))
         }
