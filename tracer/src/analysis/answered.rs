@@ -13,10 +13,10 @@ use std::{collections::HashMap, net::IpAddr};
 use tracer_common::hook::Hook;
 
 use crate::{
-    analysis::fate::{unknown, FateKind, ACCEPTED_RESET},
+    analysis::fate::{FateKind, UnknownReason, ACCEPTED_RESET},
     analysis::journey::Journey,
     model::drop_reason::{self, DropClass},
-    model::sighting::Sighting,
+    model::sighting::{Proto, Sighting},
 };
 
 /// How long after a packet was last seen its answer may come: TCP answers at once, or within
@@ -71,14 +71,16 @@ pub fn delivered_by_answer(journeys: &mut [Journey]) {
 
 /// The id of the first later journey that answers `j`, if `j` is a candidate.
 fn answer_to<'a>(j: &Journey, later: impl Iterator<Item = &'a Journey>) -> Option<u64> {
-    let reason = j.fate.reason.as_deref();
     let unseen = j.fate.kind == FateKind::Unknown
-        && matches!(reason, Some(unknown::END_NOT_SEEN | unknown::IN_FLIGHT));
+        && matches!(
+            j.fate.unknown_reason(),
+            Some(UnknownReason::EndNotSeen | UnknownReason::InFlight)
+        );
     // Before 6.2, TCP frees a duplicate SYN it answered with a plain kfree_skb; and a packet TCP
     // took may end for a normal reason (a FIN left queued purged at close, QUEUE_PURGE).
     let in_tcp = |l: &str| l.starts_with("tcp_v4_rcv") || l.starts_with("tcp_v6_rcv");
     let freed_by_tcp = j.fate.kind == FateKind::Dropped
-        && match reason {
+        && match j.fate.drop_reason() {
             Some(r) if drop_reason::class(r) == DropClass::NormalEnd => true,
             Some("NOT_SPECIFIED") => j.fate.location.as_deref().is_some_and(in_tcp),
             _ => false,
@@ -93,7 +95,7 @@ fn answer_to<'a>(j: &Journey, later: impl Iterator<Item = &'a Journey>) -> Optio
     // it acknowledges, say), then `goto discard_it` frees it with NOT_SPECIFIED. Its answer
     // tells that case from a segment TCP refused.
     let taken_by_tcp = freed_by_tcp && last.hook == Hook::NfLocalIn;
-    if h.proto != "tcp" || !(RECEIVE_SIDE.contains(&last.hook) || taken_by_tcp) {
+    if h.proto != Proto::Tcp || !(RECEIVE_SIDE.contains(&last.hook) || taken_by_tcp) {
         return None;
     }
     // Journeys are in the order they started.
@@ -120,12 +122,12 @@ fn answer_to<'a>(j: &Journey, later: impl Iterator<Item = &'a Journey>) -> Optio
 }
 
 /// Both directions of a connection: (protocol, lower endpoint, higher endpoint).
-type Connection = (String, (Option<IpAddr>, u16), (Option<IpAddr>, u16));
+type Connection = (Proto, (Option<IpAddr>, u16), (Option<IpAddr>, u16));
 
 fn connection(s: &Sighting) -> Connection {
     let (a, b) = ((s.src, s.sport), (s.dst, s.dport));
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    (s.proto.clone(), lo, hi)
+    (s.proto, lo, hi)
 }
 
 /// `k` is a socket saying it accepted a reset, and `segment` is a reset to that socket.
@@ -138,13 +140,13 @@ fn accepts_reset(segment: &Sighting, k: &Journey) -> bool {
 }
 
 fn same_direction(a: &Sighting, b: &Sighting) -> bool {
-    b.proto == "tcp" && (a.src, a.dst, a.sport, a.dport) == (b.src, b.dst, b.sport, b.dport)
+    b.proto == Proto::Tcp && (a.src, a.dst, a.sport, a.dport) == (b.src, b.dst, b.sport, b.dport)
 }
 
 /// `answer` goes the other way and acknowledges at least the first byte (or the SYN or FIN)
 /// of `segment`.
 fn is_answer(segment: &Sighting, answer: &Sighting) -> bool {
-    let reverse = answer.proto == "tcp"
+    let reverse = answer.proto == Proto::Tcp
         && (answer.src, answer.dst, answer.sport, answer.dport)
             == (segment.dst, segment.src, segment.dport, segment.sport);
     let acked = answer.tcp_ack.wrapping_sub(segment.tcp_seq);

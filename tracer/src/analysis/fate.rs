@@ -1,7 +1,9 @@
 //! How a packet's journey ended: delivered, forwarded, transmitted, dropped, or unknown (and then
 //! why). Pure: a journey's sightings and what is known about the trace's end go in.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use serde::{Deserialize, Serialize, Serializer};
 use tracer_common::hook::{Hook, Position};
 
 pub use crate::model::trace_end::TraceEnd;
@@ -39,17 +41,60 @@ impl FateKind {
     }
 }
 
-/// Why a fate is unknown, in `Fate::reason`.
-pub mod unknown {
+/// Why a fate is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UnknownReason {
     /// Last seen within a second of the end of the trace.
-    pub const IN_FLIGHT: &str = "in_flight";
+    InFlight,
     /// Events were lost after this packet was last seen: its end may be among them.
-    pub const EVENTS_LOST: &str = "events_lost";
+    EventsLost,
     /// Seen earlier, then at no point the tracer observes.
-    pub const END_NOT_SEEN: &str = "end_not_seen";
+    EndNotSeen,
     /// A GSO packet cut into its segments after tc egress (the device takes no GSO packets):
     /// the segments go on as packets of their own.
-    pub const SEGMENTED: &str = "segmented";
+    Segmented,
+}
+
+impl UnknownReason {
+    /// Its name in the JSON contract and the text output.
+    pub fn name(self) -> &'static str {
+        match self {
+            UnknownReason::InFlight => "in_flight",
+            UnknownReason::EventsLost => "events_lost",
+            UnknownReason::EndNotSeen => "end_not_seen",
+            UnknownReason::Segmented => "segmented",
+        }
+    }
+}
+
+/// Why a packet ended as it did, in `Fate::reason`: written as the kernel's drop reason name
+/// (`NETFILTER_DROP`) or the unknown reason's (`in_flight`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// The kernel's drop reason, without its prefix (`reason N` for one without a name).
+    Drop(String),
+    Unknown(UnknownReason),
+}
+
+impl Reason {
+    pub fn name(&self) -> &str {
+        match self {
+            Reason::Drop(name) => name,
+            Reason::Unknown(why) => why.name(),
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -57,16 +102,16 @@ pub struct Fate {
     pub kind: FateKind,
     /// Dropped: the last observation point that saw the packet alive. Delivered, forwarded,
     /// transmitted: where that happened (`socket`, `nf_local_in`, `dev_xmit`).
-    pub hook: Option<String>,
-    /// `first` or `last` when that point is a bracketed hook.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub position: Option<String>,
+    pub hook: Option<Hook>,
+    /// `first` or `last` when that point is a bracketed hook (left out otherwise).
+    #[serde(skip_serializing_if = "Position::is_only")]
+    pub position: Position,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netns_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ifname: Option<String>,
-    /// Dropped: the kernel's drop reason. Unknown: one of [`unknown`].
-    pub reason: Option<String>,
+    /// Dropped: the kernel's drop reason. Unknown: why.
+    pub reason: Option<Reason>,
     pub location: Option<String>,
     /// Who dropped it, where the tracer knows more than the kernel's reason (another tool's
     /// XDP program).
@@ -78,8 +123,8 @@ impl Fate {
     fn at(kind: FateKind, s: &Sighting) -> Fate {
         Fate {
             kind,
-            hook: Some(s.hook.name().to_string()),
-            position: s.position.name().map(str::to_string),
+            hook: Some(s.hook),
+            position: s.position,
             netns_name: s.netns_name.clone(),
             ifname: s.ifname.clone(),
             reason: None,
@@ -90,11 +135,32 @@ impl Fate {
 
     /// `nf_local_in (first)`, `tc_ingress (last)`, `socket`.
     pub fn point(&self) -> Option<String> {
-        let hook = self.hook.as_ref()?;
-        Some(match &self.position {
+        let hook = self.hook?;
+        Some(match self.position.name() {
             Some(position) => format!("{hook} ({position})"),
-            None => hook.clone(),
+            None => hook.name().to_string(),
         })
+    }
+
+    /// The kernel's drop reason, for a drop.
+    pub fn drop_reason(&self) -> Option<&str> {
+        match &self.reason {
+            Some(Reason::Drop(name)) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Why the end is unknown, for an unknown fate.
+    pub fn unknown_reason(&self) -> Option<UnknownReason> {
+        match self.reason {
+            Some(Reason::Unknown(why)) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// The reason as written (`NETFILTER_DROP`, `in_flight`).
+    pub fn reason_name(&self) -> Option<&str> {
+        self.reason.as_ref().map(Reason::name)
     }
 }
 
@@ -185,7 +251,7 @@ fn ignored_multicast(sightings: &[Sighting]) -> Option<Fate> {
 /// A rule's drop (NETFILTER_DROP) where no netfilter point saw the packet, on a kernel that
 /// shows netfilter only in part: which hook is not known, and the explanation must not guess.
 fn unseen_rule(fate: &Fate, sightings: &[Sighting], end: &TraceEnd) -> bool {
-    fate.reason.as_deref() == Some("NETFILTER_DROP")
+    fate.drop_reason() == Some("NETFILTER_DROP")
         && end.partial_hooks.iter().any(|h| h.starts_with("nf_"))
         && !sightings.iter().any(|s| s.hook.is_netfilter())
 }
@@ -235,14 +301,14 @@ fn dropped(sightings: &[Sighting]) -> Option<Fate> {
         kind: FateKind::Dropped,
         // Seen by no point before its drop (a frame a packet socket sent straight to a driver
         // that refused it): the drop is its only place.
-        hook: Some(alive.unwrap_or(drop).hook.name().to_string()),
-        position: alive.and_then(|s| s.position.name().map(str::to_string)),
+        hook: Some(alive.unwrap_or(drop).hook),
+        position: alive.map_or(Position::Only, |s| s.position),
         netns_name: drop.netns_name.clone(),
         ifname: drop
             .ifname
             .clone()
             .or_else(|| alive.and_then(|s| s.ifname.clone())),
-        reason: drop.reason.clone(),
+        reason: drop.reason.clone().map(Reason::Drop),
         location: drop.location.clone(),
         by: drop.note.clone(),
     };
@@ -266,20 +332,20 @@ fn segmented(sightings: &[Sighting], last_on_path: Option<&Sighting>) -> bool {
 fn unknown_fate(sightings: &[Sighting], last_on_path: Option<&Sighting>, end: &TraceEnd) -> Fate {
     let last_ts = sightings.last().map_or(0, |s| s.ts_ns);
     let why = if segmented(sightings, last_on_path) {
-        unknown::SEGMENTED
+        UnknownReason::Segmented
     } else if end.touches(sightings, true) {
-        unknown::EVENTS_LOST
+        UnknownReason::EventsLost
     } else if end.end_ns > 0 && end.end_ns.saturating_sub(last_ts) < IN_FLIGHT_NS {
-        unknown::IN_FLIGHT
+        UnknownReason::InFlight
     } else {
-        unknown::END_NOT_SEEN
+        UnknownReason::EndNotSeen
     };
     let mut fate = match last_on_path.or(sightings.first()) {
         Some(s) => Fate::at(FateKind::Unknown, s),
         None => Fate {
             kind: FateKind::Unknown,
             hook: None,
-            position: None,
+            position: Position::Only,
             netns_name: None,
             ifname: None,
             reason: None,
@@ -287,7 +353,7 @@ fn unknown_fate(sightings: &[Sighting], last_on_path: Option<&Sighting>, end: &T
             by: None,
         },
     };
-    fate.reason = Some(why.to_string());
+    fate.reason = Some(Reason::Unknown(why));
     fate
 }
 

@@ -8,13 +8,13 @@ use serde::Serialize;
 use crate::{
     analysis::fate::{Fate, FateKind},
     analysis::journey::Journey,
-    model::sighting::Sighting,
+    model::sighting::{Proto, Sighting},
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Flow {
     pub id: u64,
-    pub proto: String,
+    pub proto: Proto,
     /// The sender of the flow's first packet, `ip:port` (`ip` for ICMP).
     pub client: String,
     pub server: String,
@@ -43,16 +43,16 @@ pub struct Flow {
 }
 
 type Endpoint = (Option<IpAddr>, u16);
-pub type Tuple = (String, Endpoint, Endpoint);
+pub type Tuple = (Proto, Endpoint, Endpoint);
 
 /// Ports that identify a conversation: TCP and UDP ports; for ICMP echo the identifier, on both
 /// sides (it is the same in the request and the reply); nothing for other ICMP messages.
 fn endpoints(s: &Sighting) -> Option<(Endpoint, Endpoint)> {
-    let ports = match s.proto.as_str() {
-        "unknown" => return None,
-        "tcp" | "udp" => (s.sport, s.dport),
-        "icmp" if matches!(s.icmp_type, 0 | 8) => (s.sport, s.sport),
-        "icmpv6" if matches!(s.icmp_type, 128 | 129) => (s.sport, s.sport),
+    let ports = match s.proto {
+        Proto::Unknown => return None,
+        Proto::Tcp | Proto::Udp => (s.sport, s.dport),
+        Proto::Icmp if matches!(s.icmp_type, 0 | 8) => (s.sport, s.sport),
+        Proto::Icmpv6 if matches!(s.icmp_type, 128 | 129) => (s.sport, s.sport),
         _ => (0, 0),
     };
     Some(((s.src, ports.0), (s.dst, ports.1)))
@@ -61,7 +61,7 @@ fn endpoints(s: &Sighting) -> Option<(Endpoint, Endpoint)> {
 pub fn canonical(s: &Sighting) -> Option<Tuple> {
     let (a, b) = endpoints(s)?;
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    Some((s.proto.clone(), lo, hi))
+    Some((s.proto, lo, hi))
 }
 
 /// The address rewrites along a journey: "dst 10.0.0.2:80 -> 10.1.0.2:8080 at nf_prerouting".
@@ -83,8 +83,8 @@ pub fn rewrites(journey: &Journey) -> Vec<String> {
                 if old != new {
                     out.push(format!(
                         "{side} {} -> {} after {}",
-                        show(old, &s.proto),
-                        show(new, &s.proto),
+                        show(old, s.proto),
+                        show(new, s.proto),
                         before.hook
                     ));
                 }
@@ -95,11 +95,12 @@ pub fn rewrites(journey: &Journey) -> Vec<String> {
     out
 }
 
-pub fn show((ip, port): Endpoint, proto: &str) -> String {
+pub fn show((ip, port): Endpoint, proto: Proto) -> String {
     let ip = ip.map_or("?".to_string(), |ip| ip.to_string());
-    match proto {
-        "tcp" | "udp" => format!("{ip}:{port}"),
-        _ => ip,
+    if proto.has_ports() {
+        format!("{ip}:{port}")
+    } else {
+        ip
     }
 }
 
@@ -176,9 +177,9 @@ fn new_flow(id: u64, first: &Journey) -> Flow {
     let (client, server) = endpoints(s).unwrap_or(((s.src, s.sport), (s.dst, s.dport)));
     Flow {
         id,
-        proto: s.proto.clone(),
-        client: show(client, &s.proto),
-        server: show(server, &s.proto),
+        proto: s.proto,
+        client: show(client, s.proto),
+        server: show(server, s.proto),
         packets: 0,
         fates: BTreeMap::new(),
         diverge: None,
@@ -222,7 +223,7 @@ mod tests {
 
     /// A packet's sightings at LOCAL_OUT plus the route lookup placed in its journey, which
     /// knows only the addresses.
-    fn packet(proto: &str, sport: u16, ts_ns: u64) -> Vec<Sighting> {
+    fn packet(proto: Proto, sport: u16, ts_ns: u64) -> Vec<Sighting> {
         let line = include_str!("../../tests/fixtures/local_in_drop.jsonl")
             .lines()
             .next();
@@ -230,7 +231,7 @@ mod tests {
         (s.hook, s.position, s.proto, s.sport, s.dport) = (
             tracer_common::hook::Hook::NfLocalOut,
             tracer_common::hook::Position::First,
-            proto.into(),
+            proto,
             sport,
             80,
         );
@@ -245,7 +246,7 @@ mod tests {
         ) = (
             tracer_common::hook::Hook::FibLookup,
             tracer_common::hook::Position::Only,
-            "ip-proto-0".into(),
+            Proto::Ip(0),
             0,
             0,
         );
@@ -254,19 +255,20 @@ mod tests {
 
     #[test]
     fn route_lookups_do_not_join_the_flows_between_two_hosts() {
-        let mut journeys: Vec<Journey> = [("tcp", 1000), ("tcp", 1001), ("udp", 1000)]
-            .iter()
-            .enumerate()
-            .map(|(i, (proto, sport))| Journey {
-                id: i as u64 + 1,
-                sightings: packet(proto, *sport, i as u64 * 1_000_000_000),
-                fate: crate::analysis::fate::fate(&[], &TraceEnd::default()),
-                flow_id: 0,
-                incomplete: false,
-                carried: None,
-                copy: None,
-            })
-            .collect();
+        let mut journeys: Vec<Journey> =
+            [(Proto::Tcp, 1000), (Proto::Tcp, 1001), (Proto::Udp, 1000)]
+                .iter()
+                .enumerate()
+                .map(|(i, (proto, sport))| Journey {
+                    id: i as u64 + 1,
+                    sightings: packet(*proto, *sport, i as u64 * 1_000_000_000),
+                    fate: crate::analysis::fate::fate(&[], &TraceEnd::default()),
+                    flow_id: 0,
+                    incomplete: false,
+                    carried: None,
+                    copy: None,
+                })
+                .collect();
         let flows = build(&mut journeys);
         assert_eq!(flows.len(), 3, "{flows:?}");
     }

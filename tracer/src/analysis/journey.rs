@@ -17,7 +17,7 @@ use tracer_common::hook::Hook;
 use crate::{
     analysis::copies::CopyOf,
     analysis::fate::{fate, Fate, FateKind, TraceEnd},
-    model::sighting::Sighting,
+    model::sighting::{Proto, Sighting},
 };
 
 /// Longer than any packet takes through the stack, shorter than TCP's minimum RTO (200 ms).
@@ -56,13 +56,13 @@ impl Journey {
         }
         self.sightings
             .iter()
-            .find(|s| s.on_path() && s.proto != "unknown" && s.tunnel.is_none())
+            .find(|s| s.on_path() && s.proto != Proto::Unknown && s.tunnel.is_none())
             .or_else(|| {
                 self.sightings
                     .iter()
-                    .find(|s| s.on_path() && s.proto != "unknown")
+                    .find(|s| s.on_path() && s.proto != Proto::Unknown)
             })
-            .or_else(|| self.sightings.iter().find(|s| s.proto != "unknown"))
+            .or_else(|| self.sightings.iter().find(|s| s.proto != Proto::Unknown))
             .unwrap_or(&self.sightings[0])
     }
 }
@@ -88,7 +88,7 @@ fn fingerprint(s: &Sighting) -> Fingerprint {
     (
         s.src,
         s.dst,
-        proto_key(&s.proto),
+        proto_key(s.proto),
         s.sport,
         s.dport,
         s.ip_id,
@@ -98,24 +98,22 @@ fn fingerprint(s: &Sighting) -> Fingerprint {
     )
 }
 
-/// The protocol name as a number: the IP protocol where there is one, else a hash of the name
-/// (with the top bit set, apart from every protocol number).
-fn proto_key(proto: &str) -> u32 {
+/// The protocol as a number: the IP protocol where there is one, else a hash of its name (with
+/// the top bit set, apart from every protocol number).
+fn proto_key(proto: Proto) -> u32 {
     match proto {
-        "unknown" => 0,
-        "icmp" => 1,
-        "tcp" => 6,
-        "udp" => 17,
-        "icmpv6" => 58,
-        other => match other.strip_prefix("ip-proto-").and_then(|n| n.parse().ok()) {
-            Some(number) => number,
-            None => {
-                let fnv = other.bytes().fold(0x811c_9dc5u32, |h, b| {
-                    (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-                });
-                fnv | 0x8000_0000
-            }
-        },
+        Proto::Unknown => 0,
+        Proto::Icmp => 1,
+        Proto::Tcp => 6,
+        Proto::Udp => 17,
+        Proto::Icmpv6 => 58,
+        Proto::Ip(number) => u32::from(number),
+        Proto::Ethertype(_) => {
+            let fnv = proto.name().bytes().fold(0x811c_9dc5u32, |h, b| {
+                (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+            });
+            fnv | 0x8000_0000
+        }
     }
 }
 
@@ -142,7 +140,7 @@ pub fn build(mut sightings: Vec<Sighting>, end: &TraceEnd) -> Vec<Journey> {
             .into_iter()
             .chain(by_skb)
             .find(|&i| continues(&journeys[i], &sighting));
-        if current.is_none() && sighting.proto == "unknown" {
+        if current.is_none() && sighting.proto == Proto::Unknown {
             // Only the skb, and no packet it belongs to: an address reused by a packet the
             // filter did not want. It says nothing about any traced packet.
             continue;
@@ -155,7 +153,7 @@ pub fn build(mut sightings: Vec<Sighting>, end: &TraceEnd) -> Vec<Journey> {
                 live_skbs.insert(sighting.skb, i);
             }
         }
-        if sighting.proto != "unknown" {
+        if sighting.proto != Proto::Unknown {
             open.insert(key, i);
         }
         match current {
@@ -197,7 +195,7 @@ pub fn build(mut sightings: Vec<Sighting>, end: &TraceEnd) -> Vec<Journey> {
 fn carried(sightings: &[Sighting]) -> Option<Box<Sighting>> {
     let mut on_path = sightings
         .iter()
-        .filter(|s| s.on_path() && s.proto != "unknown");
+        .filter(|s| s.on_path() && s.proto != Proto::Unknown);
     let first = on_path.clone().next()?;
     if first.tunnel.is_none() || on_path.any(|s| s.tunnel.is_none()) {
         return None;
@@ -233,7 +231,7 @@ fn annotation_key(s: &Sighting, route_lookup: bool) -> AnnotationKey {
 fn place_annotations(journeys: &mut Vec<Vec<Sighting>>, annotations: Vec<Sighting>) {
     let mut index: HashMap<AnnotationKey, Vec<(u64, usize)>> = HashMap::new();
     for (i, journey) in journeys.iter().enumerate() {
-        for s in journey.iter().filter(|s| s.proto != "unknown") {
+        for s in journey.iter().filter(|s| s.proto != Proto::Unknown) {
             for route_lookup in [true, false] {
                 index
                     .entry(annotation_key(s, route_lookup))
@@ -298,7 +296,7 @@ fn source_fits(lookup: &Sighting, journey: &[Sighting]) -> bool {
 /// TCP sequence numbers and flags). An skb address whose free went unseen can be reused by
 /// another packet; this keeps that packet out.
 fn same_packet_after_nat(journey: &[Sighting], next: &Sighting) -> bool {
-    if next.proto == "unknown" {
+    if next.proto == Proto::Unknown {
         // No headers to compare; an skb does not change namespace without a sighting on the
         // way (a veth crossing is seen at both ends), so another namespace means a reused
         // address.
@@ -308,7 +306,7 @@ fn same_packet_after_nat(journey: &[Sighting], next: &Sighting) -> bool {
             .find(|s| s.skb == next.skb)
             .is_none_or(|s| s.netns == next.netns);
     }
-    let Some(last) = journey.iter().rev().find(|s| s.proto != "unknown") else {
+    let Some(last) = journey.iter().rev().find(|s| s.proto != Proto::Unknown) else {
         return true;
     };
     // A tunnel pushes its headers onto the same skb, and the receiving one pulls them off:

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::analysis::journey::Journey;
+use crate::{analysis::journey::Journey, model::sighting::Proto};
 
 /// Journeys that repeat an earlier packet (same TCP segment, same sequence number and flags):
 /// retransmissions, mapped to the journey of the first transmission.
@@ -11,7 +11,7 @@ pub fn retransmissions(journeys: &[Journey]) -> HashMap<u64, u64> {
     let mut out = HashMap::new();
     for journey in journeys.iter().filter(|j| j.copy.is_none()) {
         let s = journey.headers();
-        if s.proto != "tcp" || (s.tcp_flags.names().all(|f| f == "ACK") && s.ip_len <= 52) {
+        if s.proto != Proto::Tcp || (s.tcp_flags.names().all(|f| f == "ACK") && s.ip_len <= 52) {
             // A bare ACK is not retransmitted, it is just sent again.
             continue;
         }

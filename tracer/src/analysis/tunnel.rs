@@ -4,7 +4,7 @@
 //! the journey is the inner packet's, which keeps its skb through encapsulation, the underlay
 //! and decapsulation.
 
-use crate::model::sighting::Sighting;
+use crate::model::sighting::{Proto, Sighting};
 
 use std::net::IpAddr;
 
@@ -19,7 +19,7 @@ pub fn inner(s: &Sighting) -> std::borrow::Cow<'_, Sighting> {
     let mut inner = s.clone();
     inner.src = e.src;
     inner.dst = e.dst;
-    inner.proto = e.proto.clone();
+    inner.proto = e.proto;
     inner.sport = e.sport;
     inner.dport = e.dport;
     inner.tcp_flags = e.tcp_flags;
@@ -53,7 +53,7 @@ pub fn outer_words(s: &Sighting) -> Option<String> {
     let e = s.tunnel.as_ref()?;
     let address = |a: Option<IpAddr>| a.map_or("?".to_string(), |a| a.to_string());
     let (src, dst) = (address(s.src), address(s.dst));
-    let endpoints = if s.proto == "udp" {
+    let endpoints = if s.proto == Proto::Udp {
         format!("datagram {src}:{} > {dst}:{}", s.sport, s.dport)
     } else {
         format!("packet {src} > {dst}")

@@ -8,7 +8,9 @@ use serde::Serialize;
 
 use super::scenario::Expect;
 use crate::{
-    analysis::journey::Journey, analysis::Analysis, model::sighting::Sighting,
+    analysis::journey::Journey,
+    analysis::Analysis,
+    model::sighting::{Proto, Sighting},
     report::explanation::words::packet_words,
 };
 
@@ -72,7 +74,7 @@ pub fn fates(analysis: &Analysis, expect: &[Expect], score: &mut Score) {
                         && e.point.is_none_or(|p| {
                             fate.point().as_deref() == Some(p) || unobservable(p, journey, partial)
                         })
-                        && e.reason.is_none_or(|r| fate.reason.as_deref() == Some(r))
+                        && e.reason.is_none_or(|r| fate.reason_name() == Some(r))
                 }
             };
             let unnamed = right && rule_unnamed(journey, e, analysis);
@@ -94,7 +96,7 @@ pub fn fates(analysis: &Analysis, expect: &[Expect], score: &mut Score) {
                     wrong.name(),
                     fate.kind.name(),
                     fate.point().unwrap_or_default(),
-                    fate.reason.as_deref().unwrap_or("")
+                    fate.reason_name().unwrap_or("")
                 ));
             } else {
                 score.problems.push(format!(
@@ -106,7 +108,7 @@ pub fn fates(analysis: &Analysis, expect: &[Expect], score: &mut Score) {
                     e.reason.unwrap_or(""),
                     fate.kind.name(),
                     fate.point().unwrap_or_default(),
-                    fate.reason.as_deref().unwrap_or("")
+                    fate.reason_name().unwrap_or("")
                 ));
             }
         }
@@ -125,8 +127,7 @@ fn rule_unnamed(
         && journey
             .fate
             .hook
-            .as_deref()
-            .is_some_and(|h| h.starts_with("nf_"))
+            .is_some_and(|h| h.name().starts_with("nf_"))
         && crate::report::explanation::culprits(journey, &analysis.context.rules).is_empty()
 }
 
@@ -144,7 +145,7 @@ fn unobservable(
 
 /// What tells packets apart in a capture and in the tracer's journeys.
 type Identity = (
-    String,
+    Proto,
     String,
     String,
     u16,
@@ -158,7 +159,7 @@ type Identity = (
 fn identity(s: &Sighting) -> Identity {
     let address = |a: Option<std::net::IpAddr>| a.map(|a| a.to_string()).unwrap_or_default();
     (
-        s.proto.clone(),
+        s.proto,
         address(s.src),
         address(s.dst),
         s.sport,
@@ -236,7 +237,7 @@ fn headers_at<'a>(
             matches!(
                 s.hook,
                 Hook::Xdp | Hook::NetifReceive | Hook::TcIngress | Hook::TcEgress | Hook::DevXmit
-            ) && s.proto != "unknown"
+            ) && s.proto != Proto::Unknown
                 && s.netns_name.as_deref() == Some(netns)
                 && s.ifname.as_deref() == Some(ifname)
         })

@@ -3,7 +3,10 @@
 
 use anyhow::Result;
 
-use crate::{analysis::fate::FateKind, model::sighting::Sighting};
+use crate::{
+    analysis::fate::FateKind,
+    model::sighting::{Proto, Sighting},
+};
 
 /// A built lab, ready to be traced.
 pub struct Scenario {
@@ -102,17 +105,17 @@ impl Expect {
 
 /// TCP packets with exactly these flags, to or from `port`.
 pub fn tcp(flags: &'static [&'static str], port: u16) -> impl Fn(&Sighting) -> bool + Send {
-    move |s| s.proto == "tcp" && (s.sport == port || s.dport == port) && s.tcp_flags == flags
+    move |s| s.proto == Proto::Tcp && (s.sport == port || s.dport == port) && s.tcp_flags == flags
 }
 
 /// TCP packets that carry data (PSH) from `port`.
 pub fn tcp_data_from(port: u16) -> impl Fn(&Sighting) -> bool + Send {
-    move |s| s.proto == "tcp" && s.sport == port && s.tcp_flags.has("PSH")
+    move |s| s.proto == Proto::Tcp && s.sport == port && s.tcp_flags.has("PSH")
 }
 
 /// Packets from `src` to `dst` of protocol `proto`.
 pub fn between(
-    proto: &'static str,
+    proto: Proto,
     src: &'static str,
     dst: &'static str,
 ) -> impl Fn(&Sighting) -> bool + Send {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use tracer_common::event::{tunnel, Event};
 
-use crate::model::protocol::{ip_address, proto_name};
+use crate::model::protocol::{ip_address, Proto};
 
 /// The packet inside the outer one a sighting saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,7 +17,7 @@ pub struct Encapsulated {
     pub id: u32,
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
-    pub proto: String,
+    pub proto: Proto,
     pub sport: u16,
     pub dport: u16,
     pub tcp_flags: crate::model::tcp_flags::TcpFlags,
@@ -43,7 +43,7 @@ pub fn decode(event: &Event) -> Option<Box<Encapsulated>> {
         id: t.id,
         src: ip_address(p.l3_proto, &p.saddr),
         dst: ip_address(p.l3_proto, &p.daddr),
-        proto: proto_name(p.l3_proto, p.l4_proto),
+        proto: Proto::from_numbers(p.l3_proto, p.l4_proto),
         sport: p.sport,
         dport: p.dport,
         // Only TCP has flags; the byte is another protocol's otherwise.

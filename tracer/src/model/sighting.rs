@@ -10,7 +10,7 @@ use tracer_common::{
 };
 
 use crate::kernel::kallsyms::Kallsyms;
-pub use crate::model::protocol::{ip_address, proto_name};
+pub use crate::model::protocol::{ip_address, Proto};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sighting {
@@ -36,7 +36,7 @@ pub struct Sighting {
     pub skb: u64,
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
-    pub proto: String,
+    pub proto: Proto,
     pub sport: u16,
     pub dport: u16,
     pub tcp_flags: crate::model::tcp_flags::TcpFlags,
@@ -151,7 +151,7 @@ impl Sighting {
             skb: h.skb,
             src: address(hook, p.l3_proto, &p.saddr),
             dst: address(hook, p.l3_proto, &p.daddr),
-            proto: proto_name(p.l3_proto, p.l4_proto),
+            proto: Proto::from_numbers(p.l3_proto, p.l4_proto),
             sport: p.sport,
             dport: p.dport,
             // Only TCP has flags; the byte is another protocol's otherwise.

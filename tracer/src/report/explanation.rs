@@ -5,10 +5,10 @@ use tracer_common::hook::{Hook, Side};
 
 use crate::{
     analysis::capture::Capture,
-    analysis::fate::{unknown, FateKind},
+    analysis::fate::{FateKind, UnknownReason},
     analysis::journey::Journey,
     analysis::Analysis,
-    model::sighting::Sighting,
+    model::sighting::{Proto, Sighting},
 };
 
 mod flow_sentences;
@@ -26,7 +26,7 @@ pub fn packet(journey: &Journey, analysis: &Analysis) -> Vec<String> {
     let captures = analysis.captures(journey.id);
     if let Some(copy) = &journey.copy {
         let fate = &journey.fate;
-        let end = if fate.reason.as_deref() == Some("OTHERHOST") {
+        let end = if fate.drop_reason() == Some("OTHERHOST") {
             format!(
                 "IP freed the copy as not for this host (OTHERHOST) in {}",
                 namespace(fate.netns_name.as_deref())
@@ -103,9 +103,9 @@ pub fn short_fate(journey: &Journey) -> String {
         FateKind::Dropped => format!(
             "{} in {ns} ({})",
             tunnel_words::in_underlay(journey, drop_cause(journey)),
-            fate.reason.as_deref().unwrap_or("no reason given")
+            fate.reason_name().unwrap_or("no reason given")
         ),
-        FateKind::Delivered if fate.hook.as_deref() == Some("socket") => {
+        FateKind::Delivered if fate.hook == Some(Hook::Socket) => {
             format!("delivered to an application in {ns}")
         }
         FateKind::Delivered
@@ -122,10 +122,10 @@ pub fn short_fate(journey: &Journey) -> String {
             "sent out of {} by its driver",
             place(fate.netns_name.as_deref(), fate_ifname(journey).as_deref())
         ),
-        FateKind::Unknown => match fate.reason.as_deref() {
-            Some(unknown::IN_FLIGHT) => "still on its way when tracing stopped".to_string(),
-            Some(unknown::EVENTS_LOST) => "lost from sight (events were lost)".to_string(),
-            Some(unknown::SEGMENTED) => "cut into segments before the driver".to_string(),
+        FateKind::Unknown => match fate.unknown_reason() {
+            Some(UnknownReason::InFlight) => "still on its way when tracing stopped".to_string(),
+            Some(UnknownReason::EventsLost) => "lost from sight (events were lost)".to_string(),
+            Some(UnknownReason::Segmented) => "cut into segments before the driver".to_string(),
             _ => format!(
                 "last seen at {} in {ns}",
                 fate.point().unwrap_or_else(|| "?".to_string())
@@ -172,16 +172,16 @@ fn fate_sentence(journey: &Journey, captures: &[Capture], lost: u64) -> String {
             "{what} was {}; the tracer does not see past that interface.",
             short_fate(journey)
         ),
-        FateKind::Unknown => match fate.reason.as_deref() {
-            Some(unknown::EVENTS_LOST) => format!(
+        FateKind::Unknown => match fate.unknown_reason() {
+            Some(UnknownReason::EventsLost) => format!(
                 "{what}: its end is unknown, the kernel lost {} during the trace.",
                 plural(lost, "event")
             ),
-            Some(unknown::IN_FLIGHT) => format!(
+            Some(UnknownReason::InFlight) => format!(
                 "{what} was still on its way when tracing stopped (last seen at {} in {ns}).",
                 fate.point().unwrap_or_default()
             ),
-            Some(unknown::SEGMENTED) => format!(
+            Some(UnknownReason::Segmented) => format!(
                 "{what} was cut into its {} segments after {} in {ns} (software GSO: the \
                  device takes no GSO packets); each segment goes on as a packet of its own.",
                 journey.headers().gso_segs,
@@ -227,10 +227,8 @@ fn tap_relation(journey: &Journey, captures: &[Capture]) -> String {
         let on_the_way_in = journey
             .fate
             .hook
-            .as_deref()
-            .and_then(Hook::from_name)
             .is_some_and(|hook| hook.side() == Side::Rx && hook.info().tap.passed());
-        let consequence = if on_the_way_in && journey.headers().proto == "tcp" {
+        let consequence = if on_the_way_in && journey.headers().proto == Proto::Tcp {
             ", and TCP never received it"
         } else {
             ""
@@ -261,7 +259,7 @@ fn neighbour_sentence(journey: &Journey) -> Option<String> {
     if fate.kind != FateKind::Dropped {
         return None;
     }
-    let reason = fate.reason.as_deref()?;
+    let reason = fate.drop_reason()?;
     if reason != "NEIGH_FAILED" && reason != "NEIGH_QUEUEFULL" {
         return None;
     }

@@ -74,7 +74,7 @@ pub fn packet_json(journey: &Journey, analysis: &Analysis) -> Value {
         packet["copy_of"] = json!(copy.of);
         packet["copy"] = json!(copy.made);
     }
-    if first.proto.starts_with("icmp") {
+    if first.proto.is_icmp() {
         packet["icmp_type"] = json!(first.icmp_type);
         packet["icmp_code"] = json!(first.icmp_code);
     }

@@ -151,8 +151,8 @@ fn direction(s: &Sighting) -> Direction {
 fn verdict(s: &Sighting, journey: &Journey) -> Option<Verdict> {
     let fate = &journey.fate;
     let died_here = fate.kind == FateKind::Dropped
-        && fate.hook.as_deref() == Some(s.hook.name())
-        && fate.position.as_deref() == s.position.name()
+        && fate.hook == Some(s.hook)
+        && fate.position == s.position
         && fate.ifname == s.ifname
         && fate.netns_name == s.netns_name;
     match s.hook.info().pcapng_verdict {

@@ -28,7 +28,7 @@ use crate::{
     kernel::rules::{self, NamespaceRules},
     model::gaps,
     model::recording::{self, NamespaceCounters, Recording},
-    model::sighting::{Names, PacketBytes, Sighting},
+    model::sighting::{Names, PacketBytes, Proto, Sighting},
     report::stats::Stats,
     report::status::Status,
     trace::usage::Usage,
@@ -422,16 +422,16 @@ pub fn decode_record(
 /// id, TCP sequence and acknowledgment, ICMP type, length). Approximate where those repeat
 /// (IPv6 UDP with a fixed flow label); the report then keeps exactly the first N journeys.
 #[derive(Default)]
-struct PacketCount(std::collections::HashSet<(String, u32, u32, u32, u8, u16)>);
+struct PacketCount(std::collections::HashSet<(Proto, u32, u32, u32, u8, u16)>);
 
 impl PacketCount {
     fn add(&mut self, sightings: &[Sighting]) -> usize {
         for s in sightings
             .iter()
-            .filter(|s| s.on_path() && s.proto != "unknown")
+            .filter(|s| s.on_path() && s.proto != Proto::Unknown)
         {
             let key = (
-                s.proto.clone(),
+                s.proto,
                 s.ip_id,
                 s.tcp_seq,
                 s.tcp_ack,

@@ -148,7 +148,7 @@ fn the_copy_passed_up_to_a_promiscuous_bridge_is_not_the_frames_fate() {
         dropped(19, 2, 100, "OTHERHOST"),
     ]);
     let fate = fate(&path, &TraceEnd::default());
-    assert_eq!(fate.reason.as_deref(), Some("NETFILTER_DROP"));
+    assert_eq!(fate.drop_reason(), Some("NETFILTER_DROP"));
     assert!(fate
         .by
         .unwrap()
@@ -163,7 +163,7 @@ fn an_otherhost_drop_with_no_forwarded_clone_stays_the_fate() {
         dropped(19, 2, 100, "OTHERHOST"),
     ]);
     let fate = fate(&path, &TraceEnd::default());
-    assert_eq!(fate.reason.as_deref(), Some("OTHERHOST"));
+    assert_eq!(fate.drop_reason(), Some("OTHERHOST"));
 }
 
 #[test]

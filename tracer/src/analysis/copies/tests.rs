@@ -23,7 +23,7 @@ fn a_promiscuous_bridge_passes_the_frame_up_as_a_copy_while_its_clone_is_forward
     let (own, copies) = split(path);
     assert_eq!(skbs(&own), [100, 100, 100, 100, 100, 200, 200]);
     let fate = fate(&own, &TraceEnd::default());
-    assert_eq!(fate.reason.as_deref(), Some("NETFILTER_DROP"));
+    assert_eq!(fate.drop_reason(), Some("NETFILTER_DROP"));
     assert_eq!(copies.len(), 1);
     let (copy, made) = &copies[0];
     assert_eq!(skbs(copy), [100, 100, 100]);
@@ -32,7 +32,7 @@ fn a_promiscuous_bridge_passes_the_frame_up_as_a_copy_while_its_clone_is_forward
         "{made}"
     );
     let end = crate::analysis::fate::fate(copy, &TraceEnd::default());
-    assert_eq!(end.reason.as_deref(), Some("OTHERHOST"));
+    assert_eq!(end.drop_reason(), Some("OTHERHOST"));
 }
 
 #[test]

@@ -44,7 +44,7 @@ pub fn name_drop(fate: &mut Fate, sightings: &[Sighting], drop_at: usize) {
     // A container's port as its user knows it: `veth530e9f2 (cli's eth0)`.
     let from = crate::kernel::veth::with_peer(from_ifname, port.peer.as_ref());
     let drop = &sightings[drop_at];
-    match fate.reason.as_deref() {
+    match fate.drop_reason() {
         Some("NETFILTER_DROP") => {}
         Some("BRIDGE_INGRESS_STP_STATE") => {
             fate.by = Some(format!(

@@ -79,7 +79,7 @@ fn a_normal_end_reason_before_local_in_is_not_taken_on_trust() {
         &TraceEnd::default(),
     );
     assert_eq!(f.kind, FateKind::Dropped);
-    assert_eq!(f.reason.as_deref(), Some("TCP_OLD_DATA"));
+    assert_eq!(f.drop_reason(), Some("TCP_OLD_DATA"));
 }
 
 #[test]
@@ -95,7 +95,7 @@ fn real_drops_past_local_in_stay_drops() {
             &TraceEnd::default(),
         );
         assert_eq!(f.kind, FateKind::Dropped, "{reason}");
-        assert_eq!(f.reason.as_deref(), Some(reason));
+        assert_eq!(f.drop_reason(), Some(reason));
     }
     let rule = fate(
         &received(Some("first"), free(9, "NETFILTER_DROP", "nft_do_chain+0x1")),
@@ -162,4 +162,26 @@ fn a_drop_without_words_of_its_own_is_told_by_its_class() {
         told("NOT_SPECIFIED", "ip6_rcv_core+0x1"),
         "dropped by the kernel after nf_local_in (last)"
     );
+}
+
+#[test]
+fn a_fate_is_written_with_names_as_the_json_contract_has_them() {
+    let dropped = fate(
+        &received(None, free(9, "NETFILTER_DROP", "nft_do_chain+0x1")),
+        &TraceEnd::default(),
+    );
+    let json = serde_json::to_value(&dropped).unwrap();
+    assert_eq!(json["hook"], "nf_prerouting");
+    assert_eq!(json["position"], "last");
+    assert_eq!(json["reason"], "NETFILTER_DROP");
+    // Unseen after a point with one program: no position, and why the end is unknown.
+    let unknown = fate(&[at(1, "xdp", None)], &TraceEnd::default());
+    assert_eq!(unknown.unknown_reason(), Some(UnknownReason::EndNotSeen));
+    let json = serde_json::to_value(&unknown).unwrap();
+    assert_eq!(json["hook"], "xdp");
+    assert!(json.get("position").is_none(), "{json}");
+    assert_eq!(json["reason"], "end_not_seen");
+    // Seen nowhere: no hook at all.
+    let nowhere = serde_json::to_value(fate(&[], &TraceEnd::default())).unwrap();
+    assert_eq!(nowhere["hook"], serde_json::Value::Null);
 }

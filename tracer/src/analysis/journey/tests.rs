@@ -3,7 +3,11 @@
 use std::path::Path;
 
 use super::*;
-use crate::{analysis::capture::captures, analysis::fate::FateKind, model::recording};
+use crate::{
+    analysis::capture::captures,
+    analysis::fate::{FateKind, UnknownReason},
+    model::recording,
+};
 
 fn fixture(name: &str) -> Vec<Sighting> {
     recording::read(
@@ -41,8 +45,8 @@ fn syn_dropped_at_local_in_ends_after_tc_ingress_with_netfilter_reason() {
             ]
         );
         assert_eq!(j.fate.kind, FateKind::Dropped);
-        assert_eq!(j.fate.hook.as_deref(), Some("tc_ingress"));
-        assert_eq!(j.fate.reason.as_deref(), Some("NETFILTER_DROP"));
+        assert_eq!(j.fate.hook, Some(Hook::TcIngress));
+        assert_eq!(j.fate.drop_reason(), Some("NETFILTER_DROP"));
         assert!(
             j.fate.location.as_deref().is_some_and(|l| l.contains('+')),
             "symbolized: {:?}",
@@ -132,7 +136,7 @@ fn an_unanswered_neighbour_is_one_journey_that_ends_neigh_failed() {
     assert_eq!(journeys.len(), 1, "{journeys:#?}");
     let fate = &journeys[0].fate;
     assert_eq!(fate.kind, FateKind::Dropped);
-    assert_eq!(fate.reason.as_deref(), Some("NEIGH_FAILED"));
+    assert_eq!(fate.drop_reason(), Some("NEIGH_FAILED"));
     assert_eq!(fate.point().as_deref(), Some("nf_postrouting (last)"));
 }
 
@@ -167,7 +171,7 @@ fn an_event_with_only_the_skb_joins_its_packet_until_the_skb_is_freed() {
     let start = sighting(0, "dev_xmit");
     let mut done = sighting(1_000, "dev_xmit");
     done.position = tracer_common::hook::Position::Last;
-    done.proto = "unknown".into();
+    done.proto = Proto::Unknown;
     done.src = None;
     done.dst = None;
     let mut freed = sighting(2_000, "consume_skb");
@@ -219,14 +223,20 @@ fn a_gso_packet_cut_after_tc_egress_is_segmented_not_lost() {
     consumed.gso_segs = 5;
     let journeys = build_all(vec![egress, consumed]);
     assert_eq!(journeys[0].fate.kind, FateKind::Unknown);
-    assert_eq!(journeys[0].fate.reason.as_deref(), Some("segmented"));
+    assert_eq!(
+        journeys[0].fate.unknown_reason(),
+        Some(UnknownReason::Segmented)
+    );
 
     // The same packet without GSO, freed there: nothing says it was cut.
     let plain = build_all(vec![
         sighting(0, "tc_egress"),
         sighting(1_000, "consume_skb"),
     ]);
-    assert_ne!(plain[0].fate.reason.as_deref(), Some("segmented"));
+    assert_ne!(
+        plain[0].fate.unknown_reason(),
+        Some(UnknownReason::Segmented)
+    );
 }
 
 #[test]

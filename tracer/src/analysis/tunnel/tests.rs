@@ -35,7 +35,7 @@ fn the_outer_packet_is_named_with_its_tunnel() {
         "{words}"
     );
     let carried = inner(outer);
-    assert_eq!((carried.proto.as_str(), carried.dport), ("tcp", 8080));
+    assert_eq!((carried.proto, carried.dport), (Proto::Tcp, 8080));
 }
 
 #[test]
@@ -83,9 +83,9 @@ fn a_trace_of_the_receiver_alone_tells_the_packet_inside() {
             .all(|s| s.tunnel.is_some()));
         let h = j.headers();
         assert_eq!(
-            (h.proto.as_str(), h.dport, h.tcp_flags),
+            (h.proto, h.dport, h.tcp_flags),
             (
-                "tcp",
+                Proto::Tcp,
                 8080,
                 crate::model::tcp_flags::TcpFlags::from_names(&["SYN"]).unwrap()
             )

@@ -11,7 +11,7 @@ use crate::{
         topology::Topology,
         traffic::{connect, listen},
     },
-    model::sighting::Sighting,
+    model::sighting::{Proto, Sighting},
 };
 
 const BRIDGE_IP: &str = "172.30.0.1";
@@ -22,7 +22,7 @@ const OUTSIDE: &str = "10.99.0.2";
 /// A SYN from the cli container to `dst` (before NAT: the tracer reports the first headers).
 fn syn_to(dst: &'static str) -> impl Fn(&Sighting) -> bool + Send {
     move |s| {
-        s.proto == "tcp"
+        s.proto == Proto::Tcp
             && s.tcp_flags == ["SYN"]
             && s.dport == PORT
             && s.src.is_some_and(|a| a.to_string() == CLI)

@@ -14,6 +14,7 @@ use crate::{
         topology::Topology,
         traffic::{connect, exchange, listen},
     },
+    model::sighting::Proto,
 };
 
 /// The first namespace (the client) tries to connect to the last one (the server, listening
@@ -108,7 +109,7 @@ pub fn response_drop(t: &mut Topology) -> Result<Scenario> {
         fix: format!("ip netns exec {server} nft delete table inet lab"),
         expect: vec![
             Expect::new("the client's request", |s| {
-                s.proto == "tcp" && s.dport == PORT && s.tcp_flags.has("PSH")
+                s.proto == Proto::Tcp && s.dport == PORT && s.tcp_flags.has("PSH")
             })
             .fate(FateKind::Delivered)
             .first_only(),

@@ -10,6 +10,7 @@ use crate::{
         topology::Topology,
         traffic::{connect, listen, ping, send_bulk},
     },
+    model::sighting::Proto,
 };
 
 pub fn asymmetric_route(t: &mut Topology) -> Result<Scenario> {
@@ -81,12 +82,12 @@ pub fn mtu_black_hole(t: &mut Topology) -> Result<Scenario> {
             Expect::new("the handshake's SYN", tcp(&["SYN"], PORT)).first_only(),
             // On the wire: single segments (gso_max_segs 1 on c0), and they meet the MTU.
             Expect::new("the client's large segments", |s| {
-                s.proto == "tcp" && s.dport == PORT && s.ip_len > 1280 && s.gso_segs <= 1
+                s.proto == Proto::Tcp && s.dport == PORT && s.ip_len > 1280 && s.gso_segs <= 1
             })
             .dropped("nf_prerouting (last)", "PKT_TOO_BIG")
             .at_least(2),
             Expect::new("the router's ICMP fragmentation-needed", |s| {
-                s.proto == "icmp" && s.icmp_type == 3 && s.icmp_code == 4
+                s.proto == Proto::Icmp && s.icmp_type == 3 && s.icmp_code == 4
             })
             .dropped("nf_local_out (first)", "NETFILTER_DROP"),
         ],
@@ -131,7 +132,7 @@ pub fn rp_filter(t: &mut Topology) -> Result<Scenario> {
         ),
         expect: vec![Expect::new(
             "the echo requests from 10.200.9.1",
-            between("icmp", "10.200.9.1", SERVER),
+            between(Proto::Icmp, "10.200.9.1", SERVER),
         )
         .dropped("nf_prerouting (last)", "IP_RPFILTER")
         .at_least(3)],
@@ -170,11 +171,12 @@ pub fn neighbour_unanswered(t: &mut Topology) -> Result<Scenario> {
              died before its capture point, on their way out."
         ),
         fix,
-        expect: vec![
-            Expect::new("the echo requests", between("icmp", CLIENT, FAR_SERVER))
-                .dropped("nf_postrouting (last)", "NEIGH_FAILED")
-                .at_least(3),
-        ],
+        expect: vec![Expect::new(
+            "the echo requests",
+            between(Proto::Icmp, CLIENT, FAR_SERVER),
+        )
+        .dropped("nf_postrouting (last)", "NEIGH_FAILED")
+        .at_least(3)],
         held: Vec::new(),
     })
 }

@@ -22,7 +22,7 @@ pub fn flow(flow: &Flow, analysis: &Analysis) -> Vec<String> {
         .collect();
     let mut out = vec![format!(
         "{} {} <-> {}: {}.",
-        flow.proto.to_uppercase(),
+        flow.proto.name().to_uppercase(),
         flow.client,
         flow.server,
         fate_counts(flow)
@@ -104,7 +104,7 @@ fn retransmission_sentence(members: &[&Journey], analysis: &Analysis) -> Option<
         "{} retransmitted {}: the first transmission (packet {}) was {}.",
         flow::show(
             (original.headers().src, original.headers().sport),
-            &original.headers().proto
+            original.headers().proto
         ),
         plural(repeats.len() as u64, "time"),
         original.id,

@@ -40,12 +40,12 @@ fn attribution<'a>(
     rules: &'a [NamespaceRules],
 ) -> Option<(&'static str, &'a str, Attribution<'a>)> {
     let fate = &journey.fate;
-    if fate.kind != FateKind::Dropped || fate.reason.as_deref() != Some("NETFILTER_DROP") {
+    if fate.kind != FateKind::Dropped || fate.drop_reason() != Some("NETFILTER_DROP") {
         return None;
     }
     let ns = fate.netns_name.as_deref()?;
     let here = rules.iter().find(|r| r.netns_name == ns)?;
-    let (hook, bridge) = nft_hook(fate.hook.as_deref()?)?;
+    let (hook, bridge) = nft_hook(fate.hook?.name())?;
     let ipv6 = journey.headers().src.is_some_and(|a| a.is_ipv6());
     Some((
         hook,

@@ -255,5 +255,5 @@ fn a_frame_that_crossed_a_bridge_is_delivered_and_br0_gives_no_transmit_verdict(
         .find(|j| j.copy.as_ref().is_some_and(|c| c.of == syn.id))
         .expect("the copy passed up to br0");
     assert_eq!(on_br0(copy.id), [("rx", true)]);
-    assert_eq!(copy.fate.reason.as_deref(), Some("OTHERHOST"));
+    assert_eq!(copy.fate.drop_reason(), Some("OTHERHOST"));
 }

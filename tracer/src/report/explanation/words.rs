@@ -5,7 +5,7 @@ use tracer_common::hook::Hook;
 use crate::{
     analysis::journey::Journey,
     model::drop_reason::{self, DropClass},
-    model::sighting::Sighting,
+    model::sighting::{Proto, Sighting},
 };
 
 /// A hook as people know it: netfilter hooks with the iptables chain that runs there.
@@ -34,8 +34,8 @@ pub fn plural(n: u64, word: &str) -> String {
 
 /// "SYN", "SYN-ACK", "data", "echo request", "datagram".
 pub fn packet_kind(s: &Sighting) -> String {
-    match s.proto.as_str() {
-        "tcp" => {
+    match s.proto {
+        Proto::Tcp => {
             let header_only = s.ip_len > 0 && s.ip_len <= tcp_header_end(s);
             let flags: Vec<&str> = s.tcp_flags.names().filter(|f| *f != "PSH").collect();
             match flags.as_slice() {
@@ -44,12 +44,16 @@ pub fn packet_kind(s: &Sighting) -> String {
                 flags => flags.join("-"),
             }
         }
-        "udp" => "datagram".to_string(),
-        "icmp" | "icmpv6" => match (s.proto.as_str(), s.icmp_type) {
-            ("icmp", 8) | ("icmpv6", 128) => "echo request".to_string(),
-            ("icmp", 0) | ("icmpv6", 129) => "echo reply".to_string(),
-            ("icmp", t) => icmp_message(t, s.icmp_code),
-            (_, t) => format!("type {t} code {}", s.icmp_code),
+        Proto::Udp => "datagram".to_string(),
+        Proto::Icmp => match s.icmp_type {
+            8 => "echo request".to_string(),
+            0 => "echo reply".to_string(),
+            t => icmp_message(t, s.icmp_code),
+        },
+        Proto::Icmpv6 => match s.icmp_type {
+            128 => "echo request".to_string(),
+            129 => "echo reply".to_string(),
+            t => format!("type {t} code {}", s.icmp_code),
         },
         other => other.to_string(),
     }
@@ -70,14 +74,15 @@ fn tcp_header_end(s: &Sighting) -> u16 {
 pub fn packet_words(s: &Sighting) -> String {
     let endpoint = |ip: Option<std::net::IpAddr>, port: u16| {
         let ip = ip.map_or("?".to_string(), |ip| ip.to_string());
-        match s.proto.as_str() {
-            "tcp" | "udp" => format!("{ip}:{port}"),
-            _ => ip,
+        if s.proto.has_ports() {
+            format!("{ip}:{port}")
+        } else {
+            ip
         }
     };
     format!(
         "{} {} {} > {}",
-        s.proto.to_uppercase(),
+        s.proto.name().to_uppercase(),
         packet_kind(s),
         endpoint(s.src, s.sport),
         endpoint(s.dst, s.dport)
@@ -137,7 +142,7 @@ pub fn drop_cause(journey: &Journey) -> String {
     }
     // A drop of the tunnel's outer packet is about its headers (no socket on UDP port 4789).
     let s = super::tunnel_words::dropped_outer(journey).unwrap_or(journey.headers());
-    let alive = fate.hook.as_deref().unwrap_or("");
+    let alive = fate.hook.map_or("", Hook::name);
     let ifname = super::fate_ifname(journey).unwrap_or_else(|| "?".to_string());
     let after = match fate.point() {
         Some(_) if alive == Hook::KfreeSkb.name() => {
@@ -146,7 +151,7 @@ pub fn drop_cause(journey: &Journey) -> String {
         Some(p) => format!(" after {p}"),
         None => String::new(),
     };
-    match fate.reason.as_deref().unwrap_or("") {
+    match fate.drop_reason().unwrap_or("") {
         "NETFILTER_DROP" if alive.starts_with("nf_") => {
             format!("dropped by a netfilter rule at {}", hook_words(alive))
         }
@@ -163,7 +168,7 @@ pub fn drop_cause(journey: &Journey) -> String {
         "TC_EGRESS" => format!("dropped by a tc program at egress of {ifname}"),
         "NO_SOCKET" => format!(
             "dropped because no socket listens on {} port {}",
-            s.proto.to_uppercase(),
+            s.proto.name().to_uppercase(),
             s.dport
         ),
         "IP_INNOROUTES" | "IP_OUTNOROUTES" => format!(

@@ -15,7 +15,7 @@ use super::*;
 use crate::fuzzing::check;
 use crate::{
     analysis::fate::TraceEnd, analysis::Analysis, kernel::kallsyms::Kallsyms,
-    model::recording::Context, model::sighting::proto_name, report::output, report::paint::Paint,
+    model::recording::Context, model::sighting::Proto, report::output, report::paint::Paint,
 };
 
 const EVENT_LEN: usize = std::mem::size_of::<Event>();
@@ -268,7 +268,7 @@ fn records_decode_to_their_fields_or_count_as_undecodable() {
             prop_assert_eq!(s.position.name(), position);
             prop_assert_eq!((s.ts_ns, s.cpu, s.skb), (h.ts_ns, h.cpu, h.skb));
             prop_assert_eq!((s.netns, s.ifindex), (h.netns, h.ifindex));
-            prop_assert_eq!(&s.proto, &proto_name(p.l3_proto, p.l4_proto));
+            prop_assert_eq!(s.proto, Proto::from_numbers(p.l3_proto, p.l4_proto));
             prop_assert_eq!((s.sport, s.dport, s.ip_id), (p.sport, p.dport, p.ip_id));
             prop_assert_eq!((s.len, s.ip_len, s.mark), (p.pkt_len, p.ip_len, p.mark));
             prop_assert_eq!(
