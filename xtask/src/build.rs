@@ -5,7 +5,7 @@ use std::{
     process::Command,
 };
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::{cmd, setup};
 
@@ -23,9 +23,19 @@ pub fn tracer(release: bool) -> Result<PathBuf> {
 }
 
 /// The debug build the integration tests run: with `fault-injection`, so that the clean-exit
-/// tests can make it panic (`TRACER_INJECT_PANIC`); no other build has it.
+/// tests can make it panic (`TRACER_INJECT_PANIC`); no other build has it. Kept as a copy of
+/// its own (`target/debug/under-test/tracer`, still named `tracer`, which is how a running lab
+/// is recognised): a later plain `cargo test` builds
+/// `target/debug/tracer` again without the feature (the tracer package has an integration
+/// test, so cargo builds its binary), and a run once lost its fault injection that way.
 pub fn tracer_under_test() -> Result<PathBuf> {
-    build(false, &["fault-injection"])
+    let built = build(false, &["fault-injection"])?;
+    let dir = built.with_file_name("under-test");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let kept = dir.join("tracer");
+    std::fs::copy(&built, &kept)
+        .with_context(|| format!("cannot copy {} to {}", built.display(), kept.display()))?;
+    Ok(kept)
 }
 
 fn build(release: bool, features: &[&str]) -> Result<PathBuf> {
