@@ -34,7 +34,7 @@ pub mod names {
     /// on ([`crate::cbpf::L3_SLOT`]).
     pub const FILTERS: &str = "FILTERS";
     /// Per-CPU scratch memory of the filter interpreter, one slot per hook.
-    pub const FILTER_MEM: &str = "FILTER_MEM";
+    pub const FILTER_RUNS: &str = "FILTER_RUNS";
     /// Global [`crate::config::KernelOffsets`], filled from the running kernel's BTF.
     pub const OFFSETS: &str = "OFFSETS";
     /// Global [`crate::config::TraceConfig`]: the in-kernel filter and switches.

@@ -34,10 +34,30 @@ pub struct Encapsulation {
     pub inner_proto: u16,
 }
 
+/// What the search needs of the outer packet's parsed headers: a few numbers, which the
+/// kernel programs pass as plain arguments (a whole summary would cost stack they lack).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outer {
+    pub l3_proto: u16,
+    pub l4_proto: u8,
+    pub dport: u16,
+}
+
+impl Outer {
+    #[inline(always)]
+    pub fn of(packet: &PacketSummary) -> Outer {
+        Outer {
+            l3_proto: packet.l3_proto,
+            l4_proto: packet.l4_proto,
+            dport: packet.dport,
+        }
+    }
+}
+
 /// Whether `outer` (already parsed) can be a tunnel's outer header at all: a cheap test
 /// before [`find`] reads the buffer.
 #[inline(always)]
-pub fn may_carry(outer: &PacketSummary) -> bool {
+pub fn may_carry(outer: Outer) -> bool {
     match outer.l4_proto {
         IPPROTO_UDP => matches!(outer.dport, VXLAN_PORT | VXLAN_LINUX_PORT | GENEVE_PORT),
         IPPROTO_GRE | IPPROTO_IPIP | IPPROTO_IPV6 => outer.l3_proto != 0,
@@ -49,7 +69,7 @@ pub fn may_carry(outer: &PacketSummary) -> bool {
 /// headers `outer` holds. `None` when it is no tunnel packet, its inner L3 header lies beyond
 /// the copied bytes, or it carries something other than IP.
 #[inline(always)]
-pub fn find(buf: &[u8; HDR_LEN], valid: usize, outer: &PacketSummary) -> Option<Encapsulation> {
+pub fn find(buf: &[u8; HDR_LEN], valid: usize, outer: Outer) -> Option<Encapsulation> {
     let valid = if valid < HDR_LEN { valid } else { HDR_LEN };
     let l4 = match outer.l3_proto {
         ETH_P_IP => ((byte(buf, 0) & 0x0f) as usize) * 4,

@@ -1,29 +1,29 @@
-//! The in-kernel filter and the one way events leave the kernel.
+//! Whether a hook reports its packet (followed, filtered, tunnelled) and the one way events
+//! leave the kernel.
 
 use core::{cmp::min, ffi::c_void};
 
 use aya_ebpf::helpers::{
     bpf_get_smp_processor_id, bpf_ktime_get_ns,
-    generated::{bpf_loop, bpf_probe_read_kernel, bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    generated::{bpf_probe_read_kernel, bpf_skb_load_bytes, bpf_xdp_load_bytes},
 };
 use tracer_common::{
-    cbpf::{self, Machine, Program, View, L2_SLOT, L3_SLOT, MAX_INSNS, MEM_WORDS},
     config::iface_key,
     event::{
         kind, link, tunnel, CaptureHeader, Captured, Event, EventHeader, HookDetail, PacketSummary,
         TunnelSummary, EVENT_VERSION, SNAP_HEADERS, SNAP_MAX,
     },
     hook::{Hook, Position},
-    parse::{parse_l3_shallow, ETH_HLEN, HDR_LEN, L2_LEN},
-    synth::headers_from_summary,
-    tunnel as encapsulation,
+    parse::{parse_l3_shallow, HDR_LEN, L2_LEN},
+    tunnel::{self as encapsulation, Outer},
 };
 
 use crate::{
-    kernel::{helper_len, read, scratch, verifier_visible},
+    filter,
+    kernel::{helper_len, read, verifier_visible},
     maps::{
-        config, offset, EVENTS, FILTERS, FILTER_MEM, FOLLOWED, INNER_SCRATCH, LOST, LOST_SINCE,
-        TRACED_IFACES, TRACED_NETNS, TUNNELS,
+        config, offset, EVENTS, FOLLOWED, INNER_SCRATCH, LOST, LOST_SINCE, TRACED_IFACES,
+        TRACED_NETNS, TUNNELS,
     },
 };
 
@@ -107,22 +107,34 @@ fn report_with<const TUNNELS_TOO: bool>(
     detail: HookDetail,
 ) {
     if TUNNELS_TOO {
-        find_tunnel(site.hook as u32, packet, l3_len);
+        tracer_find_tunnel(
+            site.hook as u32,
+            l3_len as u32,
+            ((packet.l3_proto as u32) << 8) | packet.l4_proto as u32,
+            packet.dport as u32,
+        );
     }
     if wanted::<TUNNELS_TOO>(site, packet, l2, l3_len) {
         emit::<TUNNELS_TOO>(site, packet, detail);
     }
 }
 
-/// Whether `packet` is a tunnel's outer packet whose inner headers are in the copied bytes:
+/// Whether the packet is a tunnel's outer packet whose inner headers are in the copied bytes:
 /// then they are copied from L3 on into the hook's `INNER_SCRATCH` for the filter and parsed
-/// into its `TUNNELS` slot (its kind set). Subprograms: the hooks' stacks have no room for
-/// them. The two steps talk through the map, not through values: the verifier then meets the
-/// parser with one unknown length and protocol, not one state per path through the tunnel
-/// headers, which multiplied beyond its limit in the tc programs.
+/// into its `TUNNELS` slot (its kind set). A global function, checked once by the verifier
+/// on its own (hence plain numbers for arguments: the outer packet's protocols, packed, and
+/// destination port, all the search needs) rather than once per path of each program. The
+/// two steps talk through the map, not through values: the verifier then meets the parser
+/// with one unknown length and protocol, not one state per path through the tunnel headers.
+#[unsafe(no_mangle)]
 #[inline(never)]
-fn find_tunnel(hook: u32, packet: &PacketSummary, l3_len: usize) -> u32 {
-    if locate_inner(hook, packet, l3_len) {
+pub extern "C" fn tracer_find_tunnel(hook: u32, l3_len: u32, protos: u32, dport: u32) -> u32 {
+    let outer = Outer {
+        l3_proto: (protos >> 8) as u16,
+        l4_proto: protos as u8,
+        dport: dport as u16,
+    };
+    if locate_inner(hook, outer, l3_len as usize) {
         parse_inner(hook);
     }
     0
@@ -131,7 +143,7 @@ fn find_tunnel(hook: u32, packet: &PacketSummary, l3_len: usize) -> u32 {
 /// Finds and copies the inner headers; leaves their length in `inner_len` and their
 /// ethertype in `inner.l3_proto` for [`parse_inner`]. Kind `NONE` when there are none.
 #[inline(never)]
-fn locate_inner(hook: u32, packet: &PacketSummary, l3_len: usize) -> bool {
+fn locate_inner(hook: u32, outer: Outer, l3_len: usize) -> bool {
     let Some(slot) = TUNNELS.get_ptr_mut(hook) else {
         return false;
     };
@@ -140,7 +152,7 @@ fn locate_inner(hook: u32, packet: &PacketSummary, l3_len: usize) -> bool {
     // program does not interrupt itself on its CPU, and no other reference to it is live here.
     let slot = unsafe { &mut *slot };
     slot.kind = tunnel::NONE;
-    if l3_len == 0 || !encapsulation::may_carry(packet) {
+    if l3_len == 0 || !encapsulation::may_carry(outer) {
         return false;
     }
     let (Some(buf), Some(inner)) = (
@@ -153,7 +165,7 @@ fn locate_inner(hook: u32, packet: &PacketSummary, l3_len: usize) -> bool {
     // overlap), valid for the run and private to this hook as above. The hook's own `&mut`
     // from `scratch` was last used before `report` was called.
     let (buf, inner) = unsafe { (&*buf, &mut *inner) };
-    let Some(found) = encapsulation::find(buf, l3_len, packet) else {
+    let Some(found) = encapsulation::find(buf, l3_len, outer) else {
         return false;
     };
     // The inner headers, moved to the start of their own buffer: the parser and the filter
@@ -162,7 +174,7 @@ fn locate_inner(hook: u32, packet: &PacketSummary, l3_len: usize) -> bool {
     else {
         return false;
     };
-    let from = opaque(buf.as_ptr()) as u64 + found.inner_at as u64;
+    let from = filter::opaque(buf.as_ptr()) as u64 + found.inner_at as u64;
     // SAFETY: the destination is the `HDR_LEN`-byte `inner` slot and `len <= HDR_LEN`
     // (`helper_len`); the source is `l3_len - inner_at` bytes of `buf` from `inner_at` on.
     // The helper checks the source address itself and fails (destination zeroed) on a fault.
@@ -256,7 +268,7 @@ fn wanted<const TUNNELS_TOO: bool>(
             // A stale entry: forget it, so the new packet's header-less events are not taken.
             // (Where tunnels are not looked into, a tunnel packet may be the followed one in
             // its outer headers: left for the next point to tell.)
-            if TUNNELS_TOO || !encapsulation::may_carry(packet) {
+            if TUNNELS_TOO || !encapsulation::may_carry(Outer::of(packet)) {
                 let _ = FOLLOWED.remove(&site.skb);
             }
         }
@@ -273,7 +285,7 @@ fn wanted<const TUNNELS_TOO: bool>(
     // The outer headers first: a filter on them (`udp port 4789`) follows the datagram.
     // The outer headers first: a filter on them (`udp port 4789`) follows the datagram; then
     // the packet inside a tunnel's outer headers, which follows it by its own.
-    if filter_accepts(site, packet, l2_bytes, l2_len, l3_len) {
+    if filter::filter_accepts(site, packet, l2_bytes, l2_len, l3_len) {
         // Follow it from here on; not at its free, which would only delete the entry again. A
         // full map only makes the LRU forget an old packet: following is best effort.
         if site.skb != 0 && site.kind == kind::SIGHTING {
@@ -302,7 +314,7 @@ fn inner_wanted(hook: u32, skb: u64, event_kind: u32) -> u32 {
     let Some(t) = tunnel_slot(hook) else {
         return 0;
     };
-    if t.kind == tunnel::NONE || !inner_filter_accepts(hook) {
+    if t.kind == tunnel::NONE || !filter::inner_filter_accepts(hook) {
         return 0;
     }
     if skb != 0 && event_kind == kind::SIGHTING as u32 {
@@ -335,161 +347,6 @@ fn iface_traced(site: &Site) -> bool {
     }
     // SAFETY: as in `netns_traced`: only the key's presence is used, the value is never read.
     unsafe { TRACED_IFACES.get(&iface_key(site.netns, site.ifindex)) }.is_some()
-}
-
-/// Runs the tcpdump filter on the packet's bytes: the L2 program where the hook has the
-/// Ethernet header and there is one, the L3 program otherwise. A subprogram of its own: the
-/// stack frames of the hooks have no room for it.
-#[inline(never)]
-fn filter_accepts(
-    site: &Site,
-    packet: &PacketSummary,
-    l2_bytes: *const u8,
-    l2_len: usize,
-    l3_len: usize,
-) -> bool {
-    let (has_l2, has_l3) = (config!(filter_l2) != 0, config!(filter_l3) != 0);
-    if !has_l2 && !has_l3 {
-        return true;
-    }
-    // A route lookup for a received packet often leaves protocol and ports unset: the filter
-    // cannot decide, and userspace keeps the lookup only if it fits a traced packet.
-    if site.hook == Hook::FibLookup && packet.l4_proto == 0 {
-        return true;
-    }
-    let (slot, l2_len, wire_len) = if l2_len > 0 && has_l2 {
-        (L2_SLOT, l2_len, packet.pkt_len)
-    } else if has_l3 {
-        // `len`, `greater` and `less` mean the frame's length in tcpdump on a veth or NIC:
-        // as if the IP packet had its Ethernet header, so the L3 program agrees with the L2.
-        (L3_SLOT, 0, packet.ip_len as u32 + ETH_HLEN as u32)
-    } else {
-        return false;
-    };
-    let Some(l3) = scratch(site.hook) else {
-        return false;
-    };
-    let l3_len = if l3_len == 0 {
-        headers_from_summary(packet, l3)
-    } else {
-        l3_len
-    };
-    run_filter(
-        site.hook as u32,
-        slot,
-        View {
-            l2: opaque(l2_bytes),
-            l2_len: l2_len as u32,
-            l3: opaque(l3.as_ptr()),
-            l3_len: l3_len as u32,
-            wire_len,
-        },
-    )
-}
-
-/// Runs the L3 filter on the inner packet [`find_tunnel`] left in the hook's `INNER_SCRATCH`
-/// and `TUNNELS` slots: what `tcpdump -i` on the tunnel device would match. (A filter that
-/// only has an L2 form names link-layer fields: not followed inside.)
-#[inline(never)]
-fn inner_filter_accepts(hook: u32) -> bool {
-    if config!(filter_l3) == 0 {
-        return false;
-    }
-    let (Some(inner), Some(slot)) = (INNER_SCRATCH.get_ptr(hook), TUNNELS.get_ptr(hook)) else {
-        return false;
-    };
-    // SAFETY: `slot` is this hook's `TUNNELS` slot on this CPU from a successful lookup,
-    // filled by `find_tunnel` earlier in this run; two integer fields are read through it.
-    let (copied, ip_len) = unsafe { ((*slot).inner_len as usize, (*slot).inner.ip_len) };
-    let l3_len = if copied < HDR_LEN { copied } else { HDR_LEN };
-    run_filter(
-        hook,
-        L3_SLOT,
-        View {
-            l2: opaque(core::ptr::null()),
-            l2_len: 0,
-            l3: opaque(inner as *const u8),
-            l3_len: l3_len as u32,
-            wire_len: ip_len as u32 + ETH_HLEN as u32,
-        },
-    )
-}
-
-/// Runs filter program `slot` on `view` (see [`filter_accepts`]).
-#[inline(always)]
-fn run_filter(hook: u32, slot: u32, view: View) -> bool {
-    let Some(mem) = FILTER_MEM.get_ptr_mut(hook) else {
-        return false;
-    };
-    let Some(program) = FILTERS.get_ptr(slot) else {
-        return false;
-    };
-    let mut run = FilterRun {
-        machine: Machine::default(),
-        program: opaque(program),
-        view,
-        mem,
-    };
-    // One verified step, looped by the kernel: a loop in the program itself would be
-    // verified once per iteration and per path, beyond the verifier's limit.
-    // SAFETY: `filter_step` has the callback signature `bpf_loop` calls (index, context) ->
-    // 0 or 1, and its context is `run`, on this frame, which outlives the call (`bpf_loop`
-    // runs the callback synchronously) and is not touched here until it returns; flags 0.
-    unsafe {
-        bpf_loop(
-            MAX_INSNS as u32,
-            filter_step as *mut c_void,
-            (&mut run as *mut FilterRun).cast(),
-            0,
-        )
-    };
-    run.machine.accept
-}
-
-/// What [`filter_step`] works on, on the stack of [`filter_accepts`].
-struct FilterRun {
-    machine: Machine,
-    program: *const Program,
-    view: View,
-    mem: *mut [u32; MEM_WORDS],
-}
-
-/// The `bpf_loop` callback: one instruction; 1 stops the loop.
-///
-/// # Safety
-/// `ctx` points to a live `FilterRun` nothing else uses during the call, whose `program`,
-/// `view` and `mem` meet [`cbpf::step`]'s contract. Only [`run_filter`] passes one.
-unsafe extern "C" fn filter_step(_index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: the caller's promise: `bpf_loop` hands over `run_filter`'s `&mut run` unchanged.
-    let run = unsafe { &mut *(ctx as *mut FilterRun) };
-    // SAFETY: `program` is a whole `Program` in `FILTERS`, `mem` this hook's `FILTER_MEM` slot
-    // on this CPU; `view` is the hook's link-header copy on its stack (or none, length 0) and
-    // its `SCRATCH` or `INNER_SCRATCH` slot, with the lengths copied there (`run_filter`'s
-    // callers), read through `bpf_probe_read_kernel`, which checks every address.
-    let more = unsafe { cbpf::step(&mut run.machine, run.program, &run.view, &mut *run.mem) };
-    if more {
-        0
-    } else {
-        1
-    }
-}
-
-/// The same address, as a number the verifier knows nothing about: the interpreter reads
-/// through it with `bpf_probe_read_kernel`, and offsets added to it are not tracked.
-#[inline(always)]
-fn opaque<T>(ptr: *const T) -> *const T {
-    let addr = ptr as u64;
-    let mut out = 0u64;
-    // Reading our own stack cannot fail; on failure the address is 0 and reads yield zeroes.
-    // SAFETY: both pointers are 8-byte locals of this frame, and 8 bytes are copied.
-    let _ = unsafe {
-        bpf_probe_read_kernel(
-            (&mut out as *mut u64).cast(),
-            8,
-            (&addr as *const u64).cast(),
-        )
-    };
-    out as *const T
 }
 
 /// Writes one event to the ring buffer, with the packet's bytes when `-w` wants them, or

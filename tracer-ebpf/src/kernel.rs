@@ -104,15 +104,14 @@ pub fn skb_summary(
 }
 
 /// The 4-tuple of a TCP socket as a packet summary: local to remote, or, with `incoming`,
-/// remote to local (a segment the socket received).
-#[inline(always)]
-pub fn sock_summary(sk: u64, incoming: bool) -> PacketSummary {
+/// remote to local (a segment the socket received), written into `packet`. A subprogram: its
+/// address buffers then stay off the stack of the programs, whose chain of calls down to the
+/// filter must fit in 512 bytes (6.1 counts each frame rounded up to 32).
+#[inline(never)]
+pub fn sock_summary(sk: u64, incoming: bool, packet: &mut PacketSummary) {
     const AF_INET: u16 = 2;
     const AF_INET6: u16 = 10;
-    let mut packet = PacketSummary {
-        l4_proto: 6,
-        ..PacketSummary::default()
-    };
+    packet.l4_proto = 6;
     let mut local = [0u8; 16];
     let mut remote = [0u8; 16];
     match read::<u16>(sk, offset!(sk_family)).unwrap_or(0) {
@@ -128,7 +127,7 @@ pub fn sock_summary(sk: u64, incoming: bool) -> PacketSummary {
             local = read::<[u8; 16]>(sk, offset!(sk_v6_rcv_saddr)).unwrap_or_default();
             remote = read::<[u8; 16]>(sk, offset!(sk_v6_daddr)).unwrap_or_default();
         }
-        _ => return packet,
+        _ => return,
     }
     // skc_num is the local port in host order, skc_dport the remote one in network order.
     let local_port = read::<u16>(sk, offset!(sk_num)).unwrap_or(0);
@@ -140,7 +139,6 @@ pub fn sock_summary(sk: u64, incoming: bool) -> PacketSummary {
         (packet.saddr, packet.daddr) = (local, remote);
         (packet.sport, packet.dport) = (local_port, remote_port);
     }
-    packet
 }
 
 /// The fields of a `struct sk_buff` that every skb hook reports.

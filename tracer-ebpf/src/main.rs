@@ -4,6 +4,7 @@
 #![no_main]
 
 mod emit;
+mod filter;
 mod kernel;
 mod maps;
 mod netfilter;

@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    cbpf::{Program, MEM_WORDS},
+    cbpf::{Machine, Program, View, MEM_WORDS},
     config::{KernelOffsets, TraceConfig},
     event::TunnelSummary,
     hook::HOOK_SLOTS,
@@ -52,9 +52,26 @@ pub static INNER_SCRATCH: PerCpuArray<[u8; HDR_LEN]> = PerCpuArray::with_max_ent
 #[map]
 pub static FILTERS: Array<Program> = Array::with_max_entries(2, 0);
 
-/// Scratch memory of the filter interpreter, per CPU and per hook like `SCRATCH`.
+/// The filter interpreter's state between two `bpf_loop` steps, per CPU and per hook like
+/// `SCRATCH`: in a map because the stack of the programs that call the filter has no room
+/// left for it (see `filter::tracer_filter`).
 #[map]
-pub static FILTER_MEM: PerCpuArray<[u32; MEM_WORDS]> = PerCpuArray::with_max_entries(HOOK_SLOTS, 0);
+pub static FILTER_RUNS: PerCpuArray<FilterRun> = PerCpuArray::with_max_entries(HOOK_SLOTS, 0);
+
+/// One run of the filter interpreter.
+pub struct FilterRun {
+    pub machine: Machine,
+    /// The address of the `Program` in `FILTERS`, as a number (the interpreter reads it with
+    /// `bpf_probe_read_kernel`).
+    pub program: u64,
+    pub view: View,
+    /// The filter's scratch memory (`M[]`).
+    pub mem: [u32; MEM_WORDS],
+}
+
+// SAFETY: the view's addresses are plain numbers to the programs (read only through
+// `bpf_probe_read_kernel`), and each CPU has its own copy of the map's values.
+unsafe impl Sync for FilterRun {}
 
 #[unsafe(no_mangle)]
 pub static OFFSETS: KernelOffsets = KernelOffsets::UNSET;

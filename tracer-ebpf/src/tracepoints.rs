@@ -349,7 +349,8 @@ fn observe_sock(sk: u64, incoming: bool, detail: HookDetail) {
     if !netns_traced(netns) {
         return;
     }
-    let packet = sock_summary(sk, incoming);
+    let mut packet = PacketSummary::default();
+    sock_summary(sk, incoming, &mut packet);
     let site = Site {
         hook: Hook::Tcp,
         position: Position::Only,

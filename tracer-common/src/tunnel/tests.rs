@@ -47,10 +47,10 @@ fn parsed(buf: &[u8; HDR_LEN], valid: usize) -> PacketSummary {
 
 fn inner_of(buf: &[u8; HDR_LEN], valid: usize) -> Option<(u8, u32, PacketSummary)> {
     let outer = parsed(buf, valid);
-    if !may_carry(&outer) {
+    if !may_carry(Outer::of(&outer)) {
         return None;
     }
-    let found = find(buf, valid, &outer)?;
+    let found = find(buf, valid, Outer::of(&outer))?;
     Some((found.kind, found.id, inner_summary(buf, valid, &found)))
 }
 

@@ -1,0 +1,206 @@
+//! The tcpdump filter in the kernel: libpcap's classic BPF program, run by an interpreter
+//! one instruction per `bpf_loop` step, on the bytes a hook copied of its packet.
+
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::generated::{bpf_loop, bpf_probe_read_kernel};
+use tracer_common::{
+    cbpf::{self, Machine, View, L2_SLOT, L3_SLOT, MAX_INSNS},
+    event::PacketSummary,
+    hook::Hook,
+    parse::{ETH_HLEN, HDR_LEN},
+    synth::headers_from_summary,
+};
+
+use crate::{
+    emit::Site,
+    kernel::scratch,
+    maps::{config, FILTERS, FILTER_RUNS, INNER_SCRATCH, TUNNELS},
+};
+
+/// Runs the tcpdump filter on the packet's bytes: the L2 program where the hook has the
+/// Ethernet header and there is one, the L3 program otherwise. A subprogram of its own: the
+/// stack frames of the hooks have no room for it.
+#[inline(never)]
+pub fn filter_accepts(
+    site: &Site,
+    packet: &PacketSummary,
+    l2_bytes: *const u8,
+    l2_len: usize,
+    l3_len: usize,
+) -> bool {
+    let (has_l2, has_l3) = (config!(filter_l2) != 0, config!(filter_l3) != 0);
+    if !has_l2 && !has_l3 {
+        return true;
+    }
+    // A route lookup for a received packet often leaves protocol and ports unset: the filter
+    // cannot decide, and userspace keeps the lookup only if it fits a traced packet.
+    if site.hook == Hook::FibLookup && packet.l4_proto == 0 {
+        return true;
+    }
+    let (slot, l2_len, wire_len) = if l2_len > 0 && has_l2 {
+        (L2_SLOT, l2_len, packet.pkt_len)
+    } else if has_l3 {
+        // `len`, `greater` and `less` mean the frame's length in tcpdump on a veth or NIC:
+        // as if the IP packet had its Ethernet header, so the L3 program agrees with the L2.
+        (L3_SLOT, 0, packet.ip_len as u32 + ETH_HLEN as u32)
+    } else {
+        return false;
+    };
+    let Some(l3) = scratch(site.hook) else {
+        return false;
+    };
+    let l3_len = if l3_len == 0 {
+        headers_from_summary(packet, l3)
+    } else {
+        l3_len
+    };
+    run_filter(
+        site.hook as u32,
+        slot,
+        View {
+            l2: opaque(l2_bytes),
+            l2_len: l2_len as u32,
+            l3: opaque(l3.as_ptr()),
+            l3_len: l3_len as u32,
+            wire_len,
+        },
+    )
+}
+
+/// Runs the L3 filter on the inner packet `emit::tracer_find_tunnel` left in the hook's
+/// `INNER_SCRATCH` and `TUNNELS` slots: what `tcpdump -i` on the tunnel device would match. (A filter that
+/// only has an L2 form names link-layer fields: not followed inside.)
+#[inline(never)]
+pub fn inner_filter_accepts(hook: u32) -> bool {
+    if config!(filter_l3) == 0 {
+        return false;
+    }
+    let (Some(inner), Some(slot)) = (INNER_SCRATCH.get_ptr(hook), TUNNELS.get_ptr(hook)) else {
+        return false;
+    };
+    // SAFETY: `slot` is this hook's `TUNNELS` slot on this CPU from a successful lookup,
+    // filled by `tracer_find_tunnel` earlier in this run; two integer fields are read through it.
+    let (copied, ip_len) = unsafe { ((*slot).inner_len as usize, (*slot).inner.ip_len) };
+    let l3_len = if copied < HDR_LEN { copied } else { HDR_LEN };
+    run_filter(
+        hook,
+        L3_SLOT,
+        View {
+            l2: opaque(core::ptr::null()),
+            l2_len: 0,
+            l3: opaque(inner as *const u8),
+            l3_len: l3_len as u32,
+            wire_len: ip_len as u32 + ETH_HLEN as u32,
+        },
+    )
+}
+
+/// Runs filter program `slot` on `view` (see [`filter_accepts`]).
+#[inline(always)]
+fn run_filter(hook: u32, slot: u32, view: View) -> bool {
+    let lens = ((view.l2_len as u64) << 32) | view.l3_len as u64;
+    tracer_filter(
+        (hook << 8) | slot,
+        view.l2 as u64,
+        view.l3 as u64,
+        lens,
+        view.wire_len,
+    ) != 0
+}
+
+/// Runs filter program `hook_slot & 0xff` for hook `hook_slot >> 8` on the view given by
+/// addresses and lengths (`lens`: L2 length in the high half, L3 in the low); 1 if it
+/// accepts. A global function: the verifier checks it once, on its own, with its arguments
+/// unknown numbers, where a static one was checked again for every path of every program
+/// that reaches it (nine tenths of the programs' load time). Hence plain numbers for
+/// arguments, at most five, and the interpreter's state in a map, not on the stack: on 6.1 a
+/// global function's frame still counts toward the 512 bytes of its callers' chain.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tracer_filter(hook_slot: u32, l2: u64, l3: u64, lens: u64, wire_len: u32) -> u32 {
+    let (mut hook, slot) = (hook_slot >> 8, hook_slot & 0xff);
+    let (Some(run), Some(program)) = (FILTER_RUNS.get_ptr_mut(hook), FILTERS.get_ptr(slot)) else {
+        return 0;
+    };
+    // SAFETY: `run` is this hook's `FILTER_RUNS` slot on this CPU from a successful lookup,
+    // valid for the run and this hook's alone (a program does not interrupt itself on its
+    // CPU); written field by field through the pointer, no reference kept across the loop.
+    unsafe {
+        (*run).machine = Machine::default();
+        (*run).program = opaque(program) as u64;
+        (*run).view = View {
+            l2: l2 as *const u8,
+            l2_len: (lens >> 32) as u32,
+            l3: l3 as *const u8,
+            l3_len: lens as u32,
+            wire_len,
+        };
+    }
+    // One verified step, looped by the kernel: a loop in the program itself would be
+    // verified once per iteration and per path, beyond the verifier's limit. The step finds
+    // the run by the hook number it is given.
+    // SAFETY: `filter_step` has the callback signature `bpf_loop` calls (index, context) ->
+    // 0 or 1; its context is `hook`, a `u32` on this frame that outlives the call (`bpf_loop`
+    // runs the callback synchronously); flags 0. `run` is not used until it returns.
+    unsafe {
+        bpf_loop(
+            MAX_INSNS as u32,
+            filter_step as *mut c_void,
+            (&mut hook as *mut u32).cast(),
+            0,
+        )
+    };
+    // SAFETY: the slot above, valid for the run; the steps that wrote it are over.
+    unsafe { (*run).machine.accept as u32 }
+}
+
+/// The `bpf_loop` callback: one instruction of hook `*ctx`'s run; 1 stops the loop.
+///
+/// # Safety
+/// `ctx` points to a `u32` hook number whose `FILTER_RUNS` slot [`tracer_filter`] set up:
+/// `program` the address of a whole `Program` in `FILTERS`, `view` the hook's link-header
+/// copy (or none, length 0) and its `SCRATCH` or `INNER_SCRATCH` slot with the lengths copied
+/// there, read through `bpf_probe_read_kernel`, which checks every address.
+unsafe extern "C" fn filter_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: the caller's promise: `bpf_loop` hands over `tracer_filter`'s `&mut hook`.
+    let hook = unsafe { *(ctx as *const u32) };
+    let Some(run) = FILTER_RUNS.get_ptr_mut(hook) else {
+        return 1;
+    };
+    // SAFETY: this hook's slot on this CPU from a successful lookup, valid for the call and
+    // not referenced elsewhere meanwhile (`tracer_filter` waits in `bpf_loop`); its fields
+    // are disjoint. The rest is the contract above.
+    let more = unsafe {
+        let run = &mut *run;
+        cbpf::step(
+            &mut run.machine,
+            run.program as *const _,
+            &run.view,
+            &mut run.mem,
+        )
+    };
+    if more {
+        0
+    } else {
+        1
+    }
+}
+
+/// The same address, as a number the verifier knows nothing about: the interpreter reads
+/// through it with `bpf_probe_read_kernel`, and offsets added to it are not tracked.
+#[inline(always)]
+pub fn opaque<T>(ptr: *const T) -> *const T {
+    let addr = ptr as u64;
+    let mut out = 0u64;
+    // Reading our own stack cannot fail; on failure the address is 0 and reads yield zeroes.
+    // SAFETY: both pointers are 8-byte locals of this frame, and 8 bytes are copied.
+    let _ = unsafe {
+        bpf_probe_read_kernel(
+            (&mut out as *mut u64).cast(),
+            8,
+            (&addr as *const u64).cast(),
+        )
+    };
+    out as *const T
+}
