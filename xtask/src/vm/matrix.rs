@@ -14,7 +14,8 @@ use crate::test::Outcome;
 pub const KERNELS: &[&str] = &["6.12", "6.1"];
 
 /// Labs that cover each mechanism: netfilter on the way in and out, tc both ways, a
-/// tracepoint-only story. Under software emulation each costs about half a minute.
+/// tracepoint-only story. Under software emulation each costs about a minute (most of it the
+/// verifier's, see the tracer's global functions).
 pub const LABS: &[&str] = &[
     "local-in-drop",
     "local-out-drop",
