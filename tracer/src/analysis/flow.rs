@@ -3,6 +3,8 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
+use rustc_hash::FxHashMap;
+
 use serde::Serialize;
 
 use crate::{
@@ -112,25 +114,31 @@ fn tuples(journey: &Journey) -> Vec<Tuple> {
     // Not the tuples of a tunnel's outer headers, which many flows share: the packet's own,
     // from inside them where it was seen in no other form (a trace of the underlay alone).
     for outer_too in [false, true] {
-        let on_path: Vec<Tuple> = journey
+        let mut on_path: Vec<Tuple> = journey
             .sightings
             .iter()
             .filter(|s| s.on_path() && (outer_too || s.tunnel.is_none()))
             .filter_map(|s| canonical(&crate::analysis::tunnel::inner(s)))
             .collect();
+        // Point after point sees the same tuple; one of each run is enough.
+        on_path.dedup();
         if !on_path.is_empty() {
             return on_path;
         }
     }
-    journey.sightings.iter().filter_map(canonical).collect()
+    let mut all: Vec<Tuple> = journey.sightings.iter().filter_map(canonical).collect();
+    all.dedup();
+    all
 }
 
 /// Groups `journeys` (in time order) into flows, and sets each journey's `flow_id`.
 pub fn build(journeys: &mut [Journey]) -> Vec<Flow> {
     let mut parent: Vec<usize> = (0..journeys.len()).collect();
-    let mut owner: BTreeMap<Tuple, usize> = BTreeMap::new();
+    let mut owner: FxHashMap<Tuple, usize> = FxHashMap::default();
+    let mut has_tuples = vec![false; journeys.len()];
     for (i, journey) in journeys.iter().enumerate() {
         for tuple in tuples(journey) {
+            has_tuples[i] = true;
             match owner.get(&tuple) {
                 Some(&other) => union(&mut parent, other, i),
                 None => {
@@ -140,9 +148,9 @@ pub fn build(journeys: &mut [Journey]) -> Vec<Flow> {
         }
     }
     let mut flows: Vec<Flow> = Vec::new();
-    let mut flow_of_root: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut flow_of_root: FxHashMap<usize, usize> = FxHashMap::default();
     for (i, journey) in journeys.iter_mut().enumerate() {
-        if tuples(journey).is_empty() {
+        if !has_tuples[i] {
             continue;
         }
         let root = find(&mut parent, i);

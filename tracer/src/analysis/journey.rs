@@ -8,7 +8,9 @@
 //! passed, or comes long after: a packet crosses the stack in microseconds, a retransmission
 //! waits at least 200 ms.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::net::IpAddr;
+
+use rustc_hash::FxHashMap;
 
 use serde::Serialize;
 
@@ -124,12 +126,15 @@ fn proto_key(proto: Proto) -> u32 {
 /// event that only knows the skb (`net_dev_xmit`) stay in their packet's journey.
 pub fn build(mut sightings: Vec<Sighting>, end: &TraceEnd) -> Vec<Journey> {
     sightings.sort_by_key(|s| s.ts_ns);
-    let (annotations, sightings): (Vec<Sighting>, Vec<Sighting>) =
-        sightings.into_iter().partition(is_annotation);
+    let mut annotations = Vec::new();
     let mut journeys: Vec<Vec<Sighting>> = Vec::new();
-    let mut open: HashMap<Fingerprint, usize> = HashMap::new();
-    let mut live_skbs: HashMap<u64, usize> = HashMap::new();
+    let mut open: FxHashMap<Fingerprint, usize> = FxHashMap::default();
+    let mut live_skbs: FxHashMap<u64, usize> = FxHashMap::default();
     for sighting in sightings {
+        if is_annotation(&sighting) {
+            annotations.push(sighting);
+            continue;
+        }
         let key = fingerprint(&sighting);
         let by_content = open.get(&key).copied();
         let by_skb = live_skbs
@@ -229,7 +234,7 @@ fn annotation_key(s: &Sighting, route_lookup: bool) -> AnnotationKey {
 /// (a socket's connect, a source check) says nothing about any packet here and is left out (it
 /// stays in the recorded stream).
 fn place_annotations(journeys: &mut Vec<Vec<Sighting>>, annotations: Vec<Sighting>) {
-    let mut index: HashMap<AnnotationKey, Vec<(u64, usize)>> = HashMap::new();
+    let mut index: FxHashMap<AnnotationKey, Vec<(u64, usize)>> = FxHashMap::default();
     for (i, journey) in journeys.iter().enumerate() {
         for s in journey.iter().filter(|s| s.proto != Proto::Unknown) {
             for route_lookup in [true, false] {
