@@ -35,6 +35,11 @@ pub struct BenchArgs {
     /// Only these parts (repeatable); all by default.
     #[arg(long, value_enum)]
     only: Vec<Part>,
+    /// Another tracer binary (an older build) to measure beside this tree's in the offline
+    /// pipeline, runs alternating: `git worktree add /tmp/old REV`, `cargo build --release -p
+    /// tracer` there, then `--against /tmp/old/target/release/tracer`.
+    #[arg(long)]
+    against: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,10 +84,21 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if wants(Part::Pipeline) {
         eprintln!("pipeline: userspace alone, one core");
-        let offline = pipeline::offline(&tracer, 3)?;
-        let (table, value) = offline.table();
+        let mut tracers = vec![tracer.as_path()];
+        tracers.extend(args.against.as_deref());
+        let offline = pipeline::offline(&tracers, 3)?;
+        let (table, value) = offline[0].table();
         writeln!(md, "\n## Event pipeline\n\n{table}")?;
         results.insert("pipeline_offline".into(), value);
+        if let (Some(against), Some(other)) = (&args.against, offline.get(1)) {
+            let (table, value) = other.table();
+            writeln!(
+                md,
+                "\nThe same, measured alternately with it, for `{}`:\n\n{table}",
+                against.display()
+            )?;
+            results.insert("pipeline_offline_against".into(), value);
+        }
         eprintln!("pipeline: live, stepped datagram rates");
         let _pair = net::pair()?;
         let steps = pipeline::live(&tracer, args.seconds)?;

@@ -17,21 +17,27 @@ pub struct Offline {
     pub runs: Vec<Value>,
 }
 
-/// `tracer bench-pipeline` `reps` times, pinned to the last CPU.
-pub fn offline(tracer: &Path, reps: usize) -> Result<Offline> {
+/// `tracer bench-pipeline` `reps` times for each of `tracers`, pinned to the last CPU; the
+/// tracers take turns, so that a noisy moment of the machine falls on all of them alike.
+pub fn offline(tracers: &[&Path], reps: usize) -> Result<Vec<Offline>> {
     let cpu = cpus().saturating_sub(1);
-    let mut runs = Vec::new();
+    let mut results: Vec<Offline> = tracers
+        .iter()
+        .map(|_| Offline { runs: Vec::new() })
+        .collect();
     for rep in 1..=reps {
-        let out = output(
-            std::process::Command::new(tracer)
-                .args(["bench-pipeline", "--packets", "60000", "--cpu"])
-                .arg(cpu.to_string()),
-        )?;
-        let run: Value = serde_json::from_str(out.trim()).context("bench-pipeline output")?;
-        eprintln!("  [{rep}/{reps}] {run}");
-        runs.push(run);
+        for (tracer, result) in tracers.iter().zip(&mut results) {
+            let out = output(
+                std::process::Command::new(tracer)
+                    .args(["bench-pipeline", "--packets", "60000", "--cpu"])
+                    .arg(cpu.to_string()),
+            )?;
+            let run: Value = serde_json::from_str(out.trim()).context("bench-pipeline output")?;
+            eprintln!("  [{rep}/{reps}] {}: {run}", tracer.display());
+            result.runs.push(run);
+        }
     }
-    Ok(Offline { runs })
+    Ok(results)
 }
 
 impl Offline {
