@@ -16,11 +16,11 @@ pub struct Capture {
     pub netns: u32,
     #[serde(skip)]
     pub ifindex: u32,
-    pub netns_name: Option<String>,
-    pub ifname: Option<String>,
+    pub netns_name: Option<crate::model::sighting::Name>,
+    pub ifname: Option<crate::model::sighting::Name>,
     /// The other end, where this interface is a veth (see [`crate::kernel::veth`]).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub peer: Option<crate::kernel::veth::Peer>,
+    pub peer: Option<std::sync::Arc<crate::kernel::veth::Peer>>,
     pub dir: &'static str,
     /// Whether a capture on this interface would have captured the packet.
     pub seen: bool,
@@ -40,7 +40,7 @@ impl Capture {
     /// beside it: `host/veth3f2a1b0 (web's eth0)`.
     pub fn place(&self) -> String {
         let ifname = self.ifname.as_deref().unwrap_or("?");
-        let ifname = crate::kernel::veth::with_peer(ifname, self.peer.as_ref());
+        let ifname = crate::kernel::veth::with_peer(ifname, self.peer.as_deref());
         match &self.netns_name {
             Some(ns) => format!("{ns}/{ifname}"),
             None => ifname.to_string(),

@@ -107,9 +107,9 @@ pub struct Fate {
     #[serde(skip_serializing_if = "Position::is_only")]
     pub position: Position,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub netns_name: Option<String>,
+    pub netns_name: Option<crate::model::sighting::Name>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ifname: Option<String>,
+    pub ifname: Option<crate::model::sighting::Name>,
     /// Dropped: the kernel's drop reason. Unknown: why.
     pub reason: Option<Reason>,
     pub location: Option<String>,

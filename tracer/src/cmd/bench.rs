@@ -176,14 +176,10 @@ fn as_bytes(event: &Event) -> &[u8] {
 
 fn names() -> Names {
     let mut names = Names::default();
-    names.netns.insert(NETNS_A, "bench-a".to_string());
-    names.netns.insert(NETNS_B, "bench-b".to_string());
-    names
-        .interfaces
-        .insert((NETNS_A, IFINDEX), "va".to_string());
-    names
-        .interfaces
-        .insert((NETNS_B, IFINDEX), "vb".to_string());
+    names.netns.insert(NETNS_A, "bench-a".into());
+    names.netns.insert(NETNS_B, "bench-b".into());
+    names.interfaces.insert((NETNS_A, IFINDEX), "va".into());
+    names.interfaces.insert((NETNS_B, IFINDEX), "vb".into());
     names
 }
 

@@ -1,7 +1,7 @@
 //! A decoded event: what one observation point saw, with names resolved. This is also the
 //! recorded stream (`type: "event"` JSON lines) that journeys are rebuilt from offline.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 use tracer_common::{
@@ -25,14 +25,14 @@ pub struct Sighting {
     #[serde(default, skip_serializing_if = "Position::is_only")]
     pub position: Position,
     pub netns: u32,
-    pub netns_name: Option<String>,
+    pub netns_name: Option<Name>,
     pub ifindex: u32,
-    pub ifname: Option<String>,
+    pub ifname: Option<Name>,
     /// The other end, where the interface is a veth whose peer is in a namespace with a name:
     /// the host side of container `web`'s veth says `web`'s `eth0`. Recorded with the event, as
     /// the names are: `explain` has no live system to ask.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub peer: Option<crate::kernel::veth::Peer>,
+    pub peer: Option<Arc<crate::kernel::veth::Peer>>,
     pub skb: u64,
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
@@ -94,11 +94,15 @@ impl PacketBytes {
     }
 }
 
+/// A namespace's or an interface's name, made once when the trace starts and shared by every
+/// sighting there: a sighting costs no allocation for its names.
+pub type Name = Arc<str>;
+
 /// What turns numbers from the kernel into names a person reads.
 #[derive(Default)]
 pub struct Names {
-    pub netns: HashMap<u32, String>,
-    pub interfaces: HashMap<(u32, u32), String>,
+    pub netns: HashMap<u32, Name>,
+    pub interfaces: HashMap<(u32, u32), Name>,
     pub drop_reasons: HashMap<u32, String>,
     pub reset_reasons: HashMap<u32, String>,
     /// (netns, ifindex) -> "NAME (id N)" of another tool's XDP program on that interface.
@@ -106,7 +110,7 @@ pub struct Names {
     /// (netns, port ifindex) -> ifindex of the bridge the port belongs to.
     pub bridge_of: HashMap<(u32, u32), u32>,
     /// (netns, veth ifindex) -> the other end of the veth (see [`crate::kernel::veth`]).
-    pub veth_peers: HashMap<(u32, u32), crate::kernel::veth::Peer>,
+    pub veth_peers: HashMap<(u32, u32), Arc<crate::kernel::veth::Peer>>,
     pub kallsyms: Kallsyms,
 }
 

@@ -85,7 +85,7 @@ pub fn fate_ifname(journey: &Journey) -> Option<String> {
         .sightings
         .iter()
         .find(|s| s.netns_name == fate.netns_name && s.ifname.as_deref() == Some(ifname))
-        .and_then(|s| s.peer.as_ref());
+        .and_then(|s| s.peer.as_deref());
     Some(crate::kernel::veth::with_peer(ifname, peer))
 }
 

@@ -197,11 +197,11 @@ fn write_packet(
         let ifname = point
             .ifname
             .as_deref()
-            .map(|ifname| crate::kernel::veth::with_peer(ifname, point.peer.as_ref()));
+            .map(|ifname| crate::kernel::veth::with_peer(ifname, point.peer.as_deref()));
         let place = match (&point.netns_name, &ifname) {
             (Some(ns), Some(ifname)) => format!("{ns}/{ifname}"),
             (None, Some(ifname)) => ifname.clone(),
-            (Some(ns), None) => ns.clone(),
+            (Some(ns), None) => ns.to_string(),
             (None, None) => format!("netns:{}", point.netns),
         };
         // tcpdump's tap, drawn beside the point next to it (see the hook catalogue): just after

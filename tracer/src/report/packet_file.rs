@@ -111,8 +111,8 @@ fn point(s: &Sighting) -> String {
 fn place(s: &Sighting) -> String {
     let ns = s
         .netns_name
-        .clone()
-        .unwrap_or_else(|| format!("netns:{}", s.netns));
+        .as_deref()
+        .map_or_else(|| format!("netns:{}", s.netns), str::to_string);
     match &s.ifname {
         Some(ifname) => format!("{ns}/{ifname}"),
         None => ns,

@@ -1,6 +1,6 @@
 //! A tracing session: kernel programs loaded and attached, events read until told to stop.
 
-use std::{collections::BTreeMap, future::Future, time::Instant};
+use std::{collections::BTreeMap, future::Future, sync::Arc, time::Instant};
 
 use anyhow::{Context, Result};
 use aya::{
@@ -28,7 +28,7 @@ use crate::{
     kernel::rules::{self, NamespaceRules},
     model::gaps,
     model::recording::{self, NamespaceCounters, Recording},
-    model::sighting::{Names, PacketBytes, Proto, Sighting},
+    model::sighting::{Name, Names, PacketBytes, Proto, Sighting},
     report::stats::Stats,
     report::status::Status,
     trace::usage::Usage,
@@ -121,7 +121,7 @@ impl Session {
         let mut names = Names {
             netns: named
                 .into_iter()
-                .map(|(inode, (name, _))| (inode, name))
+                .map(|(inode, (name, _))| (inode, Name::from(name)))
                 .collect(),
             drop_reasons: btf.drop_reasons(),
             reset_reasons: btf.reset_reasons(),
@@ -146,10 +146,12 @@ impl Session {
             }
             let traced_and_known: Vec<&Netns> = namespaces.iter().chain(&known).collect();
             for (ifindex, peer) in crate::kernel::veth::peers(ns, &interfaces, &traced_and_known) {
-                names.veth_peers.insert((ns.inode, ifindex), peer);
+                names.veth_peers.insert((ns.inode, ifindex), Arc::new(peer));
             }
             for (ifindex, ifname) in interfaces {
-                names.interfaces.insert((ns.inode, ifindex), ifname.clone());
+                names
+                    .interfaces
+                    .insert((ns.inode, ifindex), Name::from(ifname.as_str()));
                 let wanted = if options.interfaces.is_empty() {
                     ifname != "lo"
                 } else {

@@ -186,7 +186,7 @@ fn br_netfilter_hooks_give_no_verdict_for_the_bridge_they_name() {
     };
     let verdicts: Vec<(String, &str, bool)> = captures(&journey, &[])
         .into_iter()
-        .map(|c| (c.ifname.unwrap(), c.dir, c.seen))
+        .map(|c| (c.ifname.unwrap().to_string(), c.dir, c.seen))
         .collect();
     assert_eq!(
         verdicts,
@@ -212,7 +212,7 @@ fn a_drop_on_the_port_the_frame_was_headed_for_is_a_transmit_verdict() {
     };
     let verdicts: Vec<(String, &str, bool)> = captures(&journey, &[])
         .into_iter()
-        .map(|c| (c.ifname.unwrap(), c.dir, c.seen))
+        .map(|c| (c.ifname.unwrap().to_string(), c.dir, c.seen))
         .collect();
     assert_eq!(
         verdicts,

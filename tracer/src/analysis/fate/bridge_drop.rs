@@ -42,7 +42,7 @@ pub fn name_drop(fate: &mut Fate, sightings: &[Sighting], drop_at: usize) {
         port.ifname.as_deref().unwrap_or("?"),
     );
     // A container's port as its user knows it: `veth530e9f2 (cli's eth0)`.
-    let from = crate::kernel::veth::with_peer(from_ifname, port.peer.as_ref());
+    let from = crate::kernel::veth::with_peer(from_ifname, port.peer.as_deref());
     let drop = &sightings[drop_at];
     match fate.drop_reason() {
         Some("NETFILTER_DROP") => {}
@@ -83,7 +83,7 @@ pub fn name_drop(fate: &mut Fate, sightings: &[Sighting], drop_at: usize) {
         Some(to) if to != from_ifname && to != bridge => {
             format!(
                 " towards {}",
-                crate::kernel::veth::with_peer(to, drop.peer.as_ref())
+                crate::kernel::veth::with_peer(to, drop.peer.as_deref())
             )
         }
         _ => String::new(),

@@ -121,10 +121,10 @@ fn bridge_crossed_with_peers() -> crate::analysis::Analysis {
     let mut recording = crate::model::recording::read(&path).expect("fixture");
     for s in &mut recording.sightings {
         if s.netns_name.as_deref() == Some("br-host") && s.ifname.as_deref() == Some("vethc1") {
-            s.peer = Some(Peer {
+            s.peer = Some(std::sync::Arc::new(Peer {
                 netns_name: "br-c1".to_string(),
                 ifname: "eth0".to_string(),
-            });
+            }));
         }
     }
     crate::analysis::Analysis::new(recording, None)

@@ -84,7 +84,7 @@ fn verdicts_agree_with_a_matching_capture_and_count_each_difference() {
         .iter()
         .find_map(seen)
         .expect("a packet seen somewhere");
-    let place = (first.0.as_str(), first.1.as_str());
+    let place = (&*first.0, &*first.1);
     let captured: Vec<Sighting> = analysis
         .journeys
         .iter()

@@ -131,7 +131,7 @@ fn asymmetry_sentence(flow: &Flow, members: &[&Journey]) -> Option<String> {
                 let named = |s: &Sighting| {
                     crate::kernel::veth::with_peer(
                         s.ifname.as_deref().unwrap_or("?"),
-                        s.peer.as_ref(),
+                        s.peer.as_deref(),
                     )
                 };
                 let (arrived, out_of) = (named(arrived), named(out));

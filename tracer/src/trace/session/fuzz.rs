@@ -191,9 +191,9 @@ fn names((xdp, reasons): NameChoice) -> Names {
         kallsyms: Kallsyms::parse(kallsyms),
         ..Names::default()
     };
-    names.netns.insert(1, "ns-a".to_string());
-    names.interfaces.insert((1, 1), "veth0".to_string());
-    names.interfaces.insert((2, 2), "eth0".to_string());
+    names.netns.insert(1, "ns-a".into());
+    names.interfaces.insert((1, 1), "veth0".into());
+    names.interfaces.insert((2, 2), "eth0".into());
     if xdp {
         names
             .foreign_xdp
