@@ -93,7 +93,7 @@ pub fn copy_passed_up(sightings: &[Sighting], i: usize) -> bool {
 /// transmit) with an skb not seen there yet (the last port may get the frame's own skb), in
 /// the namespace where it entered the bridge. A bridge floods clones of one frame to several
 /// ports one after the other.
-pub fn another_clone(journey: &[Sighting], next: &Sighting) -> bool {
+pub fn another_clone(journey: &[&Sighting], next: &Sighting) -> bool {
     if next.skb == 0
         || !matches!(
             next.hook,

@@ -126,50 +126,16 @@ fn proto_key(proto: Proto) -> u32 {
 /// event that only knows the skb (`net_dev_xmit`) stay in their packet's journey.
 pub fn build(mut sightings: Vec<Sighting>, end: &TraceEnd) -> Vec<Journey> {
     sightings.sort_by_key(|s| s.ts_ns);
+    let (owners, sizes) = assign(&sightings);
+    // Each sighting is moved once, into a journey made to its size: sightings are large, and
+    // growing a journey would move them again.
+    let mut journeys: Vec<Vec<Sighting>> = sizes.into_iter().map(Vec::with_capacity).collect();
     let mut annotations = Vec::new();
-    let mut journeys: Vec<Vec<Sighting>> = Vec::new();
-    let mut open: FxHashMap<Fingerprint, usize> = FxHashMap::default();
-    let mut live_skbs: FxHashMap<u64, usize> = FxHashMap::default();
-    for sighting in sightings {
-        if is_annotation(&sighting) {
-            annotations.push(sighting);
-            continue;
-        }
-        let key = fingerprint(&sighting);
-        let by_content = open.get(&key).copied();
-        let by_skb = live_skbs
-            .get(&sighting.skb)
-            .copied()
-            .filter(|&i| same_packet_after_nat(&journeys[i], &sighting));
-        let current = by_content
-            .into_iter()
-            .chain(by_skb)
-            .find(|&i| continues(&journeys[i], &sighting));
-        if current.is_none() && sighting.proto == Proto::Unknown {
-            // Only the skb, and no packet it belongs to: an address reused by a packet the
-            // filter did not want. It says nothing about any traced packet.
-            continue;
-        }
-        let i = current.unwrap_or(journeys.len());
-        if sighting.skb != 0 {
-            if sighting.ends_skb() {
-                live_skbs.remove(&sighting.skb);
-            } else {
-                live_skbs.insert(sighting.skb, i);
-            }
-        }
-        if sighting.proto != Proto::Unknown {
-            open.insert(key, i);
-        }
-        match current {
-            Some(i) => journeys[i].push(sighting),
-            None => {
-                // A packet crossing a veth pair is seen at about 17 points: room for 16 from
-                // the start spares the copies of growing 1, 4, 8 (trimmed when it is done).
-                let mut journey = Vec::with_capacity(16);
-                journey.push(sighting);
-                journeys.push(journey);
-            }
+    for (sighting, owner) in sightings.into_iter().zip(owners) {
+        match owner {
+            Owner::Journey(i) => journeys[i as usize].push(sighting),
+            Owner::Annotation => annotations.push(sighting),
+            Owner::Nobody => {}
         }
     }
     let (mut journeys, mut copies): (Vec<Vec<Sighting>>, Vec<_>) =
@@ -183,9 +149,7 @@ pub fn build(mut sightings: Vec<Sighting>, end: &TraceEnd) -> Vec<Journey> {
         .into_iter()
         .zip(copies)
         .enumerate()
-        .map(|(i, (mut sightings, copy))| {
-            // In place: glibc shrinks a block without moving it.
-            sightings.shrink_to_fit();
+        .map(|(i, (sightings, copy))| {
             let fate = fate(&sightings, end);
             let open = fate.kind == FateKind::Unknown;
             Journey {
@@ -202,6 +166,62 @@ pub fn build(mut sightings: Vec<Sighting>, end: &TraceEnd) -> Vec<Journey> {
             }
         })
         .collect()
+}
+
+/// Whose a sighting is, decided before any sighting moves.
+#[derive(Clone, Copy)]
+enum Owner {
+    Journey(u32),
+    /// Placed later, by [`place_annotations`], once the journeys are known.
+    Annotation,
+    /// Only the skb, and no packet it belongs to: an address reused by a packet the filter did
+    /// not want. It says nothing about any traced packet.
+    Nobody,
+}
+
+/// The journey of each sighting (in time order), and the number of sightings of each journey.
+fn assign(sightings: &[Sighting]) -> (Vec<Owner>, Vec<usize>) {
+    let mut owners = Vec::with_capacity(sightings.len());
+    let mut journeys: Vec<Vec<&Sighting>> = Vec::new();
+    let mut open: FxHashMap<Fingerprint, usize> = FxHashMap::default();
+    let mut live_skbs: FxHashMap<u64, usize> = FxHashMap::default();
+    for sighting in sightings {
+        if is_annotation(sighting) {
+            owners.push(Owner::Annotation);
+            continue;
+        }
+        let key = fingerprint(sighting);
+        let by_content = open.get(&key).copied();
+        let by_skb = live_skbs
+            .get(&sighting.skb)
+            .copied()
+            .filter(|&i| same_packet_after_nat(&journeys[i], sighting));
+        let current = by_content
+            .into_iter()
+            .chain(by_skb)
+            .find(|&i| continues(&journeys[i], sighting));
+        if current.is_none() && sighting.proto == Proto::Unknown {
+            owners.push(Owner::Nobody);
+            continue;
+        }
+        let i = current.unwrap_or(journeys.len());
+        if sighting.skb != 0 {
+            if sighting.ends_skb() {
+                live_skbs.remove(&sighting.skb);
+            } else {
+                live_skbs.insert(sighting.skb, i);
+            }
+        }
+        if sighting.proto != Proto::Unknown {
+            open.insert(key, i);
+        }
+        match current {
+            Some(i) => journeys[i].push(sighting),
+            None => journeys.push(vec![sighting]),
+        }
+        owners.push(Owner::Journey(i as u32));
+    }
+    (owners, journeys.iter().map(Vec::len).collect())
 }
 
 /// The inner packet of a journey seen on its path only inside a tunnel's outer headers.
@@ -308,7 +328,7 @@ fn source_fits(lookup: &Sighting, journey: &[Sighting]) -> bool {
 /// (an event that only knows the skb), or the headers NAT keeps are unchanged (protocol, IP id,
 /// TCP sequence numbers and flags). An skb address whose free went unseen can be reused by
 /// another packet; this keeps that packet out.
-fn same_packet_after_nat(journey: &[Sighting], next: &Sighting) -> bool {
+fn same_packet_after_nat(journey: &[&Sighting], next: &Sighting) -> bool {
     if next.proto == Proto::Unknown {
         // No headers to compare; an skb does not change namespace without a sighting on the
         // way (a veth crossing is seen at both ends), so another namespace means a reused
@@ -335,7 +355,7 @@ fn same_packet_after_nat(journey: &[Sighting], next: &Sighting) -> bool {
         && last.tcp_flags == next.tcp_flags
 }
 
-fn continues(journey: &[Sighting], next: &Sighting) -> bool {
+fn continues(journey: &[&Sighting], next: &Sighting) -> bool {
     let last = journey.last().expect("journeys are never empty");
     // Passing a point of the path twice means another packet; an skb may end more than once
     // (copied by veth's XDP, cloned for a raw socket), so only path points count.
@@ -357,7 +377,7 @@ fn continues(journey: &[Sighting], next: &Sighting) -> bool {
 /// journey's that no free has ended yet (queued for its neighbour's link-layer address, in a
 /// qdisc, on a socket), or `next` frees a copy of it (a neighbour probe clones the queued
 /// packet and frees the clone). The time window is for packets told apart by headers alone.
-fn held(journey: &[Sighting], next: &Sighting) -> bool {
+fn held(journey: &[&Sighting], next: &Sighting) -> bool {
     let ended = |skb: u64| journey.iter().any(|s| s.skb == skb && s.ends_skb());
     let alive = |skb: u64| skb != 0 && journey.iter().any(|s| s.skb == skb) && !ended(skb);
     let any_alive = journey.iter().any(|s| alive(s.skb));
