@@ -225,8 +225,8 @@ mod tests {
         for s in &mut sightings[1..] {
             s.skb = 3_000;
         }
-        free.reason = Some("NOT_SPECIFIED".to_string());
-        free.location = Some("tcp_v4_rcv+0x91".to_string());
+        free.reason = Some("NOT_SPECIFIED".into());
+        free.location = Some("tcp_v4_rcv+0x91".into());
         sightings.push(free);
         if answered {
             let ack = segment(&["ACK"], 90, 501, true);

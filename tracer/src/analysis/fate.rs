@@ -308,9 +308,9 @@ fn dropped(sightings: &[Sighting]) -> Option<Fate> {
             .ifname
             .clone()
             .or_else(|| alive.and_then(|s| s.ifname.clone())),
-        reason: drop.reason.clone().map(Reason::Drop),
-        location: drop.location.clone(),
-        by: drop.note.clone(),
+        reason: drop.reason.as_deref().map(|r| Reason::Drop(r.to_string())),
+        location: drop.location.as_deref().map(str::to_string),
+        by: drop.note.as_deref().map(str::to_string),
     };
     bridge_drop::name_drop(&mut fate, sightings, i);
     Some(fate)

@@ -3,6 +3,7 @@
 
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tracer_common::{
     event::{kind, Event},
@@ -55,21 +56,22 @@ pub struct Sighting {
     pub icmp_code: u8,
     /// Drop reason name without its prefix, for `kfree_skb`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<Box<str>>,
     /// Symbolized kernel location of the drop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub location: Option<String>,
+    pub location: Option<Box<str>>,
     /// What a hook-specific event says: `reset sent (NO_SOCKET)`, `retransmission`,
     /// `icmp type 3 code 4 sent`, `driver returned 0`, `route via table 254`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
+    pub note: Option<Box<str>>,
     /// Set when this point saw a tunnel's outer packet (the headers above are the outer
     /// ones): the packet it carries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<Box<crate::model::encapsulated::Encapsulated>>,
-    /// The packet's bytes as this point saw them, with `-w` (not part of the recording).
+    /// The packet's bytes as this point saw them, with `-w` (not part of the recording). Boxed:
+    /// most traces carry none, and every sighting would otherwise hold room for them.
     #[serde(skip)]
-    pub bytes: Option<PacketBytes>,
+    pub bytes: Option<Box<PacketBytes>>,
 }
 
 /// Bytes copied out of a packet by a kernel program.
@@ -84,13 +86,13 @@ pub struct PacketBytes {
 
 impl PacketBytes {
     /// The bytes after an event in a ring buffer record, if the kernel copied any.
-    pub fn from_record(record: &[u8]) -> Option<PacketBytes> {
+    pub fn from_record(record: &[u8]) -> Option<Box<PacketBytes>> {
         let (link, orig_len, data) = Event::captured(record)?;
-        Some(PacketBytes {
+        Some(Box::new(PacketBytes {
             ethernet: link == tracer_common::event::link::ETHERNET,
             orig_len: orig_len.max(data.len() as u32),
             data: bytes::Bytes::copy_from_slice(data),
-        })
+        }))
     }
 }
 
@@ -98,19 +100,20 @@ impl PacketBytes {
 /// sighting there: a sighting costs no allocation for its names.
 pub type Name = Arc<str>;
 
-/// What turns numbers from the kernel into names a person reads.
+/// What turns numbers from the kernel into names a person reads. The maps looked up for every
+/// event are FxHash ones: their keys are the kernel's numbers, not input an attacker picks.
 #[derive(Default)]
 pub struct Names {
-    pub netns: HashMap<u32, Name>,
-    pub interfaces: HashMap<(u32, u32), Name>,
+    pub netns: FxHashMap<u32, Name>,
+    pub interfaces: FxHashMap<(u32, u32), Name>,
     pub drop_reasons: HashMap<u32, String>,
     pub reset_reasons: HashMap<u32, String>,
     /// (netns, ifindex) -> "NAME (id N)" of another tool's XDP program on that interface.
-    pub foreign_xdp: HashMap<(u32, u32), String>,
+    pub foreign_xdp: FxHashMap<(u32, u32), String>,
     /// (netns, port ifindex) -> ifindex of the bridge the port belongs to.
-    pub bridge_of: HashMap<(u32, u32), u32>,
+    pub bridge_of: FxHashMap<(u32, u32), u32>,
     /// (netns, veth ifindex) -> the other end of the veth (see [`crate::kernel::veth`]).
-    pub veth_peers: HashMap<(u32, u32), Arc<crate::kernel::veth::Peer>>,
+    pub veth_peers: FxHashMap<(u32, u32), Arc<crate::kernel::veth::Peer>>,
     pub kallsyms: Kallsyms,
 }
 
@@ -181,9 +184,10 @@ impl Sighting {
                     .get(&reason)
                     .cloned()
                     .unwrap_or_else(|| format!("reason {reason}"))
+                    .into()
             }),
-            location,
-            note,
+            location: location.map(String::into_boxed_str),
+            note: note.map(String::into_boxed_str),
             tunnel: crate::model::encapsulated::decode(event),
             bytes: None,
         })
@@ -273,6 +277,12 @@ mod tests {
     use super::*;
 
     use tracer_common::parse::ETH_P_IPV6;
+
+    #[test]
+    fn a_sighting_stays_small_as_a_million_of_them_are_moved_while_stitching() {
+        println!("Sighting: {} bytes", std::mem::size_of::<Sighting>());
+        assert!(std::mem::size_of::<Sighting>() <= 208);
+    }
 
     #[test]
     fn a_socket_event_of_a_dual_stack_socket_names_the_ipv4_address_its_packets_carry() {

@@ -49,7 +49,7 @@ pub fn write(file: File, analysis: &Analysis, snap: Snap, comment: &str) -> Resu
         .flat_map(|j| {
             j.sightings
                 .iter()
-                .filter_map(move |s| Some((s, s.bytes.as_ref()?, j)))
+                .filter_map(move |s| Some((s, s.bytes.as_deref()?, j)))
         })
         .collect();
     sightings.sort_by_key(|(s, _, _)| s.ts_ns);

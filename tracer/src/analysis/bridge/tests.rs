@@ -32,14 +32,14 @@ pub(crate) fn at(
     .unwrap();
     s.position = Position::named(position);
     if matches!(ifindex, 3 | 4) && !s.is_drop() {
-        s.note = Some(port_note("br0"));
+        s.note = Some(port_note("br0").into());
     }
     s
 }
 
 pub(crate) fn dropped(ts_ns: u64, ifindex: u32, skb: u64, reason: &str) -> Sighting {
     let mut s = at(ts_ns, "kfree_skb", None, ifindex, skb);
-    s.reason = Some(reason.to_string());
+    s.reason = Some(reason.into());
     s.note = None;
     s
 }
@@ -63,7 +63,7 @@ fn a_bridge_family_rule_at_forward_is_named_with_the_bridge_and_its_port() {
         at(16, "nf_forward", Some("last"), 2, 100),
         dropped(17, 4, 100, "NETFILTER_DROP"),
     ]);
-    path[7].location = Some("nft_do_chain+0x3e8".to_string());
+    path[7].location = Some("nft_do_chain+0x3e8".into());
     let fate = fate(&path, &TraceEnd::default());
     assert_eq!(fate.kind, FateKind::Dropped);
     assert_eq!(
@@ -95,7 +95,7 @@ fn without_br_netfilter_the_drop_is_placed_before_any_egress_port() {
 fn a_port_that_does_not_forward_is_named_with_its_stp_state() {
     // Recorded on 6.18 with `bridge link set dev vethc1 state 0`.
     let mut drop = dropped(13, 3, 100, "BRIDGE_INGRESS_STP_STATE");
-    drop.location = Some("br_handle_frame+0xff".to_string());
+    drop.location = Some("br_handle_frame+0xff".into());
     let path = vec![
         at(11, "tc_ingress", Some("first"), 3, 100),
         at(12, "tc_ingress", Some("last"), 3, 100),

@@ -43,7 +43,7 @@ fn a_flooded_frame_is_the_packet_where_it_was_for_and_a_copy_elsewhere() {
     let mut path = entering();
     let third_port = |ts, hook, position, skb| {
         let mut s = at(ts, hook, position, 5, skb);
-        s.note = Some(crate::model::sighting::port_note("br0"));
+        s.note = Some(crate::model::sighting::port_note("br0").into());
         s
     };
     path.extend([

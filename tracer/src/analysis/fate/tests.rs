@@ -28,8 +28,8 @@ fn at(ts_ns: u64, hook: &str, position: Option<&str>) -> Sighting {
 
 fn free(ts_ns: u64, reason: &str, location: &str) -> Sighting {
     let mut s = at(ts_ns, "kfree_skb", None);
-    s.reason = Some(reason.to_string());
-    s.location = Some(location.to_string());
+    s.reason = Some(reason.into());
+    s.location = Some(location.into());
     s
 }
 
