@@ -99,6 +99,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             )?;
             results.insert("pipeline_offline_against".into(), value);
         }
+        eprintln!("pipeline: the streaming stitcher, one core");
+        let (table, value) = pipeline::streaming(&tracer, 3)?;
+        writeln!(md, "\n{table}")?;
+        results.insert("pipeline_streaming".into(), value);
         eprintln!("pipeline: live, stepped datagram rates");
         let _pair = net::pair()?;
         let steps = pipeline::live(&tracer, args.seconds)?;

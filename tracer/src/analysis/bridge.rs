@@ -93,13 +93,14 @@ pub fn copy_passed_up(sightings: &[Sighting], i: usize) -> bool {
 /// transmit) with an skb not seen there yet (the last port may get the frame's own skb), in
 /// the namespace where it entered the bridge. A bridge floods clones of one frame to several
 /// ports one after the other.
-pub fn another_clone(journey: &[&Sighting], next: &Sighting) -> bool {
+pub fn another_clone(journey: &[impl std::borrow::Borrow<Sighting>], next: &Sighting) -> bool {
+    let journey = || journey.iter().map(std::borrow::Borrow::borrow);
     if next.skb == 0
         || !matches!(
             next.hook,
             Hook::NfForward | Hook::NfPostrouting | Hook::TcEgress | Hook::DevXmit
         )
-        || journey.iter().any(|s| {
+        || journey().any(|s: &Sighting| {
             s.skb == next.skb
                 && s.hook == next.hook
                 && s.position == next.position
@@ -108,7 +109,7 @@ pub fn another_clone(journey: &[&Sighting], next: &Sighting) -> bool {
     {
         return false;
     }
-    journey.iter().any(|s| {
+    journey().any(|s: &Sighting| {
         s.netns == next.netns
             && matches!(s.hook, Hook::NetifReceive | Hook::TcIngress)
             && bridge_of(s).is_some_and(|bridge| {

@@ -38,14 +38,20 @@ pub fn separate(journeys: Vec<Vec<Sighting>>) -> Vec<Separated> {
             out.push((sightings, Some((original, made))));
         }
     }
-    let first_ts = |j: &(Vec<Sighting>, _)| j.0.first().map_or(0, |s| s.ts_ns);
-    let mut order: Vec<usize> = (0..out.len()).collect();
-    order.sort_by_key(|&i| first_ts(&out[i]));
-    let mut new_index = vec![0; out.len()];
+    in_time_order(out)
+}
+
+/// Journeys sorted by their first sighting (stably: a tie keeps its order), each copy's index
+/// of its original following its original.
+pub fn in_time_order(journeys: Vec<Separated>) -> Vec<Separated> {
+    let first_ts = |j: &Separated| j.0.first().map_or(0, |s| s.ts_ns);
+    let mut order: Vec<usize> = (0..journeys.len()).collect();
+    order.sort_by_key(|&i| first_ts(&journeys[i]));
+    let mut new_index = vec![0; journeys.len()];
     for (new, &old) in order.iter().enumerate() {
         new_index[old] = new;
     }
-    let mut slots: Vec<Option<Separated>> = out.into_iter().map(Some).collect();
+    let mut slots: Vec<Option<Separated>> = journeys.into_iter().map(Some).collect();
     order
         .iter()
         .map(|&old| {

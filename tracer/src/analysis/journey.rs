@@ -16,14 +16,13 @@ use serde::Serialize;
 
 use tracer_common::hook::Hook;
 
+use link::{fingerprint, OpenIndex};
+
 use crate::{
-    analysis::copies::CopyOf,
+    analysis::copies::{self, CopyOf, Separated},
     analysis::fate::{fate, Fate, FateKind, TraceEnd},
     model::sighting::{Proto, Sighting},
 };
-
-/// Longer than any packet takes through the stack, shorter than TCP's minimum RTO (200 ms).
-const SAME_PACKET_WINDOW_NS: u64 = 100_000_000;
 
 /// A route lookup or a TCP event about a packet happens while that packet is being handled,
 /// microseconds from its sightings.
@@ -69,56 +68,6 @@ impl Journey {
     }
 }
 
-/// Addresses, protocol, ports, IP id, TCP sequence, acknowledgment and flags: plain numbers,
-/// so that building the key of each of a million sightings allocates nothing.
-type Fingerprint = (
-    Option<std::net::IpAddr>,
-    Option<std::net::IpAddr>,
-    u32,
-    u16,
-    u16,
-    u32,
-    u32,
-    u32,
-    u8,
-);
-
-/// The fingerprint of the packet: inside a tunnel, of the packet it carries, which is the
-/// journey's.
-fn fingerprint(s: &Sighting) -> Fingerprint {
-    let s = crate::analysis::tunnel::inner(s);
-    (
-        s.src,
-        s.dst,
-        proto_key(s.proto),
-        s.sport,
-        s.dport,
-        s.ip_id,
-        s.tcp_seq,
-        s.tcp_ack,
-        s.tcp_flags.0,
-    )
-}
-
-/// The protocol as a number: the IP protocol where there is one, else a hash of its name (with
-/// the top bit set, apart from every protocol number).
-fn proto_key(proto: Proto) -> u32 {
-    match proto {
-        Proto::Unknown => 0,
-        Proto::Icmp => 1,
-        Proto::Tcp => 6,
-        Proto::Udp => 17,
-        Proto::Icmpv6 => 58,
-        Proto::Ip(number) => u32::from(number),
-        Proto::Ethertype(_) => {
-            let fnv = proto.name().bytes().fold(0x811c_9dc5u32, |h, b| {
-                (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-            });
-            fnv | 0x8000_0000
-        }
-    }
-}
-
 /// Groups `sightings` (any order) into journeys ordered by their first sighting.
 ///
 /// A sighting joins the open journey with its fingerprint or, failing that, the one whose skb
@@ -138,29 +87,48 @@ pub fn build(mut sightings: Vec<Sighting>, end: &TraceEnd) -> Vec<Journey> {
             Owner::Nobody => {}
         }
     }
-    let (mut journeys, mut copies): (Vec<Vec<Sighting>>, Vec<_>) =
-        crate::analysis::copies::separate(journeys)
-            .into_iter()
-            .unzip();
-    place_annotations(&mut journeys, annotations);
-    // An annotation that fits no packet became a journey of its own: not a copy.
-    copies.resize(journeys.len(), None);
-    journeys
+    complete(journeys, annotations, end, 1)
+}
+
+/// The journeys of what a [`stream::Stitcher`] closed (a packet and its copies, or an
+/// annotation that fits no packet), numbered from `first_id`.
+pub fn from_closed(closed: stream::Closed, end: &TraceEnd, first_id: u64) -> Vec<Journey> {
+    let groups = if closed.sightings.is_empty() {
+        Vec::new()
+    } else {
+        vec![closed.sightings]
+    };
+    complete(groups, closed.annotations, end, first_id)
+}
+
+/// Journeys from sightings grouped per packet: copies split out, annotations placed, fates
+/// found; numbered from `first_id` in order of their first sighting.
+fn complete(
+    groups: Vec<Vec<Sighting>>,
+    annotations: Vec<Sighting>,
+    end: &TraceEnd,
+    first_id: u64,
+) -> Vec<Journey> {
+    let mut journeys = copies::separate(groups);
+    let orphans = place_annotations(&mut journeys, annotations);
+    // An annotation that fits no packet is a journey of its own; one placed before its
+    // packet's first sighting (a route lookup) moves that packet earlier.
+    journeys.extend(orphans.into_iter().map(|a| (vec![a], None)));
+    copies::in_time_order(journeys)
         .into_iter()
-        .zip(copies)
-        .enumerate()
-        .map(|(i, (sightings, copy))| {
+        .zip(first_id..)
+        .map(|((sightings, copy), id)| {
             let fate = fate(&sightings, end);
             let open = fate.kind == FateKind::Unknown;
             Journey {
-                id: i as u64 + 1,
+                id,
                 incomplete: end.touches(&sightings, open),
                 fate,
                 carried: carried(&sightings),
                 sightings,
                 flow_id: 0,
                 copy: copy.map(|(of, made)| CopyOf {
-                    of: of as u64 + 1,
+                    of: first_id + of as u64,
                     made,
                 }),
             }
@@ -183,38 +151,20 @@ enum Owner {
 fn assign(sightings: &[Sighting]) -> (Vec<Owner>, Vec<usize>) {
     let mut owners = Vec::with_capacity(sightings.len());
     let mut journeys: Vec<Vec<&Sighting>> = Vec::new();
-    let mut open: FxHashMap<Fingerprint, usize> = FxHashMap::default();
-    let mut live_skbs: FxHashMap<u64, usize> = FxHashMap::default();
+    let mut index = OpenIndex::default();
     for sighting in sightings {
         if is_annotation(sighting) {
             owners.push(Owner::Annotation);
             continue;
         }
         let key = fingerprint(sighting);
-        let by_content = open.get(&key).copied();
-        let by_skb = live_skbs
-            .get(&sighting.skb)
-            .copied()
-            .filter(|&i| same_packet_after_nat(&journeys[i], sighting));
-        let current = by_content
-            .into_iter()
-            .chain(by_skb)
-            .find(|&i| continues(&journeys[i], sighting));
+        let current = index.find(&key, sighting, |i| journeys.get(i).map(Vec::as_slice));
         if current.is_none() && sighting.proto == Proto::Unknown {
             owners.push(Owner::Nobody);
             continue;
         }
         let i = current.unwrap_or(journeys.len());
-        if sighting.skb != 0 {
-            if sighting.ends_skb() {
-                live_skbs.remove(&sighting.skb);
-            } else {
-                live_skbs.insert(sighting.skb, i);
-            }
-        }
-        if sighting.proto != Proto::Unknown {
-            open.insert(key, i);
-        }
+        index.record(key, sighting, i);
         match current {
             Some(i) => journeys[i].push(sighting),
             None => journeys.push(vec![sighting]),
@@ -261,9 +211,10 @@ fn annotation_key(s: &Sighting, route_lookup: bool) -> AnnotationKey {
 /// that fits no packet is a journey of its own; a successful route lookup without its packet
 /// (a socket's connect, a source check) says nothing about any packet here and is left out (it
 /// stays in the recorded stream).
-fn place_annotations(journeys: &mut Vec<Vec<Sighting>>, annotations: Vec<Sighting>) {
+fn place_annotations(journeys: &mut [Separated], annotations: Vec<Sighting>) -> Vec<Sighting> {
+    let mut orphans = Vec::new();
     let mut index: FxHashMap<AnnotationKey, Vec<(u64, usize)>> = FxHashMap::default();
-    for (i, journey) in journeys.iter().enumerate() {
+    for (i, (journey, _)) in journeys.iter().enumerate() {
         for s in journey.iter().filter(|s| s.proto != Proto::Unknown) {
             for route_lookup in [true, false] {
                 index
@@ -286,15 +237,16 @@ fn place_annotations(journeys: &mut Vec<Vec<Sighting>>, annotations: Vec<Sightin
             .flatten()
             .filter(|(ts, i)| {
                 ts.abs_diff(annotation.ts_ns) < ANNOTATION_WINDOW_NS
-                    && (!route_lookup || source_fits(&annotation, &journeys[*i]))
-                    && (!found_route || bracketed(&annotation, &journeys[*i]))
+                    && (!route_lookup || source_fits(&annotation, &journeys[*i].0))
+                    && (!found_route || bracketed(&annotation, &journeys[*i].0))
             })
             .min_by_key(|(ts, _)| ts.abs_diff(annotation.ts_ns))
             .map(|(_, i)| *i);
         match nearest {
             Some(i) => {
-                let at = journeys[i].partition_point(|s| s.ts_ns <= annotation.ts_ns);
-                journeys[i].insert(at, annotation);
+                let journey = &mut journeys[i].0;
+                let at = journey.partition_point(|s| s.ts_ns <= annotation.ts_ns);
+                journey.insert(at, annotation);
             }
             None if !route_lookup
                 || annotation
@@ -302,12 +254,12 @@ fn place_annotations(journeys: &mut Vec<Vec<Sighting>>, annotations: Vec<Sightin
                     .as_deref()
                     .is_some_and(|n| n.starts_with("no route")) =>
             {
-                journeys.push(vec![annotation])
+                orphans.push(annotation)
             }
             None => {}
         }
     }
-    journeys.sort_by_key(|j| j[0].ts_ns);
+    orphans
 }
 
 /// Whether the journey was seen in the lookup's namespace both before and after it: a successful
@@ -324,65 +276,8 @@ fn source_fits(lookup: &Sighting, journey: &[Sighting]) -> bool {
     unspecified || journey.iter().any(|s| s.src == lookup.src)
 }
 
-/// Whether `next`, which shares an skb with `journey`, is that packet: it carries no headers
-/// (an event that only knows the skb), or the headers NAT keeps are unchanged (protocol, IP id,
-/// TCP sequence numbers and flags). An skb address whose free went unseen can be reused by
-/// another packet; this keeps that packet out.
-fn same_packet_after_nat(journey: &[&Sighting], next: &Sighting) -> bool {
-    if next.proto == Proto::Unknown {
-        // No headers to compare; an skb does not change namespace without a sighting on the
-        // way (a veth crossing is seen at both ends), so another namespace means a reused
-        // address.
-        return journey
-            .iter()
-            .rev()
-            .find(|s| s.skb == next.skb)
-            .is_none_or(|s| s.netns == next.netns);
-    }
-    let Some(last) = journey.iter().rev().find(|s| s.proto != Proto::Unknown) else {
-        return true;
-    };
-    // A tunnel pushes its headers onto the same skb, and the receiving one pulls them off:
-    // the packet is the one inside.
-    let (last, next) = (
-        crate::analysis::tunnel::inner(last),
-        crate::analysis::tunnel::inner(next),
-    );
-    last.proto == next.proto
-        && last.ip_id == next.ip_id
-        && last.tcp_seq == next.tcp_seq
-        && last.tcp_ack == next.tcp_ack
-        && last.tcp_flags == next.tcp_flags
-}
-
-fn continues(journey: &[&Sighting], next: &Sighting) -> bool {
-    let last = journey.last().expect("journeys are never empty");
-    // Passing a point of the path twice means another packet; an skb may end more than once
-    // (copied by veth's XDP, cloned for a raw socket), so only path points count.
-    // A bridge's clones of one frame (flooded to several ports) pass its forwarding points
-    // once each: another skb there is another copy, not another packet.
-    let revisits = next.on_path()
-        && !crate::analysis::bridge::another_clone(journey, next)
-        && journey.iter().any(|s| {
-            s.hook == next.hook
-                && s.position == next.position
-                && s.netns == next.netns
-                && s.ifindex == next.ifindex
-        });
-    let soon = next.ts_ns.saturating_sub(last.ts_ns) < SAME_PACKET_WINDOW_NS;
-    (soon || held(journey, next)) && !revisits
-}
-
-/// Whether `next` is about a packet that waited, however long: its skb is one of the
-/// journey's that no free has ended yet (queued for its neighbour's link-layer address, in a
-/// qdisc, on a socket), or `next` frees a copy of it (a neighbour probe clones the queued
-/// packet and frees the clone). The time window is for packets told apart by headers alone.
-fn held(journey: &[&Sighting], next: &Sighting) -> bool {
-    let ended = |skb: u64| journey.iter().any(|s| s.skb == skb && s.ends_skb());
-    let alive = |skb: u64| skb != 0 && journey.iter().any(|s| s.skb == skb) && !ended(skb);
-    let any_alive = journey.iter().any(|s| alive(s.skb));
-    alive(next.skb) || (next.ends_skb() && next.skb != 0 && any_alive)
-}
+mod link;
+pub mod stream;
 
 #[cfg(test)]
 mod tests;

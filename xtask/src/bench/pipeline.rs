@@ -76,6 +76,39 @@ impl Offline {
     }
 }
 
+/// `tracer bench-pipeline --stream` `reps` times on ten times the events: decode and the
+/// streaming stitcher (journeys completed as they close), and the memory it holds.
+pub fn streaming(tracer: &Path, reps: usize) -> Result<(String, Value)> {
+    let cpu = cpus().saturating_sub(1);
+    let mut runs = Vec::new();
+    for rep in 1..=reps {
+        let out = output(
+            std::process::Command::new(tracer)
+                .args(["bench-pipeline", "--stream", "--packets", "600000", "--cpu"])
+                .arg(cpu.to_string()),
+        )?;
+        let run: Value = serde_json::from_str(out.trim()).context("bench-pipeline output")?;
+        eprintln!("  [{rep}/{reps}] {}: {run}", tracer.display());
+        runs.push(run);
+    }
+    let runs = Offline { runs };
+    let rate = runs.rate(&["decode_s", "stream_s"]);
+    let rss: Vec<f64> = runs
+        .runs
+        .iter()
+        .filter_map(|r| r["peak_rss_kib"].as_f64())
+        .map(|kib| kib / 1024.0)
+        .collect();
+    let rss = Summary::of(&rss);
+    let md = format!(
+        "| streaming stitcher (one core, 10.2 M synthetic events) | median | min - max |\n|---|---|---|\n\
+         | decode + journeys as they close, events/s | {:.0} | {:.0} - {:.0} |\n\
+         | peak resident memory, MiB | {:.0} | {:.0} - {:.0} |\n",
+        rate.median, rate.min, rate.max, rss.median, rss.min, rss.max
+    );
+    Ok((md, json!(runs.runs)))
+}
+
 /// One live step: the tracer following 64-byte UDP datagrams sent at `pps`.
 pub struct Step {
     pub pps: u64,

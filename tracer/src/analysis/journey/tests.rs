@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use super::link::SAME_PACKET_WINDOW_NS;
 use super::*;
 use crate::{
     analysis::capture::captures,

@@ -1,0 +1,261 @@
+//! Stitching while the trace runs: the grouping of [`super::build`], with each journey handed
+//! out as soon as nothing can join it any more, so that memory follows the packets still in
+//! flight and not the length of the trace. This is the engine the live view is to stand on;
+//! the reports still use [`super::build`] until it is wired in.
+//!
+//! Sightings arrive in ring order: nearly in time order, but an event of one CPU can be read
+//! after a later one of another. They wait [`Window::reorder_ns`], then join journeys in time
+//! order by the rule `build` uses ([`super::link`]). A journey closes when nothing can join it:
+//! [`SAME_PACKET_WINDOW_NS`] without a sighting and none of its skbs alive; or, while one of
+//! its skbs is alive (queued for a neighbour, in a qdisc, on a socket nobody reads), after
+//! [`Window::hold_ns`] without a sighting, closed as it stands.
+
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
+
+use super::{
+    annotation_key, is_annotation,
+    link::{any_skb_alive, fingerprint, OpenIndex, SAME_PACKET_WINDOW_NS},
+    AnnotationKey, ANNOTATION_WINDOW_NS,
+};
+use crate::model::sighting::{Proto, Sighting};
+
+/// How long the stitcher waits, in the events' clock (nanoseconds).
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// For a sighting that may still arrive after a later one.
+    pub reorder_ns: u64,
+    /// For a journey with an skb still alive, since its last sighting.
+    pub hold_ns: u64,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            reorder_ns: 20_000_000,
+            hold_ns: 1_000_000_000,
+        }
+    }
+}
+
+/// A packet's sightings once nothing more can join them, with the annotations (route
+/// lookups, TCP events) found near them; `super::complete` makes journeys of them.
+#[derive(Debug, Default)]
+pub struct Closed {
+    pub sightings: Vec<Sighting>,
+    pub annotations: Vec<Sighting>,
+    /// Closed by [`Window::hold_ns`] while an skb of it was still alive.
+    pub held_out: bool,
+}
+
+struct Open {
+    sightings: Vec<Sighting>,
+    annotations: Vec<Sighting>,
+}
+
+#[derive(Default)]
+pub struct Stitcher {
+    window: Window,
+    /// Arrived, not yet released; in time order (a late one is put in its place).
+    arriving: VecDeque<Sighting>,
+    newest_ns: u64,
+    /// Every sighting up to here has been released.
+    released_ns: u64,
+    next_id: u64,
+    open: FxHashMap<u64, Open>,
+    index: OpenIndex<u64>,
+    /// (time, journey) of every sighting released, in time order: a journey whose last
+    /// sighting this is may close [`SAME_PACKET_WINDOW_NS`] later.
+    quiet: VecDeque<(u64, u64)>,
+    /// The same for journeys found quiet while an skb of theirs was alive: they may close
+    /// [`Window::hold_ns`] after it.
+    holding: VecDeque<(u64, u64)>,
+    /// Where an annotation may go: the recent sightings by [`annotation_key`], in time order,
+    /// with their journey; kept for two annotation windows.
+    near: FxHashMap<AnnotationKey, VecDeque<(u64, u64)>>,
+    /// Released annotations, waiting until the sightings just after them are released too.
+    annotations: VecDeque<Sighting>,
+    /// Annotations that fit no packet, closed as journeys of their own.
+    orphans: Vec<Closed>,
+}
+
+impl Stitcher {
+    pub fn new(window: Window) -> Stitcher {
+        Stitcher {
+            window,
+            ..Stitcher::default()
+        }
+    }
+
+    pub fn push(&mut self, sighting: Sighting) {
+        self.newest_ns = self.newest_ns.max(sighting.ts_ns);
+        if self
+            .arriving
+            .back()
+            .is_none_or(|last| last.ts_ns <= sighting.ts_ns)
+        {
+            self.arriving.push_back(sighting);
+        } else {
+            // After those of its time that came before it, as a stable sort puts it.
+            let at = self.arriving.partition_point(|s| s.ts_ns <= sighting.ts_ns);
+            self.arriving.insert(at, sighting);
+        }
+    }
+
+    /// Journeys open now (for the bounds of a long trace and the status line).
+    pub fn open_journeys(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Releases what the reorder window lets go and returns what closed, in order of closing.
+    pub fn advance(&mut self) -> Vec<Closed> {
+        let until = self.newest_ns.saturating_sub(self.window.reorder_ns);
+        self.release(until);
+        let mut ids = Vec::new();
+        while let Some(&(ts, id)) = self.quiet.front() {
+            if ts.saturating_add(SAME_PACKET_WINDOW_NS) > until {
+                break;
+            }
+            self.quiet.pop_front();
+            // Only the journey's last sighting counts; it may have closed already.
+            let Some(journey) = self.open.get(&id).filter(|j| last_ns(j) == ts) else {
+                continue;
+            };
+            if any_skb_alive(&journey.sightings) {
+                self.holding.push_back((ts, id));
+            } else {
+                ids.push(id);
+            }
+        }
+        while let Some(&(ts, id)) = self.holding.front() {
+            if ts.saturating_add(self.window.hold_ns) > until {
+                break;
+            }
+            self.holding.pop_front();
+            if self.open.get(&id).is_some_and(|j| last_ns(j) == ts) {
+                ids.push(id);
+            }
+        }
+        self.close(ids, false)
+    }
+
+    /// Everything that is left, at the end of the trace.
+    pub fn finish(mut self) -> Vec<Closed> {
+        self.release(u64::MAX);
+        let mut ids: Vec<u64> = self.open.keys().copied().collect();
+        ids.sort_unstable();
+        self.close(ids, true)
+    }
+
+    /// Moves the sightings up to `until` into journeys, in time order.
+    fn release(&mut self, until: u64) {
+        while self.arriving.front().is_some_and(|s| s.ts_ns <= until) {
+            let sighting = self.arriving.pop_front().expect("just seen");
+            self.place_annotations(sighting.ts_ns);
+            if is_annotation(&sighting) {
+                self.annotations.push_back(sighting);
+            } else {
+                self.join(sighting);
+            }
+        }
+        self.released_ns = self.released_ns.max(until);
+        self.place_annotations(until);
+    }
+
+    fn join(&mut self, sighting: Sighting) {
+        let key = fingerprint(&sighting);
+        let open = &self.open;
+        let current = self.index.find(&key, &sighting, |id| {
+            open.get(&id).map(|j| j.sightings.as_slice())
+        });
+        if current.is_none() && sighting.proto == Proto::Unknown {
+            return;
+        }
+        let id = current.unwrap_or_else(|| {
+            self.next_id += 1;
+            self.next_id
+        });
+        self.index.record(key, &sighting, id);
+        if sighting.proto != Proto::Unknown {
+            for route_lookup in [true, false] {
+                self.near
+                    .entry(annotation_key(&sighting, route_lookup))
+                    .or_default()
+                    .push_back((sighting.ts_ns, id));
+            }
+        }
+        let journey = self.open.entry(id).or_insert_with(|| Open {
+            // A packet crossing a veth pair is seen at about 17 points.
+            sightings: Vec::with_capacity(20),
+            annotations: Vec::new(),
+        });
+        self.quiet.push_back((sighting.ts_ns, id));
+        journey.sightings.push(sighting);
+    }
+
+    /// Gives each waiting annotation older than `now` by [`ANNOTATION_WINDOW_NS`] to the open
+    /// journey with the nearest sighting that fits it (every sighting that near has been
+    /// released by then); [`super::complete`] checks the fit again with the whole journey.
+    fn place_annotations(&mut self, now: u64) {
+        while let Some(annotation) = self.annotations.front() {
+            if annotation.ts_ns.saturating_add(ANNOTATION_WINDOW_NS) > now {
+                return;
+            }
+            let annotation = self.annotations.pop_front().expect("just seen");
+            let route_lookup = annotation.hook == tracer_common::hook::Hook::FibLookup;
+            let nearest = self
+                .near
+                .get(&annotation_key(&annotation, route_lookup))
+                .into_iter()
+                .flatten()
+                .filter(|(ts, id)| {
+                    ts.abs_diff(annotation.ts_ns) < ANNOTATION_WINDOW_NS
+                        && self.open.get(id).is_some_and(|j| {
+                            !route_lookup || super::source_fits(&annotation, &j.sightings)
+                        })
+                })
+                .min_by_key(|(ts, _)| ts.abs_diff(annotation.ts_ns))
+                .map(|(_, id)| *id);
+            // Which of the journey's copies it belongs to, and whether a successful route lookup
+            // is bracketed by its packet, `super::complete` decides with the whole journey.
+            match nearest.and_then(|id| self.open.get_mut(&id)) {
+                Some(journey) => journey.annotations.push(annotation),
+                None => self.orphans.push(Closed {
+                    annotations: vec![annotation],
+                    ..Closed::default()
+                }),
+            }
+        }
+    }
+
+    /// Closes journeys `ids`; `at_end` when the trace ended (nothing was cut short).
+    fn close(&mut self, ids: Vec<u64>, at_end: bool) -> Vec<Closed> {
+        let mut closed = std::mem::take(&mut self.orphans);
+        // An annotation waits one window before it is placed, and looks one window back.
+        let recent = self.released_ns.saturating_sub(2 * ANNOTATION_WINDOW_NS);
+        self.near.retain(|_, near| {
+            while near.front().is_some_and(|(ts, _)| *ts < recent) {
+                near.pop_front();
+            }
+            !near.is_empty()
+        });
+        for id in ids {
+            let journey = self.open.remove(&id).expect("listed above");
+            self.index.forget(&journey.sightings, id);
+            closed.push(Closed {
+                held_out: !at_end && any_skb_alive(&journey.sightings),
+                sightings: journey.sightings,
+                annotations: journey.annotations,
+            });
+        }
+        closed
+    }
+}
+
+fn last_ns(journey: &Open) -> u64 {
+    journey.sightings.last().map_or(0, |s| s.ts_ns)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,181 @@
+//! The streaming stitcher against the batch one, on every stream recorded on the real kernel
+//! (tests/fixtures), and its windows on made-up timelines.
+
+use std::path::Path;
+
+use super::*;
+use crate::{
+    analysis::fate::{FateKind, TraceEnd},
+    analysis::journey::{build, from_closed, Journey},
+    model::recording,
+};
+
+fn fixtures() -> Vec<(String, Vec<Sighting>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("fixtures")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 20, "the recorded fixtures are there");
+    names
+        .into_iter()
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, recording::read(&p).expect("fixture").sightings)
+        })
+        .collect()
+}
+
+/// A journey apart from the number it was given: its points (time, hook), its end, whether
+/// it is a copy.
+type Shape = (Vec<(u64, &'static str)>, FateKind, bool);
+
+fn shape(journeys: &[Journey]) -> Vec<Shape> {
+    let mut shapes: Vec<_> = journeys
+        .iter()
+        .map(|j| {
+            let points: Vec<_> = j
+                .sightings
+                .iter()
+                .map(|s| (s.ts_ns, s.hook.name()))
+                .collect();
+            (points, j.fate.kind, j.copy.is_some())
+        })
+        .collect();
+    shapes.sort_by_key(|(points, _, _)| points.first().copied());
+    shapes
+}
+
+/// Feeds `sightings` in the given order, `batch` at a time (a ring read), and completes
+/// every journey that closes.
+fn streamed(sightings: Vec<Sighting>, window: Window, batch: usize) -> Vec<Journey> {
+    let end = TraceEnd::default();
+    let mut stitcher = Stitcher::new(window);
+    let mut journeys = Vec::new();
+    let complete = |closed: Vec<Closed>, journeys: &mut Vec<Journey>| {
+        for c in closed {
+            let first_id = journeys.len() as u64 + 1;
+            journeys.extend(from_closed(c, &end, first_id));
+        }
+    };
+    for chunk in sightings.chunks(batch) {
+        for s in chunk {
+            stitcher.push(s.clone());
+        }
+        let closed = stitcher.advance();
+        complete(closed, &mut journeys);
+    }
+    complete(stitcher.finish(), &mut journeys);
+    journeys
+}
+
+/// Long enough that no recorded packet is cut short: the batch stitcher has no hold limit.
+const NO_HOLD: Window = Window {
+    reorder_ns: 20_000_000,
+    hold_ns: u64::MAX,
+};
+
+#[test]
+fn every_recorded_trace_stitches_the_same_as_a_whole_and_as_it_arrives() {
+    for (name, sightings) in fixtures() {
+        let whole = build(sightings.clone(), &TraceEnd::default());
+        for batch in [1, 7, 4096] {
+            let live = streamed(sightings.clone(), NO_HOLD, batch);
+            assert_eq!(
+                shape(&live),
+                shape(&whole),
+                "{name}, read {batch} at a time"
+            );
+        }
+    }
+}
+
+#[test]
+fn sightings_read_out_of_order_within_the_reorder_window_stitch_the_same() {
+    for (name, mut sightings) in fixtures() {
+        sightings.sort_by_key(|s| s.ts_ns);
+        let whole = build(sightings.clone(), &TraceEnd::default());
+        // Each pair swapped: a later event of one CPU read before an earlier one of another.
+        for pair in sightings.chunks_mut(2) {
+            pair.reverse();
+        }
+        let live = streamed(sightings, NO_HOLD, 3);
+        assert_eq!(shape(&live), shape(&whole), "{name}");
+    }
+}
+
+/// A UDP datagram seen at its namespace's egress and freed there: `n` of them, 1 ms apart,
+/// each with its own IP id and skb.
+fn datagrams(n: u64) -> Vec<Sighting> {
+    let template = fixtures()
+        .into_iter()
+        .flat_map(|(_, s)| s)
+        .find(|s| s.proto == Proto::Udp && s.on_path() && s.skb != 0)
+        .expect("a recorded UDP sighting");
+    (0..n)
+        .flat_map(|i| {
+            let mut out = template.clone();
+            out.hook = tracer_common::hook::Hook::TcEgress;
+            out.ts_ns = 1_000_000_000 + i * 1_000_000;
+            out.ip_id = i as u32;
+            out.skb = 0xffff_0000_0000 + i * 0x100;
+            let mut freed = out.clone();
+            freed.hook = tracer_common::hook::Hook::ConsumeSkb;
+            freed.ts_ns += 10_000;
+            [out, freed]
+        })
+        .collect()
+}
+
+#[test]
+fn journeys_close_as_the_trace_goes_on_so_memory_follows_what_is_open() {
+    let mut stitcher = Stitcher::new(Window::default());
+    let mut closed = 0;
+    let mut most_open = 0;
+    for s in datagrams(10_000) {
+        stitcher.push(s);
+        closed += stitcher.advance().len();
+        most_open = most_open.max(stitcher.open_journeys());
+    }
+    // 10 s of datagrams, one per ms: at most the last 120 ms (the same-packet window and the
+    // reorder window) are open at any time.
+    assert!(most_open <= 125, "{most_open} journeys open at once");
+    assert!(closed >= 9_800, "{closed} closed before the end");
+    assert_eq!(closed + stitcher.finish().len(), 10_000);
+}
+
+#[test]
+fn a_packet_whose_skb_stays_alive_is_closed_after_the_hold_window_and_says_so() {
+    let mut queued = datagrams(1);
+    queued.truncate(1); // seen, never freed: waiting in a queue
+    let mut later = datagrams(3000);
+    later.drain(..2); // other traffic goes on for 3 s
+    let window = Window {
+        reorder_ns: 20_000_000,
+        hold_ns: 1_000_000_000,
+    };
+    let mut stitcher = Stitcher::new(window);
+    let mut held = Vec::new();
+    for s in queued.into_iter().chain(later) {
+        let at = s.ts_ns;
+        stitcher.push(s);
+        held.extend(
+            stitcher
+                .advance()
+                .into_iter()
+                .filter(|c| c.held_out)
+                .map(|c| (at, c.sightings[0].ip_id)),
+        );
+    }
+    let [(at, ip_id)] = held[..] else {
+        panic!("one packet held out, not {held:?}")
+    };
+    assert_eq!(ip_id, 0);
+    // Its last sighting was at 1 s: closed once the stream reached 2 s (plus the reorder wait).
+    assert!(
+        (2_020_000_000..2_030_000_000).contains(&at),
+        "closed at {at}"
+    );
+}
