@@ -3,6 +3,8 @@
 use std::{fs, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
+use std::io::IsTerminal;
+
 use clap::Args;
 use tracer_common::event::{SNAP_HEADERS, SNAP_MAX};
 
@@ -42,6 +44,11 @@ pub struct TraceArgs {
     pub count: Option<u64>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Print a line per packet as soon as its journey ends, while the trace runs (time,
+    /// addresses, flags, length, and what became of it; a drop with where, why and what
+    /// tcpdump saw). On by default for text on a terminal; the full report follows at the end.
+    #[arg(long)]
+    pub live: bool,
     /// Create this file once every program is attached (for scripts and tests).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
@@ -120,6 +127,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         xdp: args.xdp,
         tc: args.tc,
         max_events: args.max_events as usize,
+        live: args.live || (matches!(args.format, Format::Text) && std::io::stdout().is_terminal()),
     };
     let (recording, stats) = session::trace(&options, || {
         let stop = stop_signal(args.duration)?;

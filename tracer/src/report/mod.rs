@@ -2,6 +2,7 @@
 //! analysis.
 
 pub mod explanation;
+pub mod line;
 pub mod output;
 pub mod packet_file;
 pub mod paint;

@@ -2,5 +2,6 @@
 
 pub mod attached;
 pub mod fault;
+pub mod live;
 pub mod session;
 pub mod usage;

@@ -31,6 +31,7 @@ use crate::{
     model::sighting::{Name, Names, PacketBytes, Proto, Sighting},
     report::stats::Stats,
     report::status::Status,
+    trace::live::LiveView,
     trace::usage::Usage,
 };
 
@@ -53,6 +54,8 @@ pub struct TraceOptions {
     pub tc: TcMode,
     /// The most events kept in memory (`--max-events`): the bound on the trace's tables.
     pub max_events: usize,
+    /// A line per packet on stdout as its journey closes (`--live`).
+    pub live: bool,
 }
 
 pub struct Session {
@@ -77,6 +80,8 @@ pub struct Session {
     count: Option<usize>,
     /// The bound on what a trace holds (`--max-events`).
     max_events: usize,
+    /// A line per packet as its journey closes (`--live`).
+    live_view: Option<LiveView>,
 }
 
 /// How long events keep coming in after `-c` was reached, so that the counted packets'
@@ -192,6 +197,7 @@ impl Session {
             .iter()
             .map(|ns| ns.run(rules::read).ok())
             .collect();
+        let live = live_capture::scan();
         Ok(Session {
             ebpf,
             netfilter,
@@ -204,7 +210,8 @@ impl Session {
             namespaces: namespaces.into_iter().map(Netns::remember).collect(),
             counters_before,
             rules_before,
-            live: live_capture::scan(),
+            live_view: options.live.then(|| LiveView::new(live.clone())),
+            live,
             count: options.count,
             max_events: options.max_events,
         })
@@ -224,6 +231,11 @@ impl Session {
                 _ = &mut stop => break,
                 _ = tick.tick() => {
                     self.let_deleted_namespaces_go();
+                    if let Some(live) = self.live_view.as_mut() {
+                        // Quiet moments close journeys too.
+                        let now = crate::kernel::clock::monotonic_ns();
+                        live_lines(live.advance(Some(now)), status.as_ref());
+                    }
                     if let Some(status) = status.as_mut() {
                         status.draw(self.lost_counts()?.0.values().sum());
                     }
@@ -232,8 +244,12 @@ impl Session {
                     let mut guard = guard?;
                     let (seen, not_kept) = (sightings.len(), stats.not_kept);
                     let ring = guard.get_inner_mut();
-                    drain(ring, &self.names, self.max_events, &mut sightings, &mut stats);
+                    let kept = Kept { max: self.max_events, sightings: &mut sightings };
+                    drain(ring, &self.names, kept, &mut stats, self.live_view.as_mut());
                     guard.clear_ready();
+                    if let Some(live) = self.live_view.as_mut() {
+                        live_lines(live.advance(None), status.as_ref());
+                    }
                     if let Some(status) = status.as_mut() {
                         status.add(&sightings[seen..], stats.not_kept - not_kept);
                     }
@@ -249,13 +265,14 @@ impl Session {
         }
         let end_ns = crate::kernel::clock::monotonic_ns();
         let ring = self.ring.get_mut();
-        drain(
-            ring,
-            &self.names,
-            self.max_events,
-            &mut sightings,
-            &mut stats,
-        );
+        let kept = Kept {
+            max: self.max_events,
+            sightings: &mut sightings,
+        };
+        drain(ring, &self.names, kept, &mut stats, self.live_view.as_mut());
+        if let Some(live) = self.live_view.take() {
+            live.finish();
+        }
         (stats.lost, stats.lost_per_cpu) = self.lost_counts()?;
         stats.missed = crate::kernel::misses::per_hook(&self.ebpf)?;
         stats.duration_ns = self.started.elapsed().as_nanos() as u64;
@@ -380,21 +397,61 @@ where
     })
 }
 
-/// Decodes what the ring holds, up to `max_events` kept; the rest is only counted.
+/// Where decoded events are kept for the final report, up to `max` (`--max-events`).
+struct Kept<'a> {
+    max: usize,
+    sightings: &'a mut Vec<Sighting>,
+}
+
+/// Decodes what the ring holds: up to `kept.max` events kept, the rest only counted, every
+/// one shown live when there is a live view.
 fn drain(
     ring: &mut RingBuf<MapData>,
     names: &Names,
-    max_events: usize,
-    sightings: &mut Vec<Sighting>,
+    kept: Kept,
     stats: &mut Stats,
+    mut live: Option<&mut LiveView>,
 ) {
     while let Some(item) = ring.next() {
-        if sightings.len() >= max_events {
+        let keep = kept.sightings.len() < kept.max;
+        if !keep {
             stats.not_kept += 1;
-            continue;
         }
-        decode_record(&item, names, sightings, stats);
+        match (keep, live.as_deref_mut()) {
+            (true, None) => decode_record(&item, names, kept.sightings, stats),
+            (true, Some(live)) => {
+                decode_record(&item, names, kept.sightings, stats);
+                if let Some(s) = kept.sightings.last() {
+                    live.push(s.clone());
+                }
+            }
+            (false, Some(live)) => {
+                if let Some(s) = decode(&item, names) {
+                    live.push(s);
+                }
+            }
+            (false, None) => {}
+        }
     }
+}
+
+/// The status line is drawn on stderr under the live lines of the same terminal: lines
+/// written erase it, and the next tick draws it again below them.
+fn live_lines(written: usize, status: Option<&Status>) {
+    if written > 0 {
+        if let Some(status) = status {
+            status.erase();
+        }
+    }
+}
+
+/// The sighting of one ring buffer record, with the packet's bytes where the kernel copied
+/// them.
+fn decode(record: &[u8], names: &Names) -> Option<Sighting> {
+    let event = Event::from_bytes(record)?;
+    let mut sighting = Sighting::decode(&event, names)?;
+    sighting.bytes = PacketBytes::from_record(record);
+    Some(sighting)
 }
 
 /// Decodes one ring buffer record into `sightings`, counting it in `stats`.
@@ -404,9 +461,8 @@ pub fn decode_record(
     sightings: &mut Vec<Sighting>,
     stats: &mut Stats,
 ) {
-    match Event::from_bytes(record).and_then(|event| Sighting::decode(&event, names)) {
-        Some(mut sighting) => {
-            sighting.bytes = PacketBytes::from_record(record);
+    match decode(record, names) {
+        Some(sighting) => {
             // The hook's name is allocated once per trace, not once per event.
             match stats.events.get_mut(sighting.hook.name()) {
                 Some(count) => *count += 1,

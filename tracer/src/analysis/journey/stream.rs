@@ -57,8 +57,11 @@ struct Open {
 #[derive(Default)]
 pub struct Stitcher {
     window: Window,
-    /// Arrived, not yet released; in time order (a late one is put in its place).
-    arriving: VecDeque<Sighting>,
+    /// Arrived, not yet released: one queue per CPU, each in time order (a CPU's events come
+    /// in the order it made them; the rare late one is put in its place), merged on release.
+    /// Each with its place in the arrival order, which breaks ties as a stable sort would.
+    arriving: Vec<VecDeque<(u64, Sighting)>>,
+    arrived: u64,
     newest_ns: u64,
     /// Every sighting up to here has been released.
     released_ns: u64,
@@ -90,17 +93,32 @@ impl Stitcher {
 
     pub fn push(&mut self, sighting: Sighting) {
         self.newest_ns = self.newest_ns.max(sighting.ts_ns);
-        if self
-            .arriving
-            .back()
-            .is_none_or(|last| last.ts_ns <= sighting.ts_ns)
-        {
-            self.arriving.push_back(sighting);
-        } else {
-            // After those of its time that came before it, as a stable sort puts it.
-            let at = self.arriving.partition_point(|s| s.ts_ns <= sighting.ts_ns);
-            self.arriving.insert(at, sighting);
+        let cpu = usize::from(sighting.cpu);
+        if self.arriving.len() <= cpu {
+            self.arriving.resize_with(cpu + 1, VecDeque::new);
         }
+        let queue = &mut self.arriving[cpu];
+        self.arrived += 1;
+        let entry = (self.arrived, sighting);
+        if queue
+            .back()
+            .is_none_or(|(_, last)| last.ts_ns <= entry.1.ts_ns)
+        {
+            queue.push_back(entry);
+        } else {
+            let at = queue.partition_point(|(_, s)| s.ts_ns <= entry.1.ts_ns);
+            queue.insert(at, entry);
+        }
+    }
+
+    /// The earliest sighting waiting, if it is not later than `until`.
+    fn next_before(&mut self, until: u64) -> Option<Sighting> {
+        let queue = self
+            .arriving
+            .iter_mut()
+            .filter(|q| q.front().is_some_and(|(_, s)| s.ts_ns <= until))
+            .min_by_key(|q| q.front().map(|(seq, s)| (s.ts_ns, *seq)))?;
+        queue.pop_front().map(|(_, s)| s)
     }
 
     /// Journeys open now (for the bounds of a long trace and the status line).
@@ -140,6 +158,13 @@ impl Stitcher {
         self.close(ids, false)
     }
 
+    /// As [`Stitcher::advance`], with the events' clock moved on to `now_ns` (the same clock,
+    /// read by the caller): when events are few, journeys still close in time.
+    pub fn advance_to(&mut self, now_ns: u64) -> Vec<Closed> {
+        self.newest_ns = self.newest_ns.max(now_ns);
+        self.advance()
+    }
+
     /// Everything that is left, at the end of the trace.
     pub fn finish(mut self) -> Vec<Closed> {
         self.release(u64::MAX);
@@ -150,8 +175,7 @@ impl Stitcher {
 
     /// Moves the sightings up to `until` into journeys, in time order.
     fn release(&mut self, until: u64) {
-        while self.arriving.front().is_some_and(|s| s.ts_ns <= until) {
-            let sighting = self.arriving.pop_front().expect("just seen");
+        while let Some(sighting) = self.next_before(until) {
             self.place_annotations(sighting.ts_ns);
             if is_annotation(&sighting) {
                 self.annotations.push_back(sighting);
@@ -204,19 +228,15 @@ impl Stitcher {
             }
             let annotation = self.annotations.pop_front().expect("just seen");
             let route_lookup = annotation.hook == tracer_common::hook::Hook::FibLookup;
+            let fits = |id: u64| {
+                self.open
+                    .get(&id)
+                    .is_some_and(|j| !route_lookup || super::source_fits(&annotation, &j.sightings))
+            };
             let nearest = self
                 .near
                 .get(&annotation_key(&annotation, route_lookup))
-                .into_iter()
-                .flatten()
-                .filter(|(ts, id)| {
-                    ts.abs_diff(annotation.ts_ns) < ANNOTATION_WINDOW_NS
-                        && self.open.get(id).is_some_and(|j| {
-                            !route_lookup || super::source_fits(&annotation, &j.sightings)
-                        })
-                })
-                .min_by_key(|(ts, _)| ts.abs_diff(annotation.ts_ns))
-                .map(|(_, id)| *id);
+                .and_then(|near| nearest(near, annotation.ts_ns, fits));
             // Which of the journey's copies it belongs to, and whether a successful route lookup
             // is bracketed by its packet, `super::complete` decides with the whole journey.
             match nearest.and_then(|id| self.open.get_mut(&id)) {
@@ -250,6 +270,41 @@ impl Stitcher {
             });
         }
         closed
+    }
+}
+
+/// The journey of the sighting nearest in time to `ts_ns` (within [`ANNOTATION_WINDOW_NS`],
+/// the earlier one on a tie) that `fits`: walked outwards from `ts_ns`, so that a busy key
+/// (every datagram to one address) costs what is near, not all it holds.
+fn nearest(near: &VecDeque<(u64, u64)>, ts_ns: u64, fits: impl Fn(u64) -> bool) -> Option<u64> {
+    let at = near.partition_point(|(ts, _)| *ts < ts_ns);
+    let (mut before, mut after) = (at, at);
+    loop {
+        let earlier = before.checked_sub(1).map(|i| (ts_ns - near[i].0, i));
+        let later = near.get(after).map(|(ts, _)| (ts - ts_ns, after));
+        let (distance, i) = match (earlier, later) {
+            (Some(e), Some(l)) => {
+                if e.0 <= l.0 {
+                    e
+                } else {
+                    l
+                }
+            }
+            (Some(e), None) => e,
+            (None, Some(l)) => l,
+            (None, None) => return None,
+        };
+        if distance >= ANNOTATION_WINDOW_NS {
+            return None;
+        }
+        if fits(near[i].1) {
+            return Some(near[i].1);
+        }
+        if i < at {
+            before -= 1;
+        } else {
+            after += 1;
+        }
     }
 }
 

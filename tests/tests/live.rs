@@ -1,0 +1,152 @@
+//! The live view: while the trace runs, a line per packet as its journey ends. The drop a user
+//! left the tracer running for is printed when it happens, also after millions of events of
+//! other traffic and far past what the final report keeps (`--max-events`).
+
+use std::{
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpStream, UdpSocket},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use tests::{require_privileges, scratch, tracer_bin, Pair, ADDR_B};
+
+/// Datagrams of other traffic before the drop: each is seen at 15 points or more on its way
+/// from a to b, so this is over 2 million events.
+const DATAGRAMS: usize = 140_000;
+
+#[test]
+fn a_drop_after_two_million_events_is_printed_live_within_two_seconds() {
+    require_privileges();
+    let pair = Pair::create();
+    pair.static_neighbours();
+    pair.b.sh("iptables -A INPUT -p tcp --dport 8080 -j DROP");
+    let ready = scratch("ready");
+    let mut tracer = Command::new(tracer_bin())
+        .args(["trace", "--live", "--max-events", "100000", "--ready-file"])
+        .arg(&ready)
+        .args(["-n", &pair.a.name, "-n", &pair.b.name])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the tracer");
+    let stdout = tracer.stdout.take().expect("stdout");
+    let (line_tx, lines) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line_tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "tracer not ready after 60 s");
+        assert!(tracer.try_wait().expect("wait").is_none(), "tracer exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let receiver = pair.b.spawn(|| {
+        let socket = UdpSocket::bind(format!("{ADDR_B}:7060")).expect("bind");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+        let mut received = 0usize;
+        while socket.recv(&mut buf).is_ok() {
+            received += 1;
+        }
+        received
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    pair.a.enter(|| {
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        for i in 0..DATAGRAMS {
+            // A full socket buffer only slows the sender down; every datagram goes.
+            while socket
+                .send_to(&(i as u64).to_be_bytes(), format!("{ADDR_B}:7060"))
+                .is_err()
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    let received = receiver.join().expect("receiver");
+
+    // The SYN the rule drops, once all of that is through the tracer's kernel programs.
+    let sent = Instant::now();
+    pair.a.enter(|| {
+        let to: SocketAddr = format!("{ADDR_B}:8080").parse().unwrap();
+        assert!(TcpStream::connect_timeout(&to, Duration::from_millis(500)).is_err());
+    });
+    let mut udp_lines = 0usize;
+    let printed = loop {
+        let left = (sent + Duration::from_secs(20)).saturating_duration_since(Instant::now());
+        let Ok((at, line)) = lines.recv_timeout(left) else {
+            panic!("no live line for the SYN within 20 s ({udp_lines} UDP lines read)");
+        };
+        if line.contains("TCP SYN") && line.contains(":8080") {
+            break (at, line);
+        }
+        udp_lines += usize::from(line.contains("UDP"));
+    };
+    let (at, line) = printed;
+    assert!(
+        line.contains("DROPPED") && line.contains("NETFILTER_DROP"),
+        "the SYN's line says where and why it died: {line}"
+    );
+    let after = at.saturating_duration_since(sent);
+    assert!(
+        after < Duration::from_secs(2),
+        "the drop was printed {after:?} after the SYN was sent"
+    );
+
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    let rest: Vec<String> = lines.iter().map(|(_, l)| l).collect();
+    let status = tracer.wait().expect("wait");
+    reader.join().expect("reader");
+    assert!(status.success(), "tracer failed: {status}");
+    let summary = rest
+        .iter()
+        .rev()
+        .find(|l| l.contains(" events in "))
+        .expect("the final summary line");
+    let kept = number_before(summary, " events in ");
+    let not_kept = summary
+        .split(", ")
+        .find(|part| part.contains("more not kept"))
+        .map_or(0, |part| number_before(part, " more not kept"));
+    // Events the ring had no room for are counted and said; they were made all the same.
+    let lost = number_before(summary, " lost");
+    eprintln!(
+        "{received} of {DATAGRAMS} datagrams received, {udp_lines} UDP lines read before the \
+         SYN's; events: {kept} kept, {not_kept} not kept, {lost} lost; SYN printed {after:?} \
+         after it was sent"
+    );
+    assert!(
+        kept + not_kept + lost >= 2_000_000,
+        "{kept} + {not_kept} + {lost} events: the drop came after 2 million"
+    );
+    assert!(
+        udp_lines > 0 && received > 0,
+        "the other traffic was shown live too"
+    );
+}
+
+/// The number just before `marker` in `text`: `1234 events in` -> 1234.
+fn number_before(text: &str, marker: &str) -> u64 {
+    let head = &text[..text
+        .rfind(marker)
+        .unwrap_or_else(|| panic!("no {marker:?} in {text}"))];
+    let digits = head
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap_or("");
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number before {marker:?} in {text}"))
+}

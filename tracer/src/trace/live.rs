@@ -1,0 +1,94 @@
+//! The live view (`tracer trace --live`, on by default for text on a terminal): a line per
+//! packet on stdout as its journey closes, while the trace goes on. Every event is stitched,
+//! also those past `--max-events`: what the final report keeps is bounded, what is shown live
+//! is not, and the live stitcher's memory follows the packets still open.
+
+use std::io::{self, Write};
+
+use crate::{
+    analysis::{
+        capture::captures,
+        fate::TraceEnd,
+        journey::{
+            from_closed,
+            stream::{Closed, Stitcher, Window},
+        },
+    },
+    kernel::live_capture::LiveCapture,
+    model::sighting::Sighting,
+    report::{
+        line::{packet_line, WallClock},
+        paint::Paint,
+    },
+};
+
+pub struct LiveView {
+    stitcher: Stitcher,
+    /// Live captures (tcpdump) when the trace started: the verdicts name them.
+    captures: Vec<LiveCapture>,
+    clock: WallClock,
+    paint: Paint,
+    /// Journeys given out so far (the final report numbers its own).
+    given: u64,
+    /// Stdout stopped taking lines (a closed pipe): the final report says so.
+    closed: bool,
+}
+
+impl LiveView {
+    pub fn new(captures: Vec<LiveCapture>) -> LiveView {
+        LiveView {
+            stitcher: Stitcher::new(Window::default()),
+            captures,
+            clock: WallClock::now(),
+            paint: Paint::for_stdout(),
+            given: 0,
+            closed: false,
+        }
+    }
+
+    pub fn push(&mut self, sighting: Sighting) {
+        self.stitcher.push(sighting);
+    }
+
+    /// Writes the packets whose journeys closed by now: the events' time, moved on to `now_ns`
+    /// (the events' clock) when events are few. Returns how many lines were written.
+    pub fn advance(&mut self, now_ns: Option<u64>) -> usize {
+        let closed = match now_ns {
+            Some(now) => self.stitcher.advance_to(now),
+            None => self.stitcher.advance(),
+        };
+        self.write(closed)
+    }
+
+    /// The packets still open when the trace stopped.
+    pub fn finish(mut self) -> usize {
+        let stitcher = std::mem::take(&mut self.stitcher);
+        let closed = stitcher.finish();
+        self.write(closed)
+    }
+
+    fn write(&mut self, closed: Vec<Closed>) -> usize {
+        if closed.is_empty() || self.closed {
+            return 0;
+        }
+        let end = TraceEnd::default();
+        let mut out = io::stdout().lock();
+        let mut lines = 0;
+        for c in closed {
+            for journey in from_closed(c, &end, self.given + 1) {
+                self.given += 1;
+                let verdicts = captures(&journey, &self.captures);
+                let line = packet_line(&journey, &verdicts, self.clock, self.paint);
+                if writeln!(out, "{line}").is_err() {
+                    self.closed = true;
+                    return lines;
+                }
+                lines += 1;
+            }
+        }
+        if out.flush().is_err() {
+            self.closed = true;
+        }
+        lines
+    }
+}
