@@ -288,7 +288,15 @@ fn observe_skb(skb: u64, hook: Hook, position: Position, event_kind: u8, detail:
         return;
     }
     let mut packet = PacketSummary::default();
-    let l3_len = skb_summary(skb, &info, 0, hook, &mut packet);
+    // Unix and netlink sockets read and free their skbs through the same functions; those
+    // carry no network packet (protocol 0) and their bytes are no headers: such an event
+    // says only its skb, which ends a journey that skb is on and starts none.
+    let no_packet = info.protocol == 0 && matches!(hook, Hook::Socket | Hook::ConsumeSkb);
+    let l3_len = if no_packet {
+        0
+    } else {
+        skb_summary(skb, &info, 0, hook, &mut packet)
+    };
     let site = Site {
         hook,
         position,

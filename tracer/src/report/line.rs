@@ -4,6 +4,7 @@
 
 use crate::{
     analysis::{capture::Capture, fate::FateKind, journey::Journey},
+    model::protocol::Proto,
     report::{
         explanation::{short_fate, words::packet_words},
         paint::Paint,
@@ -52,7 +53,11 @@ pub fn packet_line(
 ) -> String {
     let s = journey.headers();
     let time = clock.time_of_day(journey.sightings[0].ts_ns);
-    let head = format!("{time} {} len {}", packet_words(s), s.ip_len);
+    let head = match s.proto {
+        // Not IP: no addresses the tracer reads; the frame's kind and its length.
+        Proto::Ethertype(ethertype) => format!("{time} {} len {}", frame_words(ethertype), s.len),
+        _ => format!("{time} {} len {}", packet_words(s), s.ip_len),
+    };
     let outcome = short_fate(journey);
     let outcome = match (&journey.copy, journey.fate.kind) {
         (Some(copy), _) => format!("a copy of an earlier packet ({}): {outcome}", copy.made),
@@ -68,6 +73,15 @@ pub fn packet_line(
         ""
     };
     format!("{head}: {outcome}{incomplete}")
+}
+
+/// `ARP frame`, `ethertype 0x88cc frame`.
+fn frame_words(ethertype: u16) -> String {
+    match ethertype {
+        0x0806 => "ARP frame".to_string(),
+        0x8035 => "RARP frame".to_string(),
+        other => format!("ethertype 0x{other:04x} frame"),
+    }
 }
 
 /// Where a tcpdump would and would not have captured it: `tcpdump sees it leaving a/va and

@@ -72,19 +72,24 @@ impl LiveView {
             return 0;
         }
         let end = TraceEnd::default();
+        let mut journeys = Vec::new();
+        for c in closed {
+            journeys.extend(from_closed(c, &end, self.given + 1));
+            self.given = journeys.last().map_or(self.given, |j| j.id);
+        }
+        // In the order the packets were first seen, as tcpdump prints them (a packet that
+        // waited longer closes later, so across two writes the order may still step back).
+        journeys.sort_by_key(|j| j.sightings.first().map_or(0, |s| s.ts_ns));
         let mut out = io::stdout().lock();
         let mut lines = 0;
-        for c in closed {
-            for journey in from_closed(c, &end, self.given + 1) {
-                self.given += 1;
-                let verdicts = captures(&journey, &self.captures);
-                let line = packet_line(&journey, &verdicts, self.clock, self.paint);
-                if writeln!(out, "{line}").is_err() {
-                    self.closed = true;
-                    return lines;
-                }
-                lines += 1;
+        for journey in journeys {
+            let verdicts = captures(&journey, &self.captures);
+            let line = packet_line(&journey, &verdicts, self.clock, self.paint);
+            if writeln!(out, "{line}").is_err() {
+                self.closed = true;
+                return lines;
             }
+            lines += 1;
         }
         if out.flush().is_err() {
             self.closed = true;

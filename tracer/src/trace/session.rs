@@ -224,18 +224,22 @@ impl Session {
         let mut counted = PacketCount::default();
         let mut status = Status::for_stderr();
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        // A quiet moment closes journeys too: a drop is printed soon after it, not at the
+        // next event (there may be none).
+        let mut live_tick = tokio::time::interval(LIVE_TICK);
         tokio::pin!(stop);
         crate::trace::fault::panic_point("tracing");
         loop {
             tokio::select! {
                 _ = &mut stop => break,
-                _ = tick.tick() => {
-                    self.let_deleted_namespaces_go();
+                _ = live_tick.tick(), if self.live_view.is_some() => {
                     if let Some(live) = self.live_view.as_mut() {
-                        // Quiet moments close journeys too.
                         let now = crate::kernel::clock::monotonic_ns();
                         live_lines(live.advance(Some(now)), status.as_ref());
                     }
+                }
+                _ = tick.tick() => {
+                    self.let_deleted_namespaces_go();
                     if let Some(status) = status.as_mut() {
                         status.draw(self.lost_counts()?.0.values().sum());
                     }
@@ -245,7 +249,8 @@ impl Session {
                     let (seen, not_kept) = (sightings.len(), stats.not_kept);
                     let ring = guard.get_inner_mut();
                     let kept = Kept { max: self.max_events, sightings: &mut sightings };
-                    drain(ring, &self.names, kept, &mut stats, self.live_view.as_mut());
+                    let live = self.live_view.as_mut().map(|view| (view, status.as_ref()));
+                    drain(ring, &self.names, kept, &mut stats, live);
                     guard.clear_ready();
                     if let Some(live) = self.live_view.as_mut() {
                         live_lines(live.advance(None), status.as_ref());
@@ -269,7 +274,8 @@ impl Session {
             max: self.max_events,
             sightings: &mut sightings,
         };
-        drain(ring, &self.names, kept, &mut stats, self.live_view.as_mut());
+        let live = self.live_view.as_mut().map(|view| (view, None));
+        drain(ring, &self.names, kept, &mut stats, live);
         if let Some(live) = self.live_view.take() {
             live.finish();
         }
@@ -410,30 +416,43 @@ fn drain(
     names: &Names,
     kept: Kept,
     stats: &mut Stats,
-    mut live: Option<&mut LiveView>,
+    mut live: Option<(&mut LiveView, Option<&Status>)>,
 ) {
+    let mut read = 0usize;
     while let Some(item) = ring.next() {
+        read += 1;
         let keep = kept.sightings.len() < kept.max;
         if !keep {
             stats.not_kept += 1;
         }
-        match (keep, live.as_deref_mut()) {
-            (true, None) => decode_record(&item, names, kept.sightings, stats),
-            (true, Some(live)) => {
+        let Some((view, status)) = live.as_mut() else {
+            if keep {
                 decode_record(&item, names, kept.sightings, stats);
-                if let Some(s) = kept.sightings.last() {
-                    live.push(s.clone());
-                }
             }
-            (false, Some(live)) => {
-                if let Some(s) = decode(&item, names) {
-                    live.push(s);
-                }
+            continue;
+        };
+        if keep {
+            let before = kept.sightings.len();
+            decode_record(&item, names, kept.sightings, stats);
+            if kept.sightings.len() > before {
+                view.push(kept.sightings[before].clone());
             }
-            (false, None) => {}
+        } else if let Some(s) = decode(&item, names) {
+            view.push(s);
+        }
+        // Under a flood the ring refills as fast as it is read: the lines must not wait
+        // for it to run dry.
+        if read % LIVE_BATCH == 0 {
+            live_lines(view.advance(None), *status);
         }
     }
 }
+
+/// How often the live view looks for journeys that closed while no event came.
+const LIVE_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Events read from the ring between two steps of the live view.
+const LIVE_BATCH: usize = 4096;
 
 /// The status line is drawn on stderr under the live lines of the same terminal: lines
 /// written erase it, and the next tick draws it again below them.
