@@ -442,7 +442,7 @@ fn drain(
         }
         // Under a flood the ring refills as fast as it is read: the lines must not wait
         // for it to run dry.
-        if read % LIVE_BATCH == 0 {
+        if read.is_multiple_of(LIVE_BATCH) {
             live_lines(view.advance(None), *status);
         }
     }
