@@ -46,7 +46,8 @@ pub struct TraceArgs {
     pub format: Format,
     /// Print a line per packet as soon as its journey ends, while the trace runs (time,
     /// addresses, flags, length, and what became of it; a drop with where, why and what
-    /// tcpdump saw). On by default for text on a terminal; the full report follows at the end.
+    /// tcpdump saw). On by default for text on a terminal; at the end, a line per flow and why
+    /// for those where a packet did not make it (without it, every packet's path).
     #[arg(long)]
     pub live: bool,
     /// Create this file once every program is attached (for scripts and tests).
@@ -149,7 +150,11 @@ pub fn run(args: TraceArgs) -> Result<()> {
         let written = packet_file::write(file, &analysis, snap, &comment)?;
         eprintln!("tracer: {written} packets written to {}", path.display());
     }
-    report(args.format, &analysis, &stats)
+    if options.live {
+        crate::report::stdout::summary(args.format, &analysis, &stats)
+    } else {
+        report(args.format, &analysis, &stats)
+    }
 }
 
 /// What `--snaplen` asks for, within what a kernel record carries.

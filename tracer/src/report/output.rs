@@ -148,6 +148,60 @@ pub fn write_text(
     for journey in analysis.journeys.iter().filter(|j| j.flow_id == 0) {
         write_packet(out, journey, analysis, paint)?;
     }
+    write_footer(out, analysis, stats, paint)
+}
+
+/// After the live view, which showed each packet as it went: a line per flow with its packets
+/// by fate, and the why sentences of the flows where a packet did not make it; then the
+/// counters' checks and the statistics, as the full report ends.
+pub fn write_flow_summary(
+    out: &mut impl Write,
+    analysis: &Analysis,
+    stats: &Stats,
+    paint: Paint,
+) -> io::Result<()> {
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{}",
+        paint.bold("flows (each packet was shown above as it went):")
+    )?;
+    for flow in &analysis.flows {
+        let count = |kind: &str| flow.fates.get(kind).copied().unwrap_or(0);
+        let by_fate: Vec<String> = flow.fates.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let line = format!(
+            "flow {}: {} {} <-> {}: {} ({})",
+            flow.id,
+            flow.proto,
+            flow.client,
+            flow.server,
+            explanation::words::plural(flow.packets, "packet"),
+            by_fate.join(", ")
+        );
+        let wrong = match (count("dropped"), count("unknown")) {
+            (0, 0) => None,
+            (0, _) => Some("unknown"),
+            _ => Some("dropped"),
+        };
+        let Some(kind) = wrong else {
+            writeln!(out, "{line}")?;
+            continue;
+        };
+        writeln!(out, "{}", paint.fate(kind, &line))?;
+        for sentence in explanation::flow(flow, analysis) {
+            writeln!(out, "    {sentence}")?;
+        }
+    }
+    write_footer(out, analysis, stats, paint)
+}
+
+/// The counters' checks, the statistics, and what events lost may have cut.
+fn write_footer(
+    out: &mut impl Write,
+    analysis: &Analysis,
+    stats: &Stats,
+    paint: Paint,
+) -> io::Result<()> {
     for sentence in explanation::counter_sentences(analysis) {
         writeln!(out, "{sentence}")?;
     }

@@ -21,6 +21,24 @@ pub fn report(format: Format, analysis: &Analysis, stats: &Stats) -> Result<()> 
         Format::Json => output::write_json(&mut out, analysis, stats)?,
         Format::Text => output::write_text(&mut out, analysis, stats, Paint::for_stdout())?,
     }
+    warnings(stats);
+    Ok(())
+}
+
+/// What follows the live view: in text, the flows and the statistics (the packets were shown
+/// as they went); JSON as at any end.
+pub fn summary(format: Format, analysis: &Analysis, stats: &Stats) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => output::write_json(&mut out, analysis, stats)?,
+        Format::Text => output::write_flow_summary(&mut out, analysis, stats, Paint::for_stdout())?,
+    }
+    warnings(stats);
+    Ok(())
+}
+
+/// On stderr: events lost or not kept.
+fn warnings(stats: &Stats) {
     if stats.lost_total() > 0 {
         eprintln!(
             "tracer: warning: {} events were lost (ring buffer full); some journeys are incomplete",
@@ -35,5 +53,4 @@ pub fn report(format: Format, analysis: &Analysis, stats: &Stats) -> Result<()> 
             stats.events.values().sum::<u64>()
         );
     }
-    Ok(())
 }

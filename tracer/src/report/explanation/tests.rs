@@ -257,3 +257,45 @@ fn a_frame_that_crossed_a_bridge_is_delivered_and_br0_gives_no_transmit_verdict(
     assert_eq!(on_br0(copy.id), [("rx", true)]);
     assert_eq!(copy.fate.drop_reason(), Some("OTHERHOST"));
 }
+
+#[test]
+fn after_the_live_view_a_flow_that_went_wrong_says_why_and_one_that_did_not_is_one_line() {
+    let summary = |name: &str| {
+        let mut text = Vec::new();
+        let analysis = analysis(name);
+        output::write_flow_summary(
+            &mut text,
+            &analysis,
+            &Stats::default(),
+            crate::report::paint::Paint::Plain,
+        )
+        .expect("render");
+        String::from_utf8(text).expect("utf-8")
+    };
+    let text = summary("local_in_syn_drop");
+    let dropped = text
+        .lines()
+        .position(|l| l.starts_with("flow ") && l.contains("dropped"))
+        .unwrap_or_else(|| panic!("a flow line with its drops:\n{text}"));
+    let why = text.lines().nth(dropped + 1).unwrap_or("");
+    assert!(
+        why.starts_with("    ") && why.contains("dropped"),
+        "its why sentences follow it:\n{text}"
+    );
+    assert!(
+        !text.lines().any(|l| l.trim_start().starts_with('+')),
+        "no packet paths: they were shown live\n{text}"
+    );
+    // A flow whose packets all made it is its line alone.
+    let mut good = 0;
+    for name in ["no_socket_reset", "reply_other_interface", "bridge_crossed"] {
+        let text = summary(name);
+        for (line, next) in text.lines().zip(text.lines().skip(1)) {
+            if line.starts_with("flow ") && !line.contains("dropped") && !line.contains("unknown") {
+                good += 1;
+                assert!(!next.starts_with("    "), "no why for {line}:\n{text}");
+            }
+        }
+    }
+    assert!(good > 0, "the fixtures hold flows that went well");
+}
