@@ -150,3 +150,103 @@ fn number_before(text: &str, marker: &str) -> u64 {
         .parse()
         .unwrap_or_else(|_| panic!("no number before {marker:?} in {text}"))
 }
+
+/// What tells one packet from another in two tracers' reports of the same traffic.
+fn identity(packet: &serde_json::Value) -> String {
+    ["proto", "src", "dst", "sport", "dport", "ip_id", "tcp_seq"]
+        .iter()
+        .map(|k| packet[*k].to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn with_problems_only_the_output_holds_exactly_the_faulty_packets_and_their_flows() {
+    require_privileges();
+    let pair = Pair::create();
+    pair.static_neighbours();
+    // No IPv6 neighbour discovery or multicast reports: the traffic is the test's alone.
+    for ns in [&pair.a, &pair.b] {
+        ns.sh("sysctl -q -w net.ipv6.conf.all.disable_ipv6=1");
+    }
+    pair.b.sh("iptables -A INPUT -p tcp --dport 8080 -j DROP");
+    let problems = tests::Tracer::start(&["--problems", "-n", &pair.a.name, "-n", &pair.b.name]);
+
+    // Normal traffic: pings answered, datagrams read by a server.
+    pair.a.sh(&format!("ping -c 3 -i 0.2 {ADDR_B}"));
+    let receiver = pair.b.spawn(|| {
+        let socket = UdpSocket::bind(format!("{ADDR_B}:7061")).expect("bind");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+        let mut received = 0;
+        while socket.recv(&mut buf).is_ok() {
+            received += 1;
+        }
+        received
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    pair.a.enter(|| {
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        for i in 0..20u8 {
+            socket
+                .send_to(&[i], format!("{ADDR_B}:7061"))
+                .expect("send");
+        }
+    });
+    assert_eq!(receiver.join().expect("receiver"), 20);
+    // The fault: a SYN (and its retransmission) dropped at b's INPUT.
+    pair.a.enter(|| {
+        let to: SocketAddr = format!("{ADDR_B}:8080").parse().unwrap();
+        assert!(TcpStream::connect_timeout(&to, Duration::from_millis(1500)).is_err());
+    });
+    // Nothing in flight when the traces stop.
+    std::thread::sleep(Duration::from_millis(1500));
+    let problems = problems.finish();
+    // Everything the same events tell: the recording explained in full.
+    let recording = scratch("recording.jsonl");
+    std::fs::write(&recording, &problems.recording).expect("recording");
+    let out = Command::new(tracer_bin())
+        .args(["explain", "--format", "json"])
+        .arg(&recording)
+        .output()
+        .expect("tracer explain");
+    let _ = std::fs::remove_file(&recording);
+    assert!(out.status.success(), "explain: {out:?}");
+    let everything: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let packets = || {
+        everything
+            .iter()
+            .filter(|r| r["type"] == "packet" && r["copy_of"].is_null())
+    };
+
+    let faulty: Vec<String> = packets()
+        .filter(|p| matches!(p["fate"]["kind"].as_str(), Some("dropped" | "unknown")))
+        .map(identity)
+        .collect();
+    let shown: Vec<String> = problems.journeys().map(identity).collect();
+    assert_eq!(shown, faulty, "the packets shown are the faulty ones");
+    assert!(
+        !shown.is_empty() && problems.packets().all(|p| p["dport"] == 8080),
+        "the faulty packets are the SYNs: {shown:?}"
+    );
+    let flows: Vec<String> = problems
+        .flows()
+        .map(|f| format!("{} {}", f["client"], f["server"]))
+        .collect();
+    let all_flows = everything.iter().filter(|r| r["type"] == "flow").count();
+    assert_eq!(
+        flows.len(),
+        1,
+        "one flow, the SYNs': {flows:?} (of {all_flows} flows)"
+    );
+    assert!(flows[0].contains(":8080"), "{flows:?}");
+    assert!(
+        packets().count() > shown.len() + 20,
+        "the normal traffic was traced too"
+    );
+}

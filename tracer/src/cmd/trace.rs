@@ -15,6 +15,7 @@ use crate::{
     kernel::loader::TcMode,
     model::recording,
     report::packet_file::{self, Snap},
+    report::Selection,
     trace::session::{self, TraceOptions},
     trace::usage::Usage,
 };
@@ -50,6 +51,10 @@ pub struct TraceArgs {
     /// for those where a packet did not make it (without it, every packet's path).
     #[arg(long)]
     pub live: bool,
+    /// Show only the packets that did not make it (dropped, or their end not seen) and their
+    /// flows: in the live lines, the text report and the JSON output.
+    #[arg(long)]
+    pub problems: bool,
     /// Create this file once every program is attached (for scripts and tests).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
@@ -128,7 +133,9 @@ pub fn run(args: TraceArgs) -> Result<()> {
         xdp: args.xdp,
         tc: args.tc,
         max_events: args.max_events as usize,
-        live: args.live || (matches!(args.format, Format::Text) && std::io::stdout().is_terminal()),
+        live: (args.live
+            || (matches!(args.format, Format::Text) && std::io::stdout().is_terminal()))
+        .then_some(selection(args.problems)),
     };
     let (recording, stats) = session::trace(&options, || {
         let stop = stop_signal(args.duration)?;
@@ -150,10 +157,19 @@ pub fn run(args: TraceArgs) -> Result<()> {
         let written = packet_file::write(file, &analysis, snap, &comment)?;
         eprintln!("tracer: {written} packets written to {}", path.display());
     }
-    if options.live {
-        crate::report::stdout::summary(args.format, &analysis, &stats)
+    let selection = selection(args.problems);
+    if options.live.is_some() {
+        crate::report::stdout::summary(args.format, &analysis, &stats, selection)
     } else {
-        report(args.format, &analysis, &stats)
+        crate::report::stdout::report_selected(args.format, &analysis, &stats, selection)
+    }
+}
+
+fn selection(problems: bool) -> Selection {
+    if problems {
+        Selection::Problems
+    } else {
+        Selection::All
     }
 }
 

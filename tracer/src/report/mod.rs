@@ -11,5 +11,37 @@ pub mod stats;
 pub mod status;
 pub mod stdout;
 
+use crate::analysis::{fate::FateKind, flow::Flow, journey::Journey, Analysis};
+
+/// Which packets and flows a report shows: all, or (`--problems`) the packets that did not
+/// make it (dropped, or their end not seen) and their flows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Selection {
+    #[default]
+    All,
+    Problems,
+}
+
+impl Selection {
+    pub fn journey(self, journey: &Journey) -> bool {
+        self == Selection::All || is_problem(journey)
+    }
+
+    pub fn flow(self, flow: &Flow, analysis: &Analysis) -> bool {
+        self == Selection::All
+            || flow
+                .journeys
+                .iter()
+                .filter_map(|id| analysis.journey(*id))
+                .any(is_problem)
+    }
+}
+
+/// Whether a packet did not make it: dropped, or its end not seen. A copy's end is never a
+/// problem of its own.
+pub fn is_problem(journey: &Journey) -> bool {
+    journey.copy.is_none() && matches!(journey.fate.kind, FateKind::Dropped | FateKind::Unknown)
+}
+
 /// Version of the JSON-lines schema; bumped when a field changes meaning or disappears.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -15,6 +15,7 @@ use crate::{
     report::explanation::{self, words::packet_words},
     report::paint::Paint,
     report::stats::Stats,
+    report::Selection,
 };
 
 pub use crate::report::SCHEMA_VERSION;
@@ -101,10 +102,24 @@ pub fn flow_json(flow: &Flow, analysis: &Analysis) -> Value {
 }
 
 pub fn write_json(out: &mut impl Write, analysis: &Analysis, stats: &Stats) -> io::Result<()> {
-    for journey in &analysis.journeys {
+    write_json_selected(out, analysis, stats, Selection::All)
+}
+
+/// The JSON lines of the packets and flows `selection` keeps, and the statistics.
+pub fn write_json_selected(
+    out: &mut impl Write,
+    analysis: &Analysis,
+    stats: &Stats,
+    selection: Selection,
+) -> io::Result<()> {
+    for journey in analysis.journeys.iter().filter(|j| selection.journey(j)) {
         writeln!(out, "{}", packet_json(journey, analysis))?;
     }
-    for flow in &analysis.flows {
+    for flow in analysis
+        .flows
+        .iter()
+        .filter(|f| selection.flow(f, analysis))
+    {
         writeln!(out, "{}", flow_json(flow, analysis))?;
     }
     let mut stats = stats.to_json();
@@ -117,20 +132,37 @@ pub fn write_json(out: &mut impl Write, analysis: &Analysis, stats: &Stats) -> i
 }
 
 /// One block per flow: its packets along the path with the capture points drawn, their fates,
-/// then the flow's explanation.
+/// then the flow's explanation. (The commands choose a selection; the goldens take all.)
+#[cfg(test)]
 pub fn write_text(
     out: &mut impl Write,
     analysis: &Analysis,
     stats: &Stats,
     paint: Paint,
 ) -> io::Result<()> {
-    for flow in &analysis.flows {
+    write_text_selected(out, analysis, stats, paint, Selection::All)
+}
+
+/// The text report of the packets and flows `selection` keeps.
+pub fn write_text_selected(
+    out: &mut impl Write,
+    analysis: &Analysis,
+    stats: &Stats,
+    paint: Paint,
+    selection: Selection,
+) -> io::Result<()> {
+    for flow in analysis
+        .flows
+        .iter()
+        .filter(|f| selection.flow(f, analysis))
+    {
         let title = format!(
             "flow {}: {} {} <-> {}",
             flow.id, flow.proto, flow.client, flow.server
         );
         writeln!(out, "{}", paint.bold(&title))?;
-        for journey in flow.journeys.iter().filter_map(|id| analysis.journey(*id)) {
+        let journeys = flow.journeys.iter().filter_map(|id| analysis.journey(*id));
+        for journey in journeys.filter(|j| selection.journey(j)) {
             write_packet(out, journey, analysis, paint)?;
             // Its copies next to it, each a journey of its own.
             for copy in flow.copies.iter().filter_map(|id| analysis.journey(*id)) {
@@ -145,7 +177,8 @@ pub fn write_text(
         }
         writeln!(out)?;
     }
-    for journey in analysis.journeys.iter().filter(|j| j.flow_id == 0) {
+    let flowless = analysis.journeys.iter().filter(|j| j.flow_id == 0);
+    for journey in flowless.filter(|j| selection.journey(j)) {
         write_packet(out, journey, analysis, paint)?;
     }
     write_footer(out, analysis, stats, paint)
@@ -159,6 +192,7 @@ pub fn write_flow_summary(
     analysis: &Analysis,
     stats: &Stats,
     paint: Paint,
+    selection: Selection,
 ) -> io::Result<()> {
     writeln!(out)?;
     writeln!(
@@ -166,7 +200,11 @@ pub fn write_flow_summary(
         "{}",
         paint.bold("flows (each packet was shown above as it went):")
     )?;
-    for flow in &analysis.flows {
+    for flow in analysis
+        .flows
+        .iter()
+        .filter(|f| selection.flow(f, analysis))
+    {
         let count = |kind: &str| flow.fates.get(kind).copied().unwrap_or(0);
         let by_fate: Vec<String> = flow.fates.iter().map(|(k, n)| format!("{n} {k}")).collect();
         let line = format!(

@@ -5,7 +5,7 @@ use clap::ValueEnum;
 
 use crate::{
     analysis::Analysis,
-    report::{output, paint::Paint, stats::Stats},
+    report::{output, paint::Paint, stats::Stats, Selection},
 };
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -16,10 +16,21 @@ pub enum Format {
 
 /// Prints the journeys, flows and statistics.
 pub fn report(format: Format, analysis: &Analysis, stats: &Stats) -> Result<()> {
+    report_selected(format, analysis, stats, Selection::All)
+}
+
+/// Prints the journeys and flows `selection` keeps, and the statistics.
+pub fn report_selected(
+    format: Format,
+    analysis: &Analysis,
+    stats: &Stats,
+    selection: Selection,
+) -> Result<()> {
     let mut out = std::io::stdout().lock();
+    let paint = Paint::for_stdout();
     match format {
-        Format::Json => output::write_json(&mut out, analysis, stats)?,
-        Format::Text => output::write_text(&mut out, analysis, stats, Paint::for_stdout())?,
+        Format::Json => output::write_json_selected(&mut out, analysis, stats, selection)?,
+        Format::Text => output::write_text_selected(&mut out, analysis, stats, paint, selection)?,
     }
     warnings(stats);
     Ok(())
@@ -27,11 +38,17 @@ pub fn report(format: Format, analysis: &Analysis, stats: &Stats) -> Result<()> 
 
 /// What follows the live view: in text, the flows and the statistics (the packets were shown
 /// as they went); JSON as at any end.
-pub fn summary(format: Format, analysis: &Analysis, stats: &Stats) -> Result<()> {
+pub fn summary(
+    format: Format,
+    analysis: &Analysis,
+    stats: &Stats,
+    selection: Selection,
+) -> Result<()> {
     let mut out = std::io::stdout().lock();
+    let paint = Paint::for_stdout();
     match format {
-        Format::Json => output::write_json(&mut out, analysis, stats)?,
-        Format::Text => output::write_flow_summary(&mut out, analysis, stats, Paint::for_stdout())?,
+        Format::Json => output::write_json_selected(&mut out, analysis, stats, selection)?,
+        Format::Text => output::write_flow_summary(&mut out, analysis, stats, paint, selection)?,
     }
     warnings(stats);
     Ok(())

@@ -19,6 +19,7 @@ use crate::{
     report::{
         line::{packet_line, WallClock},
         paint::Paint,
+        Selection,
     },
 };
 
@@ -32,10 +33,12 @@ pub struct LiveView {
     given: u64,
     /// Stdout stopped taking lines (a closed pipe): the final report says so.
     closed: bool,
+    /// Which packets get a line (`--problems`: those that did not make it).
+    selection: Selection,
 }
 
 impl LiveView {
-    pub fn new(captures: Vec<LiveCapture>) -> LiveView {
+    pub fn new(captures: Vec<LiveCapture>, selection: Selection) -> LiveView {
         LiveView {
             stitcher: Stitcher::new(Window::default()),
             captures,
@@ -43,6 +46,7 @@ impl LiveView {
             paint: Paint::for_stdout(),
             given: 0,
             closed: false,
+            selection,
         }
     }
 
@@ -82,9 +86,9 @@ impl LiveView {
         journeys.sort_by_key(|j| j.sightings.first().map_or(0, |s| s.ts_ns));
         let mut out = io::stdout().lock();
         let mut lines = 0;
-        for journey in journeys {
-            let verdicts = captures(&journey, &self.captures);
-            let line = packet_line(&journey, &verdicts, self.clock, self.paint);
+        for journey in journeys.iter().filter(|j| self.selection.journey(j)) {
+            let verdicts = captures(journey, &self.captures);
+            let line = packet_line(journey, &verdicts, self.clock, self.paint);
             if writeln!(out, "{line}").is_err() {
                 self.closed = true;
                 return lines;

@@ -54,8 +54,9 @@ pub struct TraceOptions {
     pub tc: TcMode,
     /// The most events kept in memory (`--max-events`): the bound on the trace's tables.
     pub max_events: usize,
-    /// A line per packet on stdout as its journey closes (`--live`).
-    pub live: bool,
+    /// A line per packet on stdout as its journey closes (`--live`), of the packets the
+    /// selection keeps (`--problems`).
+    pub live: Option<crate::report::Selection>,
 }
 
 pub struct Session {
@@ -210,7 +211,9 @@ impl Session {
             namespaces: namespaces.into_iter().map(Netns::remember).collect(),
             counters_before,
             rules_before,
-            live_view: options.live.then(|| LiveView::new(live.clone())),
+            live_view: options
+                .live
+                .map(|selection| LiveView::new(live.clone(), selection)),
             live,
             count: options.count,
             max_events: options.max_events,

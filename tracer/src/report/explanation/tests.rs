@@ -268,6 +268,7 @@ fn after_the_live_view_a_flow_that_went_wrong_says_why_and_one_that_did_not_is_o
             &analysis,
             &Stats::default(),
             crate::report::paint::Paint::Plain,
+            crate::report::Selection::All,
         )
         .expect("render");
         String::from_utf8(text).expect("utf-8")
