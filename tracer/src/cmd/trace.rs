@@ -16,6 +16,7 @@ use crate::{
     model::recording,
     report::packet_file::{self, Snap},
     report::Selection,
+    trace::live::LiveOptions,
     trace::session::{self, TraceOptions},
     trace::usage::Usage,
 };
@@ -55,6 +56,10 @@ pub struct TraceArgs {
     /// flows: in the live lines, the text report and the JSON output.
     #[arg(long)]
     pub problems: bool,
+    /// With the live view, each packet's path point by point under its line (where tcpdump's
+    /// taps sit among them).
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
     /// Create this file once every program is attached (for scripts and tests).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
@@ -135,7 +140,10 @@ pub fn run(args: TraceArgs) -> Result<()> {
         max_events: args.max_events as usize,
         live: (args.live
             || (matches!(args.format, Format::Text) && std::io::stdout().is_terminal()))
-        .then_some(selection(args.problems)),
+        .then_some(LiveOptions {
+            selection: selection(args.problems),
+            paths: args.verbose,
+        }),
     };
     let (recording, stats) = session::trace(&options, || {
         let stop = stop_signal(args.duration)?;

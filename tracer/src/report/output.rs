@@ -284,6 +284,38 @@ fn write_packet(
         packet_words(s),
         s.ip_len
     )?;
+    write_path(out, journey, paint)?;
+    let fate = &journey.fate;
+    // A copy's end is not a packet's fate: it is said plainly, never painted as a problem.
+    let (label, painted_as) = match journey.copy {
+        Some(_) => ("end of the copy", "copy"),
+        None => ("fate", fate.kind.name()),
+    };
+    let mut line = format!("    {label}: {}", fate.kind.name());
+    if let Some(point) = fate.point() {
+        let at = if fate.kind == crate::analysis::fate::FateKind::Dropped {
+            "after"
+        } else {
+            "at"
+        };
+        line.push_str(&format!(" {at} {point}"));
+    }
+    if let Some(reason) = &fate.reason {
+        line.push_str(&format!(", reason {reason}"));
+    }
+    writeln!(out, "{}", paint.fate(painted_as, &line))?;
+    if journey.incomplete {
+        writeln!(out, "    incomplete: events were lost while it was alive")?;
+    }
+    for sentence in explanation::packet(journey, analysis) {
+        writeln!(out, "      {sentence}")?;
+    }
+    Ok(())
+}
+
+/// A packet's path, point by point, with where tcpdump's taps sit: the text report's packet
+/// block, and the live view's `-v`.
+pub fn write_path(out: &mut impl Write, journey: &Journey, paint: Paint) -> io::Result<()> {
     let start = journey.sightings[0].ts_ns;
     for point in &journey.sightings {
         let ifname = point
@@ -322,31 +354,6 @@ fn write_packet(
         if at_tap && point.hook.side() == Side::Rx {
             writeln!(out, "{tap}")?;
         }
-    }
-    let fate = &journey.fate;
-    // A copy's end is not a packet's fate: it is said plainly, never painted as a problem.
-    let (label, painted_as) = match journey.copy {
-        Some(_) => ("end of the copy", "copy"),
-        None => ("fate", fate.kind.name()),
-    };
-    let mut line = format!("    {label}: {}", fate.kind.name());
-    if let Some(point) = fate.point() {
-        let at = if fate.kind == crate::analysis::fate::FateKind::Dropped {
-            "after"
-        } else {
-            "at"
-        };
-        line.push_str(&format!(" {at} {point}"));
-    }
-    if let Some(reason) = &fate.reason {
-        line.push_str(&format!(", reason {reason}"));
-    }
-    writeln!(out, "{}", paint.fate(painted_as, &line))?;
-    if journey.incomplete {
-        writeln!(out, "    incomplete: events were lost while it was alive")?;
-    }
-    for sentence in explanation::packet(journey, analysis) {
-        writeln!(out, "      {sentence}")?;
     }
     Ok(())
 }

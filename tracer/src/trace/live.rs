@@ -18,10 +18,20 @@ use crate::{
     model::sighting::Sighting,
     report::{
         line::{packet_line, WallClock},
+        output::write_path,
         paint::Paint,
         Selection,
     },
 };
+
+/// What the live view shows.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LiveOptions {
+    /// Which packets get a line (`--problems`: those that did not make it).
+    pub selection: Selection,
+    /// Each line followed by the packet's path, point by point (`-v`).
+    pub paths: bool,
+}
 
 pub struct LiveView {
     stitcher: Stitcher,
@@ -33,12 +43,11 @@ pub struct LiveView {
     given: u64,
     /// Stdout stopped taking lines (a closed pipe): the final report says so.
     closed: bool,
-    /// Which packets get a line (`--problems`: those that did not make it).
-    selection: Selection,
+    options: LiveOptions,
 }
 
 impl LiveView {
-    pub fn new(captures: Vec<LiveCapture>, selection: Selection) -> LiveView {
+    pub fn new(captures: Vec<LiveCapture>, options: LiveOptions) -> LiveView {
         LiveView {
             stitcher: Stitcher::new(Window::default()),
             captures,
@@ -46,7 +55,7 @@ impl LiveView {
             paint: Paint::for_stdout(),
             given: 0,
             closed: false,
-            selection,
+            options,
         }
     }
 
@@ -86,10 +95,17 @@ impl LiveView {
         journeys.sort_by_key(|j| j.sightings.first().map_or(0, |s| s.ts_ns));
         let mut out = io::stdout().lock();
         let mut lines = 0;
-        for journey in journeys.iter().filter(|j| self.selection.journey(j)) {
+        for journey in journeys
+            .iter()
+            .filter(|j| self.options.selection.journey(j))
+        {
             let verdicts = captures(journey, &self.captures);
             let line = packet_line(journey, &verdicts, self.clock, self.paint);
-            if writeln!(out, "{line}").is_err() {
+            let written = writeln!(out, "{line}").and_then(|()| match self.options.paths {
+                true => write_path(&mut out, journey, self.paint),
+                false => Ok(()),
+            });
+            if written.is_err() {
                 self.closed = true;
                 return lines;
             }

@@ -56,7 +56,7 @@ pub struct TraceOptions {
     pub max_events: usize,
     /// A line per packet on stdout as its journey closes (`--live`), of the packets the
     /// selection keeps (`--problems`).
-    pub live: Option<crate::report::Selection>,
+    pub live: Option<crate::trace::live::LiveOptions>,
 }
 
 pub struct Session {
@@ -213,7 +213,7 @@ impl Session {
             rules_before,
             live_view: options
                 .live
-                .map(|selection| LiveView::new(live.clone(), selection)),
+                .map(|options| LiveView::new(live.clone(), options)),
             live,
             count: options.count,
             max_events: options.max_events,
