@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tests::{require_privileges, scratch, tracer_bin, Pair, ADDR_B};
+use tests::{require_privileges, scratch, tracer_bin, Netns, Pair, ADDR_B};
 
 /// Datagrams of other traffic before the drop: each is seen at 15 points or more on its way
 /// from a to b, so this is over 2 million events.
@@ -49,18 +49,7 @@ fn a_drop_after_two_million_events_is_printed_live_within_two_seconds() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let receiver = pair.b.spawn(|| {
-        let socket = UdpSocket::bind(format!("{ADDR_B}:7060")).expect("bind");
-        socket
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .expect("timeout");
-        let mut buf = [0u8; 64];
-        let mut received = 0usize;
-        while socket.recv(&mut buf).is_ok() {
-            received += 1;
-        }
-        received
-    });
+    let receiver = udp_receiver(&pair.b, 7060, Duration::from_secs(2));
     std::thread::sleep(Duration::from_millis(200));
     pair.a.enter(|| {
         let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
@@ -137,6 +126,20 @@ fn a_drop_after_two_million_events_is_printed_live_within_two_seconds() {
     );
 }
 
+/// A server in `ns` counting the datagrams it reads on `port` until none came for `idle`.
+fn udp_receiver(ns: &Netns, port: u16, idle: Duration) -> std::thread::JoinHandle<usize> {
+    ns.spawn(move || {
+        let socket = UdpSocket::bind(format!("{ADDR_B}:{port}")).expect("bind");
+        socket.set_read_timeout(Some(idle)).expect("timeout");
+        let mut buf = [0u8; 64];
+        let mut received = 0;
+        while socket.recv(&mut buf).is_ok() {
+            received += 1;
+        }
+        received
+    })
+}
+
 /// The number just before `marker` in `text`: `1234 events in` -> 1234.
 fn number_before(text: &str, marker: &str) -> u64 {
     let head = &text[..text
@@ -174,18 +177,7 @@ fn with_problems_only_the_output_holds_exactly_the_faulty_packets_and_their_flow
 
     // Normal traffic: pings answered, datagrams read by a server.
     pair.a.sh(&format!("ping -c 3 -i 0.2 {ADDR_B}"));
-    let receiver = pair.b.spawn(|| {
-        let socket = UdpSocket::bind(format!("{ADDR_B}:7061")).expect("bind");
-        socket
-            .set_read_timeout(Some(Duration::from_secs(1)))
-            .expect("timeout");
-        let mut buf = [0u8; 64];
-        let mut received = 0;
-        while socket.recv(&mut buf).is_ok() {
-            received += 1;
-        }
-        received
-    });
+    let receiver = udp_receiver(&pair.b, 7061, Duration::from_secs(1));
     std::thread::sleep(Duration::from_millis(200));
     pair.a.enter(|| {
         let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");

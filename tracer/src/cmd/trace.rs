@@ -166,11 +166,8 @@ pub fn run(args: TraceArgs) -> Result<()> {
         eprintln!("tracer: {written} packets written to {}", path.display());
     }
     let selection = selection(args.problems);
-    if options.live.is_some() {
-        crate::report::stdout::summary(args.format, &analysis, &stats, selection)
-    } else {
-        crate::report::stdout::report_selected(args.format, &analysis, &stats, selection)
-    }
+    let after_live = options.live.is_some();
+    crate::report::stdout::report_selected(args.format, &analysis, &stats, selection, after_live)
 }
 
 fn selection(problems: bool) -> Selection {

@@ -27,6 +27,14 @@ impl Selection {
         self == Selection::All || is_problem(journey)
     }
 
+    /// The flows it keeps, in order.
+    pub fn flows(self, analysis: &Analysis) -> impl Iterator<Item = &Flow> {
+        analysis
+            .flows
+            .iter()
+            .filter(move |f| self.flow(f, analysis))
+    }
+
     pub fn flow(self, flow: &Flow, analysis: &Analysis) -> bool {
         self == Selection::All
             || flow

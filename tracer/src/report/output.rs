@@ -115,11 +115,7 @@ pub fn write_json_selected(
     for journey in analysis.journeys.iter().filter(|j| selection.journey(j)) {
         writeln!(out, "{}", packet_json(journey, analysis))?;
     }
-    for flow in analysis
-        .flows
-        .iter()
-        .filter(|f| selection.flow(f, analysis))
-    {
+    for flow in selection.flows(analysis) {
         writeln!(out, "{}", flow_json(flow, analysis))?;
     }
     let mut stats = stats.to_json();
@@ -151,11 +147,7 @@ pub fn write_text_selected(
     paint: Paint,
     selection: Selection,
 ) -> io::Result<()> {
-    for flow in analysis
-        .flows
-        .iter()
-        .filter(|f| selection.flow(f, analysis))
-    {
+    for flow in selection.flows(analysis) {
         let title = format!(
             "flow {}: {} {} <-> {}",
             flow.id, flow.proto, flow.client, flow.server
@@ -200,11 +192,7 @@ pub fn write_flow_summary(
         "{}",
         paint.bold("flows (each packet was shown above as it went):")
     )?;
-    for flow in analysis
-        .flows
-        .iter()
-        .filter(|f| selection.flow(f, analysis))
-    {
+    for flow in selection.flows(analysis) {
         let count = |kind: &str| flow.fates.get(kind).copied().unwrap_or(0);
         let by_fate: Vec<String> = flow.fates.iter().map(|(k, n)| format!("{n} {k}")).collect();
         let line = format!(

@@ -16,39 +16,29 @@ pub enum Format {
 
 /// Prints the journeys, flows and statistics.
 pub fn report(format: Format, analysis: &Analysis, stats: &Stats) -> Result<()> {
-    report_selected(format, analysis, stats, Selection::All)
+    report_selected(format, analysis, stats, Selection::All, false)
 }
 
-/// Prints the journeys and flows `selection` keeps, and the statistics.
+/// Prints the journeys and flows `selection` keeps, and the statistics. After the live view
+/// (which showed each packet as it went) the text is the flows alone; JSON is the same either
+/// way.
 pub fn report_selected(
     format: Format,
     analysis: &Analysis,
     stats: &Stats,
     selection: Selection,
+    after_live: bool,
 ) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let paint = Paint::for_stdout();
-    match format {
-        Format::Json => output::write_json_selected(&mut out, analysis, stats, selection)?,
-        Format::Text => output::write_text_selected(&mut out, analysis, stats, paint, selection)?,
-    }
-    warnings(stats);
-    Ok(())
-}
-
-/// What follows the live view: in text, the flows and the statistics (the packets were shown
-/// as they went); JSON as at any end.
-pub fn summary(
-    format: Format,
-    analysis: &Analysis,
-    stats: &Stats,
-    selection: Selection,
-) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    let paint = Paint::for_stdout();
-    match format {
-        Format::Json => output::write_json_selected(&mut out, analysis, stats, selection)?,
-        Format::Text => output::write_flow_summary(&mut out, analysis, stats, paint, selection)?,
+    match (format, after_live) {
+        (Format::Json, _) => output::write_json_selected(&mut out, analysis, stats, selection)?,
+        (Format::Text, false) => {
+            output::write_text_selected(&mut out, analysis, stats, paint, selection)?
+        }
+        (Format::Text, true) => {
+            output::write_flow_summary(&mut out, analysis, stats, paint, selection)?
+        }
     }
     warnings(stats);
     Ok(())

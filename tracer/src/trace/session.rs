@@ -10,10 +10,13 @@ use aya::{
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
     config::{iface_key, TraceConfig},
-    event::Event,
     hook::Hook,
     names,
 };
+
+use ring::{drain, live_lines, Kept, LIVE_TICK};
+
+pub use ring::decode_record;
 
 use crate::{
     analysis::fate::TraceEnd,
@@ -28,7 +31,7 @@ use crate::{
     kernel::rules::{self, NamespaceRules},
     model::gaps,
     model::recording::{self, NamespaceCounters, Recording},
-    model::sighting::{Name, Names, PacketBytes, Proto, Sighting},
+    model::sighting::{Name, Names, Proto, Sighting},
     report::stats::Stats,
     report::status::Status,
     trace::live::LiveView,
@@ -406,98 +409,6 @@ where
     })
 }
 
-/// Where decoded events are kept for the final report, up to `max` (`--max-events`).
-struct Kept<'a> {
-    max: usize,
-    sightings: &'a mut Vec<Sighting>,
-}
-
-/// Decodes what the ring holds: up to `kept.max` events kept, the rest only counted, every
-/// one shown live when there is a live view.
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    names: &Names,
-    kept: Kept,
-    stats: &mut Stats,
-    mut live: Option<(&mut LiveView, Option<&Status>)>,
-) {
-    let mut read = 0usize;
-    while let Some(item) = ring.next() {
-        read += 1;
-        let keep = kept.sightings.len() < kept.max;
-        if !keep {
-            stats.not_kept += 1;
-        }
-        let Some((view, status)) = live.as_mut() else {
-            if keep {
-                decode_record(&item, names, kept.sightings, stats);
-            }
-            continue;
-        };
-        if keep {
-            let before = kept.sightings.len();
-            decode_record(&item, names, kept.sightings, stats);
-            if kept.sightings.len() > before {
-                view.push(kept.sightings[before].clone());
-            }
-        } else if let Some(s) = decode(&item, names) {
-            view.push(s);
-        }
-        // Under a flood the ring refills as fast as it is read: the lines must not wait
-        // for it to run dry.
-        if read.is_multiple_of(LIVE_BATCH) {
-            live_lines(view.advance(None), *status);
-        }
-    }
-}
-
-/// How often the live view looks for journeys that closed while no event came.
-const LIVE_TICK: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Events read from the ring between two steps of the live view.
-const LIVE_BATCH: usize = 4096;
-
-/// The status line is drawn on stderr under the live lines of the same terminal: lines
-/// written erase it, and the next tick draws it again below them.
-fn live_lines(written: usize, status: Option<&Status>) {
-    if written > 0 {
-        if let Some(status) = status {
-            status.erase();
-        }
-    }
-}
-
-/// The sighting of one ring buffer record, with the packet's bytes where the kernel copied
-/// them.
-fn decode(record: &[u8], names: &Names) -> Option<Sighting> {
-    let event = Event::from_bytes(record)?;
-    let mut sighting = Sighting::decode(&event, names)?;
-    sighting.bytes = PacketBytes::from_record(record);
-    Some(sighting)
-}
-
-/// Decodes one ring buffer record into `sightings`, counting it in `stats`.
-pub fn decode_record(
-    record: &[u8],
-    names: &Names,
-    sightings: &mut Vec<Sighting>,
-    stats: &mut Stats,
-) {
-    match decode(record, names) {
-        Some(sighting) => {
-            // The hook's name is allocated once per trace, not once per event.
-            match stats.events.get_mut(sighting.hook.name()) {
-                Some(count) => *count += 1,
-                None => {
-                    stats.events.insert(sighting.hook.name().to_string(), 1);
-                }
-            }
-            sightings.push(sighting);
-        }
-        None => stats.undecodable += 1,
-    }
-}
-
 /// Distinct packets among the sightings, for `-c`: by what NAT leaves alone (protocol, IP
 /// id, TCP sequence and acknowledgment, ICMP type, length). Approximate where those repeat
 /// (IPv6 UDP with a fixed flow label); the report then keeps exactly the first N journeys.
@@ -523,6 +434,8 @@ impl PacketCount {
         self.0.len()
     }
 }
+
+mod ring;
 
 #[cfg(test)]
 mod fuzz;
