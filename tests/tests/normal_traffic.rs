@@ -22,12 +22,9 @@ const A6_MORE: &str = "fd00:203::11";
 const NAME: &str = "web.normal.test";
 
 /// `a` (client) and `b` (servers) joined by a veth, each with an IPv4 and an IPv6 address.
-/// No duplicate address detection (the addresses are usable at once), MLD reports repeated
-/// within a millisecond, not a second, and no router solicitations (sent a second after a link
-/// comes up, then every four): the multicast chatter of setting up is over before the captures
-/// start, so that tcpdump and the tracer see the same packets. (A fresh-clone run failed when
-/// both ends' solicitations fell between tcpdump's start and the tracer's: tcpdump counted
-/// 12 ICMPv6 packets on each interface, the tracer 8.)
+/// No duplicate address detection (the addresses are usable at once), and MLD reports repeated
+/// within a millisecond, not a second: the multicast chatter of setting up is over before the
+/// captures start, so that tcpdump and the tracer see the same packets.
 fn namespaces() -> (Netns, Netns) {
     let a = Netns::new("a");
     let b = Netns::new("b");
@@ -36,8 +33,7 @@ fn namespaces() -> (Netns, Netns) {
             ns.sh(&format!(
                 "sysctl -qw net.ipv6.conf.{scope}.disable_ipv6=0 \
                  net.ipv6.conf.{scope}.accept_dad=0 \
-                 net.ipv6.conf.{scope}.mldv2_unsolicited_report_interval=1 \
-                 net.ipv6.conf.{scope}.router_solicitations=0"
+                 net.ipv6.conf.{scope}.mldv2_unsolicited_report_interval=1"
             ));
         }
     }
