@@ -278,7 +278,7 @@ impl crate::Tcpdump {
     /// VLAN tag the kernel had taken off put back, as libpcap does).
     pub fn stop_frames(mut self) -> Vec<Vec<u8>> {
         self.end();
-        let file = std::fs::read(self.0.file()).expect("the capture file");
+        let file = std::fs::read(self.capture.file()).expect("the capture file");
         pcap_frames(&file)
     }
 }

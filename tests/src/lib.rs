@@ -26,6 +26,17 @@ use std::{
 
 use serde_json::Value;
 
+/// Now on CLOCK_MONOTONIC, the clock of the tracer's timestamps (`bpf_ktime_get_ns`).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Fails the test, loudly, unless it runs as root with the tracer binary built.
 pub fn require_privileges() {
     // SAFETY: geteuid has no preconditions.
@@ -204,6 +215,8 @@ pub struct Tracer {
     child: Option<Child>,
     ready: PathBuf,
     pub record: PathBuf,
+    /// When the test saw it ready (every program attached), on CLOCK_MONOTONIC.
+    attached_ns: u64,
 }
 
 impl Tracer {
@@ -227,8 +240,10 @@ impl Tracer {
             child: Some(child),
             ready,
             record,
+            attached_ns: 0,
         };
         tracer.wait_ready();
+        tracer.attached_ns = monotonic_ns();
         tracer
     }
 
@@ -273,6 +288,7 @@ impl Tracer {
     pub fn finish_with(mut self, signal: i32) -> Report {
         let child = self.child.take().expect("running");
         let pid = child.id() as i32;
+        let stopping_ns = monotonic_ns();
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(pid, signal) };
         // Wait on another thread (it also drains the pipes), so that a tracer ignoring SIGINT
@@ -301,6 +317,7 @@ impl Tracer {
             events,
             stderr,
             recording,
+            traced: (self.attached_ns, stopping_ns),
         }
     }
 }
@@ -332,6 +349,9 @@ pub struct Report {
     pub stderr: String,
     /// `--record` as written.
     pub recording: String,
+    /// From when the test saw the tracer attached to when it signalled it to stop, on
+    /// CLOCK_MONOTONIC: every packet in between was surely traced.
+    pub traced: (u64, u64),
 }
 
 /// "hook position" of each point of a `packet` record's path through the stack, in order
@@ -389,7 +409,11 @@ impl Report {
 
 /// A real tcpdump capturing inside a namespace, as the oracle: it fails the test if it lost
 /// packets.
-pub struct Tcpdump(harness::tcpdump::Tcpdump);
+pub struct Tcpdump {
+    capture: harness::tcpdump::Tcpdump,
+    /// When it said it was listening, on CLOCK_MONOTONIC.
+    listening_ns: u64,
+}
 
 impl Tcpdump {
     pub fn start(ns: &Netns, ifname: &str, filter: &str) -> Tcpdump {
@@ -398,29 +422,45 @@ impl Tcpdump {
         // packets of its last, unfinished block. 32 MiB of kernel buffer: a burst must not
         // overflow the oracle.
         let options = ["--immediate-mode", "-B", "32768", "-U", "-n"];
-        Tcpdump(
-            harness::tcpdump::Tcpdump::start(&ns.name, ifname, &options, file, filter)
-                .unwrap_or_else(|e| panic!("{e:#}")),
-        )
+        let capture = harness::tcpdump::Tcpdump::start(&ns.name, ifname, &options, file, filter)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        Tcpdump {
+            capture,
+            listening_ns: monotonic_ns(),
+        }
     }
 
     /// Stops the capture; returns tcpdump's one-line decodes (`-n -tt`).
     pub fn stop(mut self) -> Vec<String> {
         self.end();
-        let out = sh(&format!("tcpdump -n -tt -r {}", self.0.file().display()));
+        let out = sh(&format!(
+            "tcpdump -n -tt -r {}",
+            self.capture.file().display()
+        ));
         out.lines().map(str::to_string).collect()
     }
 
     /// Stops the capture; returns what identifies each captured packet (see [`oracle`]).
     pub fn stop_identities(mut self) -> Vec<oracle::Identity> {
         self.end();
-        oracle::pcap_identities(self.0.file())
+        oracle::pcap_identities(self.capture.file())
+    }
+
+    /// Stops the capture; returns each captured packet's identity and time, and the stretch
+    /// of time the capture surely covered, for [`oracle::agreement`].
+    pub fn stop_capture(mut self) -> oracle::Capture {
+        let stopping_ns = monotonic_ns();
+        self.end();
+        oracle::Capture {
+            packets: oracle::pcap_timed_identities(self.capture.file()),
+            covered: (self.listening_ns, stopping_ns),
+        }
     }
 
     /// Stops tcpdump, and fails if its kernel buffer dropped packets: an oracle that missed
     /// packets cannot judge the tracer.
     fn end(&mut self) {
-        let rest = self.0.stop().unwrap_or_else(|e| panic!("{e:#}"));
+        let rest = self.capture.stop().unwrap_or_else(|e| panic!("{e:#}"));
         assert!(
             rest.lines()
                 .any(|l| l.trim() == "0 packets dropped by kernel"),

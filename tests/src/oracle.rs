@@ -32,7 +32,29 @@ fn number(field: &str) -> u32 {
 
 /// The identities of the packets in a pcap file, read back with tshark.
 pub fn pcap_identities(file: &std::path::Path) -> Vec<Identity> {
+    pcap_timed_identities(file)
+        .into_iter()
+        .map(|(identity, _)| identity)
+        .collect()
+}
+
+/// What one tcpdump captured: each packet's identity and capture time, and the stretch of
+/// time the capture surely covered (listening to stopping), both on CLOCK_MONOTONIC.
+pub struct Capture {
+    pub packets: Vec<(Identity, u64)>,
+    pub covered: (u64, u64),
+}
+
+/// The identities of the packets in a pcap file with their capture times, moved from the
+/// file's wall clock to CLOCK_MONOTONIC (the tracer's clock).
+pub fn pcap_timed_identities(file: &std::path::Path) -> Vec<(Identity, u64)> {
+    let wall_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is past 1970")
+        .as_nanos() as i128;
+    let monotonic_from_wall = i128::from(crate::monotonic_ns()) - wall_ns;
     let fields = [
+        "frame.time_epoch",
         "ip.proto",
         "ipv6.nxt",
         "ip.id",
@@ -53,7 +75,9 @@ pub fn pcap_identities(file: &std::path::Path) -> Vec<Identity> {
         .lines()
         .map(|line| {
             let f: Vec<&str> = line.split('\t').collect();
-            let get = |i: usize| f.get(i).copied().unwrap_or_default();
+            let at_ns = epoch_ns(f[0]) + monotonic_from_wall;
+            // The identity's fields follow the time.
+            let get = |i: usize| f.get(i + 1).copied().unwrap_or_default();
             // IPv6 with a hop-by-hop header first (MLD): the protocol is the header after it,
             // as the tracer reports it.
             let proto_number = if !get(0).is_empty() {
@@ -89,15 +113,31 @@ pub fn pcap_identities(file: &std::path::Path) -> Vec<Identity> {
             };
             // The tracer's `ip_id` is the IPv6 flow label where there is no IPv4 id.
             let ip_id = if get(2).is_empty() { get(9) } else { get(2) };
-            (
+            let identity = (
                 proto.to_string(),
                 number(ip_id),
                 number(get(3)),
                 flags,
                 echo_seq,
-            )
+            );
+            (identity, at_ns.max(0) as u64)
         })
         .collect()
+}
+
+/// tshark's `frame.time_epoch` ("1796258532.222035000") in nanoseconds.
+fn epoch_ns(field: &str) -> i128 {
+    let (seconds, fraction) = field.split_once('.').unwrap_or((field, "0"));
+    let digits: String = fraction
+        .chars()
+        .chain(std::iter::repeat('0'))
+        .take(9)
+        .collect();
+    let parse = |s: &str| {
+        s.parse::<i128>()
+            .unwrap_or_else(|_| panic!("tshark's frame.time_epoch is not a time: {field}"))
+    };
+    parse(seconds) * 1_000_000_000 + parse(&digits)
 }
 
 /// The identity of a tracer `packet` record.
@@ -131,6 +171,8 @@ pub fn packet_identity(packet: &Value) -> Identity {
 pub struct Agreement {
     pub agreeing: usize,
     pub checked: usize,
+    /// Packets on the interface while only one of the two was capturing: not compared.
+    pub outside: usize,
     pub mismatches: Vec<String>,
 }
 
@@ -138,26 +180,42 @@ impl Agreement {
     pub fn add(&mut self, other: Agreement) {
         self.agreeing += other.agreeing;
         self.checked += other.checked;
+        self.outside += other.outside;
         self.mismatches.extend(other.mismatches);
     }
 
     pub fn figure(&self) -> String {
         format!(
-            "{}/{} packets agree with tcpdump",
-            self.agreeing, self.checked
+            "{}/{} packets agree with tcpdump ({} outside the time both captured)",
+            self.agreeing, self.checked, self.outside
         )
     }
+}
+
+/// When a tracer `packet` record crossed the interface: its first point there (tcpdump's tap
+/// is within microseconds of it), else its first point.
+fn time_at(packet: &Value, netns_name: &str, ifname: &str) -> u64 {
+    let path = packet["path"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    path.iter()
+        .find(|p| p["netns_name"] == netns_name && p["ifname"] == ifname)
+        .or(path.first())
+        .and_then(|p| p["ts_ns"].as_u64())
+        .unwrap_or(0)
 }
 
 /// For one interface: every packet the tracer says crossed it, with its verdict (seen or not),
 /// against what tcpdump on that interface captured. Packets tcpdump captured that the tracer
 /// does not know count as mismatches too.
-pub fn agreement(
-    report: &Report,
-    netns_name: &str,
-    ifname: &str,
-    captured: &[Identity],
-) -> Agreement {
+///
+/// Only the time both surely captured is compared: from the later start (the tracer attached,
+/// tcpdump listening) to the earlier stop signal. Outside it one of them was not looking, and
+/// the kernel's own chatter (an MLD report, a neighbour probe) can come at any moment, also
+/// then: it is no evidence either way.
+pub fn agreement(report: &Report, netns_name: &str, ifname: &str, captured: &Capture) -> Agreement {
+    let from = report.traced.0.max(captured.covered.0);
+    let to = report.traced.1.min(captured.covered.1);
+    let within = |at: u64| (from..=to).contains(&at);
+    let mut out = Agreement::default();
     // identity -> (said seen, said not seen)
     let mut said: BTreeMap<Identity, (usize, usize)> = BTreeMap::new();
     for packet in report.journeys() {
@@ -171,6 +229,10 @@ pub fn agreement(
         if here.is_empty() {
             continue;
         }
+        if !within(time_at(packet, netns_name, ifname)) {
+            out.outside += 1;
+            continue;
+        }
         let seen = here.iter().any(|c| c["seen"] == true);
         let entry = said.entry(packet_identity(packet)).or_default();
         if seen {
@@ -180,10 +242,13 @@ pub fn agreement(
         }
     }
     let mut on_wire: BTreeMap<Identity, usize> = BTreeMap::new();
-    for identity in captured {
-        *on_wire.entry(identity.clone()).or_default() += 1;
+    for (identity, at) in &captured.packets {
+        if within(*at) {
+            *on_wire.entry(identity.clone()).or_default() += 1;
+        } else {
+            out.outside += 1;
+        }
     }
-    let mut out = Agreement::default();
     let identities: std::collections::BTreeSet<&Identity> =
         said.keys().chain(on_wire.keys()).collect();
     for identity in identities {
@@ -234,7 +299,7 @@ pub fn traced_beside_tcpdumps(
     assert_eq!(report.stats()["lost_total"], 0, "no event may be lost");
     let mut total = Agreement::default();
     for (ns, ifname, tcpdump) in tcpdumps {
-        total.add(agreement(&report, &ns, &ifname, &tcpdump.stop_identities()));
+        total.add(agreement(&report, &ns, &ifname, &tcpdump.stop_capture()));
     }
     (report, total)
 }

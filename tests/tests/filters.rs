@@ -84,7 +84,7 @@ fn filters_select_the_packets_tcpdump_selects() {
         let tcpdump = Tcpdump::start(&pair.b, "vb", expression);
         traffic(&pair);
         std::thread::sleep(Duration::from_millis(300));
-        let captured = tcpdump.stop_identities();
+        let captured = tcpdump.stop_capture();
         let report = tracer.finish();
         let result = agreement(&report, &pair.b.name, "vb", &captured);
         let seen = report
@@ -99,17 +99,17 @@ fn filters_select_the_packets_tcpdump_selects() {
                 })
             })
             .count();
-        let agree = result.mismatches.is_empty() && seen == captured.len();
+        let agree = result.mismatches.is_empty() && seen == captured.packets.len();
         table.push(format!(
             "| `{}` | {} | {seen} | {} |",
             expression.replace('|', "\\|"),
-            captured.len(),
+            captured.packets.len(),
             if agree { "yes" } else { "NO" }
         ));
         if !agree {
             failures.push(format!("{expression}: {:#?}", result.mismatches));
         }
-        if captured.is_empty() {
+        if captured.packets.is_empty() {
             failures.push(format!(
                 "'{expression}' selected nothing: a row that proves nothing"
             ));
