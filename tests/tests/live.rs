@@ -154,7 +154,7 @@ fn number_before(text: &str, marker: &str) -> u64 {
         .unwrap_or_else(|_| panic!("no number before {marker:?} in {text}"))
 }
 
-/// What tells one packet from another in two tracers' reports of the same traffic.
+/// What tells one packet from another in a trace's report and its recording explained.
 fn identity(packet: &serde_json::Value) -> String {
     ["proto", "src", "dst", "sport", "dport", "ip_id", "tcp_seq"]
         .iter()
@@ -241,4 +241,111 @@ fn with_problems_only_the_output_holds_exactly_the_faulty_packets_and_their_flow
         packets().count() > shown.len() + 20,
         "the normal traffic was traced too"
     );
+}
+
+#[test]
+fn a_recording_replayed_prints_what_the_live_run_printed() {
+    require_privileges();
+    let pair = Pair::create();
+    pair.static_neighbours();
+    for ns in [&pair.a, &pair.b] {
+        ns.sh("sysctl -q -w net.ipv6.conf.all.disable_ipv6=1");
+    }
+    pair.b.sh("iptables -A INPUT -p tcp --dport 8080 -j DROP");
+    let ready = scratch("ready");
+    let recording = scratch("recording.jsonl");
+    let mut tracer = Command::new(tracer_bin())
+        .args(["trace", "--live", "-v", "--ready-file"])
+        .arg(&ready)
+        .arg("--record")
+        .arg(&recording)
+        .args(["-n", &pair.a.name, "-n", &pair.b.name])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the tracer");
+    // Read while it runs: with -v it writes more than a pipe holds.
+    let mut stdout = tracer.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut text).expect("the tracer's stdout");
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "tracer not ready after 60 s");
+        assert!(tracer.try_wait().expect("wait").is_none(), "tracer exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Pings, datagrams read by a server read by a server, a TCP exchange, and a SYN dropped.
+    pair.a.sh(&format!("ping -c 3 -i 0.2 {ADDR_B}"));
+    let receiver = udp_receiver(&pair.b, 7062, Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(200));
+    pair.a.enter(|| {
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        for i in 0..500u16 {
+            socket
+                .send_to(&i.to_be_bytes(), format!("{ADDR_B}:7062"))
+                .expect("send");
+            // Paced: the receiver's socket buffer must not overflow (a real drop).
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    });
+    assert_eq!(receiver.join().expect("receiver"), 500);
+    let server = pair.b.spawn(|| {
+        let listener = std::net::TcpListener::bind(format!("{ADDR_B}:8081")).expect("listen");
+        let (mut stream, _) = listener.accept().expect("accept");
+        let mut request = [0u8; 5];
+        std::io::Read::read_exact(&mut stream, &mut request).expect("read");
+        std::io::Write::write_all(&mut stream, b"world").expect("write");
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    pair.a.enter(|| {
+        let mut stream = TcpStream::connect(format!("{ADDR_B}:8081")).expect("connect");
+        std::io::Write::write_all(&mut stream, b"hello").expect("write");
+        let mut answer = [0u8; 5];
+        std::io::Read::read_exact(&mut stream, &mut answer).expect("read");
+        let to: SocketAddr = format!("{ADDR_B}:8080").parse().unwrap();
+        assert!(TcpStream::connect_timeout(&to, Duration::from_millis(1500)).is_err());
+    });
+    server.join().expect("server");
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = harness::process::interrupt(&mut tracer).expect("SIGINT");
+    let live = reader.join().expect("the reader");
+    let mut stderr = String::new();
+    let _ = std::io::Read::read_to_string(&mut tracer.stderr.take().expect("stderr"), &mut stderr);
+    assert!(status.success(), "tracer: {status}: {stderr}");
+
+    let replay = Command::new(tracer_bin())
+        .args(["explain", "--live", "-v"])
+        .arg(&recording)
+        .output()
+        .expect("tracer explain");
+    let _ = std::fs::remove_file(&recording);
+    assert!(replay.status.success(), "explain: {replay:?}");
+    let replay = String::from_utf8_lossy(&replay.stdout).into_owned();
+    let lines = live.lines().filter(|l| l.contains(" > ")).count();
+    assert!(
+        lines >= 500 && live.contains("DROPPED"),
+        "the live run printed the traffic and the drop ({lines} packet lines):\n{live}"
+    );
+    if replay != live {
+        let first = live
+            .lines()
+            .zip(replay.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(live.lines().count().min(replay.lines().count()));
+        let around = |text: &str| {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[first.saturating_sub(3)..(first + 4).min(lines.len())].join("\n")
+        };
+        panic!(
+            "the replay differs from the live run at line {}:\nlive:\n{}\nreplay:\n{}",
+            first + 1,
+            around(&live),
+            around(&replay)
+        );
+    }
 }

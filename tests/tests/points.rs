@@ -349,3 +349,54 @@ fn a_segment_with_a_bad_checksum_is_reported() {
         "tcp_bad_csum for the segment to 7009: {bad:?}"
     );
 }
+
+#[test]
+fn two_tracers_at_once_both_see_every_netfilter_hook() {
+    require_privileges();
+    let pair = Pair::create();
+    pair.static_neighbours();
+    // The kernel lets one BPF program sit at a priority of a hook: the second tracer takes the
+    // next free one inward, still before and after every hook the kernel registers.
+    let args = [
+        "-n",
+        pair.a.name.as_str(),
+        "-n",
+        pair.b.name.as_str(),
+        "icmp",
+    ];
+    let first = Tracer::start(&args);
+    let second = Tracer::start(&args);
+    let out = pair.a.run(&format!("ping -c 1 -W 1 {ADDR_B}"));
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    let reports = [second.finish(), first.finish()];
+    for (which, report) in ["second", "first"].iter().zip(&reports) {
+        assert!(
+            !report.stderr.contains("is not observed"),
+            "the {which} tracer could not attach everything:\n{}",
+            report.stderr
+        );
+        let request = report
+            .packets()
+            .find(|p| p["src"] == ADDR_A && p["dst"] == ADDR_B)
+            .unwrap_or_else(|| panic!("the {which} tracer saw the echo request"));
+        let netfilter: Vec<String> = tests::path(request)
+            .into_iter()
+            .filter(|p| p.starts_with("nf_"))
+            .collect();
+        assert_eq!(
+            netfilter,
+            [
+                "nf_local_out first",
+                "nf_local_out last",
+                "nf_postrouting first",
+                "nf_postrouting last",
+                "nf_prerouting first",
+                "nf_prerouting last",
+                "nf_local_in first",
+                "nf_local_in last",
+            ],
+            "the {which} tracer's path: {request}"
+        );
+    }
+}

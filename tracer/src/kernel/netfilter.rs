@@ -132,16 +132,39 @@ fn attach_both(
             programs
                 .iter()
                 .map(|(program, position)| {
-                    let priority = match position {
-                        Position::First => PRIORITY_FIRST,
-                        _ => PRIORITY_LAST,
-                    };
-                    nf_link::attach(program, pf, hooknum, priority)
+                    attach_near_end(program, pf, hooknum, *position)
                         .map_err(|e| format!("{} priority: {e}", position_name(*position)))
                 })
                 .collect::<Result<Vec<_>, String>>()
         })
         .map_err(|e| e.to_string())?
+}
+
+/// Priorities tried inward from each end. The kernel lets one BPF program sit at a priority
+/// of a hook, and another tracer (this one, run twice) may hold the ends; the next ones are
+/// still before and after every hook the kernel and iptables register (the nearest sit at
+/// -450 and at `INT_MAX`, conntrack's confirmation, which the last priority never passed).
+const PRIORITIES_TRIED: i32 = 16;
+
+/// Links `program` as near the first or the last priority as is free.
+fn attach_near_end(
+    program: &NetfilterProgram,
+    pf: u32,
+    hooknum: u32,
+    position: Position,
+) -> std::io::Result<OwnedFd> {
+    let (end, inward) = match position {
+        Position::First => (PRIORITY_FIRST, 1),
+        _ => (PRIORITY_LAST, -1),
+    };
+    let mut busy = None;
+    for step in 0..PRIORITIES_TRIED {
+        match nf_link::attach(program, pf, hooknum, end + inward * step) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => busy = Some(e),
+            linked => return linked,
+        }
+    }
+    Err(busy.expect("at least one priority was tried"))
 }
 
 fn attachment(netns: &Netns, hook: Hook, family: &str, result: Result<&str, String>) -> Attachment {

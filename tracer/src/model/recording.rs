@@ -30,6 +30,16 @@ pub struct Context {
     /// The drop rules of each traced namespace, and how their counters rose.
     pub rules: Vec<NamespaceRules>,
     pub end: TraceEnd,
+    /// How the trace's own report told time, so that a replay tells it the same: wall-clock
+    /// minus monotonic nanoseconds when it started, and how long it ran. Absent in older
+    /// recordings.
+    pub clock: Option<TraceClock>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TraceClock {
+    pub wall_minus_monotonic_ns: i64,
+    pub duration_ns: u64,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +58,8 @@ struct TraceEndRecord {
     /// Absent where every hook was fully observed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     partial_hooks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    clock: Option<TraceClock>,
 }
 
 fn tagged(value: impl Serialize, kind: &str) -> Result<Value> {
@@ -89,6 +101,7 @@ pub fn write(file: std::fs::File, recording: &Recording) -> Result<()> {
         lost: context.end.lost,
         gaps: context.end.gaps.clone(),
         partial_hooks: context.end.partial_hooks.clone(),
+        clock: context.clock,
     };
     writeln!(out, "{}", tagged(end, "trace_end")?)?;
     out.flush()?;
@@ -132,6 +145,7 @@ pub fn read(path: &Path) -> Result<Recording> {
                     gaps: end.gaps,
                     partial_hooks: end.partial_hooks,
                 };
+                context.clock = end.clock;
             }
             _ => {}
         }

@@ -28,6 +28,18 @@ impl WallClock {
         }
     }
 
+    /// The clock a trace read when it started, as its recording keeps it.
+    pub fn from_offset(offset_ns: i64) -> WallClock {
+        WallClock {
+            offset_ns: i128::from(offset_ns),
+        }
+    }
+
+    /// Wall-clock nanoseconds minus monotonic ones (fits an `i64` until the year 2262).
+    pub fn offset_ns(self) -> i64 {
+        self.offset_ns as i64
+    }
+
     /// `HH:MM:SS.uuuuuu` of an event's time, in UTC (the machine's logs' time zone may be
     /// anything; UTC reads the same everywhere).
     pub fn time_of_day(self, ts_ns: u64) -> String {

@@ -2,8 +2,16 @@
 //! packet on stdout as its journey closes, while the trace goes on. Every event is stitched,
 //! also those past `--max-events`: what the final report keeps is bounded, what is shown live
 //! is not, and the live stitcher's memory follows the packets still open.
+//!
+//! Lines come in the order the packets were first seen, as tcpdump prints them: a packet that
+//! closed waits for the ones seen before it that are still open (at most the stitcher's hold
+//! window). With the stitcher's closings independent of how events were read, a recording
+//! replayed (`tracer explain --live`) prints the very lines the live run printed.
 
-use std::io::{self, Write};
+use std::{
+    collections::BTreeMap,
+    io::{self, Write},
+};
 
 use crate::{
     analysis::{
@@ -39,6 +47,9 @@ pub struct LiveView {
     captures: Vec<LiveCapture>,
     clock: WallClock,
     paint: Paint,
+    /// Closed, waiting for the packets seen before them: by (first sighting's time, the
+    /// stitcher's number).
+    waiting: BTreeMap<(u64, u64), Closed>,
     /// Journeys given out so far (the final report numbers its own).
     given: u64,
     /// Stdout stopped taking lines (a closed pipe): the final report says so.
@@ -47,12 +58,13 @@ pub struct LiveView {
 }
 
 impl LiveView {
-    pub fn new(captures: Vec<LiveCapture>, options: LiveOptions) -> LiveView {
+    pub fn new(captures: Vec<LiveCapture>, options: LiveOptions, clock: WallClock) -> LiveView {
         LiveView {
             stitcher: Stitcher::new(Window::default()),
             captures,
-            clock: WallClock::now(),
+            clock,
             paint: Paint::for_stdout(),
+            waiting: BTreeMap::new(),
             given: 0,
             closed: false,
             options,
@@ -70,29 +82,51 @@ impl LiveView {
             Some(now) => self.stitcher.advance_to(now),
             None => self.stitcher.advance(),
         };
-        self.write(closed)
+        self.wait(closed);
+        let horizon = self.stitcher.horizon();
+        let later = match self.waiting.keys().find(|(first, _)| *first >= horizon) {
+            Some(&key) => self.waiting.split_off(&key),
+            None => BTreeMap::new(),
+        };
+        let ready = std::mem::replace(&mut self.waiting, later);
+        self.write(ready.into_values())
     }
 
     /// The packets still open when the trace stopped.
     pub fn finish(mut self) -> usize {
         let stitcher = std::mem::take(&mut self.stitcher);
-        let closed = stitcher.finish();
-        self.write(closed)
+        self.wait(stitcher.finish());
+        let ready = std::mem::take(&mut self.waiting);
+        self.write(ready.into_values())
     }
 
-    fn write(&mut self, closed: Vec<Closed>) -> usize {
-        if closed.is_empty() || self.closed {
+    fn wait(&mut self, closed: Vec<Closed>) {
+        for c in closed {
+            let first = c
+                .sightings
+                .first()
+                .or(c.annotations.first())
+                .map_or(0, |s| s.ts_ns);
+            self.waiting.insert((first, c.id), c);
+        }
+    }
+
+    fn write(&mut self, ready: impl Iterator<Item = Closed>) -> usize {
+        if self.closed {
             return 0;
         }
         let end = TraceEnd::default();
         let mut journeys = Vec::new();
-        for c in closed {
-            journeys.extend(from_closed(c, &end, self.given + 1));
-            self.given = journeys.last().map_or(self.given, |j| j.id);
+        for c in ready {
+            // A packet and the copies a bridge made of it, each in the order first seen.
+            let mut group = from_closed(c, &end, self.given + 1);
+            self.given = group.last().map_or(self.given, |j| j.id);
+            group.sort_by_key(|j| j.sightings.first().map_or(0, |s| s.ts_ns));
+            journeys.extend(group);
         }
-        // In the order the packets were first seen, as tcpdump prints them (a packet that
-        // waited longer closes later, so across two writes the order may still step back).
-        journeys.sort_by_key(|j| j.sightings.first().map_or(0, |s| s.ts_ns));
+        if journeys.is_empty() {
+            return 0;
+        }
         let mut out = io::stdout().lock();
         let mut lines = 0;
         for journey in journeys

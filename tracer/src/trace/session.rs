@@ -30,8 +30,9 @@ use crate::{
     kernel::netns::{self, Netns, NetnsRef},
     kernel::rules::{self, NamespaceRules},
     model::gaps,
-    model::recording::{self, NamespaceCounters, Recording},
+    model::recording::{self, NamespaceCounters, Recording, TraceClock},
     model::sighting::{Name, Names, Proto, Sighting},
+    report::line::WallClock,
     report::stats::Stats,
     report::status::Status,
     trace::live::LiveView,
@@ -74,6 +75,9 @@ pub struct Session {
     /// Whether our XDP program was asked for (`--xdp`).
     pub xdp: bool,
     started: Instant,
+    /// The time of day of the events' clock, read when tracing started: the live lines and a
+    /// replay of the recording tell time by it.
+    clock: WallClock,
     /// Not held open: a namespace deleted during the trace must be able to go.
     namespaces: Vec<NetnsRef>,
     /// Each namespace's kernel counters when tracing started (see [`counters`]).
@@ -202,6 +206,7 @@ impl Session {
             .map(|ns| ns.run(rules::read).ok())
             .collect();
         let live = live_capture::scan();
+        let clock = WallClock::now();
         Ok(Session {
             ebpf,
             netfilter,
@@ -211,12 +216,13 @@ impl Session {
             attachments,
             xdp: options.xdp,
             started: Instant::now(),
+            clock,
             namespaces: namespaces.into_iter().map(Netns::remember).collect(),
             counters_before,
             rules_before,
             live_view: options
                 .live
-                .map(|options| LiveView::new(live.clone(), options)),
+                .map(|options| LiveView::new(live.clone(), options, clock)),
             live,
             count: options.count,
             max_events: options.max_events,
@@ -302,6 +308,10 @@ impl Session {
                     .collect(),
                 partial_hooks: self.netfilter.partial_hooks(),
             },
+            clock: Some(TraceClock {
+                wall_minus_monotonic_ns: self.clock.offset_ns(),
+                duration_ns: stats.duration_ns,
+            }),
         };
         Ok((Recording { sightings, context }, stats))
     }

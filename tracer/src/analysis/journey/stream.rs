@@ -9,8 +9,12 @@
 //! [`SAME_PACKET_WINDOW_NS`] without a sighting and none of its skbs alive; or, while one of
 //! its skbs is alive (queued for a neighbour, in a qdisc, on a socket nobody reads), after
 //! [`Window::hold_ns`] without a sighting, closed as it stands.
+//!
+//! Journeys close at the moment they are due in the events' clock, also between two
+//! sightings released together, so that what a journey holds does not depend on how the
+//! events were read (in floods of 4096 or one by one, live or from a recording).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use rustc_hash::FxHashMap;
 
@@ -43,6 +47,8 @@ impl Default for Window {
 /// lookups, TCP events) found near them; `super::complete` makes journeys of them.
 #[derive(Debug, Default)]
 pub struct Closed {
+    /// The stitcher's number for it, in the order journeys began (0: an orphan annotation).
+    pub id: u64,
     pub sightings: Vec<Sighting>,
     pub annotations: Vec<Sighting>,
     /// Closed by [`Window::hold_ns`] while an skb of it was still alive.
@@ -67,6 +73,10 @@ pub struct Stitcher {
     released_ns: u64,
     next_id: u64,
     open: FxHashMap<u64, Open>,
+    /// (first sighting's time, id) of every open journey: the oldest one still open.
+    firsts: BTreeSet<(u64, u64)>,
+    /// Closed, not yet handed out.
+    closed: Vec<Closed>,
     index: OpenIndex<u64>,
     /// (time, journey) of every sighting released, in time order: a journey whose last
     /// sighting this is may close [`SAME_PACKET_WINDOW_NS`] later.
@@ -130,9 +140,40 @@ impl Stitcher {
     pub fn advance(&mut self) -> Vec<Closed> {
         let until = self.newest_ns.saturating_sub(self.window.reorder_ns);
         self.release(until);
+        self.close_due(until);
+        self.forget_old_sightings();
+        std::mem::take(&mut self.closed)
+    }
+
+    /// Drops the sightings no annotation can go to any more: an annotation waits one window
+    /// before it is placed, and looks one window back. Once per step, not per closing: it
+    /// walks every key.
+    fn forget_old_sightings(&mut self) {
+        let recent = self.released_ns.saturating_sub(2 * ANNOTATION_WINDOW_NS);
+        self.near.retain(|_, near| {
+            while near.front().is_some_and(|(ts, _)| *ts < recent) {
+                near.pop_front();
+            }
+            !near.is_empty()
+        });
+    }
+
+    /// The time before which every journey has begun: the first sighting of the oldest one
+    /// still open, or of anything not yet released. Journeys that began earlier and closed
+    /// can be shown in the order they began.
+    pub fn horizon(&self) -> u64 {
+        let open = self.firsts.first().map_or(u64::MAX, |(ts, _)| *ts);
+        let waiting = self.annotations.front().map_or(u64::MAX, |a| a.ts_ns);
+        open.min(waiting).min(self.released_ns)
+    }
+
+    /// Closes the journeys that nothing released at `now` or later can join: quiet for
+    /// [`SAME_PACKET_WINDOW_NS`] (the link rule takes no sighting after that) with no skb
+    /// alive, or held for longer than [`Window::hold_ns`].
+    fn close_due(&mut self, now: u64) {
         let mut ids = Vec::new();
         while let Some(&(ts, id)) = self.quiet.front() {
-            if ts.saturating_add(SAME_PACKET_WINDOW_NS) > until {
+            if ts.saturating_add(SAME_PACKET_WINDOW_NS) > now {
                 break;
             }
             self.quiet.pop_front();
@@ -146,8 +187,10 @@ impl Stitcher {
                 ids.push(id);
             }
         }
+        // Strictly after the window: a sighting at its very end may still join, whether it
+        // is released with the others or after them.
         while let Some(&(ts, id)) = self.holding.front() {
-            if ts.saturating_add(self.window.hold_ns) > until {
+            if ts.saturating_add(self.window.hold_ns) >= now {
                 break;
             }
             self.holding.pop_front();
@@ -155,7 +198,10 @@ impl Stitcher {
                 ids.push(id);
             }
         }
-        self.close(ids, false)
+        if !ids.is_empty() || !self.orphans.is_empty() {
+            let closed = self.close(ids, false);
+            self.closed.extend(closed);
+        }
     }
 
     /// As [`Stitcher::advance`], with the events' clock moved on to `now_ns` (the same clock,
@@ -170,13 +216,17 @@ impl Stitcher {
         self.release(u64::MAX);
         let mut ids: Vec<u64> = self.open.keys().copied().collect();
         ids.sort_unstable();
-        self.close(ids, true)
+        let last = self.close(ids, true);
+        let mut closed = std::mem::take(&mut self.closed);
+        closed.extend(last);
+        closed
     }
 
     /// Moves the sightings up to `until` into journeys, in time order.
     fn release(&mut self, until: u64) {
         while let Some(sighting) = self.next_before(until) {
             self.place_annotations(sighting.ts_ns);
+            self.close_due(sighting.ts_ns);
             if is_annotation(&sighting) {
                 self.annotations.push_back(sighting);
             } else {
@@ -198,6 +248,7 @@ impl Stitcher {
         }
         let id = current.unwrap_or_else(|| {
             self.next_id += 1;
+            self.firsts.insert((sighting.ts_ns, self.next_id));
             self.next_id
         });
         self.index.record(key, &sighting, id);
@@ -252,18 +303,12 @@ impl Stitcher {
     /// Closes journeys `ids`; `at_end` when the trace ended (nothing was cut short).
     fn close(&mut self, ids: Vec<u64>, at_end: bool) -> Vec<Closed> {
         let mut closed = std::mem::take(&mut self.orphans);
-        // An annotation waits one window before it is placed, and looks one window back.
-        let recent = self.released_ns.saturating_sub(2 * ANNOTATION_WINDOW_NS);
-        self.near.retain(|_, near| {
-            while near.front().is_some_and(|(ts, _)| *ts < recent) {
-                near.pop_front();
-            }
-            !near.is_empty()
-        });
         for id in ids {
             let journey = self.open.remove(&id).expect("listed above");
             self.index.forget(&journey.sightings, id);
+            self.firsts.remove(&(journey.sightings[0].ts_ns, id));
             closed.push(Closed {
+                id,
                 held_out: !at_end && any_skb_alive(&journey.sightings),
                 sightings: journey.sightings,
                 annotations: journey.annotations,

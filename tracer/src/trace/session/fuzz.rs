@@ -364,6 +364,7 @@ fn decoded_streams_explain_without_panic() {
                         gaps: Vec::new(),
                         partial_hooks: Vec::new(),
                     },
+                    clock: None,
                 },
             };
             render(&Analysis::new(recording, limit), &stats)

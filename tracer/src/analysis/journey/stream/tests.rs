@@ -179,3 +179,38 @@ fn a_packet_whose_skb_stays_alive_is_closed_after_the_hold_window_and_says_so() 
         "closed at {at}"
     );
 }
+
+#[test]
+fn what_a_held_packet_holds_does_not_depend_on_how_its_events_were_read() {
+    // A datagram queued at 1 s and freed just after the hold window, amid 1 ms traffic: it
+    // closes as it stood at the window's end whether its free was read with the events before
+    // it (a flood read 4096 at a time, a replay) or after them (one event at a time).
+    let mut queued = datagrams(1);
+    let mut freed = queued.pop().expect("its free");
+    freed.ts_ns = queued[0].ts_ns + Window::default().hold_ns + 500_000;
+    let mut traffic = datagrams(3000);
+    traffic.drain(..2);
+    let mut sightings: Vec<Sighting> = queued.into_iter().chain(traffic).collect();
+    sightings.push(freed);
+    sightings.sort_by_key(|s| s.ts_ns);
+    let one_by_one = shape(&streamed(sightings.clone(), Window::default(), 1));
+    for batch in [7, 4096, sightings.len()] {
+        let read = shape(&streamed(sightings.clone(), Window::default(), batch));
+        assert!(read == one_by_one, "read {batch} at a time");
+    }
+    // The other 2999 datagrams, the queued one as it stood, and its late free on its own.
+    assert_eq!(one_by_one.len(), 2999 + 2);
+}
+
+#[test]
+fn the_horizon_never_passes_a_journey_still_open() {
+    let mut stitcher = Stitcher::new(Window::default());
+    for s in datagrams(2000) {
+        stitcher.push(s);
+        for closed in stitcher.advance() {
+            assert!(closed.sightings[0].ts_ns < stitcher.horizon());
+        }
+        let oldest_open = stitcher.open.values().map(|j| j.sightings[0].ts_ns).min();
+        assert!(oldest_open.is_none_or(|first| stitcher.horizon() <= first));
+    }
+}
