@@ -163,16 +163,22 @@ fn identity(packet: &serde_json::Value) -> String {
         .join(" ")
 }
 
-#[test]
-fn with_problems_only_the_output_holds_exactly_the_faulty_packets_and_their_flows() {
-    require_privileges();
+/// A veth pair with static neighbours and no IPv6 (no neighbour discovery or multicast
+/// reports: the traffic is the test's alone), where b's INPUT drops SYNs to port 8080.
+fn quiet_pair_dropping_syns() -> Pair {
     let pair = Pair::create();
     pair.static_neighbours();
-    // No IPv6 neighbour discovery or multicast reports: the traffic is the test's alone.
     for ns in [&pair.a, &pair.b] {
         ns.sh("sysctl -q -w net.ipv6.conf.all.disable_ipv6=1");
     }
     pair.b.sh("iptables -A INPUT -p tcp --dport 8080 -j DROP");
+    pair
+}
+
+#[test]
+fn with_problems_only_the_output_holds_exactly_the_faulty_packets_and_their_flows() {
+    require_privileges();
+    let pair = quiet_pair_dropping_syns();
     let problems = tests::Tracer::start(&["--problems", "-n", &pair.a.name, "-n", &pair.b.name]);
 
     // Normal traffic: pings answered, datagrams read by a server.
@@ -246,12 +252,7 @@ fn with_problems_only_the_output_holds_exactly_the_faulty_packets_and_their_flow
 #[test]
 fn a_recording_replayed_prints_what_the_live_run_printed() {
     require_privileges();
-    let pair = Pair::create();
-    pair.static_neighbours();
-    for ns in [&pair.a, &pair.b] {
-        ns.sh("sysctl -q -w net.ipv6.conf.all.disable_ipv6=1");
-    }
-    pair.b.sh("iptables -A INPUT -p tcp --dport 8080 -j DROP");
+    let pair = quiet_pair_dropping_syns();
     let ready = scratch("ready");
     let recording = scratch("recording.jsonl");
     let mut tracer = Command::new(tracer_bin())

@@ -11,6 +11,18 @@ use std::{
 use serde_json::Value;
 use tests::{require_privileges, Pair, Routed, Tracer, ADDR_A, ADDR_B, ROUTED_A, ROUTED_B};
 
+/// The netfilter points of a packet from one namespace to a local address of another.
+const NETFILTER_PATH_TO_A_LOCAL_PEER: [&str; 8] = [
+    "nf_local_out first",
+    "nf_local_out last",
+    "nf_postrouting first",
+    "nf_postrouting last",
+    "nf_prerouting first",
+    "nf_prerouting last",
+    "nf_local_in first",
+    "nf_local_in last",
+];
+
 fn addr(ip: &str, port: u16) -> SocketAddr {
     format!("{ip}:{port}").parse().unwrap()
 }
@@ -235,20 +247,7 @@ fn ipv6_crosses_the_netfilter_hooks() {
                 )
             })
             .collect();
-        assert_eq!(
-            hooks,
-            [
-                "nf_local_out first",
-                "nf_local_out last",
-                "nf_postrouting first",
-                "nf_postrouting last",
-                "nf_prerouting first",
-                "nf_prerouting last",
-                "nf_local_in first",
-                "nf_local_in last",
-            ],
-            "{request}"
-        );
+        assert_eq!(hooks, NETFILTER_PATH_TO_A_LOCAL_PEER, "{request}");
         assert_eq!(request["proto"], "icmpv6");
     }
 }
@@ -385,17 +384,7 @@ fn two_tracers_at_once_both_see_every_netfilter_hook() {
             .filter(|p| p.starts_with("nf_"))
             .collect();
         assert_eq!(
-            netfilter,
-            [
-                "nf_local_out first",
-                "nf_local_out last",
-                "nf_postrouting first",
-                "nf_postrouting last",
-                "nf_prerouting first",
-                "nf_prerouting last",
-                "nf_local_in first",
-                "nf_local_in last",
-            ],
+            netfilter, NETFILTER_PATH_TO_A_LOCAL_PEER,
             "the {which} tracer's path: {request}"
         );
     }

@@ -132,6 +132,24 @@ fn attach_tracepoint(
     Ok(format!("tp_btf ({args} argument{plural})"))
 }
 
+/// Detaches and unloads every program aya holds (tracepoints, trampolines, tc and XDP with
+/// their links). Each detach waits until the runs in flight on other CPUs are over, so once
+/// this returns nothing more is written to the ring. Its maps stay.
+pub fn detach_programs(ebpf: &mut Ebpf) {
+    use aya::programs::Program;
+    for (_, program) in ebpf.programs_mut() {
+        // A program never loaded (a point this kernel lacks) has nothing to undo.
+        let _ = match program {
+            Program::BtfTracePoint(p) => p.unload(),
+            Program::FEntry(p) => p.unload(),
+            Program::FExit(p) => p.unload(),
+            Program::SchedClassifier(p) => p.unload(),
+            Program::Xdp(p) => p.unload(),
+            _ => Ok(()),
+        };
+    }
+}
+
 fn global(hook: Hook, point: &str, result: Result<String, String>) -> Attachment {
     let (mechanism, error) = match result {
         Ok(mechanism) => (Some(mechanism), None),

@@ -115,6 +115,11 @@ impl Netfilter {
     }
 
     /// Detaches every hook in the namespace `inode`; whether it had any.
+    /// Detaches every netfilter link; the kernel waits for hooks running on other CPUs.
+    pub fn detach(&mut self) {
+        self.links.clear();
+    }
+
     pub fn release(&mut self, inode: u32) -> bool {
         self.links.remove(&inode).is_some()
     }

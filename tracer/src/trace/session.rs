@@ -68,7 +68,7 @@ pub struct Session {
     /// Holds the netfilter links: dropping it detaches them.
     netfilter: Netfilter,
     /// Holds the tc filters of kernels without tcx: dropping it removes them.
-    _interface_programs: InterfacePrograms,
+    interface_programs: InterfacePrograms,
     ring: AsyncFd<RingBuf<MapData>>,
     names: Names,
     pub attachments: Vec<Attachment>,
@@ -210,7 +210,7 @@ impl Session {
         Ok(Session {
             ebpf,
             netfilter,
-            _interface_programs: interface_programs,
+            interface_programs,
             ring,
             names,
             attachments,
@@ -281,6 +281,11 @@ impl Session {
             status.erase();
         }
         let end_ns = crate::kernel::clock::monotonic_ns();
+        // How often the kernel skipped a program, read while they are still loaded.
+        stats.missed = crate::kernel::misses::per_hook(&self.ebpf)?;
+        // Nothing may be written to the ring after its last read: such an event would be
+        // neither read nor counted lost, and a packet in flight would lose its last points.
+        self.stop_observing();
         let ring = self.ring.get_mut();
         let kept = Kept {
             max: self.max_events,
@@ -292,7 +297,6 @@ impl Session {
             live.finish();
         }
         (stats.lost, stats.lost_per_cpu) = self.lost_counts()?;
-        stats.missed = crate::kernel::misses::per_hook(&self.ebpf)?;
         stats.duration_ns = self.started.elapsed().as_nanos() as u64;
         let context = recording::Context {
             live: self.live_captures(),
@@ -329,6 +333,14 @@ impl Session {
             }
         }
         live
+    }
+
+    /// Detaches every program: netfilter links, tc filters, and the programs aya holds (the
+    /// ring and the other maps stay for the last read).
+    fn stop_observing(&mut self) {
+        self.netfilter.detach();
+        self.interface_programs.detach();
+        loader::detach_programs(&mut self.ebpf);
     }
 
     /// Detaches the netfilter hooks of each traced namespace that was deleted (its name gone,

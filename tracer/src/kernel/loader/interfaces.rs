@@ -153,9 +153,16 @@ impl InterfacePrograms {
 }
 
 impl Drop for InterfacePrograms {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+impl InterfacePrograms {
     /// Removes the netlink filters (and a clsact qdisc added for them) inside their
     /// namespace: netlink names interfaces by index, which means another interface elsewhere.
-    fn drop(&mut self) {
+    /// (tcx and XDP links belong to their programs: [`super::detach_programs`].)
+    pub fn detach(&mut self) {
         for filters in self.filters.drain(..) {
             let Some(netns) = filters.netns.reopen() else {
                 // The namespace is gone, and its interfaces and filters with it.
