@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use aya::Ebpf;
+use aya::{programs::ProgramFd, Ebpf};
 use aya_obj::generated::bpf_prog_info;
 
 use tracer_common::catalogue;
@@ -31,29 +31,49 @@ struct InfoAttr {
 /// cannot tell which one a skipped run was at.
 pub const NETFILTER: &str = "netfilter";
 
-/// Per hook, how many times the kernel skipped one of our tracing programs (tracepoints, and
-/// the netfilter trampolines under [`NETFILTER`]).
-pub fn per_hook(ebpf: &Ebpf) -> Result<BTreeMap<String, u64>> {
-    let mut out = BTreeMap::new();
-    let tracepoints = catalogue::tracepoints().flat_map(|(hook, tp)| {
-        tp.programs
-            .iter()
-            .map(move |(_, program)| (*program, hook.name()))
-    });
-    let netfilter = catalogue::netfilter_programs();
-    let trampolines = [netfilter.entry, netfilter.exit].map(|program| (program, NETFILTER));
-    for (program, hook) in tracepoints.chain(trampolines) {
-        // A tracepoint this kernel lacks was never loaded: it cannot have missed anything.
-        let Some(fd) = ebpf.program(program).and_then(|p| p.fd().ok()) else {
-            continue;
-        };
-        let missed = recursion_misses(fd.as_fd().as_raw_fd() as u32)
-            .with_context(|| format!("reading how often the kernel skipped {program}"))?;
-        if missed > 0 {
-            *out.entry(hook.to_string()).or_default() += missed;
+/// Our tracing programs held open by their own descriptors, so that their counts can be read
+/// after they are detached and unloaded: read before, the misses of the last moments would
+/// go uncounted.
+pub struct MissCounters {
+    programs: Vec<(ProgramFd, &'static str)>,
+}
+
+impl MissCounters {
+    /// Holds each loaded tracepoint program and the netfilter trampolines.
+    pub fn hold(ebpf: &Ebpf) -> Result<Self> {
+        let tracepoints = catalogue::tracepoints().flat_map(|(hook, tp)| {
+            tp.programs
+                .iter()
+                .map(move |(_, program)| (*program, hook.name()))
+        });
+        let netfilter = catalogue::netfilter_programs();
+        let trampolines = [netfilter.entry, netfilter.exit].map(|program| (program, NETFILTER));
+        let mut programs = Vec::new();
+        for (program, hook) in tracepoints.chain(trampolines) {
+            // A tracepoint this kernel lacks was never loaded: it cannot miss anything.
+            let Some(fd) = ebpf.program(program).and_then(|p| p.fd().ok()) else {
+                continue;
+            };
+            let fd = fd
+                .try_clone()
+                .with_context(|| format!("holding {program} to read its misses"))?;
+            programs.push((fd, hook));
         }
+        Ok(Self { programs })
     }
-    Ok(out)
+
+    /// Per hook, how many times the kernel skipped one of the held programs.
+    pub fn per_hook(&self) -> Result<BTreeMap<String, u64>> {
+        let mut out = BTreeMap::new();
+        for (fd, hook) in &self.programs {
+            let missed = recursion_misses(fd.as_fd().as_raw_fd() as u32)
+                .with_context(|| format!("reading how often the kernel skipped {hook}"))?;
+            if missed > 0 {
+                *out.entry(hook.to_string()).or_default() += missed;
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn recursion_misses(fd: u32) -> io::Result<u64> {

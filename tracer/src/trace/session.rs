@@ -281,11 +281,13 @@ impl Session {
             status.erase();
         }
         let end_ns = crate::kernel::clock::monotonic_ns();
-        // How often the kernel skipped a program, read while they are still loaded.
-        stats.missed = crate::kernel::misses::per_hook(&self.ebpf)?;
+        // How often the kernel skipped a program is kept in the program: hold them open to read
+        // it once they can no longer run.
+        let misses = crate::kernel::misses::MissCounters::hold(&self.ebpf)?;
         // Nothing may be written to the ring after its last read: such an event would be
         // neither read nor counted lost, and a packet in flight would lose its last points.
         self.stop_observing();
+        stats.missed = misses.per_hook()?;
         let ring = self.ring.get_mut();
         let kept = Kept {
             max: self.max_events,
