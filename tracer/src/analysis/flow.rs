@@ -110,7 +110,7 @@ pub fn show((ip, port): Endpoint, proto: Proto) -> String {
 /// path count: a route lookup placed in the journey knows no ports (the kernel's input lookup
 /// clears them), and its bare (src, dst) tuple would join every flow between two hosts. A
 /// journey with no point on the path (a lone failed lookup) has the tuples it has.
-fn tuples(journey: &Journey) -> Vec<Tuple> {
+pub(crate) fn tuples(journey: &Journey) -> Vec<Tuple> {
     // Not the tuples of a tunnel's outer headers, which many flows share: the packet's own,
     // from inside them where it was seen in no other form (a trace of the underlay alone).
     for outer_too in [false, true] {
@@ -158,29 +158,12 @@ pub fn build(journeys: &mut [Journey]) -> Vec<Flow> {
             flows.push(new_flow(flows.len() as u64 + 1, journey));
             flows.len() - 1
         });
-        let flow = &mut flows[index];
-        journey.flow_id = flow.id;
-        if journey.copy.is_some() {
-            flow.copies.push(journey.id);
-            continue;
-        }
-        flow.journeys.push(journey.id);
-        flow.packets += 1;
-        flow.incomplete_packets += u64::from(journey.incomplete);
-        *flow.fates.entry(journey.fate.kind.name()).or_default() += 1;
-        if flow.diverge.is_none() && journey.fate.kind == FateKind::Dropped {
-            flow.diverge = Some(journey.fate.clone());
-        }
-        for rewrite in rewrites(journey) {
-            if !flow.nat.contains(&rewrite) {
-                flow.nat.push(rewrite);
-            }
-        }
+        flows[index].add(journey);
     }
     flows
 }
 
-fn new_flow(id: u64, first: &Journey) -> Flow {
+pub(crate) fn new_flow(id: u64, first: &Journey) -> Flow {
     let s = first.headers();
     let (client, server) = endpoints(s).unwrap_or(((s.src, s.sport), (s.dst, s.dport)));
     Flow {
@@ -200,6 +183,27 @@ fn new_flow(id: u64, first: &Journey) -> Flow {
 }
 
 impl Flow {
+    /// Counts `journey` in the flow (a copy only by its id), and sets its `flow_id`.
+    pub fn add(&mut self, journey: &mut Journey) {
+        journey.flow_id = self.id;
+        if journey.copy.is_some() {
+            self.copies.push(journey.id);
+            return;
+        }
+        self.journeys.push(journey.id);
+        self.packets += 1;
+        self.incomplete_packets += u64::from(journey.incomplete);
+        *self.fates.entry(journey.fate.kind.name()).or_default() += 1;
+        if self.diverge.is_none() && journey.fate.kind == FateKind::Dropped {
+            self.diverge = Some(journey.fate.clone());
+        }
+        for rewrite in rewrites(journey) {
+            if !self.nat.contains(&rewrite) {
+                self.nat.push(rewrite);
+            }
+        }
+    }
+
     /// Whether the journey's packet went from the client to the server.
     pub fn is_forward(&self, journey: &Journey) -> bool {
         endpoints(journey.headers()).is_some_and(|(src, _)| src == self.client_endpoint)

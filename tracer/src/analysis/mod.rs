@@ -8,6 +8,7 @@ pub mod copies;
 pub mod fate;
 pub mod flow;
 pub mod journey;
+pub mod live_flows;
 pub mod retransmissions;
 pub mod tunnel;
 

@@ -1,0 +1,314 @@
+//! Flows as live state, for the streaming engine. Each journey joins its flow as it closes, by
+//! the tuples [`flow::build`] uses (both tuples of a NAT rewrite), and a flow ends once idle,
+//! as conntrack's entries do: a TCP connection closed (a reset, or a FIN each way) after
+//! [`Limits::closed_ns`], any other after [`Limits::idle_ns`]. Time is the events' clock (the
+//! newest journey's last point), so a replay ends flows where the live run ended them.
+//!
+//! Memory follows the flows open: at most [`Limits::max_open`], past which the longest idle
+//! one is ended early and counted; each keeps a bounded number of its journeys for its
+//! explanation (the others are counted in it, not kept).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rustc_hash::FxHashMap;
+
+use crate::{
+    analysis::{
+        flow::{self, Flow, Tuple},
+        journey::Journey,
+        retransmissions::{self, Key},
+    },
+    model::sighting::Proto,
+};
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// How long a closed TCP connection stays open for its last packets.
+    pub closed_ns: u64,
+    /// How long any other flow stays without a packet.
+    pub idle_ns: u64,
+    /// Flows open at once.
+    pub max_open: usize,
+    /// Journeys a flow keeps for its explanation; past them, only those that did not make it
+    /// are kept, as many again.
+    pub kept_per_flow: usize,
+    /// Segments a TCP flow remembers to recognise their retransmissions.
+    pub segments_remembered: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            closed_ns: 2_000_000_000,
+            idle_ns: 30_000_000_000,
+            max_open: 16_384,
+            kept_per_flow: 64,
+            segments_remembered: 4096,
+        }
+    }
+}
+
+/// How often, in the events' clock, the open flows are looked over for idle ones.
+const CHECK_EVERY_NS: u64 = 100_000_000;
+
+pub struct LiveFlow {
+    pub flow: Flow,
+    /// The journeys kept for its explanation, in id order.
+    pub journeys: Vec<Journey>,
+    /// Its packets counted but not kept.
+    pub not_kept: u64,
+    /// Ended before it was idle long enough, to make room in a full table.
+    pub ended_early: bool,
+    tuples: Vec<Tuple>,
+    last_ns: u64,
+    /// A FIN seen from the client, from the server.
+    fins: [bool; 2],
+    reset: bool,
+    /// The first transmission of each segment seen, the oldest forgotten first.
+    first_sent: FxHashMap<Key, u64>,
+    sent_order: VecDeque<Key>,
+}
+
+impl LiveFlow {
+    fn closed(&self) -> bool {
+        self.reset || self.fins == [true, true]
+    }
+
+    /// Whether it keeps `journey`: the first ones, then those that did not make it.
+    fn keeps(&self, journey: &Journey, limits: &Limits) -> bool {
+        let kept = self.journeys.len();
+        kept < limits.kept_per_flow
+            || (kept < 2 * limits.kept_per_flow
+                && matches!(
+                    journey.fate.kind,
+                    crate::analysis::fate::FateKind::Dropped
+                        | crate::analysis::fate::FateKind::Unknown
+                ))
+    }
+
+    /// The first transmission `key` repeats, or none (and journey `id` is remembered as it).
+    fn repeats(&mut self, key: Key, id: u64, limits: &Limits) -> Option<u64> {
+        if let Some(&first) = self.first_sent.get(&key) {
+            return Some(first);
+        }
+        if self.sent_order.len() >= limits.segments_remembered {
+            if let Some(oldest) = self.sent_order.pop_front() {
+                self.first_sent.remove(&oldest);
+            }
+        }
+        self.sent_order.push_back(key);
+        self.first_sent.insert(key, id);
+        None
+    }
+
+    fn absorb(&mut self, other: LiveFlow) {
+        let (flow, from) = (&mut self.flow, other.flow);
+        flow.packets += from.packets;
+        flow.incomplete_packets += from.incomplete_packets;
+        for (kind, n) in from.fates {
+            *flow.fates.entry(kind).or_default() += n;
+        }
+        if flow.diverge.is_none() {
+            flow.diverge = from.diverge;
+        }
+        for rewrite in from.nat {
+            if !flow.nat.contains(&rewrite) {
+                flow.nat.push(rewrite);
+            }
+        }
+        flow.journeys.extend(from.journeys);
+        flow.journeys.sort_unstable();
+        flow.copies.extend(from.copies);
+        flow.copies.sort_unstable();
+        self.journeys.extend(other.journeys);
+        self.journeys.sort_by_key(|j| j.id);
+        self.not_kept += other.not_kept;
+        self.tuples.extend(other.tuples);
+        self.last_ns = self.last_ns.max(other.last_ns);
+        self.fins = [self.fins[0] | other.fins[0], self.fins[1] | other.fins[1]];
+        self.reset |= other.reset;
+        for (key, first) in other.first_sent {
+            self.first_sent.entry(key).or_insert(first);
+        }
+        self.sent_order.extend(other.sent_order);
+    }
+}
+
+#[derive(Default)]
+pub struct LiveFlows {
+    /// By id: the order flows are handed out in.
+    open: BTreeMap<u64, LiveFlow>,
+    owner: FxHashMap<Tuple, u64>,
+    last_id: u64,
+    limits: Limits,
+    /// The events' clock: the newest point of the journeys added.
+    now_ns: u64,
+    next_check_ns: u64,
+    /// Ended early to make room, not yet handed out.
+    early: Vec<LiveFlow>,
+    /// How many flows were ended early.
+    pub ended_early: u64,
+}
+
+impl LiveFlows {
+    pub fn new(limits: Limits) -> LiveFlows {
+        LiveFlows {
+            limits,
+            ..LiveFlows::default()
+        }
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Adds a journey that closed (in the order first seen): sets its `flow_id`, and returns
+    /// the journey it retransmits, if any.
+    pub fn add(&mut self, journey: &mut Journey) -> Option<u64> {
+        let last = journey.sightings.iter().map(|s| s.ts_ns).max().unwrap_or(0);
+        self.now_ns = self.now_ns.max(last);
+        let tuples = flow::tuples(journey);
+        let mut ids: Vec<u64> = tuples
+            .iter()
+            .filter_map(|t| self.owner.get(t).copied())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let id = match ids.split_first() {
+            None if tuples.is_empty() => return None,
+            None => self.start(journey),
+            Some((&first, others)) => {
+                for other in others {
+                    self.merge(first, *other);
+                }
+                first
+            }
+        };
+        let limits = self.limits;
+        let live = self.open.get_mut(&id).expect("the flow just found or made");
+        for tuple in tuples {
+            if !live.tuples.contains(&tuple) {
+                live.tuples.push(tuple);
+                self.owner.insert(tuple, id);
+            }
+        }
+        live.last_ns = live.last_ns.max(last);
+        let s = journey.headers();
+        if s.proto == Proto::Tcp && journey.copy.is_none() {
+            let forward = live.flow.is_forward(journey);
+            live.reset |= s.tcp_flags.names().any(|f| f == "RST");
+            live.fins[usize::from(!forward)] |= s.tcp_flags.names().any(|f| f == "FIN");
+        }
+        let repeats =
+            retransmissions::key(journey).and_then(|key| live.repeats(key, journey.id, &limits));
+        live.flow.add(journey);
+        if live.keeps(journey, &limits) {
+            live.journeys.push(journey.clone());
+        } else {
+            // The flow lists the packets it kept; the rest are counted.
+            match journey.copy {
+                Some(_) => live.flow.copies.pop(),
+                None => live.flow.journeys.pop(),
+            };
+            live.not_kept += 1;
+        }
+        repeats
+    }
+
+    /// The journey with this id, if its flow is open and kept it.
+    pub fn kept(&self, flow_id: u64, id: u64) -> Option<&Journey> {
+        let live = self.open.get(&flow_id)?;
+        let at = live.journeys.binary_search_by_key(&id, |j| j.id).ok()?;
+        live.journeys.get(at)
+    }
+
+    /// The flows that ended: idle long enough by the events' clock, or ended early to make
+    /// room; in id order.
+    pub fn ended(&mut self) -> Vec<LiveFlow> {
+        let mut out = std::mem::take(&mut self.early);
+        if self.now_ns >= self.next_check_ns {
+            self.next_check_ns = self.now_ns + CHECK_EVERY_NS;
+            let (now, limits) = (self.now_ns, self.limits);
+            let idle: Vec<u64> = self
+                .open
+                .iter()
+                .filter(|(_, f)| {
+                    let timeout = match f.closed() {
+                        true => limits.closed_ns,
+                        false => limits.idle_ns,
+                    };
+                    f.last_ns + timeout < now
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            out.extend(idle.into_iter().filter_map(|id| self.remove(id)));
+        }
+        out.sort_by_key(|f| f.flow.id);
+        out
+    }
+
+    /// Every flow still open, at the end of the trace, in id order.
+    pub fn finish(mut self) -> Vec<LiveFlow> {
+        let mut out = std::mem::take(&mut self.early);
+        out.extend(std::mem::take(&mut self.open).into_values());
+        out.sort_by_key(|f| f.flow.id);
+        out
+    }
+
+    fn start(&mut self, journey: &Journey) -> u64 {
+        if self.open.len() >= self.limits.max_open {
+            let oldest = self
+                .open
+                .iter()
+                .min_by_key(|(_, f)| f.last_ns)
+                .map(|(id, _)| *id);
+            if let Some(mut flow) = oldest.and_then(|id| self.remove(id)) {
+                flow.ended_early = true;
+                self.ended_early += 1;
+                self.early.push(flow);
+            }
+        }
+        self.last_id += 1;
+        let id = self.last_id;
+        let live = LiveFlow {
+            flow: flow::new_flow(id, journey),
+            journeys: Vec::new(),
+            not_kept: 0,
+            ended_early: false,
+            tuples: Vec::new(),
+            last_ns: 0,
+            fins: [false; 2],
+            reset: false,
+            first_sent: FxHashMap::default(),
+            sent_order: VecDeque::new(),
+        };
+        self.open.insert(id, live);
+        id
+    }
+
+    /// Joins flow `other` into `into`: a NAT rewrite showed they are one.
+    fn merge(&mut self, into: u64, other: u64) {
+        let Some(other) = self.open.remove(&other) else {
+            return;
+        };
+        for tuple in &other.tuples {
+            self.owner.insert(*tuple, into);
+        }
+        if let Some(live) = self.open.get_mut(&into) {
+            live.absorb(other);
+        }
+    }
+
+    fn remove(&mut self, id: u64) -> Option<LiveFlow> {
+        let live = self.open.remove(&id)?;
+        for tuple in &live.tuples {
+            if self.owner.get(tuple) == Some(&id) {
+                self.owner.remove(tuple);
+            }
+        }
+        Some(live)
+    }
+}
+
+#[cfg(test)]
+mod tests;
