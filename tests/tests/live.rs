@@ -350,3 +350,121 @@ fn a_recording_replayed_prints_what_the_live_run_printed() {
         );
     }
 }
+
+#[test]
+fn json_lines_stream_packets_as_they_close_and_flows_as_they_end() {
+    require_privileges();
+    let pair = quiet_pair_dropping_syns();
+    let ready = scratch("ready");
+    let mut tracer = Command::new(tracer_bin())
+        .args(["trace", "--live", "--format", "json", "--ready-file"])
+        .arg(&ready)
+        .args(["-n", &pair.a.name, "-n", &pair.b.name])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the tracer");
+    let stdout = tracer.stdout.take().expect("stdout");
+    let (line_tx, lines) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "tracer not ready after 60 s");
+        assert!(tracer.try_wait().expect("wait").is_none(), "tracer exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut records: Vec<serde_json::Value> = Vec::new();
+    // Reads records until one satisfies `wanted`, for at most 2 s.
+    let mut read_until = |what: &str, wanted: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = lines.recv_timeout(left) else {
+                panic!("no {what} record within 2 s; records so far: {records:?}");
+            };
+            let record: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+            records.push(record.clone());
+            if wanted(&record) {
+                return record;
+            }
+        }
+    };
+
+    // A TCP exchange that closes: its packets come while the trace runs.
+    let server = pair.b.spawn(|| {
+        let listener = std::net::TcpListener::bind(format!("{ADDR_B}:8081")).expect("listen");
+        let (mut stream, _) = listener.accept().expect("accept");
+        std::io::copy(&mut stream.try_clone().expect("clone"), &mut stream).expect("echo");
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    pair.a.enter(|| {
+        let mut stream = TcpStream::connect(format!("{ADDR_B}:8081")).expect("connect");
+        std::io::Write::write_all(&mut stream, b"hello").expect("write");
+        let mut echo = [0u8; 5];
+        std::io::Read::read_exact(&mut stream, &mut echo).expect("echo");
+    });
+    server.join().expect("server");
+    let fin = read_until("FIN packet", &|r| {
+        r["type"] == "packet"
+            && r["tcp_flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "FIN"))
+    });
+    let tcp_flow = fin["flow_id"].clone();
+    // A closed connection's flow ends 2 s after its last packet, in the events' clock: the
+    // next packet (a ping, 2.5 s on) moves that clock and brings the flow's record.
+    std::thread::sleep(Duration::from_millis(2500));
+    pair.a.sh(&format!("ping -c 1 {ADDR_B}"));
+    let flow = read_until("ended TCP flow", &|r| {
+        r["type"] == "flow" && r["id"] == tcp_flow
+    });
+    assert!(
+        flow["server"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(":8081")),
+        "{flow}"
+    );
+    assert_eq!(
+        flow["fates"]["delivered"].as_u64(),
+        flow["packets"].as_u64(),
+        "{flow}"
+    );
+
+    // The dropped SYN: its packet record comes at once, with where and why.
+    pair.a.enter(|| {
+        let to: SocketAddr = format!("{ADDR_B}:8080").parse().unwrap();
+        assert!(TcpStream::connect_timeout(&to, Duration::from_millis(300)).is_err());
+    });
+    let syn = read_until("dropped SYN", &|r| {
+        r["type"] == "packet" && r["dport"] == 8080
+    });
+    assert_eq!(syn["fate"]["kind"], "dropped", "{syn}");
+    assert_eq!(syn["fate"]["reason"], "NETFILTER_DROP", "{syn}");
+
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    let status = tracer.wait().expect("wait");
+    reader.join().expect("reader");
+    assert!(status.success(), "tracer failed: {status}");
+    records.extend(
+        lines
+            .iter()
+            .map(|l| serde_json::from_str(&l).expect("a JSON line")),
+    );
+    // Every record checked against the schema, the stats record last.
+    tests::schema::check_json(&records);
+    assert_eq!(records.last().unwrap()["type"], "stats");
+    let syn_flow = records
+        .iter()
+        .find(|r| r["type"] == "flow" && r["id"] == syn["flow_id"])
+        .expect("the SYN's flow, at exit");
+    assert!(syn_flow["diverge"]["kind"] == "dropped", "{syn_flow}");
+}

@@ -158,6 +158,7 @@ impl LiveFlows {
         }
     }
 
+    #[cfg(test)]
     pub fn open(&self) -> usize {
         self.open.len()
     }

@@ -42,7 +42,17 @@ impl Analysis {
         }
         let flows = flow::build(&mut journeys);
         let retransmissions = retransmissions::retransmissions(&journeys);
-        let context = recording.context;
+        Analysis::window(journeys, flows, retransmissions, recording.context)
+    }
+
+    /// The analysis of some of a trace's journeys (in id order), as the streaming engine hands
+    /// them out: a packet that closed, a flow that ended.
+    pub fn window(
+        journeys: Vec<Journey>,
+        flows: Vec<Flow>,
+        retransmissions: HashMap<u64, u64>,
+        context: Context,
+    ) -> Analysis {
         let captures = journeys
             .iter()
             .map(|j| captures(j, &context.live))
@@ -58,13 +68,21 @@ impl Analysis {
 
     /// The tcpdump verdicts of journey `id`.
     pub fn captures(&self, id: u64) -> &[Capture] {
-        id.checked_sub(1)
-            .and_then(|i| self.captures.get(i as usize))
+        self.index(id)
+            .and_then(|i| self.captures.get(i))
             .map_or(&[], Vec::as_slice)
     }
 
-    /// Journey ids are 1, 2, ... in order.
     pub fn journey(&self, id: u64) -> Option<&Journey> {
-        self.journeys.get(id.checked_sub(1)? as usize)
+        self.journeys.get(self.index(id)?)
+    }
+
+    /// Where journey `id` is: journeys are in id order, 1, 2, ... for a whole trace.
+    fn index(&self, id: u64) -> Option<usize> {
+        let guess = id.checked_sub(self.journeys.first()?.id)? as usize;
+        match self.journeys.get(guess) {
+            Some(j) if j.id == id => Some(guess),
+            _ => self.journeys.binary_search_by_key(&id, |j| j.id).ok(),
+        }
     }
 }

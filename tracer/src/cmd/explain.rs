@@ -16,7 +16,7 @@ use crate::{
         stdout::{report_selected, Format},
         Selection,
     },
-    trace::live::{LiveOptions, LiveView},
+    trace::live::{LiveEnd, LiveOptions, LiveView},
 };
 
 #[derive(Args, Debug)]
@@ -25,8 +25,9 @@ pub struct ExplainArgs {
     pub file: PathBuf,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// A line per packet in the order the live view printed them during the trace, then a
-    /// line per flow (as `tracer trace --live`).
+    /// Through the streaming engine, as `tracer trace --live` printed it: a line (or with
+    /// `--format json` a record) per packet in the order the live run printed them, then the
+    /// flows.
     #[arg(long)]
     pub live: bool,
     /// Only the packets that did not make it (dropped, or their end not seen) and their flows.
@@ -48,19 +49,26 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         false => Selection::All,
     };
     if args.live {
-        replay_live(&recording, selection, args.verbose);
+        let options = LiveOptions {
+            selection,
+            paths: args.verbose,
+            format: args.format,
+        };
+        replay_live(&recording, options).report(&recording.context, &stats)?;
+        crate::report::stdout::warnings(&stats);
+        return Ok(());
     }
     report_selected(
         args.format,
         &Analysis::new(recording, None),
         &stats,
         selection,
-        args.live,
+        false,
     )
 }
 
-/// The live view's lines, from the recorded events in the order the trace read them.
-fn replay_live(recording: &Recording, selection: Selection, paths: bool) {
+/// The live view's output, from the recorded events in the order the trace read them.
+fn replay_live(recording: &Recording, options: LiveOptions) -> LiveEnd {
     // A recording made before the clock was kept: times of day are counted from boot.
     let clock = recording
         .context
@@ -68,7 +76,6 @@ fn replay_live(recording: &Recording, selection: Selection, paths: bool) {
         .map_or(WallClock::from_offset(0), |c| {
             WallClock::from_offset(c.wall_minus_monotonic_ns)
         });
-    let options = LiveOptions { selection, paths };
     let mut view = LiveView::new(recording.context.live.clone(), options, clock);
     for batch in recording.sightings.chunks(LIVE_BATCH) {
         for sighting in batch {
@@ -76,7 +83,7 @@ fn replay_live(recording: &Recording, selection: Selection, paths: bool) {
         }
         view.advance(None);
     }
-    view.finish();
+    view.finish()
 }
 
 /// What the trace counted, as far as its recording tells.

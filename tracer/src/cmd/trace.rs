@@ -120,7 +120,10 @@ pub fn run(args: TraceArgs) -> Result<()> {
         ))
         .into());
     }
-    let record_file = args.record.as_deref().map(recording::create).transpose()?;
+    let recorder = match &args.record {
+        Some(path) => Some(recording::Recorder::new(recording::create(path)?, path)),
+        None => None,
+    };
     let packet_file = args.write.as_deref().map(recording::create).transpose()?;
     let snap = snap(args.snaplen);
     let count = args.count.map(|n| n as usize);
@@ -143,9 +146,11 @@ pub fn run(args: TraceArgs) -> Result<()> {
         .then_some(LiveOptions {
             selection: selection(args.problems),
             paths: args.verbose,
+            format: args.format,
         }),
+        keep_events: packet_file.is_some(),
     };
-    let (recording, stats) = session::trace(&options, || {
+    let traced = session::trace(&options, recorder, || {
         let stop = stop_signal(args.duration)?;
         if let Some(path) = &args.ready_file {
             fs::write(path, b"ready\n")
@@ -153,8 +158,18 @@ pub fn run(args: TraceArgs) -> Result<()> {
         }
         Ok(stop)
     })?;
-    if let Some(file) = record_file {
-        recording::write(file, &recording)?;
+    let session::Traced {
+        recording,
+        stats,
+        live,
+    } = traced;
+    if let Some(live) = live {
+        // Every packet was reported as it went; the flows still open and the summary now.
+        live.report(&recording.context, &stats)?;
+        crate::report::stdout::warnings(&stats);
+        if packet_file.is_none() {
+            return Ok(());
+        }
     }
     let analysis = Analysis::new(recording, count);
     if let (Some(file), Some(path)) = (packet_file, &args.write) {
@@ -165,9 +180,11 @@ pub fn run(args: TraceArgs) -> Result<()> {
         let written = packet_file::write(file, &analysis, snap, &comment)?;
         eprintln!("tracer: {written} packets written to {}", path.display());
     }
+    if options.live.is_some() {
+        return Ok(());
+    }
     let selection = selection(args.problems);
-    let after_live = options.live.is_some();
-    crate::report::stdout::report_selected(args.format, &analysis, &stats, selection, after_live)
+    crate::report::stdout::report_selected(args.format, &analysis, &stats, selection, false)
 }
 
 fn selection(problems: bool) -> Selection {

@@ -62,6 +62,7 @@ fn trace_options(netns: &[String], filter: &str) -> Result<TraceOptions> {
         max_events: 500_000,
         // A lab's report is its check and its explanation, written once the traffic is done.
         live: None,
+        keep_events: true,
     })
 }
 
@@ -82,7 +83,9 @@ pub fn run(lab: &Lab, format: Format, keep: bool, detail: Detail) -> Result<Scor
     }
     let traffic = scenario.traffic;
     let mut stopped = Vec::new();
-    let (recording, stats) = session::trace(&options, || {
+    let session::Traced {
+        recording, stats, ..
+    } = session::trace(&options, None, || {
         let traffic = tokio::task::spawn_blocking(traffic);
         let stopped = &mut stopped;
         Ok(async move {

@@ -173,7 +173,7 @@ fn run(lab: &Lab, traced: bool) -> Result<Run> {
     let (after, unsettled, events, lost) = if traced {
         let options = trace_options(&scenario.netns, &scenario.filter)?;
         let mut after = None;
-        let (_, stats) = session::trace(&options, || {
+        let stats = session::trace(&options, None, || {
             let netns = netns.clone();
             let work = tokio::task::spawn_blocking(move || -> Result<_> {
                 traffic()?;
@@ -183,7 +183,8 @@ fn run(lab: &Lab, traced: bool) -> Result<Run> {
             Ok(async move {
                 *after = Some(work.await);
             })
-        })?;
+        })?
+        .stats;
         let (counters, unsettled) = after.context("the traffic did not run")???;
         let events = stats.events.values().sum();
         (counters, unsettled, events, stats.lost_total())

@@ -81,12 +81,47 @@ pub fn create(path: &Path) -> Result<std::fs::File> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-pub fn write(file: std::fs::File, recording: &Recording) -> Result<()> {
-    let mut out = std::io::BufWriter::new(file);
-    for s in &recording.sightings {
-        writeln!(out, "{}", tagged(s, "event")?)?;
+/// A recording written as the trace goes: each event when it is read, the context at the end.
+/// A write that fails stops the recording (said once on stderr); the trace goes on.
+pub struct Recorder {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    path: std::path::PathBuf,
+}
+
+impl Recorder {
+    pub fn new(file: std::fs::File, path: &Path) -> Recorder {
+        Recorder {
+            out: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+            path: path.to_path_buf(),
+        }
     }
-    let context = &recording.context;
+
+    pub fn event(&mut self, sighting: &Sighting) {
+        let Some(out) = self.out.as_mut() else {
+            return;
+        };
+        let written = tagged(sighting, "event").and_then(|v| Ok(writeln!(out, "{v}")?));
+        if let Err(e) = written {
+            eprintln!(
+                "tracer: warning: cannot write to {} ({e:#}): the recording stops here",
+                self.path.display()
+            );
+            self.out = None;
+        }
+    }
+
+    /// Writes the context after the events, and says whether the recording is whole.
+    pub fn finish(self, context: &Context) -> Result<()> {
+        let Some(mut out) = self.out else {
+            anyhow::bail!("the recording {} is cut short", self.path.display());
+        };
+        write_context(&mut out, context)?;
+        out.flush()
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+}
+
+fn write_context(out: &mut impl Write, context: &Context) -> Result<()> {
     for live in &context.live {
         writeln!(out, "{}", tagged(live, "live_capture")?)?;
     }
@@ -104,11 +139,9 @@ pub fn write(file: std::fs::File, recording: &Recording) -> Result<()> {
         clock: context.clock,
     };
     writeln!(out, "{}", tagged(end, "trace_end")?)?;
-    out.flush()?;
     Ok(())
 }
 
-/// Reads a recording; records of other types (a `packet` or `stats` line) are skipped.
 pub fn read(path: &Path) -> Result<Recording> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;

@@ -8,6 +8,7 @@ use crate::{
     analysis::fate::{FateKind, UnknownReason},
     analysis::journey::Journey,
     analysis::Analysis,
+    model::recording::NamespaceCounters,
     model::sighting::{Proto, Sighting},
 };
 
@@ -369,26 +370,38 @@ fn offload_sentence(s: &Sighting) -> String {
     )
 }
 
+/// The kernel counters checked against what the tracer saw, each with the note (its start) of
+/// the events that count into it.
+pub const COUNTED_NOTES: [(&str, &str); 3] = [
+    ("Tcp.OutRsts", "reset sent"),
+    ("Tcp.RetransSegs", "retransmission"),
+    ("Icmp.OutDestUnreachs", "answered with icmp type 3"),
+];
+
 /// Kernel counters that changed over the trace and bear on what the tracer found, with whether
 /// they agree.
 pub fn counter_sentences(analysis: &Analysis) -> Vec<String> {
+    counter_checks(&analysis.context.counters, |netns_name, prefix| {
+        analysis
+            .journeys
+            .iter()
+            .flat_map(|j| &j.sightings)
+            .filter(|s| s.netns_name.as_deref() == Some(netns_name))
+            .filter(|s| s.note.as_deref().is_some_and(|n| n.starts_with(prefix)))
+            .count() as i64
+    })
+}
+
+/// The counters' sentences, given how many events with each note of [`COUNTED_NOTES`] the
+/// tracer saw in a namespace (`seen(netns_name, note)`).
+pub fn counter_checks(
+    counters: &[NamespaceCounters],
+    seen: impl Fn(&str, &str) -> i64,
+) -> Vec<String> {
     let mut out = Vec::new();
-    for ns in &analysis.context.counters {
-        let seen = |prefix: &str| {
-            analysis
-                .journeys
-                .iter()
-                .flat_map(|j| &j.sightings)
-                .filter(|s| s.netns_name.as_deref() == Some(ns.netns_name.as_str()))
-                .filter(|s| s.note.as_deref().is_some_and(|n| n.starts_with(prefix)))
-                .count() as i64
-        };
-        let checks = [
-            ("Tcp.OutRsts", seen("reset sent")),
-            ("Tcp.RetransSegs", seen("retransmission")),
-            ("Icmp.OutDestUnreachs", seen("answered with icmp type 3")),
-        ];
-        for (counter, seen) in checks {
+    for ns in counters {
+        for (counter, note) in COUNTED_NOTES {
+            let seen = seen(&ns.netns_name, note);
             let delta = ns.delta.get(counter).copied().unwrap_or(0);
             if seen == 0 && delta == 0 {
                 continue;

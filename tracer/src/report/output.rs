@@ -12,6 +12,7 @@ use crate::{
     analysis::flow::Flow,
     analysis::journey::Journey,
     analysis::Analysis,
+    model::recording::NamespaceCounters,
     report::explanation::{self, words::packet_words},
     report::paint::Paint,
     report::stats::Stats,
@@ -118,13 +119,26 @@ pub fn write_json_selected(
     for flow in selection.flows(analysis) {
         writeln!(out, "{}", flow_json(flow, analysis))?;
     }
+    let checks = explanation::counter_sentences(analysis);
+    let counters = &analysis.context.counters;
+    let stats = stats_json(stats, incomplete(analysis), counters, &checks);
+    writeln!(out, "{stats}")
+}
+
+/// The `stats` record: the statistics, packets and flows marked incomplete, the kernel's
+/// counters and their checks.
+pub fn stats_json(
+    stats: &Stats,
+    (packets, flows): (usize, usize),
+    counters: &[NamespaceCounters],
+    counter_checks: &[String],
+) -> Value {
     let mut stats = stats.to_json();
-    let (packets, flows) = incomplete(analysis);
     stats["incomplete_packets"] = json!(packets);
     stats["incomplete_flows"] = json!(flows);
-    stats["counters"] = json!(analysis.context.counters);
-    stats["counter_checks"] = json!(explanation::counter_sentences(analysis));
-    writeln!(out, "{stats}")
+    stats["counters"] = json!(counters);
+    stats["counter_checks"] = json!(counter_checks);
+    stats
 }
 
 /// One block per flow: its packets along the path with the capture points drawn, their fates,
@@ -193,32 +207,43 @@ pub fn write_flow_summary(
         paint.bold("flows (each packet was shown above as it went):")
     )?;
     for flow in selection.flows(analysis) {
-        let count = |kind: &str| flow.fates.get(kind).copied().unwrap_or(0);
-        let by_fate: Vec<String> = flow.fates.iter().map(|(k, n)| format!("{n} {k}")).collect();
-        let line = format!(
-            "flow {}: {} {} <-> {}: {} ({})",
-            flow.id,
-            flow.proto,
-            flow.client,
-            flow.server,
-            explanation::words::plural(flow.packets, "packet"),
-            by_fate.join(", ")
-        );
-        let wrong = match (count("dropped"), count("unknown")) {
-            (0, 0) => None,
-            (0, _) => Some("unknown"),
-            _ => Some("dropped"),
-        };
-        let Some(kind) = wrong else {
-            writeln!(out, "{line}")?;
-            continue;
-        };
-        writeln!(out, "{}", paint.fate(kind, &line))?;
-        for sentence in explanation::flow(flow, analysis) {
-            writeln!(out, "    {sentence}")?;
-        }
+        write_flow_line(out, flow, analysis, paint)?;
     }
     write_footer(out, analysis, stats, paint)
+}
+
+/// A flow's line: its packets by fate; under it, when a packet did not make it, the flow's why
+/// sentences (drawn from the journeys `analysis` holds).
+pub fn write_flow_line(
+    out: &mut impl Write,
+    flow: &Flow,
+    analysis: &Analysis,
+    paint: Paint,
+) -> io::Result<()> {
+    let count = |kind: &str| flow.fates.get(kind).copied().unwrap_or(0);
+    let by_fate: Vec<String> = flow.fates.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let line = format!(
+        "flow {}: {} {} <-> {}: {} ({})",
+        flow.id,
+        flow.proto,
+        flow.client,
+        flow.server,
+        explanation::words::plural(flow.packets, "packet"),
+        by_fate.join(", ")
+    );
+    let wrong = match (count("dropped"), count("unknown")) {
+        (0, 0) => None,
+        (0, _) => Some("unknown"),
+        _ => Some("dropped"),
+    };
+    let Some(kind) = wrong else {
+        return writeln!(out, "{line}");
+    };
+    writeln!(out, "{}", paint.fate(kind, &line))?;
+    for sentence in explanation::flow(flow, analysis) {
+        writeln!(out, "    {sentence}")?;
+    }
+    Ok(())
 }
 
 /// The counters' checks, the statistics, and what events lost may have cut.
@@ -228,11 +253,23 @@ fn write_footer(
     stats: &Stats,
     paint: Paint,
 ) -> io::Result<()> {
-    for sentence in explanation::counter_sentences(analysis) {
+    let checks = explanation::counter_sentences(analysis);
+    write_footer_lines(out, &checks, stats, incomplete(analysis), paint)
+}
+
+/// The footer of every text report: the counters' checks, the statistics, and how many
+/// packets and flows events lost may have cut.
+pub fn write_footer_lines(
+    out: &mut impl Write,
+    counter_checks: &[String],
+    stats: &Stats,
+    (packets, flows): (usize, usize),
+    paint: Paint,
+) -> io::Result<()> {
+    for sentence in counter_checks {
         writeln!(out, "{sentence}")?;
     }
     writeln!(out, "{}", stats.summary())?;
-    let (packets, flows) = incomplete(analysis);
     if packets > 0 {
         let line = format!(
             "{packets} packets in {flows} flows may be incomplete: events were lost while they \

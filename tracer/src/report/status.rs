@@ -13,6 +13,9 @@ use crate::{
     model::sighting::Sighting,
 };
 
+/// Distinct flows the status line counts at most.
+const FLOWS_COUNTED: usize = 100_000;
+
 pub struct Status {
     flows: HashSet<Tuple>,
     events: u64,
@@ -34,11 +37,15 @@ impl Status {
         }
     }
 
-    /// Counts new events: `sightings` kept, and `not_kept` more past `--max-events`.
+    /// Counts new events: `sightings` decoded, and `not_kept` more past `--max-events`.
     pub fn add(&mut self, sightings: &[Sighting], not_kept: u64) {
         self.events += sightings.len() as u64 + not_kept;
-        let on_path = sightings.iter().filter(|s| s.on_path());
-        self.flows.extend(on_path.filter_map(canonical));
+        for s in sightings.iter().filter(|s| s.on_path()) {
+            // A trace that runs for hours must not grow with every flow it ever saw.
+            if self.flows.len() < FLOWS_COUNTED {
+                self.flows.extend(canonical(s));
+            }
+        }
     }
 
     pub fn line(&mut self, lost: u64) -> String {
@@ -46,8 +53,13 @@ impl Status {
         let seconds = now.duration_since(self.last.0).as_secs_f64().max(1e-3);
         let rate = (self.events - self.last.1) as f64 / seconds;
         self.last = (now, self.events);
+        let more = if self.flows.len() >= FLOWS_COUNTED {
+            "+"
+        } else {
+            ""
+        };
         format!(
-            "tracer: {} events ({rate:.0}/s), {} flows, {lost} lost",
+            "tracer: {} events ({rate:.0}/s), {}{more} flows, {lost} lost",
             self.events,
             self.flows.len()
         )

@@ -45,7 +45,7 @@ pub fn report_selected(
 }
 
 /// On stderr: events lost or not kept.
-fn warnings(stats: &Stats) {
+pub fn warnings(stats: &Stats) {
     if stats.lost_total() > 0 {
         eprintln!(
             "tracer: warning: {} events were lost (ring buffer full); some journeys are incomplete",

@@ -1,45 +1,59 @@
-//! The live view (`tracer trace --live`, on by default for text on a terminal): a line per
-//! packet on stdout as its journey closes, while the trace goes on. Every event is stitched,
-//! also those past `--max-events`: what the final report keeps is bounded, what is shown live
-//! is not, and the live stitcher's memory follows the packets still open.
+//! The streaming engine's output (`tracer trace --live`, on by default for text on a terminal):
+//! each packet on stdout as its journey closes, while the trace goes on, as a line (text) or a
+//! `packet` record (JSON); each flow when it ends (JSON) and at exit. Every event is stitched,
+//! and memory follows what is open: the journeys still open in the stitcher and the flows in
+//! [`LiveFlows`], both bounded.
 //!
-//! Lines come in the order the packets were first seen, as tcpdump prints them: a packet that
-//! closed waits for the ones seen before it that are still open (at most the stitcher's hold
-//! window). With the stitcher's closings independent of how events were read, a recording
-//! replayed (`tracer explain --live`) prints the very lines the live run printed.
+//! Packets come in the order they were first seen, as tcpdump prints them: one that closed
+//! waits for those seen before it that are still open (at most the stitcher's hold window).
+//! With the stitcher's closings and the flows' endings in the events' clock, a recording
+//! replayed (`tracer explain --live`) prints what the live run printed.
+
+mod end;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     io::{self, Write},
 };
 
+pub use end::LiveEnd;
+
 use crate::{
     analysis::{
-        capture::captures,
         fate::TraceEnd,
         journey::{
             from_closed,
             stream::{Closed, Stitcher, Window},
+            Journey,
         },
+        live_flows::{Limits, LiveFlow, LiveFlows},
+        retransmissions::retransmissions,
+        Analysis, Context,
     },
     kernel::live_capture::LiveCapture,
     model::sighting::Sighting,
     report::{
+        explanation::COUNTED_NOTES,
         line::{packet_line, WallClock},
-        output::write_path,
+        output::{flow_json, packet_json, write_flow_line, write_path},
         paint::Paint,
+        stdout::Format,
         Selection,
     },
 };
 
 /// What the live view shows.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct LiveOptions {
-    /// Which packets get a line (`--problems`: those that did not make it).
+    /// Which packets and flows are shown (`--problems`: those that did not make it).
     pub selection: Selection,
     /// Each line followed by the packet's path, point by point (`-v`).
     pub paths: bool,
+    pub format: Format,
 }
+
+/// Flows that ended during the trace listed in the text summary at exit; the others counted.
+const ENDED_FLOWS_LISTED: usize = 1000;
 
 pub struct LiveView {
     stitcher: Stitcher,
@@ -50,11 +64,26 @@ pub struct LiveView {
     /// Closed, waiting for the packets seen before them: by (first sighting's time, the
     /// stitcher's number).
     waiting: BTreeMap<(u64, u64), Closed>,
-    /// Journeys given out so far (the final report numbers its own).
+    /// Journeys given out so far.
     given: u64,
-    /// Stdout stopped taking lines (a closed pipe): the final report says so.
+    /// Stdout stopped taking lines (a closed pipe).
     closed: bool,
     options: LiveOptions,
+    flows: LiveFlows,
+    /// Events with a note a kernel counter counts, per (namespace, note): checked against the
+    /// counters at exit.
+    notes: BTreeMap<(String, &'static str), i64>,
+    incomplete: Incomplete,
+    /// Text: the summary lines of the flows that ended, for the summary at exit.
+    ended: Vec<u8>,
+    ended_listed: usize,
+    ended_not_listed: u64,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Incomplete {
+    packets: usize,
+    flows: usize,
 }
 
 impl LiveView {
@@ -68,6 +97,12 @@ impl LiveView {
             given: 0,
             closed: false,
             options,
+            flows: LiveFlows::new(Limits::default()),
+            notes: BTreeMap::new(),
+            incomplete: Incomplete::default(),
+            ended: Vec::new(),
+            ended_listed: 0,
+            ended_not_listed: 0,
         }
     }
 
@@ -76,7 +111,7 @@ impl LiveView {
     }
 
     /// Writes the packets whose journeys closed by now: the events' time, moved on to `now_ns`
-    /// (the events' clock) when events are few. Returns how many lines were written.
+    /// (the events' clock) when events are few. Returns how many packets were written.
     pub fn advance(&mut self, now_ns: Option<u64>) -> usize {
         let closed = match now_ns {
             Some(now) => self.stitcher.advance_to(now),
@@ -92,12 +127,14 @@ impl LiveView {
         self.write(ready.into_values())
     }
 
-    /// The packets still open when the trace stopped.
-    pub fn finish(mut self) -> usize {
+    /// Writes the packets still open when the trace stopped; the flows and the summary are
+    /// [`LiveEnd::report`]'s, once the trace's context is known.
+    pub fn finish(mut self) -> LiveEnd {
         let stitcher = std::mem::take(&mut self.stitcher);
         self.wait(stitcher.finish());
         let ready = std::mem::take(&mut self.waiting);
-        self.write(ready.into_values())
+        self.write(ready.into_values());
+        LiveEnd::new(self)
     }
 
     fn wait(&mut self, closed: Vec<Closed>) {
@@ -112,9 +149,6 @@ impl LiveView {
     }
 
     fn write(&mut self, ready: impl Iterator<Item = Closed>) -> usize {
-        if self.closed {
-            return 0;
-        }
         let end = TraceEnd::default();
         let mut journeys = Vec::new();
         for c in ready {
@@ -124,30 +158,168 @@ impl LiveView {
             group.sort_by_key(|j| j.sightings.first().map_or(0, |s| s.ts_ns));
             journeys.extend(group);
         }
-        if journeys.is_empty() {
+        let mut repeats = HashMap::new();
+        for journey in &mut journeys {
+            if let Some(first) = self.flows.add(journey) {
+                repeats.insert(journey.id, first);
+            }
+            self.count(journey);
+        }
+        let ended = self.flows.ended();
+        if self.closed || (journeys.is_empty() && ended.is_empty()) {
             return 0;
         }
-        let mut out = io::stdout().lock();
+        let mut out = io::BufWriter::new(io::stdout().lock());
+        let written = match self.options.format {
+            Format::Text => self.write_lines(&mut out, &journeys),
+            Format::Json => self.write_records(&mut out, journeys, repeats),
+        };
+        let done = written.and_then(|lines| {
+            for flow in ended {
+                self.flow_ended(&mut out, flow)?;
+            }
+            out.flush()?;
+            Ok(lines)
+        });
+        done.unwrap_or_else(|_| {
+            self.closed = true;
+            0
+        })
+    }
+
+    fn write_lines(&self, out: &mut impl Write, journeys: &[Journey]) -> io::Result<usize> {
         let mut lines = 0;
         for journey in journeys
             .iter()
             .filter(|j| self.options.selection.journey(j))
         {
-            let verdicts = captures(journey, &self.captures);
-            let line = packet_line(journey, &verdicts, self.clock, self.paint);
-            let written = writeln!(out, "{line}").and_then(|()| match self.options.paths {
-                true => write_path(&mut out, journey, self.paint),
-                false => Ok(()),
-            });
-            if written.is_err() {
-                self.closed = true;
-                return lines;
+            let verdicts = crate::analysis::capture::captures(journey, &self.captures);
+            writeln!(
+                out,
+                "{}",
+                packet_line(journey, &verdicts, self.clock, self.paint)
+            )?;
+            if self.options.paths {
+                write_path(out, journey, self.paint)?;
             }
             lines += 1;
         }
-        if out.flush().is_err() {
-            self.closed = true;
-        }
-        lines
+        Ok(lines)
     }
+
+    /// The `packet` records, each with the first transmission it repeats when its flow kept it.
+    fn write_records(
+        &self,
+        out: &mut impl Write,
+        journeys: Vec<Journey>,
+        repeats: HashMap<u64, u64>,
+    ) -> io::Result<usize> {
+        let (first, last) = match (journeys.first(), journeys.last()) {
+            (Some(first), Some(last)) => (first.id, last.id),
+            _ => return Ok(0),
+        };
+        let mut window = journeys;
+        for (id, original) in &repeats {
+            if *original >= first {
+                continue;
+            }
+            let flow_id = window.iter().find(|j| j.id == *id).map_or(0, |j| j.flow_id);
+            if let Some(journey) = self.flows.kept(flow_id, *original) {
+                window.push(journey.clone());
+            }
+        }
+        window.sort_by_key(|j| j.id);
+        window.dedup_by_key(|j| j.id);
+        let analysis = Analysis::window(window, Vec::new(), repeats, self.context());
+        let mut records = 0;
+        for journey in analysis
+            .journeys
+            .iter()
+            .filter(|j| j.id >= first && j.id <= last)
+        {
+            if self.options.selection.journey(journey) {
+                writeln!(out, "{}", packet_json(journey, &analysis))?;
+                records += 1;
+            }
+        }
+        Ok(records)
+    }
+
+    /// A flow that ended: its record (JSON), or its line kept for the summary at exit (text).
+    fn flow_ended(&mut self, out: &mut impl Write, flow: LiveFlow) -> io::Result<()> {
+        if flow.flow.incomplete_packets > 0 {
+            self.incomplete.flows += 1;
+        }
+        let (analysis, not_kept) = flow_analysis(flow, self.context());
+        let flow = &analysis.flows[0];
+        if !self.options.selection.flow(flow, &analysis) {
+            return Ok(());
+        }
+        match self.options.format {
+            Format::Json => writeln!(out, "{}", flow_record(flow, &analysis, not_kept)),
+            Format::Text if self.ended_listed < ENDED_FLOWS_LISTED => {
+                self.ended_listed += 1;
+                write_flow_line(&mut self.ended, flow, &analysis, self.paint)
+            }
+            Format::Text => {
+                self.ended_not_listed += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// What the counters' checks and the footer need of a packet.
+    fn count(&mut self, journey: &Journey) {
+        self.incomplete.packets += usize::from(journey.incomplete);
+        for s in &journey.sightings {
+            let (Some(note), Some(ns)) = (&s.note, &s.netns_name) else {
+                continue;
+            };
+            for (_, prefix) in COUNTED_NOTES {
+                if note.starts_with(prefix) {
+                    *self.notes.entry((ns.to_string(), prefix)).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    /// The context a packet's or flow's analysis has while the trace runs: the live captures
+    /// (the kernel's counters and rules are read when it ends).
+    fn context(&self) -> Context {
+        Context {
+            live: self.captures.clone(),
+            ..Context::default()
+        }
+    }
+}
+
+/// The analysis of one flow, from the journeys it kept; and how many it did not keep.
+fn flow_analysis(live: LiveFlow, context: Context) -> (Analysis, u64) {
+    let LiveFlow {
+        flow,
+        journeys,
+        not_kept,
+        ..
+    } = live;
+    let repeats = retransmissions(&journeys);
+    (
+        Analysis::window(journeys, vec![flow], repeats, context),
+        not_kept,
+    )
+}
+
+/// A flow's record; one that kept only some of its packets says how many it did not list.
+fn flow_record(flow: &crate::analysis::flow::Flow, analysis: &Analysis, not_kept: u64) -> String {
+    let mut record = flow_json(flow, analysis);
+    if not_kept > 0 {
+        record["packets_not_listed"] = serde_json::json!(not_kept);
+        if let Some(sentences) = record["explanation"].as_array_mut() {
+            sentences.push(serde_json::json!(format!(
+                "Its sentences are drawn from the {} packets it kept of {}.",
+                flow.journeys.len(),
+                flow.packets
+            )));
+        }
+    }
+    record.to_string()
 }

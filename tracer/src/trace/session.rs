@@ -14,7 +14,7 @@ use tracer_common::{
     names,
 };
 
-use ring::{drain, live_lines, Kept, LIVE_TICK};
+use ring::{drain, live_lines, Kept, Readers, LIVE_TICK};
 
 pub use ring::decode_record;
 
@@ -30,12 +30,12 @@ use crate::{
     kernel::netns::{self, Netns, NetnsRef},
     kernel::rules::{self, NamespaceRules},
     model::gaps,
-    model::recording::{self, NamespaceCounters, Recording, TraceClock},
+    model::recording::{self, NamespaceCounters, Recorder, Recording, TraceClock},
     model::sighting::{Name, Names, Proto, Sighting},
     report::line::WallClock,
     report::stats::Stats,
     report::status::Status,
-    trace::live::LiveView,
+    trace::live::{LiveEnd, LiveView},
     trace::usage::Usage,
 };
 
@@ -61,6 +61,8 @@ pub struct TraceOptions {
     /// A line per packet on stdout as its journey closes (`--live`), of the packets the
     /// selection keeps (`--problems`).
     pub live: Option<crate::trace::live::LiveOptions>,
+    /// Keep the events for a report built at the end even with the live view (`-w`).
+    pub keep_events: bool,
 }
 
 pub struct Session {
@@ -90,6 +92,18 @@ pub struct Session {
     max_events: usize,
     /// A line per packet as its journey closes (`--live`).
     live_view: Option<LiveView>,
+    /// Whether the events are kept for a report built at the end (no live view, `-w`, `-c`).
+    keeps_events: bool,
+    /// The raw events written as they are read (`--record`).
+    recorder: Option<Recorder>,
+}
+
+/// What a trace gives: the events it kept and its context, its statistics, and the end of
+/// the live view's report when there was one.
+pub struct Traced {
+    pub recording: Recording,
+    pub stats: Stats,
+    pub live: Option<LiveEnd>,
 }
 
 /// How long events keep coming in after `-c` was reached, so that the counted packets'
@@ -226,11 +240,13 @@ impl Session {
             live,
             count: options.count,
             max_events: options.max_events,
+            keeps_events: options.live.is_none() || options.keep_events || options.count.is_some(),
+            recorder: None,
         })
     }
 
     /// Reads events until `stop` completes, then drains what is left.
-    pub async fn collect(&mut self, stop: impl Future<Output = ()>) -> Result<(Recording, Stats)> {
+    pub async fn collect(&mut self, stop: impl Future<Output = ()>) -> Result<Traced> {
         let mut sightings = Vec::new();
         let mut stats = Stats::default();
         let mut counted = PacketCount::default();
@@ -258,17 +274,22 @@ impl Session {
                 }
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard?;
-                    let (seen, not_kept) = (sightings.len(), stats.not_kept);
-                    let ring = guard.get_inner_mut();
-                    let kept = Kept { max: self.max_events, sightings: &mut sightings };
-                    let live = self.live_view.as_mut().map(|view| (view, status.as_ref()));
-                    drain(ring, &self.names, kept, &mut stats, live);
+                    let seen = sightings.len();
+                    let mut readers = Readers {
+                        names: &self.names,
+                        stats: &mut stats,
+                        kept: self.keeps_events.then_some(Kept {
+                            max: self.max_events,
+                            sightings: &mut sightings,
+                        }),
+                        live: self.live_view.as_mut(),
+                        status: status.as_mut(),
+                        record: self.recorder.as_mut(),
+                    };
+                    drain(guard.get_inner_mut(), &mut readers);
                     guard.clear_ready();
                     if let Some(live) = self.live_view.as_mut() {
                         live_lines(live.advance(None), status.as_ref());
-                    }
-                    if let Some(status) = status.as_mut() {
-                        status.add(&sightings[seen..], stats.not_kept - not_kept);
                     }
                     if self.count.is_some_and(|n| counted.add(&sightings[seen..]) >= n) {
                         let _ = tokio::time::timeout(COUNT_GRACE, &mut stop).await;
@@ -288,16 +309,19 @@ impl Session {
         // neither read nor counted lost, and a packet in flight would lose its last points.
         self.stop_observing();
         stats.missed = misses.per_hook()?;
-        let ring = self.ring.get_mut();
-        let kept = Kept {
-            max: self.max_events,
-            sightings: &mut sightings,
+        let mut readers = Readers {
+            names: &self.names,
+            stats: &mut stats,
+            kept: self.keeps_events.then_some(Kept {
+                max: self.max_events,
+                sightings: &mut sightings,
+            }),
+            live: self.live_view.as_mut(),
+            status: None,
+            record: self.recorder.as_mut(),
         };
-        let live = self.live_view.as_mut().map(|view| (view, None));
-        drain(ring, &self.names, kept, &mut stats, live);
-        if let Some(live) = self.live_view.take() {
-            live.finish();
-        }
+        drain(self.ring.get_mut(), &mut readers);
+        let live = self.live_view.take().map(LiveView::finish);
         (stats.lost, stats.lost_per_cpu) = self.lost_counts()?;
         stats.duration_ns = self.started.elapsed().as_nanos() as u64;
         let context = recording::Context {
@@ -319,7 +343,14 @@ impl Session {
                 duration_ns: stats.duration_ns,
             }),
         };
-        Ok((Recording { sightings, context }, stats))
+        if let Some(recorder) = self.recorder.take() {
+            recorder.finish(&context)?;
+        }
+        Ok(Traced {
+            recording: Recording { sightings, context },
+            stats,
+            live,
+        })
     }
 
     /// The live captures seen when tracing started and when it stopped: a tcpdump may have come
@@ -417,7 +448,11 @@ impl Session {
 
 /// Runs a whole session on a fresh runtime: attach, report on stderr what could not be
 /// attached, call `once_attached` for the future that says when to stop, collect until then.
-pub fn trace<F, Stop>(options: &TraceOptions, once_attached: F) -> Result<(Recording, Stats)>
+pub fn trace<F, Stop>(
+    options: &TraceOptions,
+    recorder: Option<Recorder>,
+    once_attached: F,
+) -> Result<Traced>
 where
     F: FnOnce() -> Result<Stop>,
     Stop: Future<Output = ()>,
@@ -427,6 +462,7 @@ where
         .build()?;
     runtime.block_on(async {
         let mut session = Session::start(options)?;
+        session.recorder = recorder;
         crate::trace::attached::report_attachments(&session.attachments, session.xdp);
         let stop = once_attached()?;
         session.collect(stop).await

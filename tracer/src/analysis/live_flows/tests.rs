@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::*;
 use crate::{
-    analysis::{fate::TraceEnd, journey::build, retransmissions::retransmissions},
+    analysis::{journey::build, retransmissions::retransmissions},
     model::recording,
 };
 

@@ -1,12 +1,15 @@
-//! Reading the ring buffer: each record decoded into a sighting, kept for the final report up
-//! to `--max-events`, and given to the live view, which writes its lines while a flood goes
-//! on.
+//! Reading the ring buffer: each record decoded into a sighting, written to the recording as
+//! it comes, kept for the final report up to `--max-events` where there is one, and given to
+//! the live view, which writes its lines while a flood goes on.
 
 use aya::maps::{MapData, RingBuf};
 use tracer_common::event::Event;
 
 use crate::{
-    model::sighting::{Names, PacketBytes, Sighting},
+    model::{
+        recording::Recorder,
+        sighting::{Names, PacketBytes, Sighting},
+    },
     report::{stats::Stats, status::Status},
     trace::live::LiveView,
 };
@@ -17,41 +20,73 @@ pub(super) struct Kept<'a> {
     pub sightings: &'a mut Vec<Sighting>,
 }
 
-/// Decodes what the ring holds: up to `kept.max` events kept, the rest only counted, every
-/// one shown live when there is a live view.
-pub(super) fn drain(
-    ring: &mut RingBuf<MapData>,
-    names: &Names,
-    kept: Kept,
-    stats: &mut Stats,
-    mut live: Option<(&mut LiveView, Option<&Status>)>,
-) {
+/// Where the events read go.
+pub(super) struct Readers<'a> {
+    pub names: &'a Names,
+    pub stats: &'a mut Stats,
+    /// `None` when the live view reports everything and no report is built at the end.
+    pub kept: Option<Kept<'a>>,
+    pub live: Option<&'a mut LiveView>,
+    pub status: Option<&'a mut Status>,
+    pub record: Option<&'a mut Recorder>,
+}
+
+/// Decodes what the ring holds into the readers.
+pub(super) fn drain(ring: &mut RingBuf<MapData>, to: &mut Readers) {
     let mut read = 0usize;
     while let Some(item) = ring.next() {
         read += 1;
-        let keep = kept.sightings.len() < kept.max;
-        if !keep {
-            stats.not_kept += 1;
-        }
-        let Some((view, status)) = live.as_mut() else {
-            if keep {
-                decode_record(&item, names, kept.sightings, stats);
+        let keep = to.kept.as_ref().is_some_and(|k| k.sightings.len() < k.max);
+        if !keep && to.live.is_none() && to.record.is_none() {
+            // Past --max-events, with nothing else to take it: counted, not even decoded.
+            to.stats.not_kept += 1;
+            if let Some(status) = to.status.as_deref_mut() {
+                status.add(&[], 1);
             }
             continue;
+        }
+        let Some(sighting) = decode(&item, to.names) else {
+            to.stats.undecodable += 1;
+            continue;
         };
-        if keep {
-            let before = kept.sightings.len();
-            decode_record(&item, names, kept.sightings, stats);
-            if kept.sightings.len() > before {
-                view.push(kept.sightings[before].clone());
+        if keep || to.kept.is_none() {
+            // The statistics count the events of the report: past --max-events, not_kept.
+            count(to.stats, &sighting);
+        }
+        if let Some(status) = to.status.as_deref_mut() {
+            status.add(std::slice::from_ref(&sighting), 0);
+        }
+        if let Some(record) = to.record.as_deref_mut() {
+            record.event(&sighting);
+        }
+        match (to.kept.as_mut().filter(|_| keep), to.live.as_deref_mut()) {
+            (Some(kept), Some(view)) => {
+                view.push(sighting.clone());
+                kept.sightings.push(sighting);
             }
-        } else if let Some(s) = decode(&item, names) {
-            view.push(s);
+            (Some(kept), None) => kept.sightings.push(sighting),
+            (None, Some(view)) => view.push(sighting),
+            (None, None) => {}
+        }
+        if !keep && to.kept.is_some() {
+            to.stats.not_kept += 1;
         }
         // Under a flood the ring refills as fast as it is read: the lines must not wait
         // for it to run dry.
         if read.is_multiple_of(LIVE_BATCH) {
-            live_lines(view.advance(None), *status);
+            if let Some(view) = to.live.as_deref_mut() {
+                live_lines(view.advance(None), to.status.as_deref());
+            }
+        }
+    }
+}
+
+fn count(stats: &mut Stats, sighting: &Sighting) {
+    // The hook's name is allocated once per trace, not once per event.
+    match stats.events.get_mut(sighting.hook.name()) {
+        Some(count) => *count += 1,
+        None => {
+            stats.events.insert(sighting.hook.name().to_string(), 1);
         }
     }
 }
@@ -90,13 +125,7 @@ pub fn decode_record(
 ) {
     match decode(record, names) {
         Some(sighting) => {
-            // The hook's name is allocated once per trace, not once per event.
-            match stats.events.get_mut(sighting.hook.name()) {
-                Some(count) => *count += 1,
-                None => {
-                    stats.events.insert(sighting.hook.name().to_string(), 1);
-                }
-            }
+            count(stats, &sighting);
             sightings.push(sighting);
         }
         None => stats.undecodable += 1,
