@@ -98,7 +98,14 @@ pub fn from_closed(closed: stream::Closed, end: &TraceEnd, first_id: u64) -> Vec
     } else {
         vec![closed.sightings]
     };
-    complete(groups, closed.annotations, end, first_id)
+    let mut journeys = complete(groups, closed.annotations, end, first_id);
+    if closed.cut_short {
+        // Closed early to keep the open journeys bounded: later points may be missing.
+        for journey in &mut journeys {
+            journey.incomplete = true;
+        }
+    }
+    journeys
 }
 
 /// Journeys from sightings grouped per packet: copies split out, annotations placed, fates

@@ -6,7 +6,7 @@
 //!
 //! Memory follows the flows open: at most [`Limits::max_open`], past which the longest idle
 //! one is ended early and counted; each keeps a bounded number of its journeys for its
-//! explanation (the others are counted in it, not kept).
+//! explanation, and all together a bounded number too (the others are counted, not kept).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -32,6 +32,9 @@ pub struct Limits {
     /// Journeys a flow keeps for its explanation; past them, only those that did not make it
     /// are kept, as many again.
     pub kept_per_flow: usize,
+    /// Journeys all open flows keep together (a journey is a few kilobytes); past it, only
+    /// those that did not make it are kept, as many again.
+    pub kept_in_all: usize,
     /// Segments a TCP flow remembers to recognise their retransmissions.
     pub segments_remembered: usize,
 }
@@ -42,7 +45,8 @@ impl Default for Limits {
             closed_ns: 2_000_000_000,
             idle_ns: 30_000_000_000,
             max_open: 16_384,
-            kept_per_flow: 64,
+            kept_per_flow: 16,
+            kept_in_all: 4096,
             segments_remembered: 4096,
         }
     }
@@ -74,16 +78,18 @@ impl LiveFlow {
         self.reset || self.fins == [true, true]
     }
 
-    /// Whether it keeps `journey`: the first ones, then those that did not make it.
-    fn keeps(&self, journey: &Journey, limits: &Limits) -> bool {
+    /// Whether it keeps `journey`, with `kept_in_all` journeys kept by every open flow: the
+    /// first ones, then those that did not make it.
+    fn keeps(&self, journey: &Journey, limits: &Limits, kept_in_all: usize) -> bool {
         let kept = self.journeys.len();
-        kept < limits.kept_per_flow
-            || (kept < 2 * limits.kept_per_flow
-                && matches!(
-                    journey.fate.kind,
-                    crate::analysis::fate::FateKind::Dropped
-                        | crate::analysis::fate::FateKind::Unknown
-                ))
+        let problem = matches!(
+            journey.fate.kind,
+            crate::analysis::fate::FateKind::Dropped | crate::analysis::fate::FateKind::Unknown
+        );
+        match problem {
+            false => kept < limits.kept_per_flow && kept_in_all < limits.kept_in_all,
+            true => kept < 2 * limits.kept_per_flow && kept_in_all < 2 * limits.kept_in_all,
+        }
     }
 
     /// The first transmission `key` repeats, or none (and journey `id` is remembered as it).
@@ -148,6 +154,8 @@ pub struct LiveFlows {
     early: Vec<LiveFlow>,
     /// How many flows were ended early.
     pub ended_early: u64,
+    /// Journeys the open flows keep.
+    kept_in_all: usize,
 }
 
 impl LiveFlows {
@@ -158,7 +166,6 @@ impl LiveFlows {
         }
     }
 
-    #[cfg(test)]
     pub fn open(&self) -> usize {
         self.open.len()
     }
@@ -203,8 +210,9 @@ impl LiveFlows {
         let repeats =
             retransmissions::key(journey).and_then(|key| live.repeats(key, journey.id, &limits));
         live.flow.add(journey);
-        if live.keeps(journey, &limits) {
+        if live.keeps(journey, &limits, self.kept_in_all) {
             live.journeys.push(journey.clone());
+            self.kept_in_all += 1;
         } else {
             // The flow lists the packets it kept; the rest are counted.
             match journey.copy {
@@ -302,6 +310,7 @@ impl LiveFlows {
 
     fn remove(&mut self, id: u64) -> Option<LiveFlow> {
         let live = self.open.remove(&id)?;
+        self.kept_in_all -= live.journeys.len();
         for tuple in &live.tuples {
             if self.owner.get(tuple) == Some(&id) {
                 self.owner.remove(tuple);

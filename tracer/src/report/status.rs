@@ -18,6 +18,9 @@ const FLOWS_COUNTED: usize = 100_000;
 
 pub struct Status {
     flows: HashSet<Tuple>,
+    /// The flows open now, when the streaming engine keeps them (it then counts no distinct
+    /// flows here: over hours, that set would only grow).
+    open_flows: Option<usize>,
     events: u64,
     /// Time and event count at the last redraw, for the rate.
     last: (Instant, u64),
@@ -32,6 +35,7 @@ impl Status {
     fn new() -> Status {
         Status {
             flows: HashSet::new(),
+            open_flows: None,
             events: 0,
             last: (Instant::now(), 0),
         }
@@ -40,6 +44,9 @@ impl Status {
     /// Counts new events: `sightings` decoded, and `not_kept` more past `--max-events`.
     pub fn add(&mut self, sightings: &[Sighting], not_kept: u64) {
         self.events += sightings.len() as u64 + not_kept;
+        if self.open_flows.is_some() {
+            return;
+        }
         for s in sightings.iter().filter(|s| s.on_path()) {
             // A trace that runs for hours must not grow with every flow it ever saw.
             if self.flows.len() < FLOWS_COUNTED {
@@ -53,16 +60,20 @@ impl Status {
         let seconds = now.duration_since(self.last.0).as_secs_f64().max(1e-3);
         let rate = (self.events - self.last.1) as f64 / seconds;
         self.last = (now, self.events);
-        let more = if self.flows.len() >= FLOWS_COUNTED {
-            "+"
-        } else {
-            ""
+        let flows = match self.open_flows {
+            Some(open) => format!("{open} flows open"),
+            None if self.flows.len() >= FLOWS_COUNTED => format!("{FLOWS_COUNTED}+ flows"),
+            None => format!("{} flows", self.flows.len()),
         };
         format!(
-            "tracer: {} events ({rate:.0}/s), {}{more} flows, {lost} lost",
-            self.events,
-            self.flows.len()
+            "tracer: {} events ({rate:.0}/s), {flows}, {lost} lost",
+            self.events
         )
+    }
+
+    /// Shows the flows open now instead of the distinct flows seen.
+    pub fn open_flows(&mut self, open: usize) {
+        self.open_flows = Some(open);
     }
 
     pub fn draw(&mut self, lost: u64) {

@@ -106,6 +106,11 @@ impl LiveView {
         }
     }
 
+    /// Flows open now, for the status line.
+    pub fn open_flows(&self) -> usize {
+        self.flows.open()
+    }
+
     pub fn push(&mut self, sighting: Sighting) {
         self.stitcher.push(sighting);
     }
@@ -131,10 +136,11 @@ impl LiveView {
     /// [`LiveEnd::report`]'s, once the trace's context is known.
     pub fn finish(mut self) -> LiveEnd {
         let stitcher = std::mem::take(&mut self.stitcher);
+        let cut_short = stitcher.cut_short;
         self.wait(stitcher.finish());
         let ready = std::mem::take(&mut self.waiting);
         self.write(ready.into_values());
-        LiveEnd::new(self)
+        LiveEnd::new(self, cut_short)
     }
 
     fn wait(&mut self, closed: Vec<Closed>) {

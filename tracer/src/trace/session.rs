@@ -252,6 +252,7 @@ impl Session {
         let mut counted = PacketCount::default();
         let mut status = Status::for_stderr();
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut ticks = 0u64;
         // A quiet moment closes journeys too: a drop is printed soon after it, not at the
         // next event (there may be none).
         let mut live_tick = tokio::time::interval(LIVE_TICK);
@@ -268,7 +269,14 @@ impl Session {
                 }
                 _ = tick.tick() => {
                     self.let_deleted_namespaces_go();
+                    ticks += 1;
+                    if ticks.is_multiple_of(TRIM_EVERY_TICKS) {
+                        give_back_free_memory();
+                    }
                     if let Some(status) = status.as_mut() {
+                        if let Some(live) = &self.live_view {
+                            status.open_flows(live.open_flows());
+                        }
                         status.draw(self.lost_counts()?.0.values().sum());
                     }
                 }
@@ -446,6 +454,17 @@ impl Session {
     }
 }
 
+/// Seconds between two [`give_back_free_memory`] while tracing.
+const TRIM_EVERY_TICKS: u64 = 10;
+
+/// Returns the heap's free pages to the kernel. glibc keeps what was freed inside its heap
+/// (only the top is given back by itself), so a trace that runs for hours, allocating and
+/// freeing journeys of every size, would otherwise hold the most it ever used, scattered.
+fn give_back_free_memory() {
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe { libc::malloc_trim(0) };
+}
+
 /// Runs a whole session on a fresh runtime: attach, report on stderr what could not be
 /// attached, call `once_attached` for the future that says when to stop, collect until then.
 pub fn trace<F, Stop>(
@@ -463,6 +482,8 @@ where
     runtime.block_on(async {
         let mut session = Session::start(options)?;
         session.recorder = recorder;
+        // Loading parsed the kernel's BTF (tens of MB) and freed it.
+        give_back_free_memory();
         crate::trace::attached::report_attachments(&session.attachments, session.xdp);
         let stop = once_attached()?;
         session.collect(stop).await

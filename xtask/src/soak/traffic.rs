@@ -50,7 +50,7 @@ pub struct Traffic {
 impl Traffic {
     /// Starts everything; `seconds` bounds the programs that need a duration (they are
     /// stopped before that anyway).
-    pub fn start(seconds: u64) -> Result<Traffic> {
+    pub fn start(seconds: u64, bulk_mbit: u32) -> Result<Traffic> {
         let stop = Arc::new(AtomicBool::new(false));
         let counts = Arc::new(Counts::default());
         let mut traffic = Traffic {
@@ -72,10 +72,11 @@ impl Traffic {
 
         let long = seconds + 300;
         let exe = std::env::current_exe()?;
-        // 10 Mbit/s: steady events without starving the shared CPUs, and with our XDP on the
-        // veth, every segment is a packet of its own.
-        let bulk = format!("iperf3 -c {B4} -p 5201 -b 10M -t {long}");
-        traffic.process(A, "iperf3 client (10 Mbit/s)", &bulk)?;
+        // 10 Mbit/s by default: steady events without starving the shared CPUs, and with our
+        // XDP on the veth, every segment is a packet of its own (about 13 k events/s; 80
+        // Mbit/s is over 100 k).
+        let bulk = format!("iperf3 -c {B4} -p 5201 -b {bulk_mbit}M -t {long}");
+        traffic.process(A, "iperf3 client (bulk TCP)", &bulk)?;
         traffic.process(A, "ping", &format!("ping -q -i 0.2 {B4}"))?;
         traffic.process(A, "ping -6", &format!("ping -6 -q -i 0.2 {B6}"))?;
         let flood = format!(

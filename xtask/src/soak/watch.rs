@@ -23,8 +23,8 @@ use serde_json::Value;
 use crate::proc_status::status_kib;
 use harness::process::wait_for_file;
 
-/// What the status line said last: `tracer: N events (R/s), F flows, L lost`. Its count is of
-/// the events kept, so it stops at `--max-events`.
+/// What the status line said last: `tracer: N events (R/s), F flows, L lost`: every event
+/// read, with the streaming engine.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatusLine {
     pub events: u64,
@@ -82,16 +82,19 @@ pub struct Tracer {
     dir: PathBuf,
     terminal: Arc<Mutex<Terminal>>,
     reader: Option<JoinHandle<()>>,
+    output: Arc<Mutex<Output>>,
+    output_reader: Option<JoinHandle<Result<()>>>,
 }
 
 impl Tracer {
-    /// `tracer trace` on `namespaces` with `extra` arguments and `filter`, JSON to a file;
-    /// returns once every program is attached.
+    /// `tracer trace` on `namespaces` with `extra` arguments and `filter`, its JSON read as it
+    /// comes (and copied to `keep`); returns once every program is attached.
     pub fn start(
         tracer: &Path,
         namespaces: &[String],
         extra: &[&str],
         filter: &str,
+        keep: Option<&Path>,
     ) -> Result<Tracer> {
         let dir = std::env::temp_dir().join(format!("xsoak-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -108,9 +111,16 @@ impl Tracer {
             .arg(&ready)
             .args(filter.split_whitespace())
             .stdin(Stdio::null())
-            .stdout(File::create(dir.join("trace.jsonl"))?)
+            .stdout(Stdio::piped())
             .stderr(slave);
-        let child = cmd.spawn().context("cannot start the tracer")?;
+        let mut child = cmd.spawn().context("cannot start the tracer")?;
+        let keep = keep.map(File::create).transpose()?;
+        let output = Arc::new(Mutex::new(Output::default()));
+        let output_reader = {
+            let stdout = child.stdout.take().context("the tracer's stdout")?;
+            let output = Arc::clone(&output);
+            std::thread::spawn(move || read_output(stdout, keep, &output))
+        };
         // The slave end is the child's now: once it exits, reading the master ends.
         drop(cmd);
         let terminal = Arc::new(Mutex::new(Terminal::default()));
@@ -123,6 +133,8 @@ impl Tracer {
             dir,
             terminal,
             reader: Some(reader),
+            output,
+            output_reader: Some(output_reader),
         };
         let child = &mut tracer.child;
         if let Err(err) = wait_for_file(&ready, child, Duration::from_secs(300)) {
@@ -155,9 +167,8 @@ impl Tracer {
         self.terminal.lock().expect("terminal").lines.clone()
     }
 
-    /// SIGINT, then waits (at most `limit`) for the analysis and the output, which is copied
-    /// to `keep` if given.
-    pub fn stop(mut self, limit: Duration, keep: Option<&Path>) -> Result<End> {
+    /// SIGINT, then waits (at most `limit`) for the end of the output.
+    pub fn stop(mut self, limit: Duration) -> Result<End> {
         let pid = self.pid();
         // SAFETY: kill with the pid of our own child, not yet reaped.
         unsafe { libc::kill(pid as i32, libc::SIGINT) };
@@ -178,12 +189,12 @@ impl Tracer {
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
-        let output = self.dir.join("trace.jsonl");
-        if let Some(keep) = keep {
-            std::fs::copy(&output, keep)
-                .with_context(|| format!("cannot copy the trace to {}", keep.display()))?;
+        if let Some(reader) = self.output_reader.take() {
+            reader
+                .join()
+                .map_err(|_| anyhow::anyhow!("the output reader panicked"))??;
         }
-        let output = read_output(&output)?;
+        let output = std::mem::take(&mut *self.output.lock().expect("output"));
         Ok(End {
             status,
             exit_secs,
@@ -257,11 +268,15 @@ pub fn parse_status(line: &str) -> Option<StatusLine> {
     let rest = line.strip_prefix("tracer: ")?;
     let (events, rest) = rest.split_once(" events (")?;
     let (_, rest) = rest.split_once("/s), ")?;
-    let (flows, rest) = rest.split_once(" flows, ")?;
+    // `F flows` seen, or with the streaming engine `F flows open`.
+    let (flows, rest) = rest
+        .split_once(" flows open, ")
+        .or_else(|| rest.split_once(" flows, "))?;
     let lost = rest.strip_suffix(" lost")?;
     Some(StatusLine {
         events: events.parse().ok()?,
-        flows: flows.parse().ok()?,
+        // `100000+`: the status line stops counting distinct flows there.
+        flows: flows.trim_end_matches('+').parse().ok()?,
         lost: lost.parse().ok()?,
     })
 }
@@ -327,40 +342,75 @@ pub struct Output {
     pub flows: u64,
     /// Packets whose protocol is not their flow's: flows that joined unrelated packets.
     pub packets_in_foreign_flows: u64,
+    /// Packets per protocol of each flow not yet reported (a flow comes after its packets).
+    members: HashMap<u64, HashMap<String, u64>>,
 }
 
-/// Reads the output line by line (a long trace writes a hundred megabytes).
-fn read_output(path: &Path) -> Result<Output> {
-    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut output = Output::default();
-    // (flow id, protocol) -> packets; flows come after their packets.
-    let mut members: HashMap<(u64, String), u64> = HashMap::new();
-    let mut flow_proto: HashMap<u64, String> = HashMap::new();
-    for line in BufReader::new(file).lines() {
+impl Output {
+    /// Takes one line. A packet record is only scanned for its flow and protocol: the soak
+    /// reads thousands a second, each a few kilobytes.
+    fn line(&mut self, line: &str) -> Result<()> {
+        if line.starts_with("{\"capture\"") || line.contains("\"type\":\"packet\"") {
+            self.packets += 1;
+            if let (Some(flow), Some(proto)) = (field(line, "flow_id"), field(line, "proto")) {
+                let flow = flow.parse().unwrap_or_default();
+                let proto = proto.trim_matches('"').to_string();
+                *self
+                    .members
+                    .entry(flow)
+                    .or_default()
+                    .entry(proto)
+                    .or_default() += 1;
+            }
+            return Ok(());
+        }
         let record: Value =
-            serde_json::from_str(&line?).context("the tracer wrote a line that is not JSON")?;
-        let proto = record["proto"].as_str().unwrap_or_default().to_string();
+            serde_json::from_str(line).context("the tracer wrote a line that is not JSON")?;
         match record["type"].as_str() {
-            Some("packet") => {
-                output.packets += 1;
-                if let Some(flow) = record["flow_id"].as_u64() {
-                    *members.entry((flow, proto)).or_default() += 1;
-                }
-            }
             Some("flow") => {
-                output.flows += 1;
-                flow_proto.insert(record["id"].as_u64().unwrap_or_default(), proto);
+                self.flows += 1;
+                let id = record["id"].as_u64().unwrap_or_default();
+                let proto = record["proto"].as_str().unwrap_or_default();
+                let members = self.members.remove(&id).unwrap_or_default();
+                self.packets_in_foreign_flows += members
+                    .iter()
+                    .filter(|(p, _)| p.as_str() != proto)
+                    .map(|(_, n)| n)
+                    .sum::<u64>();
             }
-            Some("stats") => output.stats = Some(record),
+            Some("stats") => self.stats = Some(record),
             _ => {}
         }
+        Ok(())
     }
-    output.packets_in_foreign_flows = members
-        .iter()
-        .filter(|((flow, proto), _)| flow_proto.get(flow).is_some_and(|p| p != proto))
-        .map(|(_, n)| n)
-        .sum();
-    Ok(output)
+}
+
+/// The raw value of `"key":` in a JSON line (a number, or a string with its quotes), at the
+/// top level of a packet record: its keys come before its nested objects' same names do not
+/// matter here, as `flow_id` and `proto` appear only at the top.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = &line[at..];
+    let end = rest.find([',', '}'])?;
+    Some(&rest[..end])
+}
+
+/// Reads the tracer's output as it comes, into `output`; a copy goes to `keep`.
+fn read_output(
+    stdout: std::process::ChildStdout,
+    keep: Option<File>,
+    output: &Mutex<Output>,
+) -> Result<()> {
+    let mut keep = keep.map(std::io::BufWriter::new);
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        if let Some(keep) = keep.as_mut() {
+            std::io::Write::write_all(keep, line.as_bytes())?;
+            std::io::Write::write_all(keep, b"\n")?;
+        }
+        output.lock().expect("output").line(&line)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -375,6 +425,14 @@ mod tests {
                 events: 500000,
                 flows: 1234,
                 lost: 7
+            })
+        );
+        assert_eq!(
+            parse_status("tracer: 9 events (3/s), 12 flows open, 0 lost"),
+            Some(StatusLine {
+                events: 9,
+                flows: 12,
+                lost: 0
             })
         );
         assert_eq!(parse_status("tracer: 42 observation points attached"), None);

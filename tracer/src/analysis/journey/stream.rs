@@ -32,6 +32,8 @@ pub struct Window {
     pub reorder_ns: u64,
     /// For a journey with an skb still alive, since its last sighting.
     pub hold_ns: u64,
+    /// Journeys open at once: past it, the oldest is closed as it stands, cut short.
+    pub max_open: usize,
 }
 
 impl Default for Window {
@@ -39,6 +41,9 @@ impl Default for Window {
         Window {
             reorder_ns: 20_000_000,
             hold_ns: 1_000_000_000,
+            // The hold window bounds them already (a second of packets); this holds when a
+            // flood of packets that stay alive would fill more than memory should.
+            max_open: 100_000,
         }
     }
 }
@@ -53,6 +58,8 @@ pub struct Closed {
     pub annotations: Vec<Sighting>,
     /// Closed by [`Window::hold_ns`] while an skb of it was still alive.
     pub held_out: bool,
+    /// Closed before its time to keep [`Window::max_open`]: it may miss its last points.
+    pub cut_short: bool,
 }
 
 struct Open {
@@ -91,6 +98,8 @@ pub struct Stitcher {
     annotations: VecDeque<Sighting>,
     /// Annotations that fit no packet, closed as journeys of their own.
     orphans: Vec<Closed>,
+    /// Journeys closed before their time to keep [`Window::max_open`].
+    pub cut_short: u64,
 }
 
 impl Stitcher {
@@ -246,6 +255,9 @@ impl Stitcher {
         if current.is_none() && sighting.proto == Proto::Unknown {
             return;
         }
+        if current.is_none() && self.open.len() >= self.window.max_open {
+            self.cut_oldest();
+        }
         let id = current.unwrap_or_else(|| {
             self.next_id += 1;
             self.firsts.insert((sighting.ts_ns, self.next_id));
@@ -300,6 +312,19 @@ impl Stitcher {
         }
     }
 
+    /// Closes the journey open longest, cut short, to make room for a new one.
+    fn cut_oldest(&mut self) {
+        let Some(&(_, id)) = self.firsts.first() else {
+            return;
+        };
+        let mut closed = self.close(vec![id], false);
+        for c in &mut closed {
+            c.cut_short = c.id == id;
+        }
+        self.cut_short += 1;
+        self.closed.extend(closed);
+    }
+
     /// Closes journeys `ids`; `at_end` when the trace ended (nothing was cut short).
     fn close(&mut self, ids: Vec<u64>, at_end: bool) -> Vec<Closed> {
         let mut closed = std::mem::take(&mut self.orphans);
@@ -310,6 +335,7 @@ impl Stitcher {
             closed.push(Closed {
                 id,
                 held_out: !at_end && any_skb_alive(&journey.sightings),
+                cut_short: false,
                 sightings: journey.sightings,
                 annotations: journey.annotations,
             });

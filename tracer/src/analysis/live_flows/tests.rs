@@ -51,6 +51,8 @@ fn with_nothing_ending_they_are_the_batch_flows_and_retransmissions() {
     let never = Limits {
         idle_ns: u64::MAX / 2,
         closed_ns: u64::MAX / 2,
+        kept_per_flow: usize::MAX / 2,
+        kept_in_all: usize::MAX / 2,
         ..Limits::default()
     };
     for (name, journeys) in fixture_journeys() {
@@ -171,4 +173,44 @@ fn a_flow_keeps_a_bounded_number_of_journeys_and_counts_the_rest() {
         "the flow lists those it kept"
     );
     assert_eq!(flow.not_kept, total - kept as u64);
+}
+
+#[test]
+fn all_open_flows_together_keep_a_bounded_number_of_journeys() {
+    let limits = Limits {
+        kept_in_all: 5,
+        ..Limits::default()
+    };
+    let mut live = LiveFlows::new(limits);
+    let mut journeys = rounds(10);
+    let total = journeys.len() as u64;
+    for journey in &mut journeys {
+        live.add(journey);
+    }
+    let flows = live.finish();
+    let kept: usize = flows.iter().map(|f| f.journeys.len()).sum();
+    let problems = |f: &LiveFlow| {
+        f.journeys
+            .iter()
+            .filter(|j| {
+                matches!(
+                    j.fate.kind,
+                    crate::analysis::fate::FateKind::Dropped
+                        | crate::analysis::fate::FateKind::Unknown
+                )
+            })
+            .count()
+    };
+    let kept_problems: usize = flows.iter().map(problems).sum();
+    assert!(
+        kept - kept_problems <= 5,
+        "{kept} kept, {kept_problems} problems"
+    );
+    assert!(kept <= 10, "{kept} kept in all");
+    let counted: u64 = flows.iter().map(|f| f.flow.packets).sum();
+    let not_kept: u64 = flows.iter().map(|f| f.not_kept).sum();
+    assert!(
+        not_kept > 0 && counted <= total,
+        "the others counted, not kept"
+    );
 }

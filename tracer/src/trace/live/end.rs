@@ -28,10 +28,12 @@ pub struct LiveEnd {
     ended_not_listed: u64,
     closed: bool,
     captures: Vec<crate::kernel::live_capture::LiveCapture>,
+    /// Journeys closed before their time to keep the open ones bounded.
+    cut_short: u64,
 }
 
 impl LiveEnd {
-    pub(super) fn new(view: LiveView) -> LiveEnd {
+    pub(super) fn new(view: LiveView, cut_short: u64) -> LiveEnd {
         LiveEnd {
             flows: view.flows,
             options: view.options,
@@ -42,6 +44,7 @@ impl LiveEnd {
             ended_not_listed: view.ended_not_listed,
             closed: view.closed,
             captures: view.captures,
+            cut_short,
         }
     }
 
@@ -101,6 +104,14 @@ impl LiveEnd {
                  was reported with what it had so far"
             )?;
         }
+        if self.cut_short > 0 && text {
+            writeln!(
+                out,
+                "{} packets were closed early to keep the journeys open at once bounded (marked \
+                 incomplete): their last points may be missing",
+                self.cut_short
+            )?;
+        }
         let counts = (incomplete.packets, incomplete.flows);
         if text {
             return write_footer_lines(out, &checks, stats, counts, self.paint);
@@ -108,6 +119,9 @@ impl LiveEnd {
         let mut stats = stats_json(stats, counts, &context.counters, &checks);
         if early > 0 {
             stats["flows_ended_early"] = serde_json::json!(early);
+        }
+        if self.cut_short > 0 {
+            stats["journeys_cut_short"] = serde_json::json!(self.cut_short);
         }
         writeln!(out, "{stats}")
     }

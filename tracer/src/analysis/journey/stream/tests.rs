@@ -75,6 +75,7 @@ fn streamed(sightings: Vec<Sighting>, window: Window, batch: usize) -> Vec<Journ
 const NO_HOLD: Window = Window {
     reorder_ns: 20_000_000,
     hold_ns: u64::MAX,
+    max_open: usize::MAX,
 };
 
 #[test]
@@ -155,6 +156,7 @@ fn a_packet_whose_skb_stays_alive_is_closed_after_the_hold_window_and_says_so() 
     let window = Window {
         reorder_ns: 20_000_000,
         hold_ns: 1_000_000_000,
+        max_open: usize::MAX,
     };
     let mut stitcher = Stitcher::new(window);
     let mut held = Vec::new();
@@ -213,4 +215,40 @@ fn the_horizon_never_passes_a_journey_still_open() {
         let oldest_open = stitcher.open.values().map(|j| j.sightings[0].ts_ns).min();
         assert!(oldest_open.is_none_or(|first| stitcher.horizon() <= first));
     }
+}
+
+#[test]
+fn past_the_bound_on_open_journeys_the_oldest_is_cut_short_and_counted() {
+    let window = Window {
+        max_open: 4,
+        ..Window::default()
+    };
+    let mut stitcher = Stitcher::new(window);
+    // Datagrams whose skbs stay alive (no free seen): each journey would stay open a second.
+    let mut sent: Vec<Sighting> = datagrams(10)
+        .into_iter()
+        .filter(|s| s.hook == tracer_common::hook::Hook::TcEgress)
+        .collect();
+    for s in &mut sent {
+        // All within 9 ms: none is due to close by time.
+        s.ts_ns = 1_000_000_000 + (s.ts_ns - 1_000_000_000) / 1000;
+    }
+    let mut closed = Vec::new();
+    for s in sent {
+        stitcher.push(s);
+        closed.extend(stitcher.advance_to(1_100_000_000));
+        assert!(stitcher.open_journeys() <= 4);
+    }
+    assert_eq!(stitcher.cut_short, 6);
+    let cut: Vec<u64> = closed
+        .iter()
+        .filter(|c| c.cut_short)
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(cut, vec![1, 2, 3, 4, 5, 6], "the oldest first");
+    let journeys = from_closed(closed.remove(0), &TraceEnd::default(), 1);
+    assert!(
+        journeys[0].incomplete,
+        "a journey cut short is marked incomplete"
+    );
 }
