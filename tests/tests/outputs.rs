@@ -44,9 +44,21 @@ fn setup() -> Pair {
 
 #[test]
 fn json_pcapng_and_text_describe_the_same_trace() {
+    the_outputs_describe_the_same_trace(&[]);
+}
+
+/// The same through the streaming engine: JSON records and pcapng packets written as each
+/// journey closes.
+#[test]
+fn streamed_json_and_pcapng_describe_the_same_trace() {
+    the_outputs_describe_the_same_trace(&["--live"]);
+}
+
+fn the_outputs_describe_the_same_trace(mode: &[&str]) {
     let pair = setup();
     let pcap = scratch("trace.pcapng");
-    let tracer = Tracer::start(&[
+    let mut args = mode.to_vec();
+    args.extend([
         "--xdp",
         "-n",
         &pair.a.name,
@@ -57,6 +69,7 @@ fn json_pcapng_and_text_describe_the_same_trace() {
         "host",
         ADDR_A,
     ]);
+    let tracer = Tracer::start(&args);
     let tcpdump = Tcpdump::start(&pair.b, "vb", &format!("host {ADDR_A}"));
     traffic(&pair);
     let captured = tcpdump.stop_identities();
@@ -234,7 +247,7 @@ fn on_a_terminal_a_status_line_live_lines_and_colours() {
     let screen = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{screen}");
     assert!(
-        screen.contains("/s), 1 flows, 0 lost"),
+        screen.contains("/s), 1 flows open, 0 lost"),
         "no status line: {screen}"
     );
     // On a terminal the live view is on: a line per packet as it goes, its outcome coloured,

@@ -46,7 +46,7 @@ impl Default for Limits {
             idle_ns: 30_000_000_000,
             max_open: 16_384,
             kept_per_flow: 16,
-            kept_in_all: 4096,
+            kept_in_all: 1024,
             segments_remembered: 4096,
         }
     }

@@ -14,7 +14,7 @@ use crate::{
     kernel::filter,
     kernel::loader::TcMode,
     model::recording,
-    report::packet_file::{self, Snap},
+    report::packet_file::{self, PacketFile, Snap},
     report::Selection,
     trace::live::LiveOptions,
     trace::session::{self, TraceOptions},
@@ -46,10 +46,11 @@ pub struct TraceArgs {
     pub count: Option<u64>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Print a line per packet as soon as its journey ends, while the trace runs (time,
+    /// Report each packet as soon as its journey ends, while the trace runs: a line (time,
     /// addresses, flags, length, and what became of it; a drop with where, why and what
-    /// tcpdump saw). On by default for text on a terminal; at the end, a line per flow and why
-    /// for those where a packet did not make it (without it, every packet's path).
+    /// tcpdump saw) or with --format json a record; each flow when it ends and at exit. Keeps
+    /// only what is still open, so a trace can run for hours. On by default for text on a
+    /// terminal (without it, every packet's path when the trace stops).
     #[arg(long)]
     pub live: bool,
     /// Show only the packets that did not make it (dropped, or their end not seen) and their
@@ -85,8 +86,9 @@ pub struct TraceArgs {
     /// every tcx program), or `auto`: tcx where the kernel has it, cls-bpf otherwise.
     #[arg(long, value_enum, default_value_t = TcMode::Auto)]
     pub tc: TcMode,
-    /// Keep at most this many events in memory (about 1 KiB each, analysis included); later
-    /// ones are counted, not kept, and the report says so. Bounds the journey and flow tables.
+    /// For a report built when the trace stops (without --live, or with -w or -c): keep at
+    /// most this many events in memory (about 1 KiB each, analysis included); later ones are
+    /// counted, not kept, and the report says so.
     #[arg(long, default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_events: u64,
     /// Size of the kernel-to-user ring buffer in KiB (a power of two).
@@ -148,9 +150,22 @@ pub fn run(args: TraceArgs) -> Result<()> {
             paths: args.verbose,
             format: args.format,
         }),
-        keep_events: packet_file.is_some(),
     };
-    let traced = session::trace(&options, recorder, || {
+    let comment = match &options.filter {
+        Some(filter) => format!("tracer trace '{}'", filter.expression),
+        None => "tracer trace (no filter)".to_string(),
+    };
+    // With the live view, packets go to the file as their journeys close; without it, the
+    // file is written from the report built at the end.
+    let (streamed_file, packet_file) = match (packet_file, options.live.is_some()) {
+        (Some(file), true) => (Some(PacketFile::create(file, snap, &comment)?), None),
+        (file, _) => (None, file),
+    };
+    let outputs = session::Outputs {
+        recorder,
+        packet_file: streamed_file,
+    };
+    let traced = session::trace(&options, outputs, || {
         let stop = stop_signal(args.duration)?;
         if let Some(path) = &args.ready_file {
             fs::write(path, b"ready\n")
@@ -163,25 +178,22 @@ pub fn run(args: TraceArgs) -> Result<()> {
         stats,
         live,
     } = traced;
+    let said_written = |written: usize| {
+        if let Some(path) = &args.write {
+            eprintln!("tracer: {written} packets written to {}", path.display());
+        }
+    };
     if let Some(live) = live {
         // Every packet was reported as it went; the flows still open and the summary now.
-        live.report(&recording.context, &stats)?;
-        crate::report::stdout::warnings(&stats);
-        if packet_file.is_none() {
-            return Ok(());
+        if let Some(written) = live.report(&recording.context, &stats)? {
+            said_written(written);
         }
+        crate::report::stdout::warnings(&stats);
+        return Ok(());
     }
     let analysis = Analysis::new(recording, count);
-    if let (Some(file), Some(path)) = (packet_file, &args.write) {
-        let comment = match &options.filter {
-            Some(filter) => format!("tracer trace '{}'", filter.expression),
-            None => "tracer trace (no filter)".to_string(),
-        };
-        let written = packet_file::write(file, &analysis, snap, &comment)?;
-        eprintln!("tracer: {written} packets written to {}", path.display());
-    }
-    if options.live.is_some() {
-        return Ok(());
+    if let Some(file) = packet_file {
+        said_written(packet_file::write(file, &analysis, snap, &comment)?);
     }
     let selection = selection(args.problems);
     crate::report::stdout::report_selected(args.format, &analysis, &stats, selection, false)

@@ -62,7 +62,6 @@ fn trace_options(netns: &[String], filter: &str) -> Result<TraceOptions> {
         max_events: 500_000,
         // A lab's report is its check and its explanation, written once the traffic is done.
         live: None,
-        keep_events: true,
     })
 }
 
@@ -85,7 +84,7 @@ pub fn run(lab: &Lab, format: Format, keep: bool, detail: Detail) -> Result<Scor
     let mut stopped = Vec::new();
     let session::Traced {
         recording, stats, ..
-    } = session::trace(&options, None, || {
+    } = session::trace(&options, session::Outputs::default(), || {
         let traffic = tokio::task::spawn_blocking(traffic);
         let stopped = &mut stopped;
         Ok(async move {

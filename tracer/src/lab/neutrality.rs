@@ -173,7 +173,7 @@ fn run(lab: &Lab, traced: bool) -> Result<Run> {
     let (after, unsettled, events, lost) = if traced {
         let options = trace_options(&scenario.netns, &scenario.filter)?;
         let mut after = None;
-        let stats = session::trace(&options, None, || {
+        let stats = session::trace(&options, session::Outputs::default(), || {
             let netns = netns.clone();
             let work = tokio::task::spawn_blocking(move || -> Result<_> {
                 traffic()?;

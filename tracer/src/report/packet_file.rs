@@ -35,68 +35,112 @@ pub enum Snap {
     Bytes(u32),
 }
 
-/// Writes the file; returns how many packets it holds.
+/// Writes the file of a whole trace; returns how many packets it holds.
 pub fn write(file: File, analysis: &Analysis, snap: Snap, comment: &str) -> Result<usize> {
-    let mut writer = Writer::new(
-        BufWriter::new(file),
-        &format!("tracer {}", env!("CARGO_PKG_VERSION")),
-        comment,
-    )?;
-    let epoch_offset = realtime_ns().saturating_sub(crate::kernel::clock::monotonic_ns());
-    let mut sightings: Vec<(&Sighting, &PacketBytes, &Journey)> = analysis
-        .journeys
-        .iter()
-        .flat_map(|j| {
-            j.sightings
-                .iter()
-                .filter_map(move |s| Some((s, s.bytes.as_deref()?, j)))
+    let mut out = PacketFile::create(file, snap, comment)?;
+    out.add(analysis, &analysis.journeys)?;
+    out.finish()
+}
+
+/// A pcapng file written as journeys come: the live view adds each batch as it closes.
+pub struct PacketFile {
+    writer: Writer<BufWriter<File>>,
+    snap: Snap,
+    /// Wall-clock minus monotonic nanoseconds: the events' times are monotonic.
+    epoch_offset: u64,
+    interfaces: HashMap<(String, u32, u32, bool), u32>,
+    written: usize,
+}
+
+impl PacketFile {
+    pub fn create(file: File, snap: Snap, comment: &str) -> Result<PacketFile> {
+        let writer = Writer::new(
+            BufWriter::new(file),
+            &format!("tracer {}", env!("CARGO_PKG_VERSION")),
+            comment,
+        )?;
+        Ok(PacketFile {
+            writer,
+            snap,
+            epoch_offset: realtime_ns().saturating_sub(crate::kernel::clock::monotonic_ns()),
+            interfaces: HashMap::new(),
+            written: 0,
         })
-        .collect();
-    sightings.sort_by_key(|(s, _, _)| s.ts_ns);
-    let snaplen = match snap {
-        Snap::Headers => 0xffff,
-        Snap::Bytes(n) => n,
-    };
-    let mut interfaces: HashMap<(String, u32, u32, bool), u32> = HashMap::new();
-    for (s, bytes, journey) in &sightings {
-        let key = (point(s), s.netns, s.ifindex, bytes.ethernet);
-        let interface = match interfaces.get(&key) {
-            Some(id) => *id,
-            None => {
-                let id = writer.interface(&Interface {
-                    link: if bytes.ethernet {
-                        LinkType::Ethernet
-                    } else {
-                        LinkType::Raw
-                    },
-                    snaplen,
-                    name: &format!("{}:{}", place(s), key.0),
-                    description: &format!(
-                        "tracer observation point {} at {}",
-                        key.0.replace('(', " ("),
-                        place(s)
-                    ),
-                })?;
-                interfaces.insert(key, id);
-                id
-            }
-        };
-        let keep = match snap {
-            Snap::Headers => headers_len(&bytes.data, bytes.ethernet),
-            Snap::Bytes(n) => n as usize,
-        };
-        writer.packet(&Packet {
-            interface,
-            ts_ns: s.ts_ns + epoch_offset,
-            data: &bytes.data[..keep.min(bytes.data.len())],
-            orig_len: bytes.orig_len,
-            direction: direction(s),
-            comments: &comments(s, journey, analysis),
-            verdict: verdict(s, journey),
-        })?;
     }
-    writer.finish()?.into_inner().map_err(|e| e.into_error())?;
-    Ok(sightings.len())
+
+    /// Writes every sighting of `journeys` that copied its packet's bytes, in time order;
+    /// `analysis` holds them, for their explanations.
+    pub fn add<'a>(
+        &mut self,
+        analysis: &Analysis,
+        journeys: impl IntoIterator<Item = &'a Journey>,
+    ) -> Result<()> {
+        let mut sightings: Vec<(&Sighting, &PacketBytes, &Journey)> = journeys
+            .into_iter()
+            .flat_map(|j| {
+                j.sightings
+                    .iter()
+                    .filter_map(move |s| Some((s, s.bytes.as_deref()?, j)))
+            })
+            .collect();
+        sightings.sort_by_key(|(s, _, _)| s.ts_ns);
+        for (s, bytes, journey) in &sightings {
+            let interface = self.interface(s, bytes)?;
+            let keep = match self.snap {
+                Snap::Headers => headers_len(&bytes.data, bytes.ethernet),
+                Snap::Bytes(n) => n as usize,
+            };
+            self.writer.packet(&Packet {
+                interface,
+                ts_ns: s.ts_ns + self.epoch_offset,
+                data: &bytes.data[..keep.min(bytes.data.len())],
+                orig_len: bytes.orig_len,
+                direction: direction(s),
+                comments: &comments(s, journey, analysis),
+                verdict: verdict(s, journey),
+            })?;
+        }
+        self.written += sightings.len();
+        Ok(())
+    }
+
+    /// Flushes the file; returns how many packets it holds.
+    pub fn finish(self) -> Result<usize> {
+        self.writer
+            .finish()?
+            .into_inner()
+            .map_err(|e| e.into_error())?;
+        Ok(self.written)
+    }
+
+    /// The interface block of the point and interface where `s` was seen, written the first
+    /// time one is met.
+    fn interface(&mut self, s: &Sighting, bytes: &PacketBytes) -> Result<u32> {
+        let key = (point(s), s.netns, s.ifindex, bytes.ethernet);
+        if let Some(id) = self.interfaces.get(&key) {
+            return Ok(*id);
+        }
+        let snaplen = match self.snap {
+            Snap::Headers => 0xffff,
+            Snap::Bytes(n) => n,
+        };
+        let id = self.writer.interface(&Interface {
+            link: if bytes.ethernet {
+                LinkType::Ethernet
+            } else {
+                LinkType::Raw
+            },
+            snaplen,
+            name: &format!("{}:{}", place(s), key.0),
+            description: &format!(
+                "tracer observation point {} at {}",
+                key.0.replace('(', " ("),
+                place(s)
+            ),
+        })?;
+        self.interfaces.insert(key, id);
+        Ok(id)
+    }
 }
 
 /// `tc_ingress(first)`, `xdp`, `kfree_skb`.

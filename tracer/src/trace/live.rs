@@ -36,6 +36,7 @@ use crate::{
         explanation::COUNTED_NOTES,
         line::{packet_line, WallClock},
         output::{flow_json, packet_json, write_flow_line, write_path},
+        packet_file::PacketFile,
         paint::Paint,
         stdout::Format,
         Selection,
@@ -78,6 +79,8 @@ pub struct LiveView {
     ended: Vec<u8>,
     ended_listed: usize,
     ended_not_listed: u64,
+    /// `-w`: the packets written as their journeys close.
+    packet_file: Option<PacketFile>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -103,7 +106,13 @@ impl LiveView {
             ended: Vec::new(),
             ended_listed: 0,
             ended_not_listed: 0,
+            packet_file: None,
         }
+    }
+
+    /// Writes each packet to `file` as its journey closes (`-w`).
+    pub fn write_packets_to(&mut self, file: PacketFile) {
+        self.packet_file = Some(file);
     }
 
     /// Flows open now, for the status line.
@@ -172,13 +181,27 @@ impl LiveView {
             self.count(journey);
         }
         let ended = self.flows.ended();
-        if self.closed || (journeys.is_empty() && ended.is_empty()) {
+        if journeys.is_empty() && ended.is_empty() {
+            return 0;
+        }
+        let (first, last) = match (journeys.first(), journeys.last()) {
+            (Some(first), Some(last)) => (first.id, last.id),
+            _ => (1, 0),
+        };
+        let analysis = self.window(journeys, repeats);
+        let batch: Vec<&Journey> = analysis
+            .journeys
+            .iter()
+            .filter(|j| j.id >= first && j.id <= last)
+            .collect();
+        self.add_to_packet_file(&analysis, &batch);
+        if self.closed {
             return 0;
         }
         let mut out = io::BufWriter::new(io::stdout().lock());
         let written = match self.options.format {
-            Format::Text => self.write_lines(&mut out, &journeys),
-            Format::Json => self.write_records(&mut out, journeys, repeats),
+            Format::Text => self.write_lines(&mut out, &analysis, &batch),
+            Format::Json => self.write_records(&mut out, &analysis, &batch),
         };
         let done = written.and_then(|lines| {
             for flow in ended {
@@ -193,18 +216,17 @@ impl LiveView {
         })
     }
 
-    fn write_lines(&self, out: &mut impl Write, journeys: &[Journey]) -> io::Result<usize> {
+    fn write_lines(
+        &self,
+        out: &mut impl Write,
+        analysis: &Analysis,
+        batch: &[&Journey],
+    ) -> io::Result<usize> {
         let mut lines = 0;
-        for journey in journeys
-            .iter()
-            .filter(|j| self.options.selection.journey(j))
-        {
-            let verdicts = crate::analysis::capture::captures(journey, &self.captures);
-            writeln!(
-                out,
-                "{}",
-                packet_line(journey, &verdicts, self.clock, self.paint)
-            )?;
+        for journey in batch.iter().filter(|j| self.options.selection.journey(j)) {
+            let verdicts = analysis.captures(journey.id);
+            let line = packet_line(journey, verdicts, self.clock, self.paint);
+            writeln!(out, "{line}")?;
             if self.options.paths {
                 write_path(out, journey, self.paint)?;
             }
@@ -213,17 +235,24 @@ impl LiveView {
         Ok(lines)
     }
 
-    /// The `packet` records, each with the first transmission it repeats when its flow kept it.
     fn write_records(
         &self,
         out: &mut impl Write,
-        journeys: Vec<Journey>,
-        repeats: HashMap<u64, u64>,
+        analysis: &Analysis,
+        batch: &[&Journey],
     ) -> io::Result<usize> {
-        let (first, last) = match (journeys.first(), journeys.last()) {
-            (Some(first), Some(last)) => (first.id, last.id),
-            _ => return Ok(0),
-        };
+        let mut records = 0;
+        for journey in batch.iter().filter(|j| self.options.selection.journey(j)) {
+            writeln!(out, "{}", packet_json(journey, analysis))?;
+            records += 1;
+        }
+        Ok(records)
+    }
+
+    /// The analysis of a batch of journeys, with the first transmissions they repeat where
+    /// their flows kept them (their sentences name those packets' fates).
+    fn window(&self, journeys: Vec<Journey>, repeats: HashMap<u64, u64>) -> Analysis {
+        let first = journeys.first().map_or(0, |j| j.id);
         let mut window = journeys;
         for (id, original) in &repeats {
             if *original >= first {
@@ -236,19 +265,18 @@ impl LiveView {
         }
         window.sort_by_key(|j| j.id);
         window.dedup_by_key(|j| j.id);
-        let analysis = Analysis::window(window, Vec::new(), repeats, self.context());
-        let mut records = 0;
-        for journey in analysis
-            .journeys
-            .iter()
-            .filter(|j| j.id >= first && j.id <= last)
-        {
-            if self.options.selection.journey(journey) {
-                writeln!(out, "{}", packet_json(journey, &analysis))?;
-                records += 1;
-            }
+        Analysis::window(window, Vec::new(), repeats, self.context())
+    }
+
+    /// Writes the batch's packets to the `-w` file; a write that fails stops the file there.
+    fn add_to_packet_file(&mut self, analysis: &Analysis, batch: &[&Journey]) {
+        let Some(file) = self.packet_file.as_mut() else {
+            return;
+        };
+        if let Err(e) = file.add(analysis, batch.iter().copied()) {
+            eprintln!("tracer: warning: cannot write the packet file ({e:#}): it stops here");
+            self.packet_file = None;
         }
-        Ok(records)
     }
 
     /// A flow that ended: its record (JSON), or its line kept for the summary at exit (text).

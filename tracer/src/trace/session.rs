@@ -61,8 +61,15 @@ pub struct TraceOptions {
     /// A line per packet on stdout as its journey closes (`--live`), of the packets the
     /// selection keeps (`--problems`).
     pub live: Option<crate::trace::live::LiveOptions>,
-    /// Keep the events for a report built at the end even with the live view (`-w`).
-    pub keep_events: bool,
+}
+
+/// Where a trace writes as it goes, besides stdout.
+#[derive(Default)]
+pub struct Outputs {
+    /// The raw events (`--record`).
+    pub recorder: Option<Recorder>,
+    /// The packets as their journeys close (`-w` with the live view).
+    pub packet_file: Option<crate::report::packet_file::PacketFile>,
 }
 
 pub struct Session {
@@ -92,7 +99,7 @@ pub struct Session {
     max_events: usize,
     /// A line per packet as its journey closes (`--live`).
     live_view: Option<LiveView>,
-    /// Whether the events are kept for a report built at the end (no live view, `-w`, `-c`).
+    /// Whether the events are kept for a report built at the end (no live view, or `-c`).
     keeps_events: bool,
     /// The raw events written as they are read (`--record`).
     recorder: Option<Recorder>,
@@ -240,7 +247,7 @@ impl Session {
             live,
             count: options.count,
             max_events: options.max_events,
-            keeps_events: options.live.is_none() || options.keep_events || options.count.is_some(),
+            keeps_events: options.live.is_none() || options.count.is_some(),
             recorder: None,
         })
     }
@@ -467,11 +474,7 @@ fn give_back_free_memory() {
 
 /// Runs a whole session on a fresh runtime: attach, report on stderr what could not be
 /// attached, call `once_attached` for the future that says when to stop, collect until then.
-pub fn trace<F, Stop>(
-    options: &TraceOptions,
-    recorder: Option<Recorder>,
-    once_attached: F,
-) -> Result<Traced>
+pub fn trace<F, Stop>(options: &TraceOptions, outputs: Outputs, once_attached: F) -> Result<Traced>
 where
     F: FnOnce() -> Result<Stop>,
     Stop: Future<Output = ()>,
@@ -481,7 +484,10 @@ where
         .build()?;
     runtime.block_on(async {
         let mut session = Session::start(options)?;
-        session.recorder = recorder;
+        session.recorder = outputs.recorder;
+        if let (Some(view), Some(file)) = (session.live_view.as_mut(), outputs.packet_file) {
+            view.write_packets_to(file);
+        }
         // Loading parsed the kernel's BTF (tens of MB) and freed it.
         give_back_free_memory();
         crate::trace::attached::report_attachments(&session.attachments, session.xdp);

@@ -30,6 +30,7 @@ pub struct LiveEnd {
     captures: Vec<crate::kernel::live_capture::LiveCapture>,
     /// Journeys closed before their time to keep the open ones bounded.
     cut_short: u64,
+    packet_file: Option<crate::report::packet_file::PacketFile>,
 }
 
 impl LiveEnd {
@@ -45,18 +46,21 @@ impl LiveEnd {
             closed: view.closed,
             captures: view.captures,
             cut_short,
+            packet_file: view.packet_file,
         }
     }
 
-    /// Writes the flows still open and the end of the report.
-    pub fn report(self, context: &Context, stats: &Stats) -> Result<()> {
+    /// Writes the flows still open and the end of the report; returns how many packets the
+    /// `-w` file holds, if there is one.
+    pub fn report(mut self, context: &Context, stats: &Stats) -> Result<Option<usize>> {
+        let written = self.packet_file.take().map(|f| f.finish()).transpose()?;
         if self.closed {
-            return Ok(());
+            return Ok(written);
         }
         let mut out = io::BufWriter::new(io::stdout().lock());
         self.write(&mut out, context, stats)?;
         out.flush()?;
-        Ok(())
+        Ok(written)
     }
 
     fn write(mut self, out: &mut impl Write, context: &Context, stats: &Stats) -> io::Result<()> {
