@@ -251,12 +251,25 @@ fn with_problems_only_the_output_holds_exactly_the_faulty_packets_and_their_flow
 
 #[test]
 fn a_recording_replayed_prints_what_the_live_run_printed() {
+    replayed_as_live(&["-v"]);
+}
+
+#[test]
+fn a_recording_replayed_streams_the_json_the_live_run_streamed() {
+    replayed_as_live(&["--format", "json"]);
+}
+
+/// A live trace with `mode` (its options of output) recorded, and its recording replayed
+/// with the same options: the two outputs are the same, byte for byte.
+fn replayed_as_live(mode: &[&str]) {
     require_privileges();
     let pair = quiet_pair_dropping_syns();
     let ready = scratch("ready");
     let recording = scratch("recording.jsonl");
     let mut tracer = Command::new(tracer_bin())
-        .args(["trace", "--live", "-v", "--ready-file"])
+        .args(["trace", "--live"])
+        .args(mode)
+        .arg("--ready-file")
         .arg(&ready)
         .arg("--record")
         .arg(&recording)
@@ -320,16 +333,20 @@ fn a_recording_replayed_prints_what_the_live_run_printed() {
     assert!(status.success(), "tracer: {status}: {stderr}");
 
     let replay = Command::new(tracer_bin())
-        .args(["explain", "--live", "-v"])
+        .args(["explain", "--live"])
+        .args(mode)
         .arg(&recording)
         .output()
         .expect("tracer explain");
     let _ = std::fs::remove_file(&recording);
     assert!(replay.status.success(), "explain: {replay:?}");
     let replay = String::from_utf8_lossy(&replay.stdout).into_owned();
-    let lines = live.lines().filter(|l| l.contains(" > ")).count();
+    let lines = live
+        .lines()
+        .filter(|l| l.contains(" > ") || l.contains("\"type\":\"packet\""))
+        .count();
     assert!(
-        lines >= 500 && live.contains("DROPPED"),
+        lines >= 500 && (live.contains("DROPPED") || live.contains("\"kind\":\"dropped\"")),
         "the live run printed the traffic and the drop ({lines} packet lines):\n{live}"
     );
     if replay != live {

@@ -1,14 +1,15 @@
 //! Flows as live state, for the streaming engine. Each journey joins its flow as it closes, by
 //! the tuples [`flow::build`] uses (both tuples of a NAT rewrite), and a flow ends once idle,
 //! as conntrack's entries do: a TCP connection closed (a reset, or a FIN each way) after
-//! [`Limits::closed_ns`], any other after [`Limits::idle_ns`]. Time is the events' clock (the
-//! newest journey's last point), so a replay ends flows where the live run ended them.
+//! [`Limits::closed_ns`], any other after [`Limits::idle_ns`]. Time is the events' clock: a
+//! flow ends when a journey begins after its deadline, so a replay ends flows where the live
+//! run ended them, however the events were read.
 //!
 //! Memory follows the flows open: at most [`Limits::max_open`], past which the longest idle
 //! one is ended early and counted; each keeps a bounded number of its journeys for its
 //! explanation, and all together a bounded number too (the others are counted, not kept).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rustc_hash::FxHashMap;
 
@@ -52,9 +53,6 @@ impl Default for Limits {
     }
 }
 
-/// How often, in the events' clock, the open flows are looked over for idle ones.
-const CHECK_EVERY_NS: u64 = 100_000_000;
-
 pub struct LiveFlow {
     pub flow: Flow,
     /// The journeys kept for its explanation, in id order.
@@ -65,6 +63,8 @@ pub struct LiveFlow {
     pub ended_early: bool,
     tuples: Vec<Tuple>,
     last_ns: u64,
+    /// When it ends if no packet comes: `last_ns` and its timeout.
+    deadline_ns: u64,
     /// A FIN seen from the client, from the server.
     fins: [bool; 2],
     reset: bool,
@@ -76,6 +76,14 @@ pub struct LiveFlow {
 impl LiveFlow {
     fn closed(&self) -> bool {
         self.reset || self.fins == [true, true]
+    }
+
+    fn deadline(&self, limits: &Limits) -> u64 {
+        let timeout = match self.closed() {
+            true => limits.closed_ns,
+            false => limits.idle_ns,
+        };
+        self.last_ns.saturating_add(timeout)
     }
 
     /// Whether it keeps `journey`, with `kept_in_all` journeys kept by every open flow: the
@@ -147,11 +155,10 @@ pub struct LiveFlows {
     owner: FxHashMap<Tuple, u64>,
     last_id: u64,
     limits: Limits,
-    /// The events' clock: the newest point of the journeys added.
-    now_ns: u64,
-    next_check_ns: u64,
-    /// Ended early to make room, not yet handed out.
-    early: Vec<LiveFlow>,
+    /// (deadline, id) of every open flow: the next to end first.
+    deadlines: BTreeSet<(u64, u64)>,
+    /// Ended, not yet handed out, in the order they ended.
+    ended: Vec<LiveFlow>,
     /// How many flows were ended early.
     pub ended_early: u64,
     /// Journeys the open flows keep.
@@ -170,11 +177,19 @@ impl LiveFlows {
         self.open.len()
     }
 
-    /// Adds a journey that closed (in the order first seen): sets its `flow_id`, and returns
-    /// the journey it retransmits, if any.
+    /// Adds a journey that closed (in the order first seen): first ends the flows whose
+    /// deadline passed before it began, then sets its `flow_id`; returns the journey it
+    /// retransmits, if any. The flows ended are [`LiveFlows::ended`]'s.
     pub fn add(&mut self, journey: &mut Journey) -> Option<u64> {
+        let first = journey.sightings.iter().map(|s| s.ts_ns).min().unwrap_or(0);
         let last = journey.sightings.iter().map(|s| s.ts_ns).max().unwrap_or(0);
-        self.now_ns = self.now_ns.max(last);
+        while let Some(&(deadline, id)) = self.deadlines.first() {
+            if deadline >= first {
+                break;
+            }
+            let ended = self.remove(id);
+            self.ended.extend(ended);
+        }
         let tuples = flow::tuples(journey);
         let mut ids: Vec<u64> = tuples
             .iter()
@@ -210,6 +225,10 @@ impl LiveFlows {
         let repeats =
             retransmissions::key(journey).and_then(|key| live.repeats(key, journey.id, &limits));
         live.flow.add(journey);
+        let old = live.deadline_ns;
+        live.deadline_ns = live.deadline(&limits);
+        self.deadlines.remove(&(old, id));
+        self.deadlines.insert((live.deadline_ns, id));
         if live.keeps(journey, &limits, self.kept_in_all) {
             live.journeys.push(journey.clone());
             self.kept_in_all += 1;
@@ -224,6 +243,11 @@ impl LiveFlows {
         repeats
     }
 
+    /// The flows open now, in id order.
+    pub fn iter_open(&self) -> impl Iterator<Item = &LiveFlow> {
+        self.open.values()
+    }
+
     /// The journey with this id, if its flow is open and kept it.
     pub fn kept(&self, flow_id: u64, id: u64) -> Option<&Journey> {
         let live = self.open.get(&flow_id)?;
@@ -231,50 +255,29 @@ impl LiveFlows {
         live.journeys.get(at)
     }
 
-    /// The flows that ended: idle long enough by the events' clock, or ended early to make
-    /// room; in id order.
+    /// The flows that ended since the last call, in the order they ended: idle past their
+    /// deadline in the events' clock, or ended early to make room.
     pub fn ended(&mut self) -> Vec<LiveFlow> {
-        let mut out = std::mem::take(&mut self.early);
-        if self.now_ns >= self.next_check_ns {
-            self.next_check_ns = self.now_ns + CHECK_EVERY_NS;
-            let (now, limits) = (self.now_ns, self.limits);
-            let idle: Vec<u64> = self
-                .open
-                .iter()
-                .filter(|(_, f)| {
-                    let timeout = match f.closed() {
-                        true => limits.closed_ns,
-                        false => limits.idle_ns,
-                    };
-                    f.last_ns + timeout < now
-                })
-                .map(|(id, _)| *id)
-                .collect();
-            out.extend(idle.into_iter().filter_map(|id| self.remove(id)));
-        }
-        out.sort_by_key(|f| f.flow.id);
-        out
+        std::mem::take(&mut self.ended)
     }
 
     /// Every flow still open, at the end of the trace, in id order.
     pub fn finish(mut self) -> Vec<LiveFlow> {
-        let mut out = std::mem::take(&mut self.early);
-        out.extend(std::mem::take(&mut self.open).into_values());
-        out.sort_by_key(|f| f.flow.id);
+        let mut out = std::mem::take(&mut self.ended);
+        let mut open: Vec<LiveFlow> = std::mem::take(&mut self.open).into_values().collect();
+        open.sort_by_key(|f| f.flow.id);
+        out.extend(open);
         out
     }
 
     fn start(&mut self, journey: &Journey) -> u64 {
         if self.open.len() >= self.limits.max_open {
-            let oldest = self
-                .open
-                .iter()
-                .min_by_key(|(_, f)| f.last_ns)
-                .map(|(id, _)| *id);
-            if let Some(mut flow) = oldest.and_then(|id| self.remove(id)) {
+            // The one nearest its end.
+            let next = self.deadlines.first().map(|(_, id)| *id);
+            if let Some(mut flow) = next.and_then(|id| self.remove(id)) {
                 flow.ended_early = true;
                 self.ended_early += 1;
-                self.early.push(flow);
+                self.ended.push(flow);
             }
         }
         self.last_id += 1;
@@ -286,6 +289,7 @@ impl LiveFlows {
             ended_early: false,
             tuples: Vec::new(),
             last_ns: 0,
+            deadline_ns: 0,
             fins: [false; 2],
             reset: false,
             first_sent: FxHashMap::default(),
@@ -300,6 +304,7 @@ impl LiveFlows {
         let Some(other) = self.open.remove(&other) else {
             return;
         };
+        self.deadlines.remove(&(other.deadline_ns, other.flow.id));
         for tuple in &other.tuples {
             self.owner.insert(*tuple, into);
         }
@@ -311,6 +316,7 @@ impl LiveFlows {
     fn remove(&mut self, id: u64) -> Option<LiveFlow> {
         let live = self.open.remove(&id)?;
         self.kept_in_all -= live.journeys.len();
+        self.deadlines.remove(&(live.deadline_ns, id));
         for tuple in &live.tuples {
             if self.owner.get(tuple) == Some(&id) {
                 self.owner.remove(tuple);

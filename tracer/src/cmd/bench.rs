@@ -25,7 +25,11 @@ use crate::{
     model::sighting::Names,
     report::output,
     report::stats::Stats,
-    trace::session::decode_record,
+    report::{line::WallClock, Selection},
+    trace::{
+        live::{LiveOptions, LiveView},
+        session::decode_record,
+    },
 };
 
 #[derive(Args, Debug)]
@@ -43,6 +47,10 @@ pub struct BenchArgs {
     /// a thousand datagrams at a time, so that memory shows what stays open.
     #[arg(long)]
     stream: bool,
+    /// With --stream: the whole streaming engine (flows, and text lines or JSON records
+    /// written to nowhere), not the stitcher alone.
+    #[arg(long, value_enum, requires = "stream")]
+    engine: Option<crate::report::stdout::Format>,
 }
 
 const NETNS_A: u32 = 4026530001;
@@ -184,6 +192,9 @@ fn stream(args: &BenchArgs, names: &Names) -> Result<()> {
     let (mut decode_s, mut stream_s) = (0.0, 0.0);
     let (mut journeys, mut held_out, mut most_open) = (0u64, 0u64, 0);
     let mut stats = Stats::default();
+    if let Some(format) = args.engine {
+        return engine(args, names, format);
+    }
     let mut complete = |closed: Vec<Closed>| {
         for c in closed {
             held_out += u64::from(c.held_out);
@@ -220,6 +231,54 @@ fn stream(args: &BenchArgs, names: &Names) -> Result<()> {
             "packets": journeys,
             "most_open": most_open,
             "held_out": held_out,
+            "decode_s": decode_s,
+            "stream_s": stream_s,
+            "peak_rss_kib": peak_rss_kib(),
+        })
+    );
+    Ok(())
+}
+
+/// Decode and the whole streaming engine, writing to nowhere.
+fn engine(args: &BenchArgs, names: &Names, format: crate::report::stdout::Format) -> Result<()> {
+    const CHUNK: u32 = 1_000;
+    let options = LiveOptions {
+        selection: Selection::All,
+        paths: false,
+        format,
+        summary_every_ns: None,
+    };
+    let mut view = LiveView::new(Vec::new(), options, WallClock::from_offset(0));
+    view.write_to(Box::new(std::io::sink()));
+    let (mut decode_s, mut stream_s) = (0.0, 0.0);
+    let mut stats = Stats::default();
+    let mut packets = 0;
+    for first in (0..args.packets).step_by(CHUNK as usize) {
+        let records = synthesise(first..args.packets.min(first + CHUNK), args.flows.max(1));
+        let start = Instant::now();
+        let mut sightings = Vec::with_capacity(records.len());
+        for record in &records {
+            decode_record(record, names, &mut sightings, &mut stats);
+        }
+        decode_s += start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        while !sightings.is_empty() {
+            for s in sightings.drain(..sightings.len().min(1024)) {
+                view.push(s);
+            }
+            packets += view.advance(None);
+        }
+        stream_s += start.elapsed().as_secs_f64();
+    }
+    let start = Instant::now();
+    view.finish().report(&RecordingContext::default(), &stats)?;
+    stream_s += start.elapsed().as_secs_f64();
+    let events: u64 = stats.events.values().sum();
+    println!(
+        "{}",
+        json!({
+            "events": events,
+            "packets_written_live": packets,
             "decode_s": decode_s,
             "stream_s": stream_s,
             "peak_rss_kib": peak_rss_kib(),

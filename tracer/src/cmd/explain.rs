@@ -53,6 +53,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             selection,
             paths: args.verbose,
             format: args.format,
+            summary_every_ns: None,
         };
         replay_live(&recording, options).report(&recording.context, &stats)?;
         crate::report::stdout::warnings(&stats);

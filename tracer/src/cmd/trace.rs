@@ -57,6 +57,10 @@ pub struct TraceArgs {
     /// flows: in the live lines, the text report and the JSON output.
     #[arg(long)]
     pub problems: bool,
+    /// With the live view in text, a line per open flow every this many seconds, with why for
+    /// those where a packet did not make it (as at exit).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub summary_every: Option<Duration>,
     /// With the live view, each packet's path point by point under its line (where tcpdump's
     /// taps sit among them).
     #[arg(short = 'v', long)]
@@ -149,6 +153,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             selection: selection(args.problems),
             paths: args.verbose,
             format: args.format,
+            summary_every_ns: args.summary_every.map(|d| d.as_nanos() as u64),
         }),
     };
     let comment = match &options.filter {

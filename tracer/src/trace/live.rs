@@ -51,6 +51,8 @@ pub struct LiveOptions {
     /// Each line followed by the packet's path, point by point (`-v`).
     pub paths: bool,
     pub format: Format,
+    /// Text: the flows open, every this many nanoseconds of the trace (`--summary-every`).
+    pub summary_every_ns: Option<u64>,
 }
 
 /// Flows that ended during the trace listed in the text summary at exit; the others counted.
@@ -81,6 +83,10 @@ pub struct LiveView {
     ended_not_listed: u64,
     /// `-w`: the packets written as their journeys close.
     packet_file: Option<PacketFile>,
+    /// Where lines and records go: stdout, or a sink for the benchmark.
+    out: Box<dyn Write>,
+    /// When the next periodic summary is due, in the events' clock.
+    next_summary_ns: Option<u64>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -107,7 +113,19 @@ impl LiveView {
             ended_listed: 0,
             ended_not_listed: 0,
             packet_file: None,
+            out: Box::new(io::stdout()),
+            next_summary_ns: None,
         }
+    }
+
+    #[cfg(test)]
+    fn set_flow_limits(&mut self, limits: Limits) {
+        self.flows = LiveFlows::new(limits);
+    }
+
+    /// Writes the lines and records to `out` instead of stdout.
+    pub fn write_to(&mut self, out: Box<dyn Write>) {
+        self.out = out;
     }
 
     /// Writes each packet to `file` as its journey closes (`-w`).
@@ -138,7 +156,51 @@ impl LiveView {
             None => BTreeMap::new(),
         };
         let ready = std::mem::replace(&mut self.waiting, later);
-        self.write(ready.into_values())
+        let written = self.write(ready.into_values());
+        if let Some(now) = now_ns {
+            self.summary_if_due(now);
+        }
+        written
+    }
+
+    /// Every `--summary-every`: a line per flow open now, with the why sentences of those
+    /// where a packet did not make it.
+    fn summary_if_due(&mut self, now_ns: u64) {
+        let Some(every) = self.options.summary_every_ns else {
+            return;
+        };
+        let due = *self.next_summary_ns.get_or_insert(now_ns + every);
+        if now_ns < due || self.closed || !matches!(self.options.format, Format::Text) {
+            return;
+        }
+        self.next_summary_ns = Some(now_ns + every);
+        let mut text = Vec::new();
+        let title = format!(
+            "flows open at {}:",
+            self.clock
+                .time_of_day(now_ns)
+                .split('.')
+                .next()
+                .unwrap_or("")
+        );
+        let _ = writeln!(text, "{}", self.paint.bold(&title));
+        for live in self.flows.iter_open() {
+            let repeats = retransmissions(&live.journeys);
+            let (journeys, flow) = (live.journeys.clone(), live.flow.clone());
+            let analysis = Analysis::window(journeys, vec![flow], repeats, self.context());
+            let flow = &analysis.flows[0];
+            if self.options.selection.flow(flow, &analysis) {
+                let _ = write_flow_line(&mut text, flow, &analysis, self.paint);
+            }
+        }
+        if self
+            .out
+            .write_all(&text)
+            .and_then(|()| self.out.flush())
+            .is_err()
+        {
+            self.closed = true;
+        }
     }
 
     /// Writes the packets still open when the trace stopped; the flows and the summary are
@@ -173,80 +235,85 @@ impl LiveView {
             group.sort_by_key(|j| j.sightings.first().map_or(0, |s| s.ts_ns));
             journeys.extend(group);
         }
+        // In order: each packet after the flows that ended before it began.
         let mut repeats = HashMap::new();
+        let mut items = Vec::new();
         for journey in &mut journeys {
             if let Some(first) = self.flows.add(journey) {
                 repeats.insert(journey.id, first);
             }
+            items.extend(
+                self.flows
+                    .ended()
+                    .into_iter()
+                    .map(|f| Item::Ended(Box::new(f))),
+            );
+            items.push(Item::Packet(journey.id));
             self.count(journey);
         }
-        let ended = self.flows.ended();
-        if journeys.is_empty() && ended.is_empty() {
+        if items.is_empty() {
             return 0;
         }
-        let (first, last) = match (journeys.first(), journeys.last()) {
-            (Some(first), Some(last)) => (first.id, last.id),
-            _ => (1, 0),
-        };
         let analysis = self.window(journeys, repeats);
-        let batch: Vec<&Journey> = analysis
-            .journeys
+        let batch: Vec<&Journey> = items
             .iter()
-            .filter(|j| j.id >= first && j.id <= last)
+            .filter_map(|item| match item {
+                Item::Packet(id) => analysis.journey(*id),
+                Item::Ended(_) => None,
+            })
             .collect();
         self.add_to_packet_file(&analysis, &batch);
         if self.closed {
             return 0;
         }
-        let mut out = io::BufWriter::new(io::stdout().lock());
-        let written = match self.options.format {
-            Format::Text => self.write_lines(&mut out, &analysis, &batch),
-            Format::Json => self.write_records(&mut out, &analysis, &batch),
-        };
-        let done = written.and_then(|lines| {
-            for flow in ended {
-                self.flow_ended(&mut out, flow)?;
+        let mut sink = std::mem::replace(&mut self.out, Box::new(io::sink()));
+        let mut out = io::BufWriter::with_capacity(1 << 16, &mut sink);
+        let mut written = 0;
+        let mut result = Ok(());
+        for item in items {
+            result = match item {
+                Item::Packet(id) => match analysis.journey(id) {
+                    Some(journey) if self.options.selection.journey(journey) => {
+                        written += 1;
+                        self.write_packet(&mut out, &analysis, journey)
+                    }
+                    _ => Ok(()),
+                },
+                Item::Ended(flow) => self.flow_ended(&mut out, *flow),
+            };
+            if result.is_err() {
+                break;
             }
-            out.flush()?;
-            Ok(lines)
-        });
-        done.unwrap_or_else(|_| {
+        }
+        let result = result.and_then(|()| out.flush());
+        drop(out);
+        self.out = sink;
+        if result.is_err() {
             self.closed = true;
-            0
-        })
+            return 0;
+        }
+        written
     }
 
-    fn write_lines(
+    /// A packet's line (with `-v` its path) or its record.
+    fn write_packet(
         &self,
         out: &mut impl Write,
         analysis: &Analysis,
-        batch: &[&Journey],
-    ) -> io::Result<usize> {
-        let mut lines = 0;
-        for journey in batch.iter().filter(|j| self.options.selection.journey(j)) {
-            let verdicts = analysis.captures(journey.id);
-            let line = packet_line(journey, verdicts, self.clock, self.paint);
-            writeln!(out, "{line}")?;
-            if self.options.paths {
-                write_path(out, journey, self.paint)?;
+        journey: &Journey,
+    ) -> io::Result<()> {
+        match self.options.format {
+            Format::Json => writeln!(out, "{}", packet_json(journey, analysis)),
+            Format::Text => {
+                let verdicts = analysis.captures(journey.id);
+                let line = packet_line(journey, verdicts, self.clock, self.paint);
+                writeln!(out, "{line}")?;
+                match self.options.paths {
+                    true => write_path(out, journey, self.paint),
+                    false => Ok(()),
+                }
             }
-            lines += 1;
         }
-        Ok(lines)
-    }
-
-    fn write_records(
-        &self,
-        out: &mut impl Write,
-        analysis: &Analysis,
-        batch: &[&Journey],
-    ) -> io::Result<usize> {
-        let mut records = 0;
-        for journey in batch.iter().filter(|j| self.options.selection.journey(j)) {
-            writeln!(out, "{}", packet_json(journey, analysis))?;
-            records += 1;
-        }
-        Ok(records)
     }
 
     /// The analysis of a batch of journeys, with the first transmissions they repeat where
@@ -327,6 +394,12 @@ impl LiveView {
     }
 }
 
+/// What a batch writes, in order.
+enum Item {
+    Packet(u64),
+    Ended(Box<LiveFlow>),
+}
+
 /// The analysis of one flow, from the journeys it kept; and how many it did not keep.
 fn flow_analysis(live: LiveFlow, context: Context) -> (Analysis, u64) {
     let LiveFlow {
@@ -357,3 +430,6 @@ fn flow_record(flow: &crate::analysis::flow::Flow, analysis: &Analysis, not_kept
     }
     record.to_string()
 }
+
+#[cfg(test)]
+mod tests;

@@ -77,36 +77,57 @@ impl Offline {
 }
 
 /// `tracer bench-pipeline --stream` `reps` times on ten times the events: decode and the
-/// streaming stitcher (journeys completed as they close), and the memory it holds.
+/// streaming stitcher (journeys completed as they close), then the whole streaming engine with
+/// text lines and with JSON records (written to nowhere), and the memory each holds. The three
+/// take turns, so that a noisy moment of the machine falls on all of them alike.
 pub fn streaming(tracer: &Path, reps: usize) -> Result<(String, Value)> {
     let cpu = cpus().saturating_sub(1);
-    let mut runs = Vec::new();
+    let modes: [(&str, &[&str]); 3] = [
+        ("decode + journeys as they close", &[]),
+        (
+            "decode + streaming engine + text lines",
+            &["--engine", "text"],
+        ),
+        (
+            "decode + streaming engine + JSON records",
+            &["--engine", "json"],
+        ),
+    ];
+    let mut runs: Vec<Offline> = modes.iter().map(|_| Offline { runs: Vec::new() }).collect();
     for rep in 1..=reps {
-        let out = output(
-            std::process::Command::new(tracer)
-                .args(["bench-pipeline", "--stream", "--packets", "600000", "--cpu"])
-                .arg(cpu.to_string()),
-        )?;
-        let run: Value = serde_json::from_str(out.trim()).context("bench-pipeline output")?;
-        eprintln!("  [{rep}/{reps}] {}: {run}", tracer.display());
-        runs.push(run);
+        for ((label, extra), result) in modes.iter().zip(&mut runs) {
+            let out = output(
+                std::process::Command::new(tracer)
+                    .args(["bench-pipeline", "--stream", "--packets", "600000", "--cpu"])
+                    .arg(cpu.to_string())
+                    .args(*extra),
+            )?;
+            let run: Value = serde_json::from_str(out.trim()).context("bench-pipeline output")?;
+            eprintln!("  [{rep}/{reps}] {label}: {run}");
+            result.runs.push(run);
+        }
     }
-    let runs = Offline { runs };
-    let rate = runs.rate(&["decode_s", "stream_s"]);
-    let rss: Vec<f64> = runs
-        .runs
-        .iter()
-        .filter_map(|r| r["peak_rss_kib"].as_f64())
-        .map(|kib| kib / 1024.0)
-        .collect();
-    let rss = Summary::of(&rss);
-    let md = format!(
-        "| streaming stitcher (one core, 10.2 M synthetic events) | median | min - max |\n|---|---|---|\n\
-         | decode + journeys as they close, events/s | {:.0} | {:.0} - {:.0} |\n\
-         | peak resident memory, MiB | {:.0} | {:.0} - {:.0} |\n",
-        rate.median, rate.min, rate.max, rss.median, rss.min, rss.max
+    let mut md = String::from(
+        "| streaming (one core, 10.2 M synthetic events) | median events/s | min - max | peak resident MiB (median) |\n|---|---|---|---|\n",
     );
-    Ok((md, json!(runs.runs)))
+    for ((label, _), runs) in modes.iter().zip(&runs) {
+        let rate = runs.rate(&["decode_s", "stream_s"]);
+        let rss: Vec<f64> = runs
+            .runs
+            .iter()
+            .filter_map(|r| r["peak_rss_kib"].as_f64())
+            .map(|kib| kib / 1024.0)
+            .collect();
+        md.push_str(&format!(
+            "| {label} | {:.0} | {:.0} - {:.0} | {:.0} |\n",
+            rate.median,
+            rate.min,
+            rate.max,
+            Summary::of(&rss).median
+        ));
+    }
+    let all: Vec<&Value> = runs.iter().flat_map(|r| &r.runs).collect();
+    Ok((md, json!(all)))
 }
 
 /// One live step: the tracer following 64-byte UDP datagrams sent at `pps`.

@@ -31,6 +31,7 @@ pub struct LiveEnd {
     /// Journeys closed before their time to keep the open ones bounded.
     cut_short: u64,
     packet_file: Option<crate::report::packet_file::PacketFile>,
+    out: Box<dyn Write>,
 }
 
 impl LiveEnd {
@@ -47,6 +48,7 @@ impl LiveEnd {
             captures: view.captures,
             cut_short,
             packet_file: view.packet_file,
+            out: view.out,
         }
     }
 
@@ -57,7 +59,8 @@ impl LiveEnd {
         if self.closed {
             return Ok(written);
         }
-        let mut out = io::BufWriter::new(io::stdout().lock());
+        let mut sink = std::mem::replace(&mut self.out, Box::new(io::sink()));
+        let mut out = io::BufWriter::new(&mut sink);
         self.write(&mut out, context, stats)?;
         out.flush()?;
         Ok(written)
