@@ -5,6 +5,7 @@ pub mod explanation;
 pub mod line;
 pub mod output;
 pub mod packet_file;
+pub mod packet_record;
 pub mod paint;
 pub mod pcapng;
 pub mod stats;

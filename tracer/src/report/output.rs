@@ -14,6 +14,7 @@ use crate::{
     analysis::Analysis,
     model::recording::NamespaceCounters,
     report::explanation::{self, words::packet_words},
+    report::packet_record::PacketRecord,
     report::paint::Paint,
     report::stats::Stats,
     report::Selection,
@@ -21,76 +22,9 @@ use crate::{
 
 pub use crate::report::SCHEMA_VERSION;
 
-pub fn packet_json(journey: &Journey, analysis: &Analysis) -> Value {
-    let first = journey.headers();
-    let path: Vec<Value> = journey
-        .sightings
-        .iter()
-        .map(|s| {
-            let mut point = json!({
-                "ts_ns": s.ts_ns,
-                "hook": s.hook,
-                "netns": s.netns,
-                "netns_name": s.netns_name,
-                "ifname": s.ifname,
-                "dir": s.hook.side().name(),
-            });
-            if let Some(position) = s.position.name() {
-                point["position"] = json!(position);
-            }
-            if let Some(note) = &s.note {
-                point["note"] = json!(note);
-            }
-            if let Some(peer) = &s.peer {
-                point["peer"] = json!(peer);
-            }
-            if let Some(outer) = crate::analysis::tunnel::path_note(s) {
-                point["encapsulated"] = json!(outer);
-            }
-            point
-        })
-        .collect();
-    let mut packet = json!({
-        "type": "packet",
-        "schema_version": SCHEMA_VERSION,
-        "id": journey.id,
-        "flow_id": (journey.flow_id != 0).then_some(journey.flow_id),
-        "src": first.src,
-        "dst": first.dst,
-        "proto": first.proto,
-        "sport": first.sport,
-        "dport": first.dport,
-        "tcp_flags": first.tcp_flags,
-        "ip_id": first.ip_id,
-        "tcp_seq": first.tcp_seq,
-        "len": first.ip_len,
-        "path": path,
-        "fate": journey.fate,
-        "capture": analysis.captures(journey.id),
-        "explanation": explanation::packet(journey, analysis),
-    });
-    if let Some(original) = analysis.retransmissions.get(&journey.id) {
-        packet["retransmission_of"] = json!(original);
-    }
-    if let Some(copy) = &journey.copy {
-        packet["copy_of"] = json!(copy.of);
-        packet["copy"] = json!(copy.made);
-    }
-    if first.proto.is_icmp() {
-        packet["icmp_type"] = json!(first.icmp_type);
-        packet["icmp_code"] = json!(first.icmp_code);
-    }
-    if first.gso_segs > 1 {
-        packet["gso_segs"] = json!(first.gso_segs);
-    }
-    if journey.incomplete {
-        packet["incomplete"] = json!(true);
-    }
-    let culprits = explanation::culprits(journey, &analysis.context.rules);
-    if !culprits.is_empty() {
-        packet["rules"] = json!(culprits);
-    }
-    packet
+/// The `packet` record of `journey` (see [`PacketRecord`]), as a line of text.
+pub fn packet_json(journey: &Journey, analysis: &Analysis) -> String {
+    serde_json::to_string(&PacketRecord::of(journey, analysis)).unwrap_or_default()
 }
 
 pub fn flow_json(flow: &Flow, analysis: &Analysis) -> Value {

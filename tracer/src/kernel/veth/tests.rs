@@ -165,7 +165,8 @@ fn the_text_names_a_veth_with_its_peer_in_the_path_and_the_tcpdump_verdicts() {
 fn the_json_gives_the_peer_beside_the_unchanged_ifname() {
     let analysis = bridge_crossed_with_peers();
     let journey = &analysis.journeys[0];
-    let packet = crate::report::output::packet_json(journey, &analysis);
+    let packet: serde_json::Value =
+        serde_json::from_str(&crate::report::output::packet_json(journey, &analysis)).unwrap();
     let peer = serde_json::json!({"netns_name": "br-c1", "ifname": "eth0"});
     let point = packet["path"]
         .as_array()
