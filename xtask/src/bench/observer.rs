@@ -48,7 +48,8 @@ pub struct Watching {
 
 /// The observer's process.
 enum Process {
-    Tracer(Child),
+    /// The tracer, and the thread that reads its output, keeping the end of it.
+    Tracer(Child, std::thread::JoinHandle<String>),
     Tcpdump(Tcpdump),
 }
 
@@ -80,20 +81,26 @@ pub fn start(tracer: &Path, observer: Observer, flow_filter: &str) -> Result<Wat
                 flow_filter
             };
             let mut cmd = std::process::Command::new(tracer);
-            cmd.args(["trace", "-n", CLIENT, "-n", SERVER, "--format", "json"])
-                .arg("--ready-file")
-                .arg(&ready);
+            // The streaming engine, as a trace that runs for long: every packet's record
+            // written as its journey closes, read and thrown away here but for the end.
+            cmd.args([
+                "trace", "-n", CLIENT, "-n", SERVER, "--live", "--format", "json",
+            ])
+            .arg("--ready-file")
+            .arg(&ready);
             if observer == Observer::TracerFlowXdp {
                 cmd.arg("--xdp");
             }
             cmd.args(filter.split_whitespace())
                 .stdin(Stdio::null())
-                .stdout(std::fs::File::create(scratch.join("trace.jsonl"))?)
+                .stdout(Stdio::piped())
                 .stderr(Stdio::null());
             let mut child = cmd.spawn().context("cannot start the tracer")?;
+            let stdout = child.stdout.take().context("the tracer's stdout")?;
+            let reader = std::thread::spawn(move || keep_the_end(stdout));
             wait_for_file(&ready, &mut child, Duration::from_secs(180))
                 .context("the tracer never became ready")?;
-            Process::Tracer(child)
+            Process::Tracer(child, reader)
         }
         Observer::TcpdumpFull | Observer::TcpdumpHeaders => {
             let snap: &[&str] = if observer == Observer::TcpdumpHeaders {
@@ -109,7 +116,7 @@ pub fn start(tracer: &Path, observer: Observer, flow_filter: &str) -> Result<Wat
         process: Some(process),
         scratch,
     };
-    if let Some(Process::Tracer(child)) = &mut watching.process {
+    if let Some(Process::Tracer(child, _)) = &mut watching.process {
         if let Some(status) = child.try_wait()? {
             bail!("{} exited at once ({status})", observer.label());
         }
@@ -121,7 +128,7 @@ impl Watching {
     /// The observer's process, while it runs (none for the baseline).
     pub fn pid(&self) -> Option<u32> {
         match self.process.as_ref()? {
-            Process::Tracer(child) => Some(child.id()),
+            Process::Tracer(child, _) => Some(child.id()),
             Process::Tcpdump(tcpdump) => Some(tcpdump.pid()),
         }
     }
@@ -130,13 +137,15 @@ impl Watching {
     pub fn stop(mut self) -> Result<Report> {
         match self.process.take() {
             None => Ok(Report::default()),
-            Some(Process::Tracer(mut child)) => {
+            Some(Process::Tracer(mut child, reader)) => {
                 let status = interrupt(&mut child)?;
                 if !status.success() {
                     bail!("the tracer failed ({status})");
                 }
-                let out = std::fs::read_to_string(self.scratch.join("trace.jsonl"))?;
-                tracer_report(&out)
+                let end = reader
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the output reader panicked"))?;
+                tracer_report(&end)
             }
             Some(Process::Tcpdump(mut tcpdump)) => Ok(tcpdump_report(&tcpdump.stop()?)),
         }
@@ -145,7 +154,7 @@ impl Watching {
 
 impl Drop for Watching {
     fn drop(&mut self) {
-        if let Some(Process::Tracer(child)) = self.process.as_mut() {
+        if let Some(Process::Tracer(child, _)) = self.process.as_mut() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -153,6 +162,21 @@ impl Drop for Watching {
         self.process = None;
         let _ = std::fs::remove_dir_all(&self.scratch);
     }
+}
+
+/// Reads the tracer's output to its end, keeping the last lines (the `stats` record is the
+/// last): a streaming trace writes a few hundred MB a second under load.
+fn keep_the_end(mut stdout: std::process::ChildStdout) -> String {
+    const KEEP: usize = 1 << 20;
+    let mut end: Vec<u8> = Vec::with_capacity(2 * KEEP);
+    let mut buf = vec![0u8; 1 << 16];
+    while let Ok(n @ 1..) = std::io::Read::read(&mut stdout, &mut buf) {
+        end.extend_from_slice(&buf[..n]);
+        if end.len() > 2 * KEEP {
+            end.drain(..end.len() - KEEP);
+        }
+    }
+    String::from_utf8_lossy(&end).into_owned()
 }
 
 /// Events and lost events from the tracer's `stats` record.
@@ -166,7 +190,7 @@ fn tracer_report(jsonl: &str) -> Result<Report> {
                 .filter(|v| v["type"] == "stats")
         })
         .context("the tracer wrote no stats record")?;
-    // Events read from the ring: those kept and those past `--max-events`, only counted.
+    // Events read from the ring (the streaming engine keeps none back: `not_kept` is 0).
     let kept: u64 = stats["events"]
         .as_object()
         .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());

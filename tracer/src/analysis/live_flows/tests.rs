@@ -214,3 +214,29 @@ fn all_open_flows_together_keep_a_bounded_number_of_journeys() {
         "the others counted, not kept"
     );
 }
+
+#[test]
+fn ended_flows_leave_nothing_behind() {
+    let limits = Limits {
+        idle_ns: 100_000_000,
+        closed_ns: 100_000_000,
+        ..Limits::default()
+    };
+    let mut live = LiveFlows::new(limits);
+    let mut ended = 0;
+    // A thousand rounds of the ping fixture's flows, a second apart, each round with its own
+    // ports: a thousand flows come and go.
+    for mut journey in rounds(1000) {
+        live.add(&mut journey);
+        ended += live.ended().len();
+    }
+    assert!(ended >= 990, "{ended} flows ended");
+    assert!(live.open() <= 10, "{} flows open", live.open());
+    assert!(
+        live.owner.len() <= 10 * 8 && live.deadlines.len() == live.open(),
+        "what the ended flows held is gone: {} tuples, {} deadlines",
+        live.owner.len(),
+        live.deadlines.len()
+    );
+    assert!(live.kept_in_all <= 10 * limits.kept_per_flow * 2);
+}

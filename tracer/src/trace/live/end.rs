@@ -5,7 +5,10 @@ use std::io::{self, Write};
 
 use anyhow::Result;
 
-use super::{flow_analysis, flow_record, Incomplete, LiveView};
+use super::{
+    flows::{flow_analysis, flow_record},
+    Incomplete, LiveView,
+};
 use crate::{
     analysis::{live_flows::LiveFlows, Context},
     report::{
