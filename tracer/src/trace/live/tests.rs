@@ -90,3 +90,38 @@ fn the_output_is_the_same_however_the_events_were_read() {
         "flows ended mid-trace in {flows_ended_mid_trace} fixtures only"
     );
 }
+
+#[test]
+fn the_open_flows_are_summed_up_every_so_often() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/local_in_syn_drop.jsonl");
+    let recording = recording::read(&path).expect("fixture");
+    let options = LiveOptions {
+        selection: Selection::All,
+        paths: false,
+        format: Format::Text,
+        summary_every_ns: Some(100_000_000),
+    };
+    let mut view = LiveView::new(Vec::new(), options, WallClock::from_offset(0));
+    let out = Shared::default();
+    view.write_to(Box::new(out.clone()));
+    let first = recording.sightings[0].ts_ns;
+    for s in &recording.sightings {
+        view.push(s.clone());
+    }
+    // The events' clock moved on in quiet ticks, as the trace's timer moves it.
+    for tick in 0..=30 {
+        view.advance(Some(first + tick * 50_000_000));
+    }
+    let text = String::from_utf8(out.0.borrow().clone()).expect("utf-8");
+    let summaries = text.matches("flows open at ").count();
+    assert!(summaries >= 10, "{summaries} summaries in 1.5 s:\n{text}");
+    // The SYN's flow, with why it went wrong, in the summary.
+    assert!(
+        text.contains("(2 dropped)") || text.contains("dropped)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    TCP "),
+        "why sentences under the flow's line:\n{text}"
+    );
+}
