@@ -22,32 +22,7 @@ fn a_drop_after_two_million_events_is_printed_live_within_two_seconds() {
     let pair = Pair::create();
     pair.static_neighbours();
     pair.b.sh("iptables -A INPUT -p tcp --dport 8080 -j DROP");
-    let ready = scratch("ready");
-    let mut tracer = Command::new(tracer_bin())
-        .args(["trace", "--live", "--max-events", "100000", "--ready-file"])
-        .arg(&ready)
-        .args(["-n", &pair.a.name, "-n", &pair.b.name])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start the tracer");
-    let stdout = tracer.stdout.take().expect("stdout");
-    let (line_tx, lines) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line_tx.send((Instant::now(), line)).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "tracer not ready after 60 s");
-        assert!(tracer.try_wait().expect("wait").is_none(), "tracer exited");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut tracer, lines, reader) = start_reading(&["--max-events", "100000"], &pair);
 
     let receiver = udp_receiver(&pair.b, 7060, Duration::from_secs(2));
     std::thread::sleep(Duration::from_millis(200));
@@ -124,6 +99,47 @@ fn a_drop_after_two_million_events_is_printed_live_within_two_seconds() {
         udp_lines > 0 && received > 0,
         "the other traffic was shown live too"
     );
+}
+
+/// `tracer trace --live` with `args` on the pair's namespaces, once ready; its stdout read as
+/// it comes, each line with the moment it was read.
+fn start_reading(
+    args: &[&str],
+    pair: &Pair,
+) -> (
+    std::process::Child,
+    mpsc::Receiver<(Instant, String)>,
+    std::thread::JoinHandle<()>,
+) {
+    let ready = scratch("ready");
+    let mut tracer = Command::new(tracer_bin())
+        .args(["trace", "--live"])
+        .args(args)
+        .arg("--ready-file")
+        .arg(&ready)
+        .args(["-n", &pair.a.name, "-n", &pair.b.name])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the tracer");
+    let stdout = tracer.stdout.take().expect("stdout");
+    let (line_tx, lines) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line_tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "tracer not ready after 60 s");
+        assert!(tracer.try_wait().expect("wait").is_none(), "tracer exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (tracer, lines, reader)
 }
 
 /// A server in `ns` counting the datagrams it reads on `port` until none came for `idle`.
@@ -372,39 +388,14 @@ fn replayed_as_live(mode: &[&str]) {
 fn json_lines_stream_packets_as_they_close_and_flows_as_they_end() {
     require_privileges();
     let pair = quiet_pair_dropping_syns();
-    let ready = scratch("ready");
-    let mut tracer = Command::new(tracer_bin())
-        .args(["trace", "--live", "--format", "json", "--ready-file"])
-        .arg(&ready)
-        .args(["-n", &pair.a.name, "-n", &pair.b.name])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start the tracer");
-    let stdout = tracer.stdout.take().expect("stdout");
-    let (line_tx, lines) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "tracer not ready after 60 s");
-        assert!(tracer.try_wait().expect("wait").is_none(), "tracer exited");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut tracer, lines, reader) = start_reading(&["--format", "json"], &pair);
     let mut records: Vec<serde_json::Value> = Vec::new();
     // Reads records until one satisfies `wanted`, for at most 2 s.
     let mut read_until = |what: &str, wanted: &dyn Fn(&serde_json::Value) -> bool| {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = lines.recv_timeout(left) else {
+            let Ok((_, line)) = lines.recv_timeout(left) else {
                 panic!("no {what} record within 2 s; records so far: {records:?}");
             };
             let record: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
@@ -474,7 +465,7 @@ fn json_lines_stream_packets_as_they_close_and_flows_as_they_end() {
     records.extend(
         lines
             .iter()
-            .map(|l| serde_json::from_str(&l).expect("a JSON line")),
+            .map(|(_, l)| serde_json::from_str(&l).expect("a JSON line")),
     );
     // Every record checked against the schema, the stats record last.
     tests::schema::check_json(&records);

@@ -188,3 +188,17 @@ pub fn read(path: &Path) -> Result<Recording> {
 
 #[cfg(test)]
 mod fuzz;
+
+/// The streams recorded on the real kernel (`tracer/tests/fixtures`), for the unit tests.
+#[cfg(test)]
+pub fn fixture_paths() -> Vec<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .expect("fixtures")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 20, "the recorded fixtures are there");
+    paths
+}

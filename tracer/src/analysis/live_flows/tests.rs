@@ -1,8 +1,6 @@
 //! Live flows against the batch grouping on every stream recorded on the real kernel, and
 //! their ending and bounds on made-up timelines.
 
-use std::path::Path;
-
 use super::*;
 use crate::{
     analysis::{journey::build, retransmissions::retransmissions},
@@ -10,15 +8,7 @@ use crate::{
 };
 
 fn fixture_journeys() -> Vec<(String, Vec<Journey>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .expect("fixtures")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    paths.sort();
-    assert!(paths.len() >= 20, "the recorded fixtures are there");
-    paths
+    recording::fixture_paths()
         .into_iter()
         .map(|p| {
             let recording = recording::read(&p).expect("fixture");

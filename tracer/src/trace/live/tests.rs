@@ -53,13 +53,7 @@ fn replay(path: &Path, format: Format, chunk: usize) -> String {
 
 #[test]
 fn the_output_is_the_same_however_the_events_were_read() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .expect("fixtures")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    paths.sort();
+    let paths = recording::fixture_paths();
     let mut flows_ended_mid_trace = 0;
     for path in &paths {
         for format in [Format::Text, Format::Json] {

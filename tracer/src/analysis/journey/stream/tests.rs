@@ -1,8 +1,6 @@
 //! The streaming stitcher against the batch one, on every stream recorded on the real kernel
 //! (tests/fixtures), and its windows on made-up timelines.
 
-use std::path::Path;
-
 use super::*;
 use crate::{
     analysis::fate::{FateKind, TraceEnd},
@@ -11,15 +9,7 @@ use crate::{
 };
 
 fn fixtures() -> Vec<(String, Vec<Sighting>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .expect("fixtures")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    names.sort();
-    assert!(names.len() >= 20, "the recorded fixtures are there");
-    names
+    recording::fixture_paths()
         .into_iter()
         .map(|p| {
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
