@@ -28,10 +28,10 @@ use crate::{
     kernel::loader::{self, Attachment, InterfacePrograms, TcMode},
     kernel::netfilter::Netfilter,
     kernel::netns::{self, Netns, NetnsRef},
-    kernel::rules::{self, NamespaceRules},
+    kernel::rules,
     model::gaps,
-    model::recording::{self, NamespaceCounters, Recorder, Recording, TraceClock},
-    model::sighting::{Name, Names, Proto, Sighting},
+    model::recording::{self, Recorder, Recording, TraceClock},
+    model::sighting::{Name, Names},
     report::line::WallClock,
     report::stats::Stats,
     report::status::Status,
@@ -368,21 +368,6 @@ impl Session {
         })
     }
 
-    /// The live captures seen when tracing started and when it stopped: a tcpdump may have come
-    /// or gone in between.
-    fn live_captures(&self) -> Vec<LiveCapture> {
-        let mut live = self.live.clone();
-        for capture in live_capture::scan() {
-            if !live
-                .iter()
-                .any(|c| c.pid == capture.pid && c.inode == capture.inode)
-            {
-                live.push(capture);
-            }
-        }
-        live
-    }
-
     /// Detaches every program: netfilter links, tc filters, and the programs aya holds (the
     /// ring and the other maps stay for the last read).
     fn stop_observing(&mut self) {
@@ -409,40 +394,6 @@ impl Session {
                 );
             }
         }
-    }
-
-    /// How the counters of each traced namespace's drop rules rose while tracing.
-    fn rule_changes(&self) -> Vec<NamespaceRules> {
-        let mut out = Vec::new();
-        for (ns, before) in self.namespaces.iter().zip(&self.rules_before) {
-            let after = ns.reopen().and_then(|ns| ns.run(rules::read).ok());
-            if let (Some(before), Some(after)) = (before, after) {
-                out.push(NamespaceRules {
-                    netns_name: ns.display_name.clone(),
-                    rules: rules::changes(before, &after),
-                });
-            }
-        }
-        out
-    }
-
-    /// How each traced namespace's kernel counters changed while tracing.
-    fn counter_changes(&self) -> Vec<NamespaceCounters> {
-        let mut out = Vec::new();
-        for (ns, before) in self.namespaces.iter().zip(&self.counters_before) {
-            // A namespace deleted during the trace has no counters left to compare.
-            let after = ns
-                .reopen()
-                .and_then(|ns| ns.run(counters::read).ok())
-                .and_then(Result::ok);
-            if let (Some(before), Some(after)) = (before, after) {
-                out.push(NamespaceCounters {
-                    netns_name: ns.display_name.clone(),
-                    delta: counters::delta(before, &after),
-                });
-            }
-        }
-        out
     }
 
     /// Events the kernel could not queue, per hook and per CPU.
@@ -496,33 +447,11 @@ where
     })
 }
 
-/// Distinct packets among the sightings, for `-c`: by what NAT leaves alone (protocol, IP
-/// id, TCP sequence and acknowledgment, ICMP type, length). Approximate where those repeat
-/// (IPv6 UDP with a fixed flow label); the report then keeps exactly the first N journeys.
-#[derive(Default)]
-struct PacketCount(std::collections::HashSet<(Proto, u32, u32, u32, u8, u16)>);
-
-impl PacketCount {
-    fn add(&mut self, sightings: &[Sighting]) -> usize {
-        for s in sightings
-            .iter()
-            .filter(|s| s.on_path() && s.proto != Proto::Unknown)
-        {
-            let key = (
-                s.proto,
-                s.ip_id,
-                s.tcp_seq,
-                s.tcp_ack,
-                s.icmp_type,
-                s.ip_len,
-            );
-            self.0.insert(key);
-        }
-        self.0.len()
-    }
-}
-
+mod context;
+mod count;
 mod ring;
+
+use count::PacketCount;
 
 #[cfg(test)]
 mod fuzz;

@@ -13,6 +13,7 @@ use tracer_common::{
 
 use super::*;
 use crate::fuzzing::check;
+use crate::model::recording::NamespaceCounters;
 use crate::{
     analysis::fate::TraceEnd, analysis::Analysis, kernel::kallsyms::Kallsyms,
     model::recording::Context, model::sighting::Proto, report::output, report::paint::Paint,
