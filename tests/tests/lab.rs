@@ -55,6 +55,40 @@ fn every_lab_agrees_with_its_fault_and_with_tcpdump() {
     );
 }
 
+/// `lab run --record` keeps the lab's raw events: explained offline, they give the fates the
+/// lab's own report gave (what a failing run saw can be studied after it).
+#[test]
+fn a_lab_run_records_its_events_for_explain() {
+    require_privileges();
+    let recording = tests::scratch("lab.jsonl");
+    let out = Command::new(tracer_bin())
+        .args(["lab", "run", "local-out-drop", "--record"])
+        .arg(&recording)
+        .output()
+        .expect("run the lab");
+    assert!(out.status.success(), "lab: {out:?}");
+    let fates = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.trim_start().starts_with("fate: "))
+            .map(|l| l.trim().to_string())
+            .collect()
+    };
+    let lab = fates(&String::from_utf8_lossy(&out.stdout));
+    let explained = Command::new(tracer_bin())
+        .arg("explain")
+        .arg(&recording)
+        .output()
+        .expect("tracer explain");
+    let _ = std::fs::remove_file(&recording);
+    assert!(explained.status.success(), "explain: {explained:?}");
+    let replayed = fates(&String::from_utf8_lossy(&explained.stdout));
+    assert!(lab.len() >= 6, "the lab's packets: {lab:?}");
+    assert_eq!(
+        replayed, lab,
+        "the recording explained gives the lab's fates"
+    );
+}
+
 /// Starts a lab and waits until its namespaces exist.
 fn start_lab() -> std::process::Child {
     let child = Command::new(tracer_bin())

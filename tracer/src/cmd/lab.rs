@@ -5,6 +5,7 @@ use clap::{Args, Subcommand};
 
 use crate::{
     lab::{self, Detail},
+    model::recording::{self, Recorder},
     report::stdout::Format,
     trace::usage::Usage,
 };
@@ -42,6 +43,10 @@ enum LabCommand {
         /// what was delivered and dropped (tests/tests/lab_neutrality.rs).
         #[arg(long, hide = true, conflicts_with_all = ["all", "keep"])]
         neutrality: bool,
+        /// Write the raw event stream of the lab's trace to this file (replay it with
+        /// `tracer explain`): what a run that disagreed with its fault saw, to study later.
+        #[arg(long, value_name = "FILE.jsonl", conflicts_with_all = ["all", "neutrality"])]
+        record: Option<std::path::PathBuf>,
     },
     /// Remove everything a lab left behind (after a crash or SIGKILL): its namespaces, and
     /// with them their links, rules and programs.
@@ -62,6 +67,7 @@ pub fn run(args: LabArgs) -> Result<()> {
             format,
             keep,
             neutrality,
+            record,
         } => {
             if let Some(pid) = lab::topology::running_lab() {
                 bail!(
@@ -79,7 +85,11 @@ pub fn run(args: LabArgs) -> Result<()> {
             if neutrality {
                 return compare(l, format);
             }
-            let score = lab::run(l, format, keep, Detail::Full)?;
+            let recorder = match &record {
+                Some(path) => Some(Recorder::new(recording::create(path)?, path)),
+                None => None,
+            };
+            let score = lab::run(l, format, keep, Detail::Full, recorder)?;
             if !score.passed() {
                 bail!("lab {name}: the tracer disagrees with the injected fault");
             }
@@ -137,7 +147,7 @@ fn compare(l: &lab::Lab, format: Format) -> Result<()> {
 fn run_all(format: Format) -> Result<()> {
     let mut scores = Vec::new();
     for l in lab::LABS {
-        let score = match lab::run(l, format, false, Detail::Check) {
+        let score = match lab::run(l, format, false, Detail::Check, None) {
             Ok(score) => score,
             Err(e) => {
                 let mut failed = lab::Score {

@@ -65,8 +65,15 @@ fn trace_options(netns: &[String], filter: &str) -> Result<TraceOptions> {
     })
 }
 
-/// Runs one lab; with `keep`, its namespaces stay for exploration.
-pub fn run(lab: &Lab, format: Format, keep: bool, detail: Detail) -> Result<Score> {
+/// Runs one lab; with `keep`, its namespaces stay for exploration; with `recorder`, its raw
+/// events are written as they are read.
+pub fn run(
+    lab: &Lab,
+    format: Format,
+    keep: bool,
+    detail: Detail,
+    recorder: Option<crate::model::recording::Recorder>,
+) -> Result<Score> {
     let mut topology = Topology::new();
     let scenario =
         (lab.build)(&mut topology).with_context(|| format!("building lab {}", lab.name))?;
@@ -84,21 +91,28 @@ pub fn run(lab: &Lab, format: Format, keep: bool, detail: Detail) -> Result<Scor
     let mut stopped = Vec::new();
     let session::Traced {
         recording, stats, ..
-    } = session::trace(&options, session::Outputs::default(), || {
-        let traffic = tokio::task::spawn_blocking(traffic);
-        let stopped = &mut stopped;
-        Ok(async move {
-            if let Ok(Err(e)) = traffic.await {
-                eprintln!("tracer: lab traffic failed: {e:#}");
-            }
-            // Let the last events of the stack reach the ring buffer.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            // The captures stop before the tracer does: what they saw, it could see.
-            for tcpdump in tcpdumps {
-                stopped.push(tcpdump.stop_with_packets());
-            }
-        })
-    })?;
+    } = session::trace(
+        &options,
+        session::Outputs {
+            recorder,
+            ..Default::default()
+        },
+        || {
+            let traffic = tokio::task::spawn_blocking(traffic);
+            let stopped = &mut stopped;
+            Ok(async move {
+                if let Ok(Err(e)) = traffic.await {
+                    eprintln!("tracer: lab traffic failed: {e:#}");
+                }
+                // Let the last events of the stack reach the ring buffer.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                // The captures stop before the tracer does: what they saw, it could see.
+                for tcpdump in tcpdumps {
+                    stopped.push(tcpdump.stop_with_packets());
+                }
+            })
+        },
+    )?;
     let captured = stopped.into_iter().collect::<Result<Vec<_>>>()?;
     // The other tool's programs and the listening sockets go now; the topology after the report.
     drop(scenario.held);
