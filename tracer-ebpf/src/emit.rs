@@ -275,6 +275,12 @@ fn wanted<const TUNNELS_TOO: bool>(
             }
         }
     }
+    // Not followed, and without headers: the filter would judge an empty view (and push the
+    // views of the hooks around it out of the verdict cache). Where nothing is filtered, every
+    // event was taken above.
+    if knows_no_headers(site, packet) {
+        return false;
+    }
     // Plain numbers across the call: a `None` would leave a register unset, which the
     // verifier refuses to see copied.
     let (l2_bytes, l2_len) = match l2 {

@@ -8,14 +8,14 @@ use tracer_common::{
     cbpf::{self, Machine, View, L2_SLOT, L3_SLOT, MAX_INSNS},
     event::PacketSummary,
     hook::Hook,
-    parse::{ETH_HLEN, HDR_LEN},
+    parse::{ETH_HLEN, HDR_LEN, L2_LEN},
     synth::headers_from_summary,
 };
 
 use crate::{
     emit::Site,
-    kernel::scratch,
-    maps::{config, FILTERS, FILTER_RUNS, INNER_SCRATCH, TUNNELS},
+    kernel::{helper_len, scratch},
+    maps::{config, ViewBytes, FILTERS, FILTER_RUNS, INNER_SCRATCH, TUNNELS, VERDICTS, VIEWS},
 };
 
 /// Runs the tcpdump filter on the packet's bytes: the L2 program where the hook has the
@@ -39,7 +39,14 @@ pub fn filter_accepts(
         return true;
     }
     let (slot, l2_len, wire_len) = if l2_len > 0 && has_l2 {
-        (L2_SLOT, l2_len, packet.pkt_len)
+        // The frame's length: `netif_receive` fires once the Ethernet header was pulled, so
+        // its skb's length counts from L3 (XDP and tc count the frame).
+        let frame_len = if site.hook == Hook::NetifReceive {
+            packet.pkt_len + l2_len as u32
+        } else {
+            packet.pkt_len
+        };
+        (L2_SLOT, l2_len, frame_len)
     } else if has_l3 {
         // `len`, `greater` and `less` mean the frame's length in tcpdump on a veth or NIC:
         // as if the IP packet had its Ethernet header, so the L3 program agrees with the L2.
@@ -119,7 +126,24 @@ fn run_filter(hook: u32, slot: u32, view: View) -> bool {
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn tracer_filter(hook_slot: u32, l2: u64, l3: u64, lens: u64, wire_len: u32) -> u32 {
-    let (mut hook, slot) = (hook_slot >> 8, hook_slot & 0xff);
+    let (hook, slot) = (hook_slot >> 8, hook_slot & 0xff);
+    // The hooks of one packet mostly show the filter the same bytes (the same headers at
+    // each point, the same frame at tc egress and ingress): judged once on this CPU, the
+    // verdict is taken again by bytes, not re-run instruction by instruction.
+    let view = gather(hook, l2, l3, lens, wire_len);
+    if let Some(accept) = view.and_then(|view| remembered(slot, view)) {
+        return accept;
+    }
+    let accept = interpret(hook, slot, l2, l3, lens, wire_len);
+    if let Some(view) = view {
+        remember(slot, view, accept);
+    }
+    accept
+}
+
+/// Runs filter program `slot` on the view, one instruction per `bpf_loop` step.
+#[inline(always)]
+fn interpret(mut hook: u32, slot: u32, l2: u64, l3: u64, lens: u64, wire_len: u32) -> u32 {
     let (Some(run), Some(program)) = (FILTER_RUNS.get_ptr_mut(hook), FILTERS.get_ptr(slot)) else {
         return 0;
     };
@@ -153,6 +177,117 @@ pub extern "C" fn tracer_filter(hook_slot: u32, l2: u64, l3: u64, lens: u64, wir
     };
     // SAFETY: the slot above, valid for the run; the steps that wrote it are over.
     unsafe { (*run).machine.accept as u32 }
+}
+
+/// Copies the view into this hook's `VIEWS` slot on this CPU, zero past its lengths, so that
+/// it can be compared word by word. `None` where it cannot be copied (then it is not cached).
+#[inline(always)]
+fn gather(hook: u32, l2: u64, l3: u64, lens: u64, wire_len: u32) -> Option<*mut ViewBytes> {
+    let (l2_len, l3_len) = ((lens >> 32) as u32, lens as u32);
+    let view = VIEWS.get_ptr_mut(hook)?;
+    // SAFETY: this hook's slot on this CPU from a successful lookup, valid for the run and this
+    // hook's alone (a program does not interrupt itself on its CPU); written through the
+    // pointer, word by word (a plain assignment would become a byte loop).
+    unsafe {
+        (*view).l2_len = l2_len;
+        (*view).l3_len = l3_len;
+        (*view).wire_len = wire_len;
+        (*view)._pad = 0;
+        for i in 0..L2_LEN / 8 {
+            core::ptr::write_volatile(&mut (*view).l2[i], 0);
+        }
+        for i in 0..HDR_LEN / 8 {
+            core::ptr::write_volatile(&mut (*view).l3[i], 0);
+        }
+        copy_in((*view).l2.as_mut_ptr().cast(), l2, l2_len, L2_LEN)?;
+        copy_in((*view).l3.as_mut_ptr().cast(), l3, l3_len, HDR_LEN)?;
+    }
+    Some(view)
+}
+
+/// Copies `len` bytes from `from` into `to`, which holds `cap` bytes; `None` when `len` is
+/// more than that or the read fails.
+///
+/// # Safety
+/// `to` points to `cap` writable bytes.
+#[inline(always)]
+unsafe fn copy_in(to: *mut u8, from: u64, len: u32, cap: usize) -> Option<()> {
+    if len == 0 {
+        return Some(());
+    }
+    let len = if cap == L2_LEN {
+        helper_len::<L2_LEN>(len as usize)?
+    } else {
+        helper_len::<HDR_LEN>(len as usize)?
+    };
+    // SAFETY: `1 <= len <= cap` (`helper_len`), the caller's room at `to`; the helper checks
+    // the source address itself.
+    (unsafe { bpf_probe_read_kernel(to.cast(), len, from as *const c_void) } == 0).then_some(())
+}
+
+/// The verdict of filter program `slot` on this CPU's last view if `view` holds the same
+/// bytes: 1 accept, 0 reject.
+#[inline(always)]
+fn remembered(slot: u32, view: *mut ViewBytes) -> Option<u32> {
+    let cached = VERDICTS.get_ptr(slot)?;
+    // SAFETY: `cached` is this slot's entry on this CPU from a successful lookup, `view` this
+    // hook's `VIEWS` slot (see `gather`): valid for the run. The entry is shared by the hooks,
+    // and one may interrupt this run to rewrite it: every access is volatile, in program
+    // order, and the sequence number read before and after tells whether that happened.
+    unsafe {
+        let seq = core::ptr::read_volatile(&(*cached).seq);
+        if seq & 1 != 0 {
+            return None;
+        }
+        let (was, now) = (&(*cached).view, &*view);
+        let same_lengths = core::ptr::read_volatile(&was.l2_len) == now.l2_len
+            && core::ptr::read_volatile(&was.l3_len) == now.l3_len
+            && core::ptr::read_volatile(&was.wire_len) == now.wire_len;
+        if !same_lengths {
+            return None;
+        }
+        for i in 0..L2_LEN / 8 {
+            if core::ptr::read_volatile(&was.l2[i]) != now.l2[i] {
+                return None;
+            }
+        }
+        for i in 0..HDR_LEN / 8 {
+            if core::ptr::read_volatile(&was.l3[i]) != now.l3[i] {
+                return None;
+            }
+        }
+        let accept = core::ptr::read_volatile(&(*cached).accept);
+        (core::ptr::read_volatile(&(*cached).seq) == seq).then_some(accept)
+    }
+}
+
+/// Keeps `accept` as filter program `slot`'s verdict on `view` on this CPU.
+#[inline(always)]
+fn remember(slot: u32, view: *mut ViewBytes, accept: u32) {
+    let Some(cached) = VERDICTS.get_ptr_mut(slot) else {
+        return;
+    };
+    // SAFETY: as in `remembered`. A program that interrupted another one's write here sees
+    // an odd number and leaves the entry alone; the one it interrupted then finishes it.
+    unsafe {
+        let seq = core::ptr::read_volatile(&(*cached).seq);
+        if seq & 1 != 0 {
+            return;
+        }
+        core::ptr::write_volatile(&mut (*cached).seq, seq.wrapping_add(1));
+        let (was, now) = (&mut (*cached).view, &*view);
+        core::ptr::write_volatile(&mut was.l2_len, now.l2_len);
+        core::ptr::write_volatile(&mut was.l3_len, now.l3_len);
+        core::ptr::write_volatile(&mut was.wire_len, now.wire_len);
+        for i in 0..L2_LEN / 8 {
+            core::ptr::write_volatile(&mut was.l2[i], now.l2[i]);
+        }
+        for i in 0..HDR_LEN / 8 {
+            core::ptr::write_volatile(&mut was.l3[i], now.l3[i]);
+        }
+        core::ptr::write_volatile(&mut (*cached).accept, accept);
+        core::ptr::write_volatile(&mut (*cached).seq, seq.wrapping_add(2));
+    }
 }
 
 /// The `bpf_loop` callback: one instruction of hook `*ctx`'s run; 1 stops the loop.

@@ -10,7 +10,7 @@ use tracer_common::{
     config::{KernelOffsets, TraceConfig},
     event::TunnelSummary,
     hook::HOOK_SLOTS,
-    parse::HDR_LEN,
+    parse::{HDR_LEN, L2_LEN},
 };
 
 /// Resized by userspace from `--ring-size`.
@@ -67,6 +67,39 @@ pub struct FilterRun {
     pub view: View,
     /// The filter's scratch memory (`M[]`).
     pub mem: [u32; MEM_WORDS],
+}
+
+/// The bytes a filter program judges, gathered in one place so that two judgements can be
+/// compared: the lengths, then the link-layer and L3 bytes, zero past their lengths.
+#[repr(C)]
+pub struct ViewBytes {
+    pub l2_len: u32,
+    pub l3_len: u32,
+    pub wire_len: u32,
+    pub _pad: u32,
+    pub l2: [u64; L2_LEN / 8],
+    pub l3: [u64; HDR_LEN / 8],
+}
+
+/// The view being judged, per CPU and per hook like `SCRATCH` (a hook interrupting another
+/// on its CPU has its own).
+#[map]
+pub static VIEWS: PerCpuArray<ViewBytes> = PerCpuArray::with_max_entries(HOOK_SLOTS, 0);
+
+/// The last view each filter program judged on this CPU, and its verdict: the hooks of one
+/// packet run back to back on one CPU and mostly show the filter the same bytes, which it
+/// then judges once (see `filter::tracer_filter`).
+#[map]
+pub static VERDICTS: PerCpuArray<Verdict> = PerCpuArray::with_max_entries(2, 0);
+
+#[repr(C)]
+pub struct Verdict {
+    /// Odd while a program writes the entry; a program that interrupts the writer on its CPU
+    /// then neither trusts nor rewrites it, and a reader interrupted by a writer sees the
+    /// number change.
+    pub seq: u32,
+    pub accept: u32,
+    pub view: ViewBytes,
 }
 
 // SAFETY: the view's addresses are plain numbers to the programs (read only through

@@ -28,7 +28,7 @@ use tracer_common::{
 
 use crate::{
     emit::{netns_traced, report, Site, Source},
-    kernel::{dev_ifindex, read, skb_info, skb_summary},
+    kernel::{dev_ifindex, field, skb_info, skb_summary, Typed},
     maps::offset,
 };
 
@@ -85,10 +85,10 @@ fn observe(ctx: *mut c_void, position: Position) {
 
 #[inline(always)]
 fn observe_state(state: u64, skb: u64, position: Position) {
-    let Some(hook) = read::<u8>(state, offset!(nf_state_hook)).and_then(netfilter_hook) else {
+    let Some(hook) = field::<u8>(state, offset!(nf_state_hook)).and_then(netfilter_hook) else {
         return;
     };
-    let l3_hint = match read::<u8>(state, offset!(nf_state_pf)).unwrap_or(0) {
+    let l3_hint = match field::<u8>(state, offset!(nf_state_pf)).unwrap_or(0) {
         NFPROTO_IPV4 => ETH_P_IP,
         NFPROTO_IPV6 => ETH_P_IPV6,
         _ => return,
@@ -100,9 +100,9 @@ fn observe_state(state: u64, skb: u64, position: Position) {
         _ => offset!(nf_state_out),
     };
     // Only the ifindex: the namespace is the hook's own (`state->net`), read below.
-    let ifindex = dev_ifindex(read::<u64>(state, dev_offset).unwrap_or(0));
-    let net = read::<u64>(state, offset!(nf_state_net)).unwrap_or(0);
-    let netns = read::<u32>(net, offset!(net_inum)).unwrap_or(0);
+    let ifindex = dev_ifindex::<Typed>(field::<u64>(state, dev_offset).unwrap_or(0));
+    let net = field::<u64>(state, offset!(nf_state_net)).unwrap_or(0);
+    let netns = field::<u32>(net, offset!(net_inum)).unwrap_or(0);
     // Links exist only in traced namespaces; the trampolines fire in every one.
     if !netns_traced(netns) {
         return;

@@ -13,7 +13,7 @@ use tracer_common::{
 
 use crate::{
     emit::{report, Site, Source, L2},
-    kernel::{dev_netns, read, scratch, skb_load},
+    kernel::{dev_netns, read, scratch, skb_load, Probed},
     maps::offset,
 };
 
@@ -93,7 +93,7 @@ fn observe(ctx: &TcContext, hook: Hook, position: Position) {
     if l3_len > 0 {
         parse_l3(buf, l3_len, l3_proto, &mut packet);
     }
-    let netns = dev_netns(read::<u64>(skb, offset!(skb_dev)).unwrap_or(0));
+    let netns = dev_netns::<Probed>(read::<u64>(skb, offset!(skb_dev)).unwrap_or(0));
     let site = Site {
         hook,
         position,

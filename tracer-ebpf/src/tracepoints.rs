@@ -12,7 +12,8 @@ use tracer_common::{
 use crate::{
     emit::{forget, netns_traced, report, report_without_tunnels, Site, Source, L2},
     kernel::{
-        dev_identity, read, skb_identity, skb_info, skb_summary, sock_netns, sock_summary, SkbInfo,
+        dev_identity, field, read, skb_identity, skb_info, skb_summary, sock_netns, sock_summary,
+        SkbInfo, Typed,
     },
     maps::{config, offset},
 };
@@ -54,7 +55,7 @@ pub fn tracer_net_dev_xmit(ctx: BtfTracePointContext) -> i32 {
     let rc: i32 = ctx.arg(1);
     let dev: u64 = ctx.arg(2);
     let len: u32 = ctx.arg(3);
-    let (ifindex, netns) = dev_identity(dev);
+    let (ifindex, netns) = dev_identity::<Typed>(dev);
     if !netns_traced(netns) {
         return 0;
     }
@@ -246,8 +247,8 @@ pub fn tracer_fib_lookup(ctx: BtfTracePointContext) -> i32 {
     let flp: u64 = ctx.arg(1);
     let nhc: u64 = ctx.arg(2);
     let err: i32 = ctx.arg(3);
-    let dev = read::<u64>(nhc, offset!(nhc_dev)).unwrap_or(0);
-    let (ifindex, netns) = dev_identity(dev);
+    let dev = field::<u64>(nhc, offset!(nhc_dev)).unwrap_or(0);
+    let (ifindex, netns) = dev_identity::<Typed>(dev);
     if !netns_traced(netns) {
         return 0;
     }
@@ -339,8 +340,8 @@ fn observe_skb(skb: u64, hook: Hook, position: Position, event_kind: u8, detail:
 /// device, three tags): the raw-IP program decides then.
 #[inline(always)]
 fn tap_frame(skb: u64, info: &SkbInfo, eth: &mut [u8; L2_LEN]) -> Option<usize> {
-    let mac = read::<u16>(skb, offset!(skb_mac_header))?;
-    let network = read::<u16>(skb, offset!(skb_network_header))?;
+    let mac = field::<u16>(skb, offset!(skb_mac_header))?;
+    let network = field::<u16>(skb, offset!(skb_network_header))?;
     let len = network.checked_sub(mac)? as usize;
     if info.head == 0 || mac == u16::MAX || !(ETH_HLEN..=L2_LEN).contains(&len) {
         return None;

@@ -19,7 +19,7 @@ use tracer_common::{
 
 use crate::{
     emit::{report, Site, Source, L2},
-    kernel::{dev_netns, helper_len, read, scratch},
+    kernel::{dev_netns, helper_len, read, scratch, Probed},
     maps::offset,
 };
 
@@ -66,7 +66,7 @@ fn observe(ctx: &XdpContext) {
     // ifindex alone cannot (every namespace numbers its interfaces from 1).
     let rxq = read::<u64>(ctx.ctx as u64, offset!(xdp_rxq)).unwrap_or(0);
     let dev = read::<u64>(rxq, offset!(rxq_dev)).unwrap_or(0);
-    let netns = dev_netns(dev);
+    let netns = dev_netns::<Probed>(dev);
     let site = Site {
         hook: Hook::Xdp,
         position: Position::Only,
