@@ -118,3 +118,41 @@ fn filters_select_the_packets_tcpdump_selects() {
     eprintln!("{}", table.join("\n"));
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// `greater N` (the frame's length, as tcpdump counts it on the veth) at `netif_receive`,
+/// where the kernel has already pulled the Ethernet header: traced only in the receiving
+/// namespace, nothing follows the datagram from the sender, so `netif_receive` judges it by
+/// itself. A 100-byte frame (58 bytes of UDP payload) is `greater 100`; a 99-byte one is not.
+#[test]
+fn frame_length_at_netif_receive_counts_the_link_header() {
+    require_privileges();
+    let pair = Pair::create();
+    pair.static_neighbours();
+    let tracer = Tracer::start(&["-n", pair.b.name.as_str(), "greater", "100"]);
+    let udp = pair
+        .b
+        .enter(|| UdpSocket::bind(addr(ADDR_B, 7004)).unwrap());
+    pair.a.enter(|| {
+        let sender = UdpSocket::bind(addr(ADDR_A, 0)).unwrap();
+        sender.send_to(&[b'u'; 58], addr(ADDR_B, 7004)).unwrap();
+        sender.send_to(&[b'u'; 57], addr(ADDR_B, 7004)).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    drop(udp);
+    let report = tracer.finish();
+    let datagrams: Vec<&serde_json::Value> = report
+        .packets()
+        .filter(|p| p["proto"] == "udp" && p["dport"] == 7004)
+        .collect();
+    assert_eq!(
+        datagrams.len(),
+        1,
+        "only the 100-byte frame is greater 100: {datagrams:#?}"
+    );
+    let points = tests::path(datagrams[0]);
+    assert_eq!(
+        points.first().map(String::as_str),
+        Some("netif_receive"),
+        "netif_receive judges the frame's length with its Ethernet header: {points:?}"
+    );
+}

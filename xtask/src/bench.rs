@@ -7,6 +7,7 @@ pub mod flood;
 mod net;
 mod observer;
 mod pipeline;
+mod programs;
 mod resources;
 mod summary;
 
@@ -81,6 +82,28 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let (table, value) = datapath::table(&rows);
         writeln!(md, "\n## Datapath\n\n{table}")?;
         results.insert("datapath".into(), value);
+        let mut costs = Vec::new();
+        for workload in [datapath::Workload::TcpBulk, datapath::Workload::UdpSmall] {
+            let _server = net::iperf_server()?;
+            for observer in [
+                observer::Observer::TracerNothing,
+                observer::Observer::TracerFlow,
+            ] {
+                eprintln!(
+                    "programs: {} with {}, kernel.bpf_stats_enabled on",
+                    workload.label(),
+                    observer.label()
+                );
+                let measured = programs::measure(&tracer, workload, observer, args.seconds)?;
+                costs.push((workload, observer, measured));
+            }
+        }
+        let (table, value) = programs::table(&costs);
+        writeln!(
+            md,
+            "\n### Per program run (a run of its own with `kernel.bpf_stats_enabled=1`)\n\n{table}"
+        )?;
+        results.insert("programs".into(), value);
     }
     if wants(Part::Pipeline) {
         eprintln!("pipeline: userspace alone, one core");

@@ -28,7 +28,7 @@ impl Workload {
         }
     }
 
-    fn filter(self) -> &'static str {
+    pub fn filter(self) -> &'static str {
         match self {
             Workload::TcpBulk => "tcp port 5201",
             Workload::UdpSmall => "udp port 5201",
@@ -90,7 +90,7 @@ pub fn run(tracer: &Path, workload: Workload, reps: usize, seconds: u32) -> Resu
 }
 
 /// Runs the client once; Gbit/s received (TCP) or thousands of datagrams/s received (UDP).
-fn measure(workload: Workload, seconds: u32) -> Result<f64> {
+pub fn measure(workload: Workload, seconds: u32) -> Result<f64> {
     let client = match workload {
         Workload::TcpBulk => format!("iperf3 -c {SERVER_ADDR} -t {seconds} -J"),
         Workload::UdpSmall => format!("iperf3 -c {SERVER_ADDR} -u -b 0 -l 64 -t {seconds} -J"),

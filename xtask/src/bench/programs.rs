@@ -1,0 +1,122 @@
+//! What each kernel program costs per run: `kernel.bpf_stats_enabled` counts runs and the
+//! time spent in them while it is on. Measured in a run of its own after the datapath runs,
+//! because the counting itself costs two clock reads per program run.
+
+use std::{collections::BTreeMap, path::Path};
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+
+use super::{
+    datapath::{self, Workload},
+    net::sh,
+    observer::{self, Observer},
+};
+
+/// One program's runs and time during the measured run.
+pub struct ProgramCost {
+    pub name: String,
+    pub runs: u64,
+    pub ns: u64,
+}
+
+/// Runs `workload` once under `observer` with the kernel's program statistics on; the
+/// tracer's programs, most time first.
+pub fn measure(
+    tracer: &Path,
+    workload: Workload,
+    observer: Observer,
+    seconds: u32,
+) -> Result<Vec<ProgramCost>> {
+    let watching = observer::start(tracer, observer, workload.filter())?;
+    let _stats = StatsOn::enable()?;
+    let before = snapshot()?;
+    let measured = datapath::measure(workload, seconds);
+    let after = snapshot()?;
+    drop(_stats);
+    watching.stop()?;
+    measured?;
+    let mut costs: Vec<ProgramCost> = after
+        .into_iter()
+        .filter_map(|(id, (name, runs, ns))| {
+            let (runs0, ns0) = before.get(&id).map_or((0, 0), |b| (b.1, b.2));
+            (runs > runs0).then(|| ProgramCost {
+                name,
+                runs: runs - runs0,
+                ns: ns - ns0,
+            })
+        })
+        .collect();
+    costs.sort_by_key(|c| std::cmp::Reverse(c.ns));
+    Ok(costs)
+}
+
+/// The statistics switched on until dropped.
+struct StatsOn;
+
+impl StatsOn {
+    fn enable() -> Result<StatsOn> {
+        sh("sysctl -qw kernel.bpf_stats_enabled=1")?;
+        Ok(StatsOn)
+    }
+}
+
+impl Drop for StatsOn {
+    fn drop(&mut self) {
+        let _ = sh("sysctl -qw kernel.bpf_stats_enabled=0");
+    }
+}
+
+/// Program id -> (name, runs, ns) of the loaded programs named `tracer_*`.
+fn snapshot() -> Result<BTreeMap<u64, (String, u64, u64)>> {
+    let listing: Value =
+        serde_json::from_str(&sh("bpftool prog show --json")?).context("bpftool wrote no JSON")?;
+    Ok(listing
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let name = p["name"].as_str()?;
+            name.starts_with("tracer_").then(|| {
+                (
+                    p["id"].as_u64().unwrap_or(0),
+                    (
+                        name.to_string(),
+                        p["run_cnt"].as_u64().unwrap_or(0),
+                        p["run_time_ns"].as_u64().unwrap_or(0),
+                    ),
+                )
+            })
+        })
+        .collect())
+}
+
+/// A markdown table and the raw values of the measured runs.
+pub fn table(measured: &[(Workload, Observer, Vec<ProgramCost>)]) -> (String, Value) {
+    let mut md = String::from(
+        "| workload | observer | program | runs | mean ns per run | share of the programs' time |\n|---|---|---|---|---|---|\n",
+    );
+    let mut records = Vec::new();
+    for (workload, observer, costs) in measured {
+        let total: u64 = costs.iter().map(|c| c.ns).sum();
+        for cost in costs {
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {:.0} | {:.1}% |\n",
+                workload.label(),
+                observer.label(),
+                cost.name,
+                cost.runs,
+                cost.ns as f64 / cost.runs as f64,
+                100.0 * cost.ns as f64 / total.max(1) as f64,
+            ));
+            records.push(json!({
+                "workload": workload.label(),
+                "observer": observer.label(),
+                "program": cost.name,
+                "runs": cost.runs,
+                "ns": cost.ns,
+            }));
+        }
+    }
+    (md, Value::Array(records))
+}
