@@ -220,7 +220,8 @@ pub unsafe fn run(prog: *const Program, view: &View, mem: &mut [u32; MEM_WORDS])
 /// keeps the fetch inside the program, and past its end every slot says `ret #0`.
 ///
 /// # Safety
-/// `prog` points to a [`Program`], and `view`'s addresses to as many bytes as it says.
+/// `prog` points to a [`Program`] (in the kernel, one the verifier knows: the filter map's value),
+/// and `view`'s addresses to as many bytes as it says.
 #[inline(always)]
 pub unsafe fn step(
     machine: &mut Machine,
@@ -231,9 +232,11 @@ pub unsafe fn step(
     let (mut a, mut x) = (machine.a, machine.x);
     let pc = machine.pc as usize & (MAX_INSNS - 1);
     // SAFETY: the caller promised that `prog` points to a `Program`, so the projection to its
-    // `insns` stays in it; `pc` is masked below `MAX_INSNS`, so the read is one of them.
+    // `insns` stays in it; `pc` is masked below `MAX_INSNS`, so the read is one of them. A
+    // plain load: in the kernel `prog` is the filter map's value, which the verifier knows,
+    // and the mask bounds the offset for it.
     let insns = unsafe { core::ptr::addr_of!((*prog).insns) } as *const Insn;
-    let insn: Insn = unsafe { read(insns.wrapping_add(pc)) };
+    let insn: Insn = unsafe { core::ptr::read_volatile(insns.add(pc)) };
     let mut next = pc + 1;
     let code = insn.code;
     let k = insn.k;

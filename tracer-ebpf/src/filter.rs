@@ -143,8 +143,8 @@ pub extern "C" fn tracer_filter(hook_slot: u32, l2: u64, l3: u64, lens: u64, wir
 
 /// Runs filter program `slot` on the view, one instruction per `bpf_loop` step.
 #[inline(always)]
-fn interpret(mut hook: u32, slot: u32, l2: u64, l3: u64, lens: u64, wire_len: u32) -> u32 {
-    let (Some(run), Some(program)) = (FILTER_RUNS.get_ptr_mut(hook), FILTERS.get_ptr(slot)) else {
+fn interpret(hook: u32, slot: u32, l2: u64, l3: u64, lens: u64, wire_len: u32) -> u32 {
+    let Some(run) = FILTER_RUNS.get_ptr_mut(hook) else {
         return 0;
     };
     // SAFETY: `run` is this hook's `FILTER_RUNS` slot on this CPU from a successful lookup,
@@ -152,7 +152,6 @@ fn interpret(mut hook: u32, slot: u32, l2: u64, l3: u64, lens: u64, wire_len: u3
     // CPU); written field by field through the pointer, no reference kept across the loop.
     unsafe {
         (*run).machine = Machine::default();
-        (*run).program = opaque(program) as u64;
         (*run).view = View {
             l2: l2 as *const u8,
             l2_len: (lens >> 32) as u32,
@@ -163,15 +162,16 @@ fn interpret(mut hook: u32, slot: u32, l2: u64, l3: u64, lens: u64, wire_len: u3
     }
     // One verified step, looped by the kernel: a loop in the program itself would be
     // verified once per iteration and per path, beyond the verifier's limit. The step finds
-    // the run by the hook number it is given.
+    // the run and the program by the hook and slot numbers it is given.
+    let mut hook_slot = (hook << 8) | slot;
     // SAFETY: `filter_step` has the callback signature `bpf_loop` calls (index, context) ->
-    // 0 or 1; its context is `hook`, a `u32` on this frame that outlives the call (`bpf_loop`
-    // runs the callback synchronously); flags 0. `run` is not used until it returns.
+    // 0 or 1; its context is `hook_slot`, a `u32` on this frame that outlives the call
+    // (`bpf_loop` runs the callback synchronously); flags 0. `run` is not used until it returns.
     unsafe {
         bpf_loop(
             MAX_INSNS as u32,
             filter_step as *mut c_void,
-            (&mut hook as *mut u32).cast(),
+            (&mut hook_slot as *mut u32).cast(),
             0,
         )
     };
@@ -290,30 +290,31 @@ fn remember(slot: u32, view: *mut ViewBytes, accept: u32) {
     }
 }
 
-/// The `bpf_loop` callback: one instruction of hook `*ctx`'s run; 1 stops the loop.
+/// The `bpf_loop` callback: one instruction of the run of program `*ctx & 0xff` for hook
+/// `*ctx >> 8`; 1 stops the loop.
 ///
 /// # Safety
-/// `ctx` points to a `u32` hook number whose `FILTER_RUNS` slot [`tracer_filter`] set up:
-/// `program` the address of a whole `Program` in `FILTERS`, `view` the hook's link-header
-/// copy (or none, length 0) and its `SCRATCH` or `INNER_SCRATCH` slot with the lengths copied
-/// there, read through `bpf_probe_read_kernel`, which checks every address.
+/// `ctx` points to a `u32` (hook, slot) whose `FILTER_RUNS` slot [`interpret`] set up: `view`
+/// the hook's link-header copy (or none, length 0) and its `SCRATCH` or `INNER_SCRATCH` slot
+/// with the lengths copied there, read through `bpf_probe_read_kernel`, which checks every
+/// address.
 unsafe extern "C" fn filter_step(_index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: the caller's promise: `bpf_loop` hands over `tracer_filter`'s `&mut hook`.
-    let hook = unsafe { *(ctx as *const u32) };
-    let Some(run) = FILTER_RUNS.get_ptr_mut(hook) else {
+    // SAFETY: the caller's promise: `bpf_loop` hands over `interpret`'s `&mut hook_slot`.
+    let hook_slot = unsafe { *(ctx as *const u32) };
+    let (Some(run), Some(program)) = (
+        FILTER_RUNS.get_ptr_mut(hook_slot >> 8),
+        FILTERS.get_ptr(hook_slot & 0xff),
+    ) else {
         return 1;
     };
-    // SAFETY: this hook's slot on this CPU from a successful lookup, valid for the call and
-    // not referenced elsewhere meanwhile (`tracer_filter` waits in `bpf_loop`); its fields
-    // are disjoint. The rest is the contract above.
+    // SAFETY: `run` is this hook's slot on this CPU from a successful lookup, valid for the
+    // call and not referenced elsewhere meanwhile (`interpret` waits in `bpf_loop`); its
+    // fields are disjoint. `program` is a whole `Program` in the filter map, which the
+    // verifier knows: the interpreter fetches its instructions with plain loads. The rest is
+    // the contract above.
     let more = unsafe {
         let run = &mut *run;
-        cbpf::step(
-            &mut run.machine,
-            run.program as *const _,
-            &run.view,
-            &mut run.mem,
-        )
+        cbpf::step(&mut run.machine, program, &run.view, &mut run.mem)
     };
     if more {
         0

@@ -61,9 +61,6 @@ pub static FILTER_RUNS: PerCpuArray<FilterRun> = PerCpuArray::with_max_entries(H
 /// One run of the filter interpreter.
 pub struct FilterRun {
     pub machine: Machine,
-    /// The address of the `Program` in `FILTERS`, as a number (the interpreter reads it with
-    /// `bpf_probe_read_kernel`).
-    pub program: u64,
     pub view: View,
     /// The filter's scratch memory (`M[]`).
     pub mem: [u32; MEM_WORDS],
