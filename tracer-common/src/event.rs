@@ -3,6 +3,11 @@
 /// Bumped whenever the layout below changes.
 pub const EVENT_VERSION: u8 = 3;
 
+/// A kernel program wakes the ring's reader with every this many records it writes on a CPU,
+/// not with each: a wakeup is an interrupt, which costs the packet whose event triggers it
+/// a few microseconds (the reader also reads every few milliseconds without one).
+pub const WAKE_EVERY: u32 = 64;
+
 /// What an event reports. Fixed numbers, never reused.
 pub mod kind {
     /// A packet was seen at an observation point.

@@ -3,6 +3,7 @@
 
 use core::{cmp::min, ffi::c_void};
 
+use aya_ebpf::bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use aya_ebpf::helpers::{
     bpf_get_smp_processor_id, bpf_ktime_get_ns,
     generated::{bpf_probe_read_kernel, bpf_skb_load_bytes, bpf_xdp_load_bytes},
@@ -11,7 +12,7 @@ use tracer_common::{
     config::iface_key,
     event::{
         kind, link, tunnel, CaptureHeader, Captured, Event, EventHeader, HookDetail, PacketSummary,
-        TunnelSummary, EVENT_VERSION, SNAP_HEADERS, SNAP_MAX,
+        TunnelSummary, EVENT_VERSION, SNAP_HEADERS, SNAP_MAX, WAKE_EVERY,
     },
     hook::{Hook, Position},
     parse::{parse_l3_shallow, HDR_LEN, L2_LEN},
@@ -23,7 +24,7 @@ use crate::{
     kernel::{helper_len, read, verifier_visible},
     maps::{
         config, offset, EVENTS, FOLLOWED, INNER_SCRATCH, LOST, LOST_SINCE, TRACED_IFACES,
-        TRACED_NETNS, TUNNELS,
+        TRACED_NETNS, TUNNELS, UNANNOUNCED,
     },
 };
 
@@ -388,7 +389,7 @@ fn emit<const TUNNELS_TOO: bool>(site: &Site, packet: &PacketSummary, detail: Ho
             core::mem::size_of::<Event>(),
         )
     };
-    entry.submit(0);
+    entry.submit(submit_flags());
 }
 
 #[inline(always)]
@@ -454,7 +455,7 @@ fn emit_captured<const N: usize, const TUNNELS_TOO: bool>(
         );
         (*record).capture = copy_packet(site.source, packet, &mut (*record).data, snaplen);
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
 }
 
 /// Copies up to `snaplen` bytes of the packet into `data`.
@@ -542,6 +543,26 @@ fn skb_from_l3(skb: u64) -> (u64, u32, u32) {
         linear_end.saturating_sub(l3) as u32,
         end.saturating_sub(l3) as u32,
     )
+}
+
+/// Commits a record without waking the reader, except every `WAKE_EVERY`-th on this CPU.
+#[inline(always)]
+fn submit_flags() -> u64 {
+    let Some(count) = UNANNOUNCED.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's `u32` from a successful lookup, valid for the run. A program that
+    // interrupts this one on the CPU may race on it: a wakeup comes a record early or late.
+    unsafe {
+        let written = (*count).wrapping_add(1);
+        if written >= WAKE_EVERY {
+            *count = 0;
+            BPF_RB_FORCE_WAKEUP as u64
+        } else {
+            *count = written;
+            BPF_RB_NO_WAKEUP as u64
+        }
+    }
 }
 
 #[inline(always)]

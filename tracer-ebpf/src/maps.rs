@@ -24,6 +24,10 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(HOOK_SLOTS, 0)
 #[map]
 pub static LOST_SINCE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
+/// Records written on this CPU since the last one that woke the reader (see `WAKE_EVERY`).
+#[map]
+pub static UNANNOUNCED: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 pub static TRACED_NETNS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 

@@ -263,16 +263,20 @@ impl Session {
         // A quiet moment closes journeys too: a drop is printed soon after it, not at the
         // next event (there may be none).
         let mut live_tick = tokio::time::interval(LIVE_TICK);
+        // The kernel wakes the reader only every so many records (see `RING_POLL`).
+        let mut ring_poll = tokio::time::interval(RING_POLL);
+        ring_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
         crate::trace::fault::panic_point("tracing");
         loop {
-            tokio::select! {
+            let readable = tokio::select! {
                 _ = &mut stop => break,
                 _ = live_tick.tick(), if self.live_view.is_some() => {
                     if let Some(live) = self.live_view.as_mut() {
                         let now = crate::kernel::clock::monotonic_ns();
                         live_lines(live.advance(Some(now)), status.as_ref());
                     }
+                    false
                 }
                 _ = tick.tick() => {
                     self.let_deleted_namespaces_go();
@@ -286,31 +290,41 @@ impl Session {
                         }
                         status.draw(self.lost_counts()?.0.values().sum());
                     }
+                    false
                 }
+                _ = ring_poll.tick() => true,
                 guard = self.ring.readable_mut() => {
-                    let mut guard = guard?;
-                    let seen = sightings.len();
-                    let mut readers = Readers {
-                        names: &self.names,
-                        stats: &mut stats,
-                        kept: self.keeps_events.then_some(Kept {
-                            max: self.max_events,
-                            sightings: &mut sightings,
-                        }),
-                        live: self.live_view.as_mut(),
-                        status: status.as_mut(),
-                        record: self.recorder.as_mut(),
-                    };
-                    drain(guard.get_inner_mut(), &mut readers);
-                    guard.clear_ready();
-                    if let Some(live) = self.live_view.as_mut() {
-                        live_lines(live.advance(None), status.as_ref());
-                    }
-                    if self.count.is_some_and(|n| counted.add(&sightings[seen..]) >= n) {
-                        let _ = tokio::time::timeout(COUNT_GRACE, &mut stop).await;
-                        break;
-                    }
+                    // Cleared before the ring is read: a wakeup while it is read then makes
+                    // it readable again, rather than being cleared with the read.
+                    guard?.clear_ready();
+                    true
                 }
+            };
+            if !readable {
+                continue;
+            }
+            let seen = sightings.len();
+            let mut readers = Readers {
+                names: &self.names,
+                stats: &mut stats,
+                kept: self.keeps_events.then_some(Kept {
+                    max: self.max_events,
+                    sightings: &mut sightings,
+                }),
+                live: self.live_view.as_mut(),
+                status: status.as_mut(),
+                record: self.recorder.as_mut(),
+            };
+            drain(self.ring.get_mut(), &mut readers);
+            if let Some(live) = self.live_view.as_mut() {
+                live_lines(live.advance(None), status.as_ref());
+            }
+            if self
+                .count
+                .is_some_and(|n| counted.add(&sightings[seen..]) >= n)
+            {
+                let _ = tokio::time::timeout(COUNT_GRACE, &mut stop).await;
+                break;
             }
         }
         if let Some(status) = &status {
@@ -411,6 +425,12 @@ impl Session {
         Ok((per_hook, per_cpu))
     }
 }
+
+/// How often the ring is read without a wakeup: the kernel programs wake the reader only
+/// every `tracer_common::event::WAKE_EVERY` records of a CPU (each wakeup is an interrupt,
+/// and costs the packet that triggers it a few microseconds), so a trickle of events waits
+/// at most this long.
+const RING_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Seconds between two [`give_back_free_memory`] while tracing.
 const TRIM_EVERY_TICKS: u64 = 10;
