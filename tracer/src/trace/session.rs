@@ -304,18 +304,7 @@ impl Session {
                 continue;
             }
             let seen = sightings.len();
-            let mut readers = Readers {
-                names: &self.names,
-                stats: &mut stats,
-                kept: self.keeps_events.then_some(Kept {
-                    max: self.max_events,
-                    sightings: &mut sightings,
-                }),
-                live: self.live_view.as_mut(),
-                status: status.as_mut(),
-                record: self.recorder.as_mut(),
-            };
-            drain(self.ring.get_mut(), &mut readers);
+            self.read_ring(&mut stats, &mut sightings, status.as_mut());
             if let Some(live) = self.live_view.as_mut() {
                 live_lines(live.advance(None), status.as_ref());
             }
@@ -338,18 +327,7 @@ impl Session {
         // neither read nor counted lost, and a packet in flight would lose its last points.
         self.stop_observing();
         stats.missed = misses.per_hook()?;
-        let mut readers = Readers {
-            names: &self.names,
-            stats: &mut stats,
-            kept: self.keeps_events.then_some(Kept {
-                max: self.max_events,
-                sightings: &mut sightings,
-            }),
-            live: self.live_view.as_mut(),
-            status: None,
-            record: self.recorder.as_mut(),
-        };
-        drain(self.ring.get_mut(), &mut readers);
+        self.read_ring(&mut stats, &mut sightings, None);
         let live = self.live_view.take().map(LiveView::finish);
         (stats.lost, stats.lost_per_cpu) = self.lost_counts()?;
         stats.duration_ns = self.started.elapsed().as_nanos() as u64;
@@ -380,6 +358,28 @@ impl Session {
             stats,
             live,
         })
+    }
+
+    /// Reads what the ring holds into the statistics, the kept events, the live view, the
+    /// status line and the recording.
+    fn read_ring(
+        &mut self,
+        stats: &mut Stats,
+        sightings: &mut Vec<crate::model::sighting::Sighting>,
+        status: Option<&mut Status>,
+    ) {
+        let mut readers = Readers {
+            names: &self.names,
+            stats,
+            kept: self.keeps_events.then_some(Kept {
+                max: self.max_events,
+                sightings,
+            }),
+            live: self.live_view.as_mut(),
+            status,
+            record: self.recorder.as_mut(),
+        };
+        drain(self.ring.get_mut(), &mut readers);
     }
 
     /// Detaches every program: netfilter links, tc filters, and the programs aya holds (the
