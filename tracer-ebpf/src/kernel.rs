@@ -96,7 +96,16 @@ pub fn sock_netns(sk: u64) -> u32 {
 /// queue, where UDP even reuses the field as scratch space), its socket's namespace.
 #[inline(always)]
 pub fn skb_identity(skb: u64, info: &SkbInfo) -> (u32, u32) {
-    let (ifindex, netns) = dev_identity::<Typed>(info.dev);
+    // A kernel address has its top bit set; UDP's scratch sizes in the field do not, and a
+    // load through them would fault (handled, it reads zeroes, but a fault costs about a
+    // microsecond). Tested on a copy the compiler cannot relate to `dev`, so that the null
+    // check the verifier needs before the loads stays in the code.
+    let kernel_address = (verifier_visible(info.dev as usize) as i64) < 0;
+    let (ifindex, netns) = if kernel_address {
+        dev_identity::<Typed>(info.dev)
+    } else {
+        (0, 0)
+    };
     if netns != 0 {
         return (ifindex, netns);
     }

@@ -36,8 +36,8 @@ pub struct BenchArgs {
     /// Only these parts (repeatable); all by default.
     #[arg(long, value_enum)]
     only: Vec<Part>,
-    /// Another tracer binary (an older build) to measure beside this tree's in the offline
-    /// pipeline, runs alternating: `git worktree add /tmp/old REV`, `cargo build --release -p
+    /// Another tracer binary (an older build) to measure beside this tree's, runs alternating
+    /// (the offline pipeline, and the datapath's tracer observers): `git worktree add /tmp/old REV`, `cargo build --release -p
     /// tracer` there, then `--against /tmp/old/target/release/tracer`.
     #[arg(long)]
     against: Option<std::path::PathBuf>,
@@ -77,7 +77,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 args.reps,
                 args.seconds
             );
-            rows.extend(datapath::run(&tracer, workload, args.reps, args.seconds)?);
+            rows.extend(datapath::run(
+                &tracer,
+                args.against.as_deref(),
+                workload,
+                args.reps,
+                args.seconds,
+            )?);
         }
         let (table, value) = datapath::table(&rows);
         writeln!(md, "\n## Datapath\n\n{table}")?;

@@ -1,7 +1,7 @@
 //! Datapath cost: iperf3 over the veth pair with each observer, runs interleaved (baseline,
 //! A, B, ..., baseline, A, B, ...) so that a noisy neighbour hits every observer alike.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
@@ -54,33 +54,51 @@ impl Workload {
 pub struct Row {
     pub workload: Workload,
     pub observer: Observer,
+    /// The tracer binary the observer runs, and how the table names the row.
+    pub tracer: PathBuf,
+    pub label: String,
     pub values: Vec<f64>,
     pub reports: Vec<observer::Report>,
 }
 
-pub fn run(tracer: &Path, workload: Workload, reps: usize, seconds: u32) -> Result<Vec<Row>> {
+/// Runs each observer of `workload` `reps` times, interleaved; with `against`, an older
+/// tracer binary's two tracer observers too, in the same rounds.
+pub fn run(
+    tracer: &Path,
+    against: Option<&Path>,
+    workload: Workload,
+    reps: usize,
+    seconds: u32,
+) -> Result<Vec<Row>> {
     let _server = iperf_server()?;
+    let row = |observer: Observer, tracer: &Path, label: String| Row {
+        workload,
+        observer,
+        tracer: tracer.to_path_buf(),
+        label,
+        values: Vec::new(),
+        reports: Vec::new(),
+    };
     let mut rows: Vec<Row> = workload
         .observers()
         .into_iter()
-        .map(|observer| Row {
-            workload,
-            observer,
-            values: Vec::new(),
-            reports: Vec::new(),
-        })
+        .map(|observer| row(observer, tracer, observer.label().to_string()))
         .collect();
+    if let Some(old) = against {
+        for observer in [Observer::TracerNothing, Observer::TracerFlow] {
+            let label = format!("{} (`{}`)", observer.label(), old.display());
+            rows.push(row(observer, old, label));
+        }
+    }
     for rep in 1..=reps {
         for row in &mut rows {
-            let watching = observer::start(tracer, row.observer, workload.filter())
-                .with_context(|| row.observer.label())?;
+            let watching = observer::start(&row.tracer, row.observer, workload.filter())
+                .with_context(|| row.label.clone())?;
             let value = measure(workload, seconds)?;
-            let report = watching.stop().with_context(|| row.observer.label())?;
+            let report = watching.stop().with_context(|| row.label.clone())?;
             eprintln!(
                 "  [{rep}/{reps}] {:<36} {value:>10.2}  (events {}, lost {})",
-                row.observer.label(),
-                report.events,
-                report.lost
+                row.label, report.events, report.lost
             );
             row.values.push(value);
             row.reports.push(report);
@@ -140,7 +158,7 @@ pub fn table(rows: &[Row]) -> (String, Value) {
         md.push_str(&format!(
             "| {} | {} | {:.2} | {:.2} - {:.2} | {} | {counts} |\n",
             row.workload.label(),
-            row.observer.label(),
+            row.label,
             s.median,
             s.min,
             s.max,
@@ -148,7 +166,7 @@ pub fn table(rows: &[Row]) -> (String, Value) {
         ));
         records.push(json!({
             "workload": row.workload.label(),
-            "observer": row.observer.label(),
+            "observer": row.label,
             "values": row.values,
             "median": s.median,
             "min": s.min,
