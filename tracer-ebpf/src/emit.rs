@@ -277,11 +277,12 @@ fn wanted<const TUNNELS_TOO: bool>(
         }
     }
     // Not followed, and without headers: the filter would judge an empty view (and push the
-    // views of the hooks around it out of the verdict cache). Nor a normal free or a socket's
-    // read of a packet not followed: either only ends a journey, none the trace has, and is
-    // often judged on the other CPU long after the packet's other points, where the cache no
-    // longer holds its view. Where nothing is filtered, every event was taken above.
-    if knows_no_headers(site, packet) || site.kind == kind::FREE || site.hook == Hook::Socket {
+    // views of the hooks around it out of the verdict cache). Nor a normal free of a packet
+    // not followed: it ends no journey the trace has, and it is often judged on the other CPU
+    // long after the packet's other points, where the cache no longer holds its view. (A
+    // socket's read is judged: a raw socket reads a clone, a new skb the filter must take.)
+    // Where nothing is filtered, every event was taken above.
+    if knows_no_headers(site, packet) || site.kind == kind::FREE {
         return false;
     }
     // Plain numbers across the call: a `None` would leave a register unset, which the
