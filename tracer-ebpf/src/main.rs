@@ -8,6 +8,7 @@ mod filter;
 mod kernel;
 mod maps;
 mod netfilter;
+mod ring;
 mod tc;
 mod tracepoints;
 mod xdp;
