@@ -23,8 +23,19 @@ use crate::{
 pub use crate::report::SCHEMA_VERSION;
 
 /// The `packet` record of `journey` (see [`PacketRecord`]), as a line of text.
+#[cfg(test)]
 pub fn packet_json(journey: &Journey, analysis: &Analysis) -> String {
     serde_json::to_string(&PacketRecord::of(journey, analysis)).unwrap_or_default()
+}
+
+/// The `packet` record of `journey` written as a line to `out`, with no string between.
+pub fn write_packet_json(
+    out: &mut impl Write,
+    journey: &Journey,
+    analysis: &Analysis,
+) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, &PacketRecord::of(journey, analysis))?;
+    out.write_all(b"\n")
 }
 
 pub fn flow_json(flow: &Flow, analysis: &Analysis) -> Value {
@@ -48,7 +59,7 @@ pub fn write_json_selected(
     selection: Selection,
 ) -> io::Result<()> {
     for journey in analysis.journeys.iter().filter(|j| selection.journey(j)) {
-        writeln!(out, "{}", packet_json(journey, analysis))?;
+        write_packet_json(out, journey, analysis)?;
     }
     for flow in selection.flows(analysis) {
         writeln!(out, "{}", flow_json(flow, analysis))?;

@@ -1,8 +1,8 @@
 //! The `packet` record of the JSON lines, serialized straight to the output: a streaming
 //! trace writes thousands a second, and building a `serde_json::Value` for each (a map per
-//! record and per point of its path) cost more than stitching them. Fields are in the order
-//! a `Value` map wrote them (by name), and the few small nested objects are still `Value`s,
-//! so the output is the same byte for byte.
+//! record and per point of its path) cost more than stitching them. Every object's fields
+//! are declared in the order a `Value` map wrote them (by name), so the output is the same
+//! byte for byte; the rare nested objects (live captures, rules) are still `Value`s.
 
 use std::net::IpAddr;
 
@@ -11,7 +11,12 @@ use serde_json::Value;
 use tracer_common::hook::Hook;
 
 use crate::{
-    analysis::{journey::Journey, Analysis},
+    analysis::{
+        capture::Capture,
+        fate::{Fate, FateKind},
+        journey::Journey,
+        Analysis,
+    },
     model::{
         sighting::{Name, Proto, Sighting},
         tcp_flags::TcpFlags,
@@ -21,7 +26,7 @@ use crate::{
 
 #[derive(Serialize)]
 pub struct PacketRecord<'a> {
-    capture: Value,
+    capture: Vec<CaptureRecord<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     copy: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -29,7 +34,7 @@ pub struct PacketRecord<'a> {
     dport: u16,
     dst: Option<IpAddr>,
     explanation: Vec<String>,
-    fate: Value,
+    fate: FateRecord<'a>,
     flow_id: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     gso_segs: Option<u16>,
@@ -70,10 +75,87 @@ struct Point<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     note: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    peer: Option<Value>,
+    peer: Option<PeerRecord<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     position: Option<&'static str>,
     ts_ns: u64,
+}
+
+/// A veth's other end ([`crate::kernel::veth::Peer`]).
+#[derive(Serialize)]
+struct PeerRecord<'a> {
+    ifname: &'a str,
+    netns_name: &'a str,
+}
+
+impl<'a> PeerRecord<'a> {
+    fn of(peer: &'a crate::kernel::veth::Peer) -> PeerRecord<'a> {
+        PeerRecord {
+            ifname: &peer.ifname,
+            netns_name: &peer.netns_name,
+        }
+    }
+}
+
+/// Where tcpdump would have seen the packet ([`Capture`]).
+#[derive(Serialize)]
+struct CaptureRecord<'a> {
+    dir: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encapsulated: Option<&'a str>,
+    ifname: &'a Option<Name>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live: Option<Value>,
+    netns_name: &'a Option<Name>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer: Option<PeerRecord<'a>>,
+    seen: bool,
+}
+
+impl<'a> CaptureRecord<'a> {
+    fn of(c: &'a Capture) -> CaptureRecord<'a> {
+        CaptureRecord {
+            dir: c.dir,
+            encapsulated: c.encapsulated.as_deref(),
+            ifname: &c.ifname,
+            live: (!c.live.is_empty()).then(|| sorted(&c.live)),
+            netns_name: &c.netns_name,
+            peer: c.peer.as_deref().map(PeerRecord::of),
+            seen: c.seen,
+        }
+    }
+}
+
+/// How the packet's journey ended ([`Fate`]).
+#[derive(Serialize)]
+struct FateRecord<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    by: Option<&'a str>,
+    hook: Option<Hook>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ifname: Option<&'a str>,
+    kind: FateKind,
+    location: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    netns_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<&'static str>,
+    reason: Option<&'a str>,
+}
+
+impl<'a> FateRecord<'a> {
+    fn of(fate: &'a Fate) -> FateRecord<'a> {
+        FateRecord {
+            by: fate.by.as_deref(),
+            hook: fate.hook,
+            ifname: fate.ifname.as_deref(),
+            kind: fate.kind,
+            location: fate.location.as_deref(),
+            netns_name: fate.netns_name.as_deref(),
+            position: fate.position.name(),
+            reason: fate.reason.as_ref().map(|r| r.name()),
+        }
+    }
 }
 
 impl<'a> Point<'a> {
@@ -86,15 +168,15 @@ impl<'a> Point<'a> {
             netns: s.netns,
             netns_name: &s.netns_name,
             note: s.note.as_deref(),
-            peer: s.peer.as_deref().map(sorted),
+            peer: s.peer.as_deref().map(PeerRecord::of),
             position: s.position.name(),
             ts_ns: s.ts_ns,
         }
     }
 }
 
-/// A small nested object as a `Value`, whose maps write their keys by name as the rest of
-/// the record does.
+/// A rare nested object as a `Value`, whose maps write their keys by name as the rest of the
+/// record does.
 fn sorted(value: impl Serialize) -> Value {
     serde_json::to_value(value).unwrap_or_default()
 }
@@ -104,13 +186,17 @@ impl<'a> PacketRecord<'a> {
         let first = journey.headers();
         let culprits = explanation::culprits(journey, &analysis.context.rules);
         PacketRecord {
-            capture: sorted(analysis.captures(journey.id)),
+            capture: analysis
+                .captures(journey.id)
+                .iter()
+                .map(CaptureRecord::of)
+                .collect(),
             copy: journey.copy.as_ref().map(|c| c.made.as_str()),
             copy_of: journey.copy.as_ref().map(|c| c.of),
             dport: first.dport,
             dst: first.dst,
             explanation: explanation::packet(journey, analysis),
-            fate: sorted(&journey.fate),
+            fate: FateRecord::of(&journey.fate),
             flow_id: (journey.flow_id != 0).then_some(journey.flow_id),
             gso_segs: (first.gso_segs > 1).then_some(first.gso_segs),
             icmp_code: first.proto.is_icmp().then_some(first.icmp_code),
@@ -129,6 +215,38 @@ impl<'a> PacketRecord<'a> {
             tcp_flags: first.tcp_flags,
             tcp_seq: first.tcp_seq,
             kind: "packet",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::model::recording;
+
+    /// A `Value` writes every object's keys by name; the records are written straight, in the
+    /// order their fields are declared. They must agree, or the JSON lines change.
+    #[test]
+    fn every_record_of_every_fixture_writes_its_keys_in_the_order_a_value_map_did() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut fixtures: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .collect();
+        fixtures.sort();
+        assert!(fixtures.len() > 20, "{} fixtures", fixtures.len());
+        for path in fixtures {
+            let analysis = Analysis::new(recording::read(&path).unwrap(), None);
+            for journey in &analysis.journeys {
+                let record = PacketRecord::of(journey, &analysis);
+                let straight = serde_json::to_string(&record).unwrap();
+                let by_value =
+                    serde_json::to_string(&serde_json::to_value(&record).unwrap()).unwrap();
+                assert_eq!(straight, by_value, "{}", path.display());
+            }
         }
     }
 }

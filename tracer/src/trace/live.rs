@@ -35,7 +35,7 @@ use crate::{
     report::{
         explanation::COUNTED_NOTES,
         line::{packet_line, WallClock},
-        output::{packet_json, write_path},
+        output::{write_packet_json, write_path},
         packet_file::PacketFile,
         paint::Paint,
         stdout::Format,
@@ -260,7 +260,7 @@ impl LiveView {
         journey: &Journey,
     ) -> io::Result<()> {
         match self.options.format {
-            Format::Json => writeln!(out, "{}", packet_json(journey, analysis)),
+            Format::Json => write_packet_json(out, journey, analysis),
             Format::Text => {
                 let verdicts = analysis.captures(journey.id);
                 let line = packet_line(journey, verdicts, self.clock, self.paint);

@@ -69,8 +69,9 @@ impl<K: Copy + Eq> OpenIndex<K> {
     /// Forgets what points at journey `k`, which closed with these sightings.
     pub fn forget(&mut self, sightings: &[Sighting], k: K) {
         for s in sightings {
-            if self.by_content.get(&fingerprint(s)) == Some(&k) {
-                self.by_content.remove(&fingerprint(s));
+            let key = fingerprint(s);
+            if self.by_content.get(&key) == Some(&k) {
+                self.by_content.remove(&key);
             }
             if self.live_skbs.get(&s.skb) == Some(&k) {
                 self.live_skbs.remove(&s.skb);
