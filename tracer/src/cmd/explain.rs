@@ -91,7 +91,7 @@ fn replay_live(recording: &Recording, options: LiveOptions) -> LiveEnd {
 fn stats_of(recording: &Recording) -> Stats {
     let mut stats = Stats::default();
     for s in &recording.sightings {
-        *stats.events.entry(s.hook.name().to_string()).or_default() += 1;
+        stats.events.add(s.hook);
     }
     stats.duration_ns = match (
         recording.context.clock,

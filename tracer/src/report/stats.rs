@@ -2,11 +2,13 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
+use tracer_common::hook::Hook;
 
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub events: BTreeMap<String, u64>,
+    pub events: PerHook,
     /// Events the kernel could not queue (ring buffer full), per hook.
     pub lost: BTreeMap<String, u64>,
     /// The same, per CPU (a gap is placed in time on its CPU: see `crate::model::gaps`).
@@ -77,5 +79,50 @@ impl Stats {
             per_hook.join(", "),
             self.lost_total()
         )
+    }
+}
+
+/// Events per hook: counted for every event read (a string-keyed map cost more than the
+/// rest of decoding), written as a map from the hook's name, in name order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerHook([u64; 256]);
+
+impl Default for PerHook {
+    fn default() -> Self {
+        PerHook([0; 256])
+    }
+}
+
+impl PerHook {
+    pub fn add(&mut self, hook: Hook) {
+        self.0[hook as usize] += 1;
+    }
+
+    /// The count of the hook named `name`, if any of its events was counted.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, count)| count)
+    }
+
+    /// (hook name, count) of the hooks with events, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        let mut counted: Vec<(&'static str, u64)> = Hook::ALL
+            .iter()
+            .map(|h| (h.name(), self.0[*h as usize]))
+            .filter(|(_, count)| *count > 0)
+            .collect();
+        counted.sort_unstable();
+        counted.into_iter()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+impl Serialize for PerHook {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
     }
 }

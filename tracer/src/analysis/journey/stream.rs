@@ -329,7 +329,16 @@ impl Stitcher {
     fn close(&mut self, ids: Vec<u64>, at_end: bool) -> Vec<Closed> {
         let mut closed = std::mem::take(&mut self.orphans);
         for id in ids {
-            let journey = self.open.remove(&id).expect("listed above");
+            let mut journey = self.open.remove(&id).expect("listed above");
+            // Room for a veth crossing was made up front; a closed journey may wait a while
+            // behind one held open, and most are shorter. Moved to a block of its size, so
+            // that the whole block is free for the next journey (shrinking it in place left
+            // holes too small for one).
+            if journey.sightings.len() < journey.sightings.capacity() {
+                let mut exact = Vec::with_capacity(journey.sightings.len());
+                exact.append(&mut journey.sightings);
+                journey.sightings = exact;
+            }
             self.index.forget(&journey.sightings, id);
             self.firsts.remove(&(journey.sightings[0].ts_ns, id));
             closed.push(Closed {

@@ -212,7 +212,7 @@ fn explain(path: &Path) -> anyhow::Result<()> {
     let recording = read(path)?;
     let mut stats = Stats::default();
     for s in &recording.sightings {
-        *stats.events.entry(s.hook.name().to_string()).or_default() += 1;
+        stats.events.add(s.hook);
     }
     let analysis = Analysis::new(recording, None);
     output::write_json(&mut Vec::new(), &analysis, &stats)?;

@@ -71,22 +71,24 @@ fn tcp_header_end(s: &Sighting) -> u16 {
 }
 
 /// "TCP SYN 10.0.0.1:40000 > 10.0.0.2:8080", "ICMP echo request 10.0.0.1 > 10.0.0.2".
+/// Written into one string: a live trace words every packet it prints.
 pub fn packet_words(s: &Sighting) -> String {
-    let endpoint = |ip: Option<std::net::IpAddr>, port: u16| {
-        let ip = ip.map_or("?".to_string(), |ip| ip.to_string());
+    use std::fmt::Write;
+    let mut words = String::with_capacity(64);
+    words.extend(s.proto.name().chars().map(|c| c.to_ascii_uppercase()));
+    words.push(' ');
+    words.push_str(&packet_kind(s));
+    for (ip, port, before) in [(s.src, s.sport, " "), (s.dst, s.dport, " > ")] {
+        words.push_str(before);
+        let _ = match ip {
+            Some(ip) => write!(words, "{ip}"),
+            None => write!(words, "?"),
+        };
         if s.proto.has_ports() {
-            format!("{ip}:{port}")
-        } else {
-            ip
+            let _ = write!(words, ":{port}");
         }
-    };
-    format!(
-        "{} {} {} > {}",
-        s.proto.name().to_uppercase(),
-        packet_kind(s),
-        endpoint(s.src, s.sport),
-        endpoint(s.dst, s.dport)
-    )
+    }
+    words
 }
 
 /// "tally" of packet kinds, in order of first appearance: "3 SYN, 1 SYN-ACK".

@@ -260,7 +260,7 @@ fn records_decode_to_their_fields_or_count_as_undecodable() {
             let s = &sightings[0];
             let hook = known_hook.map_or("unknown", Hook::name);
             prop_assert_eq!(s.hook.name(), hook);
-            prop_assert_eq!(stats.events.get(hook), Some(&1));
+            prop_assert_eq!(stats.events.get(hook), Some(1));
             let position = match Position::from_u8(h.position) {
                 Position::Only => None,
                 Position::First => Some("first"),

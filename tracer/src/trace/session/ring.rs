@@ -82,13 +82,7 @@ pub(super) fn drain(ring: &mut RingBuf<MapData>, to: &mut Readers) {
 }
 
 fn count(stats: &mut Stats, sighting: &Sighting) {
-    // The hook's name is allocated once per trace, not once per event.
-    match stats.events.get_mut(sighting.hook.name()) {
-        Some(count) => *count += 1,
-        None => {
-            stats.events.insert(sighting.hook.name().to_string(), 1);
-        }
-    }
+    stats.events.add(sighting.hook);
 }
 
 /// How often the live view looks for journeys that closed while no event came.
