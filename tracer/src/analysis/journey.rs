@@ -16,8 +16,6 @@ use serde::Serialize;
 
 use tracer_common::hook::Hook;
 
-use link::{fingerprint, OpenIndex};
-
 use crate::{
     analysis::copies::{self, CopyOf, Separated},
     analysis::fate::{fate, Fate, FateKind, TraceEnd},
@@ -68,26 +66,44 @@ impl Journey {
     }
 }
 
-/// Groups `sightings` (any order) into journeys ordered by their first sighting.
+/// Groups `sightings` (any order) into journeys ordered by their first sighting, numbered
+/// from 1: the streaming stitcher's work (one engine for a live trace, a report and a
+/// replay), with no journey closed before its time (the whole trace is at hand).
 ///
 /// A sighting joins the open journey with its fingerprint or, failing that, the one whose skb
 /// it shares while that skb lives: that is how a NAT rewrite (new addresses, same skb) and an
 /// event that only knows the skb (`net_dev_xmit`) stay in their packet's journey.
 pub fn build(mut sightings: Vec<Sighting>, end: &TraceEnd) -> Vec<Journey> {
     sightings.sort_by_key(|s| s.ts_ns);
-    let (owners, sizes) = assign(&sightings);
-    // Each sighting is moved once, into a journey made to its size: sightings are large, and
-    // growing a journey would move them again.
-    let mut journeys: Vec<Vec<Sighting>> = sizes.into_iter().map(Vec::with_capacity).collect();
-    let mut annotations = Vec::new();
-    for (sighting, owner) in sightings.into_iter().zip(owners) {
-        match owner {
-            Owner::Journey(i) => journeys[i as usize].push(sighting),
-            Owner::Annotation => annotations.push(sighting),
-            Owner::Nobody => {}
+    let mut stitcher = stream::Stitcher::new(stream::Window::WHOLE_TRACE);
+    for sighting in sightings {
+        stitcher.push(sighting);
+    }
+    let mut journeys: Vec<Journey> = Vec::new();
+    for closed in stitcher.finish() {
+        let first_id = journeys.len() as u64 + 1;
+        journeys.extend(from_closed(closed, end, first_id));
+    }
+    in_time_order(journeys)
+}
+
+/// `journeys` (numbered as they closed) sorted by their first sighting and numbered again
+/// from 1, each copy pointing at its original's new number.
+fn in_time_order(mut journeys: Vec<Journey>) -> Vec<Journey> {
+    let first_ts = |j: &Journey| j.sightings.first().map_or(0, |s| s.ts_ns);
+    journeys.sort_by_key(|j| (first_ts(j), j.id));
+    let new_id: FxHashMap<u64, u64> = journeys
+        .iter()
+        .zip(1..)
+        .map(|(j, new)| (j.id, new))
+        .collect();
+    for (journey, id) in journeys.iter_mut().zip(1..) {
+        journey.id = id;
+        if let Some(copy) = &mut journey.copy {
+            copy.of = new_id[&copy.of];
         }
     }
-    complete(journeys, annotations, end, 1)
+    journeys
 }
 
 /// The journeys of what a [`stream::Stitcher`] closed (a packet and its copies, or an
@@ -141,44 +157,6 @@ fn complete(
             }
         })
         .collect()
-}
-
-/// Whose a sighting is, decided before any sighting moves.
-#[derive(Clone, Copy)]
-enum Owner {
-    Journey(u32),
-    /// Placed later, by [`place_annotations`], once the journeys are known.
-    Annotation,
-    /// Only the skb, and no packet it belongs to: an address reused by a packet the filter did
-    /// not want. It says nothing about any traced packet.
-    Nobody,
-}
-
-/// The journey of each sighting (in time order), and the number of sightings of each journey.
-fn assign(sightings: &[Sighting]) -> (Vec<Owner>, Vec<usize>) {
-    let mut owners = Vec::with_capacity(sightings.len());
-    let mut journeys: Vec<Vec<&Sighting>> = Vec::new();
-    let mut index = OpenIndex::default();
-    for sighting in sightings {
-        if is_annotation(sighting) {
-            owners.push(Owner::Annotation);
-            continue;
-        }
-        let key = fingerprint(sighting);
-        let current = index.find(&key, sighting, |i| journeys.get(i).map(Vec::as_slice));
-        if current.is_none() && sighting.proto == Proto::Unknown {
-            owners.push(Owner::Nobody);
-            continue;
-        }
-        let i = current.unwrap_or(journeys.len());
-        index.record(key, sighting, i);
-        match current {
-            Some(i) => journeys[i].push(sighting),
-            None => journeys.push(vec![sighting]),
-        }
-        owners.push(Owner::Journey(i as u32));
-    }
-    (owners, journeys.iter().map(Vec::len).collect())
 }
 
 /// The inner packet of a journey seen on its path only inside a tunnel's outer headers.

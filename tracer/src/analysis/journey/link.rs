@@ -1,7 +1,6 @@
-//! Which open journey a sighting continues: the one rule of stitching, shared by the journeys
-//! built from a whole recording ([`super::build`]) and those built as sightings arrive
-//! ([`super::stream`]). Generic over how a journey holds its sightings (by value or by
-//! reference), so that both use the same code.
+//! Which open journey a sighting continues: the one rule of stitching, applied by
+//! [`super::stream`] as sightings arrive (a live trace) or all at once (a report of a whole
+//! recording, [`super::build`]).
 
 use std::borrow::Borrow;
 

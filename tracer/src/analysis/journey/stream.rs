@@ -36,6 +36,16 @@ pub struct Window {
     pub max_open: usize,
 }
 
+impl Window {
+    /// For a whole trace at hand (a report, not a live view): nothing is closed before its
+    /// time, however long an skb lives or however many packets are open.
+    pub const WHOLE_TRACE: Window = Window {
+        reorder_ns: 20_000_000,
+        hold_ns: u64::MAX,
+        max_open: usize::MAX,
+    };
+}
+
 impl Default for Window {
     fn default() -> Self {
         Window {
@@ -329,7 +339,10 @@ impl Stitcher {
     fn close(&mut self, ids: Vec<u64>, at_end: bool) -> Vec<Closed> {
         let mut closed = std::mem::take(&mut self.orphans);
         for id in ids {
-            let mut journey = self.open.remove(&id).expect("listed above");
+            // Listed twice when two of its sightings share its last time (a quiet entry each).
+            let Some(mut journey) = self.open.remove(&id) else {
+                continue;
+            };
             // Room for a veth crossing was made up front; a closed journey may wait a while
             // behind one held open, and most are shorter. Moved to a block of its size, so
             // that the whole block is free for the next journey (shrinking it in place left

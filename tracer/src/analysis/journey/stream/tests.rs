@@ -1,5 +1,7 @@
-//! The streaming stitcher against the batch one, on every stream recorded on the real kernel
-//! (tests/fixtures), and its windows on made-up timelines.
+//! The streaming stitcher fed as a live trace reads its ring (a few events at a time, out of
+//! order across CPUs) against the same stitcher given a whole trace at once (a report), on
+//! every stream recorded on the real kernel (tests/fixtures), and its windows on made-up
+//! timelines.
 
 use super::*;
 use crate::{
@@ -61,12 +63,8 @@ fn streamed(sightings: Vec<Sighting>, window: Window, batch: usize) -> Vec<Journ
     journeys
 }
 
-/// Long enough that no recorded packet is cut short: the batch stitcher has no hold limit.
-const NO_HOLD: Window = Window {
-    reorder_ns: 20_000_000,
-    hold_ns: u64::MAX,
-    max_open: usize::MAX,
-};
+/// Long enough that no recorded packet is cut short, as for a whole trace.
+const NO_HOLD: Window = Window::WHOLE_TRACE;
 
 #[test]
 fn every_recorded_trace_stitches_the_same_as_a_whole_and_as_it_arrives() {
@@ -241,4 +239,15 @@ fn past_the_bound_on_open_journeys_the_oldest_is_cut_short_and_counted() {
         journeys[0].incomplete,
         "a journey cut short is marked incomplete"
     );
+}
+
+#[test]
+fn a_journey_whose_last_two_points_share_a_time_closes_once() {
+    // Two events of one packet in the same nanosecond (two CPUs' clocks, or a mangled
+    // recording): each leaves a quiet entry with the journey's last time.
+    let mut sightings = datagrams(300);
+    sightings[1].ts_ns = sightings[0].ts_ns;
+    let journeys = streamed(sightings, Window::default(), 1);
+    assert_eq!(journeys.len(), 300);
+    assert_eq!(journeys[0].sightings.len(), 2);
 }
