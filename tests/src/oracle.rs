@@ -166,6 +166,39 @@ pub fn packet_identity(packet: &Value) -> Identity {
     )
 }
 
+/// A traced packet in a few lines: addresses, fate, path point by point, explanation; what a
+/// failing test prints so the failure can be read without rerunning it.
+pub fn describe(p: &Value) -> String {
+    let points: Vec<String> = p["path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let mut point = format!("{} {}", s["ts_ns"], s["hook"].as_str().unwrap());
+            for field in ["position", "netns_name", "ifname", "dir", "note"] {
+                if let Some(v) = s[field].as_str() {
+                    point.push_str(&format!(" {field}={v}"));
+                }
+            }
+            point
+        })
+        .collect();
+    format!(
+        "packet {} {}:{} > {}:{} {} {} len {}\n  fate {}\n  path:\n    {}\n  explanation: {}",
+        p["id"],
+        p["src"],
+        p["sport"],
+        p["dst"],
+        p["dport"],
+        p["proto"],
+        p["tcp_flags"],
+        p["len"],
+        p["fate"],
+        points.join("\n    "),
+        p["explanation"]
+    )
+}
+
 /// Packets whose verdict matched tcpdump, out of packets checked, and the mismatches in words.
 #[derive(Debug, Default)]
 pub struct Agreement {
@@ -218,6 +251,8 @@ pub fn agreement(report: &Report, netns_name: &str, ifname: &str, captured: &Cap
     let mut out = Agreement::default();
     // identity -> (said seen, said not seen)
     let mut said: BTreeMap<Identity, (usize, usize)> = BTreeMap::new();
+    // identity -> the tracer's packets of that identity, described for a mismatch's message
+    let mut journeys: BTreeMap<Identity, Vec<String>> = BTreeMap::new();
     for packet in report.journeys() {
         let Some(captures) = packet["capture"].as_array() else {
             continue;
@@ -234,6 +269,10 @@ pub fn agreement(report: &Report, netns_name: &str, ifname: &str, captured: &Cap
             continue;
         }
         let seen = here.iter().any(|c| c["seen"] == true);
+        journeys
+            .entry(packet_identity(packet))
+            .or_default()
+            .push(describe(packet));
         let entry = said.entry(packet_identity(packet)).or_default();
         if seen {
             entry.0 += 1;
@@ -261,8 +300,16 @@ pub fn agreement(report: &Report, netns_name: &str, ifname: &str, captured: &Cap
         out.agreeing += agreeing;
         out.checked += checked;
         if agreeing != checked {
+            let traced = journeys.get(identity).map(Vec::as_slice).unwrap_or(&[]);
             out.mismatches.push(format!(
-                "{netns_name}/{ifname} {identity:?}: tracer said seen {seen}, not seen {unseen}; tcpdump captured {actual}"
+                "{netns_name}/{ifname} {identity:?}: tracer said seen {seen}, not seen {unseen}; \
+                 tcpdump captured {actual}{}{}",
+                if traced.is_empty() {
+                    ""
+                } else {
+                    "; the tracer's packets:\n"
+                },
+                traced.join("\n")
             ));
         }
     }
@@ -297,6 +344,12 @@ pub fn traced_beside_tcpdumps(
     std::thread::sleep(std::time::Duration::from_millis(300));
     let report = tracer.finish();
     assert_eq!(report.stats()["lost_total"], 0, "no event may be lost");
+    assert_eq!(
+        report.stats()["missed_total"],
+        0,
+        "no program run may be skipped by the kernel (recursion misses: {})",
+        report.stats()["missed"]
+    );
     let mut total = Agreement::default();
     for (ns, ifname, tcpdump) in tcpdumps {
         total.add(agreement(&report, &ns, &ifname, &tcpdump.stop_capture()));

@@ -151,37 +151,6 @@ fn kernel_losses(stats: &Value) -> Vec<String> {
 }
 
 /// "src:sport > dst:dport proto flags", the path point by point, the fate and the explanation.
-fn describe(p: &Value) -> String {
-    let points: Vec<String> = p["path"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            let mut point = format!("{} {}", s["ts_ns"], s["hook"].as_str().unwrap());
-            for field in ["position", "netns_name", "ifname", "dir", "note"] {
-                if let Some(v) = s[field].as_str() {
-                    point.push_str(&format!(" {field}={v}"));
-                }
-            }
-            point
-        })
-        .collect();
-    format!(
-        "packet {} {}:{} > {}:{} {} {} len {}\n  fate {}\n  path:\n    {}\n  explanation: {}",
-        p["id"],
-        p["src"],
-        p["sport"],
-        p["dst"],
-        p["dport"],
-        p["proto"],
-        p["tcp_flags"],
-        p["len"],
-        p["fate"],
-        points.join("\n    "),
-        p["explanation"]
-    )
-}
-
 /// "tcp/ipv6 port 80" and so on: what kind of traffic a packet belongs to.
 fn kind(p: &Value) -> String {
     let family = if p["src"].as_str().unwrap_or("").contains(':') {
@@ -259,6 +228,12 @@ fn normal_traffic_shows_no_drop() {
         stats["lost_total"], 0,
         "events were lost (ring buffer full): the trace is incomplete; stats: {stats}"
     );
+    assert_eq!(
+        stats["missed_total"], 0,
+        "the kernel skipped a program already running on its CPU (recursion misses): the \
+         trace is incomplete; missed per hook: {}",
+        stats["missed"]
+    );
 
     let mut per_kind: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for p in report.packets() {
@@ -334,7 +309,17 @@ fn normal_traffic_shows_no_drop() {
     );
     // Not failures, but worth a look when something changes: packets whose end was not seen.
     for p in report.packets().filter(|p| p["fate"]["kind"] == "unknown") {
-        eprintln!("fate unknown: {}", describe(p));
+        eprintln!("fate unknown: {}", tests::oracle::describe(p));
+    }
+    // Computed before the first assertion: a failure of any of them then shows the drops too,
+    // which are often its cause.
+    let dropped: Vec<String> = report
+        .packets()
+        .filter(|p| p["fate"]["kind"] == "dropped")
+        .map(tests::oracle::describe)
+        .collect();
+    for drop in &dropped {
+        eprintln!("dropped: {drop}");
     }
     assert!(
         taps.outside >= 4,
@@ -352,11 +337,6 @@ fn normal_traffic_shows_no_drop() {
         report.packets().any(|p| p["icmp_type"] == 143),
         "no MLD report traced (the new address's join of its group)"
     );
-    let dropped: Vec<String> = report
-        .packets()
-        .filter(|p| p["fate"]["kind"] == "dropped")
-        .map(describe)
-        .collect();
     assert!(
         dropped.is_empty(),
         "{} of {packets} packets of a healthy exchange reported dropped:\n{}\n\
