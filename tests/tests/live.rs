@@ -62,6 +62,11 @@ fn a_drop_after_two_million_events_is_printed_live_within_two_seconds() {
         line.contains("DROPPED") && line.contains("NETFILTER_DROP"),
         "the SYN's line says where and why it died: {line}"
     );
+    // The rules' counters, read after the drop while the trace goes on, name the rule.
+    assert!(
+        line.contains("by `-A INPUT -p tcp -m tcp --dport 8080 -j DROP` (iptables table ip filter, chain INPUT, rule 1)"),
+        "the SYN's line names the rule that dropped it: {line}"
+    );
     let after = at.saturating_duration_since(sent);
     assert!(
         after < Duration::from_secs(2),
@@ -364,6 +369,11 @@ fn replayed_as_live(mode: &[&str]) {
     assert!(
         lines >= 500 && (live.contains("DROPPED") || live.contains("\"kind\":\"dropped\"")),
         "the live run printed the traffic and the drop ({lines} packet lines):\n{live}"
+    );
+    // Named from the rules read while tracing: the replay must name it from the same read.
+    assert!(
+        live.contains("-A INPUT -p tcp -m tcp --dport 8080 -j DROP"),
+        "the live run named the rule that dropped the SYN:\n{live}"
     );
     if replay != live {
         let first = live

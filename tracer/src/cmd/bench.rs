@@ -277,7 +277,8 @@ fn engine(args: &BenchArgs, names: &Names, format: crate::report::stdout::Format
         stream_s += start.elapsed().as_secs_f64();
     }
     let start = Instant::now();
-    view.finish().report(&RecordingContext::default(), &stats)?;
+    view.finish(&[])
+        .report(&RecordingContext::default(), &stats)?;
     stream_s += start.elapsed().as_secs_f64();
     let events: u64 = stats.events.values().sum();
     println!(

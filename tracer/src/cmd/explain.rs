@@ -78,13 +78,16 @@ fn replay_live(recording: &Recording, options: LiveOptions) -> LiveEnd {
             WallClock::from_offset(c.wall_minus_monotonic_ns)
         });
     let mut view = LiveView::new(recording.context.live.clone(), options, clock);
+    for snapshot in &recording.context.rule_snapshots {
+        view.add_rules(snapshot.clone());
+    }
     for batch in recording.sightings.chunks(LIVE_BATCH) {
         for sighting in batch {
             view.push(sighting.clone());
         }
         view.advance(None);
     }
-    view.finish()
+    view.finish(&recording.context.rules)
 }
 
 /// What the trace counted, as far as its recording tells.

@@ -126,6 +126,16 @@ pub struct NamespaceRules {
     pub rules: Vec<DropRule>,
 }
 
+/// The drop rules' changes as read at one moment while tracing: a packet netfilter dropped
+/// before `started_ns` (the events' clock) is counted in them. The live view names the rule
+/// that dropped a packet from the first snapshot started after the drop; a recording keeps
+/// the snapshots so that its replay names the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RulesSnapshot {
+    pub started_ns: u64,
+    pub namespaces: Vec<NamespaceRules>,
+}
+
 /// Reads the ruleset of the calling thread's network namespace (call it inside
 /// `Netns::run`: a child process starts in the namespace of the thread that forks it). Tools
 /// that are not installed are skipped: a machine without nft has no nftables rules.

@@ -100,7 +100,7 @@ pub fn fates(analysis: &Analysis, expect: &[Expect], score: &mut Score) {
                 ));
             } else {
                 score.problems.push(format!(
-                    "packet {} ({}): expected {} {} {}, the tracer says {} {} {}",
+                    "packet {} ({}): expected {} {} {}, the tracer says {} {} {}\n{}",
                     journey.id,
                     e.what,
                     e.fate.name(),
@@ -108,11 +108,34 @@ pub fn fates(analysis: &Analysis, expect: &[Expect], score: &mut Score) {
                     e.reason.unwrap_or(""),
                     fate.kind.name(),
                     fate.point().unwrap_or_default(),
-                    fate.reason_name().unwrap_or("")
+                    fate.reason_name().unwrap_or(""),
+                    path_words(journey, analysis)
                 ));
             }
         }
     }
+}
+
+/// The path the tracer saw, point by point, for a check that failed: what a run that cannot
+/// be repeated (a CI machine's) leaves to study. Times are from the trace's first event, so
+/// that the rounds of a retransmitted packet can be told apart.
+fn path_words(journey: &crate::analysis::journey::Journey, analysis: &Analysis) -> String {
+    let start = analysis
+        .journeys
+        .iter()
+        .filter_map(|j| j.sightings.first())
+        .map(|s| s.ts_ns)
+        .min()
+        .unwrap_or(0);
+    let first = journey.sightings.first().map_or(0, |s| s.ts_ns);
+    let mut path = Vec::new();
+    let _ =
+        crate::report::output::write_path(&mut path, journey, crate::report::paint::Paint::Plain);
+    format!(
+        "    first seen {:.6} s after the trace's first event; its path:\n{}",
+        first.saturating_sub(start) as f64 / 1e9,
+        String::from_utf8_lossy(&path).trim_end()
+    )
 }
 
 /// Whether a lab's rule dropped the packet at a netfilter hook the tracer saw, yet the tracer

@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
-    kernel::live_capture::LiveCapture, kernel::rules::NamespaceRules, model::gaps::Gap,
-    model::sighting::Sighting, model::trace_end::TraceEnd,
+    kernel::live_capture::LiveCapture,
+    kernel::rules::{NamespaceRules, RulesSnapshot},
+    model::gaps::Gap,
+    model::sighting::Sighting,
+    model::trace_end::TraceEnd,
 };
 
 /// Changes of one namespace's kernel counters over the trace.
@@ -29,6 +32,9 @@ pub struct Context {
     pub counters: Vec<NamespaceCounters>,
     /// The drop rules of each traced namespace, and how their counters rose.
     pub rules: Vec<NamespaceRules>,
+    /// The drop rules as read while tracing, for drops the live view named then: a replay
+    /// names them from the same reads.
+    pub rule_snapshots: Vec<RulesSnapshot>,
     pub end: TraceEnd,
     /// How the trace's own report told time, so that a replay tells it the same: wall-clock
     /// minus monotonic nanoseconds when it started, and how long it ran. Absent in older
@@ -110,6 +116,21 @@ impl Recorder {
         }
     }
 
+    /// The drop rules as read while tracing, among the events read by then.
+    pub fn rules(&mut self, snapshot: &RulesSnapshot) {
+        let Some(out) = self.out.as_mut() else {
+            return;
+        };
+        let written = tagged(snapshot, "rules_snapshot").and_then(|v| Ok(writeln!(out, "{v}")?));
+        if let Err(e) = written {
+            eprintln!(
+                "tracer: warning: cannot write to {} ({e:#}): the recording stops here",
+                self.path.display()
+            );
+            self.out = None;
+        }
+    }
+
     /// Writes the context after the events, and says whether the recording is whole.
     pub fn finish(self, context: &Context) -> Result<()> {
         let Some(mut out) = self.out else {
@@ -169,6 +190,9 @@ pub fn read(path: &Path) -> Result<Recording> {
                 .push(serde_json::from_value(value).with_context(bad)?),
             "rules" => context
                 .rules
+                .push(serde_json::from_value(value).with_context(bad)?),
+            "rules_snapshot" => context
+                .rule_snapshots
                 .push(serde_json::from_value(value).with_context(bad)?),
             "trace_end" => {
                 let end: TraceEndRecord = serde_json::from_value(value).with_context(bad)?;

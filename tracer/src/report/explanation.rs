@@ -18,7 +18,7 @@ pub mod tunnel_words;
 pub mod words;
 
 pub use flow_sentences::flow;
-pub use rule_sentences::culprits;
+pub use rule_sentences::{culprits, rule_words_short};
 
 use words::{drop_cause, icmp_words, packet_words, plural};
 

@@ -56,10 +56,13 @@ impl WallClock {
     }
 }
 
-/// `12:00:01.000123 TCP SYN 10.0.0.1:40000 > 10.0.0.2:8080 len 60: DROPPED ...`.
+/// `12:00:01.000123 TCP SYN 10.0.0.1:40000 > 10.0.0.2:8080 len 60: DROPPED ...`; a netfilter
+/// drop names its rule where the rules' counters tell it (`rule`, from
+/// [`crate::report::explanation::rule_words_short`]).
 pub fn packet_line(
     journey: &Journey,
     captures: &[Capture],
+    rule: Option<&str>,
     clock: WallClock,
     paint: Paint,
 ) -> String {
@@ -75,7 +78,10 @@ pub fn packet_line(
         (Some(copy), _) => format!("a copy of an earlier packet ({}): {outcome}", copy.made),
         (None, FateKind::Dropped) => paint.fate(
             "dropped",
-            &format!("DROPPED: {outcome}; {}", tap_words(captures)),
+            &match rule {
+                Some(rule) => format!("DROPPED: {outcome}, {rule}; {}", tap_words(captures)),
+                None => format!("DROPPED: {outcome}; {}", tap_words(captures)),
+            },
         ),
         (None, kind) => paint.fate(kind.name(), &outcome),
     };
@@ -144,7 +150,7 @@ mod tests {
     fn a_syn_dropped_at_local_in_is_one_line_with_where_why_and_what_tcpdump_saw() {
         let all = journeys("local_in_syn_drop.jsonl");
         let syn = &all[0];
-        let line = packet_line(syn, &captures(syn, &[]), MIDNIGHT, Paint::Plain);
+        let line = packet_line(syn, &captures(syn, &[]), None, MIDNIGHT, Paint::Plain);
         assert!(
             line.contains("TCP SYN 10.") && line.contains(" len 60: DROPPED: "),
             "{line}"
@@ -165,7 +171,7 @@ mod tests {
             .collect();
         assert!(!delivered.is_empty());
         for j in delivered {
-            let line = packet_line(j, &captures(j, &[]), MIDNIGHT, Paint::Plain);
+            let line = packet_line(j, &captures(j, &[]), None, MIDNIGHT, Paint::Plain);
             assert!(
                 !line.contains('\n') && line.contains(": delivered"),
                 "{line}"

@@ -30,10 +30,13 @@ use crate::{
         live_flows::{Limits, LiveFlow, LiveFlows},
         Analysis, Context,
     },
-    kernel::live_capture::LiveCapture,
+    kernel::{
+        live_capture::LiveCapture,
+        rules::{NamespaceRules, RulesSnapshot},
+    },
     model::sighting::Sighting,
     report::{
-        explanation::COUNTED_NOTES,
+        explanation::{rule_words_short, COUNTED_NOTES},
         line::{packet_line, WallClock},
         output::{write_packet_json, write_path},
         packet_file::PacketFile,
@@ -64,6 +67,12 @@ pub struct LiveView {
     /// Closed, waiting for the packets seen before them: by (first sighting's time, the
     /// stitcher's number).
     waiting: BTreeMap<(u64, u64), Closed>,
+    /// The waiting packets netfilter dropped, with the drop's time: each waits (and the packets
+    /// seen after it wait behind it) for the drop rules read after it, which name its rule.
+    dropped_by_netfilter: BTreeMap<(u64, u64), u64>,
+    /// The drop rules read while tracing, in the order they were read (see
+    /// [`crate::trace::session`]); a replay has them all from the recording.
+    rules: Vec<RulesSnapshot>,
     /// Journeys given out so far.
     given: u64,
     /// Stdout stopped taking lines (a closed pipe).
@@ -100,6 +109,8 @@ impl LiveView {
             clock,
             paint: Paint::for_stdout(),
             waiting: BTreeMap::new(),
+            dropped_by_netfilter: BTreeMap::new(),
+            rules: Vec::new(),
             given: 0,
             closed: false,
             options,
@@ -139,6 +150,31 @@ impl LiveView {
         self.stitcher.push(sighting);
     }
 
+    /// The drop rules as read at one moment: the packets netfilter dropped before it can go.
+    pub fn add_rules(&mut self, snapshot: RulesSnapshot) {
+        let at = self
+            .rules
+            .partition_point(|s| s.started_ns <= snapshot.started_ns);
+        self.rules.insert(at, snapshot);
+    }
+
+    /// The time of the earliest netfilter drop waiting for the rules to be read after it: a
+    /// read started now names it.
+    pub fn rules_wanted(&self) -> Option<u64> {
+        self.dropped_by_netfilter
+            .values()
+            .copied()
+            .filter(|&at| self.snapshot_after(at).is_none())
+            .min()
+    }
+
+    /// The first rules read started after `at`: the one that names a drop at `at`, the same in
+    /// the live run and in its replay.
+    fn snapshot_after(&self, at: u64) -> Option<usize> {
+        let i = self.rules.partition_point(|s| s.started_ns < at);
+        (i < self.rules.len()).then_some(i)
+    }
+
     /// Writes the packets whose journeys closed by now: the events' time, moved on to `now_ns`
     /// (the events' clock) when events are few. Returns how many packets were written.
     pub fn advance(&mut self, now_ns: Option<u64>) -> usize {
@@ -148,12 +184,21 @@ impl LiveView {
         };
         self.wait(closed);
         let horizon = self.stitcher.horizon();
-        let later = match self.waiting.keys().find(|(first, _)| *first >= horizon) {
+        let mut later = match self.waiting.keys().find(|(first, _)| *first >= horizon) {
             Some(&key) => self.waiting.split_off(&key),
             None => BTreeMap::new(),
         };
+        // A netfilter drop whose rules are not read yet holds the packets seen after it.
+        let unnamed = self
+            .dropped_by_netfilter
+            .iter()
+            .find(|(key, at)| self.snapshot_after(**at).is_none() && self.waiting.contains_key(key))
+            .map(|(key, _)| *key);
+        if let Some(key) = unnamed {
+            later.append(&mut self.waiting.split_off(&key));
+        }
         let ready = std::mem::replace(&mut self.waiting, later);
-        let written = self.write(ready.into_values());
+        let written = self.write_ready(ready);
         if let Some(now) = now_ns {
             self.summary_if_due(now);
         }
@@ -162,12 +207,19 @@ impl LiveView {
 
     /// Writes the packets still open when the trace stopped; the flows and the summary are
     /// [`LiveEnd::report`]'s, once the trace's context is known.
-    pub fn finish(mut self) -> LiveEnd {
+    ///
+    /// `rules`: the drop rules read when the trace stopped, which name the drops no earlier
+    /// read did.
+    pub fn finish(mut self, rules: &[NamespaceRules]) -> LiveEnd {
         let stitcher = std::mem::take(&mut self.stitcher);
         let cut_short = stitcher.cut_short;
         self.wait(stitcher.finish());
+        self.add_rules(RulesSnapshot {
+            started_ns: u64::MAX,
+            namespaces: rules.to_vec(),
+        });
         let ready = std::mem::take(&mut self.waiting);
-        self.write(ready.into_values());
+        self.write_ready(ready);
         LiveEnd::new(self, cut_short)
     }
 
@@ -178,16 +230,33 @@ impl LiveView {
                 .first()
                 .or(c.annotations.first())
                 .map_or(0, |s| s.ts_ns);
+            if let Some(at) = netfilter_drop_ns(&c.sightings) {
+                self.dropped_by_netfilter.insert((first, c.id), at);
+            }
             self.waiting.insert((first, c.id), c);
         }
     }
 
-    fn write(&mut self, ready: impl Iterator<Item = Closed>) -> usize {
+    /// Writes `ready`, each netfilter drop with the time its rules are to be read after.
+    fn write_ready(&mut self, ready: BTreeMap<(u64, u64), Closed>) -> usize {
+        let ready: Vec<(Closed, Option<u64>)> = ready
+            .into_iter()
+            .map(|(key, c)| (c, self.dropped_by_netfilter.remove(&key)))
+            .collect();
+        self.write(ready.into_iter())
+    }
+
+    fn write(&mut self, ready: impl Iterator<Item = (Closed, Option<u64>)>) -> usize {
         let end = TraceEnd::default();
         let mut journeys = Vec::new();
-        for c in ready {
+        // Journey number -> the rules read that names its drop.
+        let mut named_by: HashMap<u64, usize> = HashMap::new();
+        for (c, dropped_at) in ready {
             // A packet and the copies a bridge made of it, each in the order first seen.
             let mut group = from_closed(c, &end, self.given + 1);
+            if let Some(snapshot) = dropped_at.and_then(|at| self.snapshot_after(at)) {
+                named_by.extend(group.iter().map(|j| (j.id, snapshot)));
+            }
             self.given = group.last().map_or(self.given, |j| j.id);
             group.sort_by_key(|j| j.sightings.first().map_or(0, |s| s.ts_ns));
             journeys.extend(group);
@@ -211,36 +280,46 @@ impl LiveView {
         if items.is_empty() {
             return 0;
         }
-        let analysis = self.window(journeys, repeats);
-        let batch: Vec<&Journey> = items
-            .iter()
-            .filter_map(|item| match item {
-                Item::Packet(id) => analysis.journey(*id),
-                Item::Ended(_) => None,
-            })
-            .collect();
-        self.add_to_packet_file(&analysis, &batch);
-        if self.closed {
-            return 0;
-        }
+        let mut analysis = self.window(journeys, repeats);
         let mut sink = std::mem::replace(&mut self.out, Box::new(io::sink()));
         let mut out = io::BufWriter::with_capacity(1 << 16, &mut sink);
         let mut written = 0;
         let mut result = Ok(());
-        for item in items {
-            result = match item {
-                Item::Packet(id) => match analysis.journey(id) {
-                    Some(journey) if self.options.selection.journey(journey) => {
-                        written += 1;
-                        self.write_packet(&mut out, &analysis, journey)
-                    }
-                    _ => Ok(()),
-                },
-                Item::Ended(flow) => self.flow_ended(&mut out, *flow),
-            };
-            if result.is_err() {
-                break;
+        for (snapshot, run) in runs_by_rules(items, &named_by) {
+            if let Some(i) = snapshot {
+                analysis.context.rules = self.rules[i].namespaces.clone();
             }
+            let batch: Vec<&Journey> = run
+                .iter()
+                .filter_map(|item| match item {
+                    Item::Packet(id) => analysis.journey(*id),
+                    Item::Ended(_) => None,
+                })
+                .collect();
+            self.add_to_packet_file(&analysis, &batch);
+            if self.closed || result.is_err() {
+                continue;
+            }
+            for item in run {
+                result = match item {
+                    Item::Packet(id) => match analysis.journey(id) {
+                        Some(journey) if self.options.selection.journey(journey) => {
+                            written += 1;
+                            self.write_packet(&mut out, &analysis, journey)
+                        }
+                        _ => Ok(()),
+                    },
+                    Item::Ended(flow) => self.flow_ended(&mut out, *flow),
+                };
+                if result.is_err() {
+                    break;
+                }
+            }
+        }
+        if self.closed {
+            drop(out);
+            self.out = sink;
+            return 0;
         }
         let result = result.and_then(|()| out.flush());
         drop(out);
@@ -263,7 +342,8 @@ impl LiveView {
             Format::Json => write_packet_json(out, journey, analysis),
             Format::Text => {
                 let verdicts = analysis.captures(journey.id);
-                let line = packet_line(journey, verdicts, self.clock, self.paint);
+                let rule = rule_words_short(journey, &analysis.context.rules);
+                let line = packet_line(journey, verdicts, rule.as_deref(), self.clock, self.paint);
                 writeln!(out, "{line}")?;
                 match self.options.paths {
                     true => write_path(out, journey, self.paint),
@@ -319,11 +399,28 @@ impl LiveView {
     }
 
     /// The context a packet's or flow's analysis has while the trace runs: the live captures
-    /// (the kernel's counters and rules are read when it ends).
+    /// (the kernel's counters are read when it ends, the rules as drops need them).
     fn context(&self) -> Context {
         Context {
             live: self.captures.clone(),
             ..Context::default()
+        }
+    }
+
+    /// The context of a flow's analysis: with the rules read after the last packet of it that
+    /// netfilter dropped (written already, so that read is here).
+    fn flow_context(&self, journeys: &[Journey]) -> Context {
+        let last_drop = journeys
+            .iter()
+            .filter_map(|j| netfilter_drop_ns(&j.sightings))
+            .max();
+        let rules = last_drop
+            .and_then(|at| self.snapshot_after(at))
+            .map(|i| self.rules[i].namespaces.clone())
+            .unwrap_or_default();
+        Context {
+            rules,
+            ..self.context()
         }
     }
 }
@@ -332,6 +429,40 @@ impl LiveView {
 enum Item {
     Packet(u64),
     Ended(Box<LiveFlow>),
+}
+
+/// `items` cut where a packet is named by another rules read than the packets before it: each
+/// run is written with its read's rules (`None`: no packet of the run needs any).
+fn runs_by_rules(
+    items: Vec<Item>,
+    named_by: &HashMap<u64, usize>,
+) -> Vec<(Option<usize>, Vec<Item>)> {
+    let mut runs: Vec<(Option<usize>, Vec<Item>)> = Vec::new();
+    for item in items {
+        let needs = match &item {
+            Item::Packet(id) => named_by.get(id).copied(),
+            Item::Ended(_) => None,
+        };
+        match runs.last_mut() {
+            Some((snapshot, run)) if needs.is_none() || *snapshot == needs => run.push(item),
+            Some((snapshot @ None, run)) => {
+                *snapshot = needs;
+                run.push(item);
+            }
+            _ => runs.push((needs, vec![item])),
+        }
+    }
+    runs
+}
+
+/// When netfilter dropped the packet, if it did: the time of its free with the reason
+/// `NETFILTER_DROP`, after which the rules' counters tell which rule it was.
+fn netfilter_drop_ns(sightings: &[Sighting]) -> Option<u64> {
+    sightings
+        .iter()
+        .rev()
+        .find(|s| s.is_drop() && s.reason.as_deref() == Some("NETFILTER_DROP"))
+        .map(|s| s.ts_ns)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use tracer_common::{
 };
 
 use ring::{drain, live_lines, Kept, Readers, LIVE_TICK};
+use rules_watch::RulesWatch;
 
 pub use ring::decode_record;
 
@@ -91,8 +92,8 @@ pub struct Session {
     namespaces: Vec<NetnsRef>,
     /// Each namespace's kernel counters when tracing started (see [`counters`]).
     counters_before: Vec<Option<counters::Counters>>,
-    /// Each namespace's netfilter rules when tracing started (see [`rules`]).
-    rules_before: Vec<Option<rules::Ruleset>>,
+    /// The netfilter rules, read when tracing starts, when a drop needs them and at the end.
+    rules: RulesWatch,
     live: Vec<LiveCapture>,
     count: Option<usize>,
     /// The bound on what a trace holds (`--max-events`).
@@ -222,12 +223,14 @@ impl Session {
             .iter()
             .map(|ns| ns.run(counters::read).ok().and_then(Result::ok))
             .collect();
-        let rules_before = namespaces
+        let rules_before: Vec<Option<rules::Ruleset>> = namespaces
             .iter()
             .map(|ns| ns.run(rules::read).ok())
             .collect();
         let live = live_capture::scan();
         let clock = WallClock::now();
+        let namespaces: Vec<NetnsRef> = namespaces.into_iter().map(Netns::remember).collect();
+        let rules = RulesWatch::new(namespaces.iter().cloned().zip(rules_before).collect());
         Ok(Session {
             ebpf,
             netfilter,
@@ -238,9 +241,9 @@ impl Session {
             xdp: options.xdp,
             started: Instant::now(),
             clock,
-            namespaces: namespaces.into_iter().map(Netns::remember).collect(),
+            namespaces,
             counters_before,
-            rules_before,
+            rules,
             live_view: options
                 .live
                 .map(|options| LiveView::new(live.clone(), options, clock)),
@@ -293,6 +296,16 @@ impl Session {
                     false
                 }
                 _ = ring_poll.tick() => true,
+                Some(snapshot) = self.rules.done(), if self.rules.reading() => {
+                    if let Some(recorder) = self.recorder.as_mut() {
+                        recorder.rules(&snapshot);
+                    }
+                    if let Some(live) = self.live_view.as_mut() {
+                        live.add_rules(snapshot);
+                        live_lines(live.advance(None), status.as_ref());
+                    }
+                    false
+                }
                 guard = self.ring.readable_mut() => {
                     // Cleared before the ring is read: a wakeup while it is read then makes
                     // it readable again, rather than being cleared with the read.
@@ -300,6 +313,7 @@ impl Session {
                     true
                 }
             };
+            self.read_rules_if_wanted();
             if !readable {
                 continue;
             }
@@ -308,6 +322,7 @@ impl Session {
             if let Some(live) = self.live_view.as_mut() {
                 live_lines(live.advance(None), status.as_ref());
             }
+            self.read_rules_if_wanted();
             if self
                 .count
                 .is_some_and(|n| counted.add(&sightings[seen..]) >= n)
@@ -328,13 +343,17 @@ impl Session {
         self.stop_observing();
         stats.missed = misses.per_hook()?;
         self.read_ring(&mut stats, &mut sightings, None);
-        let live = self.live_view.take().map(LiveView::finish);
+        // Read before the live view finishes: the drops no earlier read named wait for it.
+        let rules = self.rules.read_now();
+        let live = self.live_view.take().map(|view| view.finish(&rules));
         (stats.lost, stats.lost_per_cpu) = self.lost_counts()?;
         stats.duration_ns = self.started.elapsed().as_nanos() as u64;
         let context = recording::Context {
             live: self.live_captures(),
             counters: self.counter_changes(),
-            rules: self.rule_changes(),
+            rules,
+            // Used by the live view as they came, and recorded among the events.
+            rule_snapshots: Vec::new(),
             // Events not kept count as lost: journeys they cut are marked incomplete.
             end: TraceEnd {
                 end_ns,
@@ -358,6 +377,18 @@ impl Session {
             stats,
             live,
         })
+    }
+
+    /// Starts reading the drop rules when the live view holds a netfilter drop read after no
+    /// read so far: the read names its rule.
+    fn read_rules_if_wanted(&mut self) {
+        if self
+            .live_view
+            .as_ref()
+            .is_some_and(|live| live.rules_wanted().is_some())
+        {
+            self.rules.start();
+        }
     }
 
     /// Reads what the ring holds into the statistics, the kept events, the live view, the
@@ -470,6 +501,7 @@ where
 mod context;
 mod count;
 mod ring;
+mod rules_watch;
 
 use count::PacketCount;
 

@@ -62,6 +62,18 @@ pub fn culprits<'a>(journey: &Journey, rules: &'a [NamespaceRules]) -> Vec<&'a D
     }
 }
 
+/// The rules that dropped `journey` in a few words, for its one-line view: ``by `-A INPUT
+/// -j DROP` (iptables table ip filter, chain INPUT, rule 1)``.
+pub fn rule_words_short(journey: &Journey, rules: &[NamespaceRules]) -> Option<String> {
+    let rose = culprits(journey, rules);
+    let words: Vec<String> = rose.iter().map(|r| rule_words(r)).collect();
+    match words.len() {
+        0 => None,
+        1 => Some(format!("by {}", words[0])),
+        _ => Some(format!("by one of {}", words.join(", "))),
+    }
+}
+
 /// The sentence naming the rule that dropped `journey`, if it was dropped by netfilter and the
 /// rules of its namespace were read.
 pub fn rule_sentence(journey: &Journey, rules: &[NamespaceRules]) -> Option<String> {

@@ -95,6 +95,7 @@ impl LiveEnd {
             incomplete.flows += usize::from(flow.flow.incomplete_packets > 0);
             let context = Context {
                 live: self.captures.clone(),
+                rules: context.rules.clone(),
                 ..Context::default()
             };
             let (analysis, not_kept) = flow_analysis(flow, context);

@@ -42,7 +42,8 @@ impl LiveView {
         for live in self.flows.iter_open() {
             let repeats = retransmissions(&live.journeys);
             let (journeys, flow) = (live.journeys.clone(), live.flow.clone());
-            let analysis = Analysis::window(journeys, vec![flow], repeats, self.context());
+            let context = self.flow_context(&journeys);
+            let analysis = Analysis::window(journeys, vec![flow], repeats, context);
             let flow = &analysis.flows[0];
             if self.options.selection.flow(flow, &analysis) {
                 let _ = write_flow_line(&mut text, flow, &analysis, self.paint);
@@ -63,7 +64,8 @@ impl LiveView {
         if flow.flow.incomplete_packets > 0 {
             self.incomplete.flows += 1;
         }
-        let (analysis, not_kept) = flow_analysis(flow, self.context());
+        let context = self.flow_context(&flow.journeys);
+        let (analysis, not_kept) = flow_analysis(flow, context);
         let flow = &analysis.flows[0];
         if !self.options.selection.flow(flow, &analysis) {
             return Ok(());

@@ -44,7 +44,7 @@ fn replay(path: &Path, format: Format, chunk: usize) -> String {
         }
         view.advance(None);
     }
-    view.finish()
+    view.finish(&recording.context.rules)
         .report(&recording.context, &Stats::default())
         .expect("report");
     let text = String::from_utf8(out.0.borrow().clone()).expect("utf-8");
@@ -102,6 +102,12 @@ fn the_open_flows_are_summed_up_every_so_often() {
     for s in &recording.sightings {
         view.push(s.clone());
     }
+    // The rules, as a trace reads them after a netfilter drop (none here: the fixture has
+    // none), so that the dropped SYN is written and its flow summed up.
+    view.add_rules(RulesSnapshot {
+        started_ns: recording.sightings.last().expect("events").ts_ns,
+        namespaces: Vec::new(),
+    });
     // The events' clock moved on in quiet ticks, as the trace's timer moves it.
     for tick in 0..=30 {
         view.advance(Some(first + tick * 50_000_000));
@@ -118,4 +124,158 @@ fn the_open_flows_are_summed_up_every_so_often() {
         text.contains("    TCP "),
         "why sentences under the flow's line:\n{text}"
     );
+}
+
+/// A rule of `netns_name`'s INPUT chain that counted one drop.
+fn input_rule(netns_name: &str) -> NamespaceRules {
+    use crate::kernel::rules::{DropRule, RuleSource};
+    NamespaceRules {
+        netns_name: netns_name.to_string(),
+        rules: vec![DropRule {
+            source: RuleSource::Iptables,
+            family: "ip".to_string(),
+            table: "filter".to_string(),
+            chain: "INPUT".to_string(),
+            hooks: vec!["input".to_string()],
+            id: 1,
+            text: "-A INPUT -p tcp -m tcp --dport 8080 -j DROP".to_string(),
+            rose: Some(1),
+        }],
+    }
+}
+
+#[test]
+fn a_netfilter_drop_waits_for_the_rules_read_after_it_and_its_line_names_the_rule() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/syn_local_in_drop.jsonl");
+    let recording = recording::read(&path).expect("fixture");
+    let drop = recording
+        .sightings
+        .iter()
+        .find(|s| s.reason.as_deref() == Some("NETFILTER_DROP"))
+        .expect("the fixture's SYN is dropped by netfilter");
+    let rules = vec![input_rule(
+        drop.netns_name.as_deref().expect("a named namespace"),
+    )];
+    let options = LiveOptions {
+        selection: Selection::All,
+        paths: false,
+        format: Format::Text,
+        summary_every_ns: None,
+    };
+    let mut view = LiveView::new(Vec::new(), options, WallClock::from_offset(0));
+    let out = Shared::default();
+    view.write_to(Box::new(out.clone()));
+    for s in &recording.sightings {
+        view.push(s.clone());
+    }
+    let last = recording.sightings.last().expect("events").ts_ns;
+    let text = || String::from_utf8(out.0.borrow().clone()).expect("utf-8");
+    // Every journey closed, but the drop's rule is not known yet: it and what came after wait.
+    view.advance(Some(last + 10_000_000_000));
+    assert!(!text().contains("DROPPED"), "{}", text());
+    assert_eq!(view.rules_wanted(), Some(drop.ts_ns));
+    // Rules read before the drop cannot name it.
+    view.add_rules(RulesSnapshot {
+        started_ns: drop.ts_ns - 1,
+        namespaces: rules.clone(),
+    });
+    view.advance(Some(last + 10_000_000_000));
+    assert!(!text().contains("DROPPED"), "{}", text());
+    assert_eq!(view.rules_wanted(), Some(drop.ts_ns));
+    // Read after it: the line names the rule.
+    view.add_rules(RulesSnapshot {
+        started_ns: drop.ts_ns + 1,
+        namespaces: rules,
+    });
+    view.advance(Some(last + 10_000_000_000));
+    let dropped: Vec<String> = text()
+        .lines()
+        .filter(|l| l.contains("DROPPED"))
+        .map(str::to_string)
+        .collect();
+    assert!(!dropped.is_empty(), "{}", text());
+    assert!(
+        dropped[0].contains(
+            "(NETFILTER_DROP), by `-A INPUT -p tcp -m tcp --dport 8080 -j DROP` (iptables table \
+             ip filter, chain INPUT, rule 1); tcpdump sees"
+        ),
+        "{}",
+        dropped[0]
+    );
+    let end = view.finish(&[]);
+    drop_end(end);
+}
+
+/// Ends a view whose output the test has read.
+fn drop_end(end: LiveEnd) {
+    end.report(&recording::Context::default(), &Stats::default())
+        .expect("report");
+}
+
+/// The view of `path`'s events with the drop rules read as a trace reads them: when a
+/// netfilter drop waits for them, a little after it (fed one event at a time), or every read
+/// given at once (a replay of the recording). Returns the output and the reads.
+fn with_rules(path: &Path, reads: Option<&[RulesSnapshot]>) -> (String, Vec<RulesSnapshot>) {
+    let recording = recording::read(path).expect("fixture");
+    let options = LiveOptions {
+        selection: Selection::All,
+        paths: false,
+        format: Format::Json,
+        summary_every_ns: None,
+    };
+    let mut view = LiveView::new(Vec::new(), options, WallClock::from_offset(0));
+    let out = Shared::default();
+    view.write_to(Box::new(out.clone()));
+    let mut made = Vec::new();
+    match reads {
+        Some(reads) => {
+            for read in reads {
+                view.add_rules(read.clone());
+            }
+            for batch in recording.sightings.chunks(4096) {
+                for s in batch {
+                    view.push(s.clone());
+                }
+                view.advance(None);
+            }
+        }
+        None => {
+            for s in &recording.sightings {
+                view.push(s.clone());
+                view.advance(None);
+                if let Some(at) = view.rules_wanted() {
+                    let drop = recording
+                        .sightings
+                        .iter()
+                        .find(|d| d.ts_ns == at)
+                        .expect("the drop waiting");
+                    let read = RulesSnapshot {
+                        started_ns: s.ts_ns.max(at) + 1_000,
+                        namespaces: vec![input_rule(drop.netns_name.as_deref().unwrap_or("?"))],
+                    };
+                    made.push(read.clone());
+                    view.add_rules(read);
+                }
+            }
+        }
+    }
+    view.finish(&[])
+        .report(&recording.context, &Stats::default())
+        .expect("report");
+    let text = String::from_utf8(out.0.borrow().clone()).expect("utf-8");
+    (text, made)
+}
+
+#[test]
+fn drops_named_while_tracing_are_named_the_same_in_the_replay() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/syn_local_in_drop.jsonl");
+    let (live, reads) = with_rules(&path, None);
+    assert!(!reads.is_empty(), "no drop waited for the rules");
+    assert!(
+        live.contains("\"rules\":[")
+            && live.contains("-A INPUT -p tcp -m tcp --dport 8080 -j DROP"),
+        "{live}"
+    );
+    let (replayed, _) = with_rules(&path, Some(&reads));
+    assert_eq!(replayed, live);
 }

@@ -1,12 +1,11 @@
-//! What a trace knows of its context only when it stops: the live captures, the kernel's
-//! counters and the drop rules' counters, each compared with what it was at the start.
+//! What a trace knows of its context only when it stops: the live captures and the kernel's
+//! counters, each compared with what it was at the start (the drop rules: `rules_watch`).
 
 use super::Session;
 use crate::{
     kernel::{
         counters,
         live_capture::{self, LiveCapture},
-        rules::{self, NamespaceRules},
     },
     model::recording::NamespaceCounters,
 };
@@ -25,21 +24,6 @@ impl Session {
             }
         }
         live
-    }
-
-    /// How the counters of each traced namespace's drop rules rose while tracing.
-    pub(super) fn rule_changes(&self) -> Vec<NamespaceRules> {
-        let mut out = Vec::new();
-        for (ns, before) in self.namespaces.iter().zip(&self.rules_before) {
-            let after = ns.reopen().and_then(|ns| ns.run(rules::read).ok());
-            if let (Some(before), Some(after)) = (before, after) {
-                out.push(NamespaceRules {
-                    netns_name: ns.display_name.clone(),
-                    rules: rules::changes(before, &after),
-                });
-            }
-        }
-        out
     }
 
     /// How each traced namespace's kernel counters changed while tracing.

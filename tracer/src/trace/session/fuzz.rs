@@ -359,6 +359,7 @@ fn decoded_streams_explain_without_panic() {
                     live,
                     counters,
                     rules: Vec::new(),
+                    rule_snapshots: Vec::new(),
                     end: TraceEnd {
                         end_ns,
                         lost,
