@@ -25,7 +25,10 @@ pub use crate::report::SCHEMA_VERSION;
 /// The `packet` record of `journey` (see [`PacketRecord`]), as a line of text.
 #[cfg(test)]
 pub fn packet_json(journey: &Journey, analysis: &Analysis) -> String {
-    serde_json::to_string(&PacketRecord::of(journey, analysis)).unwrap_or_default()
+    let mut line = Vec::new();
+    // Writing to memory cannot fail.
+    let _ = PacketRecord::of(journey, analysis).write(&mut line);
+    String::from_utf8(line).unwrap_or_default()
 }
 
 /// The `packet` record of `journey` written as a line to `out`, with no string between.
@@ -34,7 +37,7 @@ pub fn write_packet_json(
     journey: &Journey,
     analysis: &Analysis,
 ) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, &PacketRecord::of(journey, analysis))?;
+    PacketRecord::of(journey, analysis).write(&mut *out)?;
     out.write_all(b"\n")
 }
 

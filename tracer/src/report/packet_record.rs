@@ -24,8 +24,19 @@ use crate::{
     report::{explanation, SCHEMA_VERSION},
 };
 
+/// A packet record: the fields before `path` and after it (by name), and the path between, which
+/// [`PacketRecord::write`] writes by hand (see `path_writer`).
 #[derive(Serialize)]
 pub struct PacketRecord<'a> {
+    #[serde(flatten)]
+    head: Head<'a>,
+    path: Vec<Point<'a>>,
+    #[serde(flatten)]
+    tail: Tail,
+}
+
+#[derive(Serialize)]
+struct Head<'a> {
     capture: Vec<CaptureRecord<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     copy: Option<&'a str>,
@@ -47,7 +58,10 @@ pub struct PacketRecord<'a> {
     incomplete: Option<bool>,
     ip_id: u32,
     len: u16,
-    path: Vec<Point<'a>>,
+}
+
+#[derive(Serialize)]
+struct Tail {
     proto: Proto,
     #[serde(skip_serializing_if = "Option::is_none")]
     retransmission_of: Option<u64>,
@@ -186,38 +200,62 @@ impl<'a> PacketRecord<'a> {
         let first = journey.headers();
         let culprits = explanation::culprits(journey, &analysis.context.rules);
         PacketRecord {
-            capture: analysis
-                .captures(journey.id)
-                .iter()
-                .map(CaptureRecord::of)
-                .collect(),
-            copy: journey.copy.as_ref().map(|c| c.made.as_str()),
-            copy_of: journey.copy.as_ref().map(|c| c.of),
-            dport: first.dport,
-            dst: first.dst,
-            explanation: explanation::packet(journey, analysis),
-            fate: FateRecord::of(&journey.fate),
-            flow_id: (journey.flow_id != 0).then_some(journey.flow_id),
-            gso_segs: (first.gso_segs > 1).then_some(first.gso_segs),
-            icmp_code: first.proto.is_icmp().then_some(first.icmp_code),
-            icmp_type: first.proto.is_icmp().then_some(first.icmp_type),
-            id: journey.id,
-            incomplete: journey.incomplete.then_some(true),
-            ip_id: first.ip_id,
-            len: first.ip_len,
+            head: Head {
+                capture: analysis
+                    .captures(journey.id)
+                    .iter()
+                    .map(CaptureRecord::of)
+                    .collect(),
+                copy: journey.copy.as_ref().map(|c| c.made.as_str()),
+                copy_of: journey.copy.as_ref().map(|c| c.of),
+                dport: first.dport,
+                dst: first.dst,
+                explanation: explanation::packet(journey, analysis),
+                fate: FateRecord::of(&journey.fate),
+                flow_id: (journey.flow_id != 0).then_some(journey.flow_id),
+                gso_segs: (first.gso_segs > 1).then_some(first.gso_segs),
+                icmp_code: first.proto.is_icmp().then_some(first.icmp_code),
+                icmp_type: first.proto.is_icmp().then_some(first.icmp_type),
+                id: journey.id,
+                incomplete: journey.incomplete.then_some(true),
+                ip_id: first.ip_id,
+                len: first.ip_len,
+            },
             path: journey.sightings.iter().map(Point::of).collect(),
-            proto: first.proto,
-            retransmission_of: analysis.retransmissions.get(&journey.id).copied(),
-            rules: (!culprits.is_empty()).then(|| sorted(&culprits)),
-            schema_version: SCHEMA_VERSION,
-            sport: first.sport,
-            src: first.src,
-            tcp_flags: first.tcp_flags,
-            tcp_seq: first.tcp_seq,
-            kind: "packet",
+            tail: Tail {
+                proto: first.proto,
+                retransmission_of: analysis.retransmissions.get(&journey.id).copied(),
+                rules: (!culprits.is_empty()).then(|| sorted(&culprits)),
+                schema_version: SCHEMA_VERSION,
+                sport: first.sport,
+                src: first.src,
+                tcp_flags: first.tcp_flags,
+                tcp_seq: first.tcp_seq,
+                kind: "packet",
+            },
         }
     }
+
+    /// Writes the record as serde writes it (its fields in the same order, the same bytes),
+    /// the path by hand: its points repeat the same few places, whose names serde would
+    /// escape again at every point, key by key (a fifth of a streaming trace's JSON output).
+    pub fn write(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        path_writer::with_buffer(|buf| {
+            // `{...,"len":N` without its `}`, the path, then the tail with `,` for its `{`.
+            serde_json::to_writer(&mut *buf, &self.head)?;
+            buf.pop();
+            buf.extend_from_slice(b",\"path\":[");
+            path_writer::write_points(buf, &self.path)?;
+            buf.push(b']');
+            let tail = buf.len();
+            serde_json::to_writer(&mut *buf, &self.tail)?;
+            buf[tail] = b',';
+            out.write_all(buf)
+        })
+    }
 }
+
+mod path_writer;
 
 #[cfg(test)]
 mod tests {
@@ -242,10 +280,18 @@ mod tests {
             let analysis = Analysis::new(recording::read(&path).unwrap(), None);
             for journey in &analysis.journeys {
                 let record = PacketRecord::of(journey, &analysis);
+                let mut written = Vec::new();
+                record.write(&mut written).unwrap();
                 let straight = serde_json::to_string(&record).unwrap();
                 let by_value =
                     serde_json::to_string(&serde_json::to_value(&record).unwrap()).unwrap();
                 assert_eq!(straight, by_value, "{}", path.display());
+                assert_eq!(
+                    String::from_utf8(written).unwrap(),
+                    by_value,
+                    "{}",
+                    path.display()
+                );
             }
         }
     }
