@@ -39,11 +39,25 @@ impl Capture {
     /// `b/vb`, or the interface alone when its namespace has no name; a veth's other end
     /// beside it: `host/veth3f2a1b0 (web's eth0)`.
     pub fn place(&self) -> String {
-        let ifname = self.ifname.as_deref().unwrap_or("?");
-        let ifname = crate::kernel::veth::with_peer(ifname, self.peer.as_deref());
-        match &self.netns_name {
-            Some(ns) => format!("{ns}/{ifname}"),
-            None => ifname.to_string(),
+        let mut place = String::new();
+        self.write_place(&mut place);
+        place
+    }
+
+    /// [`Capture::place`], added to `out`.
+    pub fn write_place(&self, out: &mut String) {
+        if let Some(ns) = &self.netns_name {
+            out.push_str(ns);
+            out.push('/');
+        }
+        out.push_str(self.ifname.as_deref().unwrap_or("?"));
+        if let Some(peer) = self.peer.as_deref() {
+            // `Peer::words`, without a string of its own.
+            out.push_str(" (");
+            out.push_str(&peer.netns_name);
+            out.push_str("'s ");
+            out.push_str(&peer.ifname);
+            out.push(')');
         }
     }
 }

@@ -299,24 +299,28 @@ fn capture_sentences(captures: &[Capture]) -> Vec<String> {
             ));
         }
     }
-    let list = |seen: bool| -> Vec<String> {
-        captures
+    // Built in one string each: every packet of a trace has these sentences.
+    let list = |seen: bool, ending: &str| -> Option<String> {
+        let mut sentence = String::new();
+        let listed = captures
             .iter()
             .filter(|c| c.seen == seen && c.live.is_empty())
-            .filter(|c| !(c.seen && c.encapsulated.is_some()))
-            .map(|c| format!("{} ({})", c.place(), c.dir))
-            .collect()
+            .filter(|c| !(c.seen && c.encapsulated.is_some()));
+        for c in listed {
+            sentence.push_str(if sentence.is_empty() {
+                "A capture on "
+            } else {
+                ", "
+            });
+            c.write_place(&mut sentence);
+            sentence.push_str(" (");
+            sentence.push_str(c.dir);
+            sentence.push(')');
+        }
+        (!sentence.is_empty()).then(|| sentence + ending)
     };
-    let (seen, unseen) = (list(true), list(false));
-    if !seen.is_empty() {
-        out.push(format!("A capture on {} sees it.", seen.join(", ")));
-    }
-    if !unseen.is_empty() {
-        out.push(format!(
-            "A capture on {} could not see it.",
-            unseen.join(", ")
-        ));
-    }
+    out.extend(list(true, " sees it."));
+    out.extend(list(false, " could not see it."));
     out.extend(tunnel_words::capture_sentences(captures));
     out
 }

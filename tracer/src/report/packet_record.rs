@@ -24,10 +24,12 @@ use crate::{
     report::{explanation, SCHEMA_VERSION},
 };
 
-/// A packet record: the fields before `path` and after it (by name), and the path between, which
-/// [`PacketRecord::write`] writes by hand (see `path_writer`).
+/// A packet record: the captures, the fields before `path` and after it (by name), and the path
+/// between, in the order of their names; [`PacketRecord::write`] writes the captures and the
+/// path by hand (see `places`).
 #[derive(Serialize)]
 pub struct PacketRecord<'a> {
+    capture: Vec<CaptureRecord<'a>>,
     #[serde(flatten)]
     head: Head<'a>,
     path: Vec<Point<'a>>,
@@ -37,7 +39,6 @@ pub struct PacketRecord<'a> {
 
 #[derive(Serialize)]
 struct Head<'a> {
-    capture: Vec<CaptureRecord<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     copy: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -200,12 +201,12 @@ impl<'a> PacketRecord<'a> {
         let first = journey.headers();
         let culprits = explanation::culprits(journey, &analysis.context.rules);
         PacketRecord {
+            capture: analysis
+                .captures(journey.id)
+                .iter()
+                .map(CaptureRecord::of)
+                .collect(),
             head: Head {
-                capture: analysis
-                    .captures(journey.id)
-                    .iter()
-                    .map(CaptureRecord::of)
-                    .collect(),
                 copy: journey.copy.as_ref().map(|c| c.made.as_str()),
                 copy_of: journey.copy.as_ref().map(|c| c.of),
                 dport: first.dport,
@@ -240,12 +241,18 @@ impl<'a> PacketRecord<'a> {
     /// the path by hand: its points repeat the same few places, whose names serde would
     /// escape again at every point, key by key (a fifth of a streaming trace's JSON output).
     pub fn write(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        path_writer::with_buffer(|buf| {
-            // `{...,"len":N` without its `}`, the path, then the tail with `,` for its `{`.
+        places::with_buffer(|buf| {
+            // The captures, the head with `,` for its `{` and without its `}`, the path, then
+            // the tail with `,` for its `{`.
+            buf.extend_from_slice(b"{\"capture\":[");
+            places::write_captures(buf, &self.capture)?;
+            buf.push(b']');
+            let head = buf.len();
             serde_json::to_writer(&mut *buf, &self.head)?;
+            buf[head] = b',';
             buf.pop();
             buf.extend_from_slice(b",\"path\":[");
-            path_writer::write_points(buf, &self.path)?;
+            places::write_points(buf, &self.path)?;
             buf.push(b']');
             let tail = buf.len();
             serde_json::to_writer(&mut *buf, &self.tail)?;
@@ -255,7 +262,7 @@ impl<'a> PacketRecord<'a> {
     }
 }
 
-mod path_writer;
+mod places;
 
 #[cfg(test)]
 mod tests {

@@ -1,15 +1,16 @@
-//! A packet record's path, written as serde_json writes `Vec<Point>` (byte for byte: the unit
-//! test of the parent compares every fixture's records), at a fraction of the cost: the keys
-//! and the hook, direction and position names are plain identifiers written as they are, and
-//! the place of a point (`"ifname":...,"netns":...,"netns_name":...`) and a veth's peer, the
-//! same few for all the points of a packet and of the next ones, are escaped once and kept.
+//! The parts of a packet record that repeat places, its path and its captures, written as
+//! serde_json writes them (byte for byte: the unit test of the parent compares every fixture's
+//! records) at a fraction of the cost: the keys and the hook, direction and position names are
+//! plain identifiers written as they are, and the places (`"ifname":...,"netns":...,
+//! "netns_name":...`, a veth's peer), the same few for all the points of a packet and of the
+//! next ones, are escaped once and kept.
 
 use std::{
     cell::RefCell,
     io::{self, Write},
 };
 
-use super::{PeerRecord, Point};
+use super::{CaptureRecord, PeerRecord, Point};
 use crate::model::sighting::Name;
 
 /// Places kept between records; past this many the cache starts over (a trace through many
@@ -31,10 +32,19 @@ struct Peer {
     json: Vec<u8>,
 }
 
+/// Where a capture was, its veth's peer included, and its fragment of JSON.
+struct CapturePlace {
+    ifname: Option<Name>,
+    netns_name: Option<Name>,
+    peer: Option<(String, String)>,
+    json: Vec<u8>,
+}
+
 #[derive(Default)]
 struct Cache {
     places: Vec<Place>,
     peers: Vec<Peer>,
+    captures: Vec<CapturePlace>,
 }
 
 thread_local! {
@@ -49,6 +59,37 @@ pub(super) fn with_buffer<T>(f: impl FnOnce(&mut Vec<u8>) -> io::Result<T>) -> i
         let mut buf = buf.borrow_mut();
         buf.clear();
         f(&mut buf)
+    })
+}
+
+pub(super) fn write_captures(out: &mut Vec<u8>, captures: &[CaptureRecord]) -> io::Result<()> {
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        for (i, c) in captures.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // The live captures listening there, rare, come between the names: serde's.
+            if c.live.is_some() {
+                serde_json::to_writer(&mut *out, c)?;
+                continue;
+            }
+            out.extend_from_slice(b"{\"dir\":\"");
+            out.extend_from_slice(c.dir.as_bytes());
+            out.extend_from_slice(b"\",");
+            if let Some(encapsulated) = c.encapsulated {
+                out.extend_from_slice(b"\"encapsulated\":");
+                serde_json::to_writer(&mut *out, encapsulated)?;
+                out.push(b',');
+            }
+            out.extend_from_slice(cache.capture_place(c)?);
+            out.extend_from_slice(if c.seen {
+                b",\"seen\":true}"
+            } else {
+                b",\"seen\":false}"
+            });
+        }
+        Ok(())
     })
 }
 
@@ -124,6 +165,40 @@ impl Cache {
             }
         };
         Ok(&self.places[at].json)
+    }
+
+    /// `"ifname":"va","netns_name":"a","peer":{"ifname":"vb","netns_name":"b"}`.
+    fn capture_place(&mut self, c: &CaptureRecord) -> io::Result<&[u8]> {
+        let peer = c.peer.as_ref().map(|p| (p.ifname, p.netns_name));
+        let found = self.captures.iter().position(|k| {
+            same(&k.ifname, c.ifname)
+                && same(&k.netns_name, c.netns_name)
+                && k.peer.as_ref().map(|(i, n)| (i.as_str(), n.as_str())) == peer
+        });
+        let at = match found {
+            Some(at) => at,
+            None => {
+                if self.captures.len() == PLACES_KEPT {
+                    self.captures.clear();
+                }
+                let mut json = b"\"ifname\":".to_vec();
+                serde_json::to_writer(&mut json, c.ifname)?;
+                json.extend_from_slice(b",\"netns_name\":");
+                serde_json::to_writer(&mut json, c.netns_name)?;
+                if let Some(peer) = &c.peer {
+                    json.extend_from_slice(b",\"peer\":");
+                    serde_json::to_writer(&mut json, peer)?;
+                }
+                self.captures.push(CapturePlace {
+                    ifname: c.ifname.clone(),
+                    netns_name: c.netns_name.clone(),
+                    peer: peer.map(|(i, n)| (i.to_string(), n.to_string())),
+                    json,
+                });
+                self.captures.len() - 1
+            }
+        };
+        Ok(&self.captures[at].json)
     }
 
     /// `{"ifname":"vb","netns_name":"b"}`.
