@@ -114,12 +114,17 @@ impl Netfilter {
         self.links.contains_key(&inode)
     }
 
-    /// Detaches every hook in the namespace `inode`; whether it had any.
-    /// Detaches every netfilter link; the kernel waits for hooks running on other CPUs.
-    pub fn detach(&mut self) {
-        self.links.clear();
+    /// Detaches the hooks of one namespace; false when none were left. The kernel waits for
+    /// hooks running on other CPUs, a grace period per link: the caller reads its events
+    /// between two namespaces.
+    pub fn detach_one_namespace(&mut self) -> bool {
+        match self.links.keys().next().copied() {
+            Some(inode) => self.release(inode),
+            None => false,
+        }
     }
 
+    /// Detaches every hook in the namespace `inode`; whether it had any.
     pub fn release(&mut self, inode: u32) -> bool {
         self.links.remove(&inode).is_some()
     }

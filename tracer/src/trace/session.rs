@@ -340,7 +340,7 @@ impl Session {
         let misses = crate::kernel::misses::MissCounters::hold(&self.ebpf)?;
         // Nothing may be written to the ring after its last read: such an event would be
         // neither read nor counted lost, and a packet in flight would lose its last points.
-        self.stop_observing();
+        self.stop_observing(&mut stats, &mut sightings);
         stats.missed = misses.per_hook()?;
         self.read_ring(&mut stats, &mut sightings, None);
         // Read before the live view finishes: the drops no earlier read named wait for it.
@@ -415,9 +415,19 @@ impl Session {
 
     /// Detaches every program: netfilter links, tc filters, and the programs aya holds (the
     /// ring and the other maps stay for the last read).
-    fn stop_observing(&mut self) {
-        self.netfilter.detach();
+    fn stop_observing(
+        &mut self,
+        stats: &mut Stats,
+        sightings: &mut Vec<crate::model::sighting::Sighting>,
+    ) {
+        // Read between the steps: under load the kernel fills the ring while netfilter's links
+        // are released one grace period at a time, and what it could not queue would count
+        // as lost.
+        while self.netfilter.detach_one_namespace() {
+            self.read_ring(stats, sightings, None);
+        }
         self.interface_programs.detach();
+        self.read_ring(stats, sightings, None);
         loader::detach_programs(&mut self.ebpf);
     }
 
