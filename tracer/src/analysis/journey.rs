@@ -198,6 +198,10 @@ fn annotation_key(s: &Sighting, route_lookup: bool) -> AnnotationKey {
 /// stays in the recorded stream).
 fn place_annotations(journeys: &mut [Separated], annotations: Vec<Sighting>) -> Vec<Sighting> {
     let mut orphans = Vec::new();
+    // Most packets have none: the index of their points would be built for nothing.
+    if annotations.is_empty() {
+        return orphans;
+    }
     let mut index: FxHashMap<AnnotationKey, Vec<(u64, usize)>> = FxHashMap::default();
     for (i, (journey, _)) in journeys.iter().enumerate() {
         for s in journey.iter().filter(|s| s.proto != Proto::Unknown) {
