@@ -103,25 +103,20 @@ impl Recorder {
     }
 
     pub fn event(&mut self, sighting: &Sighting) {
-        let Some(out) = self.out.as_mut() else {
-            return;
-        };
-        let written = tagged(sighting, "event").and_then(|v| Ok(writeln!(out, "{v}")?));
-        if let Err(e) = written {
-            eprintln!(
-                "tracer: warning: cannot write to {} ({e:#}): the recording stops here",
-                self.path.display()
-            );
-            self.out = None;
-        }
+        self.record(sighting, "event");
     }
 
     /// The drop rules as read while tracing, among the events read by then.
     pub fn rules(&mut self, snapshot: &RulesSnapshot) {
+        self.record(snapshot, "rules_snapshot");
+    }
+
+    /// Writes one record; a write that fails stops the recording, said once.
+    fn record(&mut self, value: impl Serialize, kind: &str) {
         let Some(out) = self.out.as_mut() else {
             return;
         };
-        let written = tagged(snapshot, "rules_snapshot").and_then(|v| Ok(writeln!(out, "{v}")?));
+        let written = tagged(value, kind).and_then(|v| Ok(writeln!(out, "{v}")?));
         if let Err(e) = written {
             eprintln!(
                 "tracer: warning: cannot write to {} ({e:#}): the recording stops here",

@@ -17,34 +17,61 @@ use crate::model::sighting::Name;
 /// interfaces only escapes their names again).
 const PLACES_KEPT: usize = 64;
 
-/// A place, as its fields are, and its fragment of JSON.
+/// Where a point was, as its fields are.
 struct Place {
     ifname: Option<Name>,
     netns: u32,
     netns_name: Option<Name>,
-    json: Vec<u8>,
 }
 
-/// A veth's other end and its JSON object.
+/// A veth's other end.
 struct Peer {
     ifname: String,
     netns_name: String,
-    json: Vec<u8>,
 }
 
-/// Where a capture was, its veth's peer included, and its fragment of JSON.
+/// Where a capture was, its veth's peer included.
 struct CapturePlace {
     ifname: Option<Name>,
     netns_name: Option<Name>,
     peer: Option<(String, String)>,
-    json: Vec<u8>,
+}
+
+/// Fragments of JSON kept by what they were made of.
+struct Kept<K>(Vec<(K, Vec<u8>)>);
+
+impl<K> Default for Kept<K> {
+    fn default() -> Self {
+        Kept(Vec::new())
+    }
+}
+
+impl<K> Kept<K> {
+    /// The fragment of the key `matches` finds, made (with its key) if there is none yet.
+    fn get(
+        &mut self,
+        matches: impl Fn(&K) -> bool,
+        make: impl FnOnce() -> io::Result<(K, Vec<u8>)>,
+    ) -> io::Result<&[u8]> {
+        let at = match self.0.iter().position(|(k, _)| matches(k)) {
+            Some(at) => at,
+            None => {
+                if self.0.len() == PLACES_KEPT {
+                    self.0.clear();
+                }
+                self.0.push(make()?);
+                self.0.len() - 1
+            }
+        };
+        Ok(&self.0[at].1)
+    }
 }
 
 #[derive(Default)]
 struct Cache {
-    places: Vec<Place>,
-    peers: Vec<Peer>,
-    captures: Vec<CapturePlace>,
+    places: Kept<Place>,
+    peers: Kept<Peer>,
+    captures: Kept<CapturePlace>,
 }
 
 thread_local! {
@@ -140,47 +167,37 @@ fn write_point(out: &mut Vec<u8>, p: &Point, cache: &mut Cache) -> io::Result<()
 impl Cache {
     /// `"ifname":"va","netns":4026532178,"netns_name":"a"`.
     fn place(&mut self, p: &Point) -> io::Result<&[u8]> {
-        let found = self.places.iter().position(|k| {
-            k.netns == p.netns && same(&k.ifname, p.ifname) && same(&k.netns_name, p.netns_name)
-        });
-        let at = match found {
-            Some(at) => at,
-            None => {
-                if self.places.len() == PLACES_KEPT {
-                    self.places.clear();
-                }
+        self.places.get(
+            |k| {
+                k.netns == p.netns && same(&k.ifname, p.ifname) && same(&k.netns_name, p.netns_name)
+            },
+            || {
                 let mut json = b"\"ifname\":".to_vec();
                 serde_json::to_writer(&mut json, p.ifname)?;
                 json.extend_from_slice(b",\"netns\":");
                 serde_json::to_writer(&mut json, &p.netns)?;
                 json.extend_from_slice(b",\"netns_name\":");
                 serde_json::to_writer(&mut json, p.netns_name)?;
-                self.places.push(Place {
+                let key = Place {
                     ifname: p.ifname.clone(),
                     netns: p.netns,
                     netns_name: p.netns_name.clone(),
-                    json,
-                });
-                self.places.len() - 1
-            }
-        };
-        Ok(&self.places[at].json)
+                };
+                Ok((key, json))
+            },
+        )
     }
 
     /// `"ifname":"va","netns_name":"a","peer":{"ifname":"vb","netns_name":"b"}`.
     fn capture_place(&mut self, c: &CaptureRecord) -> io::Result<&[u8]> {
         let peer = c.peer.as_ref().map(|p| (p.ifname, p.netns_name));
-        let found = self.captures.iter().position(|k| {
-            same(&k.ifname, c.ifname)
-                && same(&k.netns_name, c.netns_name)
-                && k.peer.as_ref().map(|(i, n)| (i.as_str(), n.as_str())) == peer
-        });
-        let at = match found {
-            Some(at) => at,
-            None => {
-                if self.captures.len() == PLACES_KEPT {
-                    self.captures.clear();
-                }
+        self.captures.get(
+            |k| {
+                same(&k.ifname, c.ifname)
+                    && same(&k.netns_name, c.netns_name)
+                    && k.peer.as_ref().map(|(i, n)| (i.as_str(), n.as_str())) == peer
+            },
+            || {
                 let mut json = b"\"ifname\":".to_vec();
                 serde_json::to_writer(&mut json, c.ifname)?;
                 json.extend_from_slice(b",\"netns_name\":");
@@ -189,40 +206,28 @@ impl Cache {
                     json.extend_from_slice(b",\"peer\":");
                     serde_json::to_writer(&mut json, peer)?;
                 }
-                self.captures.push(CapturePlace {
+                let key = CapturePlace {
                     ifname: c.ifname.clone(),
                     netns_name: c.netns_name.clone(),
                     peer: peer.map(|(i, n)| (i.to_string(), n.to_string())),
-                    json,
-                });
-                self.captures.len() - 1
-            }
-        };
-        Ok(&self.captures[at].json)
+                };
+                Ok((key, json))
+            },
+        )
     }
 
     /// `{"ifname":"vb","netns_name":"b"}`.
     fn peer(&mut self, peer: &PeerRecord) -> io::Result<&[u8]> {
-        let found = self
-            .peers
-            .iter()
-            .position(|k| k.ifname == peer.ifname && k.netns_name == peer.netns_name);
-        let at = match found {
-            Some(at) => at,
-            None => {
-                if self.peers.len() == PLACES_KEPT {
-                    self.peers.clear();
-                }
-                let json = serde_json::to_vec(peer)?;
-                self.peers.push(Peer {
+        self.peers.get(
+            |k| k.ifname == peer.ifname && k.netns_name == peer.netns_name,
+            || {
+                let key = Peer {
                     ifname: peer.ifname.to_string(),
                     netns_name: peer.netns_name.to_string(),
-                    json,
-                });
-                self.peers.len() - 1
-            }
-        };
-        Ok(&self.peers[at].json)
+                };
+                Ok((key, serde_json::to_vec(peer)?))
+            },
+        )
     }
 }
 
