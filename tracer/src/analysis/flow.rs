@@ -114,14 +114,25 @@ pub(crate) fn tuples(journey: &Journey) -> Vec<Tuple> {
     // Not the tuples of a tunnel's outer headers, which many flows share: the packet's own,
     // from inside them where it was seen in no other form (a trace of the underlay alone).
     for outer_too in [false, true] {
-        let mut on_path: Vec<Tuple> = journey
+        let mut on_path: Vec<Tuple> = Vec::new();
+        let mut previous: Option<&Sighting> = None;
+        for s in journey
             .sightings
             .iter()
             .filter(|s| s.on_path() && (outer_too || s.tunnel.is_none()))
-            .filter_map(|s| canonical(&crate::analysis::tunnel::inner(s)))
-            .collect();
-        // Point after point sees the same tuple; one of each run is enough.
-        on_path.dedup();
+        {
+            // Point after point sees the same tuple; one of each run is enough, and a point
+            // with the headers of the one before has no other.
+            if previous.is_some_and(|p| same_endpoints(p, s)) {
+                continue;
+            }
+            previous = Some(s);
+            if let Some(tuple) = canonical(&crate::analysis::tunnel::inner(s)) {
+                if on_path.last() != Some(&tuple) {
+                    on_path.push(tuple);
+                }
+            }
+        }
         if !on_path.is_empty() {
             return on_path;
         }
@@ -129,6 +140,19 @@ pub(crate) fn tuples(journey: &Journey) -> Vec<Tuple> {
     let mut all: Vec<Tuple> = journey.sightings.iter().filter_map(canonical).collect();
     all.dedup();
     all
+}
+
+/// Whether two points have the same endpoints ([`endpoints`] reads no other field), neither
+/// inside a tunnel.
+fn same_endpoints(a: &Sighting, b: &Sighting) -> bool {
+    a.tunnel.is_none()
+        && b.tunnel.is_none()
+        && a.proto == b.proto
+        && a.src == b.src
+        && a.dst == b.dst
+        && a.sport == b.sport
+        && a.dport == b.dport
+        && a.icmp_type == b.icmp_type
 }
 
 /// Groups `journeys` (in time order) into flows, and sets each journey's `flow_id`.
