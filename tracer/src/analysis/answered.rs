@@ -69,8 +69,16 @@ pub fn delivered_by_answer(journeys: &mut [Journey]) {
     }
 }
 
-/// The id of the first later journey that answers `j`, if `j` is a candidate.
-fn answer_to<'a>(j: &Journey, later: impl Iterator<Item = &'a Journey>) -> Option<u64> {
+/// Until when an answer to `j` may come (the events' clock), if `j` is a segment whose end no
+/// point saw that TCP may answer: a live view holds it until then.
+pub fn answer_deadline(j: &Journey) -> Option<u64> {
+    let last = candidate(j)?;
+    Some(last.ts_ns.saturating_add(ANSWER_WINDOW_NS))
+}
+
+/// The last point on the path of `j`, if `j` is a TCP segment ended unseen on the receive side
+/// (or freed by TCP past LOCAL_IN), which an answer would show delivered.
+fn candidate(j: &Journey) -> Option<&Sighting> {
     let unseen = j.fate.kind == FateKind::Unknown
         && matches!(
             j.fate.unknown_reason(),
@@ -95,9 +103,19 @@ fn answer_to<'a>(j: &Journey, later: impl Iterator<Item = &'a Journey>) -> Optio
     // it acknowledges, say), then `goto discard_it` frees it with NOT_SPECIFIED. Its answer
     // tells that case from a segment TCP refused.
     let taken_by_tcp = freed_by_tcp && last.hook == Hook::NfLocalIn;
-    if h.proto != Proto::Tcp || !(RECEIVE_SIDE.contains(&last.hook) || taken_by_tcp) {
+    if j.copy.is_some()
+        || h.proto != Proto::Tcp
+        || !(RECEIVE_SIDE.contains(&last.hook) || taken_by_tcp)
+    {
         return None;
     }
+    Some(last)
+}
+
+/// The id of the first later journey that answers `j`, if `j` is a candidate.
+fn answer_to<'a>(j: &Journey, later: impl Iterator<Item = &'a Journey>) -> Option<u64> {
+    let last = candidate(j)?;
+    let h = j.headers();
     // Journeys are in the order they started.
     for k in later {
         let Some(first) = k.sightings.first() else {

@@ -21,6 +21,7 @@ pub use end::LiveEnd;
 
 use crate::{
     analysis::{
+        answered,
         fate::TraceEnd,
         journey::{
             from_closed,
@@ -65,8 +66,14 @@ pub struct LiveView {
     clock: WallClock,
     paint: Paint,
     /// Closed, waiting for the packets seen before them: by (first sighting's time, the
-    /// stitcher's number).
-    waiting: BTreeMap<(u64, u64), Closed>,
+    /// stitcher's number), a packet with the copies made of it, numbered from 1 until they are
+    /// given out.
+    waiting: BTreeMap<(u64, u64), Vec<Journey>>,
+    /// The waiting TCP segments whose end no point saw, with the time until which TCP may
+    /// answer them (see [`crate::analysis::answered`]): each waits, with the packets seen after
+    /// it, until all the packets of that window are closed, so that its answer is written with
+    /// it and its fate is the report's.
+    awaiting_answer: BTreeMap<(u64, u64), u64>,
     /// The waiting packets netfilter dropped, with the drop's time: each waits (and the packets
     /// seen after it wait behind it) for the drop rules read after it, which name its rule.
     dropped_by_netfilter: BTreeMap<(u64, u64), u64>,
@@ -109,6 +116,7 @@ impl LiveView {
             clock,
             paint: Paint::for_stdout(),
             waiting: BTreeMap::new(),
+            awaiting_answer: BTreeMap::new(),
             dropped_by_netfilter: BTreeMap::new(),
             rules: Vec::new(),
             given: 0,
@@ -188,13 +196,7 @@ impl LiveView {
             Some(&key) => self.waiting.split_off(&key),
             None => BTreeMap::new(),
         };
-        // A netfilter drop whose rules are not read yet holds the packets seen after it.
-        let unnamed = self
-            .dropped_by_netfilter
-            .iter()
-            .find(|(key, at)| self.snapshot_after(**at).is_none() && self.waiting.contains_key(key))
-            .map(|(key, _)| *key);
-        if let Some(key) = unnamed {
+        if let Some(key) = self.held(horizon) {
             later.append(&mut self.waiting.split_off(&key));
         }
         let ready = std::mem::replace(&mut self.waiting, later);
@@ -223,37 +225,84 @@ impl LiveView {
         LiveEnd::new(self, cut_short)
     }
 
+    /// The first waiting packet that must wait longer, if one does (the packets after it wait
+    /// behind it): a netfilter drop whose rules are not read yet, or a segment TCP may still
+    /// answer (its window reaches `horizon`, before which every packet has closed).
+    fn held(&self, horizon: u64) -> Option<(u64, u64)> {
+        // Both maps hold waiting packets only, in the waiting order, and few of them.
+        let unnamed = self
+            .dropped_by_netfilter
+            .iter()
+            .find(|(_, &at)| self.snapshot_after(at).is_none())
+            .map(|(key, _)| *key);
+        let unanswered = self
+            .awaiting_answer
+            .iter()
+            .find(|(_, &until)| until >= horizon)
+            .map(|(key, _)| *key);
+        let mut cut = match (unnamed, unanswered) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        // A segment written before the cut must have its window written with it: one whose
+        // window reaches the cut waits too.
+        while let Some(earlier) = self
+            .awaiting_answer
+            .range(..cut)
+            .find(|(_, &until)| until >= cut.0)
+            .map(|(key, _)| *key)
+        {
+            cut = earlier;
+        }
+        Some(cut)
+    }
+
     fn wait(&mut self, closed: Vec<Closed>) {
+        let end = TraceEnd::default();
         for c in closed {
             let first = c
                 .sightings
                 .first()
                 .or(c.annotations.first())
                 .map_or(0, |s| s.ts_ns);
+            let key = (first, c.id);
             if let Some(at) = netfilter_drop_ns(&c.sightings) {
-                self.dropped_by_netfilter.insert((first, c.id), at);
+                self.dropped_by_netfilter.insert(key, at);
             }
-            self.waiting.insert((first, c.id), c);
+            // A packet and the copies a bridge made of it, numbered from 1 for now.
+            let group = from_closed(c, &end, 1);
+            if let Some(until) = group.iter().filter_map(answered::answer_deadline).max() {
+                self.awaiting_answer.insert(key, until);
+            }
+            self.waiting.insert(key, group);
         }
     }
 
     /// Writes `ready`, each netfilter drop with the time its rules are to be read after.
-    fn write_ready(&mut self, ready: BTreeMap<(u64, u64), Closed>) -> usize {
-        let ready: Vec<(Closed, Option<u64>)> = ready
+    fn write_ready(&mut self, ready: BTreeMap<(u64, u64), Vec<Journey>>) -> usize {
+        let ready: Vec<(Vec<Journey>, Option<u64>)> = ready
             .into_iter()
-            .map(|(key, c)| (c, self.dropped_by_netfilter.remove(&key)))
+            .map(|(key, group)| {
+                self.awaiting_answer.remove(&key);
+                (group, self.dropped_by_netfilter.remove(&key))
+            })
             .collect();
         self.write(ready.into_iter())
     }
 
-    fn write(&mut self, ready: impl Iterator<Item = (Closed, Option<u64>)>) -> usize {
-        let end = TraceEnd::default();
+    fn write(&mut self, ready: impl Iterator<Item = (Vec<Journey>, Option<u64>)>) -> usize {
         let mut journeys = Vec::new();
         // Journey number -> the rules read that names its drop.
         let mut named_by: HashMap<u64, usize> = HashMap::new();
-        for (c, dropped_at) in ready {
-            // A packet and the copies a bridge made of it, each in the order first seen.
-            let mut group = from_closed(c, &end, self.given + 1);
+        for (mut group, dropped_at) in ready {
+            // Numbered now, in the order first seen, the copies pointing at their original.
+            let base = self.given;
+            for j in &mut group {
+                j.id += base;
+                if let Some(copy) = j.copy.as_mut() {
+                    copy.of += base;
+                }
+            }
             if let Some(snapshot) = dropped_at.and_then(|at| self.snapshot_after(at)) {
                 named_by.extend(group.iter().map(|j| (j.id, snapshot)));
             }
@@ -261,6 +310,9 @@ impl LiveView {
             group.sort_by_key(|j| j.sightings.first().map_or(0, |s| s.ts_ns));
             journeys.extend(group);
         }
+        // A segment whose end no point saw, answered by TCP, was delivered (as the report of a
+        // whole trace says): its window of packets is in this batch.
+        answered::delivered_by_answer(&mut journeys);
         // In order: each packet after the flows that ended before it began.
         let mut repeats = HashMap::new();
         let mut items = Vec::new();
