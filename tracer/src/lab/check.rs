@@ -63,7 +63,11 @@ pub fn fates(analysis: &Analysis, expect: &[Expect], score: &mut Score) {
                 picked.len()
             ));
         }
-        for journey in picked {
+        let first_picked = picked
+            .first()
+            .and_then(|j| j.sightings.first())
+            .map_or(0, |s| s.ts_ns);
+        for (round, journey) in picked.iter().enumerate() {
             score.packets_checked += 1;
             let fate = &journey.fate;
             let partial = &analysis.context.end.partial_hooks;
@@ -109,7 +113,7 @@ pub fn fates(analysis: &Analysis, expect: &[Expect], score: &mut Score) {
                     fate.kind.name(),
                     fate.point().unwrap_or_default(),
                     fate.reason_name().unwrap_or(""),
-                    path_words(journey, analysis)
+                    path_words(journey, analysis, (round + 1, first_picked))
                 ));
             }
         }
@@ -117,9 +121,14 @@ pub fn fates(analysis: &Analysis, expect: &[Expect], score: &mut Score) {
 }
 
 /// The path the tracer saw, point by point, for a check that failed: what a run that cannot
-/// be repeated (a CI machine's) leaves to study. Times are from the trace's first event, so
+/// be repeated (a CI machine's) leaves to study. Times are from the trace's first event and
+/// from the first packet of the same check (`(which of them this is, the first's time)`), so
 /// that the rounds of a retransmitted packet can be told apart.
-fn path_words(journey: &crate::analysis::journey::Journey, analysis: &Analysis) -> String {
+fn path_words(
+    journey: &crate::analysis::journey::Journey,
+    analysis: &Analysis,
+    (round, first_picked): (usize, u64),
+) -> String {
     let start = analysis
         .journeys
         .iter()
@@ -132,8 +141,10 @@ fn path_words(journey: &crate::analysis::journey::Journey, analysis: &Analysis) 
     let _ =
         crate::report::output::write_path(&mut path, journey, crate::report::paint::Paint::Plain);
     format!(
-        "    first seen {:.6} s after the trace's first event; its path:\n{}",
+        "    packet {round} of this check, first seen {:.6} s after the trace's first event and \
+         {:.6} s after the first packet of this check; its path:\n{}",
         first.saturating_sub(start) as f64 / 1e9,
+        first.saturating_sub(first_picked) as f64 / 1e9,
         String::from_utf8_lossy(&path).trim_end()
     )
 }
