@@ -137,15 +137,51 @@ fn path_words(
         .min()
         .unwrap_or(0);
     let first = journey.sightings.first().map_or(0, |s| s.ts_ns);
+    let last = journey.sightings.last().map_or(0, |s| s.ts_ns);
     let mut path = Vec::new();
     let _ =
         crate::report::output::write_path(&mut path, journey, crate::report::paint::Paint::Plain);
     format!(
         "    packet {round} of this check, first seen {:.6} s after the trace's first event and \
-         {:.6} s after the first packet of this check; its path:\n{}",
+         {:.6} s after the first packet of this check; {}; its path:\n{}",
         first.saturating_sub(start) as f64 / 1e9,
         first.saturating_sub(first_picked) as f64 / 1e9,
+        nearest_tracepoint_events(analysis, first, last),
         String::from_utf8_lossy(&path).trim_end()
+    )
+}
+
+/// The tracepoint events of the whole trace nearest before `first` and after `last`: whether
+/// the kernel ran the tracer's tracepoint programs around a packet none of them saw (issue
+/// 21's failures: tc and netfilter programs saw such a packet, no tracepoint program did).
+fn nearest_tracepoint_events(analysis: &Analysis, first: u64, last: u64) -> String {
+    let tracepoint = analysis
+        .journeys
+        .iter()
+        .flat_map(|j| &j.sightings)
+        .filter(|s| !s.hook.info().mechanism.tracepoints().is_empty());
+    // (time, hook) of the nearest one on each side.
+    let mut before: Option<(u64, &str)> = None;
+    let mut after: Option<(u64, &str)> = None;
+    for s in tracepoint {
+        if s.ts_ns < first && before.is_none_or(|(t, _)| s.ts_ns > t) {
+            before = Some((s.ts_ns, s.hook.name()));
+        }
+        if s.ts_ns > last && after.is_none_or(|(t, _)| s.ts_ns < t) {
+            after = Some((s.ts_ns, s.hook.name()));
+        }
+    }
+    let words = |found: Option<(u64, &str)>, side: &str| match found {
+        Some((t, hook)) => format!(
+            "{:.6} s {side} ({hook})",
+            t.abs_diff(if side == "before" { first } else { last }) as f64 / 1e9
+        ),
+        None => format!("none {side}"),
+    };
+    format!(
+        "the nearest tracepoint events of the trace: {}, {}",
+        words(before, "before"),
+        words(after, "after")
     )
 }
 

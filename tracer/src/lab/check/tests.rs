@@ -34,6 +34,16 @@ fn the_right_fate_scores_every_packet_and_a_wrong_one_none() {
     );
     assert_eq!(wrong.fates_correct, 0);
     assert_eq!(wrong.problems.len(), wrong.packets_checked);
+    // What a failing run leaves to read: which packet of the check, the tracepoint events
+    // around it, its path.
+    let second = &wrong.problems[1];
+    assert!(
+        second.contains("packet 2 of this check")
+            && second.contains("the nearest tracepoint events of the trace: ")
+            && second.contains("its path:\n")
+            && second.contains("tc_ingress"),
+        "{second}"
+    );
     let mut delivered = Score::default();
     fates(
         &analysis,
