@@ -11,6 +11,7 @@
 
 mod end;
 mod flows;
+mod holds;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -18,14 +19,13 @@ use std::{
 };
 
 pub use end::LiveEnd;
+use holds::{netfilter_drop_ns, Holds, Ready};
 
 use crate::{
     analysis::{
         answered,
-        fate::TraceEnd,
         journey::{
-            from_closed,
-            stream::{Closed, Stitcher, Window},
+            stream::{Stitcher, Window},
             Journey,
         },
         live_flows::{Limits, LiveFlow, LiveFlows},
@@ -65,21 +65,8 @@ pub struct LiveView {
     captures: Vec<LiveCapture>,
     clock: WallClock,
     paint: Paint,
-    /// Closed, waiting for the packets seen before them: by (first sighting's time, the
-    /// stitcher's number), a packet with the copies made of it, numbered from 1 until they are
-    /// given out.
-    waiting: BTreeMap<(u64, u64), Vec<Journey>>,
-    /// The waiting TCP segments whose end no point saw, with the time until which TCP may
-    /// answer them (see [`crate::analysis::answered`]): each waits, with the packets seen after
-    /// it, until all the packets of that window are closed, so that its answer is written with
-    /// it and its fate is the report's.
-    awaiting_answer: BTreeMap<(u64, u64), u64>,
-    /// The waiting packets netfilter dropped, with the drop's time: each waits (and the packets
-    /// seen after it wait behind it) for the drop rules read after it, which name its rule.
-    dropped_by_netfilter: BTreeMap<(u64, u64), u64>,
-    /// The drop rules read while tracing, in the order they were read (see
-    /// [`crate::trace::session`]); a replay has them all from the recording.
-    rules: Vec<RulesSnapshot>,
+    /// The packets closed and not written yet, and the drop rules read while tracing.
+    holds: Holds,
     /// Journeys given out so far.
     given: u64,
     /// Stdout stopped taking lines (a closed pipe).
@@ -115,10 +102,7 @@ impl LiveView {
             captures,
             clock,
             paint: Paint::for_stdout(),
-            waiting: BTreeMap::new(),
-            awaiting_answer: BTreeMap::new(),
-            dropped_by_netfilter: BTreeMap::new(),
-            rules: Vec::new(),
+            holds: Holds::default(),
             given: 0,
             closed: false,
             options,
@@ -160,27 +144,13 @@ impl LiveView {
 
     /// The drop rules as read at one moment: the packets netfilter dropped before it can go.
     pub fn add_rules(&mut self, snapshot: RulesSnapshot) {
-        let at = self
-            .rules
-            .partition_point(|s| s.started_ns <= snapshot.started_ns);
-        self.rules.insert(at, snapshot);
+        self.holds.add_rules(snapshot);
     }
 
     /// The time of the earliest netfilter drop waiting for the rules to be read after it: a
     /// read started now names it.
     pub fn rules_wanted(&self) -> Option<u64> {
-        self.dropped_by_netfilter
-            .values()
-            .copied()
-            .filter(|&at| self.snapshot_after(at).is_none())
-            .min()
-    }
-
-    /// The first rules read started after `at`: the one that names a drop at `at`, the same in
-    /// the live run and in its replay.
-    fn snapshot_after(&self, at: u64) -> Option<usize> {
-        let i = self.rules.partition_point(|s| s.started_ns < at);
-        (i < self.rules.len()).then_some(i)
+        self.holds.rules_wanted()
     }
 
     /// Writes the packets whose journeys closed by now: the events' time, moved on to `now_ns`
@@ -190,17 +160,9 @@ impl LiveView {
             Some(now) => self.stitcher.advance_to(now),
             None => self.stitcher.advance(),
         };
-        self.wait(closed);
-        let horizon = self.stitcher.horizon();
-        let mut later = match self.waiting.keys().find(|(first, _)| *first >= horizon) {
-            Some(&key) => self.waiting.split_off(&key),
-            None => BTreeMap::new(),
-        };
-        if let Some(key) = self.held(horizon) {
-            later.append(&mut self.waiting.split_off(&key));
-        }
-        let ready = std::mem::replace(&mut self.waiting, later);
-        let written = self.write_ready(ready);
+        self.holds.wait(closed);
+        let ready = self.holds.ready(self.stitcher.horizon());
+        let written = self.write(ready);
         if let Some(now) = now_ns {
             self.summary_if_due(now);
         }
@@ -215,82 +177,19 @@ impl LiveView {
     pub fn finish(mut self, rules: &[NamespaceRules]) -> LiveEnd {
         let stitcher = std::mem::take(&mut self.stitcher);
         let cut_short = stitcher.cut_short;
-        self.wait(stitcher.finish());
-        self.add_rules(RulesSnapshot {
+        self.holds.wait(stitcher.finish());
+        self.holds.add_rules(RulesSnapshot {
             started_ns: u64::MAX,
             namespaces: rules.to_vec(),
         });
-        let ready = std::mem::take(&mut self.waiting);
-        self.write_ready(ready);
+        let ready = self.holds.all();
+        self.write(ready);
         LiveEnd::new(self, cut_short)
     }
 
-    /// The first waiting packet that must wait longer, if one does (the packets after it wait
-    /// behind it): a netfilter drop whose rules are not read yet, or a segment TCP may still
-    /// answer (its window reaches `horizon`, before which every packet has closed).
-    fn held(&self, horizon: u64) -> Option<(u64, u64)> {
-        // Both maps hold waiting packets only, in the waiting order, and few of them.
-        let unnamed = self
-            .dropped_by_netfilter
-            .iter()
-            .find(|(_, &at)| self.snapshot_after(at).is_none())
-            .map(|(key, _)| *key);
-        let unanswered = self
-            .awaiting_answer
-            .iter()
-            .find(|(_, &until)| until >= horizon)
-            .map(|(key, _)| *key);
-        let mut cut = match (unnamed, unanswered) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b)?,
-        };
-        // A segment written before the cut must have its window written with it: one whose
-        // window reaches the cut waits too.
-        while let Some(earlier) = self
-            .awaiting_answer
-            .range(..cut)
-            .find(|(_, &until)| until >= cut.0)
-            .map(|(key, _)| *key)
-        {
-            cut = earlier;
-        }
-        Some(cut)
-    }
-
-    fn wait(&mut self, closed: Vec<Closed>) {
-        let end = TraceEnd::default();
-        for c in closed {
-            let first = c
-                .sightings
-                .first()
-                .or(c.annotations.first())
-                .map_or(0, |s| s.ts_ns);
-            let key = (first, c.id);
-            if let Some(at) = netfilter_drop_ns(&c.sightings) {
-                self.dropped_by_netfilter.insert(key, at);
-            }
-            // A packet and the copies a bridge made of it, numbered from 1 for now.
-            let group = from_closed(c, &end, 1);
-            if let Some(until) = group.iter().filter_map(answered::answer_deadline).max() {
-                self.awaiting_answer.insert(key, until);
-            }
-            self.waiting.insert(key, group);
-        }
-    }
-
-    /// Writes `ready`, each netfilter drop with the time its rules are to be read after.
-    fn write_ready(&mut self, ready: BTreeMap<(u64, u64), Vec<Journey>>) -> usize {
-        let ready: Vec<(Vec<Journey>, Option<u64>)> = ready
-            .into_iter()
-            .map(|(key, group)| {
-                self.awaiting_answer.remove(&key);
-                (group, self.dropped_by_netfilter.remove(&key))
-            })
-            .collect();
-        self.write(ready.into_iter())
-    }
-
-    fn write(&mut self, ready: impl Iterator<Item = (Vec<Journey>, Option<u64>)>) -> usize {
+    /// Writes `ready` (in the order first seen), each netfilter drop with the rules read after
+    /// it.
+    fn write(&mut self, ready: Vec<Ready>) -> usize {
         let mut journeys = Vec::new();
         // Journey number -> the rules read that names its drop.
         let mut named_by: HashMap<u64, usize> = HashMap::new();
@@ -303,7 +202,7 @@ impl LiveView {
                     copy.of += base;
                 }
             }
-            if let Some(snapshot) = dropped_at.and_then(|at| self.snapshot_after(at)) {
+            if let Some(snapshot) = dropped_at.and_then(|at| self.holds.snapshot_after(at)) {
                 named_by.extend(group.iter().map(|j| (j.id, snapshot)));
             }
             self.given = group.last().map_or(self.given, |j| j.id);
@@ -339,7 +238,7 @@ impl LiveView {
         let mut result = Ok(());
         for (snapshot, run) in runs_by_rules(items, &named_by) {
             if let Some(i) = snapshot {
-                analysis.context.rules = self.rules[i].namespaces.clone();
+                analysis.context.rules = self.holds.rules(i).namespaces.clone();
             }
             let batch: Vec<&Journey> = run
                 .iter()
@@ -467,8 +366,8 @@ impl LiveView {
             .filter_map(|j| netfilter_drop_ns(&j.sightings))
             .max();
         let rules = last_drop
-            .and_then(|at| self.snapshot_after(at))
-            .map(|i| self.rules[i].namespaces.clone())
+            .and_then(|at| self.holds.snapshot_after(at))
+            .map(|i| self.holds.rules(i).namespaces.clone())
             .unwrap_or_default();
         Context {
             rules,
@@ -505,16 +404,6 @@ fn runs_by_rules(
         }
     }
     runs
-}
-
-/// When netfilter dropped the packet, if it did: the time of its free with the reason
-/// `NETFILTER_DROP`, after which the rules' counters tell which rule it was.
-fn netfilter_drop_ns(sightings: &[Sighting]) -> Option<u64> {
-    sightings
-        .iter()
-        .rev()
-        .find(|s| s.is_drop() && s.reason.as_deref() == Some("NETFILTER_DROP"))
-        .map(|s| s.ts_ns)
 }
 
 #[cfg(test)]

@@ -1,16 +1,15 @@
 //! A tracing session: kernel programs loaded and attached, events read until told to stop.
 
-use std::{collections::BTreeMap, future::Future, sync::Arc, time::Instant};
+use std::{future::Future, sync::Arc, time::Instant};
 
 use anyhow::{Context, Result};
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap as BpfHashMap, MapData, RingBuf},
     Ebpf,
 };
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
     config::{iface_key, TraceConfig},
-    hook::Hook,
     names,
 };
 
@@ -20,7 +19,6 @@ use rules_watch::RulesWatch;
 pub use ring::decode_record;
 
 use crate::{
-    analysis::fate::TraceEnd,
     kernel::counters,
     kernel::filter::Filter,
     kernel::kallsyms::Kallsyms,
@@ -30,8 +28,7 @@ use crate::{
     kernel::netfilter::Netfilter,
     kernel::netns::{self, Netns, NetnsRef},
     kernel::rules,
-    model::gaps,
-    model::recording::{self, Recorder, Recording, TraceClock},
+    model::recording::{Recorder, Recording},
     model::sighting::{Name, Names},
     report::line::WallClock,
     report::stats::Stats,
@@ -334,49 +331,7 @@ impl Session {
         if let Some(status) = &status {
             status.erase();
         }
-        let end_ns = crate::kernel::clock::monotonic_ns();
-        // How often the kernel skipped a program is kept in the program: hold them open to read
-        // it once they can no longer run.
-        let misses = crate::kernel::misses::MissCounters::hold(&self.ebpf)?;
-        // Nothing may be written to the ring after its last read: such an event would be
-        // neither read nor counted lost, and a packet in flight would lose its last points.
-        self.stop_observing(&mut stats, &mut sightings);
-        stats.missed = misses.per_hook()?;
-        self.read_ring(&mut stats, &mut sightings, None);
-        // Read before the live view finishes: the drops no earlier read named wait for it.
-        let rules = self.rules.read_now();
-        let live = self.live_view.take().map(|view| view.finish(&rules));
-        (stats.lost, stats.lost_per_cpu) = self.lost_counts()?;
-        stats.duration_ns = self.started.elapsed().as_nanos() as u64;
-        let context = recording::Context {
-            live: self.live_captures(),
-            counters: self.counter_changes(),
-            rules,
-            // Used by the live view as they came, and recorded among the events.
-            rule_snapshots: Vec::new(),
-            // Events not kept count as lost: journeys they cut are marked incomplete.
-            end: TraceEnd {
-                end_ns,
-                lost: stats.lost_total() + stats.not_kept + stats.missed_total(),
-                gaps: gaps::find(&sightings, &stats.lost_per_cpu, stats.not_kept, end_ns)
-                    .into_iter()
-                    .chain(gaps::anywhere(stats.missed_total(), end_ns))
-                    .collect(),
-                partial_hooks: self.netfilter.partial_hooks(),
-            },
-            clock: Some(TraceClock {
-                wall_minus_monotonic_ns: self.clock.offset_ns(),
-                duration_ns: stats.duration_ns,
-            }),
-        };
-        if let Some(recorder) = self.recorder.take() {
-            recorder.finish(&context)?;
-        }
-        Ok(Traced {
-            recording: Recording { sightings, context },
-            stats,
-            live,
-        })
+        self.finish(stats, sightings)
     }
 
     /// Starts reading the drop rules when the live view holds a netfilter drop read after no
@@ -413,24 +368,6 @@ impl Session {
         drain(self.ring.get_mut(), &mut readers);
     }
 
-    /// Detaches every program: netfilter links, tc filters, and the programs aya holds (the
-    /// ring and the other maps stay for the last read).
-    fn stop_observing(
-        &mut self,
-        stats: &mut Stats,
-        sightings: &mut Vec<crate::model::sighting::Sighting>,
-    ) {
-        // Read between the steps: under load the kernel fills the ring while netfilter's links
-        // are released one grace period at a time, and what it could not queue would count
-        // as lost.
-        while self.netfilter.detach_one_namespace() {
-            self.read_ring(stats, sightings, None);
-        }
-        self.interface_programs.detach();
-        self.read_ring(stats, sightings, None);
-        loader::detach_programs(&mut self.ebpf);
-    }
-
     /// Detaches the netfilter hooks of each traced namespace that was deleted (its name gone,
     /// no process left in it): they hold a reference on it, and would keep it, its interfaces
     /// and their veth peers alive until the tracer exits.
@@ -449,21 +386,6 @@ impl Session {
                 );
             }
         }
-    }
-
-    /// Events the kernel could not queue, per hook and per CPU.
-    fn lost_counts(&self) -> Result<(BTreeMap<String, u64>, BTreeMap<u16, u64>)> {
-        let lost: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map(names::LOST).context("map LOST missing")?)?;
-        let (mut per_hook, mut per_cpu) = (BTreeMap::new(), BTreeMap::new());
-        for hook in Hook::ALL {
-            let counts = lost.get(&(hook as u32), 0)?;
-            for (cpu, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
-                *per_hook.entry(hook.name().to_string()).or_default() += n;
-                *per_cpu.entry(cpu as u16).or_default() += n;
-            }
-        }
-        Ok((per_hook, per_cpu))
     }
 }
 
@@ -512,6 +434,7 @@ mod context;
 mod count;
 mod ring;
 mod rules_watch;
+mod stop;
 
 use count::PacketCount;
 

@@ -1,0 +1,163 @@
+//! The closed packets the live view holds before writing them: each waits for the packets
+//! seen before it (tcpdump's order), a netfilter drop for the rules read after it (which name
+//! its rule), and a TCP segment whose end no point saw for its answer window (its fate is
+//! then the report's). The packets seen after a held one wait behind it.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    analysis::{
+        answered,
+        fate::TraceEnd,
+        journey::{from_closed, stream::Closed, Journey},
+    },
+    kernel::rules::RulesSnapshot,
+    model::sighting::Sighting,
+};
+
+/// A waiting packet's place: its first sighting's time, then the stitcher's number.
+type Key = (u64, u64);
+
+/// A packet ready to be written: it with the copies a bridge made of it (numbered from 1 until
+/// given out), and the time netfilter dropped it, whose rules read names the rule.
+pub type Ready = (Vec<Journey>, Option<u64>);
+
+#[derive(Default)]
+pub struct Holds {
+    /// Closed, waiting for the packets seen before them.
+    waiting: BTreeMap<Key, Vec<Journey>>,
+    /// The waiting TCP segments whose end no point saw, with the time until which TCP may
+    /// answer them (see [`crate::analysis::answered`]): each waits until all the packets of
+    /// that window are closed, so that its answer is written with it.
+    awaiting_answer: BTreeMap<Key, u64>,
+    /// The waiting packets netfilter dropped, with the drop's time: each waits for the drop
+    /// rules read after it.
+    dropped_by_netfilter: BTreeMap<Key, u64>,
+    /// The drop rules read while tracing, in the order they were started (see
+    /// [`crate::trace::session`]); a replay has them all from the recording.
+    rules: Vec<RulesSnapshot>,
+}
+
+impl Holds {
+    /// The drop rules as read at one moment: the packets netfilter dropped before it can go.
+    pub fn add_rules(&mut self, snapshot: RulesSnapshot) {
+        let at = self
+            .rules
+            .partition_point(|s| s.started_ns <= snapshot.started_ns);
+        self.rules.insert(at, snapshot);
+    }
+
+    pub fn rules(&self, snapshot: usize) -> &RulesSnapshot {
+        &self.rules[snapshot]
+    }
+
+    /// The time of the earliest netfilter drop waiting for the rules to be read after it: a
+    /// read started now names it.
+    pub fn rules_wanted(&self) -> Option<u64> {
+        self.dropped_by_netfilter
+            .values()
+            .copied()
+            .filter(|&at| self.snapshot_after(at).is_none())
+            .min()
+    }
+
+    /// The first rules read started after `at`: the one that names a drop at `at`, the same in
+    /// the live run and in its replay.
+    pub fn snapshot_after(&self, at: u64) -> Option<usize> {
+        let i = self.rules.partition_point(|s| s.started_ns < at);
+        (i < self.rules.len()).then_some(i)
+    }
+
+    /// Takes in the packets the stitcher closed.
+    pub fn wait(&mut self, closed: Vec<Closed>) {
+        let end = TraceEnd::default();
+        for c in closed {
+            let first = c
+                .sightings
+                .first()
+                .or(c.annotations.first())
+                .map_or(0, |s| s.ts_ns);
+            let key = (first, c.id);
+            if let Some(at) = netfilter_drop_ns(&c.sightings) {
+                self.dropped_by_netfilter.insert(key, at);
+            }
+            let group = from_closed(c, &end, 1);
+            if let Some(until) = group.iter().filter_map(answered::answer_deadline).max() {
+                self.awaiting_answer.insert(key, until);
+            }
+            self.waiting.insert(key, group);
+        }
+    }
+
+    /// The packets that can go, in the order first seen: those seen before `horizon` (the
+    /// stitcher's: every packet seen before it has closed) and before the first held one.
+    pub fn ready(&mut self, horizon: u64) -> Vec<Ready> {
+        let mut later = match self.waiting.keys().find(|(first, _)| *first >= horizon) {
+            Some(&key) => self.waiting.split_off(&key),
+            None => BTreeMap::new(),
+        };
+        if let Some(key) = self.held(horizon) {
+            later.append(&mut self.waiting.split_off(&key));
+        }
+        let ready = std::mem::replace(&mut self.waiting, later);
+        self.release(ready)
+    }
+
+    /// Every waiting packet: the trace stopped.
+    pub fn all(&mut self) -> Vec<Ready> {
+        let ready = std::mem::take(&mut self.waiting);
+        self.release(ready)
+    }
+
+    fn release(&mut self, ready: BTreeMap<Key, Vec<Journey>>) -> Vec<Ready> {
+        ready
+            .into_iter()
+            .map(|(key, group)| {
+                self.awaiting_answer.remove(&key);
+                (group, self.dropped_by_netfilter.remove(&key))
+            })
+            .collect()
+    }
+
+    /// The first waiting packet that must wait longer, if one does: a netfilter drop whose
+    /// rules are not read yet, or a segment TCP may still answer (its window reaches
+    /// `horizon`).
+    fn held(&self, horizon: u64) -> Option<Key> {
+        // Both maps hold waiting packets only, in the waiting order, and few of them.
+        let unnamed = self
+            .dropped_by_netfilter
+            .iter()
+            .find(|(_, &at)| self.snapshot_after(at).is_none())
+            .map(|(key, _)| *key);
+        let unanswered = self
+            .awaiting_answer
+            .iter()
+            .find(|(_, &until)| until >= horizon)
+            .map(|(key, _)| *key);
+        let mut cut = match (unnamed, unanswered) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        // A segment written before the cut must have its window written with it: one whose
+        // window reaches the cut waits too.
+        while let Some(earlier) = self
+            .awaiting_answer
+            .range(..cut)
+            .find(|(_, &until)| until >= cut.0)
+            .map(|(key, _)| *key)
+        {
+            cut = earlier;
+        }
+        Some(cut)
+    }
+}
+
+/// When netfilter dropped the packet, if it did: the time of its free with the reason
+/// `NETFILTER_DROP`, after which the rules' counters tell which rule it was.
+pub fn netfilter_drop_ns(sightings: &[Sighting]) -> Option<u64> {
+    sightings
+        .iter()
+        .rev()
+        .find(|s| s.is_drop() && s.reason.as_deref() == Some("NETFILTER_DROP"))
+        .map(|s| s.ts_ns)
+}
