@@ -1,7 +1,11 @@
 //! Sinks: JSON lines (the contract in the README's schema table) and text for people.
 
-use std::io::{self, Write};
+use std::{
+    collections::BTreeMap,
+    io::{self, Write},
+};
 
+use serde::Serialize;
 use serde_json::{json, Value};
 use tracer_common::{
     catalogue::Tap,
@@ -12,6 +16,7 @@ use crate::{
     analysis::flow::Flow,
     analysis::journey::Journey,
     analysis::Analysis,
+    model::protocol::Proto,
     model::recording::NamespaceCounters,
     report::explanation::{self, words::packet_words},
     report::packet_record::PacketRecord,
@@ -41,13 +46,73 @@ pub fn write_packet_json(
     out.write_all(b"\n")
 }
 
-pub fn flow_json(flow: &Flow, analysis: &Analysis) -> Value {
-    let mut value = serde_json::to_value(flow).unwrap_or_default();
-    value["type"] = json!("flow");
-    value["schema_version"] = json!(SCHEMA_VERSION);
-    value["packet_ids"] = json!(flow.journeys);
-    value["explanation"] = json!(explanation::flow(flow, analysis));
-    value
+/// A `flow` record: the flow's fields with its packets and sentences, in the order of their
+/// names (as the `Value` they were once built as wrote them; the unit test compares).
+#[derive(Serialize)]
+struct FlowRecord<'a> {
+    client: &'a str,
+    #[serde(skip_serializing_if = "<[u64]>::is_empty")]
+    copy_ids: &'a [u64],
+    /// Through a `Value`, whose keys are in name order (rare: a flow that went wrong).
+    diverge: Option<Value>,
+    explanation: Vec<String>,
+    fates: &'a BTreeMap<&'static str, u64>,
+    id: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    incomplete_packets: u64,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    nat: &'a [String],
+    packet_ids: &'a [u64],
+    packets: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    packets_not_listed: u64,
+    proto: Proto,
+    schema_version: u32,
+    server: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The `flow` record of `flow` written as a line to `out`, straight from the flow (no JSON
+/// tree between). `not_kept`: the packets a live flow counted and did not keep, whose
+/// sentences are then drawn from those it kept.
+pub fn write_flow_json(
+    out: &mut impl Write,
+    flow: &Flow,
+    analysis: &Analysis,
+    not_kept: u64,
+) -> io::Result<()> {
+    let mut explanation = explanation::flow(flow, analysis);
+    if not_kept > 0 {
+        explanation.push(format!(
+            "Its sentences are drawn from the {} packets it kept of {}.",
+            flow.journeys.len(),
+            flow.packets
+        ));
+    }
+    let record = FlowRecord {
+        client: &flow.client,
+        copy_ids: &flow.copies,
+        diverge: flow.diverge.as_ref().map(|fate| json!(fate)),
+        explanation,
+        fates: &flow.fates,
+        id: flow.id,
+        incomplete_packets: flow.incomplete_packets,
+        nat: &flow.nat,
+        packet_ids: &flow.journeys,
+        packets: flow.packets,
+        packets_not_listed: not_kept,
+        proto: flow.proto,
+        schema_version: SCHEMA_VERSION,
+        server: &flow.server,
+        kind: "flow",
+    };
+    serde_json::to_writer(&mut *out, &record)?;
+    out.write_all(b"\n")
 }
 
 pub fn write_json(out: &mut impl Write, analysis: &Analysis, stats: &Stats) -> io::Result<()> {
@@ -65,7 +130,7 @@ pub fn write_json_selected(
         write_packet_json(out, journey, analysis)?;
     }
     for flow in selection.flows(analysis) {
-        writeln!(out, "{}", flow_json(flow, analysis))?;
+        write_flow_json(out, flow, analysis, 0)?;
     }
     let checks = explanation::counter_sentences(analysis);
     let counters = &analysis.context.counters;
@@ -329,4 +394,60 @@ pub fn write_path(out: &mut impl Write, journey: &Journey, paint: Paint) -> io::
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::model::recording;
+
+    /// What the `flow` records were before they were written straight: the flow as a `Value`
+    /// with the keys added after its fields.
+    fn flow_by_value(flow: &Flow, analysis: &Analysis, not_kept: u64) -> String {
+        let mut value = serde_json::to_value(flow).unwrap();
+        value["type"] = json!("flow");
+        value["schema_version"] = json!(SCHEMA_VERSION);
+        value["packet_ids"] = json!(flow.journeys);
+        value["explanation"] = json!(explanation::flow(flow, analysis));
+        if not_kept > 0 {
+            value["packets_not_listed"] = json!(not_kept);
+            value["explanation"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!(format!(
+                    "Its sentences are drawn from the {} packets it kept of {}.",
+                    flow.journeys.len(),
+                    flow.packets
+                )));
+        }
+        value.to_string()
+    }
+
+    #[test]
+    fn every_flow_of_every_fixture_is_written_as_its_value_was() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut fixtures: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .collect();
+        fixtures.sort();
+        assert!(fixtures.len() > 20, "{} fixtures", fixtures.len());
+        let mut flows = 0;
+        for path in fixtures {
+            let analysis = Analysis::new(recording::read(&path).unwrap(), None);
+            for flow in &analysis.flows {
+                for not_kept in [0, 3] {
+                    let mut written = Vec::new();
+                    write_flow_json(&mut written, flow, &analysis, not_kept).unwrap();
+                    let expected = flow_by_value(flow, &analysis, not_kept) + "\n";
+                    assert_eq!(String::from_utf8(written).unwrap(), expected, "{path:?}");
+                }
+                flows += 1;
+            }
+        }
+        assert!(flows > 20, "{flows} flows");
+    }
 }

@@ -5,15 +5,12 @@ use std::io::{self, Write};
 
 use anyhow::Result;
 
-use super::{
-    flows::{flow_analysis, flow_record},
-    Incomplete, LiveView,
-};
+use super::{flows::flow_analysis, Incomplete, LiveView};
 use crate::{
     analysis::{live_flows::LiveFlows, Context},
     report::{
         explanation::counter_checks,
-        output::{stats_json, write_flow_line, write_footer_lines},
+        output::{stats_json, write_flow_json, write_flow_line, write_footer_lines},
         paint::Paint,
         stats::Stats,
         stdout::Format,
@@ -104,7 +101,7 @@ impl LiveEnd {
                 continue;
             }
             match self.options.format {
-                Format::Json => writeln!(out, "{}", flow_record(flow, &analysis, not_kept))?,
+                Format::Json => write_flow_json(out, flow, &analysis, not_kept)?,
                 Format::Text => write_flow_line(out, flow, &analysis, self.paint)?,
             }
         }

@@ -5,11 +5,9 @@ use std::io::{self, Write};
 
 use super::LiveView;
 use crate::{
-    analysis::{
-        flow::Flow, live_flows::LiveFlow, retransmissions::retransmissions, Analysis, Context,
-    },
+    analysis::{live_flows::LiveFlow, retransmissions::retransmissions, Analysis, Context},
     report::{
-        output::{flow_json, write_flow_line},
+        output::{write_flow_json, write_flow_line},
         stdout::Format,
     },
 };
@@ -71,7 +69,7 @@ impl LiveView {
             return Ok(());
         }
         match self.options.format {
-            Format::Json => writeln!(out, "{}", flow_record(flow, &analysis, not_kept)),
+            Format::Json => write_flow_json(out, flow, &analysis, not_kept),
             Format::Text if self.ended_listed < ENDED_FLOWS_LISTED => {
                 self.ended_listed += 1;
                 write_flow_line(&mut self.ended, flow, &analysis, self.paint)
@@ -97,20 +95,4 @@ pub(super) fn flow_analysis(live: LiveFlow, context: Context) -> (Analysis, u64)
         Analysis::window(journeys, vec![flow], repeats, context),
         not_kept,
     )
-}
-
-/// A flow's record; one that kept only some of its packets says how many it did not list.
-pub(super) fn flow_record(flow: &Flow, analysis: &Analysis, not_kept: u64) -> String {
-    let mut record = flow_json(flow, analysis);
-    if not_kept > 0 {
-        record["packets_not_listed"] = serde_json::json!(not_kept);
-        if let Some(sentences) = record["explanation"].as_array_mut() {
-            sentences.push(serde_json::json!(format!(
-                "Its sentences are drawn from the {} packets it kept of {}.",
-                flow.journeys.len(),
-                flow.packets
-            )));
-        }
-    }
-    record.to_string()
 }
