@@ -19,6 +19,13 @@ pub(super) struct OpenIndex<K> {
     live_skbs: FxHashMap<u64, K>,
 }
 
+/// What the index held for a sighting: the journeys its fingerprint and its skb pointed at.
+#[derive(Clone, Copy)]
+pub(super) struct Held<K> {
+    content: Option<K>,
+    skb: Option<K>,
+}
+
 impl<K: Copy + Eq> Default for OpenIndex<K> {
     fn default() -> Self {
         OpenIndex {
@@ -32,35 +39,43 @@ impl<K: Copy + Eq> OpenIndex<K> {
     /// The journey `next` continues: the one with its fingerprint or, failing that, the one
     /// whose skb it shares while that skb lives (a NAT rewrite keeps the skb; an event that
     /// only knows the skb, like `net_dev_xmit`, has nothing else). `journey` looks a journey
-    /// up, `None` once it is closed.
+    /// up, `None` once it is closed. Also what the index held for `next`, for
+    /// [`OpenIndex::record`].
     pub fn find<'a, S: Borrow<Sighting> + 'a>(
         &self,
         key: &Fingerprint,
         next: &Sighting,
         journey: impl Fn(K) -> Option<&'a [S]>,
-    ) -> Option<K> {
-        let by_content = self.by_content.get(key).copied();
-        let by_skb = self
-            .live_skbs
-            .get(&next.skb)
-            .copied()
+    ) -> (Option<K>, Held<K>) {
+        let held = Held {
+            content: self.by_content.get(key).copied(),
+            skb: self.live_skbs.get(&next.skb).copied(),
+        };
+        let by_skb = held
+            .skb
             .filter(|&k| journey(k).is_some_and(|j| same_packet_after_nat(j, next)));
-        by_content
+        let found = held
+            .content
             .into_iter()
             .chain(by_skb)
-            .find(|&k| journey(k).is_some_and(|j| continues(j, next)))
+            .find(|&k| journey(k).is_some_and(|j| continues(j, next)));
+        (found, held)
     }
 
-    /// Notes that `sighting` (with fingerprint `key`) is now journey `k`'s.
-    pub fn record(&mut self, key: Fingerprint, sighting: &Sighting, k: K) {
+    /// Notes that `sighting` (with fingerprint `key`) is now journey `k`'s; `held` is what
+    /// [`OpenIndex::find`] found for it (along a path most sightings keep the headers and the
+    /// skb of the one before: nothing to write then).
+    pub fn record(&mut self, key: Fingerprint, sighting: &Sighting, k: K, held: Held<K>) {
         if sighting.skb != 0 {
             if sighting.ends_skb() {
-                self.live_skbs.remove(&sighting.skb);
-            } else {
+                if held.skb.is_some() {
+                    self.live_skbs.remove(&sighting.skb);
+                }
+            } else if held.skb != Some(k) {
                 self.live_skbs.insert(sighting.skb, k);
             }
         }
-        if sighting.proto != Proto::Unknown {
+        if sighting.proto != Proto::Unknown && held.content != Some(k) {
             self.by_content.insert(key, k);
         }
     }

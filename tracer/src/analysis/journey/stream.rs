@@ -259,7 +259,7 @@ impl Stitcher {
     fn join(&mut self, sighting: Sighting) {
         let key = fingerprint(&sighting);
         let open = &self.open;
-        let current = self.index.find(&key, &sighting, |id| {
+        let (current, held) = self.index.find(&key, &sighting, |id| {
             open.get(&id).map(|j| j.sightings.as_slice())
         });
         if current.is_none() && sighting.proto == Proto::Unknown {
@@ -273,7 +273,7 @@ impl Stitcher {
             self.firsts.insert((sighting.ts_ns, self.next_id));
             self.next_id
         });
-        self.index.record(key, &sighting, id);
+        self.index.record(key, &sighting, id, held);
         if sighting.proto != Proto::Unknown {
             for route_lookup in [true, false] {
                 self.near
