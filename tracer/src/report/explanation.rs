@@ -90,10 +90,21 @@ pub fn fate_ifname(journey: &Journey) -> Option<String> {
     Some(crate::kernel::veth::with_peer(ifname, peer))
 }
 
-fn namespace(netns_name: Option<&str>) -> String {
-    netns_name.map_or("the traced namespace".to_string(), |ns| {
-        format!("namespace {ns}")
-    })
+fn namespace(netns_name: Option<&str>) -> Namespace<'_> {
+    Namespace(netns_name)
+}
+
+/// "namespace web", or "the traced namespace" for one without a name: written where it is
+/// used, not built first.
+struct Namespace<'a>(Option<&'a str>);
+
+impl std::fmt::Display for Namespace<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ns) => write!(f, "namespace {ns}"),
+            None => f.write_str("the traced namespace"),
+        }
+    }
 }
 
 /// The fate in a few words: "dropped by a netfilter rule at LOCAL_IN (iptables INPUT) in b".

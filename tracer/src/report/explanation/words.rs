@@ -1,5 +1,7 @@
 //! The vocabulary of explanations: hooks, packets, drop causes and ICMP messages in words.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use tracer_common::hook::Hook;
 
 use crate::{
@@ -34,29 +36,40 @@ pub fn plural(n: u64, word: &str) -> String {
 
 /// "SYN", "SYN-ACK", "data", "echo request", "datagram".
 pub fn packet_kind(s: &Sighting) -> String {
-    match s.proto {
+    let mut kind = String::new();
+    write_packet_kind(&mut kind, s);
+    kind
+}
+
+/// [`packet_kind`] at the end of `out` (a packet's words are built in one string).
+fn write_packet_kind(out: &mut String, s: &Sighting) {
+    let words = match s.proto {
         Proto::Tcp => {
             let header_only = s.ip_len > 0 && s.ip_len <= tcp_header_end(s);
-            let flags: Vec<&str> = s.tcp_flags.names().filter(|f| *f != "PSH").collect();
-            match flags.as_slice() {
-                ["ACK"] if !header_only => "data".to_string(),
-                [] => "segment without flags".to_string(),
-                flags => flags.join("-"),
+            let mut flags = s.tcp_flags.names().filter(|f| *f != "PSH");
+            match (flags.next(), flags.clone().next()) {
+                (Some("ACK"), None) if !header_only => "data",
+                (None, _) => "segment without flags",
+                (Some(first), _) => {
+                    out.push_str(first);
+                    for flag in flags {
+                        out.push('-');
+                        out.push_str(flag);
+                    }
+                    return;
+                }
             }
         }
-        Proto::Udp => "datagram".to_string(),
-        Proto::Icmp => match s.icmp_type {
-            8 => "echo request".to_string(),
-            0 => "echo reply".to_string(),
-            t => icmp_message(t, s.icmp_code),
+        Proto::Udp => "datagram",
+        Proto::Icmp | Proto::Icmpv6 => match (s.proto, s.icmp_type) {
+            (Proto::Icmp, 8) | (Proto::Icmpv6, 128) => "echo request",
+            (Proto::Icmp, 0) | (Proto::Icmpv6, 129) => "echo reply",
+            (Proto::Icmp, t) => return out.push_str(&icmp_message(t, s.icmp_code)),
+            (_, t) => return out.push_str(&format!("type {t} code {}", s.icmp_code)),
         },
-        Proto::Icmpv6 => match s.icmp_type {
-            128 => "echo request".to_string(),
-            129 => "echo reply".to_string(),
-            t => format!("type {t} code {}", s.icmp_code),
-        },
-        other => other.to_string(),
-    }
+        other => return out.push_str(&other.to_string()),
+    };
+    out.push_str(words);
 }
 
 /// IPv4 + TCP headers with the options Linux puts on data segments (timestamps): a segment no
@@ -77,18 +90,49 @@ pub fn packet_words(s: &Sighting) -> String {
     let mut words = String::with_capacity(64);
     words.extend(s.proto.name().chars().map(|c| c.to_ascii_uppercase()));
     words.push(' ');
-    words.push_str(&packet_kind(s));
+    write_packet_kind(&mut words, s);
     for (ip, port, before) in [(s.src, s.sport, " "), (s.dst, s.dport, " > ")] {
         words.push_str(before);
-        let _ = match ip {
-            Some(ip) => write!(words, "{ip}"),
-            None => write!(words, "?"),
-        };
+        match ip {
+            Some(IpAddr::V4(ip)) => push_ipv4(&mut words, ip),
+            Some(ip) => {
+                let _ = write!(words, "{ip}");
+            }
+            None => words.push('?'),
+        }
         if s.proto.has_ports() {
-            let _ = write!(words, ":{port}");
+            words.push(':');
+            push_decimal(&mut words, port.into());
         }
     }
     words
+}
+
+/// An IPv4 address as `Display` writes it, without the formatter's machinery (every packet
+/// line and record has two).
+fn push_ipv4(out: &mut String, ip: Ipv4Addr) {
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        push_decimal(out, octet.into());
+    }
+}
+
+fn push_decimal(out: &mut String, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// "tally" of packet kinds, in order of first appearance: "3 SYN, 1 SYN-ACK".
@@ -204,5 +248,31 @@ pub fn drop_cause(journey: &Journey) -> String {
                 format!("dropped by the kernel{after}")
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_ports_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "10.200.1.254",
+            "255.255.255.255",
+            "192.0.2.9",
+            "1.20.100.7",
+        ] {
+            let ip: Ipv4Addr = ip.parse().unwrap();
+            let mut out = String::new();
+            push_ipv4(&mut out, ip);
+            assert_eq!(out, ip.to_string());
+        }
+        for n in [0u32, 7, 10, 99, 100, 8080, 65535, u32::MAX] {
+            let mut out = String::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
     }
 }
