@@ -398,8 +398,6 @@ pub fn write_path(out: &mut impl Write, journey: &Journey, paint: Paint) -> io::
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
     use crate::model::recording;
 
@@ -427,16 +425,8 @@ mod tests {
 
     #[test]
     fn every_flow_of_every_fixture_is_written_as_its_value_was() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let mut fixtures: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-            .collect();
-        fixtures.sort();
-        assert!(fixtures.len() > 20, "{} fixtures", fixtures.len());
         let mut flows = 0;
-        for path in fixtures {
+        for path in recording::fixture_paths() {
             let analysis = Analysis::new(recording::read(&path).unwrap(), None);
             for flow in &analysis.flows {
                 for not_kept in [0, 3] {

@@ -266,8 +266,6 @@ mod places;
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
     use crate::model::recording;
 
@@ -275,15 +273,7 @@ mod tests {
     /// order their fields are declared. They must agree, or the JSON lines change.
     #[test]
     fn every_record_of_every_fixture_writes_its_keys_in_the_order_a_value_map_did() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let mut fixtures: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-            .collect();
-        fixtures.sort();
-        assert!(fixtures.len() > 20, "{} fixtures", fixtures.len());
-        for path in fixtures {
+        for path in recording::fixture_paths() {
             let analysis = Analysis::new(recording::read(&path).unwrap(), None);
             for journey in &analysis.journeys {
                 let record = PacketRecord::of(journey, &analysis);
