@@ -56,6 +56,29 @@ impl Outcome {
         }
     }
 
+    /// This outcome, of the failed tests run again, for a step whose `first` run failed while
+    /// the kernel skipped the tracer's programs (`skipped`, the witness's lines): the table
+    /// says both.
+    pub fn after_kernel_skips(self, name: &str, first: &Outcome, skipped: &[String]) -> Outcome {
+        let witness = shorten(skipped.first().map(String::as_str).unwrap_or(""));
+        let why = match self.passed {
+            true => format!(
+                "passed again after failing ({}) with {} tracepoint hits the kernel ran no \
+                 program for, first: {witness}",
+                first.why,
+                skipped.len()
+            ),
+            false => self.why,
+        };
+        Outcome {
+            name: name.to_string(),
+            passed: self.passed,
+            took: first.took + self.took,
+            why,
+            output: format!("{}{}", first.output, self.output),
+        }
+    }
+
     /// A step that ran elsewhere (a kernel under qemu).
     pub fn from_parts(name: String, passed: bool, took: Duration, why: String) -> Outcome {
         Outcome {
@@ -81,11 +104,17 @@ fn why_failed(output: &str) -> Option<String> {
         let message = output.lines().nth(at + 1).unwrap_or("").trim();
         return Some(shorten(message));
     }
-    let failed: Vec<&str> = output
+    let failed = failed_tests(output);
+    (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", ")))
+}
+
+/// The names of the tests libtest reported failed.
+pub fn failed_tests(output: &str) -> Vec<String> {
+    output
         .lines()
         .filter_map(|l| l.strip_prefix("test ")?.strip_suffix(" ... FAILED"))
-        .collect();
-    (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", ")))
+        .map(str::to_string)
+        .collect()
 }
 
 fn shorten(line: &str) -> String {
@@ -115,14 +144,15 @@ pub fn print_table(outcomes: &[Outcome]) {
     println!("wall time of the steps: {:.0} s", total);
 }
 
-/// Per test (binary::name), how many runs and how many failures, from libtest's lines.
+/// Per test (binary::name), how many runs, how many failures, and how many of those failures
+/// came with tracepoint hits the kernel skipped, from libtest's lines of each first run.
 #[derive(Default)]
 pub struct Rates {
-    tests: BTreeMap<String, (u32, u32)>,
+    tests: BTreeMap<String, (u32, u32, u32)>,
 }
 
 impl Rates {
-    pub fn add(&mut self, binary: &str, output: &str) {
+    pub fn add(&mut self, binary: &str, output: &str, kernel_skipped: bool) {
         for line in output.lines() {
             let Some(rest) = line.strip_prefix("test ") else {
                 continue;
@@ -137,14 +167,15 @@ impl Rates {
             let entry = self.tests.entry(format!("{binary}::{name}")).or_default();
             entry.0 += 1;
             entry.1 += u32::from(failed);
+            entry.2 += u32::from(failed && kernel_skipped);
         }
     }
 
     pub fn print(&self, rounds: u32) {
         println!();
-        println!("failure rates over {rounds} rounds:");
-        for (test, (runs, failures)) in &self.tests {
-            println!("  {failures:>3} / {runs:<3} {test}");
+        println!("failure rates over {rounds} rounds (first runs; in brackets, failures in a run where the kernel skipped tracepoint hits):");
+        for (test, (runs, failures, skipped)) in &self.tests {
+            println!("  {failures:>3} / {runs:<3} ({skipped}) {test}");
         }
     }
 }
@@ -176,9 +207,10 @@ mod tests {
     #[test]
     fn rates_count_runs_and_failures_per_test() {
         let mut rates = Rates::default();
-        rates.add("lab", "test one ... ok\ntest two ... FAILED\n");
-        rates.add("lab", "test one ... ok\ntest two ... ok\n");
-        assert_eq!(rates.tests["lab::one"], (2, 0));
-        assert_eq!(rates.tests["lab::two"], (2, 1));
+        rates.add("lab", "test one ... ok\ntest two ... FAILED\n", false);
+        rates.add("lab", "test one ... ok\ntest two ... ok\n", true);
+        rates.add("lab", "test one ... ok\ntest two ... FAILED\n", true);
+        assert_eq!(rates.tests["lab::one"], (3, 0, 0));
+        assert_eq!(rates.tests["lab::two"], (3, 2, 1));
     }
 }
