@@ -3,8 +3,6 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use rustc_hash::FxHashMap;
-
 use serde::Serialize;
 
 use crate::{
@@ -155,38 +153,6 @@ fn same_endpoints(a: &Sighting, b: &Sighting) -> bool {
         && a.icmp_type == b.icmp_type
 }
 
-/// Groups `journeys` (in time order) into flows, and sets each journey's `flow_id`.
-pub fn build(journeys: &mut [Journey]) -> Vec<Flow> {
-    let mut parent: Vec<usize> = (0..journeys.len()).collect();
-    let mut owner: FxHashMap<Tuple, usize> = FxHashMap::default();
-    let mut has_tuples = vec![false; journeys.len()];
-    for (i, journey) in journeys.iter().enumerate() {
-        for tuple in tuples(journey) {
-            has_tuples[i] = true;
-            match owner.get(&tuple) {
-                Some(&other) => union(&mut parent, other, i),
-                None => {
-                    owner.insert(tuple, i);
-                }
-            }
-        }
-    }
-    let mut flows: Vec<Flow> = Vec::new();
-    let mut flow_of_root: FxHashMap<usize, usize> = FxHashMap::default();
-    for (i, journey) in journeys.iter_mut().enumerate() {
-        if !has_tuples[i] {
-            continue;
-        }
-        let root = find(&mut parent, i);
-        let index = *flow_of_root.entry(root).or_insert_with(|| {
-            flows.push(new_flow(flows.len() as u64 + 1, journey));
-            flows.len() - 1
-        });
-        flows[index].add(journey);
-    }
-    flows
-}
-
 pub(crate) fn new_flow(id: u64, first: &Journey) -> Flow {
     let s = first.headers();
     let (client, server) = endpoints(s).unwrap_or(((s.src, s.sport), (s.dst, s.dport)));
@@ -238,20 +204,6 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-fn find(parent: &mut [usize], mut i: usize) -> usize {
-    while parent[i] != i {
-        parent[i] = parent[parent[i]];
-        i = parent[i];
-    }
-    i
-}
-
-fn union(parent: &mut [usize], a: usize, b: usize) {
-    let (ra, rb) = (find(parent, a), find(parent, b));
-    // The earlier journey stays the root, so a flow is numbered by its first packet.
-    parent[ra.max(rb)] = ra.min(rb);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,21 +243,24 @@ mod tests {
 
     #[test]
     fn route_lookups_do_not_join_the_flows_between_two_hosts() {
-        let mut journeys: Vec<Journey> =
-            [(Proto::Tcp, 1000), (Proto::Tcp, 1001), (Proto::Udp, 1000)]
-                .iter()
-                .enumerate()
-                .map(|(i, (proto, sport))| Journey {
-                    id: i as u64 + 1,
-                    sightings: packet(*proto, *sport, i as u64 * 1_000_000_000),
-                    fate: crate::analysis::fate::fate(&[], &TraceEnd::default()),
-                    flow_id: 0,
-                    incomplete: false,
-                    carried: None,
-                    copy: None,
-                })
-                .collect();
-        let flows = build(&mut journeys);
-        assert_eq!(flows.len(), 3, "{flows:?}");
+        let journeys: Vec<Journey> = [(Proto::Tcp, 1000), (Proto::Tcp, 1001), (Proto::Udp, 1000)]
+            .iter()
+            .enumerate()
+            .map(|(i, (proto, sport))| Journey {
+                id: i as u64 + 1,
+                sightings: packet(*proto, *sport, i as u64 * 1_000_000_000),
+                fate: crate::analysis::fate::fate(&[], &TraceEnd::default()),
+                flow_id: 0,
+                incomplete: false,
+                carried: None,
+                copy: None,
+            })
+            .collect();
+        // Flows are joined by shared tuples: the lookup's bare (addresses, no ports) tuple,
+        // the same for all three, must not be one of them.
+        for journey in &journeys {
+            let on_path = canonical(&journey.sightings[0]).unwrap();
+            assert_eq!(tuples(journey), [on_path], "journey {}", journey.id);
+        }
     }
 }

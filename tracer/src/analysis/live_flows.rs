@@ -1,5 +1,6 @@
-//! Flows as live state, for the streaming engine. Each journey joins its flow as it closes, by
-//! the tuples [`flow::build`] uses (both tuples of a NAT rewrite), and a flow ends once idle,
+//! Flows as live state: the streaming engine's, and a whole trace's ([`whole_trace`], nothing
+//! ending). Each journey joins its flow as it closes, by its tuples ([`flow::tuples`]: both
+//! tuples of a NAT rewrite, which joins two flows into one), and a flow ends once idle,
 //! as conntrack's entries do: a TCP connection closed (a reset, or a FIN each way) after
 //! [`Limits::closed_ns`], any other after [`Limits::idle_ns`]. Time is the events' clock: a
 //! flow ends when a journey begins after its deadline, so a replay ends flows where the live
@@ -9,7 +10,7 @@
 //! one is ended early and counted; each keeps a bounded number of its journeys for its
 //! explanation, and all together a bounded number too (the others are counted, not kept).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use rustc_hash::FxHashMap;
 
@@ -21,6 +22,37 @@ use crate::{
     },
     model::sighting::Proto,
 };
+
+/// The flows of a whole trace: `journeys` (in time order) grouped as the live engine groups
+/// them, with no flow ending before the trace, numbers them from 1 in the order they began, and sets each
+/// journey's `flow_id`. With the retransmissions found on the way: journey id -> the journey
+/// of the first transmission it repeats.
+pub fn whole_trace(journeys: &mut [Journey]) -> (Vec<Flow>, HashMap<u64, u64>) {
+    let mut live = LiveFlows::new(Limits::WHOLE_TRACE);
+    let mut repeats = HashMap::new();
+    for journey in journeys.iter_mut() {
+        if let Some(first) = live.add(journey) {
+            repeats.insert(journey.id, first);
+        }
+    }
+    // Numbered again: two flows that a NAT rewrite showed to be one leave a gap, and the
+    // journeys of the later one still carry its old number.
+    let at: FxHashMap<u64, usize> = journeys
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (j.id, i))
+        .collect();
+    let mut flows: Vec<Flow> = live.finish().into_iter().map(|f| f.flow).collect();
+    for (flow, id) in flows.iter_mut().zip(1..) {
+        flow.id = id;
+        for journey in flow.journeys.iter().chain(&flow.copies) {
+            if let Some(&i) = at.get(journey) {
+                journeys[i].flow_id = id;
+            }
+        }
+    }
+    (flows, repeats)
+}
 
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -38,6 +70,23 @@ pub struct Limits {
     pub kept_in_all: usize,
     /// Segments a TCP flow remembers to recognise their retransmissions.
     pub segments_remembered: usize,
+    /// Whether a flow lists the ids of all its packets, kept or not (a whole trace's report);
+    /// a live flow lists those it kept, so that a flow of hours holds what it keeps.
+    pub lists_every_packet: bool,
+}
+
+impl Limits {
+    /// For a whole trace at hand (a report, not a live view): no flow ends before the trace
+    /// does, none is kept apart from the trace's journeys, every packet is listed.
+    pub const WHOLE_TRACE: Limits = Limits {
+        closed_ns: u64::MAX / 2,
+        idle_ns: u64::MAX / 2,
+        max_open: usize::MAX,
+        kept_per_flow: 0,
+        kept_in_all: 0,
+        segments_remembered: usize::MAX,
+        lists_every_packet: true,
+    };
 }
 
 impl Default for Limits {
@@ -49,6 +98,7 @@ impl Default for Limits {
             kept_per_flow: 16,
             kept_in_all: 1024,
             segments_remembered: 4096,
+            lists_every_packet: false,
         }
     }
 }
@@ -233,11 +283,13 @@ impl LiveFlows {
             live.journeys.push(journey.clone());
             self.kept_in_all += 1;
         } else {
-            // The flow lists the packets it kept; the rest are counted.
-            match journey.copy {
-                Some(_) => live.flow.copies.pop(),
-                None => live.flow.journeys.pop(),
-            };
+            // A live flow lists the packets it kept; the rest are counted.
+            if !limits.lists_every_packet {
+                match journey.copy {
+                    Some(_) => live.flow.copies.pop(),
+                    None => live.flow.journeys.pop(),
+                };
+            }
             live.not_kept += 1;
         }
         repeats

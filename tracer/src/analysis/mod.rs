@@ -40,8 +40,7 @@ impl Analysis {
         if let Some(limit) = limit {
             journeys.truncate(limit);
         }
-        let flows = flow::build(&mut journeys);
-        let retransmissions = retransmissions::retransmissions(&journeys);
+        let (flows, retransmissions) = live_flows::whole_trace(&mut journeys);
         Analysis::window(journeys, flows, retransmissions, recording.context)
     }
 

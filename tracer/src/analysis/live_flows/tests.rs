@@ -1,5 +1,6 @@
-//! Live flows against the batch grouping on every stream recorded on the real kernel, and
-//! their ending and bounds on made-up timelines.
+//! Live flows against a whole trace's (the same engine, with its bounds and nothing ending)
+//! and retransmissions against the whole trace's own search, on every stream recorded on the
+//! real kernel; their ending and bounds on made-up timelines.
 
 use super::*;
 use crate::{
@@ -47,8 +48,13 @@ fn with_nothing_ending_they_are_the_batch_flows_and_retransmissions() {
     };
     for (name, journeys) in fixture_journeys() {
         let mut batch = journeys.clone();
-        let expected: Vec<String> = flow::build(&mut batch).iter().map(summary).collect();
-        let expected_repeats = retransmissions(&batch);
+        let (batch_flows, expected_repeats) = whole_trace(&mut batch);
+        let expected: Vec<String> = batch_flows.iter().map(summary).collect();
+        assert_eq!(
+            expected_repeats,
+            retransmissions(&batch),
+            "{name}: retransmissions"
+        );
 
         let mut live = LiveFlows::new(never);
         let mut repeats = std::collections::HashMap::new();
