@@ -342,11 +342,27 @@ fn normal_traffic_shows_no_drop() {
         report.packets().any(|p| p["icmp_type"] == 143),
         "no MLD report traced (the new address's join of its group)"
     );
+    // The first line of a failure is all the test command's table shows: each drop's kind,
+    // place and reason fit there; the whole records follow.
+    let gist: Vec<String> = report
+        .packets()
+        .filter(|p| p["fate"]["kind"] == "dropped")
+        .map(|p| {
+            format!(
+                "{} {} at {} {}",
+                kind(p),
+                p["fate"]["reason"].as_str().unwrap_or("?"),
+                p["fate"]["hook"].as_str().unwrap_or("?"),
+                p["fate"]["location"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
     assert!(
         dropped.is_empty(),
-        "{} of {packets} packets of a healthy exchange reported dropped:\n{}\n\
+        "{} of {packets} packets of a healthy exchange reported dropped: {}\n{}\n\
          kernel counters of losses during the trace: {:?}\n\n{}",
         dropped.len(),
+        gist.join("; "),
         table.join("\n"),
         kernel_losses(stats),
         dropped.join("\n\n")

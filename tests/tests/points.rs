@@ -296,6 +296,54 @@ fn a_packet_that_matched_is_followed_through_nat() {
     );
 }
 
+/// The other way round: the filter names the port after the rewrite only, so the packet is
+/// left alone at PREROUTING's first program and taken at its last, behind the DNAT rule. (The
+/// last program takes the first one's judgement only where nothing sits between the two.)
+#[test]
+fn a_packet_the_filter_names_only_after_nat_is_followed_from_the_rewrite_on() {
+    require_privileges();
+    let pair = Pair::create();
+    pair.b
+        .sh("iptables -t nat -A PREROUTING -p tcp --dport 8080 -j DNAT --to-destination :9090");
+    let server = pair.b.spawn(|| {
+        let listener = TcpListener::bind(addr(ADDR_B, 9090)).unwrap();
+        listener.accept().is_ok()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let tracer = Tracer::start(&["-n", &pair.a.name, "-n", &pair.b.name, "dst port 9090"]);
+    pair.a
+        .enter(|| TcpStream::connect(addr(ADDR_B, 8080)).expect("DNAT to 9090"));
+    assert!(server.join().unwrap());
+    std::thread::sleep(Duration::from_millis(200));
+    let report = tracer.finish();
+    let syn = report
+        .packets()
+        .find(|p| p["tcp_flags"] == serde_json::json!(["SYN"]))
+        .unwrap_or_else(|| panic!("the SYN: {:?}", report.records));
+    let netfilter: Vec<String> = syn["path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["hook"].as_str().unwrap().starts_with("nf_"))
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["hook"].as_str().unwrap(),
+                p["position"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        netfilter,
+        [
+            "nf_prerouting last",
+            "nf_local_in first",
+            "nf_local_in last"
+        ],
+        "seen from the rewrite on: {syn}"
+    );
+}
+
 /// Sends one TCP SYN with a deliberately wrong checksum from a raw socket (the kernel builds
 /// the IP header; veth does not vouch for the checksum, so the receiver verifies it).
 fn send_bad_checksum_syn(dst: &str, port: u16) {

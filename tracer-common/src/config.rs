@@ -50,7 +50,12 @@ pub struct KernelOffsets {
     pub nhc_dev: u32,
     /// `sk_buff.data_len`: the bytes in page fragments, beyond the linear part.
     pub skb_data_len: u32,
-    pub _pad: [u32; 4],
+    /// `struct net` -> `nf.hooks_ipv4` and `nf.hooks_ipv6`: each hook's registered functions
+    /// (`struct nf_hook_entries *`, one per hook), and their count (`num_hook_entries`).
+    pub net_nf_hooks_ipv4: u32,
+    pub net_nf_hooks_ipv6: u32,
+    pub nf_entries_num: u32,
+    pub _pad: [u32; 1],
 }
 
 impl KernelOffsets {

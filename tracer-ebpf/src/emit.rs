@@ -61,6 +61,7 @@ pub struct L2<'a> {
 /// tunnel's outer packet carrying such a packet. The hook's headers from L3 on are the first
 /// `l3_len` bytes of its scratch buffer; with none there, they are rebuilt from `packet` for
 /// the filter.
+/// Whether it was reported.
 #[inline(always)]
 pub fn report(
     site: &Site,
@@ -68,8 +69,8 @@ pub fn report(
     l2: Option<L2>,
     l3_len: usize,
     detail: HookDetail,
-) {
-    report_with::<true>(site, packet, l2, l3_len, detail);
+) -> bool {
+    report_with::<true>(site, packet, l2, l3_len, detail)
 }
 
 /// [`report`] without looking into tunnels: for `netif_receive`, whose program was at the
@@ -97,7 +98,7 @@ fn report_with<const TUNNELS_TOO: bool>(
     l2: Option<L2>,
     l3_len: usize,
     detail: HookDetail,
-) {
+) -> bool {
     if TUNNELS_TOO {
         tracer_find_tunnel(
             site.hook as u32,
@@ -106,9 +107,11 @@ fn report_with<const TUNNELS_TOO: bool>(
             packet.dport as u32,
         );
     }
-    if wanted::<TUNNELS_TOO>(site, packet, l2, l3_len) {
+    let wanted = wanted::<TUNNELS_TOO>(site, packet, l2, l3_len);
+    if wanted {
         emit::<TUNNELS_TOO>(site, packet, detail);
     }
+    wanted
 }
 
 /// Whether the packet is a tunnel's outer packet whose inner headers are in the copied bytes:

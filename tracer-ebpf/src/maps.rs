@@ -103,6 +103,20 @@ pub struct Verdict {
     pub view: ViewBytes,
 }
 
+/// The packet netfilter's first program last left alone on this CPU, and where: the last
+/// program of the same hook takes it from here instead of judging it again, where nothing
+/// sits between the two (see `netfilter::tracer_nf_last`).
+#[map]
+pub static NF_LEFT_ALONE: PerCpuArray<NfLeftAlone> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+pub struct NfLeftAlone {
+    pub skb: u64,
+    /// `nf_hook_state` -> `hook` and `pf` (see `netfilter::hook_key`); 0 for none.
+    pub hook_key: u32,
+    pub _pad: u32,
+}
+
 // SAFETY: the view's addresses are plain numbers to the programs (read only through
 // `bpf_probe_read_kernel`), and each CPU has its own copy of the map's values.
 unsafe impl Sync for FilterRun {}

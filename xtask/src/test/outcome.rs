@@ -108,6 +108,27 @@ fn why_failed(output: &str) -> Option<String> {
     (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", ")))
 }
 
+/// Each panic's message (libtest's "panicked at" line and what follows, up to the backtrace or
+/// 40 lines), for a failure summary.
+fn panic_messages(output: &str) -> String {
+    const MAX_LINES: usize = 40;
+    let lines: Vec<&str> = output.lines().collect();
+    let mut kept = Vec::new();
+    for (at, line) in lines.iter().enumerate() {
+        if !line.contains("panicked at") {
+            continue;
+        }
+        kept.push(*line);
+        kept.extend(
+            lines[at + 1..]
+                .iter()
+                .take_while(|l| !l.starts_with("stack backtrace:") && !l.starts_with("note: "))
+                .take(MAX_LINES),
+        );
+    }
+    kept.join("\n")
+}
+
 /// The names of the tests libtest reported failed.
 pub fn failed_tests(output: &str) -> Vec<String> {
     output
@@ -118,7 +139,7 @@ pub fn failed_tests(output: &str) -> Vec<String> {
 }
 
 fn shorten(line: &str) -> String {
-    const MAX: usize = 160;
+    const MAX: usize = 320;
     match line.char_indices().nth(MAX) {
         Some((at, _)) => format!("{}...", &line[..at]),
         None => line.to_string(),
@@ -126,6 +147,14 @@ fn shorten(line: &str) -> String {
 }
 
 pub fn print_table(outcomes: &[Outcome]) {
+    // The failures' own words first, gathered here: a long run's log is often read from its
+    // end, where the step that failed first is far above.
+    for o in outcomes.iter().filter(|o| !o.passed) {
+        let messages = panic_messages(&o.output);
+        if !messages.is_empty() {
+            println!("\n--- {} failed:\n{messages}", o.name);
+        }
+    }
     println!();
     println!("{:<40} {:<6} {:>7}  why", "step", "result", "time");
     for o in outcomes {
@@ -202,6 +231,19 @@ mod tests {
             why_failed(lab).as_deref(),
             Some("asymmetric-route: 2 key packets, 2 fates correct; 5 tcpdump verdicts, 4 agreeing: FAIL")
         );
+    }
+
+    #[test]
+    fn the_summary_keeps_each_panic_message_without_its_backtrace() {
+        let output = "test a ... FAILED\nthread 'a' (1) panicked at x.rs:1:1:\n2 dropped: udp\n\
+                      tcp/ipv4: 3\nstack backtrace:\n  0: std\nthread 'b' (2) panicked at y.rs:2:2:\n\
+                      no MLD report\nnote: run with RUST_BACKTRACE\n";
+        assert_eq!(
+            panic_messages(output),
+            "thread 'a' (1) panicked at x.rs:1:1:\n2 dropped: udp\ntcp/ipv4: 3\n\
+             thread 'b' (2) panicked at y.rs:2:2:\nno MLD report"
+        );
+        assert_eq!(panic_messages("test a ... ok\n"), "");
     }
 
     #[test]
