@@ -252,9 +252,9 @@ fn ipv6_crosses_the_netfilter_hooks() {
     }
 }
 
-#[test]
-fn a_packet_that_matched_is_followed_through_nat() {
-    require_privileges();
+/// A connection from `a` to port 8080 of `b`, which a DNAT rule at b's PREROUTING sends to
+/// 9090, traced with `filter`: the report and its SYN.
+fn syn_through_dnat(filter: &str) -> (tests::Report, Value) {
     let pair = Pair::create();
     pair.b
         .sh("iptables -t nat -A PREROUTING -p tcp --dport 8080 -j DNAT --to-destination :9090");
@@ -263,8 +263,7 @@ fn a_packet_that_matched_is_followed_through_nat() {
         listener.accept().is_ok()
     });
     std::thread::sleep(Duration::from_millis(200));
-    // The filter names the port before the rewrite only.
-    let tracer = Tracer::start(&["-n", &pair.a.name, "-n", &pair.b.name, "port 8080"]);
+    let tracer = Tracer::start(&["-n", &pair.a.name, "-n", &pair.b.name, filter]);
     pair.a
         .enter(|| TcpStream::connect(addr(ADDR_B, 8080)).expect("DNAT to 9090"));
     assert!(server.join().unwrap());
@@ -273,7 +272,16 @@ fn a_packet_that_matched_is_followed_through_nat() {
     let syn = report
         .packets()
         .find(|p| p["tcp_flags"] == serde_json::json!(["SYN"]))
-        .unwrap_or_else(|| panic!("the SYN: {:?}", report.records));
+        .unwrap_or_else(|| panic!("the SYN: {:?}", report.records))
+        .clone();
+    (report, syn)
+}
+
+#[test]
+fn a_packet_that_matched_is_followed_through_nat() {
+    require_privileges();
+    // The filter names the port before the rewrite only.
+    let (report, syn) = syn_through_dnat("port 8080");
     let after_nat: Vec<&Value> = syn["path"]
         .as_array()
         .unwrap()
@@ -302,24 +310,7 @@ fn a_packet_that_matched_is_followed_through_nat() {
 #[test]
 fn a_packet_the_filter_names_only_after_nat_is_followed_from_the_rewrite_on() {
     require_privileges();
-    let pair = Pair::create();
-    pair.b
-        .sh("iptables -t nat -A PREROUTING -p tcp --dport 8080 -j DNAT --to-destination :9090");
-    let server = pair.b.spawn(|| {
-        let listener = TcpListener::bind(addr(ADDR_B, 9090)).unwrap();
-        listener.accept().is_ok()
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    let tracer = Tracer::start(&["-n", &pair.a.name, "-n", &pair.b.name, "dst port 9090"]);
-    pair.a
-        .enter(|| TcpStream::connect(addr(ADDR_B, 8080)).expect("DNAT to 9090"));
-    assert!(server.join().unwrap());
-    std::thread::sleep(Duration::from_millis(200));
-    let report = tracer.finish();
-    let syn = report
-        .packets()
-        .find(|p| p["tcp_flags"] == serde_json::json!(["SYN"]))
-        .unwrap_or_else(|| panic!("the SYN: {:?}", report.records));
+    let (_, syn) = syn_through_dnat("dst port 9090");
     let netfilter: Vec<String> = syn["path"]
         .as_array()
         .unwrap()

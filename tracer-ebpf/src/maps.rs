@@ -112,9 +112,8 @@ pub static NF_LEFT_ALONE: PerCpuArray<NfLeftAlone> = PerCpuArray::with_max_entri
 #[repr(C)]
 pub struct NfLeftAlone {
     pub skb: u64,
-    /// `nf_hook_state` -> `hook` and `pf` (see `netfilter::hook_key`); 0 for none.
-    pub hook_key: u32,
-    pub _pad: u32,
+    /// The `nf_hook_state` of the pass through the hook; 0 for none.
+    pub state: u64,
 }
 
 // SAFETY: the view's addresses are plain numbers to the programs (read only through

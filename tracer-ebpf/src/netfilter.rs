@@ -72,41 +72,35 @@ fn context(ctx: *mut c_void) -> (u64, u64) {
     }
 }
 
-/// The hook and family of `state`, never 0: what [`NF_LEFT_ALONE`] holds beside the skb.
-#[inline(always)]
-fn hook_key(state: u64) -> u32 {
-    let hook = field::<u8>(state, offset!(nf_state_hook)).unwrap_or(u8::MAX) as u32;
-    let pf = field::<u8>(state, offset!(nf_state_pf)).unwrap_or(0) as u32;
-    ((hook + 1) << 8) | pf
-}
-
 /// Notes on this CPU whether the first program at this hook left `skb` alone (judged, not
-/// reported): the last program of the hook runs next for it on this CPU unless something
-/// between them takes the packet, or another packet's hook interrupts, which overwrites it.
+/// reported). The hook's functions all get the same `state` (`nf_hook_slow` builds it once per
+/// packet and hook), so (skb, state) names this pass: the last program of the hook runs next
+/// for it on this CPU unless something between them takes the packet, or another packet's hook
+/// interrupts, which overwrites the slot.
 #[inline(always)]
 fn remember_left_alone(state: u64, skb: u64, left_alone: bool) {
     let Some(entry) = NF_LEFT_ALONE.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: the only slot on this CPU, from a successful lookup, valid for the run. A
-    // program interrupting this one may rewrite it; the last program then finds another skb
-    // or hook there and judges its packet itself.
+    // program interrupting this one may rewrite it; the last program then finds another pass
+    // there and judges its packet itself.
     unsafe {
         (*entry).skb = skb;
-        (*entry).hook_key = if left_alone { hook_key(state) } else { 0 };
+        (*entry).state = if left_alone { state } else { 0 };
     }
 }
 
-/// Whether the first program at this hook, the last netfilter program to run on this CPU,
-/// left `skb` alone.
+/// Whether the first program of this pass through the hook (this `state`), the last netfilter
+/// program to run on this CPU, left `skb` alone.
 #[inline(always)]
 fn left_alone_just_now(state: u64, skb: u64) -> bool {
     let Some(entry) = NF_LEFT_ALONE.get_ptr(0) else {
         return false;
     };
     // SAFETY: as in `remember_left_alone`; two integers are read.
-    let (was_skb, was_key) = unsafe { ((*entry).skb, (*entry).hook_key) };
-    was_skb == skb && was_key != 0 && was_key == hook_key(state)
+    let (was_skb, was_state) = unsafe { ((*entry).skb, (*entry).state) };
+    was_skb == skb && was_state != 0 && was_state == state
 }
 
 /// How many functions are registered at the hook `state` is about, in its namespace
