@@ -4,13 +4,16 @@
 //! calls dropped in this healthy exchange is a false alarm, and fails the test with its whole
 //! record (path, reason, location, explanation).
 
-use std::{collections::BTreeMap, time::Instant};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use serde_json::Value;
 use tests::{
     oracle::{agreement, Agreement},
     require_privileges,
-    servers::Server,
+    servers::{Server, IPERF3_CLIENT},
     veth, Netns, Report, Tcpdump, Tracer,
 };
 
@@ -122,7 +125,8 @@ fn iperf(a: &Netns) {
             client(
                 a,
                 &format!(
-                    "iperf3 -c {server} -p 5201 {udp} -b 20M -w 2M -t 2 --connect-timeout 3000"
+                    "{IPERF3_CLIENT} -c {server} -p 5201 {udp} -b 20M -w 2M -t 2 \
+                     --connect-timeout 3000"
                 ),
             );
         }
@@ -366,5 +370,101 @@ fn normal_traffic_shows_no_drop() {
         table.join("\n"),
         kernel_losses(stats),
         dropped.join("\n\n")
+    );
+}
+
+/// The drop [`IPERF3_CLIENT`] keeps out of the exchange above, made on purpose: a 10 Mbit/s
+/// class on a's veth holds the datagrams of a 20 Mbit/s UDP test (not its control connection),
+/// so a second or more of them is still queued when the test ends and iperf3's server
+/// closes its port. They reach a closed port: the kernel drops each (NO_SOCKET) and counts it
+/// (`Udp.NoPorts`), while iperf3 reports no loss. The tracer must report them dropped for that
+/// reason, no more than the kernel counted, and nothing else dropped.
+#[test]
+fn datagrams_reaching_iperf3s_port_after_it_closed_are_dropped_and_counted() {
+    require_privileges();
+    let (a, b) = namespaces();
+    let _iperf3 = Server::iperf3(&b);
+    for tc in [
+        "qdisc add dev va root handle 1: htb default 10",
+        "class add dev va parent 1: classid 1:10 htb rate 10gbit",
+        "class add dev va parent 1: classid 1:20 htb rate 10mbit burst 2k",
+        "qdisc add dev va parent 1:20 handle 20: pfifo limit 10000",
+        "filter add dev va parent 1: protocol ip prio 1 u32 match ip protocol 17 0xff flowid 1:20",
+    ] {
+        a.sh(&format!("tc {tc}"));
+    }
+    let tracer = Tracer::start(&["-n", &a.name, "-n", &b.name, "udp port 5201"]);
+    client(
+        &a,
+        &format!("{IPERF3_CLIENT} -c {B4} -p 5201 -u -b 20M -w 2M -t 1 --connect-timeout 3000"),
+    );
+    // The queue holds what the client's 2 MiB send buffer allows (its queued datagrams are
+    // charged to it): about 1.7 s at 10 Mbit/s.
+    std::thread::sleep(Duration::from_secs(3));
+    let report = tracer.finish();
+    let stats = report.stats();
+    assert_eq!(stats["lost_total"], 0, "no event may be lost: {stats}");
+    let counted = stats["counters"]
+        .as_array()
+        .expect("the stats record has the kernel's counters")
+        .iter()
+        .find(|ns| ns["netns_name"] == b.name.as_str())
+        .and_then(|ns| ns["delta"]["Udp.NoPorts"].as_u64())
+        .unwrap_or(0);
+    assert!(
+        counted > 0,
+        "no datagram reached the closed port (Udp.NoPorts did not move in {}): the test made \
+         no drop to judge the tracer by; counters: {}",
+        b.name,
+        stats["counters"]
+    );
+    let dropped: Vec<&Value> = report
+        .packets()
+        .filter(|p| p["fate"]["kind"] == "dropped")
+        .collect();
+    let no_socket = dropped
+        .iter()
+        .filter(|p| p["fate"]["reason"] == "NO_SOCKET" && p["proto"] == "udp" && p["dport"] == 5201)
+        .count();
+    eprintln!(
+        "iperf3's late datagrams: the kernel counted {counted} to a closed port, the tracer \
+         reported {no_socket} dropped NO_SOCKET, {} dropped in all",
+        dropped.len()
+    );
+    // How every datagram to the port ended, for a failure to say where a drop went.
+    let mut fates: BTreeMap<String, u64> = BTreeMap::new();
+    for p in report
+        .packets()
+        .filter(|p| p["proto"] == "udp" && p["dport"] == 5201)
+    {
+        let fate = &p["fate"];
+        let key = format!("{} {}", fate["kind"], fate["reason"]);
+        *fates.entry(key).or_default() += 1;
+    }
+    // Every drop the tracer reports is one the kernel counted; not always every one: on this
+    // project's 6.18 the kernel runs no tracing program on top of its init agent (README,
+    // Requirements), and the queue here is emptied by a timer's softirq, on top of whatever
+    // task runs (3 runs of 4 here reported one or two fewer of some 880 drops; the one run
+    // checked had the test command's witness of hits the kernel ran no program for).
+    assert!(
+        no_socket > 0 && no_socket as u64 <= counted,
+        "the tracer's {no_socket} NO_SOCKET drops of port 5201 against the kernel's {counted} \
+         (Udp.NoPorts); how the datagrams to the port ended: {fates:?}; unknown ones: {}",
+        report
+            .packets()
+            .filter(|p| p["dport"] == 5201 && p["fate"]["kind"] == "unknown")
+            .map(tests::oracle::describe)
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    );
+    assert_eq!(
+        dropped.len(),
+        no_socket,
+        "nothing else dropped: {}",
+        dropped
+            .iter()
+            .map(|p| tests::oracle::describe(p))
+            .collect::<Vec<_>>()
+            .join("\n\n")
     );
 }
