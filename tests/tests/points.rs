@@ -234,22 +234,30 @@ fn ipv6_crosses_the_netfilter_hooks() {
         .collect();
     assert!(requests.len() >= 2, "{:?}", report.records);
     for request in requests {
-        let hooks: Vec<String> = request["path"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| p["hook"].as_str().unwrap().starts_with("nf_"))
-            .map(|p| {
-                format!(
-                    "{} {}",
-                    p["hook"].as_str().unwrap(),
-                    p["position"].as_str().unwrap()
-                )
-            })
-            .collect();
-        assert_eq!(hooks, NETFILTER_PATH_TO_A_LOCAL_PEER, "{request}");
+        assert_eq!(
+            netfilter_points(request),
+            NETFILTER_PATH_TO_A_LOCAL_PEER,
+            "{request}"
+        );
         assert_eq!(request["proto"], "icmpv6");
     }
+}
+
+/// A journey's netfilter points, "hook position" ("nf_local_in first").
+fn netfilter_points(journey: &Value) -> Vec<String> {
+    journey["path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["hook"].as_str().unwrap().starts_with("nf_"))
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["hook"].as_str().unwrap(),
+                p["position"].as_str().unwrap()
+            )
+        })
+        .collect()
 }
 
 /// A connection from `a` to port 8080 of `b`, which a DNAT rule at b's PREROUTING sends to
@@ -311,21 +319,8 @@ fn a_packet_that_matched_is_followed_through_nat() {
 fn a_packet_the_filter_names_only_after_nat_is_followed_from_the_rewrite_on() {
     require_privileges();
     let (_, syn) = syn_through_dnat("dst port 9090");
-    let netfilter: Vec<String> = syn["path"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["hook"].as_str().unwrap().starts_with("nf_"))
-        .map(|p| {
-            format!(
-                "{} {}",
-                p["hook"].as_str().unwrap(),
-                p["position"].as_str().unwrap()
-            )
-        })
-        .collect();
     assert_eq!(
-        netfilter,
+        netfilter_points(&syn),
         [
             "nf_prerouting last",
             "nf_local_in first",
