@@ -18,6 +18,8 @@ use std::collections::{BTreeSet, VecDeque};
 
 use rustc_hash::FxHashMap;
 
+use near::Near;
+
 use super::{
     annotation_key, is_annotation,
     link::{any_skb_alive, fingerprint, OpenIndex, SAME_PACKET_WINDOW_NS},
@@ -101,9 +103,8 @@ pub struct Stitcher {
     /// The same for journeys found quiet while an skb of theirs was alive: they may close
     /// [`Window::hold_ns`] after it.
     holding: VecDeque<(u64, u64)>,
-    /// Where an annotation may go: the recent sightings by [`annotation_key`], in time order,
-    /// with their journey; kept for two annotation windows.
-    near: FxHashMap<AnnotationKey, VecDeque<(u64, u64)>>,
+    /// Where an annotation may go: the recent sightings by [`annotation_key`].
+    near: Near,
     /// Released annotations, waiting until the sightings just after them are released too.
     annotations: VecDeque<Sighting>,
     /// Annotations that fit no packet, closed as journeys of their own.
@@ -164,17 +165,10 @@ impl Stitcher {
         std::mem::take(&mut self.closed)
     }
 
-    /// Drops the sightings no annotation can go to any more: an annotation waits one window
-    /// before it is placed, and looks one window back. Once per step, not per closing: it
-    /// walks every key.
+    /// Drops the sightings no annotation can go to any more ([`Near::forget_old`]).
     fn forget_old_sightings(&mut self) {
-        let recent = self.released_ns.saturating_sub(2 * ANNOTATION_WINDOW_NS);
-        self.near.retain(|_, near| {
-            while near.front().is_some_and(|(ts, _)| *ts < recent) {
-                near.pop_front();
-            }
-            !near.is_empty()
-        });
+        self.near
+            .forget_old(self.released_ns, !self.annotations.is_empty());
     }
 
     /// The time before which every journey has begun: the first sighting of the oldest one
@@ -247,6 +241,7 @@ impl Stitcher {
             self.place_annotations(sighting.ts_ns);
             self.close_due(sighting.ts_ns);
             if is_annotation(&sighting) {
+                self.near.annotation_released(sighting.ts_ns, &self.open);
                 self.annotations.push_back(sighting);
             } else {
                 self.join(sighting);
@@ -274,19 +269,14 @@ impl Stitcher {
             self.next_id
         });
         self.index.record(key, &sighting, id, held);
-        if sighting.proto != Proto::Unknown {
-            for route_lookup in [true, false] {
-                self.near
-                    .entry(annotation_key(&sighting, route_lookup))
-                    .or_default()
-                    .push_back((sighting.ts_ns, id));
-            }
-        }
         let journey = self.open.entry(id).or_insert_with(|| Open {
             // A packet crossing a veth pair is seen at about 17 points.
             sightings: Vec::with_capacity(20),
             annotations: Vec::new(),
         });
+        if sighting.proto != Proto::Unknown {
+            self.near.record(&sighting, id, journey.sightings.len());
+        }
         self.quiet.push_back((sighting.ts_ns, id));
         journey.sightings.push(sighting);
     }
@@ -308,7 +298,7 @@ impl Stitcher {
             };
             let nearest = self
                 .near
-                .get(&annotation_key(&annotation, route_lookup))
+                .of(&annotation_key(&annotation, route_lookup))
                 .and_then(|near| nearest(near, annotation.ts_ns, fits));
             // Which of the journey's copies it belongs to, and whether a successful route lookup
             // is bracketed by its packet, `super::complete` decides with the whole journey.
@@ -405,5 +395,6 @@ fn last_ns(journey: &Open) -> u64 {
     journey.sightings.last().map_or(0, |s| s.ts_ns)
 }
 
+mod near;
 #[cfg(test)]
 mod tests;

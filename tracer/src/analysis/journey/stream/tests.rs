@@ -251,3 +251,88 @@ fn a_journey_whose_last_two_points_share_a_time_closes_once() {
     assert_eq!(journeys.len(), 300);
     assert_eq!(journeys[0].sightings.len(), 2);
 }
+
+/// What a stitcher hands out, each closing as (journey, its points, its annotations' points).
+type Closings = Vec<(u64, Vec<(u64, &'static str)>, Vec<(u64, &'static str)>)>;
+
+fn closings(sightings: &[Sighting], mut stitcher: Stitcher, batch: usize) -> Closings {
+    let points = |s: &[Sighting]| s.iter().map(|s| (s.ts_ns, s.hook.name())).collect();
+    let mut out = Vec::new();
+    let mut take = |closed: Vec<Closed>| {
+        out.extend(
+            closed
+                .iter()
+                .map(|c| (c.id, points(&c.sightings), points(&c.annotations))),
+        )
+    };
+    for chunk in sightings.chunks(batch) {
+        for s in chunk {
+            stitcher.push(s.clone());
+        }
+        take(stitcher.advance());
+    }
+    take(stitcher.finish());
+    out
+}
+
+/// The annotation index is built when an annotation comes and dropped two windows after the
+/// last one; it must place every annotation where an index kept from the start would.
+fn annotations_go_where_an_index_kept_from_the_start_puts_them(sightings: &[Sighting], name: &str) {
+    for batch in [1, 7, 4096] {
+        let mut kept = Stitcher::new(Window::default());
+        kept.near = near::Near::kept_from_the_start();
+        let lazy = closings(sightings, Stitcher::new(Window::default()), batch);
+        let kept = closings(sightings, kept, batch);
+        assert!(
+            lazy.iter()
+                .any(|(_, _, annotations)| !annotations.is_empty()),
+            "{name}: no annotation placed, nothing compared"
+        );
+        assert_eq!(lazy, kept, "{name}, read {batch} at a time");
+    }
+}
+
+#[test]
+fn a_recorded_trace_annotates_the_same_with_an_index_built_late() {
+    let mut compared = 0;
+    for (name, sightings) in fixtures() {
+        if sightings
+            .iter()
+            .any(|s| is_annotation(s) && s.hook.name() == "fib_lookup")
+        {
+            annotations_go_where_an_index_kept_from_the_start_puts_them(&sightings, &name);
+            compared += 1;
+        }
+    }
+    assert!(
+        compared >= 10,
+        "{compared} recorded traces with route lookups"
+    );
+}
+
+#[test]
+fn route_lookups_far_apart_annotate_the_same_with_an_index_dropped_between_them() {
+    // A route lookup every 12.5 datagrams (12.5 ms apart: the index is dropped after each and
+    // built again for the next), its source unspecified as an output lookup's; by turns just
+    // before a datagram, and after the only point of one whose skb stays alive (then the
+    // index must be built from what was released before the lookup: the next datagram is
+    // further away).
+    let lookup = |of: &Sighting, after_ns: i64| {
+        let mut lookup = of.clone();
+        lookup.hook = tracer_common::hook::Hook::FibLookup;
+        lookup.skb = 0;
+        lookup.src = None;
+        lookup.ts_ns = of.ts_ns.saturating_add_signed(after_ns);
+        lookup
+    };
+    let mut sightings = Vec::new();
+    for (i, pair) in datagrams(400).chunks(2).enumerate() {
+        let (seen, freed) = (&pair[0], &pair[1]);
+        match i % 25 {
+            0 => sightings.extend([lookup(seen, -2_000), seen.clone(), freed.clone()]),
+            12 => sightings.extend([seen.clone(), lookup(seen, 20_000)]),
+            _ => sightings.extend([seen.clone(), freed.clone()]),
+        }
+    }
+    annotations_go_where_an_index_kept_from_the_start_puts_them(&sightings, "made up");
+}
