@@ -90,7 +90,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         results.insert("datapath".into(), value);
         let mut costs = Vec::new();
         for workload in [datapath::Workload::TcpBulk, datapath::Workload::UdpSmall] {
-            let _server = net::iperf_server()?;
+            let _server = net::iperf_server("")?;
             for observer in [
                 observer::Observer::TracerNothing,
                 observer::Observer::TracerFlow,
@@ -132,12 +132,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let (table, value) = pipeline::streaming(&tracer, 3)?;
         writeln!(md, "\n{table}")?;
         results.insert("pipeline_streaming".into(), value);
-        eprintln!("pipeline: live, stepped datagram rates");
         let _pair = net::pair()?;
-        let steps = pipeline::live(&tracer, args.seconds)?;
-        let (table, value) = pipeline::live_table(&steps);
-        writeln!(md, "\n{table}")?;
-        results.insert("pipeline_live".into(), value);
+        let mut live = serde_json::Map::new();
+        for placement in [pipeline::Placement::Shared, pipeline::Placement::Apart] {
+            eprintln!(
+                "pipeline: live, stepped datagram rates, {}",
+                placement.label()
+            );
+            let steps = pipeline::live(&tracer, args.seconds, placement)?;
+            let (table, value) = pipeline::live_table(&steps);
+            writeln!(md, "\nLive, {}:\n\n{table}", placement.label())?;
+            live.insert(format!("{placement:?}").to_lowercase(), value);
+        }
+        results.insert("pipeline_live".into(), live.into());
     }
     if wants(Part::Memory) {
         eprintln!(

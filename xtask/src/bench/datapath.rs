@@ -70,7 +70,7 @@ pub fn run(
     reps: usize,
     seconds: u32,
 ) -> Result<Vec<Row>> {
-    let _server = iperf_server()?;
+    let _server = iperf_server("")?;
     let row = |observer: Observer, tracer: &Path, label: String| Row {
         workload,
         observer,

@@ -34,9 +34,10 @@ pub fn pair() -> Result<Pair> {
     )
 }
 
-/// `iperf3 -s` in the server namespace, for as long as the returned guard lives.
-pub fn iperf_server() -> Result<KillOnDrop> {
-    let child = command_in(SERVER, "iperf3 -s")
+/// `iperf3 -s` in the server namespace, for as long as the returned guard lives; `prefix`
+/// goes before it (`taskset -c 0 `).
+pub fn iperf_server(prefix: &str) -> Result<KillOnDrop> {
+    let child = command_in(SERVER, &format!("{prefix}iperf3 -s"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -63,6 +63,17 @@ pub struct Report {
 
 /// Starts `observer` for traffic matching `flow_filter`; returns once it is ready.
 pub fn start(tracer: &Path, observer: Observer, flow_filter: &str) -> Result<Watching> {
+    start_on(tracer, observer, flow_filter, None)
+}
+
+/// [`start`], with the tracer confined to CPU `cpu` when one is given (`taskset`, which
+/// becomes the tracer: its pid is the tracer's).
+pub fn start_on(
+    tracer: &Path,
+    observer: Observer,
+    flow_filter: &str,
+    cpu: Option<usize>,
+) -> Result<Watching> {
     let scratch = std::env::temp_dir().join(format!("xbench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let ready = scratch.join("ready");
@@ -80,7 +91,14 @@ pub fn start(tracer: &Path, observer: Observer, flow_filter: &str) -> Result<Wat
             } else {
                 flow_filter
             };
-            let mut cmd = std::process::Command::new(tracer);
+            let mut cmd = match cpu {
+                Some(cpu) => {
+                    let mut cmd = std::process::Command::new("taskset");
+                    cmd.args(["-c", &cpu.to_string()]).arg(tracer);
+                    cmd
+                }
+                None => std::process::Command::new(tracer),
+            };
             // The streaming engine, as a trace that runs for long: every packet's record
             // written as its journey closes, read and thrown away here but for the end.
             cmd.args([

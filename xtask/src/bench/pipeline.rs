@@ -130,20 +130,60 @@ pub fn streaming(tracer: &Path, reps: usize) -> Result<(String, Value)> {
     Ok((md, json!(all)))
 }
 
+/// Where a live step's processes run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Placement {
+    /// Wherever the scheduler puts them: the tracer's engine shares every CPU with the
+    /// traffic (on a 2-CPU machine, with iperf3's client, its server and their softirqs).
+    Shared,
+    /// iperf3's client and server (and so the kernel's path of their datagrams, run on the
+    /// sending CPU over a veth) on CPU 0, the tracer on the last CPU: the kernel side
+    /// produces events as fast as one CPU of traffic makes them, and the engine has a core
+    /// of its own, as on a machine with cores to spare.
+    Apart,
+}
+
+impl Placement {
+    pub fn label(self) -> &'static str {
+        match self {
+            Placement::Shared => "sharing every CPU with the traffic",
+            Placement::Apart => "traffic on CPU 0, the tracer on a CPU of its own",
+        }
+    }
+
+    fn traffic_prefix(self) -> &'static str {
+        match self {
+            Placement::Shared => "",
+            Placement::Apart => "taskset -c 0 ",
+        }
+    }
+
+    fn tracer_cpu(self) -> Option<usize> {
+        match self {
+            Placement::Shared => None,
+            Placement::Apart => Some(cpus().saturating_sub(1)),
+        }
+    }
+}
+
 /// One live step: the tracer following 64-byte UDP datagrams sent at `pps`.
 pub struct Step {
     pub pps: u64,
+    /// What iperf3 says it sent.
+    pub sent_per_s: f64,
     pub events_per_s: f64,
     pub report: observer::Report,
 }
 
-/// Steps up the datagram rate until events are lost, then runs twice the best lossless rate.
-pub fn live(tracer: &Path, seconds: u32) -> Result<Vec<Step>> {
-    let _server = iperf_server()?;
+/// Steps up the datagram rate (2 000 to 256 000 a second) until events are lost, then runs
+/// twice the best lossless rate. Past the rate the sender reaches under the kernel programs,
+/// the kernel side produces all the events it can.
+pub fn live(tracer: &Path, seconds: u32, placement: Placement) -> Result<Vec<Step>> {
+    let _server = iperf_server(placement.traffic_prefix())?;
     let mut steps: Vec<Step> = Vec::new();
     let mut pps = 2_000;
     while pps <= 256_000 {
-        let step = step(tracer, pps, seconds)?;
+        let step = step(tracer, pps, seconds, placement)?;
         let lost = step.report.lost > 0;
         steps.push(step);
         if lost {
@@ -158,44 +198,67 @@ pub fn live(tracer: &Path, seconds: u32) -> Result<Vec<Step>> {
         .max()
     {
         if !steps.iter().any(|s| s.pps == best * 2) {
-            steps.push(step(tracer, best * 2, seconds)?);
+            steps.push(step(tracer, best * 2, seconds, placement)?);
         }
     }
     Ok(steps)
 }
 
-fn step(tracer: &Path, pps: u64, seconds: u32) -> Result<Step> {
-    let watching = observer::start(tracer, Observer::TracerFlow, "udp port 5201")?;
+fn step(tracer: &Path, pps: u64, seconds: u32, placement: Placement) -> Result<Step> {
+    let watching = observer::start_on(
+        tracer,
+        Observer::TracerFlow,
+        "udp port 5201",
+        placement.tracer_cpu(),
+    )?;
     let bits = pps * 64 * 8;
-    output(&mut command_in(
+    let client = output(&mut command_in(
         CLIENT,
-        &format!("iperf3 -c {SERVER_ADDR} -u -b {bits} -l 64 -t {seconds} -J"),
+        &format!(
+            "{}iperf3 -c {SERVER_ADDR} -u -b {bits} -l 64 -t {seconds} -J",
+            placement.traffic_prefix()
+        ),
     ))?;
     let report = watching.stop()?;
+    let sent_per_s = sent_per_second(&client)?;
     let events_per_s = report.events as f64 / f64::from(seconds);
     eprintln!(
-        "  {pps} datagrams/s: {} events ({events_per_s:.0}/s), {} lost",
+        "  {pps} datagrams/s asked, {sent_per_s:.0} sent: {} events ({events_per_s:.0}/s), {} lost",
         report.events, report.lost
     );
     Ok(Step {
         pps,
+        sent_per_s,
         events_per_s,
         report,
     })
 }
 
+/// Datagrams a second iperf3's client sent, from its JSON report.
+fn sent_per_second(client_json: &str) -> Result<f64> {
+    let json: Value = serde_json::from_str(client_json).context("iperf3 wrote no JSON")?;
+    let sum = &json["end"]["sum"];
+    sum["packets"]
+        .as_f64()
+        .zip(sum["seconds"].as_f64())
+        .filter(|(_, s)| *s > 0.0)
+        .map(|(packets, s)| packets / s)
+        .context("iperf3's JSON has no sent sum")
+}
+
 pub fn live_table(steps: &[Step]) -> (String, Value) {
-    let mut md =
-        String::from("| datagrams/s sent | events received/s | events lost |\n|---|---|---|\n");
+    let mut md = String::from(
+        "| datagrams/s asked | sent | events received/s | events lost |\n|---|---|---|---|\n",
+    );
     for s in steps {
         md.push_str(&format!(
-            "| {} | {:.0} | {} |\n",
-            s.pps, s.events_per_s, s.report.lost
+            "| {} | {:.0} | {:.0} | {} |\n",
+            s.pps, s.sent_per_s, s.events_per_s, s.report.lost
         ));
     }
     let records = steps
         .iter()
-        .map(|s| json!({"pps": s.pps, "events": s.report.events, "events_per_s": s.events_per_s, "lost": s.report.lost}))
+        .map(|s| json!({"pps": s.pps, "sent_per_s": s.sent_per_s, "events": s.report.events, "events_per_s": s.events_per_s, "lost": s.report.lost}))
         .collect();
     (md, Value::Array(records))
 }
