@@ -205,7 +205,16 @@ fn held(journey: &[impl Borrow<Sighting>], next: &Sighting) -> bool {
 /// Whether one of the journey's skbs has been seen and not freed: a later sighting of it
 /// belongs to this packet however late it comes.
 pub(super) fn any_skb_alive(journey: &[impl Borrow<Sighting>]) -> bool {
-    sightings(journey).any(|s| s.skb != 0 && !ended(journey, s.skb))
+    // Most of a journey's sightings share the skb of the one before: each run is looked up
+    // once (a run found ended says nothing alive; the next run may).
+    let mut looked_up = 0;
+    sightings(journey).any(|s| {
+        if s.skb == 0 || s.skb == looked_up {
+            return false;
+        }
+        looked_up = s.skb;
+        !ended(journey, s.skb)
+    })
 }
 
 fn ended(journey: &[impl Borrow<Sighting>], skb: u64) -> bool {

@@ -77,6 +77,9 @@ pub struct Closed {
 struct Open {
     sightings: Vec<Sighting>,
     annotations: Vec<Sighting>,
+    /// Its last sighting's time, beside the map's entry: checking whether a journey went quiet
+    /// (once per sighting released) reads no sighting, which by then is long out of the cache.
+    last_ns: u64,
 }
 
 #[derive(Default)]
@@ -191,7 +194,7 @@ impl Stitcher {
             }
             self.quiet.pop_front();
             // Only the journey's last sighting counts; it may have closed already.
-            let Some(journey) = self.open.get(&id).filter(|j| last_ns(j) == ts) else {
+            let Some(journey) = self.open.get(&id).filter(|j| j.last_ns == ts) else {
                 continue;
             };
             if any_skb_alive(&journey.sightings) {
@@ -207,7 +210,7 @@ impl Stitcher {
                 break;
             }
             self.holding.pop_front();
-            if self.open.get(&id).is_some_and(|j| last_ns(j) == ts) {
+            if self.open.get(&id).is_some_and(|j| j.last_ns == ts) {
                 ids.push(id);
             }
         }
@@ -273,11 +276,13 @@ impl Stitcher {
             // A packet crossing a veth pair is seen at about 17 points.
             sightings: Vec::with_capacity(20),
             annotations: Vec::new(),
+            last_ns: 0,
         });
         if sighting.proto != Proto::Unknown {
             self.near.record(&sighting, id, journey.sightings.len());
         }
         self.quiet.push_back((sighting.ts_ns, id));
+        journey.last_ns = sighting.ts_ns;
         journey.sightings.push(sighting);
     }
 
@@ -389,10 +394,6 @@ fn nearest(near: &VecDeque<(u64, u64)>, ts_ns: u64, fits: impl Fn(u64) -> bool) 
             after += 1;
         }
     }
-}
-
-fn last_ns(journey: &Open) -> u64 {
-    journey.sightings.last().map_or(0, |s| s.ts_ns)
 }
 
 mod near;
