@@ -4,7 +4,7 @@ use std::{future::Future, sync::Arc, time::Instant};
 
 use anyhow::{Context, Result};
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, RingBuf},
+    maps::{HashMap as BpfHashMap, Map},
     Ebpf,
 };
 use tokio::io::unix::AsyncFd;
@@ -13,6 +13,7 @@ use tracer_common::{
     names,
 };
 
+use event_ring::EventRing;
 use ring::{drain, live_lines, Kept, Readers, LIVE_TICK};
 use rules_watch::RulesWatch;
 
@@ -76,7 +77,7 @@ pub struct Session {
     netfilter: Netfilter,
     /// Holds the tc filters of kernels without tcx: dropping it removes them.
     interface_programs: InterfacePrograms,
-    ring: AsyncFd<RingBuf<MapData>>,
+    ring: AsyncFd<EventRing>,
     names: Names,
     pub attachments: Vec<Attachment>,
     /// Whether our XDP program was asked for (`--xdp`).
@@ -211,9 +212,12 @@ impl Session {
             .into());
         }
 
-        let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("map EVENTS missing")?)?;
-        // SAFETY: the ring buffer owns its map fd, which stays open and unchanged until the
-        // AsyncFd (which owns the ring buffer) is dropped.
+        let Some(Map::RingBuf(ring)) = ebpf.take_map(names::EVENTS) else {
+            anyhow::bail!("map EVENTS missing or not a ring buffer");
+        };
+        let ring = EventRing::new(ring).context("cannot map the event ring buffer")?;
+        // SAFETY: the ring owns its map fd, which stays open and unchanged until the AsyncFd
+        // (which owns the ring) is dropped.
         let ring = unsafe { AsyncFd::register(ring) }
             .map_err(|e| anyhow::anyhow!("cannot poll the event ring buffer: {e}"))?;
         let counters_before = namespaces
@@ -432,6 +436,7 @@ where
 
 mod context;
 mod count;
+mod event_ring;
 mod ring;
 mod rules_watch;
 mod stop;

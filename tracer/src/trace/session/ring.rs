@@ -2,7 +2,6 @@
 //! it comes, kept for the final report up to `--max-events` where there is one, and given to
 //! the live view, which writes its lines while a flood goes on.
 
-use aya::maps::{MapData, RingBuf};
 use tracer_common::event::Event;
 
 use crate::{
@@ -32,7 +31,7 @@ pub(super) struct Readers<'a> {
 }
 
 /// Decodes what the ring holds into the readers.
-pub(super) fn drain(ring: &mut RingBuf<MapData>, to: &mut Readers) {
+pub(super) fn drain(ring: &mut super::EventRing, to: &mut Readers) {
     let mut read = 0usize;
     while let Some(item) = ring.next() {
         read += 1;
@@ -45,7 +44,7 @@ pub(super) fn drain(ring: &mut RingBuf<MapData>, to: &mut Readers) {
             }
             continue;
         }
-        let Some(sighting) = decode(&item, to.names) else {
+        let Some(sighting) = decode(item, to.names) else {
             to.stats.undecodable += 1;
             continue;
         };
