@@ -114,26 +114,54 @@ fn candidate(j: &Journey) -> Option<&Sighting> {
 
 /// The id of the first later journey that answers `j`, if `j` is a candidate.
 fn answer_to<'a>(j: &Journey, later: impl Iterator<Item = &'a Journey>) -> Option<u64> {
+    match settled(j, later)? {
+        (k, Settled::Answered) => Some(k.id),
+        (_, Settled::Repeated | Settled::PastWindow) => None,
+    }
+}
+
+/// Where the question "did TCP answer `j`?" is settled, among the journeys after it (in the
+/// order they began): the first that begins past its window, repeats it or answers it, and
+/// which; `None` if `later` runs out first or `j` is no candidate.
+///
+/// A live view holds `j` until it is settled: the journey that settled it is then closed, and
+/// written in the same batch as `j`.
+pub fn settled_by<'a>(
+    j: &Journey,
+    later: impl Iterator<Item = &'a Journey>,
+) -> Option<&'a Journey> {
+    settled(j, later).map(|(k, _)| k)
+}
+
+enum Settled {
+    Answered,
+    /// A retransmission came first: the answer may be to that copy.
+    Repeated,
+    PastWindow,
+}
+
+fn settled<'a>(
+    j: &Journey,
+    later: impl Iterator<Item = &'a Journey>,
+) -> Option<(&'a Journey, Settled)> {
     let last = candidate(j)?;
     let h = j.headers();
-    // Journeys are in the order they started.
     for k in later {
         let Some(first) = k.sightings.first() else {
             continue;
         };
         if first.ts_ns > last.ts_ns.saturating_add(ANSWER_WINDOW_NS) {
-            break;
+            return Some((k, Settled::PastWindow));
         }
         if first.ts_ns < last.ts_ns {
             continue;
         }
         let kh = k.headers();
         if (is_answer(h, kh) || accepts_reset(h, k)) && first.netns == last.netns {
-            return Some(k.id);
+            return Some((k, Settled::Answered));
         }
         if same_direction(h, kh) && kh.tcp_seq == h.tcp_seq {
-            // A retransmission came first: the answer may be to that copy.
-            return None;
+            return Some((k, Settled::Repeated));
         }
     }
     None

@@ -3,7 +3,7 @@
 //! its rule), and a TCP segment whose end no point saw for its answer window (its fate is
 //! then the report's). The packets seen after a held one wait behind it.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, ops::Bound};
 
 use crate::{
     analysis::{
@@ -22,14 +22,24 @@ type Key = (u64, u64);
 /// given out), and the time netfilter dropped it, whose rules read names the rule.
 pub type Ready = (Vec<Journey>, Option<u64>);
 
+/// A segment waiting for what settles whether TCP answered it.
+#[derive(Clone, Copy)]
+struct Unsettled {
+    /// It waits while the packets first seen up to this time are not all closed: the end of
+    /// its answer window, or once a packet settled it, that packet's first sighting.
+    until: u64,
+    /// The last waiting packet looked at for its answer: those after it are looked at next.
+    looked_to: Key,
+}
+
 #[derive(Default)]
 pub struct Holds {
     /// Closed, waiting for the packets seen before them.
     waiting: BTreeMap<Key, Vec<Journey>>,
-    /// The waiting TCP segments whose end no point saw, with the time until which TCP may
-    /// answer them (see [`crate::analysis::answered`]): each waits until all the packets of
-    /// that window are closed, so that its answer is written with it.
-    awaiting_answer: BTreeMap<Key, u64>,
+    /// The waiting TCP segments whose end no point saw, which TCP may answer (see
+    /// [`crate::analysis::answered`]): each waits until the packet that settles it is closed,
+    /// so that its answer is written with it.
+    awaiting_answer: BTreeMap<Key, Unsettled>,
     /// The waiting packets netfilter dropped, with the drop's time: each waits for the drop
     /// rules read after it.
     dropped_by_netfilter: BTreeMap<Key, u64>,
@@ -83,7 +93,9 @@ impl Holds {
             }
             let group = from_closed(c, &end, 1);
             if let Some(until) = group.iter().filter_map(answered::answer_deadline).max() {
-                self.awaiting_answer.insert(key, until);
+                let looked_to = key;
+                self.awaiting_answer
+                    .insert(key, Unsettled { until, looked_to });
             }
             self.waiting.insert(key, group);
         }
@@ -92,6 +104,7 @@ impl Holds {
     /// The packets that can go, in the order first seen: those seen before `horizon` (the
     /// stitcher's: every packet seen before it has closed) and before the first held one.
     pub fn ready(&mut self, horizon: u64) -> Vec<Ready> {
+        self.settle_answers(horizon);
         // Every packet first seen at `horizon` or later waits, and so does every one from the
         // first held on. One cut, whose cost is that of the side that goes (split_off counts
         // the smaller side): behind a held packet, a second of packets may wait, and this runs
@@ -121,6 +134,43 @@ impl Holds {
             .collect()
     }
 
+    /// Looks for what settles each unsettled segment among the packets closed since it was last
+    /// looked for: those first seen before `horizon`, which no packet closing later can precede.
+    /// Most segments are answered within milliseconds: they wait that long, not their window.
+    fn settle_answers(&mut self, horizon: u64) {
+        let end = (horizon, 0);
+        for (key, wait) in self.awaiting_answer.iter_mut() {
+            if wait.until < horizon || wait.looked_to >= end {
+                continue;
+            }
+            let Some(segment) = self.waiting.get(key).and_then(|group| {
+                group
+                    .iter()
+                    .find(|j| answered::answer_deadline(j).is_some())
+            }) else {
+                continue;
+            };
+            let mut later = self
+                .waiting
+                .range((Bound::Excluded(wait.looked_to), Bound::Excluded(end)))
+                .flat_map(|(key, group)| group.iter().map(move |j| (*key, j)));
+            let mut looked_to = wait.looked_to;
+            let settled = answered::settled_by(
+                segment,
+                std::iter::from_fn(|| {
+                    let (key, j) = later.next()?;
+                    looked_to = key;
+                    Some(j)
+                }),
+            );
+            wait.looked_to = looked_to;
+            if settled.is_some() {
+                // Its batch must reach the packet that settled it.
+                wait.until = looked_to.0;
+            }
+        }
+    }
+
     /// The first waiting packet that must wait longer, if one does: a netfilter drop whose
     /// rules are not read yet, or a segment TCP may still answer (its window reaches
     /// `horizon`).
@@ -134,7 +184,7 @@ impl Holds {
         let unanswered = self
             .awaiting_answer
             .iter()
-            .find(|(_, &until)| until >= horizon)
+            .find(|(_, wait)| wait.until >= horizon)
             .map(|(key, _)| *key);
         let mut cut = match (unnamed, unanswered) {
             (Some(a), Some(b)) => a.min(b),
@@ -145,7 +195,7 @@ impl Holds {
         while let Some(earlier) = self
             .awaiting_answer
             .range(..cut)
-            .find(|(_, &until)| until >= cut.0)
+            .find(|(_, wait)| wait.until >= cut.0)
             .map(|(key, _)| *key)
         {
             cut = earlier;
@@ -162,4 +212,67 @@ pub fn netfilter_drop_ns(sightings: &[Sighting]) -> Option<u64> {
         .rev()
         .find(|s| s.is_drop() && s.reason.as_deref() == Some("NETFILTER_DROP"))
         .map(|s| s.ts_ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tcp_flags::TcpFlags;
+    use tracer_common::hook::Hook;
+
+    /// A TCP segment seen at `ts_ns` in namespace 2, only there: from 10.0.0.1 at tc ingress
+    /// (a segment whose end no point saw), or from 10.0.0.2 (`reverse`) leaving at LOCAL_OUT.
+    fn segment(ts_ns: u64, flags: &[&str], seq: u32, ack: u32, reverse: bool) -> Closed {
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/local_in_syn_drop.jsonl");
+        let mut s = crate::model::recording::read(&fixture)
+            .expect("fixture")
+            .sightings[0]
+            .clone();
+        let (a, b) = ("10.0.0.1".parse().ok(), "10.0.0.2".parse().ok());
+        (s.src, s.dst, s.sport, s.dport) = match reverse {
+            false => (a, b, 4000, 80),
+            true => (b, a, 80, 4000),
+        };
+        (s.tcp_seq, s.tcp_ack, s.ts_ns, s.skb, s.netns) = (seq, ack, ts_ns, ts_ns, 2);
+        s.tcp_flags = TcpFlags::from_names(flags).expect("TCP flags");
+        s.hook = if reverse {
+            Hook::NfLocalOut
+        } else {
+            Hook::TcIngress
+        };
+        (s.reason, s.location, s.note) = (None, None, None);
+        Closed {
+            id: ts_ns,
+            sightings: vec![s],
+            ..Closed::default()
+        }
+    }
+
+    const MS: u64 = 1_000_000;
+
+    /// A segment whose end no point saw waits for what settles it: its answer, a millisecond
+    /// later, not the end of its two-second window.
+    #[test]
+    fn a_segment_answered_at_once_waits_for_its_answer_not_its_window() {
+        let mut holds = Holds::default();
+        holds.wait(vec![segment(1_000 * MS, &["SYN"], 100, 0, false)]);
+        assert!(holds.ready(1_500 * MS).is_empty(), "unsettled: it waits");
+        holds.wait(vec![
+            segment(1_001 * MS, &["SYN", "ACK"], 7, 101, true),
+            segment(1_600 * MS, &["ACK"], 8, 101, true),
+        ]);
+        let ready = holds.ready(1_700 * MS);
+        assert_eq!(
+            ready.len(),
+            3,
+            "the segment, its answer and the packet after"
+        );
+        holds.wait(vec![segment(2_000 * MS, &["SYN"], 500, 0, false)]);
+        assert!(
+            holds.ready(3_900 * MS).is_empty(),
+            "unanswered, it waits for its window"
+        );
+        assert_eq!(holds.ready(4_100 * MS).len(), 1);
+    }
 }
