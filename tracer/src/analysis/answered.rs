@@ -20,8 +20,10 @@ use crate::{
 };
 
 /// How long after a packet was last seen its answer may come: TCP answers at once, or within
-/// a delayed ACK (200 ms at most); the rest of a long trace is not searched.
-const ANSWER_WINDOW_NS: u64 = 2_000_000_000;
+/// a delayed ACK, which RFC 1122 keeps under 500 ms (Linux: under HZ/2 before it knows the
+/// round trip, then under the round trip, at most 200 ms once in ping-pong mode). A live view
+/// holds an unanswered segment, and every packet after it, this long.
+const ANSWER_WINDOW_NS: u64 = 600_000_000;
 
 /// Hooks of the receive path, up to where a packet is handed to its socket.
 const RECEIVE_SIDE: &[Hook] = &[

@@ -12,6 +12,7 @@
 mod end;
 mod flows;
 mod holds;
+mod pipe;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -97,6 +98,7 @@ struct Incomplete {
 
 impl LiveView {
     pub fn new(captures: Vec<LiveCapture>, options: LiveOptions, clock: WallClock) -> LiveView {
+        pipe::widen_stdout_pipe();
         LiveView {
             stitcher: Stitcher::new(Window::default()),
             captures,

@@ -252,7 +252,7 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     /// A segment whose end no point saw waits for what settles it: its answer, a millisecond
-    /// later, not the end of its two-second window.
+    /// later, not the end of its window (600 ms).
     #[test]
     fn a_segment_answered_at_once_waits_for_its_answer_not_its_window() {
         let mut holds = Holds::default();
@@ -270,9 +270,9 @@ mod tests {
         );
         holds.wait(vec![segment(2_000 * MS, &["SYN"], 500, 0, false)]);
         assert!(
-            holds.ready(3_900 * MS).is_empty(),
+            holds.ready(2_500 * MS).is_empty(),
             "unanswered, it waits for its window"
         );
-        assert_eq!(holds.ready(4_100 * MS).len(), 1);
+        assert_eq!(holds.ready(2_700 * MS).len(), 1);
     }
 }
