@@ -128,12 +128,23 @@ pub struct NamespaceRules {
 
 /// The drop rules' changes as read at one moment while tracing: a packet netfilter dropped
 /// before `started_ns` (the events' clock) is counted in them. The live view names the rule
-/// that dropped a packet from the first snapshot started after the drop; a recording keeps
-/// the snapshots so that its replay names the same.
+/// that dropped a packet from the first snapshot started after the drop that read its
+/// namespace; a recording keeps the snapshots so that its replay names the same.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RulesSnapshot {
     pub started_ns: u64,
+    /// The namespaces read (by inode): those of the drops waiting for it. `None`: every
+    /// traced namespace (the read at the end, and recordings made before reads were narrowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<Vec<u32>>,
     pub namespaces: Vec<NamespaceRules>,
+}
+
+impl RulesSnapshot {
+    /// Whether it read the rules of namespace `netns`.
+    pub fn covers(&self, netns: u32) -> bool {
+        self.read.as_ref().is_none_or(|read| read.contains(&netns))
+    }
 }
 
 /// Reads the ruleset of the calling thread's network namespace (call it inside

@@ -20,7 +20,8 @@ use std::{
 };
 
 pub use end::LiveEnd;
-use holds::{netfilter_drop_ns, Holds, Ready};
+pub use holds::RulesWanted;
+use holds::{netfilter_drop, Holds, Ready};
 
 use crate::{
     analysis::{
@@ -149,9 +150,9 @@ impl LiveView {
         self.holds.add_rules(snapshot);
     }
 
-    /// The time of the earliest netfilter drop waiting for the rules to be read after it: a
-    /// read started now names it.
-    pub fn rules_wanted(&self) -> Option<u64> {
+    /// The netfilter drops waiting for their rules to be read after them: a read of their
+    /// namespaces started now names them.
+    pub fn rules_wanted(&self) -> Option<RulesWanted> {
         self.holds.rules_wanted()
     }
 
@@ -182,6 +183,7 @@ impl LiveView {
         self.holds.wait(stitcher.finish());
         self.holds.add_rules(RulesSnapshot {
             started_ns: u64::MAX,
+            read: None,
             namespaces: rules.to_vec(),
         });
         let ready = self.holds.all();
@@ -204,7 +206,8 @@ impl LiveView {
                     copy.of += base;
                 }
             }
-            if let Some(snapshot) = dropped_at.and_then(|at| self.holds.snapshot_after(at)) {
+            let named = dropped_at.and_then(|(at, netns)| self.holds.snapshot_after(at, netns));
+            if let Some(snapshot) = named {
                 named_by.extend(group.iter().map(|j| (j.id, snapshot)));
             }
             self.given = group.last().map_or(self.given, |j| j.id);
@@ -360,17 +363,24 @@ impl LiveView {
         }
     }
 
-    /// The context of a flow's analysis: with the rules read after the last packet of it that
-    /// netfilter dropped (written already, so that read is here).
+    /// The context of a flow's analysis: with each namespace's rules as read after the last
+    /// packet of it that netfilter dropped there (written already, so that read is here).
     fn flow_context(&self, journeys: &[Journey]) -> Context {
-        let last_drop = journeys
+        let mut drops: Vec<(u64, u32)> = journeys
             .iter()
-            .filter_map(|j| netfilter_drop_ns(&j.sightings))
-            .max();
-        let rules = last_drop
-            .and_then(|at| self.holds.snapshot_after(at))
-            .map(|i| self.holds.rules(i).namespaces.clone())
-            .unwrap_or_default();
+            .filter_map(|j| netfilter_drop(&j.sightings))
+            .collect();
+        drops.sort_unstable();
+        let mut rules: Vec<NamespaceRules> = Vec::new();
+        for (at, netns) in drops {
+            let Some(i) = self.holds.snapshot_after(at, netns) else {
+                continue;
+            };
+            for read in &self.holds.rules(i).namespaces {
+                rules.retain(|r| r.netns_name != read.netns_name);
+                rules.push(read.clone());
+            }
+        }
         Context {
             rules,
             ..self.context()

@@ -341,12 +341,9 @@ impl Session {
     /// Starts reading the drop rules when the live view holds a netfilter drop read after no
     /// read so far: the read names its rule.
     fn read_rules_if_wanted(&mut self) {
-        if self
-            .live_view
-            .as_ref()
-            .is_some_and(|live| live.rules_wanted().is_some())
-        {
-            self.rules.start();
+        let wanted = self.live_view.as_ref().and_then(LiveView::rules_wanted);
+        if let Some(wanted) = wanted {
+            self.rules.start(wanted.netns);
         }
     }
 

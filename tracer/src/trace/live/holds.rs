@@ -19,8 +19,18 @@ use crate::{
 type Key = (u64, u64);
 
 /// A packet ready to be written: it with the copies a bridge made of it (numbered from 1 until
-/// given out), and the time netfilter dropped it, whose rules read names the rule.
-pub type Ready = (Vec<Journey>, Option<u64>);
+/// given out), and when and in which namespace netfilter dropped it: the rules read there
+/// after that names the rule.
+pub type Ready = (Vec<Journey>, Option<(u64, u32)>);
+
+/// What the netfilter drops waiting for a rules read need of it.
+#[derive(Debug, PartialEq)]
+pub struct RulesWanted {
+    /// The earliest such drop: a read started after it names it.
+    pub since_ns: u64,
+    /// The namespaces (inodes) the drops were in: the read covers those.
+    pub netns: Vec<u32>,
+}
 
 /// A segment waiting for what settles whether TCP answered it.
 #[derive(Clone, Copy)]
@@ -40,9 +50,9 @@ pub struct Holds {
     /// [`crate::analysis::answered`]): each waits until the packet that settles it is closed,
     /// so that its answer is written with it.
     awaiting_answer: BTreeMap<Key, Unsettled>,
-    /// The waiting packets netfilter dropped, with the drop's time: each waits for the drop
-    /// rules read after it.
-    dropped_by_netfilter: BTreeMap<Key, u64>,
+    /// The waiting packets netfilter dropped, with the drop's time and namespace: each waits
+    /// for the drop rules read there after it.
+    dropped_by_netfilter: BTreeMap<Key, (u64, u32)>,
     /// The drop rules read while tracing, in the order they were started (see
     /// [`crate::trace::session`]); a replay has them all from the recording.
     rules: Vec<RulesSnapshot>,
@@ -61,21 +71,32 @@ impl Holds {
         &self.rules[snapshot]
     }
 
-    /// The time of the earliest netfilter drop waiting for the rules to be read after it: a
-    /// read started now names it.
-    pub fn rules_wanted(&self) -> Option<u64> {
-        self.dropped_by_netfilter
+    /// The netfilter drops waiting for the rules to be read after them: a read of their
+    /// namespaces started now names them.
+    pub fn rules_wanted(&self) -> Option<RulesWanted> {
+        let mut unnamed = self
+            .dropped_by_netfilter
             .values()
-            .copied()
-            .filter(|&at| self.snapshot_after(at).is_none())
-            .min()
+            .filter(|&&(at, netns)| self.snapshot_after(at, netns).is_none());
+        let &(since_ns, netns) = unnamed.next()?;
+        let mut wanted = RulesWanted {
+            since_ns,
+            netns: vec![netns],
+        };
+        for &(at, netns) in unnamed {
+            wanted.since_ns = wanted.since_ns.min(at);
+            wanted.netns.push(netns);
+        }
+        wanted.netns.sort_unstable();
+        wanted.netns.dedup();
+        Some(wanted)
     }
 
-    /// The first rules read started after `at`: the one that names a drop at `at`, the same in
-    /// the live run and in its replay.
-    pub fn snapshot_after(&self, at: u64) -> Option<usize> {
-        let i = self.rules.partition_point(|s| s.started_ns < at);
-        (i < self.rules.len()).then_some(i)
+    /// The first rules read started after `at` that read namespace `netns`: the one that names
+    /// a drop there at `at`, the same in the live run and in its replay.
+    pub fn snapshot_after(&self, at: u64, netns: u32) -> Option<usize> {
+        let from = self.rules.partition_point(|s| s.started_ns < at);
+        (from..self.rules.len()).find(|&i| self.rules[i].covers(netns))
     }
 
     /// Takes in the packets the stitcher closed.
@@ -88,8 +109,8 @@ impl Holds {
                 .or(c.annotations.first())
                 .map_or(0, |s| s.ts_ns);
             let key = (first, c.id);
-            if let Some(at) = netfilter_drop_ns(&c.sightings) {
-                self.dropped_by_netfilter.insert(key, at);
+            if let Some(drop) = netfilter_drop(&c.sightings) {
+                self.dropped_by_netfilter.insert(key, drop);
             }
             let group = from_closed(c, &end, 1);
             if let Some(until) = group.iter().filter_map(answered::answer_deadline).max() {
@@ -179,7 +200,7 @@ impl Holds {
         let unnamed = self
             .dropped_by_netfilter
             .iter()
-            .find(|(_, &at)| self.snapshot_after(at).is_none())
+            .find(|(_, &(at, netns))| self.snapshot_after(at, netns).is_none())
             .map(|(key, _)| *key);
         let unanswered = self
             .awaiting_answer
@@ -204,14 +225,15 @@ impl Holds {
     }
 }
 
-/// When netfilter dropped the packet, if it did: the time of its free with the reason
-/// `NETFILTER_DROP`, after which the rules' counters tell which rule it was.
-pub fn netfilter_drop_ns(sightings: &[Sighting]) -> Option<u64> {
+/// When and where netfilter dropped the packet, if it did: the time and namespace of its free
+/// with the reason `NETFILTER_DROP`, after which that namespace's rules' counters tell which
+/// rule it was.
+pub fn netfilter_drop(sightings: &[Sighting]) -> Option<(u64, u32)> {
     sightings
         .iter()
         .rev()
         .find(|s| s.is_drop() && s.reason.as_deref() == Some("NETFILTER_DROP"))
-        .map(|s| s.ts_ns)
+        .map(|s| (s.ts_ns, s.netns))
 }
 
 #[cfg(test)]

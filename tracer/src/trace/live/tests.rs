@@ -109,6 +109,7 @@ fn the_open_flows_are_summed_up_every_so_often() {
     // none), so that the dropped SYN is written and its flow summed up.
     view.add_rules(RulesSnapshot {
         started_ns: recording.sightings.last().expect("events").ts_ns,
+        read: None,
         namespaces: Vec::new(),
     });
     // The events' clock moved on in quiet ticks, as the trace's timer moves it.
@@ -176,18 +177,38 @@ fn a_netfilter_drop_waits_for_the_rules_read_after_it_and_its_line_names_the_rul
     // Every journey closed, but the drop's rule is not known yet: it and what came after wait.
     view.advance(Some(last + 10_000_000_000));
     assert!(!text().contains("DROPPED"), "{}", text());
-    assert_eq!(view.rules_wanted(), Some(drop.ts_ns));
+    assert_eq!(
+        view.rules_wanted(),
+        Some(RulesWanted {
+            since_ns: drop.ts_ns,
+            netns: vec![drop.netns]
+        })
+    );
     // Rules read before the drop cannot name it.
     view.add_rules(RulesSnapshot {
         started_ns: drop.ts_ns - 1,
+        read: None,
         namespaces: rules.clone(),
+    });
+    // Read after it in another namespace: it does not either.
+    view.add_rules(RulesSnapshot {
+        started_ns: drop.ts_ns + 1,
+        read: Some(vec![drop.netns + 1]),
+        namespaces: Vec::new(),
     });
     view.advance(Some(last + 10_000_000_000));
     assert!(!text().contains("DROPPED"), "{}", text());
-    assert_eq!(view.rules_wanted(), Some(drop.ts_ns));
+    assert_eq!(
+        view.rules_wanted(),
+        Some(RulesWanted {
+            since_ns: drop.ts_ns,
+            netns: vec![drop.netns]
+        })
+    );
     // Read after it: the line names the rule.
     view.add_rules(RulesSnapshot {
-        started_ns: drop.ts_ns + 1,
+        started_ns: drop.ts_ns + 2,
+        read: Some(vec![drop.netns]),
         namespaces: rules,
     });
     view.advance(Some(last + 10_000_000_000));
@@ -246,7 +267,8 @@ fn with_rules(path: &Path, reads: Option<&[RulesSnapshot]>) -> (String, Vec<Rule
             for s in &recording.sightings {
                 view.push(s.clone());
                 view.advance(None);
-                if let Some(at) = view.rules_wanted() {
+                if let Some(wanted) = view.rules_wanted() {
+                    let at = wanted.since_ns;
                     let drop = recording
                         .sightings
                         .iter()
@@ -254,6 +276,7 @@ fn with_rules(path: &Path, reads: Option<&[RulesSnapshot]>) -> (String, Vec<Rule
                         .expect("the drop waiting");
                     let read = RulesSnapshot {
                         started_ns: s.ts_ns.max(at) + 1_000,
+                        read: Some(wanted.netns),
                         namespaces: vec![input_rule(drop.netns_name.as_deref().unwrap_or("?"))],
                     };
                     made.push(read.clone());

@@ -1,8 +1,8 @@
 //! The drop rules read again while the trace runs: a packet netfilter dropped is printed with
 //! the rule that dropped it, which only the rules' counters tell, and they must be read after
-//! the drop. A read runs `nft` and `iptables-save` in each traced namespace (tens of
-//! milliseconds), so it runs beside the event loop, one at a time, when the live view has a
-//! drop waiting for it.
+//! the drop. A read runs `nft` and `iptables-save` (tens of milliseconds) in each namespace
+//! where a drop waits for it, not in every traced one: what the live view writes after the
+//! drop waits too. It runs beside the event loop, one at a time.
 
 use std::sync::Arc;
 
@@ -32,8 +32,9 @@ impl RulesWatch {
         }
     }
 
-    /// Starts a read in the background, unless one is under way (its end brings the next).
-    pub fn start(&mut self) {
+    /// Starts a read of the namespaces `netns` (inodes) in the background, unless one is under
+    /// way (its end brings the next).
+    pub fn start(&mut self, netns: Vec<u32>) {
         if self.reading {
             return;
         }
@@ -42,10 +43,11 @@ impl RulesWatch {
         let done = self.done_tx.clone();
         tokio::task::spawn_blocking(move || {
             let started_ns = crate::kernel::clock::monotonic_ns();
-            let namespaces = changes(&before);
+            let namespaces = changes(&before, Some(&netns));
             // The receiver goes only with the trace: nothing is waiting for it any more.
             let _ = done.send(RulesSnapshot {
                 started_ns,
+                read: Some(netns),
                 namespaces,
             });
         });
@@ -64,14 +66,16 @@ impl RulesWatch {
 
     /// How each namespace's drop rules' counters rose since tracing started, read now.
     pub fn read_now(&self) -> Vec<NamespaceRules> {
-        changes(&self.before)
+        changes(&self.before, None)
     }
 }
 
-/// The changes of each namespace still there whose rules could be read at both ends.
-fn changes(before: &[(NetnsRef, Option<Ruleset>)]) -> Vec<NamespaceRules> {
+/// The changes of each namespace still there whose rules could be read at both ends, of
+/// those in `only` (inodes) if given.
+fn changes(before: &[(NetnsRef, Option<Ruleset>)], only: Option<&[u32]>) -> Vec<NamespaceRules> {
     let mut out = Vec::new();
-    for (ns, before) in before {
+    let wanted = |ns: &NetnsRef| only.is_none_or(|only| only.contains(&ns.inode));
+    for (ns, before) in before.iter().filter(|(ns, _)| wanted(ns)) {
         let after = ns.reopen().and_then(|ns| ns.run(rules::read).ok());
         if let (Some(before), Some(after)) = (before, after) {
             out.push(NamespaceRules {
