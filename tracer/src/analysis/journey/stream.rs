@@ -194,10 +194,14 @@ impl Stitcher {
             }
             self.quiet.pop_front();
             // Only the journey's last sighting counts; it may have closed already.
-            let Some(journey) = self.open.get(&id).filter(|j| j.last_ns == ts) else {
+            let Some(journey) = self.open.get_mut(&id).filter(|j| j.last_ns == ts) else {
                 continue;
             };
             if any_skb_alive(&journey.sightings) {
+                // Quiet, and held a second at most: most are TCP segments whose free no point
+                // sees (coalesced into the segment before them). The room made for a veth
+                // crossing is given back meanwhile: in the soak half of them have 4 points.
+                fit(&mut journey.sightings);
                 self.holding.push_back((ts, id));
             } else {
                 ids.push(id);
@@ -339,14 +343,8 @@ impl Stitcher {
                 continue;
             };
             // Room for a veth crossing was made up front; a closed journey may wait a while
-            // behind one held open, and most are shorter. Moved to a block of its size, so
-            // that the whole block is free for the next journey (shrinking it in place left
-            // holes too small for one).
-            if journey.sightings.len() < journey.sightings.capacity() {
-                let mut exact = Vec::with_capacity(journey.sightings.len());
-                exact.append(&mut journey.sightings);
-                journey.sightings = exact;
-            }
+            // behind one held open, and most are shorter.
+            fit(&mut journey.sightings);
             self.index.forget(&journey.sightings, id);
             self.firsts.remove(&(journey.sightings[0].ts_ns, id));
             closed.push(Closed {
@@ -358,6 +356,16 @@ impl Stitcher {
             });
         }
         closed
+    }
+}
+
+/// Moves `sightings` to a block of their size, so that the whole block they had is free for
+/// the next journey (shrinking it in place left holes too small for one).
+fn fit(sightings: &mut Vec<Sighting>) {
+    if sightings.len() < sightings.capacity() {
+        let mut exact = Vec::with_capacity(sightings.len());
+        exact.append(sightings);
+        *sightings = exact;
     }
 }
 
