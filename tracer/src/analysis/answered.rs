@@ -201,25 +201,29 @@ fn is_answer(segment: &Sighting, answer: &Sighting) -> bool {
     reverse && answer.tcp_flags.has("ACK") && (1..1 << 31).contains(&acked)
 }
 
+/// A TCP sighting from a recorded trace, given these headers: 10.0.0.1:4000 -> 10.0.0.2:80, or
+/// the other way (`reverse`).
+#[cfg(test)]
+pub(crate) fn test_segment(flags: &[&str], seq: u32, ack: u32, reverse: bool) -> Sighting {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/local_in_syn_drop.jsonl");
+    let mut s = crate::model::recording::read(&fixture)
+        .expect("fixture")
+        .sightings[0]
+        .clone();
+    let (a, b) = ("10.0.0.1".parse().ok(), "10.0.0.2".parse().ok());
+    (s.src, s.dst) = if reverse { (b, a) } else { (a, b) };
+    (s.sport, s.dport) = if reverse { (80, 4000) } else { (4000, 80) };
+    (s.tcp_seq, s.tcp_ack) = (seq, ack);
+    s.tcp_flags = crate::model::tcp_flags::TcpFlags::from_names(flags).expect("TCP flags");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A TCP sighting from a recorded trace, given these headers.
-    fn segment(flags: &[&str], seq: u32, ack: u32, reverse: bool) -> Sighting {
-        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/local_in_syn_drop.jsonl");
-        let mut s = crate::model::recording::read(&fixture)
-            .expect("fixture")
-            .sightings[0]
-            .clone();
-        let (a, b) = ("10.0.0.1".parse().ok(), "10.0.0.2".parse().ok());
-        (s.src, s.dst) = if reverse { (b, a) } else { (a, b) };
-        (s.sport, s.dport) = if reverse { (80, 4000) } else { (4000, 80) };
-        (s.tcp_seq, s.tcp_ack) = (seq, ack);
-        s.tcp_flags = crate::model::tcp_flags::TcpFlags::from_names(flags).expect("TCP flags");
-        s
-    }
+    use super::test_segment as segment;
 
     #[test]
     fn a_syn_answered_with_a_syn_ack_was_delivered() {

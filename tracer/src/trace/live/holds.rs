@@ -239,25 +239,13 @@ pub fn netfilter_drop(sightings: &[Sighting]) -> Option<(u64, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::tcp_flags::TcpFlags;
     use tracer_common::hook::Hook;
 
     /// A TCP segment seen at `ts_ns` in namespace 2, only there: from 10.0.0.1 at tc ingress
     /// (a segment whose end no point saw), or from 10.0.0.2 (`reverse`) leaving at LOCAL_OUT.
     fn segment(ts_ns: u64, flags: &[&str], seq: u32, ack: u32, reverse: bool) -> Closed {
-        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/local_in_syn_drop.jsonl");
-        let mut s = crate::model::recording::read(&fixture)
-            .expect("fixture")
-            .sightings[0]
-            .clone();
-        let (a, b) = ("10.0.0.1".parse().ok(), "10.0.0.2".parse().ok());
-        (s.src, s.dst, s.sport, s.dport) = match reverse {
-            false => (a, b, 4000, 80),
-            true => (b, a, 80, 4000),
-        };
-        (s.tcp_seq, s.tcp_ack, s.ts_ns, s.skb, s.netns) = (seq, ack, ts_ns, ts_ns, 2);
-        s.tcp_flags = TcpFlags::from_names(flags).expect("TCP flags");
+        let mut s = answered::test_segment(flags, seq, ack, reverse);
+        (s.ts_ns, s.skb, s.netns) = (ts_ns, ts_ns, 2);
         s.hook = if reverse {
             Hook::NfLocalOut
         } else {
