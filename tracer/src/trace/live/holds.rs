@@ -40,6 +40,8 @@ struct Unsettled {
     until: u64,
     /// The last waiting packet looked at for its answer: those after it are looked at next.
     looked_to: Key,
+    /// The segment's place in its waiting group (the packet and a bridge's copies of it).
+    at: usize,
 }
 
 #[derive(Default)]
@@ -74,22 +76,17 @@ impl Holds {
     /// The netfilter drops waiting for the rules to be read after them: a read of their
     /// namespaces started now names them.
     pub fn rules_wanted(&self) -> Option<RulesWanted> {
-        let mut unnamed = self
+        let unnamed: Vec<(u64, u32)> = self
             .dropped_by_netfilter
             .values()
-            .filter(|&&(at, netns)| self.snapshot_after(at, netns).is_none());
-        let &(since_ns, netns) = unnamed.next()?;
-        let mut wanted = RulesWanted {
-            since_ns,
-            netns: vec![netns],
-        };
-        for &(at, netns) in unnamed {
-            wanted.since_ns = wanted.since_ns.min(at);
-            wanted.netns.push(netns);
-        }
-        wanted.netns.sort_unstable();
-        wanted.netns.dedup();
-        Some(wanted)
+            .copied()
+            .filter(|&(at, netns)| self.snapshot_after(at, netns).is_none())
+            .collect();
+        let since_ns = unnamed.iter().map(|&(at, _)| at).min()?;
+        let mut netns: Vec<u32> = unnamed.iter().map(|&(_, netns)| netns).collect();
+        netns.sort_unstable();
+        netns.dedup();
+        Some(RulesWanted { since_ns, netns })
     }
 
     /// The first rules read started after `at` that read namespace `netns`: the one that names
@@ -113,10 +110,20 @@ impl Holds {
                 self.dropped_by_netfilter.insert(key, drop);
             }
             let group = from_closed(c, &end, 1);
-            if let Some(until) = group.iter().filter_map(answered::answer_deadline).max() {
+            let deadlines = group.iter().enumerate();
+            let unsettled = deadlines
+                .filter_map(|(at, j)| Some((answered::answer_deadline(j)?, at)))
+                .max();
+            if let Some((until, at)) = unsettled {
                 let looked_to = key;
-                self.awaiting_answer
-                    .insert(key, Unsettled { until, looked_to });
+                self.awaiting_answer.insert(
+                    key,
+                    Unsettled {
+                        until,
+                        looked_to,
+                        at,
+                    },
+                );
             }
             self.waiting.insert(key, group);
         }
@@ -164,11 +171,7 @@ impl Holds {
             if wait.until < horizon || wait.looked_to >= end {
                 continue;
             }
-            let Some(segment) = self.waiting.get(key).and_then(|group| {
-                group
-                    .iter()
-                    .find(|j| answered::answer_deadline(j).is_some())
-            }) else {
+            let Some(segment) = self.waiting.get(key).and_then(|group| group.get(wait.at)) else {
                 continue;
             };
             let mut later = self
@@ -193,8 +196,8 @@ impl Holds {
     }
 
     /// The first waiting packet that must wait longer, if one does: a netfilter drop whose
-    /// rules are not read yet, or a segment TCP may still answer (its window reaches
-    /// `horizon`).
+    /// rules are not read yet, or a segment TCP may still answer (what settles it, or its
+    /// window's end, reaches `horizon`).
     fn held(&self, horizon: u64) -> Option<Key> {
         // Both maps hold waiting packets only, in the waiting order, and few of them.
         let unnamed = self
