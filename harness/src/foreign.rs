@@ -41,7 +41,49 @@ impl Place {
 /// Loads a program for `place` named `name` (at most 15 bytes kept) that returns `verdict`.
 pub fn load(place: Place, name: &str, verdict: i32) -> std::io::Result<OwnedFd> {
     // r0 = verdict; exit
-    let insns: [u64; 2] = [0xb7 | ((verdict as u32 as u64) << 32), 0x95];
+    load_instructions(place, name, &[mov_imm(0, verdict), EXIT])
+}
+
+/// `TC_ACT_UNSPEC` (`TCX_NEXT`): the packet goes on to the next program.
+const TC_NEXT: i32 = -1;
+/// `bpf_skb_store_bytes(skb, offset, from, len, flags)`.
+const SKB_STORE_BYTES: i32 = 9;
+const EXIT: u64 = 0x95;
+
+/// One eBPF instruction: opcode, registers, offset, immediate.
+const fn insn(op: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+    op as u64
+        | ((dst | (src << 4)) as u64) << 8
+        | (off as u16 as u64) << 16
+        | (imm as u32 as u64) << 32
+}
+
+/// `dst = imm`.
+const fn mov_imm(dst: u8, imm: i32) -> u64 {
+    insn(0xb7, dst, 0, 0, imm)
+}
+
+/// A tc program that writes `mac` over each frame's source MAC and lets it go on: a tool that
+/// rewrites packets between the tracer's first and last programs.
+fn source_mac_rewriter(mac: [u8; 6]) -> [u64; 10] {
+    let head = i32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]);
+    let tail = i32::from(u16::from_le_bytes([mac[4], mac[5]]));
+    [
+        insn(0x62, 10, 0, -8, head), // *(u32 *)(r10 - 8) = mac[0..4]
+        insn(0x6a, 10, 0, -4, tail), // *(u16 *)(r10 - 4) = mac[4..6]
+        mov_imm(2, 6),               // r2 = 6, the source MAC's offset in the frame
+        insn(0xbf, 3, 10, 0, 0),     // r3 = r10
+        insn(0x07, 3, 0, 0, -8),     // r3 += -8
+        mov_imm(4, 6),               // r4 = 6 bytes
+        mov_imm(5, 0),               // r5 = no flags
+        insn(0x85, 0, 0, 0, SKB_STORE_BYTES),
+        mov_imm(0, TC_NEXT),
+        EXIT,
+    ]
+}
+
+/// Loads `insns` as a program for `place` named `name` (at most 15 bytes kept).
+fn load_instructions(place: Place, name: &str, insns: &[u64]) -> std::io::Result<OwnedFd> {
     let license = c"GPL";
     let (prog_type, expected_attach_type) = match place {
         Place::Xdp => (BPF_PROG_TYPE_XDP, BPF_XDP),
@@ -106,6 +148,25 @@ impl Foreign {
         verdict: i32,
     ) -> Result<Foreign> {
         let program = load(place, name, verdict).context("cannot load the foreign program")?;
+        Self::link_loaded(program, netns, ifname, place, name)
+    }
+
+    /// A tc egress program on `ifname` in `netns` that writes `mac` over the source MAC of
+    /// each frame it sends (tcx, 6.6+).
+    pub fn rewrite_source_mac(netns: &str, ifname: &str, mac: [u8; 6]) -> Result<Foreign> {
+        let name = "rewrite_src_mac";
+        let program = load_instructions(Place::TcEgress, name, &source_mac_rewriter(mac))
+            .context("cannot load the foreign program")?;
+        Self::link_loaded(program, netns, ifname, Place::TcEgress, name)
+    }
+
+    fn link_loaded(
+        program: OwnedFd,
+        netns: &str,
+        ifname: &str,
+        place: Place,
+        name: &str,
+    ) -> Result<Foreign> {
         let link = link(&program, netns, ifname, place)?
             .with_context(|| format!("cannot link the foreign program to {ifname} in {netns}"))?;
         Ok(Foreign {

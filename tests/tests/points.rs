@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use harness::foreign::Foreign;
 use serde_json::Value;
 use tests::{require_privileges, Pair, Routed, Tracer, ADDR_A, ADDR_B, ROUTED_A, ROUTED_B};
 
@@ -327,6 +328,46 @@ fn a_packet_the_filter_names_only_after_nat_is_followed_from_the_rewrite_on() {
             "nf_local_in last"
         ],
         "seen from the rewrite on: {syn}"
+    );
+}
+
+/// The source MAC another tool's tc program writes over va's frames.
+const REWRITTEN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
+
+/// The same at tc: another tool's tcx program between the tracer's first and last ones at va's
+/// egress writes a new source MAC, which the filter names, so the frame is left alone at the
+/// first program and taken at the last. (The last program takes the first one's judgement
+/// only where the two are the device's only tcx programs.)
+#[test]
+fn a_frame_the_filter_names_only_after_another_tc_program_rewrote_it_is_taken_at_the_last() {
+    require_privileges();
+    let pair = Pair::create();
+    pair.static_neighbours();
+    let _rewriter = Foreign::rewrite_source_mac(&pair.a.name, "va", REWRITTEN_MAC)
+        .expect("the foreign tc program (tcx: 6.6+)");
+    let tracer = Tracer::start(&[
+        "-n",
+        &pair.a.name,
+        "-n",
+        &pair.b.name,
+        "icmp and ether src 02:00:00:00:00:99",
+    ]);
+    pair.a.sh(&format!("ping -c 1 -W 1 {ADDR_B}"));
+    std::thread::sleep(Duration::from_millis(200));
+    let report = tracer.finish();
+    let request = report
+        .packets()
+        .find(|p| p["src"] == ADDR_A && p["proto"] == "icmp")
+        .unwrap_or_else(|| panic!("the echo request: {:?}", report.records));
+    let seen_in_a = points_in(request, &pair.a.name);
+    assert_eq!(
+        seen_in_a.first().map(String::as_str),
+        Some("tc_egress last va tx"),
+        "seen from the rewrite on: {request}"
+    );
+    assert!(
+        !seen_in_a.iter().any(|p| p.starts_with("tc_egress first")),
+        "not at the first program, before the rewrite: {request}"
     );
 }
 

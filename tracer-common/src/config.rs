@@ -55,6 +55,11 @@ pub struct KernelOffsets {
     pub net_nf_hooks_ipv4: u32,
     pub net_nf_hooks_ipv6: u32,
     pub nf_entries_num: u32,
+    /// `struct net_device` -> `tcx_ingress` and `tcx_egress` (6.6+): the tcx programs of each
+    /// direction, a `struct bpf_mprog_entry *` whose `fp_items` (at its start, one program
+    /// pointer each) end with a null one. Unset where the kernel has no tcx.
+    pub dev_tcx_ingress: u32,
+    pub dev_tcx_egress: u32,
     pub _pad: [u32; 1],
 }
 
@@ -62,7 +67,7 @@ impl KernelOffsets {
     /// Every field unknown.
     pub const UNSET: KernelOffsets = {
         const WORDS: usize = core::mem::size_of::<KernelOffsets>() / 4;
-        // SAFETY: `KernelOffsets` is `repr(C)` and made of `u32`s only (160 bytes, asserted
+        // SAFETY: `KernelOffsets` is `repr(C)` and made of `u32`s only (168 bytes, asserted
         // below): the same size and layout as `[u32; WORDS]`, and any value valid.
         unsafe { core::mem::transmute::<[u32; WORDS], KernelOffsets>([u32::MAX; WORDS]) }
     };
@@ -99,10 +104,10 @@ pub const fn iface_key(netns: u32, ifindex: u32) -> u64 {
     ((netns as u64) << 32) | ifindex as u64
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 160);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 168);
 const _: () = assert!(core::mem::size_of::<TraceConfig>() == 8);
 
-// SAFETY: `repr(C)`, 40 `u32`s (160 bytes, asserted above): no padding, any bit pattern valid.
+// SAFETY: `repr(C)`, 42 `u32`s (168 bytes, asserted above): no padding, any bit pattern valid.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelOffsets {}
 // SAFETY: `repr(C)`, four `u8`, a `u16` at offset 4 and `[u8; 2]`: 8 bytes (asserted above),

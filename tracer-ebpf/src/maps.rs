@@ -116,6 +116,20 @@ pub struct NfLeftAlone {
     pub state: u64,
 }
 
+/// The packet tc's first program last left alone on this CPU, and at which hook: the last
+/// program of the same direction takes it from here where nothing sits between the two (see
+/// `tc::left_alone_just_now`).
+#[map]
+pub static TC_LEFT_ALONE: PerCpuArray<TcLeftAlone> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+pub struct TcLeftAlone {
+    pub skb: u64,
+    /// `Hook::TcIngress` or `Hook::TcEgress`; 0 when the first program reported the packet.
+    pub hook: u32,
+    pub _pad: u32,
+}
+
 // SAFETY: the view's addresses are plain numbers to the programs (read only through
 // `bpf_probe_read_kernel`), and each CPU has its own copy of the map's values.
 unsafe impl Sync for FilterRun {}

@@ -14,7 +14,7 @@ use tracer_common::{
 use crate::{
     emit::{report, Site, Source, L2},
     kernel::{dev_netns, read, scratch, skb_load, Probed},
-    maps::offset,
+    maps::{offset, TC_LEFT_ALONE},
 };
 
 /// TC_ACT_UNSPEC, which is also TCX_NEXT: continue with the next program.
@@ -22,37 +22,103 @@ const TC_NEXT: i32 = -1;
 
 #[classifier]
 pub fn tracer_tc_ingress_first(ctx: TcContext) -> i32 {
-    observe(&ctx, Hook::TcIngress, Position::First);
+    first(&ctx, Hook::TcIngress);
     TC_NEXT
 }
 
 #[classifier]
 pub fn tracer_tc_ingress_last(ctx: TcContext) -> i32 {
-    observe(&ctx, Hook::TcIngress, Position::Last);
+    last(&ctx, Hook::TcIngress);
     TC_NEXT
 }
 
 #[classifier]
 pub fn tracer_tc_egress_first(ctx: TcContext) -> i32 {
-    observe(&ctx, Hook::TcEgress, Position::First);
+    first(&ctx, Hook::TcEgress);
     TC_NEXT
 }
 
 #[classifier]
 pub fn tracer_tc_egress_last(ctx: TcContext) -> i32 {
-    observe(&ctx, Hook::TcEgress, Position::Last);
+    last(&ctx, Hook::TcEgress);
     TC_NEXT
 }
 
 #[inline(always)]
-fn observe(ctx: &TcContext, hook: Hook, position: Position) {
+fn first(ctx: &TcContext, hook: Hook) {
+    let reported = observe(ctx, hook, Position::First);
+    remember_left_alone(ctx.skb.skb as u64, hook, !reported);
+}
+
+#[inline(always)]
+fn last(ctx: &TcContext, hook: Hook) {
+    let skb = ctx.skb.skb as u64;
+    // Where the tracer's two tcx programs are the device's only ones in this direction,
+    // nothing ran between them: a packet the first one judged and left alone, the filter
+    // would leave alone again (as netfilter's last program does, see `netfilter`).
+    if left_alone_just_now(skb, hook) && tcx_programs(skb, hook) == Some(2) {
+        return;
+    }
+    observe(ctx, hook, Position::Last);
+}
+
+/// Notes on this CPU whether tc's first program left `skb` alone at `hook`. The last program
+/// of that direction runs next for it on this CPU (tcx runs a device's programs back to back,
+/// with bottom halves off), unless a program between them ends the run.
+#[inline(always)]
+fn remember_left_alone(skb: u64, hook: Hook, left_alone: bool) {
+    let Some(entry) = TC_LEFT_ALONE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: the only slot on this CPU, from a successful lookup, valid for the run; two
+    // integers are written. A run interrupting this one may rewrite it: the last program then
+    // finds another packet there and judges its own.
+    unsafe {
+        (*entry).skb = skb;
+        (*entry).hook = if left_alone { hook as u32 } else { 0 };
+    }
+}
+
+/// Whether the first program at `hook`, the last tc program to run on this CPU, left `skb`
+/// alone.
+#[inline(always)]
+fn left_alone_just_now(skb: u64, hook: Hook) -> bool {
+    let Some(entry) = TC_LEFT_ALONE.get_ptr(0) else {
+        return false;
+    };
+    // SAFETY: as in `remember_left_alone`; two integers are read.
+    let (was_skb, was_hook) = unsafe { ((*entry).skb, (*entry).hook) };
+    was_skb == skb && was_hook == hook as u32
+}
+
+/// How many tcx programs the packet's device runs in the direction of `hook`, counted up to
+/// three (enough to tell whether the tracer's two are alone); `None` without tcx (cls_bpf
+/// filters, before 6.6), where other filters may sit between the tracer's. The entry is read
+/// as it is now: a program attached or detached at this very moment may not be the one this
+/// packet met.
+#[inline(always)]
+fn tcx_programs(skb: u64, hook: Hook) -> Option<usize> {
+    let programs = match hook {
+        Hook::TcIngress => offset!(dev_tcx_ingress),
+        _ => offset!(dev_tcx_egress),
+    };
+    let dev = read::<u64>(skb, offset!(skb_dev))?;
+    let entry = read::<u64>(dev, programs)?;
+    // `fp_items`, at the entry's start: a program pointer each, the last followed by null.
+    let items = read::<[u64; 3]>(entry, 0)?;
+    Some(items.iter().take_while(|prog| **prog != 0).count())
+}
+
+/// Reports the packet at this hook if the trace wants it; whether it did.
+#[inline(always)]
+fn observe(ctx: &TcContext, hook: Hook, position: Position) -> bool {
     let mut eth = [0u8; L2_LEN];
     let raw = ctx.skb.skb.cast();
     let Some(eth_len) = skb_load(raw, ctx.len(), 0, &mut eth) else {
-        return;
+        return false;
     };
     let Some((l3_offset, l3_proto, vlan_in_frame)) = parse_l2(&eth, eth_len) else {
-        return;
+        return false;
     };
     // The context of a tc program is the `struct sk_buff` itself, seen through `__sk_buff`:
     // mark, GSO segments, ifindex and the VLAN tag are plain loads there, not helper calls.
@@ -87,7 +153,7 @@ fn observe(ctx: &TcContext, hook: Hook, position: Position) {
         ..PacketSummary::default()
     };
     let Some(buf) = scratch(hook) else {
-        return;
+        return false;
     };
     let l3_len = skb_load(raw, ctx.len(), l3_offset, buf).unwrap_or(0);
     if l3_len > 0 {
@@ -107,5 +173,5 @@ fn observe(ctx: &TcContext, hook: Hook, position: Position) {
         bytes: &eth,
         len: l3_offset,
     };
-    report(&site, &packet, Some(l2), l3_len, HookDetail::default());
+    report(&site, &packet, Some(l2), l3_len, HookDetail::default())
 }
