@@ -11,6 +11,8 @@
 //! uses Linux's ancillary offsets. The interpreter still bounds everything it indexes, for
 //! the verifier and against a program that was not validated.
 
+use crate::parse::{HDR_LEN, L2_LEN};
+
 /// Longest program the kernel programs run (tcpdump's usual filters take 5 to 40; the verifier's
 /// work grows with it).
 pub const MAX_INSNS: usize = 64;
@@ -109,13 +111,31 @@ pub struct View {
     pub wire_len: u32,
 }
 
+/// Which bytes of a view a run read: a byte of mask per byte, `0xff` where read, laid out as a
+/// verdict cache keeps views (the L2 bytes from 0, room for [`L2_LEN`]; the L3 bytes after
+/// it). A run reads nothing else of its view but the lengths, so another view with the same
+/// lengths and the same bytes under the mask gets the same verdict: the kernel programs take
+/// a packet's verdict from the last one of its flow that way (the IP id, the checksums and
+/// the payload differ from packet to packet; a filter on addresses and ports reads none).
+/// Words, not bytes, so that the comparison goes word by word; the room a view needs rounded
+/// up to a power of two, so that an index masked to it is in bounds for the verifier.
+pub type ReadMask = [u64; READ_MASK_WORDS];
+pub const READ_MASK_WORDS: usize = ((L2_LEN + HDR_LEN) / 8).next_power_of_two();
+const _: () = assert!(READ_MASK_WORDS.is_power_of_two());
+
 impl View {
-    /// `size` (1, 2 or 4) bytes at `at`, big-endian, or `None` past the bytes at hand.
+    /// `size` (1, 2 or 4) bytes at `at`, big-endian, or `None` past the bytes at hand; marks
+    /// them in `seen`.
     #[inline(always)]
-    fn load(&self, at: u32, size: u32) -> Option<u32> {
+    fn load(&self, at: u32, size: u32, seen: &mut ReadMask) -> Option<u32> {
         let end = at.checked_add(size)?;
         if end > self.l2_len.checked_add(self.l3_len)? {
             return None;
+        }
+        for i in 0..4 {
+            if i < size {
+                self.mark(at + i, seen);
+            }
         }
         // One read for the whole word where four bytes lie inside one part (in the kernel
         // each read is a helper call, and this runs per packet); byte by byte across the
@@ -138,6 +158,18 @@ impl View {
             }
         }
         Some(value)
+    }
+
+    /// Marks the byte at `at` (inside the view) as read, where a verdict cache keeps it: the L2
+    /// part at its offset, the L3 part after [`L2_LEN`] bytes of room.
+    #[inline(always)]
+    fn mark(&self, at: u32, seen: &mut ReadMask) {
+        let at = if at < self.l2_len {
+            at
+        } else {
+            L2_LEN as u32 + (at - self.l2_len)
+        } as usize;
+        seen[(at / 8) & (READ_MASK_WORDS - 1)] |= 0xff << (8 * (at % 8));
     }
 
     /// The byte at `at`, which [`View::load`] checked to be in range.
@@ -201,12 +233,17 @@ pub struct Machine {
 ///
 /// # Safety
 /// As for [`step`].
-pub unsafe fn run(prog: *const Program, view: &View, mem: &mut [u32; MEM_WORDS]) -> bool {
+pub unsafe fn run(
+    prog: *const Program,
+    view: &View,
+    mem: &mut [u32; MEM_WORDS],
+    seen: &mut ReadMask,
+) -> bool {
     let mut machine = Machine::default();
     // cBPF jumps only forward, so MAX_INSNS steps end any program.
     for _ in 0..MAX_INSNS {
         // SAFETY: the caller's promise.
-        if !unsafe { step(&mut machine, prog, view, mem) } {
+        if !unsafe { step(&mut machine, prog, view, mem, seen) } {
             break;
         }
     }
@@ -214,7 +251,8 @@ pub unsafe fn run(prog: *const Program, view: &View, mem: &mut [u32; MEM_WORDS])
 }
 
 /// Executes one instruction; `false` once the program returned (see `machine.accept`).
-/// `mem` is the scratch memory (per-CPU map space in the kernel, where the stack is short).
+/// `mem` is the scratch memory (per-CPU map space in the kernel, where the stack is short);
+/// the bytes the instruction reads are marked in `seen`.
 ///
 /// No comparison of `pc` with anything: the verifier would track each value apart. The mask
 /// keeps the fetch inside the program, and past its end every slot says `ret #0`.
@@ -228,6 +266,7 @@ pub unsafe fn step(
     prog: *const Program,
     view: &View,
     mem: &mut [u32; MEM_WORDS],
+    seen: &mut ReadMask,
 ) -> bool {
     let (mut a, mut x) = (machine.a, machine.x);
     let pc = machine.pc as usize & (MAX_INSNS - 1);
@@ -253,11 +292,11 @@ pub unsafe fn step(
         CLASS_LD => {
             a = match code & 0xe0 {
                 MODE_IMM => k,
-                MODE_ABS => match view.load(k, size) {
+                MODE_ABS => match view.load(k, size, seen) {
                     Some(v) => v,
                     None => return rejected(machine),
                 },
-                MODE_IND => match x.checked_add(k).and_then(|at| view.load(at, size)) {
+                MODE_IND => match x.checked_add(k).and_then(|at| view.load(at, size, seen)) {
                     Some(v) => v,
                     None => return rejected(machine),
                 },
@@ -272,7 +311,7 @@ pub unsafe fn step(
                 MODE_MEM => mem[k as usize % MEM_WORDS],
                 MODE_LEN => view.wire_len,
                 // `4*([k]&0xf)`: the IPv4 header length.
-                MODE_MSH if code & 0x18 == SIZE_B => match view.load(k, 1) {
+                MODE_MSH if code & 0x18 == SIZE_B => match view.load(k, 1, seen) {
                     Some(v) => (v & 0x0f) << 2,
                     None => return rejected(machine),
                 },

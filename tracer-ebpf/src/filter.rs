@@ -5,7 +5,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::helpers::generated::{bpf_loop, bpf_probe_read_kernel};
 use tracer_common::{
-    cbpf::{self, Machine, View, L2_SLOT, L3_SLOT, MAX_INSNS},
+    cbpf::{self, Machine, View, L2_SLOT, L3_SLOT, MAX_INSNS, READ_MASK_WORDS},
     event::PacketSummary,
     hook::Hook,
     parse::{ETH_HLEN, HDR_LEN, L2_LEN},
@@ -128,15 +128,16 @@ fn run_filter(hook: u32, slot: u32, view: View) -> bool {
 pub extern "C" fn tracer_filter(hook_slot: u32, l2: u64, l3: u64, lens: u64, wire_len: u32) -> u32 {
     let (hook, slot) = (hook_slot >> 8, hook_slot & 0xff);
     // The hooks of one packet mostly show the filter the same bytes (the same headers at
-    // each point, the same frame at tc egress and ingress): judged once on this CPU, the
-    // verdict is taken again by bytes, not re-run instruction by instruction.
+    // each point, the same frame at tc egress and ingress), and the packets of a flow differ
+    // where it does not look (IP id, checksums, payload): judged once on this CPU, the
+    // verdict is taken again by the bytes the run read, not re-run instruction by instruction.
     let view = gather(hook, l2, l3, lens, wire_len);
     if let Some(accept) = view.and_then(|view| remembered(slot, view)) {
         return accept;
     }
     let accept = interpret(hook, slot, l2, l3, lens, wire_len);
     if let Some(view) = view {
-        remember(slot, view, accept);
+        remember(hook, slot, view, accept);
     }
     accept
 }
@@ -152,6 +153,9 @@ fn interpret(hook: u32, slot: u32, l2: u64, l3: u64, lens: u64, wire_len: u32) -
     // CPU); written field by field through the pointer, no reference kept across the loop.
     unsafe {
         (*run).machine = Machine::default();
+        for i in 0..READ_MASK_WORDS {
+            core::ptr::write_volatile(&mut (*run).seen[i], 0);
+        }
         (*run).view = View {
             l2: l2 as *const u8,
             l2_len: (lens >> 32) as u32,
@@ -225,8 +229,8 @@ unsafe fn copy_in(to: *mut u8, from: u64, len: u32, cap: usize) -> Option<()> {
     (unsafe { bpf_probe_read_kernel(to.cast(), len, from as *const c_void) } == 0).then_some(())
 }
 
-/// The verdict of filter program `slot` on this CPU's last view if `view` holds the same
-/// bytes: 1 accept, 0 reject.
+/// The verdict of filter program `slot` on this CPU's last view if `view` has its lengths and
+/// the same bytes where that run read: 1 accept, 0 reject.
 #[inline(always)]
 fn remembered(slot: u32, view: *mut ViewBytes) -> Option<u32> {
     let cached = VERDICTS.get_ptr(slot)?;
@@ -246,13 +250,16 @@ fn remembered(slot: u32, view: *mut ViewBytes) -> Option<u32> {
         if !same_lengths {
             return None;
         }
+        let read = &(*cached).read;
         for i in 0..L2_LEN / 8 {
-            if core::ptr::read_volatile(&was.l2[i]) != now.l2[i] {
+            let mask = core::ptr::read_volatile(&read[i]);
+            if core::ptr::read_volatile(&was.l2[i]) != now.l2[i] & mask {
                 return None;
             }
         }
         for i in 0..HDR_LEN / 8 {
-            if core::ptr::read_volatile(&was.l3[i]) != now.l3[i] {
+            let mask = core::ptr::read_volatile(&read[L2_LEN / 8 + i]);
+            if core::ptr::read_volatile(&was.l3[i]) != now.l3[i] & mask {
                 return None;
             }
         }
@@ -261,10 +268,11 @@ fn remembered(slot: u32, view: *mut ViewBytes) -> Option<u32> {
     }
 }
 
-/// Keeps `accept` as filter program `slot`'s verdict on `view` on this CPU.
+/// Keeps `accept` as filter program `slot`'s verdict on `view` on this CPU, with the bytes the
+/// run at `hook` read.
 #[inline(always)]
-fn remember(slot: u32, view: *mut ViewBytes, accept: u32) {
-    let Some(cached) = VERDICTS.get_ptr_mut(slot) else {
+fn remember(hook: u32, slot: u32, view: *mut ViewBytes, accept: u32) {
+    let (Some(cached), Some(run)) = (VERDICTS.get_ptr_mut(slot), FILTER_RUNS.get_ptr(hook)) else {
         return;
     };
     // SAFETY: as in `remembered`. A program that interrupted another one's write here sees
@@ -275,15 +283,19 @@ fn remember(slot: u32, view: *mut ViewBytes, accept: u32) {
             return;
         }
         core::ptr::write_volatile(&mut (*cached).seq, seq.wrapping_add(1));
-        let (was, now) = (&mut (*cached).view, &*view);
+        let (was, now, seen) = (&mut (*cached).view, &*view, &(*run).seen);
+        let read = &mut (*cached).read;
         core::ptr::write_volatile(&mut was.l2_len, now.l2_len);
         core::ptr::write_volatile(&mut was.l3_len, now.l3_len);
         core::ptr::write_volatile(&mut was.wire_len, now.wire_len);
         for i in 0..L2_LEN / 8 {
-            core::ptr::write_volatile(&mut was.l2[i], now.l2[i]);
+            core::ptr::write_volatile(&mut read[i], seen[i]);
+            core::ptr::write_volatile(&mut was.l2[i], now.l2[i] & seen[i]);
         }
         for i in 0..HDR_LEN / 8 {
-            core::ptr::write_volatile(&mut was.l3[i], now.l3[i]);
+            let j = L2_LEN / 8 + i;
+            core::ptr::write_volatile(&mut read[j], seen[j]);
+            core::ptr::write_volatile(&mut was.l3[i], now.l3[i] & seen[j]);
         }
         core::ptr::write_volatile(&mut (*cached).accept, accept);
         core::ptr::write_volatile(&mut (*cached).seq, seq.wrapping_add(2));
@@ -314,7 +326,13 @@ unsafe extern "C" fn filter_step(_index: u64, ctx: *mut c_void) -> i64 {
     // the contract above.
     let more = unsafe {
         let run = &mut *run;
-        cbpf::step(&mut run.machine, program, &run.view, &mut run.mem)
+        cbpf::step(
+            &mut run.machine,
+            program,
+            &run.view,
+            &mut run.mem,
+            &mut run.seen,
+        )
     };
     if more {
         0

@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    cbpf::{Machine, Program, View, MEM_WORDS},
+    cbpf::{Machine, Program, ReadMask, View, MEM_WORDS},
     config::{KernelOffsets, TraceConfig},
     event::TunnelSummary,
     hook::HOOK_SLOTS,
@@ -68,6 +68,8 @@ pub struct FilterRun {
     pub view: View,
     /// The filter's scratch memory (`M[]`).
     pub mem: [u32; MEM_WORDS],
+    /// The bytes of the view the run read.
+    pub seen: ReadMask,
 }
 
 /// The bytes a filter program judges, gathered in one place so that two judgements can be
@@ -87,9 +89,10 @@ pub struct ViewBytes {
 #[map]
 pub static VIEWS: PerCpuArray<ViewBytes> = PerCpuArray::with_max_entries(HOOK_SLOTS, 0);
 
-/// The last view each filter program judged on this CPU, and its verdict: the hooks of one
-/// packet run back to back on one CPU and mostly show the filter the same bytes, which it
-/// then judges once (see `filter::tracer_filter`).
+/// The last view each filter program judged on this CPU, the bytes it read and its verdict:
+/// the hooks of one packet run back to back on one CPU and mostly show the filter the same
+/// bytes, and the packets of one flow differ where it does not read (see
+/// `filter::tracer_filter`).
 #[map]
 pub static VERDICTS: PerCpuArray<Verdict> = PerCpuArray::with_max_entries(2, 0);
 
@@ -100,8 +103,15 @@ pub struct Verdict {
     /// number change.
     pub seq: u32,
     pub accept: u32,
+    /// The view's lengths, and its bytes where the run read (zero elsewhere).
     pub view: ViewBytes,
+    /// Which bytes the run read (`cbpf::ReadMask`'s first words: the L2 part's, then the L3
+    /// part's): a view with the same lengths and these bytes gets the same verdict.
+    pub read: [u64; VIEW_WORDS],
 }
+
+/// The words of a view's bytes: its L2 part's, then its L3 part's.
+pub const VIEW_WORDS: usize = (L2_LEN + HDR_LEN) / 8;
 
 /// The packet netfilter's first program last left alone on this CPU, and where: the last
 /// program of the same hook takes it from here instead of judging it again, where nothing

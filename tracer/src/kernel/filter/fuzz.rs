@@ -166,6 +166,45 @@ fn the_interpreter_agrees_with_libpcap_on_random_programs() {
     assert!(tally.verdicts.load(Relaxed) > 0 || std::env::var_os("PROPTEST_CASES").is_some());
 }
 
+#[test]
+fn a_verdict_holds_for_every_view_with_the_bytes_its_run_read() {
+    let name = "a_verdict_holds_for_every_view_with_the_bytes_its_run_read";
+    let tally = Tally::default();
+    let noise = vec(any::<u8>(), 1..200);
+    let strategy = (grammar::expression(), vec((views::case(), noise), 1..6));
+    check(name, 256, strategy, |(expression, cases)| {
+        let filter = match compile(std::slice::from_ref(&expression)) {
+            Ok(Some(filter)) => filter,
+            Ok(None) => panic!("an expression from the grammar is empty: {expression:?}"),
+            Err(FilterError::Library(message)) => panic!("NOT RUN: {message}"),
+            Err(_) => {
+                tally.rejected.fetch_add(1, Relaxed);
+                return Ok(());
+            }
+        };
+        tally.compiled.fetch_add(1, Relaxed);
+        for ((case, _), noise) in &cases {
+            for program in filter.l2.iter().chain(&filter.l3) {
+                let v = views::with_unread_bytes_replaced(program, insns(program), case, noise);
+                tally.count(&v);
+                prop_assert_eq!(
+                    v.ours,
+                    v.libpcap,
+                    "'{}' on {:02x?} ({} of {} bytes, split {}), unread bytes from {:02x?}",
+                    expression,
+                    case.frame,
+                    case.copied,
+                    case.frame.len(),
+                    case.split,
+                    noise
+                );
+            }
+        }
+        Ok(())
+    });
+    tally.assert_exercised(name);
+}
+
 /// Words people type and words nobody types: expressions from the grammar, whole or with a
 /// word dropped or swapped for another; tcpdump's vocabulary and punctuation, numbers and
 /// addresses in any order; any Unicode (NUL included).

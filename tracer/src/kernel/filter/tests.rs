@@ -136,7 +136,14 @@ fn run(program: &Program, l2: &[u8], l3: &[u8], l3_len: usize, wire_len: u32) ->
         wire_len,
     };
     // SAFETY: the view's addresses cover the lengths it gives.
-    unsafe { cbpf::run(program, &view, &mut [0; MEM_WORDS]) }
+    unsafe {
+        cbpf::run(
+            program,
+            &view,
+            &mut [0; MEM_WORDS],
+            &mut [0; cbpf::READ_MASK_WORDS],
+        )
+    }
 }
 
 fn insns(program: &Program) -> &[Insn] {

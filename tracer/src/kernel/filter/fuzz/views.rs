@@ -4,7 +4,7 @@
 
 use proptest::{collection::vec, prelude::*};
 use tracer_common::{
-    cbpf::{self, Program, View, MEM_WORDS},
+    cbpf::{self, Program, ReadMask, View, MEM_WORDS, READ_MASK_WORDS},
     parse::{parse_l2, HDR_LEN, L2_LEN},
 };
 
@@ -60,6 +60,17 @@ impl Drop for Guarded {
 
 /// Runs `program` on `l2` then `l3` as one packet, each part in guarded memory.
 pub fn interpret(program: &Program, l2: &[u8], l3: &[u8], wire_len: u32) -> bool {
+    interpret_marking(program, l2, l3, wire_len, &mut [0; READ_MASK_WORDS])
+}
+
+/// [`interpret`], marking in `seen` the bytes the run read.
+fn interpret_marking(
+    program: &Program,
+    l2: &[u8],
+    l3: &[u8],
+    wire_len: u32,
+    seen: &mut ReadMask,
+) -> bool {
     let (l2_mem, l3_mem) = (Guarded::new(l2), Guarded::new(l3));
     let view = View {
         l2: l2_mem.start,
@@ -69,7 +80,7 @@ pub fn interpret(program: &Program, l2: &[u8], l3: &[u8], wire_len: u32) -> bool
         wire_len,
     };
     // SAFETY: each part's address is followed by as many readable bytes as the view says.
-    unsafe { cbpf::run(program, &view, &mut [0; MEM_WORDS]) }
+    unsafe { cbpf::run(program, &view, &mut [0; MEM_WORDS], seen) }
 }
 
 /// One packet to filter, and how the hook got it.
@@ -119,6 +130,42 @@ pub fn split_anywhere(program: &Program, insns: &[cbpf::Insn], case: &Case) -> V
     Verdicts {
         ours: interpret(program, &frame[..split], &frame[split..end], wire_len),
         libpcap: reference_filter(insns, &frame[..end], wire_len),
+    }
+}
+
+/// The split view of [`split_anywhere`] judged by the interpreter, and the same view with every
+/// byte that run did not read replaced by `noise` judged by libpcap: the kernel programs take
+/// the first verdict for any view that has the same lengths and the same bytes where the run
+/// read (`cbpf::ReadMask`), so the two must agree.
+pub fn with_unread_bytes_replaced(
+    program: &Program,
+    insns: &[cbpf::Insn],
+    case: &Case,
+    noise: &[u8],
+) -> Verdicts {
+    let frame = &case.frame[..case.copied];
+    let split = case.split.min(frame.len());
+    let end = frame.len().min(split + HDR_LEN);
+    let wire_len = case.wire_len.unwrap_or(case.frame.len() as u32);
+    let mut seen = [0; READ_MASK_WORDS];
+    let ours = interpret_marking(
+        program,
+        &frame[..split],
+        &frame[split..end],
+        wire_len,
+        &mut seen,
+    );
+    let mut other = frame[..end].to_vec();
+    for (at, byte) in other.iter_mut().enumerate() {
+        // Where the cache keeps the byte: the L2 part from 0, the L3 part after L2_LEN.
+        let kept_at = if at < split { at } else { L2_LEN + at - split };
+        if (seen[kept_at / 8] >> (8 * (kept_at % 8))) & 0xff == 0 {
+            *byte = noise[at % noise.len()];
+        }
+    }
+    Verdicts {
+        ours,
+        libpcap: reference_filter(insns, &other, wire_len),
     }
 }
 
