@@ -112,24 +112,32 @@ fn compare_views(
     Ok(())
 }
 
+/// Compiles an expression of the grammar, counted in `tally`; `None` when it is too long for
+/// the kernel programs or refused by libpcap (`ip6 and host 10.0.0.1`): nothing to run.
+fn compile_generated(expression: &str, tally: &Tally) -> Option<Filter> {
+    match compile(&[expression.to_string()]) {
+        Ok(Some(filter)) => {
+            tally.compiled.fetch_add(1, Relaxed);
+            Some(filter)
+        }
+        Ok(None) => panic!("an expression from the grammar is empty: {expression:?}"),
+        Err(FilterError::Library(message)) => panic!("NOT RUN: {message}"),
+        Err(_) => {
+            tally.rejected.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
 #[test]
 fn the_interpreter_agrees_with_libpcap_on_generated_filters() {
     let name = "the_interpreter_agrees_with_libpcap_on_generated_filters";
     let tally = Tally::default();
     let strategy = (grammar::expression(), vec(views::case(), 1..6));
     check(name, 256, strategy, |(expression, cases)| {
-        let filter = match compile(std::slice::from_ref(&expression)) {
-            Ok(Some(filter)) => filter,
-            Ok(None) => panic!("an expression from the grammar is empty: {expression:?}"),
-            Err(FilterError::Library(message)) => panic!("NOT RUN: {message}"),
-            // Too long for the kernel programs, or refused by libpcap (`ip6 and host
-            // 10.0.0.1`): nothing to run.
-            Err(_) => {
-                tally.rejected.fetch_add(1, Relaxed);
-                return Ok(());
-            }
+        let Some(filter) = compile_generated(&expression, &tally) else {
+            return Ok(());
         };
-        tally.compiled.fetch_add(1, Relaxed);
         for (case, ip_offset) in &cases {
             compare_views(
                 &format!("'{expression}'"),
@@ -173,16 +181,9 @@ fn a_verdict_holds_for_every_view_with_the_bytes_its_run_read() {
     let noise = vec(any::<u8>(), 1..200);
     let strategy = (grammar::expression(), vec((views::case(), noise), 1..6));
     check(name, 256, strategy, |(expression, cases)| {
-        let filter = match compile(std::slice::from_ref(&expression)) {
-            Ok(Some(filter)) => filter,
-            Ok(None) => panic!("an expression from the grammar is empty: {expression:?}"),
-            Err(FilterError::Library(message)) => panic!("NOT RUN: {message}"),
-            Err(_) => {
-                tally.rejected.fetch_add(1, Relaxed);
-                return Ok(());
-            }
+        let Some(filter) = compile_generated(&expression, &tally) else {
+            return Ok(());
         };
-        tally.compiled.fetch_add(1, Relaxed);
         for ((case, _), noise) in &cases {
             for program in filter.l2.iter().chain(&filter.l3) {
                 let v = views::with_unread_bytes_replaced(program, insns(program), case, noise);
