@@ -13,6 +13,7 @@ use tracer_common::{
 
 use crate::{
     filter,
+    kernel::Netns,
     maps::{config, FOLLOWED, INNER_SCRATCH, TRACED_IFACES, TRACED_NETNS, TUNNELS},
     ring::emit,
 };
@@ -23,7 +24,7 @@ pub struct Site {
     pub position: Position,
     pub kind: u8,
     pub ifindex: u32,
-    pub netns: u32,
+    pub netns: Netns,
     pub skb: u64,
     /// Where the packet's bytes are, for `-w`.
     pub source: Source,
@@ -99,7 +100,7 @@ fn report_with<const TUNNELS_TOO: bool>(
     l3_len: usize,
     detail: HookDetail,
 ) -> bool {
-    if TUNNELS_TOO {
+    if TUNNELS_TOO && may_be_tunnel(packet) {
         tracer_find_tunnel(
             site.hook as u32,
             l3_len as u32,
@@ -112,6 +113,14 @@ fn report_with<const TUNNELS_TOO: bool>(
         emit::<TUNNELS_TOO>(site, packet, detail);
     }
     wanted
+}
+
+/// Whether `packet`'s outer headers may carry a tunnel: only then does [`tracer_find_tunnel`]
+/// run and write the hook's `TUNNELS` slot (a call and a lookup that most packets are spared);
+/// for any other packet the slot still describes an earlier one and is not read.
+#[inline(always)]
+pub fn may_be_tunnel(packet: &PacketSummary) -> bool {
+    encapsulation::may_carry(Outer::of(packet))
 }
 
 /// Whether the packet is a tunnel's outer packet whose inner headers are in the copied bytes:
@@ -256,7 +265,9 @@ fn wanted<const TUNNELS_TOO: bool>(
             // pushed its outer headers onto the same skb: the packet is the one inside.
             if knows_no_headers(site, packet)
                 || *tag == follow_tag(packet)
-                || (TUNNELS_TOO && carries_followed(site.hook as u32, *tag) != 0)
+                || (TUNNELS_TOO
+                    && may_be_tunnel(packet)
+                    && carries_followed(site.hook as u32, *tag) != 0)
             {
                 return true;
             }
@@ -286,7 +297,6 @@ fn wanted<const TUNNELS_TOO: bool>(
     if !iface_traced(site) {
         return false;
     }
-    // The outer headers first: a filter on them (`udp port 4789`) follows the datagram.
     // The outer headers first: a filter on them (`udp port 4789`) follows the datagram; then
     // the packet inside a tunnel's outer headers, which follows it by its own.
     if filter::filter_accepts(site, packet, l2_bytes, l2_len, l3_len) {
@@ -297,7 +307,9 @@ fn wanted<const TUNNELS_TOO: bool>(
         }
         return true;
     }
-    TUNNELS_TOO && inner_wanted(site.hook as u32, site.skb, site.kind as u32) != 0
+    TUNNELS_TOO
+        && may_be_tunnel(packet)
+        && inner_wanted(site.hook as u32, site.skb, site.kind as u32) != 0
 }
 
 /// Whether the tunnel packet [`find_tunnel`] found at this hook carries the packet `tag`
@@ -350,5 +362,5 @@ fn iface_traced(site: &Site) -> bool {
         return true;
     }
     // SAFETY: as in `netns_traced`: only the key's presence is used, the value is never read.
-    unsafe { TRACED_IFACES.get(&iface_key(site.netns, site.ifindex)) }.is_some()
+    unsafe { TRACED_IFACES.get(&iface_key(site.netns.inum(), site.ifindex)) }.is_some()
 }

@@ -79,6 +79,37 @@ pub fn dev_netns<M: Memory>(dev: u64) -> u32 {
     M::get::<u32>(net, offset!(net_inum)).unwrap_or(0)
 }
 
+/// A sighting's namespace: known, or read from the device only when the event is written or
+/// an interface filter asks. tc and XDP contexts are not typed, so the chain takes three or
+/// four probe reads (about 40 ns each), which a packet the filter rejects does not need.
+#[derive(Clone, Copy)]
+pub enum Netns {
+    Known(u32),
+    /// The device's of this `struct sk_buff` (tc).
+    OfSkb(u64),
+    /// The receiving device's of this `struct xdp_buff` (XDP).
+    OfXdp(u64),
+}
+
+impl Netns {
+    /// The namespace's inode number (0 when unknown).
+    #[inline(always)]
+    pub fn inum(self) -> u32 {
+        match self {
+            Netns::Known(inum) => inum,
+            Netns::OfSkb(skb) => {
+                dev_netns::<Probed>(read::<u64>(skb, offset!(skb_dev)).unwrap_or(0))
+            }
+            Netns::OfXdp(xdp) => {
+                // ctx is really a `struct xdp_buff`: rxq -> dev -> nd_net gives the namespace,
+                // which the ifindex alone cannot (every namespace numbers its interfaces from 1).
+                let rxq = read::<u64>(xdp, offset!(xdp_rxq)).unwrap_or(0);
+                dev_netns::<Probed>(read::<u64>(rxq, offset!(rxq_dev)).unwrap_or(0))
+            }
+        }
+    }
+}
+
 /// (ifindex, netns inode) of a `struct net_device`.
 #[inline(always)]
 pub fn dev_identity<M: Memory>(dev: u64) -> (u32, u32) {

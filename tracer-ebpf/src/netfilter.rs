@@ -28,7 +28,7 @@ use tracer_common::{
 
 use crate::{
     emit::{netns_traced, report, Site, Source},
-    kernel::{dev_ifindex, field, skb_info, skb_summary, Typed},
+    kernel::{dev_ifindex, field, skb_info, skb_summary, Netns, Typed},
     maps::{offset, NF_LEFT_ALONE},
 };
 
@@ -183,7 +183,7 @@ fn observe_state(state: u64, skb: u64, position: Position) -> bool {
         position,
         kind: kind::SIGHTING,
         ifindex,
-        netns,
+        netns: Netns::Known(netns),
         skb,
         source: Source::Skb(skb),
     };

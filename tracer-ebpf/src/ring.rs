@@ -17,7 +17,7 @@ use tracer_common::{
 };
 
 use crate::{
-    emit::{tunnel_slot, Site, Source},
+    emit::{may_be_tunnel, tunnel_slot, Site, Source},
     kernel::{helper_len, read, verifier_visible},
     maps::{config, offset, EVENTS, LOST, LOST_SINCE, UNANNOUNCED},
 };
@@ -73,7 +73,7 @@ fn fill<const TUNNELS_TOO: bool>(
         // SAFETY: a helper without arguments or preconditions; `unsafe` only as a kernel call.
         cpu: unsafe { bpf_get_smp_processor_id() } as u16,
         ifindex: site.ifindex,
-        netns: site.netns,
+        netns: site.netns.inum(),
         // SAFETY: as for `cpu`: no arguments, no preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         skb: site.skb,
@@ -83,7 +83,7 @@ fn fill<const TUNNELS_TOO: bool>(
     event.packet = *packet;
     event.detail = detail;
     event.tunnel.kind = tunnel::NONE;
-    if TUNNELS_TOO {
+    if TUNNELS_TOO && may_be_tunnel(packet) {
         if let Some(found) = tunnel_slot(site.hook as u32) {
             if found.kind != tunnel::NONE {
                 event.tunnel = *found;

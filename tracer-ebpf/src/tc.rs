@@ -13,7 +13,7 @@ use tracer_common::{
 
 use crate::{
     emit::{report, Site, Source, L2},
-    kernel::{dev_netns, read, scratch, skb_load, Probed},
+    kernel::{read, scratch, skb_load, Netns},
     maps::{offset, TC_LEFT_ALONE},
 };
 
@@ -122,7 +122,7 @@ fn observe(ctx: &TcContext, hook: Hook, position: Position) -> bool {
     };
     // The context of a tc program is the `struct sk_buff` itself, seen through `__sk_buff`:
     // mark, GSO segments, ifindex and the VLAN tag are plain loads there, not helper calls.
-    // Only the namespace needs the real skb (skb->dev->nd_net).
+    // Only the namespace needs the real skb (skb->dev->nd_net), read if the event is written.
     let skb = ctx.skb.skb as u64;
     // SAFETY: `ctx.skb.skb` is this program's context, a `__sk_buff` the verifier lets it read
     // field by field (it rewrites each load to the real skb's field); the reference is used
@@ -159,13 +159,12 @@ fn observe(ctx: &TcContext, hook: Hook, position: Position) -> bool {
     if l3_len > 0 {
         parse_l3(buf, l3_len, l3_proto, &mut packet);
     }
-    let netns = dev_netns::<Probed>(read::<u64>(skb, offset!(skb_dev)).unwrap_or(0));
     let site = Site {
         hook,
         position,
         kind: kind::SIGHTING,
         ifindex,
-        netns,
+        netns: Netns::OfSkb(skb),
         skb,
         source: Source::Tc(raw),
     };

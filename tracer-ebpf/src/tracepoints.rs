@@ -13,7 +13,7 @@ use crate::{
     emit::{forget, netns_traced, report, report_without_tunnels, Site, Source, L2},
     kernel::{
         dev_identity, field, read, skb_identity, skb_info, skb_summary, sock_netns, sock_summary,
-        SkbInfo, Typed,
+        Netns, SkbInfo, Typed,
     },
     maps::{config, offset},
 };
@@ -64,7 +64,7 @@ pub fn tracer_net_dev_xmit(ctx: BtfTracePointContext) -> i32 {
         position: Position::Last,
         kind: kind::SIGHTING,
         ifindex,
-        netns,
+        netns: Netns::Known(netns),
         skb,
         source: Source::None,
     };
@@ -268,7 +268,7 @@ pub fn tracer_fib_lookup(ctx: BtfTracePointContext) -> i32 {
         position: Position::Only,
         kind: kind::SIGHTING,
         ifindex,
-        netns,
+        netns: Netns::Known(netns),
         skb: 0,
         source: Source::None,
     };
@@ -303,7 +303,7 @@ fn observe_skb(skb: u64, hook: Hook, position: Position, event_kind: u8, detail:
         position,
         kind: event_kind,
         ifindex,
-        netns,
+        netns: Netns::Known(netns),
         skb,
         // A normal free ends a journey already seen with its bytes.
         source: if event_kind == kind::FREE {
@@ -365,7 +365,7 @@ fn observe_sock(sk: u64, incoming: bool, detail: HookDetail) {
         position: Position::Only,
         kind: kind::SIGHTING,
         ifindex: 0,
-        netns,
+        netns: Netns::Known(netns),
         skb: 0,
         source: Source::None,
     };

@@ -19,8 +19,7 @@ use tracer_common::{
 
 use crate::{
     emit::{report, Site, Source, L2},
-    kernel::{dev_netns, helper_len, read, scratch, Probed},
-    maps::offset,
+    kernel::{helper_len, scratch, Netns},
 };
 
 #[xdp(frags)]
@@ -62,17 +61,12 @@ fn observe(ctx: &XdpContext) {
     } else {
         0
     };
-    // ctx is really a `struct xdp_buff`: rxq -> dev -> nd_net gives the namespace, which the
-    // ifindex alone cannot (every namespace numbers its interfaces from 1).
-    let rxq = read::<u64>(ctx.ctx as u64, offset!(xdp_rxq)).unwrap_or(0);
-    let dev = read::<u64>(rxq, offset!(rxq_dev)).unwrap_or(0);
-    let netns = dev_netns::<Probed>(dev);
     let site = Site {
         hook: Hook::Xdp,
         position: Position::Only,
         kind: kind::SIGHTING,
         ifindex: ctx.ingress_ifindex() as u32,
-        netns,
+        netns: Netns::OfXdp(ctx.ctx as u64),
         skb: 0,
         source: Source::Xdp(ctx.ctx.cast()),
     };
