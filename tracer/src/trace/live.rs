@@ -61,6 +61,11 @@ pub struct LiveOptions {
     pub summary_every_ns: Option<u64>,
 }
 
+/// Rules reads taken in between two looks for those no drop can be named by any more: each
+/// look goes through the open flows' journeys, so it is not done at every read (the soak reads
+/// rules every few seconds: an hour of them held about 8 MiB).
+const RULES_READS_BETWEEN_FORGETTING: usize = 32;
+
 pub struct LiveView {
     stitcher: Stitcher,
     /// Live captures (tcpdump) when the trace started: the verdicts name them.
@@ -71,6 +76,8 @@ pub struct LiveView {
     holds: Holds,
     /// Journeys given out so far.
     given: u64,
+    /// Rules reads kept after they were last looked through (see `forget_unneeded_rules`).
+    rules_kept_after_forgetting: usize,
     /// Stdout stopped taking lines (a closed pipe).
     closed: bool,
     options: LiveOptions,
@@ -107,6 +114,7 @@ impl LiveView {
             paint: Paint::for_stdout(),
             holds: Holds::default(),
             given: 0,
+            rules_kept_after_forgetting: 0,
             closed: false,
             options,
             flows: LiveFlows::new(Limits::default()),
@@ -148,6 +156,25 @@ impl LiveView {
     /// The drop rules as read at one moment: the packets netfilter dropped before it can go.
     pub fn add_rules(&mut self, snapshot: RulesSnapshot) {
         self.holds.add_rules(snapshot);
+        if self.holds.rules_kept()
+            >= self.rules_kept_after_forgetting + RULES_READS_BETWEEN_FORGETTING
+        {
+            self.forget_unneeded_rules();
+        }
+    }
+
+    /// Forgets the rules reads no drop can be named by any more: a drop still to come is in a
+    /// journey begun at the stitcher's horizon or later, and an open flow's drops are in the
+    /// journeys it kept (its record or summary line names their rules when it ends).
+    fn forget_unneeded_rules(&mut self) {
+        let flow_drops = self
+            .flows
+            .iter_open()
+            .flat_map(|live| &live.journeys)
+            .filter_map(|j| netfilter_drop(&j.sightings).map(|(at, _)| at));
+        let earliest = flow_drops.fold(self.stitcher.horizon(), u64::min);
+        self.holds.forget_rules_before(earliest);
+        self.rules_kept_after_forgetting = self.holds.rules_kept();
     }
 
     /// The netfilter drops waiting for their rules to be read after them: a read of their

@@ -69,6 +69,28 @@ impl Holds {
         self.rules.insert(at, snapshot);
     }
 
+    /// How many rules reads are kept.
+    pub fn rules_kept(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Forgets the rules reads that can name no drop any more: those started before `at`, the
+    /// earliest time of a drop still to be named by the caller's account (packets not closed
+    /// yet, open flows), and before every waiting drop. A read names only drops before it
+    /// ([`Holds::snapshot_after`]), so what is asked later gets the same answer: a trace of
+    /// hours, reading the rules after each drop, holds the reads its open packets and flows
+    /// need, not every read since it started. Indices from `snapshot_after` do not outlive
+    /// the batch that asked, so moving them here is safe.
+    pub fn forget_rules_before(&mut self, at: u64) {
+        let at = self
+            .dropped_by_netfilter
+            .values()
+            .map(|&(dropped, _)| dropped)
+            .fold(at, u64::min);
+        let needed_from = self.rules.partition_point(|s| s.started_ns < at);
+        self.rules.drain(..needed_from);
+    }
+
     pub fn rules(&self, snapshot: usize) -> &RulesSnapshot {
         &self.rules[snapshot]
     }
@@ -263,6 +285,64 @@ mod tests {
     }
 
     const MS: u64 = 1_000_000;
+
+    fn rules_read(started_ms: u64, netns: &[u32]) -> RulesSnapshot {
+        RulesSnapshot {
+            started_ns: started_ms * MS,
+            read: Some(netns.to_vec()),
+            namespaces: Vec::new(),
+        }
+    }
+
+    /// The rules read that names a drop at `at_ms` in `netns`, by its start.
+    fn naming(holds: &Holds, at_ms: u64, netns: u32) -> Option<u64> {
+        let i = holds.snapshot_after(at_ms * MS, netns)?;
+        Some(holds.rules(i).started_ns / MS)
+    }
+
+    /// A trace of hours reads the rules after every drop: the reads no drop can be named by
+    /// any more go, and every drop from the bound on (and every waiting one) is named by the
+    /// same read as before.
+    #[test]
+    fn rules_reads_no_drop_can_need_are_forgotten_and_the_others_name_the_same() {
+        let mut holds = Holds::default();
+        for (started_ms, netns) in [(100, [2]), (200, [3]), (300, [2]), (400, [3]), (500, [2])] {
+            holds.add_rules(rules_read(started_ms, &netns));
+        }
+        // A drop in namespace 3 at 150 ms still waits to be written.
+        holds
+            .dropped_by_netfilter
+            .insert((150 * MS, 9), (150 * MS, 3));
+        let asked = [(150, 3), (350, 2), (350, 3), (450, 2), (450, 3), (500, 2)];
+        let before: Vec<_> = asked
+            .iter()
+            .map(|&(at, ns)| naming(&holds, at, ns))
+            .collect();
+        holds.forget_rules_before(350 * MS);
+        let after: Vec<_> = asked
+            .iter()
+            .map(|&(at, ns)| naming(&holds, at, ns))
+            .collect();
+        assert_eq!(before, after);
+        assert_eq!(
+            before[0],
+            Some(200),
+            "the waiting drop keeps the read after it"
+        );
+        assert_eq!(
+            holds.rules_kept(),
+            4,
+            "only the read at 100 ms could name nothing"
+        );
+        holds.dropped_by_netfilter.clear();
+        holds.forget_rules_before(450 * MS);
+        assert_eq!(
+            holds.rules_kept(),
+            1,
+            "the read at 500 ms is all a later drop can need"
+        );
+        assert_eq!(naming(&holds, 450, 2), Some(500));
+    }
 
     /// A segment whose end no point saw waits for what settles it: its answer, a millisecond
     /// later, not the end of its window (600 ms).
