@@ -63,7 +63,7 @@ pub struct LiveOptions {
 
 /// Rules reads taken in between two looks for those no drop can be named by any more: each
 /// look goes through the open flows' journeys, so it is not done at every read (the soak reads
-/// rules every few seconds: an hour of them held about 8 MiB).
+/// rules every few seconds: 35 minutes of them held about 8 MiB).
 const RULES_READS_BETWEEN_FORGETTING: usize = 32;
 
 pub struct LiveView {
