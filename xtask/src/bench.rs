@@ -7,6 +7,7 @@ pub mod flood;
 mod net;
 mod observer;
 mod pipeline;
+pub mod polled;
 mod programs;
 mod resources;
 mod summary;
@@ -33,6 +34,9 @@ pub struct BenchArgs {
     /// Flows per second of the flood.
     #[arg(long, default_value_t = 2000)]
     flood_rate: u64,
+    /// The datapath's workloads (repeatable); all by default.
+    #[arg(long, value_enum)]
+    workload: Vec<datapath::Workload>,
     /// Only these parts (repeatable); all by default.
     #[arg(long, value_enum)]
     only: Vec<Part>,
@@ -69,8 +73,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     if wants(Part::Datapath) {
         let _pair = net::pair()?;
+        let workloads: Vec<datapath::Workload> = if args.workload.is_empty() {
+            datapath::Workload::value_variants().to_vec()
+        } else {
+            args.workload.clone()
+        };
         let mut rows = Vec::new();
-        for workload in [datapath::Workload::TcpBulk, datapath::Workload::UdpSmall] {
+        for &workload in &workloads {
             eprintln!(
                 "datapath: {}, {} runs of {} s each",
                 workload.label(),
@@ -89,7 +98,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         writeln!(md, "\n## Datapath\n\n{table}")?;
         results.insert("datapath".into(), value);
         let mut costs = Vec::new();
-        for workload in [datapath::Workload::TcpBulk, datapath::Workload::UdpSmall] {
+        for &workload in &workloads {
             let _server = net::iperf_server("")?;
             for observer in [
                 observer::Observer::TracerNothing,
@@ -101,10 +110,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     observer.label()
                 );
                 let measured = programs::measure(&tracer, workload, observer, args.seconds)?;
-                costs.push((workload, observer, measured));
+                costs.push(measured);
             }
         }
-        let (table, value) = programs::table(&costs);
+        let (table, value) = programs::table(&costs, args.seconds);
         writeln!(
             md,
             "\n### Per program run (a run of its own with `kernel.bpf_stats_enabled=1`)\n\n{table}"

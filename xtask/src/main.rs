@@ -70,6 +70,22 @@ enum Command {
         #[arg(long)]
         seconds: u64,
     },
+    /// 64-byte datagrams as fast as one CPU sends them (run by `bench` inside a namespace).
+    #[command(hide = true)]
+    UdpBlast {
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        #[arg(long)]
+        seconds: u64,
+    },
+    /// A UDP receiver that polls and never sleeps (run by `bench` inside a namespace).
+    #[command(hide = true)]
+    UdpSink {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        seconds: u64,
+    },
 }
 
 fn main() {
@@ -85,6 +101,8 @@ fn main() {
         Command::Vm(args) => vm::run(&args),
         Command::Kernels => test::kernels(),
         Command::Flood { to, rate, seconds } => bench::flood::run(to, rate, seconds),
+        Command::UdpBlast { to, seconds } => bench::polled::blast(to, seconds),
+        Command::UdpSink { port, seconds } => bench::polled::sink(port, seconds),
     };
     if let Err(err) = result {
         eprintln!("xtask: {err:#}");

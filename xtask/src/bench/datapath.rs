@@ -3,28 +3,39 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use std::{io::Read, process::Stdio};
+
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use super::{
-    net::{command_in, iperf_server, output, SERVER_ADDR},
+    net::{command_in, iperf_server, output, KillOnDrop, CLIENT, SERVER, SERVER_ADDR},
     observer::{self, Observer},
     summary::Summary,
 };
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
     /// One TCP stream, as fast as it goes: Gbit/s.
     TcpBulk,
     /// 64-byte UDP datagrams at the highest rate the sender reaches: received packets/s.
     UdpSmall,
+    /// The same from a sender and to a receiver of our own, each on a CPU of its own, the
+    /// receiver polling: no wakeups, the sending CPU's time per datagram alone (`polled`).
+    UdpSmallPolled,
 }
+
+/// The polling receiver's port (iperf3's server holds 5201).
+const POLLED_PORT: u16 = 5202;
 
 impl Workload {
     pub fn label(self) -> &'static str {
         match self {
             Workload::TcpBulk => "TCP bulk (Gbit/s)",
             Workload::UdpSmall => "UDP 64 B (kpackets/s received)",
+            Workload::UdpSmallPolled => {
+                "UDP 64 B, receiver polling on its own CPU (kpackets/s received)"
+            }
         }
     }
 
@@ -32,7 +43,14 @@ impl Workload {
         match self {
             Workload::TcpBulk => "tcp port 5201",
             Workload::UdpSmall => "udp port 5201",
+            Workload::UdpSmallPolled => "udp port 5202",
         }
+    }
+
+    /// Whether the workload counts datagrams (64 bytes each), so that a time per packet means
+    /// something.
+    pub fn counts_packets(self) -> bool {
+        !matches!(self, Workload::TcpBulk)
     }
 
     fn observers(self) -> Vec<Observer> {
@@ -112,18 +130,68 @@ pub fn measure(workload: Workload, seconds: u32) -> Result<f64> {
     let client = match workload {
         Workload::TcpBulk => format!("iperf3 -c {SERVER_ADDR} -t {seconds} -J"),
         Workload::UdpSmall => format!("iperf3 -c {SERVER_ADDR} -u -b 0 -l 64 -t {seconds} -J"),
+        Workload::UdpSmallPolled => return measure_polled(seconds),
     };
-    let json: Value = serde_json::from_str(&output(&mut command_in(super::net::CLIENT, &client))?)
+    let json: Value = serde_json::from_str(&output(&mut command_in(CLIENT, &client))?)
         .context("iperf3 wrote no JSON")?;
     let received = &json["end"]["sum_received"];
     let value = match workload {
         Workload::TcpBulk => received["bits_per_second"].as_f64().map(|b| b / 1e9),
-        Workload::UdpSmall => received["bytes"]
+        Workload::UdpSmall | Workload::UdpSmallPolled => received["bytes"]
             .as_f64()
             .zip(received["seconds"].as_f64())
             .map(|(bytes, s)| bytes / 64.0 / s / 1e3),
     };
     value.context("iperf3's JSON has no received sum")
+}
+
+/// The sender on CPU 0 (where its datagrams' softirq runs too: a veth hands them to the
+/// sending CPU's backlog), the polling receiver on CPU 1: thousands of datagrams/s received.
+fn measure_polled(seconds: u32) -> Result<f64> {
+    let xtask = std::env::current_exe()?;
+    let sink = command_in(
+        SERVER,
+        &format!(
+            "taskset -c 1 {} udp-sink --port {POLLED_PORT} --seconds {seconds}",
+            xtask.display()
+        ),
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .context("cannot start the polling receiver")?;
+    let sink = KillOnDrop(sink);
+    // Bound before the first datagram (a datagram to an unbound port is answered, not counted).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    output(&mut command_in(
+        CLIENT,
+        &format!(
+            "taskset -c 0 {} udp-blast --to {SERVER_ADDR}:{POLLED_PORT} --seconds {seconds}",
+            xtask.display()
+        ),
+    ))?;
+    let said = output_of(sink)?;
+    let mut fields = said.split_whitespace().map(str::parse::<f64>);
+    match (fields.next(), fields.next()) {
+        (Some(Ok(count)), Some(Ok(span))) if span > 0.0 => Ok(count / span / 1e3),
+        _ => bail!("the polling receiver said {said:?}: no datagrams received"),
+    }
+}
+
+/// What a child (a [`KillOnDrop`]) printed once it exits by itself.
+fn output_of(child: KillOnDrop) -> Result<String> {
+    let mut child = child;
+    let mut text = String::new();
+    child
+        .0
+        .stdout
+        .take()
+        .context("the child's stdout")?
+        .read_to_string(&mut text)?;
+    let status = child.0.wait()?;
+    if !status.success() {
+        bail!("exited with {status}");
+    }
+    Ok(text)
 }
 
 pub fn table(rows: &[Row]) -> (String, Value) {

@@ -20,14 +20,22 @@ pub struct ProgramCost {
     pub ns: u64,
 }
 
-/// Runs `workload` once under `observer` with the kernel's program statistics on; the
-/// tracer's programs, most time first.
+/// One measured run: the tracer's programs, most time first, and the workload's rate.
+pub struct Measured {
+    pub workload: Workload,
+    pub observer: Observer,
+    pub costs: Vec<ProgramCost>,
+    /// What the workload measured (its unit is in its label).
+    pub rate: f64,
+}
+
+/// Runs `workload` once under `observer` with the kernel's program statistics on.
 pub fn measure(
     tracer: &Path,
     workload: Workload,
     observer: Observer,
     seconds: u32,
-) -> Result<Vec<ProgramCost>> {
+) -> Result<Measured> {
     let watching = observer::start(tracer, observer, workload.filter())?;
     let _stats = StatsOn::enable()?;
     let before = snapshot()?;
@@ -35,7 +43,7 @@ pub fn measure(
     let after = snapshot()?;
     drop(_stats);
     watching.stop()?;
-    measured?;
+    let rate = measured?;
     let mut costs: Vec<ProgramCost> = after
         .into_iter()
         .filter_map(|(id, (name, runs, ns))| {
@@ -48,7 +56,12 @@ pub fn measure(
         })
         .collect();
     costs.sort_by_key(|c| std::cmp::Reverse(c.ns));
-    Ok(costs)
+    Ok(Measured {
+        workload,
+        observer,
+        costs,
+        rate,
+    })
 }
 
 /// The statistics switched on until dropped.
@@ -91,14 +104,38 @@ fn snapshot() -> Result<BTreeMap<u64, (String, u64, u64)>> {
         .collect())
 }
 
-/// A markdown table and the raw values of the measured runs.
-pub fn table(measured: &[(Workload, Observer, Vec<ProgramCost>)]) -> (String, Value) {
+/// A markdown table and the raw values of the measured runs (each `seconds` long), then for
+/// the workloads that count datagrams the programs' time per datagram received: set beside
+/// the time a datagram takes at the measured rate, it says how much of that time is theirs.
+pub fn table(measured: &[Measured], seconds: u32) -> (String, Value) {
     let mut md = String::from(
         "| workload | observer | program | runs | mean ns per run | share of the programs' time |\n|---|---|---|---|---|---|\n",
     );
+    let mut per_packet = String::from(
+        "| workload | observer | datagrams/s | ns per datagram at that rate | programs' ns per datagram | programs' runs per datagram |\n|---|---|---|---|---|---|\n",
+    );
     let mut records = Vec::new();
-    for (workload, observer, costs) in measured {
+    for Measured {
+        workload,
+        observer,
+        costs,
+        rate,
+    } in measured
+    {
         let total: u64 = costs.iter().map(|c| c.ns).sum();
+        if workload.counts_packets() && *rate > 0.0 {
+            let datagrams = rate * 1e3 * seconds as f64;
+            let runs: u64 = costs.iter().map(|c| c.runs).sum();
+            per_packet.push_str(&format!(
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1} |\n",
+                workload.label(),
+                observer.label(),
+                rate * 1e3,
+                1e6 / rate,
+                total as f64 / datagrams,
+                runs as f64 / datagrams,
+            ));
+        }
         for cost in costs {
             md.push_str(&format!(
                 "| {} | {} | {} | {} | {:.0} | {:.1}% |\n",
@@ -118,5 +155,7 @@ pub fn table(measured: &[(Workload, Observer, Vec<ProgramCost>)]) -> (String, Va
             }));
         }
     }
+    md.push_str("\nPer datagram (the runs above):\n\n");
+    md.push_str(&per_packet);
     (md, Value::Array(records))
 }
