@@ -1,9 +1,11 @@
 //! Datapath cost: iperf3 over the veth pair with each observer, runs interleaved (baseline,
 //! A, B, ..., baseline, A, B, ...) so that a noisy neighbour hits every observer alike.
 
-use std::path::{Path, PathBuf};
-
-use std::{io::Read, process::Stdio};
+use std::{
+    io::Read,
+    path::{Path, PathBuf},
+    process::Stdio,
+};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -135,12 +137,13 @@ pub fn measure(workload: Workload, seconds: u32) -> Result<f64> {
     let json: Value = serde_json::from_str(&output(&mut command_in(CLIENT, &client))?)
         .context("iperf3 wrote no JSON")?;
     let received = &json["end"]["sum_received"];
-    let value = match workload {
-        Workload::TcpBulk => received["bits_per_second"].as_f64().map(|b| b / 1e9),
-        Workload::UdpSmall | Workload::UdpSmallPolled => received["bytes"]
+    let value = if workload.counts_packets() {
+        received["bytes"]
             .as_f64()
             .zip(received["seconds"].as_f64())
-            .map(|(bytes, s)| bytes / 64.0 / s / 1e3),
+            .map(|(bytes, s)| bytes / 64.0 / s / 1e3)
+    } else {
+        received["bits_per_second"].as_f64().map(|b| b / 1e9)
     };
     value.context("iperf3's JSON has no received sum")
 }

@@ -3,12 +3,15 @@
 //! them, received by a socket read in a busy loop that never sleeps.
 //!
 //! iperf3's receiver sleeps in `recv` when its socket is empty, so the sending CPU, which runs
-//! each datagram's whole path over a veth (softirq included), also wakes it for each datagram:
-//! on a VM an inter-processor interrupt that exits to the host. Whatever slows the sender
-//! (the tracer's programs) lets the receiver drain and sleep more often, and the wakeups then
-//! cost more than the programs themselves (BENCHMARKS.md, the whole-machine profile). With a
-//! receiver that polls, no datagram wakes anybody: the rate follows the sending CPU's time per
-//! datagram alone, and the programs' share of it can be read off.
+//! each datagram's whole path over a veth (softirq included), may also have to wake it for
+//! each datagram: on a VM an inter-processor interrupt that exits to the host. With a receiver
+//! that polls, no datagram wakes anybody: the rate follows the sending CPU's time per datagram
+//! alone, and the programs' share of it can be read off. (Measured, BENCHMARKS.md: the ratio
+//! to the baseline is the same as with iperf3, so the wakeups were not what bounds it.)
+//!
+//! The receiver's socket is not connected, as most UDP servers': each datagram takes an input
+//! route lookup that iperf3's connected socket skips (early demux), and the tracer's
+//! `fib_lookup` point with it.
 
 use std::{
     io::ErrorKind,
