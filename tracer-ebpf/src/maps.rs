@@ -115,7 +115,9 @@ pub const VIEW_WORDS: usize = (L2_LEN + HDR_LEN) / 8;
 
 /// The packet netfilter's first program last left alone on this CPU, and where: the last
 /// program of the same hook takes it from here instead of judging it again, where nothing
-/// sits between the two (see `netfilter::tracer_nf_last`).
+/// sits between the two (see `netfilter::tracer_nf_last`); so does the route lookup of a
+/// received packet, which has no protocol or ports to judge (see
+/// `tracepoints::tracer_fib_lookup`).
 #[map]
 pub static NF_LEFT_ALONE: PerCpuArray<NfLeftAlone> = PerCpuArray::with_max_entries(1, 0);
 
@@ -124,6 +126,9 @@ pub struct NfLeftAlone {
     pub skb: u64,
     /// The `nf_hook_state` of the pass through the hook; 0 for none.
     pub state: u64,
+    /// The packet's IPv4 source and destination as it carries them (0 for IPv6), of one left
+    /// alone; 0 once the receive of another packet began on this CPU.
+    pub ipv4: u64,
 }
 
 /// The packet tc's first program last left alone on this CPU, and at which hook: the last

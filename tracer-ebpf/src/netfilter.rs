@@ -40,8 +40,8 @@ const NFPROTO_IPV6: u8 = 10;
 #[unsafe(link_section = "classifier/netfilter")]
 pub fn tracer_nf_first(ctx: *mut c_void) -> i32 {
     let (state, skb) = context(ctx);
-    let reported = observe_state(state, skb, Position::First);
-    remember_left_alone(state, skb, !reported);
+    let seen = observe_state(state, skb, Position::First);
+    remember_left_alone(state, skb, (!seen.reported).then_some(seen.ipv4));
     NF_ACCEPT
 }
 
@@ -56,7 +56,11 @@ pub fn tracer_nf_last(ctx: *mut c_void) -> i32 {
     if left_alone_just_now(state, skb) && hook_functions(state) == Some(2) {
         return NF_ACCEPT;
     }
-    observe_state(state, skb, Position::Last);
+    if observe_state(state, skb, Position::Last).reported {
+        // A rule between the two made it one the trace wants (a port rewritten, say): its
+        // route lookup is to be reported with it.
+        remember_left_alone(state, skb, None);
+    }
     NF_ACCEPT
 }
 
@@ -73,12 +77,12 @@ fn context(ctx: *mut c_void) -> (u64, u64) {
 }
 
 /// Notes on this CPU whether the first program at this hook left `skb` alone (judged, not
-/// reported). The hook's functions all get the same `state` (`nf_hook_slow` builds it once per
-/// packet and hook), so (skb, state) names this pass: the last program of the hook runs next
-/// for it on this CPU unless something between them takes the packet, or another packet's hook
-/// interrupts, which overwrites the slot.
+/// reported; `Some` of its IPv4 addresses then). The hook's functions all get the same
+/// `state` (`nf_hook_slow` builds it once per packet and hook), so (skb, state) names this
+/// pass: the last program of the hook runs next for it on this CPU unless something between
+/// them takes the packet, or another packet's hook interrupts, which overwrites the slot.
 #[inline(always)]
-fn remember_left_alone(state: u64, skb: u64, left_alone: bool) {
+fn remember_left_alone(state: u64, skb: u64, left_alone: Option<u64>) {
     let Some(entry) = NF_LEFT_ALONE.get_ptr_mut(0) else {
         return;
     };
@@ -87,8 +91,41 @@ fn remember_left_alone(state: u64, skb: u64, left_alone: bool) {
     // there and judges its packet itself.
     unsafe {
         (*entry).skb = skb;
-        (*entry).state = if left_alone { state } else { 0 };
+        (*entry).state = if left_alone.is_some() { state } else { 0 };
+        (*entry).ipv4 = left_alone.unwrap_or(0);
     }
+}
+
+/// Whether the packet netfilter last left alone on this CPU had addresses `ipv4` (source and
+/// destination as in [`ipv4_pair`]) or their reverse, and no other packet's receive began
+/// since: the route lookup for a received packet runs just after its PREROUTING hook, on the
+/// same CPU, with no protocol or ports to judge it by (and the source check's lookup has the
+/// two addresses swapped).
+#[inline(always)]
+pub fn left_alone_route(ipv4: u64) -> bool {
+    let Some(entry) = NF_LEFT_ALONE.get_ptr(0) else {
+        return false;
+    };
+    // SAFETY: as in `remember_left_alone`; two integers are read.
+    let (state, was) = unsafe { ((*entry).state, (*entry).ipv4) };
+    state != 0 && was != 0 && (was == ipv4 || was == ipv4.rotate_left(32))
+}
+
+/// Forgets the packet left alone: another packet's receive begins on this CPU (`netif_receive`),
+/// and a route lookup from here on (an ARP request's, say) is not that packet's.
+#[inline(always)]
+pub fn forget_left_alone_route() {
+    if let Some(entry) = NF_LEFT_ALONE.get_ptr_mut(0) {
+        // SAFETY: as in `remember_left_alone`.
+        unsafe { (*entry).ipv4 = 0 };
+    }
+}
+
+/// Source and destination IPv4 addresses in one word, source in the high half (as the packet
+/// carries them; only compared).
+#[inline(always)]
+pub fn ipv4_pair(saddr: [u8; 4], daddr: [u8; 4]) -> u64 {
+    ((u32::from_ne_bytes(saddr) as u64) << 32) | u32::from_ne_bytes(daddr) as u64
 }
 
 /// Whether the first program of this pass through the hook (this `state`), the last netfilter
@@ -134,7 +171,9 @@ fn hook_functions(state: u64) -> Option<u16> {
 /// Needs BPF trampolines (`CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS`, not locked down).
 #[fentry(function = "nf_hook_slow")]
 pub fn tracer_nf_hook_entry(ctx: FEntryContext) -> i32 {
-    observe_state(ctx.arg(1), ctx.arg(0), Position::First);
+    let (state, skb) = (ctx.arg(1), ctx.arg(0));
+    let seen = observe_state(state, skb, Position::First);
+    remember_left_alone(state, skb, (!seen.reported).then_some(seen.ipv4));
     0
 }
 
@@ -145,21 +184,32 @@ pub fn tracer_nf_hook_exit(ctx: FExitContext) -> i32 {
     // The return value follows the four arguments in the context.
     let verdict: i32 = ctx.arg(4);
     if verdict == NF_ACCEPT {
-        observe_state(ctx.arg(1), ctx.arg(0), Position::Last);
+        let (state, skb) = (ctx.arg(1), ctx.arg(0));
+        if observe_state(state, skb, Position::Last).reported {
+            remember_left_alone(state, skb, None); // as in `tracer_nf_last`
+        }
     }
     0
 }
 
+/// What [`observe_state`] did with a packet.
+#[derive(Default)]
+struct Observed {
+    reported: bool,
+    /// Its IPv4 addresses ([`ipv4_pair`]); 0 for IPv6, or where it was not read.
+    ipv4: u64,
+}
+
 #[inline(always)]
-/// Reports the packet at this hook if the trace wants it; whether it did.
-fn observe_state(state: u64, skb: u64, position: Position) -> bool {
+/// Reports the packet at this hook if the trace wants it.
+fn observe_state(state: u64, skb: u64, position: Position) -> Observed {
     let Some(hook) = field::<u8>(state, offset!(nf_state_hook)).and_then(netfilter_hook) else {
-        return false;
+        return Observed::default();
     };
     let l3_hint = match field::<u8>(state, offset!(nf_state_pf)).unwrap_or(0) {
         NFPROTO_IPV4 => ETH_P_IP,
         NFPROTO_IPV6 => ETH_P_IPV6,
-        _ => return false,
+        _ => return Observed::default(),
     };
     // The device the hook is about: the input one on the way in, the output one on the way
     // out and, at FORWARD, the output one (the input one was seen at PREROUTING).
@@ -173,7 +223,7 @@ fn observe_state(state: u64, skb: u64, position: Position) -> bool {
     let netns = field::<u32>(net, offset!(net_inum)).unwrap_or(0);
     // Links exist only in traced namespaces; the trampolines fire in every one.
     if !netns_traced(netns) {
-        return false;
+        return Observed::default();
     }
     let info = skb_info(skb);
     let mut packet = PacketSummary::default();
@@ -187,5 +237,14 @@ fn observe_state(state: u64, skb: u64, position: Position) -> bool {
         skb,
         source: Source::Skb(skb),
     };
-    report(&site, &packet, None, l3_len, HookDetail::default())
+    let ipv4 = if packet.l3_proto == ETH_P_IP {
+        let (s, d) = (&packet.saddr, &packet.daddr);
+        ipv4_pair([s[0], s[1], s[2], s[3]], [d[0], d[1], d[2], d[3]])
+    } else {
+        0
+    };
+    Observed {
+        reported: report(&site, &packet, None, l3_len, HookDetail::default()),
+        ipv4,
+    }
 }

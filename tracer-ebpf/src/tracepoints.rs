@@ -16,11 +16,13 @@ use crate::{
         Netns, SkbInfo, Typed,
     },
     maps::{config, offset},
+    netfilter::{forget_left_alone_route, ipv4_pair, left_alone_route},
 };
 
 /// `net:netif_receive_skb(struct sk_buff *skb)`: the receive tap-side witness.
 #[btf_tracepoint(function = "netif_receive_skb")]
 pub fn tracer_netif_receive(ctx: BtfTracePointContext) -> i32 {
+    forget_left_alone_route();
     observe_skb(
         ctx.arg(0),
         Hook::NetifReceive,
@@ -241,12 +243,22 @@ pub fn tracer_icmp_send(ctx: BtfTracePointContext) -> i32 {
 /// `fib:fib_table_lookup(u32 tb_id, const struct flowi4 *flp, const struct fib_nh_common *nhc,
 /// int err)`: an IPv4 route decision. Only the chosen next hop's device tells the namespace,
 /// so a failed lookup (no next hop) is reported only when namespaces are not filtered.
+///
+/// A received packet's lookup (unconnected sockets, forwarding) has no protocol or ports, and
+/// the filter cannot judge it; it runs just after the packet's PREROUTING hook on this CPU, so
+/// where netfilter's first program left a packet with these addresses alone, so is this.
 #[btf_tracepoint(function = "fib_table_lookup")]
 pub fn tracer_fib_lookup(ctx: BtfTracePointContext) -> i32 {
     let table: u32 = ctx.arg(0);
     let flp: u64 = ctx.arg(1);
     let nhc: u64 = ctx.arg(2);
     let err: i32 = ctx.arg(3);
+    let l4_proto = read::<u8>(flp, offset!(fl4_proto)).unwrap_or(0);
+    let saddr = read::<[u8; 4]>(flp, offset!(fl4_saddr)).unwrap_or_default();
+    let daddr = read::<[u8; 4]>(flp, offset!(fl4_daddr)).unwrap_or_default();
+    if l4_proto == 0 && left_alone_route(ipv4_pair(saddr, daddr)) {
+        return 0;
+    }
     let dev = field::<u64>(nhc, offset!(nhc_dev)).unwrap_or(0);
     let (ifindex, netns) = dev_identity::<Typed>(dev);
     if !netns_traced(netns) {
@@ -254,13 +266,11 @@ pub fn tracer_fib_lookup(ctx: BtfTracePointContext) -> i32 {
     }
     let mut packet = PacketSummary {
         l3_proto: tracer_common::parse::ETH_P_IP,
-        l4_proto: read::<u8>(flp, offset!(fl4_proto)).unwrap_or(0),
+        l4_proto,
         sport: u16::from_be(read::<u16>(flp, offset!(fl4_sport)).unwrap_or(0)),
         dport: u16::from_be(read::<u16>(flp, offset!(fl4_dport)).unwrap_or(0)),
         ..PacketSummary::default()
     };
-    let saddr = read::<[u8; 4]>(flp, offset!(fl4_saddr)).unwrap_or_default();
-    let daddr = read::<[u8; 4]>(flp, offset!(fl4_daddr)).unwrap_or_default();
     packet.saddr[..4].copy_from_slice(&saddr);
     packet.daddr[..4].copy_from_slice(&daddr);
     let site = Site {
