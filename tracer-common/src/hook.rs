@@ -199,6 +199,11 @@ pub mod tcp_event {
     pub const BAD_CSUM: u32 = 4;
 }
 
+/// `HookDetail::verdict` of a first program's event at netfilter or tc where the tracer's two
+/// programs are the hook's only ones: nothing between them can drop or change the packet, so
+/// the last program sends nothing for it and its point is this one's, at the same time.
+pub const LAST_IMPLIED: u32 = 1;
+
 /// Where a bracketing program sits within its hook. `Only` for hooks with one program.
 /// At [`Hook::DevXmit`], `First` is `net_dev_start_xmit` and `Last` is `net_dev_xmit`.
 #[repr(u8)]

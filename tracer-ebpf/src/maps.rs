@@ -113,34 +113,34 @@ pub struct Verdict {
 /// The words of a view's bytes: its L2 part's, then its L3 part's.
 pub const VIEW_WORDS: usize = (L2_LEN + HDR_LEN) / 8;
 
-/// The packet netfilter's first program last left alone on this CPU, and where: the last
-/// program of the same hook takes it from here instead of judging it again, where nothing
-/// sits between the two (see `netfilter::tracer_nf_last`); so does the route lookup of a
-/// received packet, which has no protocol or ports to judge (see
+/// The pass through a netfilter hook that the first program settled for the last one on this
+/// CPU (see `netfilter::tracer_nf_last`), and the addresses of the packet it last left alone,
+/// which the route lookup of a received packet is judged by (see
 /// `tracepoints::tracer_fib_lookup`).
 #[map]
-pub static NF_LEFT_ALONE: PerCpuArray<NfLeftAlone> = PerCpuArray::with_max_entries(1, 0);
+pub static NF_SETTLED: PerCpuArray<NfSettled> = PerCpuArray::with_max_entries(1, 0);
 
 #[repr(C)]
-pub struct NfLeftAlone {
+pub struct NfSettled {
     pub skb: u64,
-    /// The `nf_hook_state` of the pass through the hook; 0 for none.
+    /// The `nf_hook_state` of the pass through the hook, where the tracer's two programs are
+    /// its only functions; 0 otherwise.
     pub state: u64,
     /// The packet's IPv4 source and destination as it carries them (0 for IPv6), of one left
     /// alone; 0 once the receive of another packet began on this CPU.
     pub ipv4: u64,
 }
 
-/// The packet tc's first program last left alone on this CPU, and at which hook: the last
-/// program of the same direction takes it from here where nothing sits between the two (see
-/// `tc::left_alone_just_now`).
+/// The packet whose pass through tc the first program settled for the last one on this CPU,
+/// and at which hook (see `tc::settled_just_now`).
 #[map]
-pub static TC_LEFT_ALONE: PerCpuArray<TcLeftAlone> = PerCpuArray::with_max_entries(1, 0);
+pub static TC_SETTLED: PerCpuArray<TcSettled> = PerCpuArray::with_max_entries(1, 0);
 
 #[repr(C)]
-pub struct TcLeftAlone {
+pub struct TcSettled {
     pub skb: u64,
-    /// `Hook::TcIngress` or `Hook::TcEgress`; 0 when the first program reported the packet.
+    /// `Hook::TcIngress` or `Hook::TcEgress` where the first program settled the pass for the
+    /// last one (the two are the direction's only programs); 0 otherwise.
     pub hook: u32,
     pub _pad: u32,
 }

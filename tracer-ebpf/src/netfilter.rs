@@ -22,14 +22,14 @@ use aya_ebpf::{
 
 use tracer_common::{
     event::{kind, HookDetail, PacketSummary},
-    hook::{netfilter_hook, Hook, Position},
+    hook::{netfilter_hook, Hook, Position, LAST_IMPLIED},
     parse::{ETH_P_IP, ETH_P_IPV6},
 };
 
 use crate::{
     emit::{netns_traced, report, Site, Source},
     kernel::{dev_ifindex, field, skb_info, skb_summary, Netns, Typed},
-    maps::{offset, NF_LEFT_ALONE},
+    maps::{offset, NF_SETTLED},
 };
 
 const NF_ACCEPT: i32 = 1;
@@ -40,8 +40,14 @@ const NFPROTO_IPV6: u8 = 10;
 #[unsafe(link_section = "classifier/netfilter")]
 pub fn tracer_nf_first(ctx: *mut c_void) -> i32 {
     let (state, skb) = context(ctx);
-    let seen = observe_state(state, skb, Position::First);
-    remember_left_alone(state, skb, (!seen.reported).then_some(seen.ipv4));
+    // Where the tracer's two programs are the hook's only functions (no rule, no conntrack,
+    // no other program between them), the packet reaches the last one as this one leaves it:
+    // the last one sends nothing, and this one's event says so. (A packet this one left
+    // alone, the filter would leave alone again: most packets of a trace whose filter wants
+    // few pass the last program at a fraction of the cost.)
+    let alone = hook_functions(state) == Some(2);
+    let seen = observe_state(state, skb, Position::First, alone);
+    remember_settled(state, skb, alone, (!seen.reported).then_some(seen.ipv4));
     NF_ACCEPT
 }
 
@@ -49,17 +55,13 @@ pub fn tracer_nf_first(ctx: *mut c_void) -> i32 {
 #[unsafe(link_section = "classifier/netfilter")]
 pub fn tracer_nf_last(ctx: *mut c_void) -> i32 {
     let (state, skb) = context(ctx);
-    // Where the tracer's two programs are the hook's only functions (no rule, no conntrack,
-    // no other program between them), the packet reaches the last one as the first one left
-    // it: one the first program judged and left alone, the filter would leave alone again.
-    // Most packets of a trace whose filter wants few pass here at a fraction of the cost.
-    if left_alone_just_now(state, skb) && hook_functions(state) == Some(2) {
+    if settled_just_now(state, skb) {
         return NF_ACCEPT;
     }
-    if observe_state(state, skb, Position::Last).reported {
+    if observe_state(state, skb, Position::Last, false).reported {
         // A rule between the two made it one the trace wants (a port rewritten, say): its
         // route lookup is to be reported with it.
-        remember_left_alone(state, skb, None);
+        forget_left_alone_route();
     }
     NF_ACCEPT
 }
@@ -76,14 +78,15 @@ fn context(ctx: *mut c_void) -> (u64, u64) {
     }
 }
 
-/// Notes on this CPU whether the first program at this hook left `skb` alone (judged, not
-/// reported; `Some` of its IPv4 addresses then). The hook's functions all get the same
-/// `state` (`nf_hook_slow` builds it once per packet and hook), so (skb, state) names this
-/// pass: the last program of the hook runs next for it on this CPU unless something between
-/// them takes the packet, or another packet's hook interrupts, which overwrites the slot.
+/// Notes on this CPU the pass of `skb` through a hook (`state`: `nf_hook_state` is built once
+/// per packet and hook, and all the hook's functions get it): whether the first program
+/// settled it for the last one (`alone`: nothing sits between them), and whether it left the
+/// packet alone (`Some` of its IPv4 addresses then, for the route lookup that may follow). The
+/// last program of the hook runs next for it on this CPU unless something between them takes
+/// the packet, or another packet's hook interrupts, which overwrites the slot.
 #[inline(always)]
-fn remember_left_alone(state: u64, skb: u64, left_alone: Option<u64>) {
-    let Some(entry) = NF_LEFT_ALONE.get_ptr_mut(0) else {
+fn remember_settled(state: u64, skb: u64, alone: bool, left_alone: Option<u64>) {
+    let Some(entry) = NF_SETTLED.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: the only slot on this CPU, from a successful lookup, valid for the run. A
@@ -91,9 +94,21 @@ fn remember_left_alone(state: u64, skb: u64, left_alone: Option<u64>) {
     // there and judges its packet itself.
     unsafe {
         (*entry).skb = skb;
-        (*entry).state = if left_alone.is_some() { state } else { 0 };
+        (*entry).state = if alone { state } else { 0 };
         (*entry).ipv4 = left_alone.unwrap_or(0);
     }
+}
+
+/// Whether the first program of this pass through the hook (this `state`), the last netfilter
+/// program to run on this CPU, settled it: the last one has nothing to add.
+#[inline(always)]
+fn settled_just_now(state: u64, skb: u64) -> bool {
+    let Some(entry) = NF_SETTLED.get_ptr(0) else {
+        return false;
+    };
+    // SAFETY: as in `remember_settled`; two integers are read.
+    let (was_skb, was_state) = unsafe { ((*entry).skb, (*entry).state) };
+    was_skb == skb && was_state != 0 && was_state == state
 }
 
 /// Whether the packet netfilter last left alone on this CPU had addresses `ipv4` (source and
@@ -103,20 +118,20 @@ fn remember_left_alone(state: u64, skb: u64, left_alone: Option<u64>) {
 /// two addresses swapped).
 #[inline(always)]
 pub fn left_alone_route(ipv4: u64) -> bool {
-    let Some(entry) = NF_LEFT_ALONE.get_ptr(0) else {
+    let Some(entry) = NF_SETTLED.get_ptr(0) else {
         return false;
     };
-    // SAFETY: as in `remember_left_alone`; two integers are read.
-    let (state, was) = unsafe { ((*entry).state, (*entry).ipv4) };
-    state != 0 && was != 0 && (was == ipv4 || was == ipv4.rotate_left(32))
+    // SAFETY: as in `remember_settled`; an integer is read.
+    let was = unsafe { (*entry).ipv4 };
+    was != 0 && (was == ipv4 || was == ipv4.rotate_left(32))
 }
 
 /// Forgets the packet left alone: another packet's receive begins on this CPU (`netif_receive`),
 /// and a route lookup from here on (an ARP request's, say) is not that packet's.
 #[inline(always)]
 pub fn forget_left_alone_route() {
-    if let Some(entry) = NF_LEFT_ALONE.get_ptr_mut(0) {
-        // SAFETY: as in `remember_left_alone`.
+    if let Some(entry) = NF_SETTLED.get_ptr_mut(0) {
+        // SAFETY: as in `remember_settled`.
         unsafe { (*entry).ipv4 = 0 };
     }
 }
@@ -126,18 +141,6 @@ pub fn forget_left_alone_route() {
 #[inline(always)]
 pub fn ipv4_pair(saddr: [u8; 4], daddr: [u8; 4]) -> u64 {
     ((u32::from_ne_bytes(saddr) as u64) << 32) | u32::from_ne_bytes(daddr) as u64
-}
-
-/// Whether the first program of this pass through the hook (this `state`), the last netfilter
-/// program to run on this CPU, left `skb` alone.
-#[inline(always)]
-fn left_alone_just_now(state: u64, skb: u64) -> bool {
-    let Some(entry) = NF_LEFT_ALONE.get_ptr(0) else {
-        return false;
-    };
-    // SAFETY: as in `remember_left_alone`; two integers are read.
-    let (was_skb, was_state) = unsafe { ((*entry).skb, (*entry).state) };
-    was_skb == skb && was_state != 0 && was_state == state
 }
 
 /// How many functions are registered at the hook `state` is about, in its namespace
@@ -172,8 +175,9 @@ fn hook_functions(state: u64) -> Option<u16> {
 #[fentry(function = "nf_hook_slow")]
 pub fn tracer_nf_hook_entry(ctx: FEntryContext) -> i32 {
     let (state, skb) = (ctx.arg(1), ctx.arg(0));
-    let seen = observe_state(state, skb, Position::First);
-    remember_left_alone(state, skb, (!seen.reported).then_some(seen.ipv4));
+    // The exit program below sees the packet after every hook function: never implied.
+    let seen = observe_state(state, skb, Position::First, false);
+    remember_settled(state, skb, false, (!seen.reported).then_some(seen.ipv4));
     0
 }
 
@@ -184,9 +188,8 @@ pub fn tracer_nf_hook_exit(ctx: FExitContext) -> i32 {
     // The return value follows the four arguments in the context.
     let verdict: i32 = ctx.arg(4);
     if verdict == NF_ACCEPT {
-        let (state, skb) = (ctx.arg(1), ctx.arg(0));
-        if observe_state(state, skb, Position::Last).reported {
-            remember_left_alone(state, skb, None); // as in `tracer_nf_last`
+        if observe_state(ctx.arg(1), ctx.arg(0), Position::Last, false).reported {
+            forget_left_alone_route(); // as in `tracer_nf_last`
         }
     }
     0
@@ -201,8 +204,9 @@ struct Observed {
 }
 
 #[inline(always)]
-/// Reports the packet at this hook if the trace wants it.
-fn observe_state(state: u64, skb: u64, position: Position) -> Observed {
+/// Reports the packet at this hook if the trace wants it; `last_implied` where nothing sits
+/// between the tracer's first and last programs (see [`LAST_IMPLIED`]).
+fn observe_state(state: u64, skb: u64, position: Position, last_implied: bool) -> Observed {
     let Some(hook) = field::<u8>(state, offset!(nf_state_hook)).and_then(netfilter_hook) else {
         return Observed::default();
     };
@@ -237,6 +241,10 @@ fn observe_state(state: u64, skb: u64, position: Position) -> Observed {
         skb,
         source: Source::Skb(skb),
     };
+    let detail = HookDetail {
+        verdict: if last_implied { LAST_IMPLIED } else { 0 },
+        ..HookDetail::default()
+    };
     let ipv4 = if packet.l3_proto == ETH_P_IP {
         let (s, d) = (&packet.saddr, &packet.daddr);
         ipv4_pair([s[0], s[1], s[2], s[3]], [d[0], d[1], d[2], d[3]])
@@ -244,7 +252,7 @@ fn observe_state(state: u64, skb: u64, position: Position) -> Observed {
         0
     };
     Observed {
-        reported: report(&site, &packet, None, l3_len, HookDetail::default()),
+        reported: report(&site, &packet, None, l3_len, detail),
         ipv4,
     }
 }

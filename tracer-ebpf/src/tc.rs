@@ -7,14 +7,14 @@
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use tracer_common::{
     event::{kind, HookDetail, PacketSummary},
-    hook::{Hook, Position},
+    hook::{Hook, Position, LAST_IMPLIED},
     parse::{parse_l2, parse_l3, L2_LEN},
 };
 
 use crate::{
     emit::{report, Site, Source, L2},
     kernel::{read, scratch, skb_load, Netns},
-    maps::{offset, TC_LEFT_ALONE},
+    maps::{offset, TC_SETTLED},
 };
 
 /// TC_ACT_UNSPEC, which is also TCX_NEXT: continue with the next program.
@@ -46,28 +46,34 @@ pub fn tracer_tc_egress_last(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn first(ctx: &TcContext, hook: Hook) {
-    let reported = observe(ctx, hook, Position::First);
-    remember_left_alone(ctx.skb.skb as u64, hook, !reported);
+    let skb = ctx.skb.skb as u64;
+    // Where the tracer's two tcx programs are the device's only ones in this direction,
+    // nothing runs between them: the last one would see the packet as this one does. It then
+    // sends nothing, and this one's event says so (a packet this one left alone, the filter
+    // would leave alone again; as netfilter's programs do, see `netfilter`).
+    let alone = tcx_programs(skb, hook) == Some(2);
+    let detail = HookDetail {
+        verdict: if alone { LAST_IMPLIED } else { 0 },
+        ..HookDetail::default()
+    };
+    observe(ctx, hook, Position::First, detail);
+    remember_settled(skb, hook, alone);
 }
 
 #[inline(always)]
 fn last(ctx: &TcContext, hook: Hook) {
-    let skb = ctx.skb.skb as u64;
-    // Where the tracer's two tcx programs are the device's only ones in this direction,
-    // nothing ran between them: a packet the first one judged and left alone, the filter
-    // would leave alone again (as netfilter's last program does, see `netfilter`).
-    if left_alone_just_now(skb, hook) && tcx_programs(skb, hook) == Some(2) {
-        return;
+    if !settled_just_now(ctx.skb.skb as u64, hook) {
+        observe(ctx, hook, Position::Last, HookDetail::default());
     }
-    observe(ctx, hook, Position::Last);
 }
 
-/// Notes on this CPU whether tc's first program left `skb` alone at `hook`. The last program
-/// of that direction runs next for it on this CPU (tcx runs a device's programs back to back,
-/// with bottom halves off), unless a program between them ends the run.
+/// Notes on this CPU whether tc's first program settled `skb`'s pass at `hook` for the last
+/// one (`alone`: nothing sits between them). The last program of that direction runs next for
+/// it on this CPU (tcx runs a device's programs back to back, with bottom halves off), unless
+/// a program between them ends the run.
 #[inline(always)]
-fn remember_left_alone(skb: u64, hook: Hook, left_alone: bool) {
-    let Some(entry) = TC_LEFT_ALONE.get_ptr_mut(0) else {
+fn remember_settled(skb: u64, hook: Hook, alone: bool) {
+    let Some(entry) = TC_SETTLED.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: the only slot on this CPU, from a successful lookup, valid for the run; two
@@ -75,18 +81,18 @@ fn remember_left_alone(skb: u64, hook: Hook, left_alone: bool) {
     // finds another packet there and judges its own.
     unsafe {
         (*entry).skb = skb;
-        (*entry).hook = if left_alone { hook as u32 } else { 0 };
+        (*entry).hook = if alone { hook as u32 } else { 0 };
     }
 }
 
-/// Whether the first program at `hook`, the last tc program to run on this CPU, left `skb`
-/// alone.
+/// Whether the first program at `hook`, the last tc program to run on this CPU, settled
+/// `skb`'s pass: the last one has nothing to add.
 #[inline(always)]
-fn left_alone_just_now(skb: u64, hook: Hook) -> bool {
-    let Some(entry) = TC_LEFT_ALONE.get_ptr(0) else {
+fn settled_just_now(skb: u64, hook: Hook) -> bool {
+    let Some(entry) = TC_SETTLED.get_ptr(0) else {
         return false;
     };
-    // SAFETY: as in `remember_left_alone`; two integers are read.
+    // SAFETY: as in `remember_settled`; two integers are read.
     let (was_skb, was_hook) = unsafe { ((*entry).skb, (*entry).hook) };
     was_skb == skb && was_hook == hook as u32
 }
@@ -111,7 +117,7 @@ fn tcx_programs(skb: u64, hook: Hook) -> Option<usize> {
 
 /// Reports the packet at this hook if the trace wants it; whether it did.
 #[inline(always)]
-fn observe(ctx: &TcContext, hook: Hook, position: Position) -> bool {
+fn observe(ctx: &TcContext, hook: Hook, position: Position, detail: HookDetail) -> bool {
     let mut eth = [0u8; L2_LEN];
     let raw = ctx.skb.skb.cast();
     let Some(eth_len) = skb_load(raw, ctx.len(), 0, &mut eth) else {
@@ -172,5 +178,5 @@ fn observe(ctx: &TcContext, hook: Hook, position: Position) -> bool {
         bytes: &eth,
         len: l3_offset,
     };
-    report(&site, &packet, Some(l2), l3_len, HookDetail::default())
+    report(&site, &packet, Some(l2), l3_len, detail)
 }

@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tracer_common::{
     event::{kind, Event},
-    hook::{tcp_event, Hook, Position},
+    hook::{tcp_event, Hook, Position, LAST_IMPLIED},
 };
 
 use crate::kernel::kallsyms::Kallsyms;
@@ -25,6 +25,11 @@ pub struct Sighting {
     /// `first`/`last` for bracketed hooks, absent otherwise.
     #[serde(default, skip_serializing_if = "Position::is_only")]
     pub position: Position,
+    /// A first point (netfilter, tc) where the tracer's two programs are the hook's only
+    /// ones: the last point is this one too, and no event of its own came for it (see
+    /// [`expand_implied`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub last_implied: bool,
     pub netns: u32,
     pub netns_name: Option<Name>,
     pub ifindex: u32,
@@ -150,6 +155,9 @@ impl Sighting {
             lost_before: h.lost_before,
             hook,
             position,
+            last_implied: position == Position::First
+                && (hook.is_netfilter() || matches!(hook, Hook::TcIngress | Hook::TcEgress))
+                && event.detail.verdict == LAST_IMPLIED,
             netns: h.netns,
             netns_name: names.netns.get(&h.netns).cloned(),
             ifindex: h.ifindex,
@@ -207,6 +215,32 @@ impl Sighting {
     pub fn ends_skb(&self) -> bool {
         self.is_drop() || self.hook == Hook::ConsumeSkb
     }
+}
+
+/// A packet's sightings with the last point of each hook whose first one implied it put in
+/// after it (same time, same packet as the first saw it): what the journey would hold had the
+/// last program sent its event.
+pub fn expand_implied(sightings: &mut Vec<Sighting>) {
+    let implied = sightings.iter().filter(|s| s.last_implied).count();
+    if implied == 0 {
+        return;
+    }
+    let mut expanded = Vec::with_capacity(sightings.len() + implied);
+    for mut sighting in sightings.drain(..) {
+        if sighting.last_implied {
+            sighting.last_implied = false;
+            let last = Sighting {
+                position: Position::Last,
+                lost_before: 0,
+                ..sighting.clone()
+            };
+            expanded.push(sighting);
+            expanded.push(last);
+        } else {
+            expanded.push(sighting);
+        }
+    }
+    *sightings = expanded;
 }
 
 /// The hook-specific part of an event, in words.
@@ -282,6 +316,70 @@ mod tests {
     fn a_sighting_stays_small_as_a_million_of_them_are_moved_while_stitching() {
         println!("Sighting: {} bytes", std::mem::size_of::<Sighting>());
         assert!(std::mem::size_of::<Sighting>() <= 208);
+    }
+
+    #[test]
+    fn an_implied_last_point_follows_its_first_with_the_same_packet_and_time() {
+        let point = |hook, position, ts_ns, last_implied| Sighting {
+            hook,
+            position,
+            ts_ns,
+            last_implied,
+            lost_before: 3,
+            ip_id: 7,
+            ..decoded()
+        };
+        let mut sightings = vec![
+            point(Hook::NfLocalOut, Position::First, 10, true),
+            point(Hook::TcEgress, Position::First, 20, false),
+            point(Hook::TcEgress, Position::Last, 25, false),
+            point(Hook::NfPrerouting, Position::First, 30, true),
+        ];
+        expand_implied(&mut sightings);
+        let points: Vec<_> = sightings
+            .iter()
+            .map(|s| (s.hook, s.position, s.ts_ns, s.last_implied))
+            .collect();
+        assert_eq!(
+            points,
+            [
+                (Hook::NfLocalOut, Position::First, 10, false),
+                (Hook::NfLocalOut, Position::Last, 10, false),
+                (Hook::TcEgress, Position::First, 20, false),
+                (Hook::TcEgress, Position::Last, 25, false),
+                (Hook::NfPrerouting, Position::First, 30, false),
+                (Hook::NfPrerouting, Position::Last, 30, false),
+            ]
+        );
+        // The packet is the first point's; the events lost before belong to that one event.
+        assert_eq!(sightings[1].ip_id, 7);
+        assert_eq!((sightings[0].lost_before, sightings[1].lost_before), (3, 0));
+    }
+
+    #[test]
+    fn only_a_first_point_of_netfilter_or_tc_can_imply_its_last() {
+        let implied = |hook: Hook, position: Position| {
+            let mut event = Event::default();
+            event.header.hook = hook as u8;
+            event.header.position = position as u8;
+            event.detail.verdict = LAST_IMPLIED;
+            Sighting::decode(&event, &Names::default())
+                .unwrap()
+                .last_implied
+        };
+        assert!(implied(Hook::NfPrerouting, Position::First));
+        assert!(implied(Hook::TcIngress, Position::First));
+        assert!(!implied(Hook::NfPrerouting, Position::Last));
+        // The same number is a driver's return code or a TCP event elsewhere.
+        assert!(!implied(Hook::DevXmit, Position::First));
+        assert!(!implied(Hook::Tcp, Position::Only));
+    }
+
+    /// A sighting as `decode` makes one (no names known).
+    fn decoded() -> Sighting {
+        let mut event = Event::default();
+        event.header.hook = Hook::NfLocalOut as u8;
+        Sighting::decode(&event, &Names::default()).expect("a hook this build knows")
     }
 
     #[test]
