@@ -108,12 +108,10 @@ fn in_time_order(mut journeys: Vec<Journey>) -> Vec<Journey> {
 
 /// The journeys of what a [`stream::Stitcher`] closed (a packet and its copies, or an
 /// annotation that fits no packet), numbered from `first_id`.
-pub fn from_closed(mut closed: stream::Closed, end: &TraceEnd, first_id: u64) -> Vec<Journey> {
+pub fn from_closed(closed: stream::Closed, end: &TraceEnd, first_id: u64) -> Vec<Journey> {
     let groups = if closed.sightings.is_empty() {
         Vec::new()
     } else {
-        // Stitched as one sighting, a hook's implied last point is the journey's from here on.
-        crate::model::sighting::expand_implied(&mut closed.sightings);
         vec![closed.sightings]
     };
     let mut journeys = complete(groups, closed.annotations, end, first_id);

@@ -219,11 +219,12 @@ impl Sighting {
 
 /// A packet's sightings with the last point of each hook whose first one implied it put in
 /// after it (same time, same packet as the first saw it): what the journey would hold had the
-/// last program sent its event.
-pub fn expand_implied(sightings: &mut Vec<Sighting>) {
+/// last program sent its event. Whether there was any (the sightings are then in a new block
+/// of their size).
+pub fn expand_implied(sightings: &mut Vec<Sighting>) -> bool {
     let implied = sightings.iter().filter(|s| s.last_implied).count();
     if implied == 0 {
-        return;
+        return false;
     }
     let mut expanded = Vec::with_capacity(sightings.len() + implied);
     for mut sighting in sightings.drain(..) {
@@ -241,6 +242,7 @@ pub fn expand_implied(sightings: &mut Vec<Sighting>) {
         }
     }
     *sightings = expanded;
+    true
 }
 
 /// The hook-specific part of an event, in words.
@@ -335,7 +337,7 @@ mod tests {
             point(Hook::TcEgress, Position::Last, 25, false),
             point(Hook::NfPrerouting, Position::First, 30, true),
         ];
-        expand_implied(&mut sightings);
+        assert!(expand_implied(&mut sightings));
         let points: Vec<_> = sightings
             .iter()
             .map(|s| (s.hook, s.position, s.ts_ns, s.last_implied))

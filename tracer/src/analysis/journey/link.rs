@@ -19,6 +19,15 @@ pub(super) struct OpenIndex<K> {
     live_skbs: FxHashMap<u64, K>,
 }
 
+/// The keys one journey put into the index (most put one fingerprint and one skb; a NAT
+/// rewrite or a tunnel adds some): what to forget when it closes, without going over its
+/// sightings again.
+#[derive(Default)]
+pub(super) struct Entries {
+    keys: Vec<Fingerprint>,
+    skbs: Vec<u64>,
+}
+
 /// What the index held for a sighting: the journeys its fingerprint and its skb pointed at.
 #[derive(Clone, Copy)]
 pub(super) struct Held<K> {
@@ -62,10 +71,18 @@ impl<K: Copy + Eq> OpenIndex<K> {
         (found, held)
     }
 
-    /// Notes that `sighting` (with fingerprint `key`) is now journey `k`'s; `held` is what
-    /// [`OpenIndex::find`] found for it (along a path most sightings keep the headers and the
-    /// skb of the one before: nothing to write then).
-    pub fn record(&mut self, key: Fingerprint, sighting: &Sighting, k: K, held: Held<K>) {
+    /// Notes that `sighting` (with fingerprint `key`) is now journey `k`'s, and in `entries`
+    /// (journey `k`'s) what was written; `held` is what [`OpenIndex::find`] found for it
+    /// (along a path most sightings keep the headers and the skb of the one before: nothing
+    /// to write then).
+    pub fn record(
+        &mut self,
+        key: Fingerprint,
+        sighting: &Sighting,
+        k: K,
+        held: Held<K>,
+        entries: &mut Entries,
+    ) {
         if sighting.skb != 0 {
             if sighting.ends_skb() {
                 if held.skb.is_some() {
@@ -73,22 +90,25 @@ impl<K: Copy + Eq> OpenIndex<K> {
                 }
             } else if held.skb != Some(k) {
                 self.live_skbs.insert(sighting.skb, k);
+                entries.skbs.push(sighting.skb);
             }
         }
         if sighting.proto != Proto::Unknown && held.content != Some(k) {
             self.by_content.insert(key, k);
+            entries.keys.push(key);
         }
     }
 
-    /// Forgets what points at journey `k`, which closed with these sightings.
-    pub fn forget(&mut self, sightings: &[Sighting], k: K) {
-        for s in sightings {
-            let key = fingerprint(s);
-            if self.by_content.get(&key) == Some(&k) {
-                self.by_content.remove(&key);
+    /// Forgets what still points at journey `k`, which closed, of what it wrote (`entries`).
+    pub fn forget(&mut self, entries: &Entries, k: K) {
+        for key in &entries.keys {
+            if self.by_content.get(key) == Some(&k) {
+                self.by_content.remove(key);
             }
-            if self.live_skbs.get(&s.skb) == Some(&k) {
-                self.live_skbs.remove(&s.skb);
+        }
+        for skb in &entries.skbs {
+            if self.live_skbs.get(skb) == Some(&k) {
+                self.live_skbs.remove(skb);
             }
         }
     }

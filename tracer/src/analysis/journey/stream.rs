@@ -22,10 +22,10 @@ use near::Near;
 
 use super::{
     annotation_key, is_annotation,
-    link::{any_skb_alive, fingerprint, OpenIndex, SAME_PACKET_WINDOW_NS},
+    link::{any_skb_alive, fingerprint, Entries, OpenIndex, SAME_PACKET_WINDOW_NS},
     AnnotationKey, ANNOTATION_WINDOW_NS,
 };
-use crate::model::sighting::{Proto, Sighting};
+use crate::model::sighting::{expand_implied, Proto, Sighting};
 
 /// How long the stitcher waits, in the events' clock (nanoseconds).
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +66,7 @@ impl Default for Window {
 pub struct Closed {
     /// The stitcher's number for it, in the order journeys began (0: an orphan annotation).
     pub id: u64,
+    /// With the last points the first ones implied (`model::sighting::expand_implied`).
     pub sightings: Vec<Sighting>,
     pub annotations: Vec<Sighting>,
     /// Closed by [`Window::hold_ns`] while an skb of it was still alive.
@@ -77,6 +78,8 @@ pub struct Closed {
 struct Open {
     sightings: Vec<Sighting>,
     annotations: Vec<Sighting>,
+    /// What it wrote into [`Stitcher::index`].
+    indexed: Entries,
     /// Its last sighting's time, beside the map's entry: checking whether a journey went quiet
     /// (once per sighting released) reads no sighting, which by then is long out of the cache.
     last_ns: u64,
@@ -275,13 +278,16 @@ impl Stitcher {
             self.firsts.insert((sighting.ts_ns, self.next_id));
             self.next_id
         });
-        self.index.record(key, &sighting, id, held);
         let journey = self.open.entry(id).or_insert_with(|| Open {
-            // A packet crossing a veth pair is seen at about 17 points.
+            // A packet crossing a veth pair is seen at about 17 points (11 events where the
+            // hooks hold nothing but the tracer, see `sighting::expand_implied`).
             sightings: Vec::with_capacity(20),
             annotations: Vec::new(),
+            indexed: Entries::default(),
             last_ns: 0,
         });
+        self.index
+            .record(key, &sighting, id, held, &mut journey.indexed);
         if sighting.proto != Proto::Unknown {
             self.near.record(&sighting, id, journey.sightings.len());
         }
@@ -342,10 +348,14 @@ impl Stitcher {
             let Some(mut journey) = self.open.remove(&id) else {
                 continue;
             };
-            // Room for a veth crossing was made up front; a closed journey may wait a while
-            // behind one held open, and most are shorter.
-            fit(&mut journey.sightings);
-            self.index.forget(&journey.sightings, id);
+            // Stitched as one sighting, a hook's implied last point is the journey's from here
+            // on. Room for a veth crossing was made up front; a closed journey may wait a
+            // while behind one held open, and most are shorter: either way in a block of its
+            // size.
+            if !expand_implied(&mut journey.sightings) {
+                fit(&mut journey.sightings);
+            }
+            self.index.forget(&journey.indexed, id);
             self.firsts.remove(&(journey.sightings[0].ts_ns, id));
             closed.push(Closed {
                 id,
