@@ -191,6 +191,11 @@ pub fn fate(sightings: &[Sighting], end: &TraceEnd) -> Fate {
         Some(s) if s.hook == Hook::NfLocalIn && s.position != Position::First => {
             Fate::at(FateKind::Delivered, s)
         }
+        // Handed to a veth, a packet goes on at its peer: where events were lost (or not kept)
+        // after it, its next points may be among them, and "transmitted" would be a guess.
+        Some(s) if s.hook == Hook::DevXmit && s.peer.is_some() && end.touches(sightings, true) => {
+            unknown_fate(sightings, last_on_path, end)
+        }
         Some(s) if s.hook == Hook::DevXmit => {
             let forwarded = sightings.iter().any(|s| s.hook == Hook::NfForward);
             let kind = if forwarded {

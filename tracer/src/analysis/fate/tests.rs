@@ -185,3 +185,27 @@ fn a_fate_is_written_with_names_as_the_json_contract_has_them() {
     let nowhere = serde_json::to_value(fate(&[], &TraceEnd::default())).unwrap();
     assert_eq!(nowhere["hook"], serde_json::Value::Null);
 }
+
+#[test]
+fn a_veth_transmit_cut_short_by_lost_events_is_unknown_not_transmitted() {
+    let mut sent = at(10, "dev_xmit", Some("last"));
+    sent.peer = Some(std::sync::Arc::new(crate::kernel::veth::Peer {
+        netns_name: "b".into(),
+        ifname: "vb".into(),
+    }));
+    let path = vec![at(9, "dev_xmit", Some("first")), sent];
+    let clean = TraceEnd::default();
+    assert_eq!(fate(&path, &clean).kind, FateKind::Transmitted);
+    // Events lost after it (or not kept, past --max-events): its peer's points may be among them.
+    let lossy = TraceEnd {
+        lost: 5,
+        ..TraceEnd::default()
+    };
+    let cut = fate(&path, &lossy);
+    assert_eq!(cut.kind, FateKind::Unknown);
+    assert_eq!(cut.unknown_reason(), Some(UnknownReason::EventsLost));
+    // Out of a device with no peer (a NIC), it left the machine whatever was lost.
+    let mut nic = path.clone();
+    nic[1].peer = None;
+    assert_eq!(fate(&nic, &lossy).kind, FateKind::Transmitted);
+}
