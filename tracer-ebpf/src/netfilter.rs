@@ -44,7 +44,9 @@ pub fn tracer_nf_first(ctx: *mut c_void) -> i32 {
     // no other program between them), the packet reaches the last one as this one leaves it:
     // the last one sends nothing, and this one's event says so. (A packet this one left
     // alone, the filter would leave alone again: most packets of a trace whose filter wants
-    // few pass the last program at a fraction of the cost.)
+    // few pass the last program at a fraction of the cost.) The count is the hook's now:
+    // a rule deleted in the microseconds since `nf_hook_slow` took its entries for this pass
+    // could still run, and would fall between points said to be one.
     let alone = hook_functions(state) == Some(2);
     let seen = observe_state(state, skb, Position::First, alone);
     remember_settled(state, skb, alone, (!seen.reported).then_some(seen.ipv4));
