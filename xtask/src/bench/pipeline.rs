@@ -169,6 +169,9 @@ impl Placement {
 /// One live step: the tracer following 64-byte UDP datagrams sent at `pps`.
 pub struct Step {
     pub pps: u64,
+    /// False for the step run without the tracer, which says how fast the sender goes where
+    /// no kernel program runs.
+    pub traced: bool,
     /// What iperf3 says it sent.
     pub sent_per_s: f64,
     pub events_per_s: f64,
@@ -177,13 +180,14 @@ pub struct Step {
 
 /// Steps up the datagram rate (2 000 to 256 000 a second) until events are lost, then runs
 /// twice the best lossless rate. Past the rate the sender reaches under the kernel programs,
-/// the kernel side produces all the events it can.
+/// the kernel side produces all the events it can. Last, the highest rate asked without the
+/// tracer: the gap between the two is what the kernel programs cost the sender.
 pub fn live(tracer: &Path, seconds: u32, placement: Placement) -> Result<Vec<Step>> {
     let _server = iperf_server(placement.traffic_prefix())?;
     let mut steps: Vec<Step> = Vec::new();
     let mut pps = 2_000;
     while pps <= 256_000 {
-        let step = step(tracer, pps, seconds, placement)?;
+        let step = step(Some(tracer), pps, seconds, placement)?;
         let lost = step.report.lost > 0;
         steps.push(step);
         if lost {
@@ -198,19 +202,25 @@ pub fn live(tracer: &Path, seconds: u32, placement: Placement) -> Result<Vec<Ste
         .max()
     {
         if !steps.iter().any(|s| s.pps == best * 2) {
-            steps.push(step(tracer, best * 2, seconds, placement)?);
+            steps.push(step(Some(tracer), best * 2, seconds, placement)?);
         }
     }
+    let highest = steps.iter().map(|s| s.pps).max().unwrap_or(pps);
+    steps.push(step(None, highest, seconds, placement)?);
     Ok(steps)
 }
 
-fn step(tracer: &Path, pps: u64, seconds: u32, placement: Placement) -> Result<Step> {
-    let watching = observer::start_on(
-        tracer,
-        Observer::TracerFlow,
-        "udp port 5201",
-        placement.tracer_cpu(),
-    )?;
+/// `pps` asked of iperf3's client for `seconds`, followed by `tracer` (or not watched).
+fn step(tracer: Option<&Path>, pps: u64, seconds: u32, placement: Placement) -> Result<Step> {
+    let watching = match tracer {
+        Some(tracer) => observer::start_on(
+            tracer,
+            Observer::TracerFlow,
+            "udp port 5201",
+            placement.tracer_cpu(),
+        )?,
+        None => observer::start(Path::new(""), Observer::Baseline, "")?,
+    };
     let bits = pps * 64 * 8;
     let client = output(&mut command_in(
         CLIENT,
@@ -223,11 +233,14 @@ fn step(tracer: &Path, pps: u64, seconds: u32, placement: Placement) -> Result<S
     let sent_per_s = sent_per_second(&client)?;
     let events_per_s = report.events as f64 / f64::from(seconds);
     eprintln!(
-        "  {pps} datagrams/s asked, {sent_per_s:.0} sent: {} events ({events_per_s:.0}/s), {} lost",
-        report.events, report.lost
+        "  {pps} datagrams/s asked, {sent_per_s:.0} sent: {} events ({events_per_s:.0}/s), {} lost{}",
+        report.events,
+        report.lost,
+        if tracer.is_some() { "" } else { " (no tracer)" }
     );
     Ok(Step {
         pps,
+        traced: tracer.is_some(),
         sent_per_s,
         events_per_s,
         report,
@@ -251,14 +264,18 @@ pub fn live_table(steps: &[Step]) -> (String, Value) {
         "| datagrams/s asked | sent | events received/s | events lost |\n|---|---|---|---|\n",
     );
     for s in steps {
-        md.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {} |\n",
-            s.pps, s.sent_per_s, s.events_per_s, s.report.lost
-        ));
+        md.push_str(&if s.traced {
+            format!(
+                "| {} | {:.0} | {:.0} | {} |\n",
+                s.pps, s.sent_per_s, s.events_per_s, s.report.lost
+            )
+        } else {
+            format!("| {}, no tracer | {:.0} | - | - |\n", s.pps, s.sent_per_s)
+        });
     }
     let records = steps
         .iter()
-        .map(|s| json!({"pps": s.pps, "sent_per_s": s.sent_per_s, "events": s.report.events, "events_per_s": s.events_per_s, "lost": s.report.lost}))
+        .map(|s| json!({"pps": s.pps, "traced": s.traced, "sent_per_s": s.sent_per_s, "events": s.report.events, "events_per_s": s.events_per_s, "lost": s.report.lost}))
         .collect();
     (md, Value::Array(records))
 }
