@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use tests::{require_privileges, Pair, Tracer, ADDR_A, ADDR_B};
+use tests::{require_privileges, sh, Pair, Tracer, ADDR_A, ADDR_B};
 
 /// What the traffic achieved and what the rules counted.
 #[derive(Debug, PartialEq)]
@@ -69,10 +69,8 @@ fn traffic(pair: &Pair) -> Outcome {
     }
 }
 
-#[test]
-fn rules_and_applications_see_the_same_with_and_without_the_tracer() {
-    require_privileges();
-    let pair = Pair::create();
+/// iptables and nftables rules in `b` for [`traffic`] to count and drop against.
+fn rules(pair: &Pair) {
     pair.b.sh("iptables -A INPUT -p icmp -j ACCEPT");
     pair.b.sh("iptables -A INPUT -p udp --dport 7020 -j DROP");
     pair.b
@@ -83,6 +81,13 @@ fn rules_and_applications_see_the_same_with_and_without_the_tracer() {
     pair.b.sh(&format!(
         "nft add rule ip count pre ip saddr {ADDR_A} counter"
     ));
+}
+
+#[test]
+fn rules_and_applications_see_the_same_with_and_without_the_tracer() {
+    require_privileges();
+    let pair = Pair::create();
+    rules(&pair);
 
     let without = traffic(&pair);
     let tracer = Tracer::start(&["--xdp", "-n", &pair.a.name, "-n", &pair.b.name]);
@@ -98,4 +103,82 @@ fn rules_and_applications_see_the_same_with_and_without_the_tracer() {
         "the tracer did watch this traffic: {} events",
         report.events.len()
     );
+}
+
+/// The benchmark's floor (`--attach-only`, see `cargo xtask bench`): the programs are attached
+/// as for a trace and run on every packet, but return at once: nothing reported, nothing
+/// changed. Measured with the kernel's run counts, so a floor that attached nothing fails.
+#[test]
+fn attached_only_the_programs_run_on_the_traffic_report_nothing_and_change_nothing() {
+    require_privileges();
+    let pair = Pair::create();
+    rules(&pair);
+    let without = traffic(&pair);
+
+    let before = tracer_programs();
+    let stats_were = sh("sysctl -n kernel.bpf_stats_enabled");
+    sh("sysctl -q -w kernel.bpf_stats_enabled=1");
+    let tracer = Tracer::start(&["--attach-only", "-n", &pair.a.name, "-n", &pair.b.name]);
+    let with = traffic(&pair);
+    let runs: Vec<(String, u64)> = tracer_programs()
+        .into_iter()
+        .filter(|(id, _, _)| !before.iter().any(|(old, _, _)| old == id))
+        .map(|(_, name, runs)| (name, runs))
+        .collect();
+    let report = tracer.finish();
+    sh(&format!(
+        "sysctl -q -w kernel.bpf_stats_enabled={}",
+        stats_were.trim()
+    ));
+
+    assert_eq!(with, without, "the tracer changed what happened");
+    // The recording also lists what userspace saw (the captures running, tcpdump's taps).
+    let sightings: Vec<_> = report
+        .events
+        .iter()
+        .filter(|e| e.get("hook").is_some())
+        .collect();
+    assert!(
+        sightings.is_empty() && report.packets().next().is_none(),
+        "programs that return at once reported {} events: {:?}",
+        sightings.len(),
+        sightings.first()
+    );
+    // The points every packet of this traffic passes, on the way out of a and into b.
+    for point in [
+        "tracer_netif_receive",
+        "tracer_dev_start_xmit",
+        "tracer_nf_first",
+        "tracer_nf_last",
+        "tracer_tc_ingress_first",
+        "tracer_tc_egress_first",
+    ] {
+        let ran: u64 = runs
+            .iter()
+            .filter(|(name, _)| point.starts_with(name.as_str()))
+            .map(|(_, n)| n)
+            .sum();
+        assert!(ran >= 10, "{point} ran {ran} times: {runs:?}");
+    }
+}
+
+/// (id, name, run count) of every loaded program whose name starts with `tracer_`.
+fn tracer_programs() -> Vec<(u64, String, u64)> {
+    let shown: serde_json::Value =
+        serde_json::from_str(&sh("bpftool -j prog show")).expect("bpftool's JSON");
+    shown
+        .as_array()
+        .expect("a list of programs")
+        .iter()
+        .filter_map(|p| {
+            let name = p["name"].as_str()?;
+            name.starts_with("tracer_").then(|| {
+                (
+                    p["id"].as_u64().unwrap_or(0),
+                    name.to_string(),
+                    p["run_cnt"].as_u64().unwrap_or(0),
+                )
+            })
+        })
+        .collect()
 }

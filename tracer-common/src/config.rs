@@ -89,7 +89,11 @@ pub struct TraceConfig {
     pub filter_l3: u8,
     /// Packet bytes to copy into each event (`-w`); 0 copies none.
     pub snaplen: u16,
-    pub _pad: [u8; 2],
+    /// 1 when every program returns at once, reading nothing and reporting nothing: what the
+    /// attachments alone cost the kernel (its dispatch to each program, netfilter's and tc's
+    /// paths made active), the floor under any program body (`cargo xtask bench`).
+    pub inert: u8,
+    pub _pad: u8,
 }
 
 impl TraceConfig {
@@ -110,7 +114,7 @@ const _: () = assert!(core::mem::size_of::<TraceConfig>() == 8);
 // SAFETY: `repr(C)`, 42 `u32`s (168 bytes, asserted above): no padding, any bit pattern valid.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelOffsets {}
-// SAFETY: `repr(C)`, four `u8`, a `u16` at offset 4 and `[u8; 2]`: 8 bytes (asserted above),
+// SAFETY: `repr(C)`, four `u8`, a `u16` at offset 4 and two `u8`: 8 bytes (asserted above),
 // no padding, any bit pattern valid.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for TraceConfig {}

@@ -159,7 +159,8 @@ pub static CONFIG: TraceConfig = TraceConfig {
     filter_l2: 0,
     filter_l3: 0,
     snaplen: 0,
-    _pad: [0; 2],
+    inert: 0,
+    _pad: 0,
 };
 
 /// Reads one field of the `OFFSETS` global. Globals live in .rodata, which userspace writes
@@ -180,3 +181,10 @@ macro_rules! config {
 }
 
 pub(crate) use {config, offset};
+
+/// Whether every program is to return before it reads anything ([`TraceConfig::inert`]).
+/// A trace that is not inert pays a load and a branch a run for the question.
+#[inline(always)]
+pub fn inert() -> bool {
+    config!(inert) != 0
+}

@@ -29,7 +29,7 @@ use tracer_common::{
 use crate::{
     emit::{netns_traced, report, Site, Source},
     kernel::{dev_ifindex, field, skb_info, skb_summary, Netns, Typed},
-    maps::{offset, NF_SETTLED},
+    maps::{inert, offset, NF_SETTLED},
 };
 
 const NF_ACCEPT: i32 = 1;
@@ -39,6 +39,9 @@ const NFPROTO_IPV6: u8 = 10;
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "classifier/netfilter")]
 pub fn tracer_nf_first(ctx: *mut c_void) -> i32 {
+    if inert() {
+        return NF_ACCEPT;
+    }
     let (state, skb) = context(ctx);
     // Where the tracer's two programs are the hook's only functions (no rule, no conntrack,
     // no other program between them), the packet reaches the last one as this one leaves it:
@@ -56,6 +59,9 @@ pub fn tracer_nf_first(ctx: *mut c_void) -> i32 {
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "classifier/netfilter")]
 pub fn tracer_nf_last(ctx: *mut c_void) -> i32 {
+    if inert() {
+        return NF_ACCEPT;
+    }
     let (state, skb) = context(ctx);
     if settled_just_now(state, skb) {
         return NF_ACCEPT;
@@ -176,6 +182,9 @@ fn hook_functions(state: u64) -> Option<u16> {
 /// Needs BPF trampolines (`CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS`, not locked down).
 #[fentry(function = "nf_hook_slow")]
 pub fn tracer_nf_hook_entry(ctx: FEntryContext) -> i32 {
+    if inert() {
+        return 0;
+    }
     let (state, skb) = (ctx.arg(1), ctx.arg(0));
     // The exit program below sees the packet after every hook function: never implied.
     let seen = observe_state(state, skb, Position::First, false);
@@ -187,6 +196,9 @@ pub fn tracer_nf_hook_entry(ctx: FEntryContext) -> i32 {
 /// function took it (dropped and already freed, stolen or queued), so the skb is not read.
 #[fexit(function = "nf_hook_slow")]
 pub fn tracer_nf_hook_exit(ctx: FExitContext) -> i32 {
+    if inert() {
+        return 0;
+    }
     // The return value follows the four arguments in the context.
     let verdict: i32 = ctx.arg(4);
     if verdict == NF_ACCEPT {

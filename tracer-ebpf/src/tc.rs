@@ -14,7 +14,7 @@ use tracer_common::{
 use crate::{
     emit::{report, Site, Source, L2},
     kernel::{read, scratch, skb_load, Netns},
-    maps::{offset, TC_SETTLED},
+    maps::{inert, offset, TC_SETTLED},
 };
 
 /// TC_ACT_UNSPEC, which is also TCX_NEXT: continue with the next program.
@@ -22,24 +22,36 @@ const TC_NEXT: i32 = -1;
 
 #[classifier]
 pub fn tracer_tc_ingress_first(ctx: TcContext) -> i32 {
+    if inert() {
+        return TC_NEXT;
+    }
     first(&ctx, Hook::TcIngress);
     TC_NEXT
 }
 
 #[classifier]
 pub fn tracer_tc_ingress_last(ctx: TcContext) -> i32 {
+    if inert() {
+        return TC_NEXT;
+    }
     last(&ctx, Hook::TcIngress);
     TC_NEXT
 }
 
 #[classifier]
 pub fn tracer_tc_egress_first(ctx: TcContext) -> i32 {
+    if inert() {
+        return TC_NEXT;
+    }
     first(&ctx, Hook::TcEgress);
     TC_NEXT
 }
 
 #[classifier]
 pub fn tracer_tc_egress_last(ctx: TcContext) -> i32 {
+    if inert() {
+        return TC_NEXT;
+    }
     last(&ctx, Hook::TcEgress);
     TC_NEXT
 }

@@ -15,13 +15,16 @@ use crate::{
         dev_identity, field, read, skb_identity, skb_info, skb_summary, sock_netns, sock_summary,
         Netns, SkbInfo, Typed,
     },
-    maps::{config, offset},
+    maps::{config, inert, offset},
     netfilter::{forget_left_alone_route, ipv4_pair, left_alone_route},
 };
 
 /// `net:netif_receive_skb(struct sk_buff *skb)`: the receive tap-side witness.
 #[btf_tracepoint(function = "netif_receive_skb")]
 pub fn tracer_netif_receive(ctx: BtfTracePointContext) -> i32 {
+    if inert() {
+        return 0;
+    }
     forget_left_alone_route();
     observe_skb(
         ctx.arg(0),
@@ -37,6 +40,9 @@ pub fn tracer_netif_receive(ctx: BtfTracePointContext) -> i32 {
 /// transmit taps, as the driver is handed the packet.
 #[btf_tracepoint(function = "net_dev_start_xmit")]
 pub fn tracer_dev_start_xmit(ctx: BtfTracePointContext) -> i32 {
+    if inert() {
+        return 0;
+    }
     observe_skb(
         ctx.arg(0),
         Hook::DevXmit,
@@ -53,6 +59,9 @@ pub fn tracer_dev_start_xmit(ctx: BtfTracePointContext) -> i32 {
 /// filtered: userspace joins it to the `net_dev_start_xmit` sighting by skb address.
 #[btf_tracepoint(function = "net_dev_xmit")]
 pub fn tracer_net_dev_xmit(ctx: BtfTracePointContext) -> i32 {
+    if inert() {
+        return 0;
+    }
     let skb: u64 = ctx.arg(0);
     let rc: i32 = ctx.arg(1);
     let dev: u64 = ctx.arg(2);
@@ -91,6 +100,9 @@ pub fn tracer_net_dev_xmit(ctx: BtfTracePointContext) -> i32 {
 /// differ between kernels (decoded in userspace from BTF).
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn tracer_kfree_skb(ctx: BtfTracePointContext) -> i32 {
+    if inert() {
+        return 0;
+    }
     freed(ctx.arg(0), kind::DROP, ctx.arg(1), ctx.arg(2));
     0
 }
@@ -98,6 +110,9 @@ pub fn tracer_kfree_skb(ctx: BtfTracePointContext) -> i32 {
 /// `skb:kfree_skb(struct sk_buff *skb, void *location)` before 5.17: no reason.
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn tracer_kfree_skb_2(ctx: BtfTracePointContext) -> i32 {
+    if inert() {
+        return 0;
+    }
     freed(ctx.arg(0), kind::DROP, ctx.arg(1), 0);
     0
 }
@@ -105,6 +120,9 @@ pub fn tracer_kfree_skb_2(ctx: BtfTracePointContext) -> i32 {
 /// `skb:consume_skb(struct sk_buff *skb, void *location)`: a normal end of life.
 #[btf_tracepoint(function = "consume_skb")]
 pub fn tracer_consume_skb(ctx: BtfTracePointContext) -> i32 {
+    if inert() {
+        return 0;
+    }
     freed(ctx.arg(0), kind::FREE, ctx.arg(1), 0);
     0
 }
@@ -112,6 +130,9 @@ pub fn tracer_consume_skb(ctx: BtfTracePointContext) -> i32 {
 /// `skb:consume_skb(struct sk_buff *skb)` before 6.3: no location.
 #[btf_tracepoint(function = "consume_skb")]
 pub fn tracer_consume_skb_1(ctx: BtfTracePointContext) -> i32 {
+    if inert() {
+        return 0;
+    }
     freed(ctx.arg(0), kind::FREE, 0, 0);
     0
 }
@@ -136,6 +157,9 @@ fn freed(skb: u64, event_kind: u8, location: u64, reason: u32) {
 /// received the packet's data.
 #[btf_tracepoint(function = "skb_copy_datagram_iovec")]
 pub fn tracer_socket_read(ctx: BtfTracePointContext) -> i32 {
+    if inert() {
+        return 0;
+    }
     let len: i32 = ctx.arg(1);
     let detail = HookDetail {
         verdict: len as u32,
@@ -155,6 +179,9 @@ pub fn tracer_socket_read(ctx: BtfTracePointContext) -> i32 {
 /// `skb` is the segment that provoked the reset (none for a reset the socket decided on).
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tracer_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
+    if inert() {
+        return 0;
+    }
     send_reset(ctx.arg(0), ctx.arg(1), ctx.arg(2));
     0
 }
@@ -162,6 +189,9 @@ pub fn tracer_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
 /// `tcp:tcp_send_reset(const struct sock *sk, const struct sk_buff *skb)` before 6.10.
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tracer_tcp_send_reset_2(ctx: BtfTracePointContext) -> i32 {
+    if inert() {
+        return 0;
+    }
     send_reset(ctx.arg(0), ctx.arg(1), 0);
     0
 }
@@ -183,6 +213,9 @@ fn send_reset(sk: u64, skb: u64, reason: u32) {
 /// `tcp:tcp_receive_reset(struct sock *sk)`: the socket accepted a reset from its peer.
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tracer_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
+    if inert() {
+        return 0;
+    }
     let detail = HookDetail {
         verdict: tcp_event::RECEIVE_RESET,
         ..HookDetail::default()
@@ -195,6 +228,9 @@ pub fn tracer_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
 /// skb sits on the write queue without built headers: the socket gives the addresses.
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn tracer_tcp_retransmit(ctx: BtfTracePointContext) -> i32 {
+    if inert() {
+        return 0;
+    }
     let detail = HookDetail {
         verdict: tcp_event::RETRANSMIT,
         ..HookDetail::default()
@@ -206,6 +242,9 @@ pub fn tracer_tcp_retransmit(ctx: BtfTracePointContext) -> i32 {
 /// `tcp:tcp_bad_csum(const struct sk_buff *skb)`.
 #[btf_tracepoint(function = "tcp_bad_csum")]
 pub fn tracer_tcp_bad_csum(ctx: BtfTracePointContext) -> i32 {
+    if inert() {
+        return 0;
+    }
     let detail = HookDetail {
         verdict: tcp_event::BAD_CSUM,
         ..HookDetail::default()
@@ -224,6 +263,9 @@ pub fn tracer_tcp_bad_csum(ctx: BtfTracePointContext) -> i32 {
 /// kernel answers with an ICMP error (port unreachable, fragmentation needed, ...).
 #[btf_tracepoint(function = "icmp_send")]
 pub fn tracer_icmp_send(ctx: BtfTracePointContext) -> i32 {
+    if inert() {
+        return 0;
+    }
     let icmp_type: i32 = ctx.arg(1);
     let code: i32 = ctx.arg(2);
     let detail = HookDetail {
@@ -249,6 +291,9 @@ pub fn tracer_icmp_send(ctx: BtfTracePointContext) -> i32 {
 /// where netfilter's first program left a packet with these addresses alone, so is this.
 #[btf_tracepoint(function = "fib_table_lookup")]
 pub fn tracer_fib_lookup(ctx: BtfTracePointContext) -> i32 {
+    if inert() {
+        return 0;
+    }
     let table: u32 = ctx.arg(0);
     let flp: u64 = ctx.arg(1);
     let nhc: u64 = ctx.arg(2);

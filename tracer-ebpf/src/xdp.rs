@@ -20,10 +20,14 @@ use tracer_common::{
 use crate::{
     emit::{report, Site, Source, L2},
     kernel::{helper_len, scratch, Netns},
+    maps::inert,
 };
 
 #[xdp(frags)]
 pub fn tracer_xdp(ctx: XdpContext) -> u32 {
+    if inert() {
+        return xdp_action::XDP_PASS;
+    }
     observe(&ctx);
     xdp_action::XDP_PASS
 }

@@ -95,6 +95,11 @@ pub struct TraceArgs {
     /// counted, not kept, and the report says so.
     #[arg(long, default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_events: u64,
+    /// Attach every program as a trace does, but have each return at once, reading and
+    /// reporting nothing: what the attachments alone cost the traffic (the floor under the
+    /// programs' own cost, measured by `cargo xtask bench`). Not for tracing.
+    #[arg(long, hide = true)]
+    pub attach_only: bool,
     /// Size of the kernel-to-user ring buffer in KiB (a power of two).
     #[arg(long, default_value_t = 4096)]
     pub ring_kib: u32,
@@ -145,6 +150,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             (Some(_), Snap::Bytes(n)) => n as u16,
         },
         xdp: args.xdp,
+        attach_only: args.attach_only,
         tc: args.tc,
         max_events: args.max_events as usize,
         live: (args.live

@@ -62,6 +62,7 @@ fn trace_options(netns: &[String], filter: &str) -> Result<TraceOptions> {
         max_events: 500_000,
         // A lab's report is its check and its explanation, written once the traffic is done.
         live: None,
+        attach_only: false,
     })
 }
 

@@ -60,6 +60,9 @@ pub struct TraceOptions {
     /// A line per packet on stdout as its journey closes (`--live`), of the packets the
     /// selection keeps (`--problems`).
     pub live: Option<crate::trace::live::LiveOptions>,
+    /// Every program attached and returning at once (`--attach-only`): what the attachments
+    /// alone cost, for the benchmark.
+    pub attach_only: bool,
 }
 
 /// Where a trace writes as it goes, besides stdout.
@@ -129,6 +132,7 @@ impl Session {
             filter_l2: u8::from(filter.is_some_and(|f| f.l2.is_some())),
             filter_l3: u8::from(filter.is_some_and(|f| f.l3.is_some())),
             snaplen: options.snaplen,
+            inert: u8::from(options.attach_only),
             ..TraceConfig::default()
         };
         let mut ebpf = loader::load(&offsets, &config, options.ring_bytes)?;

@@ -58,6 +58,7 @@ impl Workload {
     fn observers(self) -> Vec<Observer> {
         let mut all = vec![
             Observer::Baseline,
+            Observer::TracerAttachOnly,
             Observer::TracerNothing,
             Observer::TracerFlow,
             Observer::TcpdumpFull,

@@ -15,6 +15,9 @@ use super::net::{interrupt, wait_for_file, CLIENT, SERVER};
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Observer {
     Baseline,
+    /// The tracer's programs attached as for a trace, each returning at once
+    /// (`--attach-only`): what the points alone cost, the floor under the rows below.
+    TracerAttachOnly,
     /// The tracer on both namespaces with a filter no packet matches.
     TracerNothing,
     /// The tracer following every packet of the flow at every default point.
@@ -31,6 +34,7 @@ impl Observer {
     pub fn label(self) -> &'static str {
         match self {
             Observer::Baseline => "baseline (nothing attached)",
+            Observer::TracerAttachOnly => "tracer, programs returning at once",
             Observer::TracerNothing => "tracer, filter matching nothing",
             Observer::TracerFlow => "tracer, following the flow",
             Observer::TracerFlowXdp => "tracer --xdp, following the flow",
@@ -85,7 +89,10 @@ pub fn start_on(
                 scratch,
             })
         }
-        Observer::TracerNothing | Observer::TracerFlow | Observer::TracerFlowXdp => {
+        Observer::TracerAttachOnly
+        | Observer::TracerNothing
+        | Observer::TracerFlow
+        | Observer::TracerFlowXdp => {
             let filter = if observer == Observer::TracerNothing {
                 "host 192.0.2.1"
             } else {
@@ -108,6 +115,9 @@ pub fn start_on(
             .arg(&ready);
             if observer == Observer::TracerFlowXdp {
                 cmd.arg("--xdp");
+            }
+            if observer == Observer::TracerAttachOnly {
+                cmd.arg("--attach-only");
             }
             cmd.args(filter.split_whitespace())
                 .stdin(Stdio::null())
