@@ -1,7 +1,10 @@
 //! BPF programs in the kernel: which a process holds, which are still loaded. How tests and
 //! the soak check that the tracer leaves nothing behind.
 
-use anyhow::Result;
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
 
 use crate::command::sh;
 
@@ -34,4 +37,50 @@ pub fn still_loaded(ids: &[u32]) -> Result<Vec<u32>> {
         .copied()
         .filter(|id| loaded.contains(id))
         .collect())
+}
+
+/// A loaded program as `bpftool` shows it; the counts need [`StatsOn`].
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub name: String,
+    pub runs: u64,
+    pub run_ns: u64,
+}
+
+/// Program id -> what it is and how often it ran, of the loaded programs named `tracer_*`.
+pub fn tracer_programs() -> Result<BTreeMap<u64, Loaded>> {
+    let listing: Value =
+        serde_json::from_str(&sh("bpftool prog show --json")?).context("bpftool wrote no JSON")?;
+    Ok(listing
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let name = p["name"].as_str()?;
+            name.starts_with("tracer_").then(|| {
+                let loaded = Loaded {
+                    name: name.to_string(),
+                    runs: p["run_cnt"].as_u64().unwrap_or(0),
+                    run_ns: p["run_time_ns"].as_u64().unwrap_or(0),
+                };
+                (p["id"].as_u64().unwrap_or(0), loaded)
+            })
+        })
+        .collect())
+}
+
+/// The kernel's program statistics (`kernel.bpf_stats_enabled`) switched on until dropped.
+pub struct StatsOn;
+
+impl StatsOn {
+    pub fn enable() -> Result<StatsOn> {
+        sh("sysctl -qw kernel.bpf_stats_enabled=1")?;
+        Ok(StatsOn)
+    }
+}
+
+impl Drop for StatsOn {
+    fn drop(&mut self) {
+        let _ = sh("sysctl -qw kernel.bpf_stats_enabled=0");
+    }
 }

@@ -8,7 +8,8 @@ use std::{
     time::Duration,
 };
 
-use tests::{require_privileges, sh, Pair, Tracer, ADDR_A, ADDR_B};
+use harness::programs::{program_ids_of, tracer_programs, StatsOn};
+use tests::{require_privileges, Pair, Tracer, ADDR_A, ADDR_B};
 
 /// What the traffic achieved and what the rules counted.
 #[derive(Debug, PartialEq)]
@@ -115,21 +116,18 @@ fn attached_only_the_programs_run_on_the_traffic_report_nothing_and_change_nothi
     rules(&pair);
     let without = traffic(&pair);
 
-    let before = tracer_programs();
-    let stats_were = sh("sysctl -n kernel.bpf_stats_enabled");
-    sh("sysctl -q -w kernel.bpf_stats_enabled=1");
+    let stats = StatsOn::enable().expect("kernel.bpf_stats_enabled");
     let tracer = Tracer::start(&["--attach-only", "-n", &pair.a.name, "-n", &pair.b.name]);
     let with = traffic(&pair);
+    let ours = program_ids_of(tracer.pid());
     let runs: Vec<(String, u64)> = tracer_programs()
+        .expect("bpftool's list of programs")
         .into_iter()
-        .filter(|(id, _, _)| !before.iter().any(|(old, _, _)| old == id))
-        .map(|(_, name, runs)| (name, runs))
+        .filter(|(id, _)| ours.iter().any(|&o| u64::from(o) == *id))
+        .map(|(_, p)| (p.name, p.runs))
         .collect();
     let report = tracer.finish();
-    sh(&format!(
-        "sysctl -q -w kernel.bpf_stats_enabled={}",
-        stats_were.trim()
-    ));
+    drop(stats);
 
     assert_eq!(with, without, "the tracer changed what happened");
     // The recording also lists what userspace saw (the captures running, tcpdump's taps).
@@ -160,25 +158,4 @@ fn attached_only_the_programs_run_on_the_traffic_report_nothing_and_change_nothi
             .sum();
         assert!(ran >= 10, "{point} ran {ran} times: {runs:?}");
     }
-}
-
-/// (id, name, run count) of every loaded program whose name starts with `tracer_`.
-fn tracer_programs() -> Vec<(u64, String, u64)> {
-    let shown: serde_json::Value =
-        serde_json::from_str(&sh("bpftool -j prog show")).expect("bpftool's JSON");
-    shown
-        .as_array()
-        .expect("a list of programs")
-        .iter()
-        .filter_map(|p| {
-            let name = p["name"].as_str()?;
-            name.starts_with("tracer_").then(|| {
-                (
-                    p["id"].as_u64().unwrap_or(0),
-                    name.to_string(),
-                    p["run_cnt"].as_u64().unwrap_or(0),
-                )
-            })
-        })
-        .collect()
 }

@@ -2,14 +2,15 @@
 //! time spent in them while it is on. Measured in a run of its own after the datapath runs,
 //! because the counting itself costs two clock reads per program run.
 
-use std::{collections::BTreeMap, path::Path};
+use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{json, Value};
+
+use harness::programs::{tracer_programs, StatsOn};
 
 use super::{
     datapath::{self, Workload},
-    net::sh,
     observer::{self, Observer},
 };
 
@@ -38,20 +39,20 @@ pub fn measure(
 ) -> Result<Measured> {
     let watching = observer::start(tracer, observer, workload.filter())?;
     let _stats = StatsOn::enable()?;
-    let before = snapshot()?;
+    let before = tracer_programs()?;
     let measured = datapath::measure(workload, seconds);
-    let after = snapshot()?;
+    let after = tracer_programs()?;
     drop(_stats);
     watching.stop()?;
     let rate = measured?;
     let mut costs: Vec<ProgramCost> = after
         .into_iter()
-        .filter_map(|(id, (name, runs, ns))| {
-            let (runs0, ns0) = before.get(&id).map_or((0, 0), |b| (b.1, b.2));
-            (runs > runs0).then(|| ProgramCost {
-                name,
-                runs: runs - runs0,
-                ns: ns - ns0,
+        .filter_map(|(id, now)| {
+            let (runs0, ns0) = before.get(&id).map_or((0, 0), |b| (b.runs, b.run_ns));
+            (now.runs > runs0).then(|| ProgramCost {
+                name: now.name,
+                runs: now.runs - runs0,
+                ns: now.run_ns - ns0,
             })
         })
         .collect();
@@ -62,46 +63,6 @@ pub fn measure(
         costs,
         rate,
     })
-}
-
-/// The statistics switched on until dropped.
-struct StatsOn;
-
-impl StatsOn {
-    fn enable() -> Result<StatsOn> {
-        sh("sysctl -qw kernel.bpf_stats_enabled=1")?;
-        Ok(StatsOn)
-    }
-}
-
-impl Drop for StatsOn {
-    fn drop(&mut self) {
-        let _ = sh("sysctl -qw kernel.bpf_stats_enabled=0");
-    }
-}
-
-/// Program id -> (name, runs, ns) of the loaded programs named `tracer_*`.
-fn snapshot() -> Result<BTreeMap<u64, (String, u64, u64)>> {
-    let listing: Value =
-        serde_json::from_str(&sh("bpftool prog show --json")?).context("bpftool wrote no JSON")?;
-    Ok(listing
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| {
-            let name = p["name"].as_str()?;
-            name.starts_with("tracer_").then(|| {
-                (
-                    p["id"].as_u64().unwrap_or(0),
-                    (
-                        name.to_string(),
-                        p["run_cnt"].as_u64().unwrap_or(0),
-                        p["run_time_ns"].as_u64().unwrap_or(0),
-                    ),
-                )
-            })
-        })
-        .collect())
 }
 
 /// A markdown table and the raw values of the measured runs (each `seconds` long), then for
