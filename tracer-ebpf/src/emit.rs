@@ -14,7 +14,7 @@ use tracer_common::{
 use crate::{
     filter,
     kernel::Netns,
-    maps::{config, FOLLOWED, INNER_SCRATCH, TRACED_IFACES, TRACED_NETNS, TUNNELS},
+    maps::{config, FOLLOWED, FOLLOWING, INNER_SCRATCH, TRACED_IFACES, TRACED_NETNS, TUNNELS},
     ring::emit,
 };
 
@@ -39,7 +39,8 @@ pub enum Source {
     Xdp(*mut c_void),
     /// The tc context: the Ethernet frame, with `bpf_skb_load_bytes` (page fragments too).
     Tc(*mut c_void),
-    /// A kernel `struct sk_buff`: from the IP header to the end of its linear part.
+    /// A kernel `struct sk_buff`: from the IP header to the end of its linear part (not for a
+    /// normal free); its GSO segments are read for the event.
     Skb(u64),
 }
 
@@ -234,8 +235,68 @@ pub fn tunnel_slot(hook: u32) -> Option<&'static TunnelSummary> {
 /// Stops following `skb`: it was freed, and its address will be reused for another packet.
 #[inline(always)]
 pub fn forget(skb: u64) {
-    if filters_packets() {
-        let _ = FOLLOWED.remove(&skb);
+    if filters_packets() && may_follow_any() {
+        unfollow(skb);
+    }
+}
+
+/// Whether the trace filters packets and `skb` is not followed, known before reading it: an
+/// event that only a followed skb makes worth reporting (a normal free, the driver's answer)
+/// is then left unread (see `wanted`). Most such events are of packets the filter left alone.
+#[inline(always)]
+pub fn unfollowed(skb: u64) -> bool {
+    // SAFETY: only whether the key is present is used (see `netns_traced`).
+    filters_packets() && !(may_follow_any() && unsafe { FOLLOWED.get(&skb) }.is_some())
+}
+
+/// False only when no skb is followed (see `FOLLOWING`): then no packet needs looking up.
+#[inline(always)]
+fn may_follow_any() -> bool {
+    match FOLLOWING.get_ptr(0) {
+        // SAFETY: the map's only element, valid for the run; an integer read once.
+        Some(count) => (unsafe { core::ptr::read_volatile(count) }) != 0,
+        None => true,
+    }
+}
+
+/// Follows `skb` from here on by `tag`: a new key counts in `FOLLOWING`, an existing one
+/// takes the new tag. A full map only makes the LRU forget an old packet (which stays
+/// counted: the count errs on the side of looking): following is best effort.
+#[inline(always)]
+fn follow(skb: u64, tag: u64) {
+    const BPF_NOEXIST: u64 = 1;
+    if FOLLOWED.insert(&skb, &tag, BPF_NOEXIST).is_ok() {
+        count_followed(1);
+    } else {
+        let _ = FOLLOWED.insert(&skb, &tag, 0);
+    }
+}
+
+/// Stops following `skb`, if it was.
+#[inline(always)]
+fn unfollow(skb: u64) {
+    if FOLLOWED.remove(&skb).is_ok() {
+        count_followed(u64::MAX); // minus one
+    }
+}
+
+/// Adds `delta` (wrapping) to `FOLLOWING`, atomically: every CPU adds and removes keys.
+#[inline(always)]
+fn count_followed(delta: u64) {
+    let Some(count) = FOLLOWING.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: the map's only element, 8-aligned map memory valid for the run; the other CPUs
+    // only change it atomically too. The BPF target has atomic adds (a `lock` add, or
+    // BPF_ATOMIC) but no compare-and-swap, so `AtomicU64::fetch_add` is not offered there.
+    unsafe {
+        #[cfg(target_arch = "bpf")]
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            count, delta,
+        );
+        #[cfg(not(target_arch = "bpf"))]
+        core::sync::atomic::AtomicU64::from_ptr(count)
+            .fetch_add(delta, core::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -254,7 +315,7 @@ fn wanted<const TUNNELS_TOO: bool>(
     if !filters_packets() {
         return true;
     }
-    if site.skb != 0 {
+    if site.skb != 0 && may_follow_any() {
         // SAFETY: the LRU map is preallocated, so the element stays map memory for the whole
         // run; another CPU removing or reusing it meanwhile can only make `*tag` another
         // skb's tag (any `u64` is valid), which at worst misjudges whether to follow.
@@ -275,7 +336,7 @@ fn wanted<const TUNNELS_TOO: bool>(
             // (Where tunnels are not looked into, a tunnel packet may be the followed one in
             // its outer headers: left for the next point to tell.)
             if TUNNELS_TOO || !encapsulation::may_carry(Outer::of(packet)) {
-                let _ = FOLLOWED.remove(&site.skb);
+                unfollow(site.skb);
             }
         }
     }
@@ -300,10 +361,9 @@ fn wanted<const TUNNELS_TOO: bool>(
     // The outer headers first: a filter on them (`udp port 4789`) follows the datagram; then
     // the packet inside a tunnel's outer headers, which follows it by its own.
     if filter::filter_accepts(site, packet, l2_bytes, l2_len, l3_len) {
-        // Follow it from here on; not at its free, which would only delete the entry again. A
-        // full map only makes the LRU forget an old packet: following is best effort.
+        // Follow it from here on; not at its free, which would only delete the entry again.
         if site.skb != 0 && site.kind == kind::SIGHTING {
-            let _ = FOLLOWED.insert(&site.skb, &follow_tag(packet), 0);
+            follow(site.skb, follow_tag(packet));
         }
         return true;
     }
@@ -334,7 +394,7 @@ fn inner_wanted(hook: u32, skb: u64, event_kind: u32) -> u32 {
         return 0;
     }
     if skb != 0 && event_kind == kind::SIGHTING as u32 {
-        let _ = FOLLOWED.insert(&skb, &follow_tag(&t.inner), 0);
+        follow(skb, follow_tag(&t.inner));
     }
     1
 }

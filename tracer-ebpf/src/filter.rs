@@ -1,7 +1,7 @@
 //! The tcpdump filter in the kernel: libpcap's classic BPF program, run by an interpreter
 //! one instruction per `bpf_loop` step, on the bytes a hook copied of its packet.
 
-use core::ffi::c_void;
+use core::{ffi::c_void, mem::offset_of};
 
 use aya_ebpf::helpers::generated::{bpf_loop, bpf_probe_read_kernel};
 use tracer_common::{
@@ -14,7 +14,7 @@ use tracer_common::{
 
 use crate::{
     emit::Site,
-    kernel::{helper_len, scratch},
+    kernel::scratch,
     maps::{config, ViewBytes, FILTERS, FILTER_RUNS, INNER_SCRATCH, TUNNELS, VERDICTS, VIEWS},
 };
 
@@ -62,17 +62,8 @@ pub fn filter_accepts(
     } else {
         l3_len
     };
-    run_filter(
-        site.hook as u32,
-        slot,
-        View {
-            l2: opaque(l2_bytes),
-            l2_len: l2_len as u32,
-            l3: opaque(l3.as_ptr()),
-            l3_len: l3_len as u32,
-            wire_len,
-        },
-    )
+    let hook = site.hook as u32;
+    gather(hook, l2_bytes, l2_len, l3, l3_len, wire_len) && tracer_filter(hook, slot) != 0
 }
 
 /// Runs the L3 filter on the inner packet `emit::tracer_find_tunnel` left in the hook's
@@ -87,81 +78,63 @@ pub fn inner_filter_accepts(hook: u32) -> bool {
         return false;
     };
     // SAFETY: `slot` is this hook's `TUNNELS` slot on this CPU from a successful lookup,
-    // filled by `tracer_find_tunnel` earlier in this run; two integer fields are read through it.
-    let (copied, ip_len) = unsafe { ((*slot).inner_len as usize, (*slot).inner.ip_len) };
+    // filled by `tracer_find_tunnel` earlier in this run; two integer fields are read through
+    // it. `inner` is the hook's `INNER_SCRATCH` slot, only read.
+    let (copied, ip_len, inner) =
+        unsafe { ((*slot).inner_len as usize, (*slot).inner.ip_len, &*inner) };
     let l3_len = if copied < HDR_LEN { copied } else { HDR_LEN };
-    run_filter(
-        hook,
-        L3_SLOT,
-        View {
-            l2: opaque(core::ptr::null()),
-            l2_len: 0,
-            l3: opaque(inner as *const u8),
-            l3_len: l3_len as u32,
-            wire_len: ip_len as u32 + ETH_HLEN as u32,
-        },
-    )
+    let wire_len = ip_len as u32 + ETH_HLEN as u32;
+    gather(hook, core::ptr::null(), 0, inner, l3_len, wire_len) && tracer_filter(hook, L3_SLOT) != 0
 }
 
-/// Runs filter program `slot` on `view` (see [`filter_accepts`]).
-#[inline(always)]
-fn run_filter(hook: u32, slot: u32, view: View) -> bool {
-    let lens = ((view.l2_len as u64) << 32) | view.l3_len as u64;
-    tracer_filter(
-        (hook << 8) | slot,
-        view.l2 as u64,
-        view.l3 as u64,
-        lens,
-        view.wire_len,
-    ) != 0
-}
-
-/// Runs filter program `hook_slot & 0xff` for hook `hook_slot >> 8` on the view given by
-/// addresses and lengths (`lens`: L2 length in the high half, L3 in the low); 1 if it
-/// accepts. A global function: the verifier checks it once, on its own, with its arguments
-/// unknown numbers, where a static one was checked again for every path of every program
-/// that reaches it (nine tenths of the programs' load time). Hence plain numbers for
-/// arguments, at most five, and the interpreter's state in a map, not on the stack: on 6.1 a
+/// Runs filter program `slot` on the view [`gather`] left in hook `hook`'s `VIEWS` slot on
+/// this CPU; 1 if it accepts. A global function: the verifier checks it once, on its own,
+/// with its arguments unknown numbers, where a static one was checked again for every path
+/// of every program that reaches it (nine tenths of the programs' load time). Hence plain
+/// numbers for arguments and the interpreter's state in a map, not on the stack: on 6.1 a
 /// global function's frame still counts toward the 512 bytes of its callers' chain.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn tracer_filter(hook_slot: u32, l2: u64, l3: u64, lens: u64, wire_len: u32) -> u32 {
-    let (hook, slot) = (hook_slot >> 8, hook_slot & 0xff);
+pub extern "C" fn tracer_filter(hook: u32, slot: u32) -> u32 {
+    let Some(view) = VIEWS.get_ptr_mut(hook) else {
+        return 0;
+    };
     // The hooks of one packet mostly show the filter the same bytes (the same headers at
     // each point, the same frame at tc egress and ingress), and the packets of a flow differ
     // where it does not look (IP id, checksums, payload): judged once on this CPU, the
     // verdict is taken again by the bytes the run read, not re-run instruction by instruction.
-    let view = gather(hook, l2, l3, lens, wire_len);
-    if let Some(accept) = view.and_then(|view| remembered(slot, view)) {
+    if let Some(accept) = remembered(slot, view) {
         return accept;
     }
-    let accept = interpret(hook, slot, l2, l3, lens, wire_len);
-    if let Some(view) = view {
-        remember(hook, slot, view, accept);
-    }
+    let accept = interpret(hook, slot, view);
+    remember(hook, slot, view, accept);
     accept
 }
 
-/// Runs filter program `slot` on the view, one instruction per `bpf_loop` step.
+/// Runs filter program `slot` on `view`, one instruction per `bpf_loop` step.
 #[inline(always)]
-fn interpret(hook: u32, slot: u32, l2: u64, l3: u64, lens: u64, wire_len: u32) -> u32 {
+fn interpret(hook: u32, slot: u32, view: *mut ViewBytes) -> u32 {
     let Some(run) = FILTER_RUNS.get_ptr_mut(hook) else {
         return 0;
     };
+    // The interpreter reads the view's bytes through `bpf_probe_read_kernel` at addresses the
+    // verifier does not follow (see `cbpf::View`).
+    let base = opaque(view.cast_const()) as u64;
     // SAFETY: `run` is this hook's `FILTER_RUNS` slot on this CPU from a successful lookup,
     // valid for the run and this hook's alone (a program does not interrupt itself on its
     // CPU); written field by field through the pointer, no reference kept across the loop.
+    // `view` is the hook's `VIEWS` slot, of which three lengths are read.
     unsafe {
         (*run).machine = Machine::default();
         for i in 0..READ_MASK_WORDS {
             core::ptr::write_volatile(&mut (*run).seen[i], 0);
         }
         (*run).view = View {
-            l2: l2 as *const u8,
-            l2_len: (lens >> 32) as u32,
-            l3: l3 as *const u8,
-            l3_len: lens as u32,
-            wire_len,
+            l2: (base + offset_of!(ViewBytes, l2) as u64) as *const u8,
+            l2_len: (*view).l2_len,
+            l3: (base + offset_of!(ViewBytes, l3) as u64) as *const u8,
+            l3_len: (*view).l3_len,
+            wire_len: (*view).wire_len,
         };
     }
     // One verified step, looped by the kernel: a loop in the program itself would be
@@ -183,50 +156,43 @@ fn interpret(hook: u32, slot: u32, l2: u64, l3: u64, lens: u64, wire_len: u32) -
     unsafe { (*run).machine.accept as u32 }
 }
 
-/// Copies the view into this hook's `VIEWS` slot on this CPU, zero past its lengths, so that
-/// it can be compared word by word. `None` where it cannot be copied (then it is not cached).
+/// Copies the bytes the filter is to judge into hook `hook`'s `VIEWS` slot on this CPU, where
+/// [`tracer_filter`] compares them with the last view judged: `l2_len` bytes of link-layer
+/// header at `l2` (none: null and 0) and `l3_len` bytes from L3 on. Plain loads and stores,
+/// word by word; past the lengths the slot keeps whatever it had, which no comparison looks
+/// at (a run reads only inside its view, and a view is compared only with one of the same
+/// lengths). False where the slot cannot be had.
 #[inline(always)]
-fn gather(hook: u32, l2: u64, l3: u64, lens: u64, wire_len: u32) -> Option<*mut ViewBytes> {
-    let (l2_len, l3_len) = ((lens >> 32) as u32, lens as u32);
-    let view = VIEWS.get_ptr_mut(hook)?;
-    // SAFETY: this hook's slot on this CPU from a successful lookup, valid for the run and this
-    // hook's alone (a program does not interrupt itself on its CPU); written through the
-    // pointer, word by word (a plain assignment would become a byte loop).
-    unsafe {
-        (*view).l2_len = l2_len;
-        (*view).l3_len = l3_len;
-        (*view).wire_len = wire_len;
-        (*view)._pad = 0;
-        for i in 0..L2_LEN / 8 {
-            core::ptr::write_volatile(&mut (*view).l2[i], 0);
-        }
-        for i in 0..HDR_LEN / 8 {
-            core::ptr::write_volatile(&mut (*view).l3[i], 0);
-        }
-        copy_in((*view).l2.as_mut_ptr().cast(), l2, l2_len, L2_LEN)?;
-        copy_in((*view).l3.as_mut_ptr().cast(), l3, l3_len, HDR_LEN)?;
-    }
-    Some(view)
-}
-
-/// Copies `len` bytes from `from` into `to`, which holds `cap` bytes; `None` when `len` is
-/// more than that or the read fails.
-///
-/// # Safety
-/// `to` points to `cap` writable bytes.
-#[inline(always)]
-unsafe fn copy_in(to: *mut u8, from: u64, len: u32, cap: usize) -> Option<()> {
-    if len == 0 {
-        return Some(());
-    }
-    let len = if cap == L2_LEN {
-        helper_len::<L2_LEN>(len as usize)?
-    } else {
-        helper_len::<HDR_LEN>(len as usize)?
+fn gather(
+    hook: u32,
+    l2: *const u8,
+    l2_len: usize,
+    l3: &[u8; HDR_LEN],
+    l3_len: usize,
+    wire_len: u32,
+) -> bool {
+    let Some(view) = VIEWS.get_ptr_mut(hook) else {
+        return false;
     };
-    // SAFETY: `1 <= len <= cap` (`helper_len`), the caller's room at `to`; the helper checks
-    // the source address itself.
-    (unsafe { bpf_probe_read_kernel(to.cast(), len, from as *const c_void) } == 0).then_some(())
+    // SAFETY: this hook's slot on this CPU from a successful lookup, valid for the run and
+    // this hook's alone (a program does not interrupt itself on its CPU); written through the
+    // pointer. With `l2_len > 0`, `l2` is a hook's `L2_LEN`-byte link-layer copy (`emit::L2`),
+    // read in unaligned words inside it.
+    unsafe {
+        (*view).l2_len = l2_len as u32;
+        (*view).l3_len = l3_len as u32;
+        (*view).wire_len = wire_len;
+        if l2_len > 0 {
+            for i in 0..L2_LEN / 8 {
+                (*view).l2[i] = core::ptr::read_unaligned(l2.add(8 * i).cast::<u64>());
+            }
+        }
+        let words = l3.as_ptr().cast::<u64>();
+        for i in 0..HDR_LEN / 8 {
+            (*view).l3[i] = core::ptr::read_unaligned(words.add(i));
+        }
+    }
+    true
 }
 
 /// The verdict of filter program `slot` on this CPU's last view if `view` has its lengths and

@@ -166,7 +166,6 @@ pub fn skb_summary(
 ) -> usize {
     packet.pkt_len = info.len;
     packet.mark = info.mark;
-    packet.gso_segs = info.gso_segs;
     let Some(buf) = scratch(hook) else {
         return 0;
     };
@@ -225,34 +224,38 @@ pub fn sock_summary(sk: u64, incoming: bool, packet: &mut PacketSummary) {
     }
 }
 
-/// The fields of a `struct sk_buff` that every skb hook reports.
+/// The fields of a `struct sk_buff` that every skb hook reads (its GSO segments are read only
+/// for an event: [`skb_gso_segs`]).
 pub struct SkbInfo {
     pub head: u64,
     pub dev: u64,
     pub len: u32,
     pub mark: u32,
     pub protocol: u16,
-    pub gso_segs: u16,
 }
 
 #[inline(always)]
 pub fn skb_info(skb: u64) -> SkbInfo {
-    let head = field::<u64>(skb, offset!(skb_head)).unwrap_or(0);
-    let end = field::<u32>(skb, offset!(skb_end)).unwrap_or(0);
-    // skb_shared_info sits at head + end (end is an offset on 64-bit kernels).
-    let gso_segs = if head != 0 && end != 0 {
-        read::<u16>(head + end as u64, offset!(shinfo_gso_segs)).unwrap_or(0)
-    } else {
-        0
-    };
     SkbInfo {
-        head,
+        head: field::<u64>(skb, offset!(skb_head)).unwrap_or(0),
         dev: field::<u64>(skb, offset!(skb_dev)).unwrap_or(0),
         len: field::<u32>(skb, offset!(skb_len)).unwrap_or(0),
         mark: field::<u32>(skb, offset!(skb_mark)).unwrap_or(0),
         protocol: u16::from_be(field::<u16>(skb, offset!(skb_protocol)).unwrap_or(0)),
-        gso_segs,
     }
+}
+
+/// How many segments a GSO skb will be cut into (0 or 1: not a GSO packet), from its
+/// `skb_shared_info` at `head + end` (`end` is an offset on 64-bit kernels): three probe
+/// reads, paid only where an event is written (a packet the filter rejects needs none).
+#[inline(always)]
+pub fn skb_gso_segs(skb: u64) -> u16 {
+    let head = read::<u64>(skb, offset!(skb_head)).unwrap_or(0);
+    let end = read::<u32>(skb, offset!(skb_end)).unwrap_or(0);
+    if head == 0 || end == 0 {
+        return 0;
+    }
+    read::<u16>(head + end as u64, offset!(shinfo_gso_segs)).unwrap_or(0)
 }
 
 /// Copies the headers from the skb's network header on into `buf`; returns the bytes valid.

@@ -2,6 +2,12 @@
 //! unchanged (XDP_PASS, tc "next", NF_ACCEPT): the tracer never changes a packet's fate.
 #![no_std]
 #![no_main]
+// Atomic adds (`emit::count_followed`): the BPF target has no `fetch_add`.
+#![cfg_attr(
+    target_arch = "bpf",
+    feature(core_intrinsics),
+    allow(internal_features)
+)]
 
 mod emit;
 mod filter;

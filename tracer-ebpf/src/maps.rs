@@ -38,6 +38,13 @@ pub static TRACED_IFACES: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 #[map]
 pub static FOLLOWED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
+/// How many skbs `FOLLOWED` holds, or more (the LRU forgets some without telling): while it
+/// is 0, a packet the filter rejects needs no lookup there, nor a free its removal. One
+/// counter shared by the CPUs (a skb is followed on one and freed on another), changed with
+/// atomic adds only where `FOLLOWED` gains or loses a key.
+#[map]
+pub static FOLLOWING: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Per-CPU room for the copied headers (the 512-byte stack cannot hold them beside the rest),
 /// one slot per hook: a program may interrupt another one on its CPU, but not itself.
 #[map]

@@ -51,7 +51,7 @@ pub fn tracer_nf_first(ctx: *mut c_void) -> i32 {
     // a rule deleted in the microseconds since `nf_hook_slow` took its entries for this pass
     // could still run, and would fall between points said to be one.
     let alone = hook_functions(state) == Some(2);
-    let seen = observe_state(state, skb, Position::First, alone);
+    let seen = observe_state(state, skb, Position::First, alone, Reach::TracedNetns);
     remember_settled(state, skb, alone, (!seen.reported).then_some(seen.ipv4));
     NF_ACCEPT
 }
@@ -66,7 +66,7 @@ pub fn tracer_nf_last(ctx: *mut c_void) -> i32 {
     if settled_just_now(state, skb) {
         return NF_ACCEPT;
     }
-    if observe_state(state, skb, Position::Last, false).reported {
+    if observe_state(state, skb, Position::Last, false, Reach::TracedNetns).reported {
         // A rule between the two made it one the trace wants (a port rewritten, say): its
         // route lookup is to be reported with it.
         forget_left_alone_route();
@@ -187,7 +187,7 @@ pub fn tracer_nf_hook_entry(ctx: FEntryContext) -> i32 {
     }
     let (state, skb) = (ctx.arg(1), ctx.arg(0));
     // The exit program below sees the packet after every hook function: never implied.
-    let seen = observe_state(state, skb, Position::First, false);
+    let seen = observe_state(state, skb, Position::First, false, Reach::EveryNetns);
     remember_settled(state, skb, false, (!seen.reported).then_some(seen.ipv4));
     0
 }
@@ -202,11 +202,20 @@ pub fn tracer_nf_hook_exit(ctx: FExitContext) -> i32 {
     // The return value follows the four arguments in the context.
     let verdict: i32 = ctx.arg(4);
     if verdict == NF_ACCEPT {
-        if observe_state(ctx.arg(1), ctx.arg(0), Position::Last, false).reported {
+        let (state, skb) = (ctx.arg(1), ctx.arg(0));
+        if observe_state(state, skb, Position::Last, false, Reach::EveryNetns).reported {
             forget_left_alone_route(); // as in `tracer_nf_last`
         }
     }
     0
+}
+
+/// Where a program fires: links exist only in the traced namespaces (no need to ask, for
+/// every packet, whether its namespace is one), the trampolines in every one.
+#[derive(Clone, Copy, PartialEq)]
+enum Reach {
+    TracedNetns,
+    EveryNetns,
 }
 
 /// What [`observe_state`] did with a packet.
@@ -220,7 +229,13 @@ struct Observed {
 #[inline(always)]
 /// Reports the packet at this hook if the trace wants it; `last_implied` where nothing sits
 /// between the tracer's first and last programs (see [`LAST_IMPLIED`]).
-fn observe_state(state: u64, skb: u64, position: Position, last_implied: bool) -> Observed {
+fn observe_state(
+    state: u64,
+    skb: u64,
+    position: Position,
+    last_implied: bool,
+    reach: Reach,
+) -> Observed {
     let Some(hook) = field::<u8>(state, offset!(nf_state_hook)).and_then(netfilter_hook) else {
         return Observed::default();
     };
@@ -239,8 +254,7 @@ fn observe_state(state: u64, skb: u64, position: Position, last_implied: bool) -
     let ifindex = dev_ifindex::<Typed>(field::<u64>(state, dev_offset).unwrap_or(0));
     let net = field::<u64>(state, offset!(nf_state_net)).unwrap_or(0);
     let netns = field::<u32>(net, offset!(net_inum)).unwrap_or(0);
-    // Links exist only in traced namespaces; the trampolines fire in every one.
-    if !netns_traced(netns) {
+    if reach == Reach::EveryNetns && !netns_traced(netns) {
         return Observed::default();
     }
     let info = skb_info(skb);

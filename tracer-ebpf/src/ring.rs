@@ -10,7 +10,7 @@ use aya_ebpf::helpers::{
 };
 use tracer_common::{
     event::{
-        link, tunnel, CaptureHeader, Captured, Event, EventHeader, HookDetail, PacketSummary,
+        kind, link, tunnel, CaptureHeader, Captured, Event, EventHeader, HookDetail, PacketSummary,
         EVENT_VERSION, SNAP_HEADERS, SNAP_MAX, WAKE_EVERY,
     },
     hook::Hook,
@@ -18,7 +18,7 @@ use tracer_common::{
 
 use crate::{
     emit::{may_be_tunnel, tunnel_slot, Site, Source},
-    kernel::{helper_len, read, verifier_visible},
+    kernel::{helper_len, read, skb_gso_segs, verifier_visible},
     maps::{config, offset, EVENTS, LOST, LOST_SINCE, UNANNOUNCED},
 };
 
@@ -27,7 +27,8 @@ use crate::{
 #[inline(always)]
 pub fn emit<const TUNNELS_TOO: bool>(site: &Site, packet: &PacketSummary, detail: HookDetail) {
     let snaplen = config!(snaplen) as usize;
-    if snaplen > 0 && !matches!(site.source, Source::None) {
+    // A normal free ends a journey already seen with its bytes: none are copied.
+    if snaplen > 0 && !matches!(site.source, Source::None) && site.kind != kind::FREE {
         if snaplen <= SNAP_HEADERS {
             emit_captured::<SNAP_HEADERS, TUNNELS_TOO>(site, packet, &detail, snaplen);
         } else {
@@ -81,6 +82,9 @@ fn fill<const TUNNELS_TOO: bool>(
         _pad: 0,
     };
     event.packet = *packet;
+    if let Source::Skb(skb) = site.source {
+        event.packet.gso_segs = skb_gso_segs(skb);
+    }
     event.detail = detail;
     event.tunnel.kind = tunnel::NONE;
     if TUNNELS_TOO && may_be_tunnel(packet) {

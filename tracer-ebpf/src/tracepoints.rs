@@ -10,7 +10,7 @@ use tracer_common::{
 };
 
 use crate::{
-    emit::{forget, netns_traced, report, report_without_tunnels, Site, Source, L2},
+    emit::{forget, netns_traced, report, report_without_tunnels, unfollowed, Site, Source, L2},
     kernel::{
         dev_identity, field, read, skb_identity, skb_info, skb_summary, sock_netns, sock_summary,
         Netns, SkbInfo, Typed,
@@ -63,6 +63,9 @@ pub fn tracer_net_dev_xmit(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let skb: u64 = ctx.arg(0);
+    if unfollowed(skb) {
+        return 0;
+    }
     let rc: i32 = ctx.arg(1);
     let dev: u64 = ctx.arg(2);
     let len: u32 = ctx.arg(3);
@@ -140,6 +143,9 @@ pub fn tracer_consume_skb_1(ctx: BtfTracePointContext) -> i32 {
 /// An skb's end: dropped (`kind::DROP`, with the kernel's reason) or consumed.
 #[inline(always)]
 fn freed(skb: u64, event_kind: u8, location: u64, reason: u32) {
+    if event_kind == kind::FREE && unfollowed(skb) {
+        return;
+    }
     let hook = if event_kind == kind::DROP {
         Hook::KfreeSkb
     } else {
@@ -360,12 +366,7 @@ fn observe_skb(skb: u64, hook: Hook, position: Position, event_kind: u8, detail:
         ifindex,
         netns: Netns::Known(netns),
         skb,
-        // A normal free ends a journey already seen with its bytes.
-        source: if event_kind == kind::FREE {
-            Source::None
-        } else {
-            Source::Skb(skb)
-        },
+        source: Source::Skb(skb),
     };
     let mut eth = [0u8; L2_LEN];
     let l2_len = if hook == Hook::NetifReceive && config!(filter_l2) != 0 {
