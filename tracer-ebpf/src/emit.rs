@@ -54,8 +54,19 @@ pub fn netns_traced(netns: u32) -> bool {
 
 /// The link-layer header a hook copied (XDP and tc see the frame).
 pub struct L2<'a> {
-    pub bytes: &'a [u8; L2_LEN],
+    pub bytes: &'a L2Bytes,
     pub len: usize,
+}
+
+/// Room for a link-layer header on a hook's stack, 8-aligned: the filter's view takes it in
+/// words (`filter::gather`), where unaligned bytes would cost a load and a shift each.
+#[repr(C, align(8))]
+pub struct L2Bytes(pub [u8; L2_LEN]);
+
+impl L2Bytes {
+    pub const fn new() -> Self {
+        L2Bytes([0; L2_LEN])
+    }
 }
 
 /// Emits `packet` at `site` when the filter wants it: it matches, or its skb matched earlier
@@ -352,7 +363,7 @@ fn wanted<const TUNNELS_TOO: bool>(
     // Plain numbers across the call: a `None` would leave a register unset, which the
     // verifier refuses to see copied.
     let (l2_bytes, l2_len) = match l2 {
-        Some(l2) => (l2.bytes.as_ptr(), l2.len),
+        Some(l2) => (l2.bytes.0.as_ptr(), l2.len),
         None => (core::ptr::null(), 0),
     };
     if !iface_traced(site) {

@@ -158,8 +158,9 @@ fn interpret(hook: u32, slot: u32, view: *mut ViewBytes) -> u32 {
 
 /// Copies the bytes the filter is to judge into hook `hook`'s `VIEWS` slot on this CPU, where
 /// [`tracer_filter`] compares them with the last view judged: `l2_len` bytes of link-layer
-/// header at `l2` (none: null and 0) and `l3_len` bytes from L3 on. Plain loads and stores,
-/// word by word; past the lengths the slot keeps whatever it had, which no comparison looks
+/// header at `l2` (an 8-aligned `emit::L2Bytes`; none: null and 0) and `l3_len` bytes from L3
+/// on (a map slot, 8-aligned like every map value). Plain loads and stores, word by word
+/// (aligned: the BPF target turns an unaligned word into eight byte loads); past the lengths the slot keeps whatever it had, which no comparison looks
 /// at (a run reads only inside its view, and a view is compared only with one of the same
 /// lengths). False where the slot cannot be had.
 #[inline(always)]
@@ -176,20 +177,20 @@ fn gather(
     };
     // SAFETY: this hook's slot on this CPU from a successful lookup, valid for the run and
     // this hook's alone (a program does not interrupt itself on its CPU); written through the
-    // pointer. With `l2_len > 0`, `l2` is a hook's `L2_LEN`-byte link-layer copy (`emit::L2`),
-    // read in unaligned words inside it.
+    // pointer. With `l2_len > 0`, `l2` is a hook's `L2_LEN`-byte, 8-aligned link-layer copy
+    // (`emit::L2Bytes`), read in words inside it; `l3` is a map value, 8-aligned too.
     unsafe {
         (*view).l2_len = l2_len as u32;
         (*view).l3_len = l3_len as u32;
         (*view).wire_len = wire_len;
         if l2_len > 0 {
             for i in 0..L2_LEN / 8 {
-                (*view).l2[i] = core::ptr::read_unaligned(l2.add(8 * i).cast::<u64>());
+                (*view).l2[i] = l2.cast::<u64>().add(i).read();
             }
         }
         let words = l3.as_ptr().cast::<u64>();
         for i in 0..HDR_LEN / 8 {
-            (*view).l3[i] = core::ptr::read_unaligned(words.add(i));
+            (*view).l3[i] = words.add(i).read();
         }
     }
     true

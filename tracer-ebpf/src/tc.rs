@@ -8,11 +8,11 @@ use aya_ebpf::{macros::classifier, programs::TcContext};
 use tracer_common::{
     event::{kind, HookDetail, PacketSummary},
     hook::{Hook, Position, LAST_IMPLIED},
-    parse::{parse_l2, parse_l3, L2_LEN},
+    parse::{parse_l2, parse_l3},
 };
 
 use crate::{
-    emit::{report, Site, Source, L2},
+    emit::{report, L2Bytes, Site, Source, L2},
     kernel::{read, scratch, skb_load, Netns},
     maps::{inert, offset, TC_SETTLED},
 };
@@ -130,12 +130,12 @@ fn tcx_programs(skb: u64, hook: Hook) -> Option<usize> {
 /// Reports the packet at this hook if the trace wants it; whether it did.
 #[inline(always)]
 fn observe(ctx: &TcContext, hook: Hook, position: Position, detail: HookDetail) -> bool {
-    let mut eth = [0u8; L2_LEN];
+    let mut eth = L2Bytes::new();
     let raw = ctx.skb.skb.cast();
-    let Some(eth_len) = skb_load(raw, ctx.len(), 0, &mut eth) else {
+    let Some(eth_len) = skb_load(raw, ctx.len(), 0, &mut eth.0) else {
         return false;
     };
-    let Some((l3_offset, l3_proto, vlan_in_frame)) = parse_l2(&eth, eth_len) else {
+    let Some((l3_offset, l3_proto, vlan_in_frame)) = parse_l2(&eth.0, eth_len) else {
         return false;
     };
     // The context of a tc program is the `struct sk_buff` itself, seen through `__sk_buff`:

@@ -10,7 +10,9 @@ use tracer_common::{
 };
 
 use crate::{
-    emit::{forget, netns_traced, report, report_without_tunnels, unfollowed, Site, Source, L2},
+    emit::{
+        forget, netns_traced, report, report_without_tunnels, unfollowed, L2Bytes, Site, Source, L2,
+    },
     kernel::{
         dev_identity, field, read, skb_identity, skb_info, skb_summary, sock_netns, sock_summary,
         Netns, SkbInfo, Typed,
@@ -368,9 +370,9 @@ fn observe_skb(skb: u64, hook: Hook, position: Position, event_kind: u8, detail:
         skb,
         source: Source::Skb(skb),
     };
-    let mut eth = [0u8; L2_LEN];
+    let mut eth = L2Bytes::new();
     let l2_len = if hook == Hook::NetifReceive && config!(filter_l2) != 0 {
-        tap_frame(skb, &info, &mut eth).unwrap_or(0)
+        tap_frame(skb, &info, &mut eth.0).unwrap_or(0)
     } else {
         0
     };

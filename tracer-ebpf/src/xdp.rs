@@ -18,7 +18,7 @@ use tracer_common::{
 };
 
 use crate::{
-    emit::{report, Site, Source, L2},
+    emit::{report, L2Bytes, Site, Source, L2},
     kernel::{helper_len, scratch, Netns},
     maps::inert,
 };
@@ -37,16 +37,16 @@ fn observe(ctx: &XdpContext) {
     // The whole frame: data_end - data is only its first buffer when it spans several.
     // SAFETY: `ctx.ctx` is the `xdp_md` this program was called with; no other precondition.
     let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
-    let mut eth = [0u8; L2_LEN];
+    let mut eth = L2Bytes::new();
     let eth_len = if frame_len < L2_LEN {
         frame_len
     } else {
         L2_LEN
     };
-    if load(ctx, 0, &mut eth, eth_len).is_none() {
+    if load(ctx, 0, &mut eth.0, eth_len).is_none() {
         return;
     }
-    let Some((l3_offset, l3_proto, vlan)) = parse_l2(&eth, eth_len) else {
+    let Some((l3_offset, l3_proto, vlan)) = parse_l2(&eth.0, eth_len) else {
         return;
     };
     let mut packet = PacketSummary {
@@ -75,7 +75,7 @@ fn observe(ctx: &XdpContext) {
         source: Source::Xdp(ctx.ctx.cast()),
     };
     // The filter sees the frame as tcpdump's will, after the kernel took its outer tag off.
-    let l2_len = untag_outer(&mut eth, l3_offset);
+    let l2_len = untag_outer(&mut eth.0, l3_offset);
     let l2 = L2 {
         bytes: &eth,
         len: l2_len,
