@@ -15,7 +15,9 @@ use tracer_common::{
 use crate::{
     emit::Site,
     kernel::scratch,
-    maps::{config, ViewBytes, FILTERS, FILTER_RUNS, INNER_SCRATCH, TUNNELS, VERDICTS, VIEWS},
+    maps::{
+        config, ViewBytes, FILTERS, FILTER_RUNS, INNER_SCRATCH, SCRATCH, TUNNELS, VERDICTS, VIEWS,
+    },
 };
 
 /// Runs the tcpdump filter on the packet's bytes: the L2 program where the hook has the
@@ -54,17 +56,22 @@ pub fn filter_accepts(
     } else {
         return false;
     };
-    let Some(l3) = scratch(site.hook) else {
-        return false;
-    };
     let l3_len = if l3_len == 0 {
+        let Some(l3) = scratch(site.hook) else {
+            return false;
+        };
         headers_from_summary(packet, l3)
     } else {
         l3_len
     };
     let hook = site.hook as u32;
-    gather(hook, l2_bytes, l2_len, l3, l3_len, wire_len) && tracer_filter(hook, slot) != 0
+    gather(hook, l2_bytes, l2_len, l3_len, wire_len) && tracer_filter(hook, slot, FROM_SCRATCH) != 0
 }
+
+/// Where [`tracer_filter`] finds the view's L3 bytes: the hook's `SCRATCH` slot (the packet's
+/// own headers) or its `INNER_SCRATCH` slot (a tunnel's inner packet).
+const FROM_SCRATCH: u32 = 0;
+const FROM_INNER_SCRATCH: u32 = 1;
 
 /// Runs the L3 filter on the inner packet `emit::tracer_find_tunnel` left in the hook's
 /// `INNER_SCRATCH` and `TUNNELS` slots: what `tcpdump -i` on the tunnel device would match. (A filter that
@@ -74,31 +81,50 @@ pub fn inner_filter_accepts(hook: u32) -> bool {
     if config!(filter_l3) == 0 {
         return false;
     }
-    let (Some(inner), Some(slot)) = (INNER_SCRATCH.get_ptr(hook), TUNNELS.get_ptr(hook)) else {
+    let Some(slot) = TUNNELS.get_ptr(hook) else {
         return false;
     };
     // SAFETY: `slot` is this hook's `TUNNELS` slot on this CPU from a successful lookup,
     // filled by `tracer_find_tunnel` earlier in this run; two integer fields are read through
-    // it. `inner` is the hook's `INNER_SCRATCH` slot, only read.
-    let (copied, ip_len, inner) =
-        unsafe { ((*slot).inner_len as usize, (*slot).inner.ip_len, &*inner) };
+    // it.
+    let (copied, ip_len) = unsafe { ((*slot).inner_len as usize, (*slot).inner.ip_len) };
     let l3_len = if copied < HDR_LEN { copied } else { HDR_LEN };
     let wire_len = ip_len as u32 + ETH_HLEN as u32;
-    gather(hook, core::ptr::null(), 0, inner, l3_len, wire_len) && tracer_filter(hook, L3_SLOT) != 0
+    gather(hook, core::ptr::null(), 0, l3_len, wire_len)
+        && tracer_filter(hook, L3_SLOT, FROM_INNER_SCRATCH) != 0
 }
 
-/// Runs filter program `slot` on the view [`gather`] left in hook `hook`'s `VIEWS` slot on
-/// this CPU; 1 if it accepts. A global function: the verifier checks it once, on its own,
+/// Runs filter program `slot` on the view [`gather`] began in hook `hook`'s `VIEWS` slot on
+/// this CPU, its L3 bytes taken here from the hook's slot of `SCRATCH` or `INNER_SCRATCH`
+/// (`from`); 1 if it accepts. A global function: the verifier checks it once, on its own,
 /// with its arguments unknown numbers, where a static one was checked again for every path
-/// of every program that reaches it (nine tenths of the programs' load time). Hence plain
-/// numbers for arguments and the interpreter's state in a map, not on the stack: on 6.1 a
-/// global function's frame still counts toward the 512 bytes of its callers' chain.
+/// of every program that reaches it (nine tenths of the programs' load time; the L3 copy is
+/// here for that reason too). Hence plain numbers for arguments and the interpreter's state
+/// in a map, not on the stack: on 6.1 a global function's frame still counts toward the 512
+/// bytes of its callers' chain.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn tracer_filter(hook: u32, slot: u32) -> u32 {
+pub extern "C" fn tracer_filter(hook: u32, slot: u32, from: u32) -> u32 {
     let Some(view) = VIEWS.get_ptr_mut(hook) else {
         return 0;
     };
+    let l3 = if from == FROM_INNER_SCRATCH {
+        INNER_SCRATCH.get_ptr(hook)
+    } else {
+        SCRATCH.get_ptr(hook)
+    };
+    let Some(l3) = l3 else {
+        return 0;
+    };
+    // SAFETY: `view` is this hook's `VIEWS` slot on this CPU, `l3` its scratch slot, both from
+    // successful lookups and valid for the run; map values are 8-aligned, read and written in
+    // words. Past `l3_len` the copy carries whatever the slot had, which no comparison reads.
+    unsafe {
+        let words = l3.cast::<u64>();
+        for i in 0..HDR_LEN / 8 {
+            (*view).l3[i] = words.add(i).read();
+        }
+    }
     // The hooks of one packet mostly show the filter the same bytes (the same headers at
     // each point, the same frame at tc egress and ingress), and the packets of a flow differ
     // where it does not look (IP id, checksums, payload): judged once on this CPU, the
@@ -156,29 +182,22 @@ fn interpret(hook: u32, slot: u32, view: *mut ViewBytes) -> u32 {
     unsafe { (*run).machine.accept as u32 }
 }
 
-/// Copies the bytes the filter is to judge into hook `hook`'s `VIEWS` slot on this CPU, where
-/// [`tracer_filter`] compares them with the last view judged: `l2_len` bytes of link-layer
-/// header at `l2` (an 8-aligned `emit::L2Bytes`; none: null and 0) and `l3_len` bytes from L3
-/// on (a map slot, 8-aligned like every map value). Plain loads and stores, word by word
-/// (aligned: the BPF target turns an unaligned word into eight byte loads); past the lengths the slot keeps whatever it had, which no comparison looks
-/// at (a run reads only inside its view, and a view is compared only with one of the same
-/// lengths). False where the slot cannot be had.
+/// Begins the view the filter is to judge in hook `hook`'s `VIEWS` slot on this CPU: its
+/// lengths and `l2_len` bytes of link-layer header at `l2` (an 8-aligned `emit::L2Bytes`;
+/// none: null and 0); [`tracer_filter`] adds the `l3_len` bytes from L3 on and compares the
+/// view with the last one judged. Plain loads and stores, word by word (aligned: the BPF
+/// target turns an unaligned word into eight byte loads); past the lengths the slot keeps
+/// whatever it had, which no comparison looks at (a run reads only inside its view, and a
+/// view is compared only with one of the same lengths). False where the slot cannot be had.
 #[inline(always)]
-fn gather(
-    hook: u32,
-    l2: *const u8,
-    l2_len: usize,
-    l3: &[u8; HDR_LEN],
-    l3_len: usize,
-    wire_len: u32,
-) -> bool {
+fn gather(hook: u32, l2: *const u8, l2_len: usize, l3_len: usize, wire_len: u32) -> bool {
     let Some(view) = VIEWS.get_ptr_mut(hook) else {
         return false;
     };
     // SAFETY: this hook's slot on this CPU from a successful lookup, valid for the run and
     // this hook's alone (a program does not interrupt itself on its CPU); written through the
     // pointer. With `l2_len > 0`, `l2` is a hook's `L2_LEN`-byte, 8-aligned link-layer copy
-    // (`emit::L2Bytes`), read in words inside it; `l3` is a map value, 8-aligned too.
+    // (`emit::L2Bytes`), read in words inside it.
     unsafe {
         (*view).l2_len = l2_len as u32;
         (*view).l3_len = l3_len as u32;
@@ -187,10 +206,6 @@ fn gather(
             for i in 0..L2_LEN / 8 {
                 (*view).l2[i] = l2.cast::<u64>().add(i).read();
             }
-        }
-        let words = l3.as_ptr().cast::<u64>();
-        for i in 0..HDR_LEN / 8 {
-            (*view).l3[i] = words.add(i).read();
         }
     }
     true
