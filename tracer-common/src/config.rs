@@ -55,11 +55,6 @@ pub struct KernelOffsets {
     pub net_nf_hooks_ipv4: u32,
     pub net_nf_hooks_ipv6: u32,
     pub nf_entries_num: u32,
-    /// `struct net_device` -> `tcx_ingress` and `tcx_egress` (6.6+): the tcx programs of each
-    /// direction, a `struct bpf_mprog_entry *` whose `fp_items` (at its start, one program
-    /// pointer each) end with a null one. Unset where the kernel has no tcx.
-    pub dev_tcx_ingress: u32,
-    pub dev_tcx_egress: u32,
     pub _pad: [u32; 1],
 }
 
@@ -67,7 +62,7 @@ impl KernelOffsets {
     /// Every field unknown.
     pub const UNSET: KernelOffsets = {
         const WORDS: usize = core::mem::size_of::<KernelOffsets>() / 4;
-        // SAFETY: `KernelOffsets` is `repr(C)` and made of `u32`s only (168 bytes, asserted
+        // SAFETY: `KernelOffsets` is `repr(C)` and made of `u32`s only (160 bytes, asserted
         // below): the same size and layout as `[u32; WORDS]`, and any value valid.
         unsafe { core::mem::transmute::<[u32; WORDS], KernelOffsets>([u32::MAX; WORDS]) }
     };
@@ -103,15 +98,23 @@ impl TraceConfig {
     }
 }
 
+/// Entries of the `TC_ALONE` map, indexed by ifindex (a device numbered beyond is never
+/// taken for alone).
+pub const TC_ALONE_SLOTS: u32 = 1 << 16;
+/// `TC_ALONE` bit: nothing runs between the tracer's tcx programs at ingress.
+pub const TC_ALONE_INGRESS: u8 = 1;
+/// `TC_ALONE` bit: nothing runs between them at egress.
+pub const TC_ALONE_EGRESS: u8 = 2;
+
 /// Key of the `TRACED_IFACES` map: an ifindex is only unique within its namespace.
 pub const fn iface_key(netns: u32, ifindex: u32) -> u64 {
     ((netns as u64) << 32) | ifindex as u64
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 168);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 160);
 const _: () = assert!(core::mem::size_of::<TraceConfig>() == 8);
 
-// SAFETY: `repr(C)`, 42 `u32`s (168 bytes, asserted above): no padding, any bit pattern valid.
+// SAFETY: `repr(C)`, 42 `u32`s (160 bytes, asserted above): no padding, any bit pattern valid.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelOffsets {}
 // SAFETY: `repr(C)`, four `u8`, a `u16` at offset 4 and two `u8`: 8 bytes (asserted above),

@@ -35,6 +35,10 @@ pub mod names {
     pub const FILTERS: &str = "FILTERS";
     /// Per-CPU scratch memory of the filter interpreter, one slot per hook.
     pub const FILTER_RUNS: &str = "FILTER_RUNS";
+    /// Array of `u8` by ifindex ([`crate::config::TC_ALONE_SLOTS`]): the tc directions
+    /// ([`crate::config::TC_ALONE_INGRESS`], [`crate::config::TC_ALONE_EGRESS`]) where the
+    /// tracer's two tcx programs have every device of that ifindex to themselves.
+    pub const TC_ALONE: &str = "TC_ALONE";
     /// Global [`crate::config::KernelOffsets`], filled from the running kernel's BTF.
     pub const OFFSETS: &str = "OFFSETS";
     /// Global [`crate::config::TraceConfig`]: the in-kernel filter and switches.

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     cbpf::{Machine, Program, ReadMask, View, MEM_WORDS},
-    config::{KernelOffsets, TraceConfig},
+    config::{KernelOffsets, TraceConfig, TC_ALONE_SLOTS},
     event::TunnelSummary,
     hook::HOOK_SLOTS,
     parse::{HDR_LEN, L2_LEN},
@@ -137,6 +137,14 @@ pub struct NfSettled {
     /// alone; 0 once the receive of another packet began on this CPU.
     pub ipv4: u64,
 }
+
+/// The tc directions where the tracer's two tcx programs sit side by side on every traced
+/// device of an ifindex (`TC_ALONE_INGRESS`, `TC_ALONE_EGRESS` bits), by ifindex: written by
+/// userspace as it attaches them (see `tc::first`). A tc program knows its device's ifindex
+/// from its context at no cost, not its namespace: a bit is set only where every device of
+/// that number is so.
+#[map]
+pub static TC_ALONE: Array<u8> = Array::with_max_entries(TC_ALONE_SLOTS, 0);
 
 /// The packet whose pass through tc the first program settled for the last one on this CPU,
 /// and at which hook (see `tc::settled_just_now`).

@@ -79,23 +79,8 @@ impl KernelBtf {
             fl4_sport: optional("flowi4", "uli.ports.sport"),
             fl4_dport: optional("flowi4", "uli.ports.dport"),
             nhc_dev: optional("fib_nh_common", "nhc_dev"),
-            dev_tcx_ingress: self.tcx_entry("tcx_ingress"),
-            dev_tcx_egress: self.tcx_entry("tcx_egress"),
             ..KernelOffsets::UNSET
         })
-    }
-
-    /// Offset of `net_device.<field>`, a tcx direction's programs, where the entry it points to
-    /// starts with its program pointers, one per item (what the tc programs read to tell
-    /// whether anything runs between the tracer's first and last one); `u32::MAX` otherwise.
-    fn tcx_entry(&self, field: &str) -> u32 {
-        let items_first = self.field_offset("bpf_mprog_entry", "fp_items") == Some(0)
-            && self.field_offset("bpf_mprog_fp", "prog") == Some(0)
-            && self.type_size("bpf_mprog_fp") == Some(8);
-        match self.field_offset("net_device", field) {
-            Some(offset) if items_first => offset,
-            _ => u32::MAX,
-        }
     }
 
     /// Byte offset of `path` (dot-separated members) inside `struct strukt`, looking through
@@ -114,18 +99,6 @@ impl KernelBtf {
             ty = member_ty;
         }
         Some(offset)
-    }
-
-    /// Size in bytes of `struct strukt`.
-    fn type_size(&self, strukt: &str) -> Option<usize> {
-        self.btf
-            .resolve_types_by_name(strukt)
-            .ok()?
-            .into_iter()
-            .find_map(|t| match t {
-                Type::Struct(s) if !s.members.is_empty() => Some(s.size()),
-                _ => None,
-            })
     }
 
     /// Finds member `name` in a struct or union type: (byte offset, the member's type with

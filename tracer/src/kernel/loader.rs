@@ -16,6 +16,7 @@ use tracer_common::{
 };
 
 mod interfaces;
+mod tc_alone;
 
 pub use interfaces::{InterfacePrograms, TcMode};
 

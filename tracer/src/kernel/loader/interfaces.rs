@@ -22,7 +22,11 @@ use tracer_common::{
     hook::{Hook, Position, Side},
 };
 
-use super::{position_name, Attachment};
+use super::{
+    position_name,
+    tc_alone::{self, TcAlone},
+    Attachment,
+};
 use crate::{
     kernel::netns::{Netns, NetnsRef},
     kernel::verifier,
@@ -64,6 +68,8 @@ pub struct InterfacePrograms {
     refused: HashMap<&'static str, String>,
     /// Filters attached through netlink, by namespace: removed on drop.
     filters: Vec<NetlinkFilters>,
+    /// Where the tracer's tcx programs sit side by side (the `TC_ALONE` map).
+    tc_alone: TcAlone,
 }
 
 struct NetlinkFilters {
@@ -91,6 +97,7 @@ impl InterfacePrograms {
             tc,
             refused,
             filters: Vec::new(),
+            tc_alone: TcAlone::default(),
         }
     }
 
@@ -99,6 +106,10 @@ impl InterfacePrograms {
     /// Another tool's XDP program is reported either way: its drops need its name.
     pub fn attach(&mut self, ebpf: &mut Ebpf, netns: &Netns, ifname: &str) -> Vec<Attachment> {
         let (xdp, tc, refused) = (self.xdp, self.tc, &self.refused);
+        let ifindex = netns.run(|| ifindex(ifname)).ok().flatten();
+        if let Some(ifindex) = ifindex {
+            self.tc_alone.attaching(ebpf, ifindex);
+        }
         let outcome = netns.run(|| {
             let mut results = vec![];
             if let Some(xdp) = attach_xdp(ebpf, ifname, xdp, refused) {
@@ -110,6 +121,8 @@ impl InterfacePrograms {
                 links: Vec::new(),
                 added_clsact: false,
             };
+            // The directions where both programs became tcx links.
+            let mut tcx_links = [0u8; 2];
             for (name, hook, direction, position) in tc_programs() {
                 let result = match refused.get(name) {
                     Some(e) => Err(e.clone()),
@@ -118,14 +131,25 @@ impl InterfacePrograms {
                         attach_tc(ebpf, name, place, tc, &mut filters)
                     }
                 };
+                if result.as_deref() == Ok(TCX_LINK) {
+                    tcx_links[usize::from(direction == TcAttachType::Egress)] += 1;
+                }
                 results.push((hook, position_name(position).to_string(), result, None));
             }
-            (results, filters)
+            let alone = [TcAttachType::Ingress, TcAttachType::Egress]
+                .into_iter()
+                .zip(tcx_links)
+                .filter(|&(direction, links)| links == 2 && tc_alone::only_ours(ifname, direction))
+                .fold(0, |bits, (direction, _)| bits | tc_alone::bit(direction));
+            (results, filters, alone)
         });
         let results = match outcome {
-            Ok((results, filters)) => {
+            Ok((results, filters, alone)) => {
                 if !filters.links.is_empty() || filters.added_clsact {
                     self.filters.push(filters);
+                }
+                if let Some(ifindex) = ifindex {
+                    self.tc_alone.attached(ebpf, ifindex, alone);
                 }
                 results
             }
@@ -241,6 +265,9 @@ fn attach_xdp(
     Some((Hook::Xdp, "driver".to_string(), result, foreign))
 }
 
+/// How [`attach_tc`] names a tcx attachment.
+const TCX_LINK: &str = "tcx link";
+
 /// A tcx link where the kernel has them, else a cls_bpf filter through netlink.
 fn attach_tc(
     ebpf: &mut Ebpf,
@@ -261,7 +288,7 @@ fn attach_tc(
         "not tried (--tc cls-bpf)".to_string()
     } else {
         match prog.attach_with_options(ifname, direction, TcAttachOptions::TcxOrder(order)) {
-            Ok(_) => return Ok("tcx link".to_string()),
+            Ok(_) => return Ok(TCX_LINK.to_string()),
             Err(e) if mode == TcMode::Tcx => return Err(format!("tcx: {e:#}")),
             Err(e) => format!("{e:#}"),
         }
@@ -299,10 +326,15 @@ fn no_filters_left(ifname: &str) -> bool {
 /// only one fits on an interface, so the packets it drops never reach the stack, and the user
 /// must know its name.
 fn foreign_xdp(ifname: &str) -> Option<String> {
+    crate::kernel::xdp_owner::xdp_program(ifindex(ifname)?)
+        .ok()
+        .flatten()
+}
+
+/// The index of `ifname` in the calling thread's namespace.
+fn ifindex(ifname: &str) -> Option<u32> {
     let name = std::ffi::CString::new(ifname).ok()?;
     // SAFETY: a valid C string.
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    crate::kernel::xdp_owner::xdp_program(ifindex)
-        .ok()
-        .flatten()
+    (ifindex != 0).then_some(ifindex)
 }
