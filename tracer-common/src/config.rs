@@ -114,7 +114,7 @@ pub const fn iface_key(netns: u32, ifindex: u32) -> u64 {
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 160);
 const _: () = assert!(core::mem::size_of::<TraceConfig>() == 8);
 
-// SAFETY: `repr(C)`, 42 `u32`s (160 bytes, asserted above): no padding, any bit pattern valid.
+// SAFETY: `repr(C)`, 40 `u32`s (160 bytes, asserted above): no padding, any bit pattern valid.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelOffsets {}
 // SAFETY: `repr(C)`, four `u8`, a `u16` at offset 4 and two `u8`: 8 bytes (asserted above),
