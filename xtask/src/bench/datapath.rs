@@ -83,7 +83,10 @@ pub struct Row {
 }
 
 /// Runs each observer of `workload` `reps` times, interleaved; with `against`, an older
-/// tracer binary's two tracer observers too, in the same rounds.
+/// tracer binary's two tracer observers too, in the same rounds, each just after its
+/// counterpart. Every other round goes in reverse order: on this machine a run's place in
+/// the round moved its result by up to 9 points (64-byte UDP, the same build placed early
+/// and late), more than most changes measured here.
 pub fn run(
     tracer: &Path,
     against: Option<&Path>,
@@ -100,19 +103,23 @@ pub fn run(
         values: Vec::new(),
         reports: Vec::new(),
     };
-    let mut rows: Vec<Row> = workload
-        .observers()
-        .into_iter()
-        .map(|observer| row(observer, tracer, observer.label().to_string()))
-        .collect();
-    if let Some(old) = against {
-        for observer in [Observer::TracerNothing, Observer::TracerFlow] {
+    let mut rows: Vec<Row> = Vec::new();
+    for observer in workload.observers() {
+        rows.push(row(observer, tracer, observer.label().to_string()));
+        let compared = matches!(observer, Observer::TracerNothing | Observer::TracerFlow);
+        if let (Some(old), true) = (against, compared) {
             let label = format!("{} (`{}`)", observer.label(), old.display());
             rows.push(row(observer, old, label));
         }
     }
     for rep in 1..=reps {
-        for row in &mut rows {
+        let order: Vec<usize> = if rep % 2 == 1 {
+            (0..rows.len()).collect()
+        } else {
+            (0..rows.len()).rev().collect()
+        };
+        for i in order {
+            let row = &mut rows[i];
             let watching = observer::start(&row.tracer, row.observer, workload.filter())
                 .with_context(|| row.label.clone())?;
             let value = measure(workload, seconds)?;
