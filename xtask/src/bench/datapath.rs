@@ -107,7 +107,7 @@ pub fn run(
     for observer in workload.observers() {
         rows.push(row(observer, tracer, observer.label().to_string()));
         let compared = matches!(observer, Observer::TracerNothing | Observer::TracerFlow);
-        if let (Some(old), true) = (against, compared) {
+        if let Some(old) = against.filter(|_| compared) {
             let label = format!("{} (`{}`)", observer.label(), old.display());
             rows.push(row(observer, old, label));
         }
