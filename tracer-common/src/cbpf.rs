@@ -113,10 +113,11 @@ pub struct View {
 
 /// Which bytes of a view a run read: a byte of mask per byte, `0xff` where read, laid out as a
 /// verdict cache keeps views (the L2 bytes from 0, room for [`L2_LEN`]; the L3 bytes after
-/// it). A run reads nothing else of its view but the lengths, so another view with the same
-/// lengths and the same bytes under the mask gets the same verdict: the kernel programs take
-/// a packet's verdict from the last one of its flow that way (the IP id, the checksums and
-/// the payload differ from packet to packet; a filter on addresses and ports reads none).
+/// it). A run reads nothing else of its view but the lengths, so another view of lengths the
+/// verdict holds for ([`Lengths`]) and the same bytes under the mask gets the same verdict:
+/// the kernel programs take a packet's verdict from the last one of its flow that way (the IP
+/// id, the checksums, the lengths and the payload differ from packet to packet; a filter on
+/// addresses and ports reads none).
 /// Words, not bytes, so that the comparison goes word by word; the room a view needs rounded
 /// up to a power of two, so that an index masked to it is in bounds for the verifier.
 pub type ReadMask = [u64; READ_MASK_WORDS];
@@ -226,6 +227,10 @@ pub struct Machine {
     pub pc: u32,
     /// Set by the final `ret`: whether the filter accepts the packet.
     pub accept: bool,
+    /// Whether the verdict depends on the view's lengths, not only on the bytes the run read:
+    /// the run loaded `len`, or stopped before a `ret` (a read past the bytes at hand, a
+    /// division by zero, an instruction it does not run). See [`Lengths`].
+    pub lengths_matter: bool,
 }
 
 /// Runs the program at `prog` on `view` on the host: whether the filter accepts the packet.
@@ -239,6 +244,21 @@ pub unsafe fn run(
     mem: &mut [u32; MEM_WORDS],
     seen: &mut ReadMask,
 ) -> bool {
+    // SAFETY: the caller's promise.
+    unsafe { run_to_end(prog, view, mem, seen) }.accept
+}
+
+/// [`run`], returning the machine as the run left it (its verdict, and whether the verdict
+/// depends on the view's lengths).
+///
+/// # Safety
+/// As for [`step`].
+pub unsafe fn run_to_end(
+    prog: *const Program,
+    view: &View,
+    mem: &mut [u32; MEM_WORDS],
+    seen: &mut ReadMask,
+) -> Machine {
     let mut machine = Machine::default();
     // cBPF jumps only forward, so MAX_INSNS steps end any program.
     for _ in 0..MAX_INSNS {
@@ -247,7 +267,7 @@ pub unsafe fn run(
             break;
         }
     }
-    machine.accept
+    machine
 }
 
 /// Executes one instruction; `false` once the program returned (see `machine.accept`).
@@ -286,8 +306,10 @@ pub unsafe fn step(
     };
     let rejected = |machine: &mut Machine| {
         machine.accept = false;
+        machine.lengths_matter = true;
         false
     };
+    let mut lengths_matter = machine.lengths_matter;
     match code & 0x07 {
         CLASS_LD => {
             a = match code & 0xe0 {
@@ -301,7 +323,10 @@ pub unsafe fn step(
                     None => return rejected(machine),
                 },
                 MODE_MEM => mem[k as usize % MEM_WORDS],
-                MODE_LEN => view.wire_len,
+                MODE_LEN => {
+                    lengths_matter = true;
+                    view.wire_len
+                }
                 _ => return rejected(machine),
             }
         }
@@ -309,7 +334,10 @@ pub unsafe fn step(
             x = match code & 0xe0 {
                 MODE_IMM => k,
                 MODE_MEM => mem[k as usize % MEM_WORDS],
-                MODE_LEN => view.wire_len,
+                MODE_LEN => {
+                    lengths_matter = true;
+                    view.wire_len
+                }
                 // `4*([k]&0xf)`: the IPv4 header length.
                 MODE_MSH if code & 0x18 == SIZE_B => match view.load(k, 1, seen) {
                     Some(v) => (v & 0x0f) << 2,
@@ -340,6 +368,7 @@ pub unsafe fn step(
         }
         CLASS_RET => {
             machine.accept = if code & RVAL_A != 0 { a != 0 } else { k != 0 };
+            machine.lengths_matter = lengths_matter;
             return false;
         }
         // CLASS_MISC
@@ -356,8 +385,78 @@ pub unsafe fn step(
         x,
         pc: next as u32,
         accept: false,
+        lengths_matter,
     };
     true
+}
+
+/// The lengths of the views a verdict holds for, besides the bytes under its read mask.
+///
+/// The bytes a run read decide its path, so another view with those bytes in the same places
+/// takes the same path; it then gets the same verdict if each read lies inside it as well,
+/// and, where the run loaded `len`, if it has the same wire length. The same L2 length keeps
+/// the places (an offset past it is in the L3 part); an L3 part that reaches the last byte
+/// the run read from it keeps every read inside. So the packets of a TCP flow, whose lengths
+/// change from segment to segment, share a verdict on their addresses and ports. A run whose
+/// verdict depends on the lengths (`Machine::lengths_matter`) holds for its own lengths only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lengths {
+    pub l2_len: u32,
+    /// The L3 lengths it holds for: `l3_min..=l3_max`.
+    pub l3_min: u32,
+    pub l3_max: u32,
+    /// The wire length it holds for, under `wire_mask` (all ones, or none where `len` was not
+    /// read).
+    pub wire_len: u32,
+    pub wire_mask: u32,
+}
+
+impl Lengths {
+    /// The lengths the verdict of `machine`'s finished run on a view of these lengths holds
+    /// for, `seen` the bytes it read.
+    #[inline(always)]
+    pub fn of(machine: &Machine, seen: &ReadMask, l2_len: u32, l3_len: u32, wire_len: u32) -> Self {
+        if machine.lengths_matter {
+            return Lengths {
+                l2_len,
+                l3_min: l3_len,
+                l3_max: l3_len,
+                wire_len,
+                wire_mask: u32::MAX,
+            };
+        }
+        // Just past the last L3 byte read: its word first, then its byte in the word.
+        let (mut last, mut word) = (0, 0);
+        for i in 0..HDR_LEN / 8 {
+            if seen[L2_LEN / 8 + i] != 0 {
+                (last, word) = (i as u32, seen[L2_LEN / 8 + i]);
+            }
+        }
+        let mut l3_min = 0;
+        for byte in 0..8 {
+            if (word >> (8 * byte)) & 0xff != 0 {
+                l3_min = 8 * last + byte + 1;
+            }
+        }
+        Lengths {
+            l2_len,
+            l3_min,
+            l3_max: u32::MAX,
+            wire_len: 0,
+            wire_mask: 0,
+        }
+    }
+
+    /// Whether a view of these lengths is one the verdict holds for (its bytes under the read
+    /// mask being the same).
+    #[inline(always)]
+    pub fn admit(&self, l2_len: u32, l3_len: u32, wire_len: u32) -> bool {
+        l2_len == self.l2_len
+            && self.l3_min <= l3_len
+            && l3_len <= self.l3_max
+            && wire_len & self.wire_mask == self.wire_len
+    }
 }
 
 #[inline(always)]

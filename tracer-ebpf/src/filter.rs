@@ -5,7 +5,7 @@ use core::{ffi::c_void, mem::offset_of};
 
 use aya_ebpf::helpers::generated::{bpf_loop, bpf_probe_read_kernel};
 use tracer_common::{
-    cbpf::{self, Machine, View, L2_SLOT, L3_SLOT, MAX_INSNS, READ_MASK_WORDS},
+    cbpf::{self, Lengths, Machine, View, L2_SLOT, L3_SLOT, MAX_INSNS, READ_MASK_WORDS},
     event::PacketSummary,
     hook::Hook,
     parse::{ETH_HLEN, HDR_LEN, L2_LEN},
@@ -188,7 +188,8 @@ fn interpret(hook: u32, slot: u32, view: *mut ViewBytes) -> u32 {
 /// view with the last one judged. Plain loads and stores, word by word (aligned: the BPF
 /// target turns an unaligned word into eight byte loads); past the lengths the slot keeps
 /// whatever it had, which no comparison looks at (a run reads only inside its view, and a
-/// view is compared only with one of the same lengths). False where the slot cannot be had.
+/// view is compared only where it holds every word the run read: `cbpf::Lengths`). False
+/// where the slot cannot be had.
 #[inline(always)]
 fn gather(hook: u32, l2: *const u8, l2_len: usize, l3_len: usize, wire_len: u32) -> bool {
     let Some(view) = VIEWS.get_ptr_mut(hook) else {
@@ -211,8 +212,8 @@ fn gather(hook: u32, l2: *const u8, l2_len: usize, l3_len: usize, wire_len: u32)
     true
 }
 
-/// The verdict of filter program `slot` on this CPU's last view if `view` has its lengths and
-/// the same bytes where that run read: 1 accept, 0 reject.
+/// The verdict of filter program `slot` on this CPU's last view if `view` has lengths it
+/// holds for (`cbpf::Lengths`) and the same bytes where that run read: 1 accept, 0 reject.
 #[inline(always)]
 fn remembered(slot: u32, view: *mut ViewBytes) -> Option<u32> {
     let cached = VERDICTS.get_ptr(slot)?;
@@ -226,10 +227,17 @@ fn remembered(slot: u32, view: *mut ViewBytes) -> Option<u32> {
             return None;
         }
         let (was, now) = (&(*cached).view, &*view);
-        let same_lengths = core::ptr::read_volatile(&was.l2_len) == now.l2_len
-            && core::ptr::read_volatile(&was.l3_len) == now.l3_len
-            && core::ptr::read_volatile(&was.wire_len) == now.wire_len;
-        if !same_lengths {
+        // Field by field into registers: a copy of the whole would take stack the chain of
+        // calls down to here does not have (512 bytes in all).
+        let l = &(*cached).lengths;
+        let lengths = Lengths {
+            l2_len: core::ptr::read_volatile(&l.l2_len),
+            l3_min: core::ptr::read_volatile(&l.l3_min),
+            l3_max: core::ptr::read_volatile(&l.l3_max),
+            wire_len: core::ptr::read_volatile(&l.wire_len),
+            wire_mask: core::ptr::read_volatile(&l.wire_mask),
+        };
+        if !lengths.admit(now.l2_len, now.l3_len, now.wire_len) {
             return None;
         }
         let read = &(*cached).read;
@@ -251,8 +259,11 @@ fn remembered(slot: u32, view: *mut ViewBytes) -> Option<u32> {
 }
 
 /// Keeps `accept` as filter program `slot`'s verdict on `view` on this CPU, with the bytes the
-/// run at `hook` read.
-#[inline(always)]
+/// run at `hook` read and the lengths of the views it holds for. A subprogram of its own,
+/// with a frame of its own: inlined, its work would take stack from `tracer_filter`'s, which
+/// is in the chain down to the interpreter's step (512 bytes in all; 6.1 counts each frame
+/// rounded up to 32).
+#[inline(never)]
 fn remember(hook: u32, slot: u32, view: *mut ViewBytes, accept: u32) {
     let (Some(cached), Some(run)) = (VERDICTS.get_ptr_mut(slot), FILTER_RUNS.get_ptr(hook)) else {
         return;
@@ -267,9 +278,6 @@ fn remember(hook: u32, slot: u32, view: *mut ViewBytes, accept: u32) {
         core::ptr::write_volatile(&mut (*cached).seq, seq.wrapping_add(1));
         let (was, now, seen) = (&mut (*cached).view, &*view, &(*run).seen);
         let read = &mut (*cached).read;
-        core::ptr::write_volatile(&mut was.l2_len, now.l2_len);
-        core::ptr::write_volatile(&mut was.l3_len, now.l3_len);
-        core::ptr::write_volatile(&mut was.wire_len, now.wire_len);
         for i in 0..L2_LEN / 8 {
             core::ptr::write_volatile(&mut read[i], seen[i]);
             core::ptr::write_volatile(&mut was.l2[i], now.l2[i] & seen[i]);
@@ -279,6 +287,13 @@ fn remember(hook: u32, slot: u32, view: *mut ViewBytes, accept: u32) {
             core::ptr::write_volatile(&mut read[j], seen[j]);
             core::ptr::write_volatile(&mut was.l3[i], now.l3[i] & seen[j]);
         }
+        let lengths = Lengths::of(&(*run).machine, seen, now.l2_len, now.l3_len, now.wire_len);
+        let l = &mut (*cached).lengths;
+        core::ptr::write_volatile(&mut l.l2_len, lengths.l2_len);
+        core::ptr::write_volatile(&mut l.l3_min, lengths.l3_min);
+        core::ptr::write_volatile(&mut l.l3_max, lengths.l3_max);
+        core::ptr::write_volatile(&mut l.wire_len, lengths.wire_len);
+        core::ptr::write_volatile(&mut l.wire_mask, lengths.wire_mask);
         core::ptr::write_volatile(&mut (*cached).accept, accept);
         core::ptr::write_volatile(&mut (*cached).seq, seq.wrapping_add(2));
     }

@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    cbpf::{Machine, Program, ReadMask, View, MEM_WORDS},
+    cbpf::{Lengths, Machine, Program, ReadMask, View, MEM_WORDS},
     config::{KernelOffsets, TraceConfig, TC_ALONE_SLOTS},
     event::TunnelSummary,
     hook::HOOK_SLOTS,
@@ -110,10 +110,12 @@ pub struct Verdict {
     /// number change.
     pub seq: u32,
     pub accept: u32,
-    /// The view's lengths, and its bytes where the run read (zero elsewhere).
+    /// The lengths of the views the verdict holds for.
+    pub lengths: Lengths,
+    /// The view's bytes where the run read (zero elsewhere; its lengths are not used).
     pub view: ViewBytes,
     /// Which bytes the run read (`cbpf::ReadMask`'s first words: the L2 part's, then the L3
-    /// part's): a view with the same lengths and these bytes gets the same verdict.
+    /// part's): a view of `lengths` with these bytes gets the same verdict.
     pub read: [u64; VIEW_WORDS],
 }
 

@@ -175,29 +175,41 @@ fn the_interpreter_agrees_with_libpcap_on_random_programs() {
 }
 
 #[test]
-fn a_verdict_holds_for_every_view_with_the_bytes_its_run_read() {
-    let name = "a_verdict_holds_for_every_view_with_the_bytes_its_run_read";
+fn a_verdict_holds_for_every_view_with_the_bytes_its_run_read_and_lengths_it_admits() {
+    let name = "a_verdict_holds_for_every_view_with_the_bytes_its_run_read_and_lengths_it_admits";
     let tally = Tally::default();
     let noise = vec(any::<u8>(), 1..200);
-    let strategy = (grammar::expression(), vec((views::case(), noise), 1..6));
+    let lengths = (any::<Index>(), any::<u32>());
+    let strategy = (
+        grammar::expression(),
+        vec((views::case(), noise, lengths), 1..6),
+    );
     check(name, 256, strategy, |(expression, cases)| {
         let Some(filter) = compile_generated(&expression, &tally) else {
             return Ok(());
         };
-        for ((case, _), noise) in &cases {
+        for ((case, _), noise, lengths) in &cases {
             for program in filter.l2.iter().chain(&filter.l3) {
-                let v = views::with_unread_bytes_replaced(program, insns(program), case, noise);
+                let v = views::with_unread_bytes_and_lengths_changed(
+                    program,
+                    insns(program),
+                    case,
+                    noise,
+                    *lengths,
+                );
                 tally.count(&v);
                 prop_assert_eq!(
                     v.ours,
                     v.libpcap,
-                    "'{}' on {:02x?} ({} of {} bytes, split {}), unread bytes from {:02x?}",
+                    "'{}' on {:02x?} ({} of {} bytes, split {}), unread bytes from {:02x?}, \
+                     lengths {:?}",
                     expression,
                     case.frame,
                     case.copied,
                     case.frame.len(),
                     case.split,
-                    noise
+                    noise,
+                    lengths
                 );
             }
         }

@@ -4,7 +4,7 @@
 
 use proptest::{collection::vec, prelude::*};
 use tracer_common::{
-    cbpf::{self, Program, ReadMask, View, MEM_WORDS, READ_MASK_WORDS},
+    cbpf::{self, Lengths, Machine, Program, ReadMask, View, MEM_WORDS, READ_MASK_WORDS},
     parse::{parse_l2, HDR_LEN, L2_LEN},
 };
 
@@ -60,17 +60,17 @@ impl Drop for Guarded {
 
 /// Runs `program` on `l2` then `l3` as one packet, each part in guarded memory.
 pub fn interpret(program: &Program, l2: &[u8], l3: &[u8], wire_len: u32) -> bool {
-    interpret_marking(program, l2, l3, wire_len, &mut [0; READ_MASK_WORDS])
+    interpret_marking(program, l2, l3, wire_len, &mut [0; READ_MASK_WORDS]).accept
 }
 
-/// [`interpret`], marking in `seen` the bytes the run read.
+/// [`interpret`], marking in `seen` the bytes the run read; the machine as the run left it.
 fn interpret_marking(
     program: &Program,
     l2: &[u8],
     l3: &[u8],
     wire_len: u32,
     seen: &mut ReadMask,
-) -> bool {
+) -> Machine {
     let (l2_mem, l3_mem) = (Guarded::new(l2), Guarded::new(l3));
     let view = View {
         l2: l2_mem.start,
@@ -80,7 +80,7 @@ fn interpret_marking(
         wire_len,
     };
     // SAFETY: each part's address is followed by as many readable bytes as the view says.
-    unsafe { cbpf::run(program, &view, &mut [0; MEM_WORDS], seen) }
+    unsafe { cbpf::run_to_end(program, &view, &mut [0; MEM_WORDS], seen) }
 }
 
 /// One packet to filter, and how the hook got it.
@@ -133,29 +133,40 @@ pub fn split_anywhere(program: &Program, insns: &[cbpf::Insn], case: &Case) -> V
     }
 }
 
-/// The split view of [`split_anywhere`] judged by the interpreter, and the same view with every
-/// byte that run did not read replaced by `noise` judged by libpcap: the kernel programs take
-/// the first verdict for any view that has the same lengths and the same bytes where the run
-/// read (`cbpf::ReadMask`), so the two must agree.
-pub fn with_unread_bytes_replaced(
+/// The split view of [`split_anywhere`] judged by the interpreter, and another view judged
+/// by libpcap: every byte that run did not read replaced by `noise`, and, where the verdict
+/// does not depend on the lengths, its L3 part cut or lengthened (with noise) to any length
+/// that still holds the words the run read (`l3_len`) and any wire length (`wire_len`). The
+/// kernel programs take the first verdict for any view of lengths it holds for
+/// (`cbpf::Lengths`) with the same bytes where the run read (`cbpf::ReadMask`), so the two
+/// must agree.
+pub fn with_unread_bytes_and_lengths_changed(
     program: &Program,
     insns: &[cbpf::Insn],
     case: &Case,
     noise: &[u8],
+    (l3_len, wire_len): (prop::sample::Index, u32),
 ) -> Verdicts {
     let frame = &case.frame[..case.copied];
     let split = case.split.min(frame.len());
     let end = frame.len().min(split + HDR_LEN);
-    let wire_len = case.wire_len.unwrap_or(case.frame.len() as u32);
+    let was_wire_len = case.wire_len.unwrap_or(case.frame.len() as u32);
     let mut seen = [0; READ_MASK_WORDS];
-    let ours = interpret_marking(
-        program,
-        &frame[..split],
-        &frame[split..end],
-        wire_len,
-        &mut seen,
-    );
-    let mut other = frame[..end].to_vec();
+    let (l2, l3) = (&frame[..split], &frame[split..end]);
+    let machine = interpret_marking(program, l2, l3, was_wire_len, &mut seen);
+    let lengths = Lengths::of(&machine, &seen, split as u32, l3.len() as u32, was_wire_len);
+    let (l3_len, wire_len) = if machine.lengths_matter {
+        (l3.len(), was_wire_len)
+    } else {
+        let shortest = lengths.l3_min as usize;
+        (shortest + l3_len.index(HDR_LEN + 1 - shortest), wire_len)
+    };
+    // The view judged is one the verdict holds for, and so is the other one.
+    assert!(lengths.admit(split as u32, l3.len() as u32, was_wire_len));
+    assert!(lengths.admit(split as u32, l3_len as u32, wire_len));
+    let mut other: Vec<u8> = (0..split + l3_len)
+        .map(|at| frame.get(at).copied().unwrap_or(noise[at % noise.len()]))
+        .collect();
     for (at, byte) in other.iter_mut().enumerate() {
         // Where the cache keeps the byte: the L2 part from 0, the L3 part after L2_LEN.
         let kept_at = if at < split { at } else { L2_LEN + at - split };
@@ -164,7 +175,7 @@ pub fn with_unread_bytes_replaced(
         }
     }
     Verdicts {
-        ours,
+        ours: machine.accept,
         libpcap: reference_filter(insns, &other, wire_len),
     }
 }
