@@ -231,6 +231,11 @@ pub struct Machine {
     /// the run loaded `len`, or stopped before a `ret` (a read past the bytes at hand, a
     /// division by zero, an instruction it does not run). See [`Lengths`].
     pub lengths_matter: bool,
+    /// Just past the last byte of the view the run read (0 before any read): the shortest
+    /// view that holds every read. Kept as the run goes, so that no loop over the read mask
+    /// is needed afterwards (in the kernel, a loop of branches the verifier walks path by
+    /// path).
+    pub reach: u32,
 }
 
 /// Runs the program at `prog` on `view` on the host: whether the filter accepts the packet.
@@ -310,15 +315,22 @@ pub unsafe fn step(
         false
     };
     let mut lengths_matter = machine.lengths_matter;
+    let mut reach = machine.reach;
+    // A load of `size` bytes at `at`, keeping the run's reach.
+    let mut load = |at: u32, size: u32| {
+        let value = view.load(at, size, seen)?;
+        reach = reach.max(at + size);
+        Some(value)
+    };
     match code & 0x07 {
         CLASS_LD => {
             a = match code & 0xe0 {
                 MODE_IMM => k,
-                MODE_ABS => match view.load(k, size, seen) {
+                MODE_ABS => match load(k, size) {
                     Some(v) => v,
                     None => return rejected(machine),
                 },
-                MODE_IND => match x.checked_add(k).and_then(|at| view.load(at, size, seen)) {
+                MODE_IND => match x.checked_add(k).and_then(|at| load(at, size)) {
                     Some(v) => v,
                     None => return rejected(machine),
                 },
@@ -339,7 +351,7 @@ pub unsafe fn step(
                     view.wire_len
                 }
                 // `4*([k]&0xf)`: the IPv4 header length.
-                MODE_MSH if code & 0x18 == SIZE_B => match view.load(k, 1, seen) {
+                MODE_MSH if code & 0x18 == SIZE_B => match load(k, 1) {
                     Some(v) => (v & 0x0f) << 2,
                     None => return rejected(machine),
                 },
@@ -386,6 +398,7 @@ pub unsafe fn step(
         pc: next as u32,
         accept: false,
         lengths_matter,
+        reach,
     };
     true
 }
@@ -414,9 +427,9 @@ pub struct Lengths {
 
 impl Lengths {
     /// The lengths the verdict of `machine`'s finished run on a view of these lengths holds
-    /// for, `seen` the bytes it read.
+    /// for.
     #[inline(always)]
-    pub fn of(machine: &Machine, seen: &ReadMask, l2_len: u32, l3_len: u32, wire_len: u32) -> Self {
+    pub fn of(machine: &Machine, l2_len: u32, l3_len: u32, wire_len: u32) -> Self {
         if machine.lengths_matter {
             return Lengths {
                 l2_len,
@@ -426,22 +439,10 @@ impl Lengths {
                 wire_mask: u32::MAX,
             };
         }
-        // Just past the last L3 byte read: its word first, then its byte in the word.
-        let (mut last, mut word) = (0, 0);
-        for i in 0..HDR_LEN / 8 {
-            if seen[L2_LEN / 8 + i] != 0 {
-                (last, word) = (i as u32, seen[L2_LEN / 8 + i]);
-            }
-        }
-        let mut l3_min = 0;
-        for byte in 0..8 {
-            if (word >> (8 * byte)) & 0xff != 0 {
-                l3_min = 8 * last + byte + 1;
-            }
-        }
         Lengths {
             l2_len,
-            l3_min,
+            // An L3 part reaching the last byte the run read from it.
+            l3_min: machine.reach.saturating_sub(l2_len),
             l3_max: u32::MAX,
             wire_len: 0,
             wire_mask: 0,

@@ -259,11 +259,8 @@ fn remembered(slot: u32, view: *mut ViewBytes) -> Option<u32> {
 }
 
 /// Keeps `accept` as filter program `slot`'s verdict on `view` on this CPU, with the bytes the
-/// run at `hook` read and the lengths of the views it holds for. A subprogram of its own,
-/// with a frame of its own: inlined, its work would take stack from `tracer_filter`'s, which
-/// is in the chain down to the interpreter's step (512 bytes in all; 6.1 counts each frame
-/// rounded up to 32).
-#[inline(never)]
+/// run at `hook` read and the lengths of the views it holds for.
+#[inline(always)]
 fn remember(hook: u32, slot: u32, view: *mut ViewBytes, accept: u32) {
     let (Some(cached), Some(run)) = (VERDICTS.get_ptr_mut(slot), FILTER_RUNS.get_ptr(hook)) else {
         return;
@@ -287,7 +284,7 @@ fn remember(hook: u32, slot: u32, view: *mut ViewBytes, accept: u32) {
             core::ptr::write_volatile(&mut read[j], seen[j]);
             core::ptr::write_volatile(&mut was.l3[i], now.l3[i] & seen[j]);
         }
-        let lengths = Lengths::of(&(*run).machine, seen, now.l2_len, now.l3_len, now.wire_len);
+        let lengths = Lengths::of(&(*run).machine, now.l2_len, now.l3_len, now.wire_len);
         let l = &mut (*cached).lengths;
         core::ptr::write_volatile(&mut l.l2_len, lengths.l2_len);
         core::ptr::write_volatile(&mut l.l3_min, lengths.l3_min);

@@ -154,7 +154,7 @@ pub fn with_unread_bytes_and_lengths_changed(
     let mut seen = [0; READ_MASK_WORDS];
     let (l2, l3) = (&frame[..split], &frame[split..end]);
     let machine = interpret_marking(program, l2, l3, was_wire_len, &mut seen);
-    let lengths = Lengths::of(&machine, &seen, split as u32, l3.len() as u32, was_wire_len);
+    let lengths = Lengths::of(&machine, split as u32, l3.len() as u32, was_wire_len);
     let (l3_len, wire_len) = if machine.lengths_matter {
         (l3.len(), was_wire_len)
     } else {
