@@ -128,9 +128,13 @@ fn tcp_info(conn: &TcpStream) -> libc::tcp_info {
     info
 }
 
-/// Retransmission timeouts in a row so far on `conn` (0 once its data was acknowledged).
+/// Timeouts in a row so far on `conn` (0 once its data was acknowledged): the kernel backs
+/// its timer off by one each time it fires without progress. Not `tcpi_retransmits`: data
+/// whose first transmission netfilter dropped at LOCAL_OUT never left, so it is not in
+/// flight and the probe timer, not the retransmission timer, fires for it (`ss` shows
+/// `timer:(persist,...)`); only the backoff counts both.
 fn timeouts_so_far(conn: &TcpStream) -> u8 {
-    tcp_info(conn).tcpi_retransmits
+    tcp_info(conn).tcpi_backoff
 }
 
 /// `TCP_FIN_WAIT2` of the kernel's `include/net/tcp_states.h`: our FIN was acknowledged.

@@ -82,6 +82,11 @@ pub fn local_out_drop(t: &mut Topology) -> Result<Scenario> {
 
 pub fn response_drop(t: &mut Topology) -> Result<Scenario> {
     let (client, server) = pair(t)?;
+    // No ARP: the server, which never gets its data acknowledged, would otherwise probe the
+    // client's address about 5 s after its SYN-ACK (its entry never confirmed), or not,
+    // depending on when the neighbour timer fires: one packet each way that a run counts or
+    // does not (`--neutrality`).
+    t.static_neighbours((&client, "c0", CLIENT), (&server, "s0", SERVER))?;
     t.run_in(&server, "nft add table inet lab")?;
     t.run_in(
         &server,
@@ -103,8 +108,9 @@ pub fn response_drop(t: &mut Topology) -> Result<Scenario> {
         lesson: "The request reached the server's application (its socket read it) and was \
             acknowledged. The 1000-byte response was dropped by the nftables rule at LOCAL_OUT \
             each time the server sent it, so tcpdump on s0 never shows it, and the client \
-            waits in vain. After two retransmission timeouts the server gives up and resets \
-            the connection (a reset is small: the rule lets it through)."
+            waits in vain. The data never left, so TCP probes with it when its timer fires; \
+            after two timeouts the server gives up and resets the connection (a reset is \
+            small: the rule lets it through)."
             .into(),
         fix: format!("ip netns exec {server} nft delete table inet lab"),
         expect: vec![
