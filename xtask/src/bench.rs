@@ -45,6 +45,10 @@ pub struct BenchArgs {
     /// tracer` there, then `--against /tmp/old/target/release/tracer`.
     #[arg(long)]
     against: Option<std::path::PathBuf>,
+    /// In the datapath, the floor (the points with programs returning at once) also without
+    /// each family of points in turn (netfilter's, tc's, the tracepoints): what each costs.
+    #[arg(long)]
+    floor_parts: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -92,6 +96,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 workload,
                 args.reps,
                 args.seconds,
+                args.floor_parts,
             )?);
         }
         let (table, value) = datapath::table(&rows);

@@ -17,7 +17,7 @@ use crate::{
     report::packet_file::{self, PacketFile, Snap},
     report::Selection,
     trace::live::LiveOptions,
-    trace::session::{self, TraceOptions},
+    trace::session::{self, PointFamily, TraceOptions},
     trace::usage::Usage,
 };
 
@@ -100,6 +100,11 @@ pub struct TraceArgs {
     /// programs' own cost, measured by `cargo xtask bench`). Not for tracing.
     #[arg(long, hide = true)]
     pub attach_only: bool,
+    /// With --attach-only: leave a family of points unattached (repeatable), so that the
+    /// benchmark can measure what each family adds to the floor. Not for tracing: a journey
+    /// without them would be misread.
+    #[arg(long, value_enum, hide = true, requires = "attach_only")]
+    pub skip_points: Vec<PointFamily>,
     /// Size of the kernel-to-user ring buffer in KiB (a power of two).
     #[arg(long, default_value_t = 4096)]
     pub ring_kib: u32,
@@ -151,6 +156,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         },
         xdp: args.xdp,
         attach_only: args.attach_only,
+        skip_points: args.skip_points.clone(),
         tc: args.tc,
         max_events: args.max_events as usize,
         live: (args.live

@@ -63,6 +63,7 @@ fn trace_options(netns: &[String], filter: &str) -> Result<TraceOptions> {
         // A lab's report is its check and its explanation, written once the traffic is done.
         live: None,
         attach_only: false,
+        skip_points: Vec::new(),
     })
 }
 

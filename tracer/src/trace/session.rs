@@ -63,6 +63,20 @@ pub struct TraceOptions {
     /// Every program attached and returning at once (`--attach-only`): what the attachments
     /// alone cost, for the benchmark.
     pub attach_only: bool,
+    /// Families of points left unattached (`--skip-points`, only with `attach_only`): what
+    /// each adds to the floor, for the benchmark.
+    pub skip_points: Vec<PointFamily>,
+}
+
+/// A family of observation points, as `--skip-points` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PointFamily {
+    /// The netfilter links (or trampolines) of every traced namespace.
+    Netfilter,
+    /// tc's programs (and XDP's, with `--xdp`) on every traced interface.
+    Tc,
+    /// The global tracepoints.
+    Tracepoints,
 }
 
 /// Where a trace writes as it goes, besides stdout.
@@ -165,7 +179,12 @@ impl Session {
             kallsyms: Kallsyms::load(),
             ..Names::default()
         };
-        let mut attachments = loader::attach_tracepoints(&mut ebpf, &btf);
+        let skips = |family| options.skip_points.contains(&family);
+        let mut attachments = if skips(PointFamily::Tracepoints) {
+            Vec::new()
+        } else {
+            loader::attach_tracepoints(&mut ebpf, &btf)
+        };
         let mut interface_programs = InterfacePrograms::load(&mut ebpf, options.xdp, options.tc);
         let mut netfilter = Netfilter::load(&mut ebpf);
         let mut traced_ifaces: BpfHashMap<_, u64, u8> = BpfHashMap::try_from(
@@ -174,7 +193,9 @@ impl Session {
         )?;
         let mut matched_interfaces = Vec::new();
         for ns in &namespaces {
-            attachments.extend(netfilter.attach(ns));
+            if !skips(PointFamily::Netfilter) {
+                attachments.extend(netfilter.attach(ns));
+            }
             crate::trace::fault::panic_point("attach");
             let interfaces = ns.run(netns::interfaces)?;
             let ports = ns.run(|| crate::analysis::bridge::masters(&interfaces))?;
@@ -197,6 +218,9 @@ impl Session {
                 if wanted {
                     traced_ifaces.insert(iface_key(ns.inode, ifindex), 1, 0)?;
                     matched_interfaces.push(ifname.clone());
+                    if skips(PointFamily::Tc) {
+                        continue;
+                    }
                     let attached = interface_programs.attach(&mut ebpf, ns, &ifname);
                     for program in attached.iter().filter_map(|a| a.foreign_program.clone()) {
                         names.foreign_xdp.insert((ns.inode, ifindex), program);

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::{
     net::{command_in, iperf_server, output, KillOnDrop, CLIENT, SERVER, SERVER_ADDR},
-    observer::{self, Observer},
+    observer::{self, Observer, PointFamily},
     summary::Summary,
 };
 
@@ -55,15 +55,20 @@ impl Workload {
         !matches!(self, Workload::TcpBulk)
     }
 
-    fn observers(self) -> Vec<Observer> {
-        let mut all = vec![
-            Observer::Baseline,
-            Observer::TracerAttachOnly,
+    /// The observers of this workload; with `floor_parts`, the floor once without each family
+    /// of points too.
+    fn observers(self, floor_parts: bool) -> Vec<Observer> {
+        let without = PointFamily::ALL.map(Observer::TracerAttachOnlyWithout);
+        let mut all = vec![Observer::Baseline, Observer::TracerAttachOnly];
+        if floor_parts {
+            all.extend(without);
+        }
+        all.extend([
             Observer::TracerNothing,
             Observer::TracerFlow,
             Observer::TcpdumpFull,
             Observer::TcpdumpHeaders,
-        ];
+        ]);
         if matches!(self, Workload::TcpBulk) {
             all.push(Observer::TracerFlowXdp);
         }
@@ -93,6 +98,7 @@ pub fn run(
     workload: Workload,
     reps: usize,
     seconds: u32,
+    floor_parts: bool,
 ) -> Result<Vec<Row>> {
     let _server = iperf_server("")?;
     let row = |observer: Observer, tracer: &Path, label: String| Row {
@@ -104,7 +110,7 @@ pub fn run(
         reports: Vec::new(),
     };
     let mut rows: Vec<Row> = Vec::new();
-    for observer in workload.observers() {
+    for observer in workload.observers(floor_parts) {
         rows.push(row(observer, tracer, observer.label().to_string()));
         let compared = matches!(observer, Observer::TracerNothing | Observer::TracerFlow);
         if let Some(old) = against.filter(|_| compared) {

@@ -18,6 +18,9 @@ pub enum Observer {
     /// The tracer's programs attached as for a trace, each returning at once
     /// (`--attach-only`): what the points alone cost, the floor under the rows below.
     TracerAttachOnly,
+    /// The same with one family of points left unattached (`--floor-parts`): what that
+    /// family adds to the floor, by difference.
+    TracerAttachOnlyWithout(PointFamily),
     /// The tracer on both namespaces with a filter no packet matches.
     TracerNothing,
     /// The tracer following every packet of the flow at every default point.
@@ -35,6 +38,11 @@ impl Observer {
         match self {
             Observer::Baseline => "baseline (nothing attached)",
             Observer::TracerAttachOnly => "tracer, programs returning at once",
+            Observer::TracerAttachOnlyWithout(family) => match family {
+                PointFamily::Netfilter => "the same without netfilter's points",
+                PointFamily::Tc => "the same without tc's points",
+                PointFamily::Tracepoints => "the same without the tracepoints",
+            },
             Observer::TracerNothing => "tracer, filter matching nothing",
             Observer::TracerFlow => "tracer, following the flow",
             Observer::TracerFlowXdp => "tracer --xdp, following the flow",
@@ -55,6 +63,30 @@ enum Process {
     /// The tracer, and the thread that reads its output, keeping the end of it.
     Tracer(Child, std::thread::JoinHandle<String>),
     Tcpdump(Tcpdump),
+}
+
+/// A family of the tracer's points (its hidden `--skip-points`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PointFamily {
+    Netfilter,
+    Tc,
+    Tracepoints,
+}
+
+impl PointFamily {
+    pub const ALL: [PointFamily; 3] = [
+        PointFamily::Netfilter,
+        PointFamily::Tc,
+        PointFamily::Tracepoints,
+    ];
+
+    fn arg(self) -> &'static str {
+        match self {
+            PointFamily::Netfilter => "netfilter",
+            PointFamily::Tc => "tc",
+            PointFamily::Tracepoints => "tracepoints",
+        }
+    }
 }
 
 /// What an observer says of itself once stopped.
@@ -90,6 +122,7 @@ pub fn start_on(
             })
         }
         Observer::TracerAttachOnly
+        | Observer::TracerAttachOnlyWithout(_)
         | Observer::TracerNothing
         | Observer::TracerFlow
         | Observer::TracerFlowXdp => {
@@ -116,8 +149,14 @@ pub fn start_on(
             if observer == Observer::TracerFlowXdp {
                 cmd.arg("--xdp");
             }
-            if observer == Observer::TracerAttachOnly {
-                cmd.arg("--attach-only");
+            match observer {
+                Observer::TracerAttachOnly => {
+                    cmd.arg("--attach-only");
+                }
+                Observer::TracerAttachOnlyWithout(family) => {
+                    cmd.args(["--attach-only", "--skip-points", family.arg()]);
+                }
+                _ => {}
             }
             cmd.args(filter.split_whitespace())
                 .stdin(Stdio::null())
