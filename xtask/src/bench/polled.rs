@@ -6,7 +6,7 @@
 //! each datagram's whole path over a veth (softirq included), may also have to wake it for
 //! each datagram: on a VM an inter-processor interrupt that exits to the host. With a receiver
 //! that polls, no datagram wakes anybody: the rate follows the sending CPU's time per datagram
-//! alone, and the programs' share of it can be read off. (Measured, BENCHMARKS.md: the ratio
+//! alone, and the programs' share of it can be read off. (Measured, BENCHMARKS-HISTORY.md, session 21: the ratio
 //! to the baseline is the same as with iperf3, so the wakeups were not what bounds it.)
 //!
 //! The receiver's socket is not connected, as most UDP servers': each datagram takes an input
