@@ -246,12 +246,13 @@ pub fn skb_info(skb: u64) -> SkbInfo {
 }
 
 /// How many segments a GSO skb will be cut into (0 or 1: not a GSO packet), from its
-/// `skb_shared_info` at `head + end` (`end` is an offset on 64-bit kernels): three probe
-/// reads, paid only where an event is written (a packet the filter rejects needs none).
+/// `skb_shared_info` at `head + end` (`end` is an offset on 64-bit kernels), `skb` typed
+/// (a `tp_btf` argument or a netfilter context's): two plain loads and one probe read, paid
+/// only where an event is written (a packet the filter rejects needs none).
 #[inline(always)]
 pub fn skb_gso_segs(skb: u64) -> u16 {
-    let head = read::<u64>(skb, offset!(skb_head)).unwrap_or(0);
-    let end = read::<u32>(skb, offset!(skb_end)).unwrap_or(0);
+    let head = field::<u64>(skb, offset!(skb_head)).unwrap_or(0);
+    let end = field::<u32>(skb, offset!(skb_end)).unwrap_or(0);
     if head == 0 || end == 0 {
         return 0;
     }
