@@ -55,6 +55,10 @@ pub struct KernelOffsets {
     pub net_nf_hooks_ipv4: u32,
     pub net_nf_hooks_ipv6: u32,
     pub nf_entries_num: u32,
+    /// `task_struct.nsproxy` and `nsproxy.net_ns`: the namespace of the task a census runs
+    /// in (see [`crate::nf_census`]).
+    pub task_nsproxy: u32,
+    pub nsproxy_net_ns: u32,
     pub _pad: [u32; 1],
 }
 
@@ -62,7 +66,7 @@ impl KernelOffsets {
     /// Every field unknown.
     pub const UNSET: KernelOffsets = {
         const WORDS: usize = core::mem::size_of::<KernelOffsets>() / 4;
-        // SAFETY: `KernelOffsets` is `repr(C)` and made of `u32`s only (160 bytes, asserted
+        // SAFETY: `KernelOffsets` is `repr(C)` and made of `u32`s only (168 bytes, asserted
         // below): the same size and layout as `[u32; WORDS]`, and any value valid.
         unsafe { core::mem::transmute::<[u32; WORDS], KernelOffsets>([u32::MAX; WORDS]) }
     };
@@ -111,10 +115,10 @@ pub const fn iface_key(netns: u32, ifindex: u32) -> u64 {
     ((netns as u64) << 32) | ifindex as u64
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 160);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 168);
 const _: () = assert!(core::mem::size_of::<TraceConfig>() == 8);
 
-// SAFETY: `repr(C)`, 40 `u32`s (160 bytes, asserted above): no padding, any bit pattern valid.
+// SAFETY: `repr(C)`, 42 `u32`s (168 bytes, asserted above): no padding, any bit pattern valid.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelOffsets {}
 // SAFETY: `repr(C)`, four `u8`, a `u16` at offset 4 and two `u8`: 8 bytes (asserted above),

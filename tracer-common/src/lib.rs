@@ -9,6 +9,7 @@ pub mod cbpf;
 pub mod config;
 pub mod event;
 pub mod hook;
+pub mod nf_census;
 pub mod parse;
 pub mod synth;
 pub mod tunnel;

@@ -14,6 +14,7 @@ mod filter;
 mod kernel;
 mod maps;
 mod netfilter;
+mod nf_census;
 mod ring;
 mod tc;
 mod tracepoints;

@@ -13,6 +13,7 @@ use crate::{
     analysis::Analysis,
     kernel::filter,
     kernel::loader::TcMode,
+    kernel::netfilter::NetfilterHooks,
     model::recording,
     report::packet_file::{self, PacketFile, Snap},
     report::Selection,
@@ -105,6 +106,13 @@ pub struct TraceArgs {
     /// without them would be misread.
     #[arg(long, value_enum, hide = true, requires = "attach_only")]
     pub skip_points: Vec<PointFamily>,
+    /// Which netfilter hooks get the tracer's links: `registered`, those where something is
+    /// registered (a rule's chain, conntrack, another program), found at the start and every
+    /// tenth of a second after (a hook with nothing registered cannot drop or change a packet,
+    /// and a link there makes the kernel run netfilter for every packet); or `all`, the whole
+    /// path through netfilter, as labs show it.
+    #[arg(long, value_enum, default_value_t = NetfilterHooks::Registered)]
+    pub netfilter_hooks: NetfilterHooks,
     /// Size of the kernel-to-user ring buffer in KiB (a power of two).
     #[arg(long, default_value_t = 4096)]
     pub ring_kib: u32,
@@ -157,6 +165,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         xdp: args.xdp,
         attach_only: args.attach_only,
         skip_points: args.skip_points.clone(),
+        netfilter_hooks: args.netfilter_hooks,
         tc: args.tc,
         max_events: args.max_events as usize,
         live: (args.live

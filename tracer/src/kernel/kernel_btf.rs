@@ -73,6 +73,8 @@ impl KernelBtf {
             net_nf_hooks_ipv4: optional("net", "nf.hooks_ipv4"),
             net_nf_hooks_ipv6: optional("net", "nf.hooks_ipv6"),
             nf_entries_num: optional("nf_hook_entries", "num_hook_entries"),
+            task_nsproxy: optional("task_struct", "nsproxy"),
+            nsproxy_net_ns: optional("nsproxy", "net_ns"),
             fl4_proto: optional("flowi4", "__fl_common.flowic_proto"),
             fl4_saddr: optional("flowi4", "saddr"),
             fl4_daddr: optional("flowi4", "daddr"),

@@ -14,6 +14,7 @@ pub mod loader;
 pub mod misses;
 pub mod netfilter;
 pub mod netns;
+pub mod nf_census;
 pub mod nf_link;
 pub mod nsid;
 pub mod privileges;

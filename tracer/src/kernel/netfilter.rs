@@ -2,13 +2,17 @@
 //! priority) on PREROUTING, LOCAL_IN, FORWARD, LOCAL_OUT and POSTROUTING, IPv4 and IPv6.
 //!
 //! Mechanisms, the first this kernel accepts (tried, not guessed from its version):
-//! - BPF netfilter links (6.4+), per namespace, at the first and last priority;
+//! - BPF netfilter links (6.4+), per namespace, at the first and last priority; by default
+//!   only at the hooks where something is registered ([`NetfilterHooks`]);
 //! - fentry and fexit programs on `nf_hook_slow` (BPF trampolines, 5.5+, refused by locked-down
 //!   kernels): global, they see every hook that has rules, before and after all of them;
 //! - none: a rule's drop is still seen by `kfree_skb` (reason NETFILTER_DROP), but not at
 //!   which hook; the explanations say so.
 
-use std::{collections::HashMap, os::fd::OwnedFd};
+use std::{
+    collections::{BTreeSet, HashMap},
+    os::fd::OwnedFd,
+};
 
 use aya::{
     programs::{FEntry, FExit},
@@ -21,10 +25,24 @@ use tracer_common::{
 
 use crate::{
     kernel::loader::{position_name, Attachment, EBPF_OBJECT},
-    kernel::netns::Netns,
+    kernel::netns::{Netns, NetnsRef},
+    kernel::nf_census::{Census, Registered},
     kernel::nf_link::{self, NetfilterProgram, FAMILIES, HOOKS, PRIORITY_FIRST, PRIORITY_LAST},
     kernel::verifier,
 };
+
+/// Which netfilter hooks get the tracer's links (`--netfilter-hooks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetfilterHooks {
+    /// Only hooks where something is registered (a rule's chain, conntrack, another program),
+    /// found when the trace starts and every tenth of a second after. A hook with nothing
+    /// registered is skipped by the kernel: nothing there can drop or change a packet, and a
+    /// link would make the kernel run netfilter there for every packet.
+    Registered,
+    /// Every hook, as labs do: the path through netfilter shown whole, at a cost to every
+    /// packet of the namespace.
+    All,
+}
 
 /// How this kernel lets the tracer see the netfilter hooks.
 enum Mechanism {
@@ -36,11 +54,23 @@ enum Mechanism {
     None(String),
 }
 
+/// A netfilter hook of one family: (`NFPROTO_*`, hook number).
+type FamilyHook = (u32, u32);
+
 pub struct Netfilter {
     mechanism: Mechanism,
     /// Live hooks by namespace inode; dropping them detaches. Each holds a reference on its
     /// namespace (Linux 6.12+), so a deleted namespace lives on until they go.
     links: HashMap<u32, Vec<OwnedFd>>,
+    /// Finds the hooks where something is registered; `None` links every hook.
+    census: Option<Census>,
+    /// Why every hook is linked though `--netfilter-hooks registered` asked otherwise.
+    census_failed: Option<String>,
+    /// Hooks left unlinked because nothing was registered there, by namespace inode.
+    idle: HashMap<u32, Vec<FamilyHook>>,
+    /// The hook numbers ever left unlinked: a rule registered there during the trace may
+    /// drop a packet before the hook is linked (see [`Netfilter::partial_hooks`]).
+    ever_idle: BTreeSet<u32>,
 }
 
 const LINKS: &str = "BPF netfilter link";
@@ -50,7 +80,7 @@ impl Netfilter {
     /// Loads the netfilter programs against `ebpf`'s maps or, where the kernel has no such
     /// program type, attaches the trampolines. Never fails: an error is kept and reported for
     /// every namespace, and the other observation points carry on.
-    pub fn load(ebpf: &mut Ebpf) -> Netfilter {
+    pub fn load(ebpf: &mut Ebpf, hooks: NetfilterHooks) -> Netfilter {
         let programs: Result<Vec<_>, String> = catalogue::netfilter_programs()
             .links
             .into_iter()
@@ -69,43 +99,148 @@ impl Netfilter {
                 )),
             },
         };
+        // Only links are placed hook by hook; the trampolines see registered hooks only.
+        let (census, census_failed) = match (&mechanism, hooks) {
+            (Mechanism::Links(_), NetfilterHooks::Registered) => match Census::load(ebpf) {
+                Ok(census) => (Some(census), None),
+                Err(e) => (None, Some(e)),
+            },
+            _ => (None, None),
+        };
         Netfilter {
             mechanism,
             links: HashMap::new(),
+            census,
+            census_failed,
+            idle: HashMap::new(),
+            ever_idle: BTreeSet::new(),
         }
     }
 
-    /// Hooks both programs into every hook of `netns`: one attachment per (hook, family).
+    /// Why every hook is linked though only registered ones were asked for, if so.
+    pub fn census_failed(&self) -> Option<&str> {
+        self.census_failed.as_deref()
+    }
+
+    /// Hooks both programs into the hooks of `netns`: one attachment per (hook, family)
+    /// linked. With the census, a hook where nothing is registered is left for
+    /// [`Netfilter::link_new_registrations`].
     pub fn attach(&mut self, netns: &Netns) -> Vec<Attachment> {
+        // Counted before any link of ours is there.
+        let registered = self.registered(netns);
         let mut results = Vec::new();
         for hooknum in HOOKS {
             let hook = netfilter_hook(hooknum as u8).expect("hook numbers 0..=4");
             for (pf, family) in FAMILIES {
-                let result = match &self.mechanism {
-                    Mechanism::None(e) => Err(e.clone()),
-                    Mechanism::Trampolines => Ok(TRAMPOLINES),
-                    Mechanism::Links(programs) => {
-                        attach_both(netns, programs, pf, hooknum).map(|links| {
-                            self.links.entry(netns.inode).or_default().extend(links);
-                            LINKS
-                        })
-                    }
-                };
+                if registered.and_then(|r| r.any(pf, hooknum)) == Some(false) {
+                    self.idle
+                        .entry(netns.inode)
+                        .or_default()
+                        .push((pf, hooknum));
+                    self.ever_idle.insert(hooknum);
+                    continue;
+                }
+                let result = self.link(netns, pf, hooknum);
                 results.push(attachment(netns, hook, family, result));
             }
         }
         results
     }
 
+    /// What the census finds in `netns`; `None` without a census, or when it fails there
+    /// (then every hook is linked, and the failure kept for [`Netfilter::census_failed`]).
+    fn registered(&mut self, netns: &Netns) -> Option<Registered> {
+        match self.census.as_ref()?.take(netns) {
+            Ok(registered) => Some(registered),
+            Err(e) => {
+                self.census_failed = Some(format!("in {}: {e}", netns.display_name()));
+                None
+            }
+        }
+    }
+
+    fn link(&mut self, netns: &Netns, pf: u32, hooknum: u32) -> Result<&'static str, String> {
+        match &self.mechanism {
+            Mechanism::None(e) => Err(e.clone()),
+            Mechanism::Trampolines => Ok(TRAMPOLINES),
+            Mechanism::Links(programs) => attach_both(netns, programs, pf, hooknum).map(|links| {
+                self.links.entry(netns.inode).or_default().extend(links);
+                LINKS
+            }),
+        }
+    }
+
+    /// The hooks left unlinked, as (namespace inode, how many of the ten).
+    pub fn idle_hooks(&self) -> Vec<(u32, usize)> {
+        self.idle
+            .iter()
+            .map(|(ns, hooks)| (*ns, hooks.len()))
+            .collect()
+    }
+
+    /// Whether some hook waits for a registration (see [`Netfilter::link_new_registrations`]).
+    pub fn watches(&self) -> bool {
+        self.idle.values().any(|hooks| !hooks.is_empty())
+    }
+
+    /// Takes the census of every namespace with unlinked hooks again and links the hooks
+    /// where something was registered since: a line for each, to tell the user.
+    pub fn link_new_registrations(&mut self, namespaces: &[NetnsRef]) -> Vec<String> {
+        let mut said = Vec::new();
+        for reference in namespaces {
+            if self.idle.get(&reference.inode).is_none_or(Vec::is_empty) {
+                continue;
+            }
+            // Gone, or a failed census: the next round tries again.
+            let Some(netns) = reference.reopen() else {
+                continue;
+            };
+            let Some(registered) = self.registered(&netns) else {
+                continue;
+            };
+            let idle = self.idle.remove(&netns.inode).unwrap_or_default();
+            let (now, still): (Vec<_>, Vec<_>) = idle
+                .into_iter()
+                .partition(|(pf, hooknum)| registered.any(*pf, *hooknum) == Some(true));
+            self.idle.insert(netns.inode, still);
+            let (mut linked, mut failed) = (Vec::new(), Vec::new());
+            for (pf, hooknum) in now {
+                match self.link(&netns, pf, hooknum) {
+                    Ok(_) => linked.push(hook_name(pf, hooknum)),
+                    Err(e) => failed.push(format!("{}: {e}", hook_name(pf, hooknum))),
+                }
+            }
+            let ns = &reference.display_name;
+            if !linked.is_empty() {
+                said.push(format!(
+                    "netfilter: something registered in {ns}: linked at {}",
+                    linked.join(", ")
+                ));
+            }
+            if !failed.is_empty() {
+                said.push(format!(
+                    "warning: netfilter: something registered in {ns}, not linked: {}",
+                    failed.join("; ")
+                ));
+            }
+        }
+        said
+    }
+
     /// The hooks a packet may pass unseen: all of netfilter's unless links bracket them (the
-    /// trampolines see a hook only where some rule or conntrack is registered).
+    /// trampolines see a hook only where some rule or conntrack is registered); with the
+    /// census, those left unlinked at some time (a rule registered there between two
+    /// censuses drops unbracketed).
     pub fn partial_hooks(&self) -> Vec<String> {
-        match self.mechanism {
-            Mechanism::Links(_) => Vec::new(),
-            Mechanism::Trampolines | Mechanism::None(_) => HOOKS
+        let names = |hooks: &mut dyn Iterator<Item = u32>| {
+            hooks
                 .filter_map(|h| netfilter_hook(h as u8))
                 .map(|h| h.name().to_string())
-                .collect(),
+                .collect()
+        };
+        match self.mechanism {
+            Mechanism::Links(_) => names(&mut self.ever_idle.iter().copied()),
+            Mechanism::Trampolines | Mechanism::None(_) => names(&mut HOOKS.clone()),
         }
     }
 
@@ -118,16 +253,28 @@ impl Netfilter {
     /// hooks running on other CPUs, a grace period per link: the caller reads its events
     /// between two namespaces.
     pub fn detach_one_namespace(&mut self) -> bool {
+        self.idle.clear();
         match self.links.keys().next().copied() {
             Some(inode) => self.release(inode),
             None => false,
         }
     }
 
-    /// Detaches every hook in the namespace `inode`; whether it had any.
+    /// Detaches every hook in the namespace `inode` and stops watching it; whether it had any.
     pub fn release(&mut self, inode: u32) -> bool {
+        self.idle.remove(&inode);
         self.links.remove(&inode).is_some()
     }
+}
+
+/// "PREROUTING (IPv4)", as the user reads a hook of a family.
+fn hook_name(pf: u32, hooknum: u32) -> String {
+    let hook = netfilter_hook(hooknum as u8).map_or("?", |h| h.name());
+    let family = FAMILIES
+        .iter()
+        .find(|(p, _)| *p == pf)
+        .map_or("?", |(_, name)| *name);
+    format!("{hook} ({family})")
 }
 
 /// Links the first and the last program to one hook of one family inside `netns`.

@@ -200,18 +200,30 @@ pub(crate) fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
 }
 
+/// bpf(2) for a command that writes its results into `attr` (`BPF_PROG_TEST_RUN`).
+pub(crate) fn bpf_call_mut<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    sys_bpf(
+        cmd,
+        attr as *mut T as *mut libc::c_void,
+        std::mem::size_of::<T>(),
+    )
+}
+
 /// bpf(2) for a command that returns no descriptor (0 on success), or one that does.
 pub(crate) fn bpf_call<T>(cmd: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a live `repr(C)` prefix of `union bpf_attr` of the size passed; the
-    // pointers inside it outlive the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *const T,
-            std::mem::size_of::<T>() as u32,
-        )
-    };
+    // The commands called this way only read `attr`.
+    sys_bpf(
+        cmd,
+        attr as *const T as *mut libc::c_void,
+        std::mem::size_of::<T>(),
+    )
+}
+
+fn sys_bpf(cmd: libc::c_long, attr: *mut libc::c_void, size: usize) -> io::Result<libc::c_long> {
+    // SAFETY: the callers pass a live `repr(C)` prefix of `union bpf_attr` of `size` bytes,
+    // borrowed mutably where the command writes into it; the pointers inside it outlive the
+    // call.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size as u32) };
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }

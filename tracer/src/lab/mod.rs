@@ -11,7 +11,7 @@ mod scenario;
 pub mod topology;
 mod traffic;
 
-use crate::kernel::loader::TcMode;
+use crate::kernel::{loader::TcMode, netfilter::NetfilterHooks};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -64,6 +64,8 @@ fn trace_options(netns: &[String], filter: &str) -> Result<TraceOptions> {
         live: None,
         attach_only: false,
         skip_points: Vec::new(),
+        // A lab shows the whole path through netfilter, rules or not.
+        netfilter_hooks: NetfilterHooks::All,
     })
 }
 

@@ -26,7 +26,7 @@ use crate::{
     kernel::kernel_btf::KernelBtf,
     kernel::live_capture::{self, LiveCapture},
     kernel::loader::{self, Attachment, InterfacePrograms, TcMode},
-    kernel::netfilter::Netfilter,
+    kernel::netfilter::{Netfilter, NetfilterHooks},
     kernel::netns::{self, Netns, NetnsRef},
     kernel::rules,
     model::recording::{Recorder, Recording},
@@ -66,6 +66,8 @@ pub struct TraceOptions {
     /// Families of points left unattached (`--skip-points`, only with `attach_only`): what
     /// each adds to the floor, for the benchmark.
     pub skip_points: Vec<PointFamily>,
+    /// Which netfilter hooks get links (`--netfilter-hooks`).
+    pub netfilter_hooks: NetfilterHooks,
 }
 
 /// A family of observation points, as `--skip-points` names them.
@@ -186,7 +188,7 @@ impl Session {
             loader::attach_tracepoints(&mut ebpf, &btf)
         };
         let mut interface_programs = InterfacePrograms::load(&mut ebpf, options.xdp, options.tc);
-        let mut netfilter = Netfilter::load(&mut ebpf);
+        let mut netfilter = Netfilter::load(&mut ebpf, options.netfilter_hooks);
         let mut traced_ifaces: BpfHashMap<_, u64, u8> = BpfHashMap::try_from(
             ebpf.take_map(names::TRACED_IFACES)
                 .context("map TRACED_IFACES missing")?,
@@ -284,6 +286,48 @@ impl Session {
         })
     }
 
+    /// Says on stderr which netfilter hooks are left unlinked, and why.
+    fn report_idle_netfilter_hooks(&self) {
+        if let Some(why) = self.netfilter.census_failed() {
+            eprintln!(
+                "tracer: note: every netfilter hook is linked: which have something registered \
+                 cannot be known ({why})"
+            );
+        }
+        let idle = self.netfilter.idle_hooks();
+        if idle.is_empty() {
+            return;
+        }
+        let name = |inode: u32| {
+            self.namespaces
+                .iter()
+                .find(|ns| ns.inode == inode)
+                .map_or_else(|| format!("netns {inode}"), |ns| ns.display_name.clone())
+        };
+        let mut places: Vec<String> = idle
+            .iter()
+            .map(|(inode, n)| format!("{n} of 10 in {}", name(*inode)))
+            .collect();
+        places.sort();
+        if places.len() > 3 {
+            let hooks: usize = idle.iter().map(|(_, n)| n).sum();
+            places = vec![format!("{hooks} in {} namespaces", idle.len())];
+        }
+        eprintln!(
+            "tracer: note: netfilter hooks with nothing registered are not linked ({}): \
+             nothing there can drop or change a packet; each is linked when something \
+             registers there (--netfilter-hooks all links every hook)",
+            places.join(", ")
+        );
+    }
+
+    /// Links the netfilter hooks where something registered since the last look.
+    fn link_new_netfilter_registrations(&mut self) {
+        for line in self.netfilter.link_new_registrations(&self.namespaces) {
+            eprintln!("tracer: {line}");
+        }
+    }
+
     /// Reads events until `stop` completes, then drains what is left.
     pub async fn collect(&mut self, stop: impl Future<Output = ()>) -> Result<Traced> {
         let mut sightings = Vec::new();
@@ -298,6 +342,8 @@ impl Session {
         // The kernel wakes the reader only every so many records (see `RING_POLL`).
         let mut ring_poll = tokio::time::interval(RING_POLL);
         ring_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut census = tokio::time::interval(NETFILTER_CENSUS);
+        census.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
         crate::trace::fault::panic_point("tracing");
         loop {
@@ -325,6 +371,10 @@ impl Session {
                     false
                 }
                 _ = ring_poll.tick() => true,
+                _ = census.tick(), if self.netfilter.watches() => {
+                    self.link_new_netfilter_registrations();
+                    false
+                }
                 Some(snapshot) = self.rules.done(), if self.rules.reading() => {
                     if let Some(recorder) = self.recorder.as_mut() {
                         recorder.rules(&snapshot);
@@ -424,6 +474,11 @@ impl Session {
 /// at most this long.
 const RING_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// How often the namespaces with unlinked netfilter hooks are looked at again: a rule added
+/// during the trace runs unbracketed (its drops still seen by `kfree_skb`) for at most this
+/// long. A census is a thread entering the namespace and one program run.
+const NETFILTER_CENSUS: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Seconds between two [`give_back_free_memory`] while tracing.
 const TRIM_EVERY_TICKS: u64 = 10;
 
@@ -454,6 +509,7 @@ where
         // Loading parsed the kernel's BTF (tens of MB) and freed it.
         give_back_free_memory();
         crate::trace::attached::report_attachments(&session.attachments, session.xdp);
+        session.report_idle_netfilter_hooks();
         let stop = once_attached()?;
         session.collect(stop).await
     })

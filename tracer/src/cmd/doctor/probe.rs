@@ -8,7 +8,7 @@ use tracer_common::{catalogue::Mechanism, config::TraceConfig, hook::Hook};
 use crate::{
     kernel::kernel_btf::KernelBtf,
     kernel::loader::{self, Attachment, InterfacePrograms, TcMode},
-    kernel::netfilter::Netfilter,
+    kernel::netfilter::{Netfilter, NetfilterHooks},
     kernel::netns::Netns,
 };
 
@@ -26,7 +26,7 @@ pub fn attach_everything(btf: &KernelBtf) -> Result<Vec<Attachment>> {
     let mut attachments = Vec::new();
     let mut interfaces = InterfacePrograms::load(&mut ebpf, true, TcMode::Auto);
     attachments.extend(interfaces.attach(&mut ebpf, &netns, "lo"));
-    let mut netfilter = Netfilter::load(&mut ebpf);
+    let mut netfilter = Netfilter::load(&mut ebpf, NetfilterHooks::All);
     attachments.extend(netfilter.attach(&netns));
     attachments.extend(loader::attach_tracepoints(&mut ebpf, btf));
     // Released in order: the filters inside the namespace, then the links and programs.
