@@ -35,9 +35,10 @@ fn events_beyond_max_events_are_counted_and_reported() {
         .filter_map(|v| v.as_u64())
         .sum();
     assert_eq!(kept, 20, "exactly --max-events kept: {stats}");
-    // 5 requests and 5 replies cross about 16 points each.
+    // 5 requests and 5 replies cross about 10 points each (netfilter's LOCAL_IN, not its
+    // other hooks, where nothing is registered).
     let not_kept = stats["not_kept"].as_u64().expect("not_kept");
-    assert!(not_kept >= 100, "the rest counted: {stats}");
+    assert!(not_kept >= 60, "the rest counted: {stats}");
     assert!(
         report
             .stderr

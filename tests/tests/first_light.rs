@@ -44,7 +44,17 @@ fn every_hook_reports_pings_with_their_addresses() {
     require_privileges();
     let pair = Pair::create();
     let (a, b) = (pair.a.name.as_str(), pair.b.name.as_str());
-    let tracer = Tracer::start(&["--xdp", "-n", a, "-n", b, "icmp"]);
+    // Every netfilter hook too, though nothing is registered at most of them here.
+    let tracer = Tracer::start(&[
+        "--xdp",
+        "--netfilter-hooks",
+        "all",
+        "-n",
+        a,
+        "-n",
+        b,
+        "icmp",
+    ]);
     let out = ping(&pair);
     assert!(
         out.status.success(),

@@ -100,8 +100,8 @@ pub fn report_without_tunnels(
     l2: Option<L2>,
     l3_len: usize,
     detail: HookDetail,
-) {
-    report_with::<false>(site, packet, l2, l3_len, detail);
+) -> bool {
+    report_with::<false>(site, packet, l2, l3_len, detail)
 }
 
 #[inline(always)]

@@ -134,13 +134,21 @@ pub fn left_alone_route(ipv4: u64) -> bool {
     was != 0 && (was == ipv4 || was == ipv4.rotate_left(32))
 }
 
-/// Forgets the packet left alone: another packet's receive begins on this CPU (`netif_receive`),
-/// and a route lookup from here on (an ARP request's, say) is not that packet's.
+/// Forgets the packet left alone: a rule made it one the trace wants.
 #[inline(always)]
 pub fn forget_left_alone_route() {
+    remember_left_alone_route(None);
+}
+
+/// Notes the addresses of a packet `netif_receive` left alone (`None`: it reported the packet,
+/// or it was no IPv4 packet): its receive begins on this CPU, and a route lookup from here on
+/// is that packet's, judged so where no PREROUTING link judges it again (an ARP request's is
+/// not an earlier packet's).
+#[inline(always)]
+pub fn remember_left_alone_route(ipv4: Option<u64>) {
     if let Some(entry) = NF_SETTLED.get_ptr_mut(0) {
         // SAFETY: as in `remember_settled`.
-        unsafe { (*entry).ipv4 = 0 };
+        unsafe { (*entry).ipv4 = ipv4.unwrap_or(0) };
     }
 }
 

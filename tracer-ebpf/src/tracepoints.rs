@@ -6,7 +6,7 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{
     event::{kind, HookDetail, PacketSummary},
     hook::{tcp_event, Hook, Position},
-    parse::{parse_l2, untag_outer, ETH_HLEN, L2_LEN},
+    parse::{parse_l2, untag_outer, ETH_HLEN, ETH_P_IP, L2_LEN},
 };
 
 use crate::{
@@ -18,7 +18,7 @@ use crate::{
         Netns, SkbInfo, Typed,
     },
     maps::{config, inert, offset},
-    netfilter::{forget_left_alone_route, ipv4_pair, left_alone_route},
+    netfilter::{ipv4_pair, left_alone_route, remember_left_alone_route},
 };
 
 /// `net:netif_receive_skb(struct sk_buff *skb)`: the receive tap-side witness.
@@ -27,14 +27,16 @@ pub fn tracer_netif_receive(ctx: BtfTracePointContext) -> i32 {
     if inert() {
         return 0;
     }
-    forget_left_alone_route();
-    observe_skb(
+    // A route lookup from here on is this packet's (an ARP request's, say, is not an earlier
+    // packet's): where PREROUTING has no link, it is judged by this program's verdict.
+    let left_alone = observe_skb(
         ctx.arg(0),
         Hook::NetifReceive,
         Position::Only,
         kind::SIGHTING,
         HookDetail::default(),
     );
+    remember_left_alone_route(left_alone);
     0
 }
 
@@ -295,8 +297,9 @@ pub fn tracer_icmp_send(ctx: BtfTracePointContext) -> i32 {
 /// so a failed lookup (no next hop) is reported only when namespaces are not filtered.
 ///
 /// A received packet's lookup (unconnected sockets, forwarding) has no protocol or ports, and
-/// the filter cannot judge it; it runs just after the packet's PREROUTING hook on this CPU, so
-/// where netfilter's first program left a packet with these addresses alone, so is this.
+/// the filter cannot judge it; it runs just after the packet's receive and PREROUTING hook on
+/// this CPU, so where `netif_receive`, or netfilter's first program at PREROUTING where that
+/// is linked, left a packet with these addresses alone, so is this.
 #[btf_tracepoint(function = "fib_table_lookup")]
 pub fn tracer_fib_lookup(ctx: BtfTracePointContext) -> i32 {
     if inert() {
@@ -318,7 +321,7 @@ pub fn tracer_fib_lookup(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let mut packet = PacketSummary {
-        l3_proto: tracer_common::parse::ETH_P_IP,
+        l3_proto: ETH_P_IP,
         l4_proto,
         sport: u16::from_be(read::<u16>(flp, offset!(fl4_sport)).unwrap_or(0)),
         dport: u16::from_be(read::<u16>(flp, offset!(fl4_dport)).unwrap_or(0)),
@@ -344,12 +347,20 @@ pub fn tracer_fib_lookup(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Reports the skb at `hook` if the trace wants it; the IPv4 addresses ([`ipv4_pair`]) of an
+/// IPv4 packet of a traced namespace that it left alone, for that packet's route lookup.
 #[inline(always)]
-fn observe_skb(skb: u64, hook: Hook, position: Position, event_kind: u8, detail: HookDetail) {
+fn observe_skb(
+    skb: u64,
+    hook: Hook,
+    position: Position,
+    event_kind: u8,
+    detail: HookDetail,
+) -> Option<u64> {
     let info = skb_info(skb);
     let (ifindex, netns) = skb_identity(skb, &info);
     if !netns_traced(netns) {
-        return;
+        return None;
     }
     let mut packet = PacketSummary::default();
     // Unix and netlink sockets read and free their skbs through the same functions; those
@@ -380,15 +391,18 @@ fn observe_skb(skb: u64, hook: Hook, position: Position, event_kind: u8, detail:
         bytes: &eth,
         len: l2_len,
     });
-    if hook == Hook::NetifReceive {
-        report_without_tunnels(&site, &packet, l2, l3_len, detail);
+    let reported = if hook == Hook::NetifReceive {
+        report_without_tunnels(&site, &packet, l2, l3_len, detail)
     } else {
-        report(&site, &packet, l2, l3_len, detail);
-    }
+        report(&site, &packet, l2, l3_len, detail)
+    };
     if event_kind != kind::SIGHTING {
         // Freed: stop following it (only skbs of traced namespaces can be followed).
         forget(skb);
     }
+    let (s, d) = (&packet.saddr, &packet.daddr);
+    (!reported && packet.l3_proto == ETH_P_IP)
+        .then(|| ipv4_pair([s[0], s[1], s[2], s[3]], [d[0], d[1], d[2], d[3]]))
 }
 
 /// The link-layer header of a received skb as the taps will see it, for the Ethernet filter

@@ -106,12 +106,13 @@ pub struct TraceArgs {
     /// without them would be misread.
     #[arg(long, value_enum, hide = true, requires = "attach_only")]
     pub skip_points: Vec<PointFamily>,
-    /// Which netfilter hooks get the tracer's links: `registered`, those where something is
-    /// registered (a rule's chain, conntrack, another program), found at the start and every
-    /// tenth of a second after (a hook with nothing registered cannot drop or change a packet,
-    /// and a link there makes the kernel run netfilter for every packet); or `all`, the whole
-    /// path through netfilter, as labs show it.
-    #[arg(long, value_enum, default_value_t = NetfilterHooks::Registered)]
+    /// Which netfilter hooks get the tracer's links: `needed`, LOCAL_IN and FORWARD (which
+    /// tell a delivered or forwarded packet) everywhere and the others where something is
+    /// registered (a rule's chain, conntrack, another program), looked for at the start and
+    /// every tenth of a second after (a hook with nothing registered cannot drop or change a
+    /// packet, and a link there makes the kernel run netfilter for every packet); or `all`,
+    /// the whole path through netfilter, as labs show it.
+    #[arg(long, value_enum, default_value_t = NetfilterHooks::Needed)]
     pub netfilter_hooks: NetfilterHooks,
     /// Size of the kernel-to-user ring buffer in KiB (a power of two).
     #[arg(long, default_value_t = 4096)]

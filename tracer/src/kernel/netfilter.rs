@@ -3,7 +3,8 @@
 //!
 //! Mechanisms, the first this kernel accepts (tried, not guessed from its version):
 //! - BPF netfilter links (6.4+), per namespace, at the first and last priority; by default
-//!   only at the hooks where something is registered ([`NetfilterHooks`]);
+//!   by default PREROUTING, LOCAL_OUT and POSTROUTING only where something is registered
+//!   ([`NetfilterHooks`]);
 //! - fentry and fexit programs on `nf_hook_slow` (BPF trampolines, 5.5+, refused by locked-down
 //!   kernels): global, they see every hook that has rules, before and after all of them;
 //! - none: a rule's drop is still seen by `kfree_skb` (reason NETFILTER_DROP), but not at
@@ -34,11 +35,13 @@ use crate::{
 /// Which netfilter hooks get the tracer's links (`--netfilter-hooks`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum NetfilterHooks {
-    /// Only hooks where something is registered (a rule's chain, conntrack, another program),
-    /// found when the trace starts and every tenth of a second after. A hook with nothing
-    /// registered is skipped by the kernel: nothing there can drop or change a packet, and a
-    /// link would make the kernel run netfilter there for every packet.
-    Registered,
+    /// LOCAL_IN and FORWARD everywhere: passing them is what says a packet was handed to the
+    /// local stack or forwarded. PREROUTING, LOCAL_OUT and POSTROUTING only where something is
+    /// registered (a rule's chain, conntrack, another program), found when the trace starts
+    /// and every tenth of a second after: a hook with nothing registered is skipped by the
+    /// kernel, nothing there can drop or change a packet, and a link would make the kernel
+    /// run netfilter there for every packet.
+    Needed,
     /// Every hook, as labs do: the path through netfilter shown whole, at a cost to every
     /// packet of the namespace.
     All,
@@ -64,7 +67,7 @@ pub struct Netfilter {
     links: HashMap<u32, Vec<OwnedFd>>,
     /// Finds the hooks where something is registered; `None` links every hook.
     census: Option<Census>,
-    /// Why every hook is linked though `--netfilter-hooks registered` asked otherwise.
+    /// Why every hook is linked though `--netfilter-hooks needed` asked otherwise.
     census_failed: Option<String>,
     /// Hooks left unlinked because nothing was registered there, by namespace inode.
     idle: HashMap<u32, Vec<FamilyHook>>,
@@ -74,6 +77,12 @@ pub struct Netfilter {
 }
 
 const LINKS: &str = "BPF netfilter link";
+
+/// The hooks linked only where something is registered, with `--netfilter-hooks needed`:
+/// PREROUTING, LOCAL_OUT and POSTROUTING. LOCAL_IN and FORWARD are always linked: a packet
+/// passing them is how a journey knows it was delivered or forwarded (a pure ACK, say, is
+/// seen by nothing else after tc ingress).
+pub const SKIPPABLE: [u32; 3] = [0, 3, 4];
 const TRAMPOLINES: &str = "fentry/fexit on nf_hook_slow";
 
 impl Netfilter {
@@ -101,7 +110,7 @@ impl Netfilter {
         };
         // Only links are placed hook by hook; the trampolines see registered hooks only.
         let (census, census_failed) = match (&mechanism, hooks) {
-            (Mechanism::Links(_), NetfilterHooks::Registered) => match Census::load(ebpf) {
+            (Mechanism::Links(_), NetfilterHooks::Needed) => match Census::load(ebpf) {
                 Ok(census) => (Some(census), None),
                 Err(e) => (None, Some(e)),
             },
@@ -117,14 +126,14 @@ impl Netfilter {
         }
     }
 
-    /// Why every hook is linked though only registered ones were asked for, if so.
+    /// Why every hook is linked though only those needed were asked for, if so.
     pub fn census_failed(&self) -> Option<&str> {
         self.census_failed.as_deref()
     }
 
     /// Hooks both programs into the hooks of `netns`: one attachment per (hook, family)
-    /// linked. With the census, a hook where nothing is registered is left for
-    /// [`Netfilter::link_new_registrations`].
+    /// linked. With the census, a hook that may be left out ([`SKIPPABLE`]) where nothing is
+    /// registered is left for [`Netfilter::link_new_registrations`].
     pub fn attach(&mut self, netns: &Netns) -> Vec<Attachment> {
         // Counted before any link of ours is there.
         let registered = self.registered(netns);
@@ -132,7 +141,8 @@ impl Netfilter {
         for hooknum in HOOKS {
             let hook = netfilter_hook(hooknum as u8).expect("hook numbers 0..=4");
             for (pf, family) in FAMILIES {
-                if registered.and_then(|r| r.any(pf, hooknum)) == Some(false) {
+                let skippable = SKIPPABLE.contains(&hooknum);
+                if skippable && registered.and_then(|r| r.any(pf, hooknum)) == Some(false) {
                     self.idle
                         .entry(netns.inode)
                         .or_default()

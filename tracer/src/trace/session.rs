@@ -306,7 +306,7 @@ impl Session {
         };
         let mut places: Vec<String> = idle
             .iter()
-            .map(|(inode, n)| format!("{n} of 10 in {}", name(*inode)))
+            .map(|(inode, n)| format!("{n} of {SKIPPABLE_HOOKS} in {}", name(*inode)))
             .collect();
         places.sort();
         if places.len() > 3 {
@@ -314,9 +314,10 @@ impl Session {
             places = vec![format!("{hooks} in {} namespaces", idle.len())];
         }
         eprintln!(
-            "tracer: note: netfilter hooks with nothing registered are not linked ({}): \
-             nothing there can drop or change a packet; each is linked when something \
-             registers there (--netfilter-hooks all links every hook)",
+            "tracer: note: netfilter's PREROUTING, LOCAL_OUT and POSTROUTING are not linked \
+             where nothing is registered ({}): nothing there can drop or change a packet; \
+             each is linked when something registers there (--netfilter-hooks all links \
+             every hook)",
             places.join(", ")
         );
     }
@@ -473,6 +474,9 @@ impl Session {
 /// and costs the packet that triggers it a few microseconds), so a trickle of events waits
 /// at most this long.
 const RING_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The hooks of both families that `--netfilter-hooks needed` may leave unlinked.
+const SKIPPABLE_HOOKS: usize = crate::kernel::netfilter::SKIPPABLE.len() * 2;
 
 /// How often the namespaces with unlinked netfilter hooks are looked at again: a rule added
 /// during the trace runs unbracketed (its drops still seen by `kfree_skb`) for at most this
