@@ -46,7 +46,9 @@ pub struct BenchArgs {
     #[arg(long)]
     against: Option<std::path::PathBuf>,
     /// In the datapath, the floor (the points with programs returning at once) also without
-    /// each family of points in turn (netfilter's, tc's, the tracepoints): what each costs.
+    /// each family of points in turn (netfilter's, tc's, the tracepoints): what each costs;
+    /// and the floor and a filter matching nothing with every netfilter hook linked
+    /// (`--netfilter-hooks all`, as labs trace): what linking only those needed saves.
     #[arg(long)]
     floor_parts: bool,
 }

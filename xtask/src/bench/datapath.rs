@@ -56,15 +56,20 @@ impl Workload {
     }
 
     /// The observers of this workload; with `floor_parts`, the floor once without each family
-    /// of points too.
+    /// of points too, and the floor and a filter matching nothing with every netfilter hook
+    /// linked.
     fn observers(self, floor_parts: bool) -> Vec<Observer> {
         let without = PointFamily::ALL.map(Observer::TracerAttachOnlyWithout);
         let mut all = vec![Observer::Baseline, Observer::TracerAttachOnly];
         if floor_parts {
             all.extend(without);
+            all.push(Observer::TracerAttachOnlyEveryNetfilterHook);
+        }
+        all.push(Observer::TracerNothing);
+        if floor_parts {
+            all.push(Observer::TracerNothingEveryNetfilterHook);
         }
         all.extend([
-            Observer::TracerNothing,
             Observer::TracerFlow,
             Observer::TcpdumpFull,
             Observer::TcpdumpHeaders,

@@ -21,8 +21,13 @@ pub enum Observer {
     /// The same with one family of points left unattached (`--floor-parts`): what that
     /// family adds to the floor, by difference.
     TracerAttachOnlyWithout(PointFamily),
+    /// The floor with every netfilter hook linked (`--netfilter-hooks all`, as labs trace;
+    /// `--floor-parts`): what linking only the hooks a trace needs saves, by difference.
+    TracerAttachOnlyEveryNetfilterHook,
     /// The tracer on both namespaces with a filter no packet matches.
     TracerNothing,
+    /// The same with every netfilter hook linked (`--floor-parts`).
+    TracerNothingEveryNetfilterHook,
     /// The tracer following every packet of the flow at every default point.
     TracerFlow,
     /// The same with `--xdp`.
@@ -43,7 +48,13 @@ impl Observer {
                 PointFamily::Tc => "the same without tc's points",
                 PointFamily::Tracepoints => "the same without the tracepoints",
             },
+            Observer::TracerAttachOnlyEveryNetfilterHook => {
+                "the same with every netfilter hook linked (as labs)"
+            }
             Observer::TracerNothing => "tracer, filter matching nothing",
+            Observer::TracerNothingEveryNetfilterHook => {
+                "tracer, filter matching nothing, every netfilter hook linked"
+            }
             Observer::TracerFlow => "tracer, following the flow",
             Observer::TracerFlowXdp => "tracer --xdp, following the flow",
             Observer::TcpdumpFull => "tcpdump -w (full snaplen)",
@@ -123,13 +134,16 @@ pub fn start_on(
         }
         Observer::TracerAttachOnly
         | Observer::TracerAttachOnlyWithout(_)
+        | Observer::TracerAttachOnlyEveryNetfilterHook
         | Observer::TracerNothing
+        | Observer::TracerNothingEveryNetfilterHook
         | Observer::TracerFlow
         | Observer::TracerFlowXdp => {
-            let filter = if observer == Observer::TracerNothing {
-                "host 192.0.2.1"
-            } else {
-                flow_filter
+            let filter = match observer {
+                Observer::TracerNothing | Observer::TracerNothingEveryNetfilterHook => {
+                    "host 192.0.2.1"
+                }
+                _ => flow_filter,
             };
             let mut cmd = match cpu {
                 Some(cpu) => {
@@ -155,6 +169,12 @@ pub fn start_on(
                 }
                 Observer::TracerAttachOnlyWithout(family) => {
                     cmd.args(["--attach-only", "--skip-points", family.arg()]);
+                }
+                Observer::TracerAttachOnlyEveryNetfilterHook => {
+                    cmd.args(["--attach-only", "--netfilter-hooks", "all"]);
+                }
+                Observer::TracerNothingEveryNetfilterHook => {
+                    cmd.args(["--netfilter-hooks", "all"]);
                 }
                 _ => {}
             }
