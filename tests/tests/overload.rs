@@ -10,14 +10,13 @@ use tests::{path, require_privileges, run, schema::check_json, tracer_bin, Pair,
 use tests::{ADDR_A, ADDR_B};
 
 const DATAGRAMS: usize = 3000;
+const BURSTS: usize = 10;
 
 /// Every point a datagram from a to b crosses up to LOCAL_IN: a journey not marked incomplete
-/// must show them all (a datagram may die later, in a full receive queue).
-const FULL_PATH: [&str; 14] = [
-    "nf_local_out first",
-    "nf_local_out last",
-    "nf_postrouting first",
-    "nf_postrouting last",
+/// must show them all (a datagram may die later, in a full receive queue). Netfilter's
+/// LOCAL_IN only: nothing is registered at its other hooks here, which the tracer leaves
+/// unlinked (`--netfilter-hooks needed`).
+const FULL_PATH: [&str; 8] = [
     "tc_egress first",
     "tc_egress last",
     "dev_xmit first",
@@ -25,8 +24,6 @@ const FULL_PATH: [&str; 14] = [
     "netif_receive",
     "tc_ingress first",
     "tc_ingress last",
-    "nf_prerouting first",
-    "nf_prerouting last",
     "nf_local_in first",
 ];
 
@@ -66,12 +63,22 @@ fn a_flood_through_a_tiny_ring_is_reported_lost_and_incomplete() {
         got
     });
     std::thread::sleep(Duration::from_millis(200));
+    // In bursts, each longer than the ring can hold, with a pause after each in which the
+    // tracer reads the ring empty (it reads every 20 ms): the next burst's first events say
+    // how many were lost before them, inside journeys the loss cut. One burst alone could be
+    // lost whole after the first few datagrams, then no event would follow the loss.
     pair.a.enter(|| {
         let socket = UdpSocket::bind(format!("{ADDR_A}:7051")).unwrap();
-        for i in 0..DATAGRAMS {
-            socket
-                .send_to(&(i as u32).to_be_bytes(), format!("{ADDR_B}:7050"))
-                .unwrap();
+        for burst in (0..DATAGRAMS)
+            .collect::<Vec<_>>()
+            .chunks(DATAGRAMS / BURSTS)
+        {
+            for i in burst {
+                socket
+                    .send_to(&(*i as u32).to_be_bytes(), format!("{ADDR_B}:7050"))
+                    .unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     });
     let received = receiver.join().unwrap();

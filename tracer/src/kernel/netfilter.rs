@@ -3,7 +3,7 @@
 //!
 //! Mechanisms, the first this kernel accepts (tried, not guessed from its version):
 //! - BPF netfilter links (6.4+), per namespace, at the first and last priority; by default
-//!   by default PREROUTING, LOCAL_OUT and POSTROUTING only where something is registered
+//!   PREROUTING, LOCAL_OUT and POSTROUTING only where something is registered
 //!   ([`NetfilterHooks`]);
 //! - fentry and fexit programs on `nf_hook_slow` (BPF trampolines, 5.5+, refused by locked-down
 //!   kernels): global, they see every hook that has rules, before and after all of them;
@@ -77,13 +77,13 @@ pub struct Netfilter {
 }
 
 const LINKS: &str = "BPF netfilter link";
+const TRAMPOLINES: &str = "fentry/fexit on nf_hook_slow";
 
 /// The hooks linked only where something is registered, with `--netfilter-hooks needed`:
 /// PREROUTING, LOCAL_OUT and POSTROUTING. LOCAL_IN and FORWARD are always linked: a packet
 /// passing them is how a journey knows it was delivered or forwarded (a pure ACK, say, is
 /// seen by nothing else after tc ingress).
 pub const SKIPPABLE: [u32; 3] = [0, 3, 4];
-const TRAMPOLINES: &str = "fentry/fexit on nf_hook_slow";
 
 impl Netfilter {
     /// Loads the netfilter programs against `ebpf`'s maps or, where the kernel has no such
