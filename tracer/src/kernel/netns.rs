@@ -164,6 +164,25 @@ impl Netns {
         })
     }
 
+    /// The namespaces a trace's `-n` specs name, each once: none means our own, `all` every
+    /// one ([`Netns::all`]).
+    pub fn open_specs(specs: &[String]) -> Result<Vec<Netns>, NetnsError> {
+        if specs.is_empty() {
+            return Ok(vec![Netns::open(".")?]);
+        }
+        if specs.iter().any(|s| s == "all") {
+            return Netns::all();
+        }
+        let mut out: Vec<Netns> = Vec::new();
+        for spec in specs {
+            let ns = Netns::open(spec)?;
+            if !out.iter().any(|n| n.inode == ns.inode) {
+                out.push(ns);
+            }
+        }
+        Ok(out)
+    }
+
     /// Every named namespace and our own.
     pub fn all() -> Result<Vec<Netns>, NetnsError> {
         let mut all = vec![Netns::open(".")?];

@@ -138,7 +138,7 @@ const COUNT_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 impl Session {
     /// Loads and attaches everything. Must run inside a tokio runtime.
     pub fn start(options: &TraceOptions) -> Result<Session> {
-        let namespaces = open_namespaces(&options.netns)?;
+        let namespaces = Netns::open_specs(&options.netns)?;
         let btf = KernelBtf::load()?;
         let offsets = btf.offsets()?;
         let filter = options.filter.as_ref();
@@ -284,49 +284,6 @@ impl Session {
             keeps_events: options.live.is_none() || options.count.is_some(),
             recorder: None,
         })
-    }
-
-    /// Says on stderr which netfilter hooks are left unlinked, and why.
-    fn report_idle_netfilter_hooks(&self) {
-        if let Some(why) = self.netfilter.census_failed() {
-            eprintln!(
-                "tracer: note: every netfilter hook is linked: which have something registered \
-                 cannot be known ({why})"
-            );
-        }
-        let idle = self.netfilter.idle_hooks();
-        if idle.is_empty() {
-            return;
-        }
-        let name = |inode: u32| {
-            self.namespaces
-                .iter()
-                .find(|ns| ns.inode == inode)
-                .map_or_else(|| format!("netns {inode}"), |ns| ns.display_name.clone())
-        };
-        let mut places: Vec<String> = idle
-            .iter()
-            .map(|(inode, n)| format!("{n} of {SKIPPABLE_HOOKS} in {}", name(*inode)))
-            .collect();
-        places.sort();
-        if places.len() > 3 {
-            let hooks: usize = idle.iter().map(|(_, n)| n).sum();
-            places = vec![format!("{hooks} in {} namespaces", idle.len())];
-        }
-        eprintln!(
-            "tracer: note: netfilter's PREROUTING, LOCAL_OUT and POSTROUTING are not linked \
-             where nothing is registered ({}): nothing there can drop or change a packet; \
-             each is linked when something registers there (--netfilter-hooks all links \
-             every hook)",
-            places.join(", ")
-        );
-    }
-
-    /// Links the netfilter hooks where something registered since the last look.
-    fn link_new_netfilter_registrations(&mut self) {
-        for line in self.netfilter.link_new_registrations(&self.namespaces) {
-            eprintln!("tracer: {line}");
-        }
     }
 
     /// Reads events until `stop` completes, then drains what is left.
@@ -475,9 +432,6 @@ impl Session {
 /// at most this long.
 const RING_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// The hooks of both families that `--netfilter-hooks needed` may leave unlinked.
-const SKIPPABLE_HOOKS: usize = crate::kernel::netfilter::SKIPPABLE.len() * 2;
-
 /// How often the namespaces with unlinked netfilter hooks are looked at again: a rule added
 /// during the trace runs unbracketed (its drops still seen by `kfree_skb`) for at most this
 /// long. A census is a thread entering the namespace and one program run.
@@ -522,6 +476,7 @@ where
 mod context;
 mod count;
 mod event_ring;
+mod netfilter_notes;
 mod ring;
 mod rules_watch;
 mod stop;
@@ -530,20 +485,3 @@ use count::PacketCount;
 
 #[cfg(test)]
 mod fuzz;
-
-fn open_namespaces(specs: &[String]) -> Result<Vec<Netns>> {
-    if specs.is_empty() {
-        return Ok(vec![Netns::open(".")?]);
-    }
-    if specs.iter().any(|s| s == "all") {
-        return Ok(Netns::all()?);
-    }
-    let mut out: Vec<Netns> = Vec::new();
-    for spec in specs {
-        let ns = Netns::open(spec)?;
-        if !out.iter().any(|n| n.inode == ns.inode) {
-            out.push(ns);
-        }
-    }
-    Ok(out)
-}
