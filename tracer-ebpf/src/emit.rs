@@ -12,7 +12,7 @@ use tracer_common::{
 };
 
 use crate::{
-    filter,
+    filter, judged,
     kernel::Netns,
     maps::{config, FOLLOWED, FOLLOWING, INNER_SCRATCH, TRACED_IFACES, TRACED_NETNS, TUNNELS},
     ring::emit,
@@ -123,6 +123,15 @@ fn report_with<const TUNNELS_TOO: bool>(
     let wanted = wanted::<TUNNELS_TOO>(site, packet, l2, l3_len);
     if wanted {
         emit::<TUNNELS_TOO>(site, packet, detail);
+    }
+    if site.skb != 0 {
+        // A rejection the next point may take as its own: a sighting judged by its headers,
+        // tunnels looked into (or none possible). Anything else only overwrites the slot.
+        let rejected = !wanted
+            && site.kind == kind::SIGHTING
+            && !knows_no_headers(site, packet)
+            && (TUNNELS_TOO || !may_be_tunnel(packet));
+        judged::note(site.hook, site.skb, site.ifindex, packet.pkt_len, rejected);
     }
     wanted
 }

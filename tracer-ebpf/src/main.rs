@@ -11,6 +11,7 @@
 
 mod emit;
 mod filter;
+mod judged;
 mod kernel;
 mod maps;
 mod netfilter;

@@ -162,6 +162,23 @@ pub struct TcSettled {
     pub _pad: u32,
 }
 
+/// The last judgement of an skb a point made on this CPU (see `judged`).
+#[map]
+pub static JUDGED: PerCpuArray<Judged> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Judged {
+    pub skb: u64,
+    /// `skb->len` without the Ethernet header where the point counts it (`judged::l3_len`).
+    pub l3_len: u32,
+    pub ifindex: u32,
+    /// The point that judged it (`Hook`).
+    pub hook: u16,
+    /// 1 where the trace left the packet alone.
+    pub rejected: u16,
+}
+
 // SAFETY: the view's addresses are plain numbers to the programs (read only through
 // `bpf_probe_read_kernel`), and each CPU has its own copy of the map's values.
 unsafe impl Sync for FilterRun {}

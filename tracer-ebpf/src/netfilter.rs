@@ -28,6 +28,7 @@ use tracer_common::{
 
 use crate::{
     emit::{netns_traced, report, Site, Source},
+    judged,
     kernel::{dev_ifindex, field, skb_info, skb_summary, Netns, Typed},
     maps::{inert, offset, NF_SETTLED},
 };
@@ -51,9 +52,33 @@ pub fn tracer_nf_first(ctx: *mut c_void) -> i32 {
     // a rule deleted in the microseconds since `nf_hook_slow` took its entries for this pass
     // could still run, and would fall between points said to be one.
     let alone = hook_functions(state) == Some(2);
+    if rejected_at_tc_ingress(state, skb) {
+        // The packet of a route lookup from here on was noted by `netif_receive`: this one.
+        remember_pass(state, skb, alone);
+        return NF_ACCEPT;
+    }
     let seen = observe_state(state, skb, Position::First, alone, Reach::TracedNetns);
-    remember_settled(state, skb, alone, (!seen.reported).then_some(seen.ipv4));
+    remember_pass(state, skb, alone);
+    remember_left_alone_route((!seen.reported).then_some(seen.ipv4));
     NF_ACCEPT
+}
+
+/// Whether tc ingress (or PREROUTING's last look, for LOCAL_IN) left this received packet
+/// alone just before on this CPU (see `judged`): the IP receive between them changes nothing
+/// the filter reads, and a packet reassembled from fragments has another length.
+#[inline(always)]
+fn rejected_at_tc_ingress(state: u64, skb: u64) -> bool {
+    let (hook, after) = match field::<u8>(state, offset!(nf_state_hook)).and_then(netfilter_hook) {
+        Some(Hook::NfPrerouting) => (Hook::NfPrerouting, judged::hooks(&[Hook::TcIngress])),
+        Some(Hook::NfLocalIn) => (
+            Hook::NfLocalIn,
+            judged::hooks(&[Hook::TcIngress, Hook::NfPrerouting]),
+        ),
+        _ => return false,
+    };
+    let ifindex = dev_ifindex::<Typed>(field::<u64>(state, offset!(nf_state_in)).unwrap_or(0));
+    let len = field::<u32>(skb, offset!(skb_len)).unwrap_or(0);
+    judged::rejected_just_now(after, hook, skb, ifindex, len)
 }
 
 #[unsafe(no_mangle)]
@@ -87,13 +112,12 @@ fn context(ctx: *mut c_void) -> (u64, u64) {
 }
 
 /// Notes on this CPU the pass of `skb` through a hook (`state`: `nf_hook_state` is built once
-/// per packet and hook, and all the hook's functions get it): whether the first program
-/// settled it for the last one (`alone`: nothing sits between them), and whether it left the
-/// packet alone (`Some` of its IPv4 addresses then, for the route lookup that may follow). The
-/// last program of the hook runs next for it on this CPU unless something between them takes
-/// the packet, or another packet's hook interrupts, which overwrites the slot.
+/// per packet and hook, and all the hook's functions get it) and whether the first program
+/// settled it for the last one (`alone`: nothing sits between them). The last program of the
+/// hook runs next for it on this CPU unless something between them takes the packet, or
+/// another packet's hook interrupts, which overwrites the slot.
 #[inline(always)]
-fn remember_settled(state: u64, skb: u64, alone: bool, left_alone: Option<u64>) {
+fn remember_pass(state: u64, skb: u64, alone: bool) {
     let Some(entry) = NF_SETTLED.get_ptr_mut(0) else {
         return;
     };
@@ -103,7 +127,6 @@ fn remember_settled(state: u64, skb: u64, alone: bool, left_alone: Option<u64>) 
     unsafe {
         (*entry).skb = skb;
         (*entry).state = if alone { state } else { 0 };
-        (*entry).ipv4 = left_alone.unwrap_or(0);
     }
 }
 
@@ -114,7 +137,7 @@ fn settled_just_now(state: u64, skb: u64) -> bool {
     let Some(entry) = NF_SETTLED.get_ptr(0) else {
         return false;
     };
-    // SAFETY: as in `remember_settled`; two integers are read.
+    // SAFETY: as in `remember_pass`; two integers are read.
     let (was_skb, was_state) = unsafe { ((*entry).skb, (*entry).state) };
     was_skb == skb && was_state != 0 && was_state == state
 }
@@ -129,7 +152,7 @@ pub fn left_alone_route(ipv4: u64) -> bool {
     let Some(entry) = NF_SETTLED.get_ptr(0) else {
         return false;
     };
-    // SAFETY: as in `remember_settled`; an integer is read.
+    // SAFETY: as in `remember_pass`; an integer is read.
     let was = unsafe { (*entry).ipv4 };
     was != 0 && (was == ipv4 || was == ipv4.rotate_left(32))
 }
@@ -147,7 +170,7 @@ pub fn forget_left_alone_route() {
 #[inline(always)]
 pub fn remember_left_alone_route(ipv4: Option<u64>) {
     if let Some(entry) = NF_SETTLED.get_ptr_mut(0) {
-        // SAFETY: as in `remember_settled`.
+        // SAFETY: as in `remember_pass`.
         unsafe { (*entry).ipv4 = ipv4.unwrap_or(0) };
     }
 }
@@ -196,7 +219,8 @@ pub fn tracer_nf_hook_entry(ctx: FEntryContext) -> i32 {
     let (state, skb) = (ctx.arg(1), ctx.arg(0));
     // The exit program below sees the packet after every hook function: never implied.
     let seen = observe_state(state, skb, Position::First, false, Reach::EveryNetns);
-    remember_settled(state, skb, false, (!seen.reported).then_some(seen.ipv4));
+    remember_pass(state, skb, false);
+    remember_left_alone_route((!seen.reported).then_some(seen.ipv4));
     0
 }
 

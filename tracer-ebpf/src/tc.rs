@@ -14,6 +14,7 @@ use tracer_common::{
 
 use crate::{
     emit::{report, L2Bytes, Site, Source, L2},
+    judged,
     kernel::{scratch, skb_load, Netns},
     maps::{inert, TC_ALONE, TC_SETTLED},
 };
@@ -65,12 +66,32 @@ fn first(ctx: &TcContext, hook: Hook) {
     // sends nothing, and this one's event says so (a packet this one left alone, the filter
     // would leave alone again; as netfilter's programs do, see `netfilter`).
     let alone = tc_alone(ctx, hook);
+    remember_settled(skb, hook, alone);
+    if hook == Hook::TcIngress && rejected_by_netif_receive(ctx) {
+        return;
+    }
     let detail = HookDetail {
         verdict: if alone { LAST_IMPLIED } else { 0 },
         ..HookDetail::default()
     };
     observe(ctx, hook, Position::First, detail);
-    remember_settled(skb, hook, alone);
+}
+
+/// Whether `netif_receive`, just before in the same kernel function, left this packet alone
+/// (see `judged`): nothing between them changes it but a VLAN tag taken off or another
+/// device's turn, which change its length or device.
+#[inline(always)]
+fn rejected_by_netif_receive(ctx: &TcContext) -> bool {
+    const AFTER: u32 = judged::hooks(&[Hook::NetifReceive]);
+    // SAFETY: the program's `__sk_buff` context; one field the verifier allows it to load.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    judged::rejected_just_now(
+        AFTER,
+        Hook::TcIngress,
+        ctx.skb.skb as u64,
+        ifindex,
+        ctx.len(),
+    )
 }
 
 #[inline(always)]

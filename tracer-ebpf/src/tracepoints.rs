@@ -13,9 +13,10 @@ use crate::{
     emit::{
         forget, netns_traced, report, report_without_tunnels, unfollowed, L2Bytes, Site, Source, L2,
     },
+    judged,
     kernel::{
-        dev_identity, field, read, skb_identity, skb_info, skb_summary, sock_netns, sock_summary,
-        Netns, SkbInfo, Typed,
+        dev_identity, dev_ifindex, field, read, skb_identity, skb_info, skb_summary, sock_netns,
+        sock_summary, Netns, SkbInfo, Typed,
     },
     maps::{config, inert, offset},
     netfilter::{ipv4_pair, left_alone_route, remember_left_alone_route},
@@ -47,8 +48,16 @@ pub fn tracer_dev_start_xmit(ctx: BtfTracePointContext) -> i32 {
     if inert() {
         return 0;
     }
+    // tc egress, just before where no queue holds the packet between them (a virtual
+    // device's, or an empty one), may have left it alone already (see `judged`).
+    const AFTER: u32 = judged::hooks(&[Hook::TcEgress]);
+    let (skb, dev): (u64, u64) = (ctx.arg(0), ctx.arg(1));
+    let len = field::<u32>(skb, offset!(skb_len)).unwrap_or(0);
+    if judged::rejected_just_now(AFTER, Hook::DevXmit, skb, dev_ifindex::<Typed>(dev), len) {
+        return 0;
+    }
     observe_skb(
-        ctx.arg(0),
+        skb,
         Hook::DevXmit,
         Position::First,
         kind::SIGHTING,
