@@ -120,14 +120,18 @@ fn report_with<const TUNNELS_TOO: bool>(
             packet.dport as u32,
         );
     }
+    let judged_by_any_form = l2.is_some() || config!(filter_l3) != 0;
     let wanted = wanted::<TUNNELS_TOO>(site, packet, l2, l3_len);
     if wanted {
         emit::<TUNNELS_TOO>(site, packet, detail);
     }
     if site.skb != 0 {
         // A rejection the next point may take as its own: a sighting judged by its headers,
-        // tunnels looked into (or none possible). Anything else only overwrites the slot.
+        // tunnels looked into (or none possible), by a form of the filter a point with the
+        // link-layer header would agree with (without it, a filter on link-layer fields
+        // has no form to judge by). Anything else only overwrites the slot.
         let rejected = !wanted
+            && judged_by_any_form
             && site.kind == kind::SIGHTING
             && !knows_no_headers(site, packet)
             && (TUNNELS_TOO || !may_be_tunnel(packet));

@@ -52,7 +52,7 @@ pub fn tracer_nf_first(ctx: *mut c_void) -> i32 {
     // a rule deleted in the microseconds since `nf_hook_slow` took its entries for this pass
     // could still run, and would fall between points said to be one.
     let alone = hook_functions(state) == Some(2);
-    if rejected_at_tc_ingress(state, skb) {
+    if rejected_just_before(state, skb) {
         // The packet of a route lookup from here on was noted by `netif_receive`: this one.
         remember_pass(state, skb, alone);
         return NF_ACCEPT;
@@ -63,20 +63,33 @@ pub fn tracer_nf_first(ctx: *mut c_void) -> i32 {
     NF_ACCEPT
 }
 
-/// Whether tc ingress (or PREROUTING's last look, for LOCAL_IN) left this received packet
-/// alone just before on this CPU (see `judged`): the IP receive between them changes nothing
-/// the filter reads, and a packet reassembled from fragments has another length.
+/// Whether the point just before this hook on the packet's path, on this CPU, left it alone
+/// (see `judged`): tc ingress before PREROUTING, that or PREROUTING before LOCAL_IN, LOCAL_OUT
+/// or FORWARD before POSTROUTING. Between them the IP layer changes nothing the filter reads
+/// (FORWARD comes after the TTL's decrement); a packet reassembled from fragments, or sent by
+/// another route, has another length or device.
 #[inline(always)]
-fn rejected_at_tc_ingress(state: u64, skb: u64) -> bool {
-    let (hook, after) = match field::<u8>(state, offset!(nf_state_hook)).and_then(netfilter_hook) {
-        Some(Hook::NfPrerouting) => (Hook::NfPrerouting, judged::hooks(&[Hook::TcIngress])),
+fn rejected_just_before(state: u64, skb: u64) -> bool {
+    let hook = field::<u8>(state, offset!(nf_state_hook)).and_then(netfilter_hook);
+    let (hook, after, dev_offset) = match hook {
+        Some(Hook::NfPrerouting) => (
+            Hook::NfPrerouting,
+            judged::hooks(&[Hook::TcIngress]),
+            offset!(nf_state_in),
+        ),
         Some(Hook::NfLocalIn) => (
             Hook::NfLocalIn,
             judged::hooks(&[Hook::TcIngress, Hook::NfPrerouting]),
+            offset!(nf_state_in),
+        ),
+        Some(Hook::NfPostrouting) => (
+            Hook::NfPostrouting,
+            judged::hooks(&[Hook::NfLocalOut, Hook::NfForward]),
+            offset!(nf_state_out),
         ),
         _ => return false,
     };
-    let ifindex = dev_ifindex::<Typed>(field::<u64>(state, offset!(nf_state_in)).unwrap_or(0));
+    let ifindex = dev_ifindex::<Typed>(field::<u64>(state, dev_offset).unwrap_or(0));
     let len = field::<u32>(skb, offset!(skb_len)).unwrap_or(0);
     judged::rejected_just_now(after, hook, skb, ifindex, len)
 }

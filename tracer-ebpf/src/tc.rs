@@ -16,7 +16,7 @@ use crate::{
     emit::{report, L2Bytes, Site, Source, L2},
     judged,
     kernel::{scratch, skb_load, Netns},
-    maps::{inert, TC_ALONE, TC_SETTLED},
+    maps::{config, inert, TC_ALONE, TC_SETTLED},
 };
 
 /// TC_ACT_UNSPEC, which is also TCX_NEXT: continue with the next program.
@@ -67,7 +67,7 @@ fn first(ctx: &TcContext, hook: Hook) {
     // would leave alone again; as netfilter's programs do, see `netfilter`).
     let alone = tc_alone(ctx, hook);
     remember_settled(skb, hook, alone);
-    if hook == Hook::TcIngress && rejected_by_netif_receive(ctx) {
+    if rejected_just_before(ctx, hook) {
         return;
     }
     let detail = HookDetail {
@@ -77,21 +77,23 @@ fn first(ctx: &TcContext, hook: Hook) {
     observe(ctx, hook, Position::First, detail);
 }
 
-/// Whether `netif_receive`, just before in the same kernel function, left this packet alone
-/// (see `judged`): nothing between them changes it but a VLAN tag taken off or another
-/// device's turn, which change its length or device.
+/// Whether the point just before tc on the packet's path, on this CPU, left it alone (see
+/// `judged`): `netif_receive` before tc ingress, in the same kernel function (nothing between
+/// them changes a packet but a VLAN tag taken off or another device's turn, which change its
+/// length or device); POSTROUTING before tc egress (the neighbour's Ethernet header added in
+/// between, which only a filter on link-layer fields reads: netfilter judged with the raw-IP
+/// form of the filter, which agrees with the Ethernet one where both exist, and rejected
+/// everything where there is none).
 #[inline(always)]
-fn rejected_by_netif_receive(ctx: &TcContext) -> bool {
-    const AFTER: u32 = judged::hooks(&[Hook::NetifReceive]);
+fn rejected_just_before(ctx: &TcContext, hook: Hook) -> bool {
+    let after = match hook {
+        Hook::TcIngress => judged::hooks(&[Hook::NetifReceive]),
+        _ if config!(filter_l3) != 0 => judged::hooks(&[Hook::NfPostrouting]),
+        _ => return false,
+    };
     // SAFETY: the program's `__sk_buff` context; one field the verifier allows it to load.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    judged::rejected_just_now(
-        AFTER,
-        Hook::TcIngress,
-        ctx.skb.skb as u64,
-        ifindex,
-        ctx.len(),
-    )
+    judged::rejected_just_now(after, hook, ctx.skb.skb as u64, ifindex, ctx.len())
 }
 
 #[inline(always)]
