@@ -269,8 +269,14 @@ pub fn forget(skb: u64) {
 /// is then left unread (see `wanted`). Most such events are of packets the filter left alone.
 #[inline(always)]
 pub fn unfollowed(skb: u64) -> bool {
+    filters_packets() && !followed(skb)
+}
+
+/// Whether `skb` is followed (see `FOLLOWED`).
+#[inline(always)]
+pub fn followed(skb: u64) -> bool {
     // SAFETY: only whether the key is present is used (see `netns_traced`).
-    filters_packets() && !(may_follow_any() && unsafe { FOLLOWED.get(&skb) }.is_some())
+    may_follow_any() && unsafe { FOLLOWED.get(&skb) }.is_some()
 }
 
 /// False only when no skb is followed (see `FOLLOWING`): then no packet needs looking up.

@@ -18,7 +18,10 @@
 
 use tracer_common::{hook::Hook, parse::ETH_HLEN};
 
-use crate::maps::{Judged, JUDGED};
+use crate::{
+    emit::followed,
+    maps::{Judged, JUDGED},
+};
 
 /// The bits of `hooks` for [`rejected_just_now`]'s `after`.
 #[inline(always)]
@@ -37,10 +40,14 @@ pub const fn hooks(hooks: &[Hook]) -> u32 {
 /// do not. A frame with another link-layer header gets a length that matches no other
 /// point's: it is judged at each point, as before.
 #[inline(always)]
-fn l3_len(hook: Hook, skb_len: u32) -> u32 {
-    match hook {
-        Hook::TcIngress | Hook::TcEgress | Hook::DevXmit => skb_len.wrapping_sub(ETH_HLEN as u32),
-        _ => skb_len,
+fn l3_len(hook: u32, skb_len: u32) -> u32 {
+    let with_frame = hook == Hook::TcIngress as u32
+        || hook == Hook::TcEgress as u32
+        || hook == Hook::DevXmit as u32;
+    if with_frame {
+        skb_len.wrapping_sub(ETH_HLEN as u32)
+    } else {
+        skb_len
     }
 }
 
@@ -57,7 +64,7 @@ pub fn note(hook: Hook, skb: u64, ifindex: u32, skb_len: u32, rejected: bool) {
     // other only in that window.
     unsafe {
         (*slot).skb = 0;
-        (*slot).l3_len = l3_len(hook, skb_len);
+        (*slot).l3_len = l3_len(hook as u32, skb_len);
         (*slot).ifindex = ifindex;
         (*slot).hook = hook as u16;
         (*slot).rejected = rejected as u16;
@@ -70,27 +77,44 @@ pub fn note(hook: Hook, skb: u64, ifindex: u32, skb_len: u32, rejected: bool) {
 /// notes it so for the point after it.
 #[inline(always)]
 pub fn rejected_just_now(after: u32, hook: Hook, skb: u64, ifindex: u32, skb_len: u32) -> bool {
-    let Some(slot) = JUDGED.get_ptr_mut(0) else {
+    let was = tracer_judged_before(after, hook as u32, ifindex, skb_len);
+    if was == 0 || was != skb {
         return false;
-    };
-    // SAFETY: as in `note`; integers are read, and two written.
-    unsafe {
-        let Judged {
-            skb: was_skb,
-            l3_len: was_len,
-            ifindex: was_ifindex,
-            hook: was_hook,
-            rejected,
-        } = *slot;
-        let taken = was_skb == skb
-            && skb != 0
-            && rejected != 0
-            && was_ifindex == ifindex
-            && was_len == l3_len(hook, skb_len)
-            && after & (1u32 << (was_hook as u32 & 31)) != 0;
-        if taken {
-            (*slot).hook = hook as u16;
-        }
-        taken
     }
+    if let Some(slot) = JUDGED.get_ptr_mut(0) {
+        // SAFETY: as in `note`; one integer is written.
+        unsafe { (*slot).hook = hook as u16 };
+    }
+    true
+}
+
+/// The skb of the last judgement on this CPU if it was a rejection by one of the points
+/// `after`, on device `ifindex` at the L3 length point `hook` sees as `skb_len`, and the skb is
+/// not followed; 0 otherwise. A global function, checked once by the verifier on its own:
+/// inlined, its chain of comparisons came before the whole of a hook's program, which 6.1's
+/// verifier then walked once per way out of the chain (tc ingress's first program went past
+/// its million instructions). Hence plain numbers for arguments, and the skb compared by the
+/// caller (a global function takes no typed pointer).
+///
+/// Never a followed skb. Between LOCAL_OUT and POSTROUTING, or POSTROUTING and tc egress, a
+/// sending task may move to another CPU, whose slot can still hold an earlier packet at the
+/// same address (same device and length: a flow's segments). A packet the trace wants was
+/// followed where it was judged, so such a stale rejection is never taken for it; one it
+/// does not want is rejected either way.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tracer_judged_before(after: u32, hook: u32, ifindex: u32, skb_len: u32) -> u64 {
+    let Some(slot) = JUDGED.get_ptr(0) else {
+        return 0;
+    };
+    // SAFETY: as in `note`; the slot is copied out, integers only.
+    let was: Judged = unsafe { *slot };
+    let taken = was.rejected != 0
+        && was.ifindex == ifindex
+        && was.l3_len == l3_len(hook, skb_len)
+        && after & (1u32 << (was.hook as u32 & 31)) != 0;
+    if !taken || followed(was.skb) {
+        return 0;
+    }
+    was.skb
 }

@@ -66,8 +66,8 @@ fn first(ctx: &TcContext, hook: Hook) {
     // sends nothing, and this one's event says so (a packet this one left alone, the filter
     // would leave alone again; as netfilter's programs do, see `netfilter`).
     let alone = tc_alone(ctx, hook);
-    remember_settled(skb, hook, alone);
     if rejected_just_before(ctx, hook) {
+        remember_settled(skb, hook, alone);
         return;
     }
     let detail = HookDetail {
@@ -75,6 +75,7 @@ fn first(ctx: &TcContext, hook: Hook) {
         ..HookDetail::default()
     };
     observe(ctx, hook, Position::First, detail);
+    remember_settled(skb, hook, alone);
 }
 
 /// Whether the point just before tc on the packet's path, on this CPU, left it alone (see
