@@ -53,7 +53,8 @@ pub fn tracer_nf_first(ctx: *mut c_void) -> i32 {
     // could still run, and would fall between points said to be one.
     let alone = hook_functions(state) == Some(2);
     if rejected_just_before(state, skb) {
-        // The packet of a route lookup from here on was noted by `netif_receive`: this one.
+        // The addresses a route lookup from here on is judged by stay as noted before: for a
+        // received packet, `netif_receive` noted this one's.
         remember_pass(state, skb, alone);
         return NF_ACCEPT;
     }
