@@ -27,6 +27,9 @@ pub mod names {
     pub const TRACED_NETNS: &str = "TRACED_NETNS";
     /// Hash of [`crate::config::iface_key`] -> 1: interfaces where a packet's trace may start.
     pub const TRACED_IFACES: &str = "TRACED_IFACES";
+    /// Hash of netns inode -> [`crate::nf_census::hook_bit`]s: the netfilter hooks of that
+    /// namespace where only the tracer's first program is linked (nothing else was there).
+    pub const NF_FIRST_ONLY: &str = "NF_FIRST_ONLY";
     /// LRU hash of skb address -> 1: packets that matched the filter once, followed through
     /// NAT until their skb is freed.
     pub const FOLLOWED: &str = "FOLLOWED";

@@ -40,9 +40,36 @@ pub fn count(word: u32, pf: u32, hook: u32) -> Option<u16> {
 
 const _: () = assert!(shift(1, HOOKS as u32 - 1) + BITS <= 31);
 
+/// A (family, hook)'s bit in a word of hooks (`NF_FIRST_ONLY`); `None` for a family or hook
+/// the census does not count.
+pub fn hook_bit(pf: u32, hook: u32) -> Option<u32> {
+    // A match, not a search of `FAMILIES`: kernel programs call it too.
+    let family_index = match pf {
+        2 => 0,
+        10 => 1,
+        _ => return None,
+    };
+    (hook < HOOKS as u32).then_some(1 << (family_index * HOOKS as u32 + hook))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_hook_has_a_bit_of_its_own() {
+        let mut all = 0u32;
+        for pf in FAMILIES {
+            for hook in 0..HOOKS as u32 {
+                let bit = hook_bit(pf as u32, hook).expect("a counted family and hook");
+                assert_eq!(bit.count_ones(), 1);
+                assert_eq!(all & bit, 0, "{pf} {hook} shares a bit");
+                all |= bit;
+            }
+        }
+        assert_eq!(hook_bit(7, 0), None);
+        assert_eq!(hook_bit(2, HOOKS as u32), None);
+    }
 
     #[test]
     fn each_hook_reads_back_its_own_count() {

@@ -31,6 +31,12 @@ pub static UNANNOUNCED: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static TRACED_NETNS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 
+/// Netns inode -> the netfilter hooks there where only the first program is linked
+/// (`nf_census::hook_bit`): where it finds itself with one other function, that one is
+/// someone else's (see `netfilter::alone`).
+#[map]
+pub static NF_FIRST_ONLY: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+
 #[map]
 pub static TRACED_IFACES: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 

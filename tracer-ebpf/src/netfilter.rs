@@ -23,6 +23,7 @@ use aya_ebpf::{
 use tracer_common::{
     event::{kind, HookDetail, PacketSummary},
     hook::{netfilter_hook, Hook, Position, LAST_IMPLIED},
+    nf_census::hook_bit,
     parse::{ETH_P_IP, ETH_P_IPV6},
 };
 
@@ -30,7 +31,7 @@ use crate::{
     emit::{netns_traced, report, Site, Source},
     judged,
     kernel::{dev_ifindex, field, skb_info, skb_summary, Netns, Typed},
-    maps::{inert, offset, NF_SETTLED},
+    maps::{inert, offset, NF_FIRST_ONLY, NF_SETTLED},
 };
 
 const NF_ACCEPT: i32 = 1;
@@ -44,14 +45,12 @@ pub fn tracer_nf_first(ctx: *mut c_void) -> i32 {
         return NF_ACCEPT;
     }
     let (state, skb) = context(ctx);
-    // Where the tracer's two programs are the hook's only functions (no rule, no conntrack,
-    // no other program between them), the packet reaches the last one as this one leaves it:
+    // Where the tracer's programs are the hook's only functions (no rule, no conntrack, no
+    // other program between them), the packet reaches the last one as this one leaves it:
     // the last one sends nothing, and this one's event says so. (A packet this one left
     // alone, the filter would leave alone again: most packets of a trace whose filter wants
-    // few pass the last program at a fraction of the cost.) The count is the hook's now:
-    // a rule deleted in the microseconds since `nf_hook_slow` took its entries for this pass
-    // could still run, and would fall between points said to be one.
-    let alone = hook_functions(state) == Some(2);
+    // few pass the last program at a fraction of the cost.)
+    let alone = alone(state);
     if rejected_just_before(state, skb) {
         // The addresses a route lookup from here on is judged by stay as noted before: for a
         // received packet, `netif_receive` noted this one's.
@@ -196,12 +195,46 @@ pub fn ipv4_pair(saddr: [u8; 4], daddr: [u8; 4]) -> u64 {
     ((u32::from_ne_bytes(saddr) as u64) << 32) | u32::from_ne_bytes(daddr) as u64
 }
 
-/// How many functions are registered at the hook `state` is about, in its namespace
+/// Whether the tracer's programs are the only functions of the hook `state` is about: the
+/// first alone (where nothing else was registered the tracer links only it, see
+/// `NF_FIRST_ONLY`), or the first and the last. The count is the hook's now: a rule deleted
+/// in the microseconds since `nf_hook_slow` took its entries for this pass could still run,
+/// and would fall between points said to be one.
+#[inline(always)]
+fn alone(state: u64) -> bool {
+    let (Some(net), Some(pf), Some(hook)) = (
+        field::<u64>(state, offset!(nf_state_net)),
+        field::<u8>(state, offset!(nf_state_pf)),
+        field::<u8>(state, offset!(nf_state_hook)),
+    ) else {
+        return false;
+    };
+    match hook_functions(net, pf, hook) {
+        Some(1) => true,
+        // The first and the last, or the first and someone else's function (registered
+        // since the tracer linked the first alone, and before it linked the last).
+        Some(2) => !first_only(net, pf, hook),
+        _ => false,
+    }
+}
+
+/// Whether the tracer linked only its first program at this hook of namespace `net`.
+#[inline(always)]
+fn first_only(net: u64, pf: u8, hook: u8) -> bool {
+    let inode = field::<u32>(net, offset!(net_inum)).unwrap_or(0);
+    let Some(bit) = hook_bit(pf as u32, hook as u32) else {
+        return false;
+    };
+    // SAFETY: the word is copied out at once; userspace replaces it whole (a map update), so
+    // it reads as the old word or the new one.
+    unsafe { NF_FIRST_ONLY.get(&inode) }.is_some_and(|hooks| hooks & bit != 0)
+}
+
+/// How many functions are registered at `hook` of family `pf` in namespace `net`
 /// (`net->nf.hooks_ipv4[hook]->num_hook_entries`, or IPv6's); `None` where unknown.
 #[inline(always)]
-fn hook_functions(state: u64) -> Option<u16> {
-    let net = field::<u64>(state, offset!(nf_state_net))?;
-    let hooks = match field::<u8>(state, offset!(nf_state_pf))? {
+fn hook_functions(net: u64, pf: u8, hook: u8) -> Option<u16> {
+    let hooks = match pf {
         NFPROTO_IPV4 => offset!(net_nf_hooks_ipv4),
         NFPROTO_IPV6 => offset!(net_nf_hooks_ipv6),
         _ => return None,
@@ -211,7 +244,7 @@ fn hook_functions(state: u64) -> Option<u16> {
     }
     // One constant offset per hook: the verifier refuses a typed load at a variable one.
     const POINTER: u32 = 8;
-    let entries = match field::<u8>(state, offset!(nf_state_hook))? {
+    let entries = match hook {
         0 => field::<u64>(net, hooks),
         1 => field::<u64>(net, hooks + POINTER),
         2 => field::<u64>(net, hooks + 2 * POINTER),

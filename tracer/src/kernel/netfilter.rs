@@ -3,8 +3,8 @@
 //!
 //! Mechanisms, the first this kernel accepts (tried, not guessed from its version):
 //! - BPF netfilter links (6.4+), per namespace, at the first and last priority; by default
-//!   PREROUTING, LOCAL_OUT and POSTROUTING only where something is registered
-//!   ([`NetfilterHooks`]);
+//!   PREROUTING, LOCAL_OUT and POSTROUTING only where something is registered, and LOCAL_IN
+//!   and FORWARD with their first program alone where nothing is ([`NetfilterHooks`]);
 //! - fentry and fexit programs on `nf_hook_slow` (BPF trampolines, 5.5+, refused by locked-down
 //!   kernels): global, they see every hook that has rules, before and after all of them;
 //! - none: a rule's drop is still seen by `kfree_skb` (reason NETFILTER_DROP), but not at
@@ -16,17 +16,19 @@ use std::{
 };
 
 use aya::{
+    maps::{HashMap as BpfHashMap, MapData},
     programs::{FEntry, FExit},
     Btf, Ebpf,
 };
 use tracer_common::{
     catalogue,
     hook::{netfilter_hook, Hook, Position},
+    names,
 };
 
 use crate::{
     kernel::loader::{position_name, Attachment, EBPF_OBJECT},
-    kernel::netns::{Netns, NetnsRef},
+    kernel::netns::Netns,
     kernel::nf_census::{Census, Registered},
     kernel::nf_link::{self, NetfilterProgram, FAMILIES, HOOKS, PRIORITY_FIRST, PRIORITY_LAST},
     kernel::verifier,
@@ -40,7 +42,9 @@ pub enum NetfilterHooks {
     /// registered (a rule's chain, conntrack, another program), found when the trace starts
     /// and every tenth of a second after: a hook with nothing registered is skipped by the
     /// kernel, nothing there can drop or change a packet, and a link would make the kernel
-    /// run netfilter there for every packet.
+    /// run netfilter there for every packet. Where nothing is registered at LOCAL_IN or
+    /// FORWARD, only the first program is linked there (nothing could sit between it and
+    /// the last one), the last one too once something registers.
     Needed,
     /// Every hook, as labs do: the path through netfilter shown whole, at a cost to every
     /// packet of the namespace.
@@ -60,6 +64,8 @@ enum Mechanism {
 /// A netfilter hook of one family: (`NFPROTO_*`, hook number).
 type FamilyHook = (u32, u32);
 
+mod registrations;
+
 pub struct Netfilter {
     mechanism: Mechanism,
     /// Live hooks by namespace inode; dropping them detaches. Each holds a reference on its
@@ -74,6 +80,11 @@ pub struct Netfilter {
     /// The hook numbers ever left unlinked: a rule registered there during the trace may
     /// drop a packet before the hook is linked (see [`Netfilter::partial_hooks`]).
     ever_idle: BTreeSet<u32>,
+    /// Hooks with only the first program linked ([`FIRST_ONLY`]), by namespace inode.
+    first_only: HashMap<u32, Vec<FamilyHook>>,
+    /// The kernel's copy of `first_only` (`NF_FIRST_ONLY`): the first program tells from it
+    /// whether a second function at its hook is its last one or someone else's.
+    first_only_map: Option<BpfHashMap<MapData, u32, u32>>,
 }
 
 const LINKS: &str = "BPF netfilter link";
@@ -84,6 +95,13 @@ const TRAMPOLINES: &str = "fentry/fexit on nf_hook_slow";
 /// passing them is how a journey knows it was delivered or forwarded (a pure ACK, say, is
 /// seen by nothing else after tc ingress).
 pub const SKIPPABLE: [u32; 3] = [0, 3, 4];
+
+/// The hooks linked with their first program alone where nothing is registered (with
+/// `--netfilter-hooks needed`): LOCAL_IN and FORWARD. Nothing can sit between the first and
+/// the last program there, so the first one's sighting says what the last one's would (it
+/// marks it so), and the kernel runs one BPF program there for every packet instead of two.
+/// The last is linked as soon as something registers there.
+pub const FIRST_ONLY: [u32; 2] = [1, 2];
 
 impl Netfilter {
     /// Loads the netfilter programs against `ebpf`'s maps or, where the kernel has no such
@@ -116,6 +134,9 @@ impl Netfilter {
             },
             _ => (None, None),
         };
+        let first_only_map = census
+            .as_ref()
+            .and_then(|_| BpfHashMap::try_from(ebpf.take_map(names::NF_FIRST_ONLY)?).ok());
         Netfilter {
             mechanism,
             links: HashMap::new(),
@@ -123,6 +144,8 @@ impl Netfilter {
             census_failed,
             idle: HashMap::new(),
             ever_idle: BTreeSet::new(),
+            first_only: HashMap::new(),
+            first_only_map,
         }
     }
 
@@ -141,8 +164,8 @@ impl Netfilter {
         for hooknum in HOOKS {
             let hook = netfilter_hook(hooknum as u8).expect("hook numbers 0..=4");
             for (pf, family) in FAMILIES {
-                let skippable = SKIPPABLE.contains(&hooknum);
-                if skippable && registered.and_then(|r| r.any(pf, hooknum)) == Some(false) {
+                let nothing_there = registered.and_then(|r| r.any(pf, hooknum)) == Some(false);
+                if nothing_there && SKIPPABLE.contains(&hooknum) {
                     self.idle
                         .entry(netns.inode)
                         .or_default()
@@ -150,7 +173,11 @@ impl Netfilter {
                     self.ever_idle.insert(hooknum);
                     continue;
                 }
-                let result = self.link(netns, pf, hooknum);
+                let result = if nothing_there && FIRST_ONLY.contains(&hooknum) {
+                    self.link_first_only(netns, pf, hooknum)
+                } else {
+                    self.link(netns, pf, hooknum)
+                };
                 results.push(attachment(netns, hook, family, result));
             }
         }
@@ -170,71 +197,30 @@ impl Netfilter {
     }
 
     fn link(&mut self, netns: &Netns, pf: u32, hooknum: u32) -> Result<&'static str, String> {
+        self.link_positions(netns, pf, hooknum, &[Position::First, Position::Last])
+    }
+
+    fn link_positions(
+        &mut self,
+        netns: &Netns,
+        pf: u32,
+        hooknum: u32,
+        positions: &[Position],
+    ) -> Result<&'static str, String> {
         match &self.mechanism {
             Mechanism::None(e) => Err(e.clone()),
             Mechanism::Trampolines => Ok(TRAMPOLINES),
-            Mechanism::Links(programs) => attach_both(netns, programs, pf, hooknum).map(|links| {
-                self.links.entry(netns.inode).or_default().extend(links);
-                LINKS
-            }),
-        }
-    }
-
-    /// The hooks left unlinked, as (namespace inode, how many of the ten).
-    pub fn idle_hooks(&self) -> Vec<(u32, usize)> {
-        self.idle
-            .iter()
-            .map(|(ns, hooks)| (*ns, hooks.len()))
-            .collect()
-    }
-
-    /// Whether some hook waits for a registration (see [`Netfilter::link_new_registrations`]).
-    pub fn watches(&self) -> bool {
-        self.idle.values().any(|hooks| !hooks.is_empty())
-    }
-
-    /// Takes the census of every namespace with unlinked hooks again and links the hooks
-    /// where something was registered since: a line for each, to tell the user.
-    pub fn link_new_registrations(&mut self, namespaces: &[NetnsRef]) -> Vec<String> {
-        let mut said = Vec::new();
-        for reference in namespaces {
-            if self.idle.get(&reference.inode).is_none_or(Vec::is_empty) {
-                continue;
-            }
-            // Gone, or a failed census: the next round tries again.
-            let Some(netns) = reference.reopen() else {
-                continue;
-            };
-            let Some(registered) = self.registered(&netns) else {
-                continue;
-            };
-            let idle = self.idle.remove(&netns.inode).unwrap_or_default();
-            let (now, still): (Vec<_>, Vec<_>) = idle
-                .into_iter()
-                .partition(|(pf, hooknum)| registered.any(*pf, *hooknum) == Some(true));
-            self.idle.insert(netns.inode, still);
-            let (mut linked, mut failed) = (Vec::new(), Vec::new());
-            for (pf, hooknum) in now {
-                match self.link(&netns, pf, hooknum) {
-                    Ok(_) => linked.push(hook_name(pf, hooknum)),
-                    Err(e) => failed.push(format!("{}: {e}", hook_name(pf, hooknum))),
-                }
-            }
-            let ns = &reference.display_name;
-            if !linked.is_empty() {
-                said.push(format!(
-                    "netfilter: something registered in {ns}: linked at {}",
-                    linked.join(", ")
-                ));
-            }
-            if !failed.is_empty() {
-                said.push(format!(
-                    "warning: netfilter: something registered in {ns}, not linked: {}",
-                    failed.join("; ")
-                ));
+            Mechanism::Links(programs) => {
+                let programs: Vec<_> = programs
+                    .iter()
+                    .filter(|(_, p)| positions.contains(p))
+                    .collect();
+                attach_programs(netns, &programs, pf, hooknum).map(|links| {
+                    self.links.entry(netns.inode).or_default().extend(links);
+                    LINKS
+                })
             }
         }
-        said
     }
 
     /// The hooks a packet may pass unseen: all of netfilter's unless links bracket them (the
@@ -264,6 +250,7 @@ impl Netfilter {
     /// between two namespaces.
     pub fn detach_one_namespace(&mut self) -> bool {
         self.idle.clear();
+        self.first_only.clear();
         match self.links.keys().next().copied() {
             Some(inode) => self.release(inode),
             None => false,
@@ -273,24 +260,19 @@ impl Netfilter {
     /// Detaches every hook in the namespace `inode` and stops watching it; whether it had any.
     pub fn release(&mut self, inode: u32) -> bool {
         self.idle.remove(&inode);
+        if self.first_only.remove(&inode).is_some() {
+            if let Some(map) = self.first_only_map.as_mut() {
+                let _ = map.remove(&inode);
+            }
+        }
         self.links.remove(&inode).is_some()
     }
 }
 
-/// "PREROUTING (IPv4)", as the user reads a hook of a family.
-fn hook_name(pf: u32, hooknum: u32) -> String {
-    let hook = netfilter_hook(hooknum as u8).map_or("?", |h| h.name());
-    let family = FAMILIES
-        .iter()
-        .find(|(p, _)| *p == pf)
-        .map_or("?", |(_, name)| *name);
-    format!("{hook} ({family})")
-}
-
-/// Links the first and the last program to one hook of one family inside `netns`.
-fn attach_both(
+/// Links `programs` (the first, the last, or both) to one hook of one family inside `netns`.
+fn attach_programs(
     netns: &Netns,
-    programs: &[(NetfilterProgram, Position)],
+    programs: &[&(NetfilterProgram, Position)],
     pf: u32,
     hooknum: u32,
 ) -> Result<Vec<OwnedFd>, String> {

@@ -31,7 +31,13 @@ pub struct Registered(u32);
 impl Registered {
     /// Whether anything is registered at `hooknum` of family `pf`; `None` when unknown.
     pub fn any(self, pf: u32, hooknum: u32) -> Option<bool> {
-        tracer_common::nf_census::count(self.0, pf, hooknum).map(|n| n > 0)
+        self.count(pf, hooknum).map(|n| n > 0)
+    }
+
+    /// How many functions are registered at `hooknum` of family `pf` (the tracer's own
+    /// links included; more than seven read as seven); `None` when unknown.
+    pub fn count(self, pf: u32, hooknum: u32) -> Option<u16> {
+        tracer_common::nf_census::count(self.0, pf, hooknum)
     }
 }
 

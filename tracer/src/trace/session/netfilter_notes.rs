@@ -15,6 +15,14 @@ impl Session {
                  cannot be known ({why})"
             );
         }
+        if self.netfilter.first_only_hooks() > 0 {
+            eprintln!(
+                "tracer: note: netfilter's LOCAL_IN and FORWARD get only the tracer's first \
+                 program where nothing is registered ({} hooks): nothing could come between \
+                 it and the last one; the last is linked when something registers there",
+                self.netfilter.first_only_hooks()
+            );
+        }
         let idle = self.netfilter.idle_hooks();
         if idle.is_empty() {
             return;
