@@ -318,11 +318,14 @@ fn capture_sentences(captures: &[Capture]) -> Vec<String> {
             .filter(|c| c.seen == seen && c.live.is_empty())
             .filter(|c| !(c.seen && c.encapsulated.is_some()));
         for c in listed {
-            sentence.push_str(if sentence.is_empty() {
-                "A capture on "
+            if sentence.is_empty() {
+                // Room for two places at once: grown from nothing, the sentence was
+                // reallocated five times (4% of a trace following TCP bulk, in a profile).
+                sentence.reserve(160);
+                sentence.push_str("A capture on ");
             } else {
-                ", "
-            });
+                sentence.push_str(", ");
+            }
             c.write_place(&mut sentence);
             sentence.push_str(" (");
             sentence.push_str(c.dir);
