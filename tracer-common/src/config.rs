@@ -93,6 +93,9 @@ pub struct TraceConfig {
     /// paths made active), the floor under any program body (`cargo xtask bench`).
     pub inert: u8,
     pub _pad: u8,
+    /// A program wakes the ring's reader with every this many records it writes on a CPU
+    /// ([`crate::event::WAKE_EVERY`] at most; fewer where the ring is small for its CPUs).
+    pub wake_every: u16,
 }
 
 impl TraceConfig {
@@ -116,7 +119,7 @@ pub const fn iface_key(netns: u32, ifindex: u32) -> u64 {
 }
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 168);
-const _: () = assert!(core::mem::size_of::<TraceConfig>() == 8);
+const _: () = assert!(core::mem::size_of::<TraceConfig>() == 10);
 
 // SAFETY: `repr(C)`, 42 `u32`s (168 bytes, asserted above): no padding, any bit pattern valid.
 #[cfg(feature = "user")]

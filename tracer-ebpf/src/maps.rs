@@ -201,6 +201,7 @@ pub static CONFIG: TraceConfig = TraceConfig {
     snaplen: 0,
     inert: 0,
     _pad: 0,
+    wake_every: 0,
 };
 
 /// Reads one field of the `OFFSETS` global. Globals live in .rodata, which userspace writes

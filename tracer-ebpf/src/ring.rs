@@ -11,7 +11,7 @@ use aya_ebpf::helpers::{
 use tracer_common::{
     event::{
         kind, link, tunnel, CaptureHeader, Captured, Event, EventHeader, HookDetail, PacketSummary,
-        EVENT_VERSION, SNAP_HEADERS, SNAP_MAX, WAKE_EVERY,
+        EVENT_VERSION, SNAP_HEADERS, SNAP_MAX,
     },
     hook::Hook,
 };
@@ -213,7 +213,7 @@ fn skb_from_l3(skb: u64) -> (u64, u32, u32) {
     )
 }
 
-/// Commits a record without waking the reader, except every `WAKE_EVERY`-th on this CPU.
+/// Commits a record without waking the reader, except every `wake_every`-th on this CPU.
 #[inline(always)]
 fn submit_flags() -> u64 {
     let Some(count) = UNANNOUNCED.get_ptr_mut(0) else {
@@ -223,7 +223,7 @@ fn submit_flags() -> u64 {
     // interrupts this one on the CPU may race on it: a wakeup comes a record early or late.
     unsafe {
         let written = (*count).wrapping_add(1);
-        if written >= WAKE_EVERY {
+        if written >= config!(wake_every) as u32 {
             *count = 0;
             BPF_RB_FORCE_WAKEUP as u64
         } else {

@@ -10,6 +10,7 @@ use aya::{
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
     config::{iface_key, TraceConfig},
+    event::wake_every,
     names,
 };
 
@@ -149,6 +150,10 @@ impl Session {
             filter_l3: u8::from(filter.is_some_and(|f| f.l3.is_some())),
             snaplen: options.snaplen,
             inert: u8::from(options.attach_only),
+            wake_every: wake_every(
+                options.ring_bytes,
+                aya::util::nr_cpus().map_or(1, |n| n as u32),
+            ),
             ..TraceConfig::default()
         };
         let mut ebpf = loader::load(&offsets, &config, options.ring_bytes)?;
