@@ -53,6 +53,25 @@ fn a_datagram_reassembled_from_fragments_left_alone_is_judged_again_at_local_in(
         "the reassembled datagram was judged again at LOCAL_IN and followed: {points:?} in {:#}",
         whole[0]
     );
+    // The first fragment's skb ends in the reassembly, before LOCAL_IN: its free is the
+    // journey's, though the skb no longer names its namespace (the fragment queue writes
+    // over skb->dev). Left out, that skb stayed followed, and a packet b sent later from the
+    // same address took over the journey. (The whole datagram's own free, after its reader,
+    // is no point to wait for: 6.18 defers it to the CPU that built the skb.)
+    let hooks: Vec<&Value> = whole[0]["path"]
+        .as_array()
+        .expect("a path")
+        .iter()
+        .map(|p| &p["hook"])
+        .collect();
+    let freed = hooks.iter().position(|h| *h == "consume_skb");
+    let local_in = hooks.iter().position(|h| *h == "nf_local_in");
+    assert!(
+        freed.is_some() && freed < local_in,
+        "the first fragment's skb freed in the reassembly: {:#}",
+        whole[0]
+    );
+    assert_eq!(whole[0]["fate"]["hook"], "nf_local_in", "{:#}", whole[0]);
 }
 
 /// `a`'s own MAC, set for the test.

@@ -11,7 +11,8 @@ use tracer_common::{
 
 use crate::{
     emit::{
-        forget, netns_traced, report, report_without_tunnels, unfollowed, L2Bytes, Site, Source, L2,
+        followed, forget, netns_traced, report, report_without_tunnels, unfollowed, L2Bytes, Site,
+        Source, L2,
     },
     judged,
     kernel::{
@@ -367,9 +368,18 @@ fn observe_skb(
     detail: HookDetail,
 ) -> Option<u64> {
     let info = skb_info(skb);
-    let (ifindex, netns) = skb_identity(skb, &info);
+    let (mut ifindex, mut netns) = skb_identity(skb, &info);
     if !netns_traced(netns) {
-        return None;
+        // A followed skb whose fields no longer name its namespace, read or freed: UDP keeps
+        // a scratch value where the device was and no socket, a fragment queue its tree
+        // node. Its packet was in a traced one, and its journey goes on here (left
+        // unreported, the end kept the skb followed, and the next packet built at its
+        // address took over its journey).
+        let read_or_end = hook == Hook::Socket || event_kind != kind::SIGHTING;
+        if !read_or_end || !followed(skb) {
+            return None;
+        }
+        (ifindex, netns) = (0, 0);
     }
     let mut packet = PacketSummary::default();
     // Unix and netlink sockets read and free their skbs through the same functions; those
