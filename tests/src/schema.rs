@@ -404,7 +404,7 @@ fn check_stats(stats: &Value) {
             "counters",
             "counter_checks",
         ],
-        &["flows_ended_early", "journeys_cut_short"],
+        &["flows_ended_early", "journeys_cut_short", "after_end"],
         "stats",
     );
     for (hook, count) in stats["events"].as_object().expect("events") {

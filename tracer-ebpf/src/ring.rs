@@ -219,11 +219,12 @@ fn submit_flags() -> u64 {
     let Some(count) = UNANNOUNCED.get_ptr_mut(0) else {
         return 0;
     };
+    let wake_every = config!(wake_every) as u32;
     // SAFETY: this CPU's `u32` from a successful lookup, valid for the run. A program that
     // interrupts this one on the CPU may race on it: a wakeup comes a record early or late.
     unsafe {
         let written = (*count).wrapping_add(1);
-        if written >= config!(wake_every) as u32 {
+        if written >= wake_every {
             *count = 0;
             BPF_RB_FORCE_WAKEUP as u64
         } else {

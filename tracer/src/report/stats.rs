@@ -20,6 +20,9 @@ pub struct Stats {
     pub undecodable: u64,
     /// Events received but not kept: the trace already held `--max-events`.
     pub not_kept: u64,
+    /// Events of after the trace's end, left out: written while its points were detached one
+    /// after the other, where some no longer see what the others do.
+    pub after_end: u64,
     pub duration_ns: u64,
 }
 
@@ -33,7 +36,7 @@ impl Stats {
     }
 
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut stats = json!({
             "type": "stats",
             "schema_version": crate::report::SCHEMA_VERSION,
             "events": self.events,
@@ -45,7 +48,11 @@ impl Stats {
             "undecodable": self.undecodable,
             "not_kept": self.not_kept,
             "duration_ns": self.duration_ns,
-        })
+        });
+        if self.after_end > 0 {
+            stats["after_end"] = self.after_end.into();
+        }
+        stats
     }
 
     pub fn summary(&self) -> String {
@@ -58,6 +65,10 @@ impl Stats {
         let not_kept = match self.not_kept {
             0 => String::new(),
             n => format!(", {n} more not kept (--max-events)"),
+        };
+        let not_kept = match self.after_end {
+            0 => not_kept,
+            n => format!("{not_kept}, {n} after the end left out"),
         };
         let per_cpu: Vec<String> = self
             .lost_per_cpu

@@ -120,6 +120,8 @@ pub struct Session {
     live_view: Option<LiveView>,
     /// Whether the events are kept for a report built at the end (no live view, or `-c`).
     keeps_events: bool,
+    /// When the trace ended, once it is stopping (`u64::MAX` until then).
+    ends_at_ns: u64,
     /// The raw events written as they are read (`--record`).
     recorder: Option<Recorder>,
 }
@@ -287,6 +289,7 @@ impl Session {
             count: options.count,
             max_events: options.max_events,
             keeps_events: options.live.is_none() || options.count.is_some(),
+            ends_at_ns: u64::MAX,
             recorder: None,
         })
     }
@@ -406,6 +409,7 @@ impl Session {
             live: self.live_view.as_mut(),
             status,
             record: self.recorder.as_mut(),
+            until_ns: self.ends_at_ns,
         };
         drain(self.ring.get_mut(), &mut readers);
     }

@@ -28,6 +28,8 @@ pub(super) struct Readers<'a> {
     pub live: Option<&'a mut LiveView>,
     pub status: Option<&'a mut Status>,
     pub record: Option<&'a mut Recorder>,
+    /// The trace's end, once it is stopping: later events are left out (see `Stats::after_end`).
+    pub until_ns: u64,
 }
 
 /// Decodes what the ring holds into the readers.
@@ -48,6 +50,10 @@ pub(super) fn drain(ring: &mut super::EventRing, to: &mut Readers) {
             to.stats.undecodable += 1;
             continue;
         };
+        if sighting.ts_ns > to.until_ns {
+            to.stats.after_end += 1;
+            continue;
+        }
         if keep || to.kept.is_none() {
             // The statistics count the events of the report: past --max-events, not_kept.
             count(to.stats, &sighting);

@@ -27,6 +27,11 @@ impl Session {
         mut sightings: Vec<Sighting>,
     ) -> Result<Traced> {
         let end_ns = crate::kernel::clock::monotonic_ns();
+        // The points are detached one after the other: netfilter's links a grace period each,
+        // then tc, then the tracepoints. Meanwhile those left see packets the others no
+        // longer do (a driver's answer at an skb address tc would have found reused), so what
+        // they write after the end is left out.
+        self.ends_at_ns = end_ns;
         // How often the kernel skipped a program is kept in the program: hold them open to read
         // it once they can no longer run.
         let misses = crate::kernel::misses::MissCounters::hold(&self.ebpf)?;
