@@ -124,21 +124,6 @@ pub fn from_closed(closed: stream::Closed, end: &TraceEnd, first_id: u64) -> Vec
     journeys
 }
 
-/// Puts a point whose event could not name its namespace (a followed skb read or freed where
-/// it no longer says: UDP keeps a scratch value over `skb->dev`, a fragment queue its tree
-/// node) where the point before it on the journey was: the skb was still there.
-fn place_unnamed(sightings: &mut [Sighting]) {
-    let mut place = None;
-    for sighting in sightings {
-        if sighting.netns != 0 {
-            place = Some((sighting.netns, sighting.netns_name.clone()));
-        } else if let Some((netns, name)) = &place {
-            sighting.netns = *netns;
-            sighting.netns_name = name.clone();
-        }
-    }
-}
-
 /// Journeys from sightings grouped per packet: copies split out, annotations placed, fates
 /// found; numbered from `first_id` in order of their first sighting.
 fn complete(
@@ -155,8 +140,7 @@ fn complete(
     copies::in_time_order(journeys)
         .into_iter()
         .zip(first_id..)
-        .map(|((mut sightings, copy), id)| {
-            place_unnamed(&mut sightings);
+        .map(|((sightings, copy), id)| {
             let fate = fate(&sightings, end);
             let open = fate.kind == FateKind::Unknown;
             Journey {

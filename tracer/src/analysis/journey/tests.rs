@@ -330,24 +330,3 @@ fn a_syn_in_a_tunnel_keeps_its_journey_across_the_underlay_to_its_drop() {
         );
     }
 }
-
-#[test]
-fn a_followed_skbs_end_that_names_no_namespace_is_placed_where_the_skb_was() {
-    // A 3000-byte datagram in three fragments from fa53 to a reader in fb53: the first
-    // fragment's skb freed as its reassembly took it over, the whole datagram's after its
-    // reader. Neither event could name a namespace (the fragment queue's tree node and UDP's
-    // scratch value sit over skb->dev).
-    let journeys = build_all(fixture("udp_fragments_ends_unnamed.jsonl"));
-    let datagram = journeys
-        .iter()
-        .find(|j| j.headers().dport == 7311)
-        .expect("the datagram");
-    let ends: Vec<_> = datagram
-        .sightings
-        .iter()
-        .filter(|s| s.hook == Hook::ConsumeSkb)
-        .map(|s| (s.netns != 0, s.netns_name.as_deref()))
-        .collect();
-    assert_eq!(ends, [(true, Some("fb53")), (true, Some("fb53"))]);
-    assert_eq!(datagram.fate.kind, FateKind::Delivered);
-}
