@@ -11,8 +11,7 @@ use tracer_common::{
 
 use crate::{
     emit::{
-        followed, forget, netns_traced, report, report_without_tunnels, unfollowed, L2Bytes, Site,
-        Source, L2,
+        forget, netns_traced, report, report_without_tunnels, unfollowed, L2Bytes, Site, Source, L2,
     },
     judged,
     kernel::{
@@ -368,18 +367,16 @@ fn observe_skb(
     detail: HookDetail,
 ) -> Option<u64> {
     let info = skb_info(skb);
-    let (mut ifindex, mut netns) = skb_identity(skb, &info);
+    let (ifindex, netns) = skb_identity(skb, &info);
     if !netns_traced(netns) {
-        // A followed skb whose fields no longer name its namespace, read or freed: UDP keeps
-        // a scratch value where the device was and no socket, a fragment queue its tree
-        // node. Its packet was in a traced one, and its journey goes on here (left
-        // unreported, the end kept the skb followed, and the next packet built at its
-        // address took over its journey).
-        let read_or_end = hook == Hook::Socket || event_kind != kind::SIGHTING;
-        if !read_or_end || !followed(skb) {
-            return None;
+        // An skb's end ends its following wherever it is: in a namespace the trace leaves
+        // out, or one it no longer names (a fragment queue writes its tree node over skb->dev,
+        // UDP a scratch value, with no socket). Left followed, the address passed to the next
+        // packet built there, whose header-less events took over the old journey.
+        if event_kind != kind::SIGHTING {
+            forget(skb);
         }
-        (ifindex, netns) = (0, 0);
+        return None;
     }
     let mut packet = PacketSummary::default();
     // Unix and netlink sockets read and free their skbs through the same functions; those

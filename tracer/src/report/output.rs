@@ -364,8 +364,6 @@ pub fn write_path(out: &mut impl Write, journey: &Journey, paint: Paint) -> io::
             (Some(ns), Some(ifname)) => format!("{ns}/{ifname}"),
             (None, Some(ifname)) => ifname.clone(),
             (Some(ns), None) => ns.to_string(),
-            // A followed skb read or freed where it no longer names its namespace (UDP).
-            (None, None) if point.netns == 0 => String::new(),
             (None, None) => format!("netns:{}", point.netns),
         };
         // tcpdump's tap, drawn beside the point next to it (see the hook catalogue): just after
