@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 use tracer_common::{
-    event::{kind, Event, EventHeader, PacketSummary, EVENT_VERSION},
-    hook::{Hook, Position},
+    event::{kind, Event, EventHeader, HookDetail, PacketSummary, EVENT_VERSION},
+    hook::{Hook, Position, LAST_IMPLIED},
     parse::ETH_P_IP,
 };
 
@@ -51,6 +51,17 @@ pub struct BenchArgs {
     /// written to nowhere), not the stitcher alone.
     #[arg(long, value_enum, requires = "stream")]
     engine: Option<crate::report::stdout::Format>,
+    /// The points each datagram is seen at: every hook linked (`all`, 17 events), or where
+    /// `trace`'s default links them with the tracer alone at tc and netfilter (`needed`: 8
+    /// events, three of them first points that imply their last ones).
+    #[arg(long, value_enum, default_value = "all")]
+    path: PathShape,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum PathShape {
+    All,
+    Needed,
 }
 
 const NETNS_A: u32 = 4026530001;
@@ -58,7 +69,10 @@ const NETNS_B: u32 = 4026530002;
 const IFINDEX: u32 = 2;
 
 /// The points a datagram from A to B crosses, in order: (hook, position, kind, namespace).
-const PATH: [(Hook, Position, u8, u32); 17] = [
+type Point = (Hook, Position, u8, u32);
+
+/// Every hook linked (`--netfilter-hooks all`), and other programs at tc and netfilter.
+const PATH: [Point; 17] = [
     (Hook::NfLocalOut, Position::First, kind::SIGHTING, NETNS_A),
     (Hook::NfLocalOut, Position::Last, kind::SIGHTING, NETNS_A),
     (
@@ -83,13 +97,35 @@ const PATH: [(Hook, Position, u8, u32); 17] = [
     (Hook::ConsumeSkb, Position::Only, kind::FREE, NETNS_B),
 ];
 
+/// `trace`'s default on two namespaces where nothing else is registered: LOCAL_IN alone at
+/// netfilter, and each first program at tc and netfilter implying its last one.
+const NEEDED_PATH: [Point; 8] = [
+    (Hook::TcEgress, Position::First, kind::SIGHTING, NETNS_A),
+    (Hook::DevXmit, Position::First, kind::SIGHTING, NETNS_A),
+    (Hook::DevXmit, Position::Last, kind::SIGHTING, NETNS_A),
+    (Hook::NetifReceive, Position::Only, kind::SIGHTING, NETNS_B),
+    (Hook::TcIngress, Position::First, kind::SIGHTING, NETNS_B),
+    (Hook::NfLocalIn, Position::First, kind::SIGHTING, NETNS_B),
+    (Hook::Socket, Position::Only, kind::SIGHTING, NETNS_B),
+    (Hook::ConsumeSkb, Position::Only, kind::FREE, NETNS_B),
+];
+
+impl PathShape {
+    fn points(self) -> &'static [Point] {
+        match self {
+            PathShape::All => &PATH,
+            PathShape::Needed => &NEEDED_PATH,
+        }
+    }
+}
+
 pub fn run(args: BenchArgs) -> Result<()> {
     pin_to(args.cpu)?;
     let names = names();
     if args.stream {
         return stream(&args, &names);
     }
-    let records = synthesise(0..args.packets, args.flows.max(1));
+    let records = synthesise(0..args.packets, args.flows.max(1), args.path);
 
     let start = Instant::now();
     let mut sightings = Vec::with_capacity(records.len());
@@ -129,10 +165,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
 }
 
 /// Ring buffer records, as the kernel programs write them, of datagrams `packets`.
-fn synthesise(packets: std::ops::Range<u32>, flows: u32) -> Vec<Vec<u8>> {
-    let mut records = Vec::with_capacity(packets.len() * PATH.len());
-    // A datagram every 6.1 us, its points 300 ns apart.
-    let per_packet_ns = PATH.len() as u64 * 300 + 1_000;
+fn synthesise(packets: std::ops::Range<u32>, flows: u32, path: PathShape) -> Vec<Vec<u8>> {
+    let path = path.points();
+    let mut records = Vec::with_capacity(packets.len() * path.len());
+    // A datagram every 6.1 us (all points), its points 300 ns apart.
+    let per_packet_ns = path.len() as u64 * 300 + 1_000;
     for i in packets {
         let mut ts_ns = 1_000_000_000 + u64::from(i) * per_packet_ns;
         // The slab hands the same skb addresses out again once they are freed.
@@ -150,7 +187,7 @@ fn synthesise(packets: std::ops::Range<u32>, flows: u32) -> Vec<Vec<u8>> {
         };
         packet.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
         packet.daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
-        for (hook, position, kind, netns) in PATH {
+        for &(hook, position, kind, netns) in path {
             ts_ns += 300;
             let header = EventHeader {
                 version: EVENT_VERSION,
@@ -175,13 +212,30 @@ fn synthesise(packets: std::ops::Range<u32>, flows: u32) -> Vec<Vec<u8>> {
                 } else {
                     PacketSummary::default()
                 },
-                detail: Default::default(),
+                detail: HookDetail {
+                    verdict: implies_last(hook, position, path),
+                    ..HookDetail::default()
+                },
                 tunnel: Default::default(),
             };
             records.push(as_bytes(&event).to_vec());
         }
     }
     records
+}
+
+/// Where the path has no last point for a first one at tc or netfilter, the first one says it
+/// implies it, as the kernel programs do where they are the hook's only ones.
+fn implies_last(hook: Hook, position: Position, path: &[Point]) -> u32 {
+    let bracketed = hook.is_netfilter() || matches!(hook, Hook::TcIngress | Hook::TcEgress);
+    let last_seen = path
+        .iter()
+        .any(|&(h, p, _, _)| h == hook && p == Position::Last);
+    if bracketed && position == Position::First && !last_seen {
+        LAST_IMPLIED
+    } else {
+        0
+    }
 }
 
 /// A ring read hands out about a thousand records at a time. (Taken from the front of the
@@ -207,7 +261,11 @@ fn stream(args: &BenchArgs, names: &Names) -> Result<()> {
         }
     };
     for first in (0..args.packets).step_by(CHUNK as usize) {
-        let records = synthesise(first..args.packets.min(first + CHUNK), args.flows.max(1));
+        let records = synthesise(
+            first..args.packets.min(first + CHUNK),
+            args.flows.max(1),
+            args.path,
+        );
         let start = Instant::now();
         let mut sightings = Vec::with_capacity(records.len());
         for record in &records {
@@ -259,7 +317,11 @@ fn engine(args: &BenchArgs, names: &Names, format: crate::report::stdout::Format
     let mut stats = Stats::default();
     let mut packets = 0;
     for first in (0..args.packets).step_by(CHUNK as usize) {
-        let records = synthesise(first..args.packets.min(first + CHUNK), args.flows.max(1));
+        let records = synthesise(
+            first..args.packets.min(first + CHUNK),
+            args.flows.max(1),
+            args.path,
+        );
         let start = Instant::now();
         let mut sightings = Vec::with_capacity(records.len());
         for record in &records {
