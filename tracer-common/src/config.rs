@@ -22,6 +22,8 @@ pub struct KernelOffsets {
     /// `struct net` -> `ns.inum`.
     pub net_inum: u32,
     pub shinfo_gso_segs: u32,
+    /// `skb_shared_info.dataref`: how many skbs share this one's data (clones).
+    pub shinfo_dataref: u32,
     /// `struct xdp_buff` -> `rxq`.
     pub xdp_rxq: u32,
     /// `struct xdp_rxq_info` -> `dev`.
@@ -59,7 +61,6 @@ pub struct KernelOffsets {
     /// in (see [`crate::nf_census`]).
     pub task_nsproxy: u32,
     pub nsproxy_net_ns: u32,
-    pub _pad: [u32; 1],
 }
 
 impl KernelOffsets {

@@ -204,6 +204,11 @@ pub mod tcp_event {
 /// the last program sends nothing for it and its point is this one's, at the same time.
 pub const LAST_IMPLIED: u32 = 1;
 
+/// `HookDetail::verdict` of an skb's end (`kfree_skb`, `consume_skb`) where the kernel program
+/// read that no clone shares its data (`skb_shared_info.dataref` of 1): nothing of the packet
+/// lives on in another skb (tcpdump's copy, a socket's error queue) whose end is still to come.
+pub const SOLE_END: u32 = 1;
+
 /// Where a bracketing program sits within its hook. `Only` for hooks with one program.
 /// At [`Hook::DevXmit`], `First` is `net_dev_start_xmit` and `Last` is `net_dev_xmit`.
 #[repr(u8)]

@@ -259,6 +259,21 @@ pub fn skb_gso_segs(skb: u64) -> u16 {
     read::<u16>(head + end as u64, offset!(shinfo_gso_segs)).unwrap_or(0)
 }
 
+/// Whether the skb is the only one with its data: `skb_shared_info.dataref` (its low 16 bits
+/// count the skbs sharing the data) is 1, so no clone of it lives on. Read like
+/// [`skb_gso_segs`], only where an skb's end is reported.
+#[inline(always)]
+pub fn skb_data_sole(skb: u64) -> bool {
+    const DATAREF_MASK: u32 = 0xffff;
+    let head = field::<u64>(skb, offset!(skb_head)).unwrap_or(0);
+    let end = field::<u32>(skb, offset!(skb_end)).unwrap_or(0);
+    if head == 0 || end == 0 {
+        return false;
+    }
+    read::<u32>(head + end as u64, offset!(shinfo_dataref))
+        .is_some_and(|dataref| dataref & DATAREF_MASK == 1)
+}
+
 /// Copies the headers from the skb's network header on into `buf`; returns the bytes valid.
 /// Used where only the kernel pointer is at hand (tracepoints); `info` is what [`skb_info`]
 /// already read, so no field is read twice per packet.

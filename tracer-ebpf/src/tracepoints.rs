@@ -5,7 +5,7 @@
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{
     event::{kind, HookDetail, PacketSummary},
-    hook::{tcp_event, Hook, Position},
+    hook::{tcp_event, Hook, Position, SOLE_END},
     parse::{parse_l2, untag_outer, ETH_HLEN, ETH_P_IP, L2_LEN},
 };
 
@@ -15,8 +15,8 @@ use crate::{
     },
     judged,
     kernel::{
-        dev_identity, dev_ifindex, field, read, skb_identity, skb_info, skb_summary, sock_netns,
-        sock_summary, Netns, SkbInfo, Typed,
+        dev_identity, dev_ifindex, field, read, skb_data_sole, skb_identity, skb_info, skb_summary,
+        sock_netns, sock_summary, Netns, SkbInfo, Typed,
     },
     maps::{config, inert, offset},
     netfilter::{ipv4_pair, left_alone_route, remember_left_alone_route},
@@ -167,7 +167,7 @@ fn freed(skb: u64, event_kind: u8, location: u64, reason: u32) {
     let detail = HookDetail {
         location,
         reason,
-        verdict: 0,
+        verdict: if skb_data_sole(skb) { SOLE_END } else { 0 },
     };
     observe_skb(skb, hook, Position::Only, event_kind, detail);
 }

@@ -10,7 +10,7 @@ use clap::Args;
 use serde_json::json;
 use tracer_common::{
     event::{kind, Event, EventHeader, HookDetail, PacketSummary, EVENT_VERSION},
-    hook::{Hook, Position, LAST_IMPLIED},
+    hook::{Hook, Position, LAST_IMPLIED, SOLE_END},
     parse::ETH_P_IP,
 };
 
@@ -213,7 +213,12 @@ fn synthesise(packets: std::ops::Range<u32>, flows: u32, path: PathShape) -> Vec
                     PacketSummary::default()
                 },
                 detail: HookDetail {
-                    verdict: implies_last(hook, position, path),
+                    verdict: if kind == kind::FREE {
+                        // No clone shares it: the kernel's read of its `dataref`.
+                        SOLE_END
+                    } else {
+                        implies_last(hook, position, path)
+                    },
                     ..HookDetail::default()
                 },
                 tunnel: Default::default(),

@@ -55,6 +55,7 @@ impl KernelBtf {
             dev_nd_net: need("net_device", "nd_net.net")?,
             net_inum: need("net", "ns.inum")?,
             shinfo_gso_segs: optional("skb_shared_info", "gso_segs"),
+            shinfo_dataref: optional("skb_shared_info", "dataref"),
             xdp_rxq: optional("xdp_buff", "rxq"),
             rxq_dev: optional("xdp_rxq_info", "dev"),
             sk_net: optional("sock_common", "skc_net.net"),
@@ -81,7 +82,6 @@ impl KernelBtf {
             fl4_sport: optional("flowi4", "uli.ports.sport"),
             fl4_dport: optional("flowi4", "uli.ports.dport"),
             nhc_dev: optional("fib_nh_common", "nhc_dev"),
-            ..KernelOffsets::UNSET
         })
     }
 

@@ -11,6 +11,14 @@ use crate::model::sighting::{Proto, Sighting};
 /// Longer than any packet takes through the stack, shorter than TCP's minimum RTO (200 ms).
 pub(super) const SAME_PACKET_WINDOW_NS: u64 = 100_000_000;
 
+/// The same for a packet whose every skb has ended with no clone sharing its data (freed or
+/// dropped, none left alive, [`Sighting::sole_end`]): what can still join it is a copy made
+/// before its skb ended (veth's XDP path, GSO's segments), seen within microseconds of that. A
+/// clone's end (tcpdump's, or one a socket's error queue holds) can come much later: a journey
+/// that had one keeps the longer window. Far shorter than [`SAME_PACKET_WINDOW_NS`], so that
+/// the journeys of most packets close soon after they end: a live trace keeps fewer open.
+pub(super) const ENDED_WINDOW_NS: u64 = 10_000_000;
+
 /// The open journeys by what a sighting may share with one: its packet's fingerprint, or an
 /// skb that is still alive. `K` names a journey; a key whose journey is gone (closed) is
 /// ignored and forgotten when that journey closes.
@@ -208,8 +216,16 @@ pub(super) fn continues(journey: &[impl Borrow<Sighting>], next: &Sighting) -> b
                 && s.netns == next.netns
                 && s.ifindex == next.ifindex
         });
-    let soon = next.ts_ns.saturating_sub(last.ts_ns) < SAME_PACKET_WINDOW_NS;
+    let since = next.ts_ns.saturating_sub(last.ts_ns);
+    let soon = since < ENDED_WINDOW_NS || (since < SAME_PACKET_WINDOW_NS && !ended_all(journey));
     (soon || held(journey, next)) && !revisits
+}
+
+/// Whether the journey's skbs have all ended, none shared with a clone: at least one end
+/// seen, every end a sole one, and no skb alive.
+pub(super) fn ended_all(journey: &[impl Borrow<Sighting>]) -> bool {
+    let mut ends = sightings(journey).filter(|s| s.ends_skb()).peekable();
+    ends.peek().is_some() && ends.all(|s| s.sole_end) && !any_skb_alive(journey)
 }
 
 /// Whether `next` is about a packet that waited, however long: its skb is one of the

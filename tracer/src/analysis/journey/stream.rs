@@ -6,7 +6,8 @@
 //! Sightings arrive in ring order: nearly in time order, but an event of one CPU can be read
 //! after a later one of another. They wait [`Window::reorder_ns`], then join journeys in time
 //! order by the rule `build` uses ([`super::link`]). A journey closes when nothing can join it:
-//! [`SAME_PACKET_WINDOW_NS`] without a sighting and none of its skbs alive; or, while one of
+//! [`ENDED_WINDOW_NS`] without a sighting once all its skbs have ended,
+//! [`SAME_PACKET_WINDOW_NS`] without one and none of its skbs alive; or, while one of
 //! its skbs is alive (queued for a neighbour, in a qdisc, on a socket nobody reads), after
 //! [`Window::hold_ns`] without a sighting, closed as it stands.
 //!
@@ -22,10 +23,13 @@ use near::Near;
 
 use super::{
     annotation_key, is_annotation,
-    link::{any_skb_alive, fingerprint, Entries, OpenIndex, SAME_PACKET_WINDOW_NS},
+    link::{
+        any_skb_alive, ended_all, fingerprint, Entries, OpenIndex, ENDED_WINDOW_NS,
+        SAME_PACKET_WINDOW_NS,
+    },
     AnnotationKey, ANNOTATION_WINDOW_NS,
 };
-use crate::model::sighting::{expand_implied, Proto, Sighting};
+use crate::model::sighting::{push_expanded, Proto, Sighting};
 
 /// How long the stitcher waits, in the events' clock (nanoseconds).
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +70,7 @@ impl Default for Window {
 pub struct Closed {
     /// The stitcher's number for it, in the order journeys began (0: an orphan annotation).
     pub id: u64,
-    /// With the last points the first ones implied (`model::sighting::expand_implied`).
+    /// With the last points the first ones implied (`model::sighting::push_expanded`).
     pub sightings: Vec<Sighting>,
     pub annotations: Vec<Sighting>,
     /// Closed by [`Window::hold_ns`] while an skb of it was still alive.
@@ -104,8 +108,11 @@ pub struct Stitcher {
     closed: Vec<Closed>,
     index: OpenIndex<u64>,
     /// (time, journey) of every sighting released, in time order: a journey whose last
-    /// sighting this is may close [`SAME_PACKET_WINDOW_NS`] later.
+    /// sighting this is may close [`ENDED_WINDOW_NS`] later, if all its skbs have ended.
     quiet: VecDeque<(u64, u64)>,
+    /// The same for journeys found quiet with an skb not seen to end: they may close
+    /// [`SAME_PACKET_WINDOW_NS`] after it.
+    lingering: VecDeque<(u64, u64)>,
     /// The same for journeys found quiet while an skb of theirs was alive: they may close
     /// [`Window::hold_ns`] after it.
     holding: VecDeque<(u64, u64)>,
@@ -186,16 +193,32 @@ impl Stitcher {
         open.min(waiting).min(self.released_ns)
     }
 
-    /// Closes the journeys that nothing released at `now` or later can join: quiet for
-    /// [`SAME_PACKET_WINDOW_NS`] (the link rule takes no sighting after that) with no skb
-    /// alive, or held for longer than [`Window::hold_ns`].
+    /// Closes the journeys that nothing released at `now` or later can join (the link rule
+    /// takes no sighting after these windows): quiet for [`ENDED_WINDOW_NS`] with all their
+    /// skbs ended, for [`SAME_PACKET_WINDOW_NS`] with none alive, or held for longer than
+    /// [`Window::hold_ns`].
     fn close_due(&mut self, now: u64) {
         let mut ids = Vec::new();
         while let Some(&(ts, id)) = self.quiet.front() {
-            if ts.saturating_add(SAME_PACKET_WINDOW_NS) > now {
+            if ts.saturating_add(ENDED_WINDOW_NS) > now {
                 break;
             }
             self.quiet.pop_front();
+            // Only the journey's last sighting counts; it may have closed already.
+            let Some(journey) = self.open.get(&id).filter(|j| j.last_ns == ts) else {
+                continue;
+            };
+            if ended_all(&journey.sightings) {
+                ids.push(id);
+            } else {
+                self.lingering.push_back((ts, id));
+            }
+        }
+        while let Some(&(ts, id)) = self.lingering.front() {
+            if ts.saturating_add(SAME_PACKET_WINDOW_NS) > now {
+                break;
+            }
+            self.lingering.pop_front();
             // Only the journey's last sighting counts; it may have closed already.
             let Some(journey) = self.open.get_mut(&id).filter(|j| j.last_ns == ts) else {
                 continue;
@@ -280,7 +303,7 @@ impl Stitcher {
         });
         let journey = self.open.entry(id).or_insert_with(|| Open {
             // A packet crossing a veth pair is seen at about 17 points (11 events where the
-            // hooks hold nothing but the tracer, see `sighting::expand_implied`).
+            // hooks hold nothing but the tracer, see `sighting::push_expanded`).
             sightings: Vec::with_capacity(20),
             annotations: Vec::new(),
             indexed: Entries::default(),
@@ -293,7 +316,7 @@ impl Stitcher {
         }
         self.quiet.push_back((sighting.ts_ns, id));
         journey.last_ns = sighting.ts_ns;
-        journey.sightings.push(sighting);
+        push_expanded(&mut journey.sightings, sighting);
     }
 
     /// Gives each waiting annotation older than `now` by [`ANNOTATION_WINDOW_NS`] to the open
@@ -348,13 +371,8 @@ impl Stitcher {
             let Some(mut journey) = self.open.remove(&id) else {
                 continue;
             };
-            // Stitched as one sighting, a hook's implied last point is the journey's from here
-            // on. Room for a veth crossing was made up front; a closed journey may wait a
-            // while behind one held open, and most are shorter: either way in a block of its
-            // size.
-            if !expand_implied(&mut journey.sightings) {
-                fit(&mut journey.sightings);
-            }
+            // A closed journey may wait a while behind one held open: in a block its size.
+            fit(&mut journey.sightings);
             self.index.forget(&journey.indexed, id);
             self.firsts.remove(&(journey.sightings[0].ts_ns, id));
             closed.push(Closed {

@@ -136,6 +136,45 @@ fn journeys_close_as_the_trace_goes_on_so_memory_follows_what_is_open() {
 }
 
 #[test]
+fn a_packet_whose_skb_ended_with_no_clone_closes_soon_after_its_end() {
+    let mut stitcher = Stitcher::new(Window::default());
+    let mut most_open = 0;
+    for mut s in datagrams(10_000) {
+        s.sole_end = s.ends_skb();
+        stitcher.push(s);
+        stitcher.advance();
+        most_open = most_open.max(stitcher.open_journeys());
+    }
+    // One per ms: the last 30 ms are open (the reorder window and the ended window), not 120.
+    assert!(most_open <= 32, "{most_open} journeys open at once");
+}
+
+/// A datagram seen at egress and consumed 10 us later (`sole` says whether a clone shared its
+/// data), then the end of a clone of it 15 ms later: a socket's error queue purged.
+fn consumed_then_clone_purged(sole: bool) -> Vec<Journey> {
+    let mut sightings = datagrams(1);
+    sightings[1].sole_end = sole;
+    let mut purged = sightings[1].clone();
+    purged.hook = tracer_common::hook::Hook::KfreeSkb;
+    purged.reason = Some("QUEUE_PURGE".into());
+    purged.skb += 0x8000;
+    purged.ts_ns += 15_000_000;
+    purged.sole_end = true;
+    sightings.push(purged);
+    streamed(sightings, Window::default(), 1)
+}
+
+#[test]
+fn a_clone_ended_later_joins_its_packet_whose_skb_ended_shared() {
+    let shared = consumed_then_clone_purged(false);
+    assert_eq!(shared.len(), 1, "{:?}", shape(&shared));
+    assert_eq!(shared[0].sightings.len(), 3);
+    // Had the kernel read no clone sharing the consumed skb, the packet closed 10 ms after
+    // its end: such a late end is another packet's.
+    assert_eq!(consumed_then_clone_purged(true).len(), 2);
+}
+
+#[test]
 fn a_packet_whose_skb_stays_alive_is_closed_after_the_hold_window_and_says_so() {
     let mut queued = datagrams(1);
     queued.truncate(1); // seen, never freed: waiting in a queue
