@@ -167,7 +167,7 @@ fn freed(skb: u64, event_kind: u8, location: u64, reason: u32) {
     let detail = HookDetail {
         location,
         reason,
-        verdict: if skb_data_sole(skb) { SOLE_END } else { 0 },
+        verdict: 0,
     };
     observe_skb(skb, hook, Position::Only, event_kind, detail);
 }
@@ -364,7 +364,7 @@ fn observe_skb(
     hook: Hook,
     position: Position,
     event_kind: u8,
-    detail: HookDetail,
+    mut detail: HookDetail,
 ) -> Option<u64> {
     let info = skb_info(skb);
     let (ifindex, netns) = skb_identity(skb, &info);
@@ -377,6 +377,10 @@ fn observe_skb(
             forget(skb);
         }
         return None;
+    }
+    if event_kind != kind::SIGHTING && skb_data_sole(skb) {
+        // Read here, in a traced namespace, not for every drop of the machine.
+        detail.verdict = SOLE_END;
     }
     let mut packet = PacketSummary::default();
     // Unix and netlink sockets read and free their skbs through the same functions; those
