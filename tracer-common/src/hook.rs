@@ -73,6 +73,12 @@ impl Hook {
         matches!(self.info().mechanism, Mechanism::Netfilter { .. })
     }
 
+    /// A hook where the tracer has a first and a last program (netfilter's, tc's), so that a
+    /// first one alone in it can imply the last point ([`LAST_IMPLIED`]).
+    pub const fn brackets_others(self) -> bool {
+        self.is_netfilter() || matches!(self, Hook::TcIngress | Hook::TcEgress)
+    }
+
     pub fn from_name(name: &str) -> Option<Hook> {
         Hook::ALL.iter().copied().find(|h| h.name() == name)
     }

@@ -261,11 +261,10 @@ pub fn skb_gso_segs(skb: u64) -> u16 {
 
 /// Whether the skb is the only one with its data: `skb_shared_info.dataref` (its low 16 bits
 /// count the skbs sharing the data) is 1, so no clone of it lives on. Read like
-/// [`skb_gso_segs`], only where an skb's end is reported.
+/// [`skb_gso_segs`], only where an skb's end is reported; `head` is [`SkbInfo::head`].
 #[inline(always)]
-pub fn skb_data_sole(skb: u64) -> bool {
+pub fn skb_data_sole(skb: u64, head: u64) -> bool {
     const DATAREF_MASK: u32 = 0xffff;
-    let head = field::<u64>(skb, offset!(skb_head)).unwrap_or(0);
     let end = field::<u32>(skb, offset!(skb_end)).unwrap_or(0);
     if head == 0 || end == 0 {
         return false;

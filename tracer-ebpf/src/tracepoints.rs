@@ -378,7 +378,7 @@ fn observe_skb(
         }
         return None;
     }
-    if event_kind != kind::SIGHTING && skb_data_sole(skb) {
+    if event_kind != kind::SIGHTING && skb_data_sole(skb, info.head) {
         // Read here, in a traced namespace, not for every drop of the machine.
         detail.verdict = SOLE_END;
     }

@@ -232,11 +232,10 @@ fn synthesise(packets: std::ops::Range<u32>, flows: u32, path: PathShape) -> Vec
 /// Where the path has no last point for a first one at tc or netfilter, the first one says it
 /// implies it, as the kernel programs do where they are the hook's only ones.
 fn implies_last(hook: Hook, position: Position, path: &[Point]) -> u32 {
-    let bracketed = hook.is_netfilter() || matches!(hook, Hook::TcIngress | Hook::TcEgress);
     let last_seen = path
         .iter()
         .any(|&(h, p, _, _)| h == hook && p == Position::Last);
-    if bracketed && position == Position::First && !last_seen {
+    if hook.brackets_others() && position == Position::First && !last_seen {
         LAST_IMPLIED
     } else {
         0

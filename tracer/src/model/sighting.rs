@@ -27,7 +27,7 @@ pub struct Sighting {
     pub position: Position,
     /// A first point (netfilter, tc) where the tracer's two programs are the hook's only
     /// ones: the last point is this one too, and no event of its own came for it (see
-    /// [`expand_implied`]).
+    /// [`push_expanded`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub last_implied: bool,
     /// An skb's end where no clone shared its data (see [`tracer_common::hook::SOLE_END`]):
@@ -161,7 +161,7 @@ impl Sighting {
             hook,
             position,
             last_implied: position == Position::First
-                && (hook.is_netfilter() || matches!(hook, Hook::TcIngress | Hook::TcEgress))
+                && hook.brackets_others()
                 && event.detail.verdict == LAST_IMPLIED,
             sole_end: matches!(hook, Hook::KfreeSkb | Hook::ConsumeSkb)
                 && event.detail.verdict == SOLE_END,
@@ -227,7 +227,7 @@ impl Sighting {
 /// Adds `sighting` to its packet's `sightings`, with the last point it implies (a first
 /// program alone in its hook, [`Sighting::last_implied`]) right after it: the same point and
 /// packet at the same time, what the journey would hold had the last program sent its event.
-/// Done as the sighting joins its journey, so that closing one moves nothing.
+/// Done as the sighting joins its journey: linking and the journey see the point from then on.
 pub fn push_expanded(sightings: &mut Vec<Sighting>, mut sighting: Sighting) {
     if !sighting.last_implied {
         sightings.push(sighting);
