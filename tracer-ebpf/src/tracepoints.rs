@@ -11,8 +11,8 @@ use tracer_common::{
 
 use crate::{
     emit::{
-        followed, forget, netns_traced, report, report_without_tunnels, unfollowed, L2Bytes, Site,
-        Source, L2,
+        followed, followed_as, forget, netns_traced, report, report_without_tunnels, unfollowed,
+        L2Bytes, Site, Source, L2,
     },
     judged,
     kernel::{
@@ -369,7 +369,8 @@ fn observe_skb(
 ) -> Option<u64> {
     let info = skb_info(skb);
     let (ifindex, netns) = skb_identity(skb, &info);
-    if !netns_traced(netns) && !unnamed_end_of_followed(skb, netns, event_kind) {
+    let unnamed = !netns_traced(netns);
+    if unnamed && !unnamed_end_of_followed(skb, netns, event_kind) {
         // An skb's end ends its following wherever it is: in a namespace the trace leaves
         // out, or one it no longer names (a fragment queue writes its tree node over skb->dev,
         // UDP a scratch value, with no socket). Left followed, the address passed to the next
@@ -393,6 +394,12 @@ fn observe_skb(
     } else {
         skb_summary(skb, &info, 0, hook, &mut packet)
     };
+    if unnamed && !followed_as(skb, &packet) {
+        // A stale entry at a reused address: this end is another packet's, from a namespace
+        // nothing here can name, and it is not judged anew.
+        forget(skb);
+        return None;
+    }
     let site = Site {
         hook,
         position,
@@ -426,9 +433,9 @@ fn observe_skb(
         .then(|| ipv4_pair([s[0], s[1], s[2], s[3]], [d[0], d[1], d[2], d[3]]))
 }
 
-/// Whether an end whose skb names no namespace any more is still one the trace wants: its
-/// skb is followed (so it was in a traced namespace when seen), and `report` checks that the
-/// headers are still that packet's. TCP lets go of both names of a segment it received: the
+/// Whether an end whose skb names no namespace any more may still be one the trace wants: its
+/// skb is followed (so it was in a traced namespace when seen); `observe_skb` then checks that
+/// the headers are still that packet's. TCP lets go of both names of a segment it received: the
 /// device in `tcp_v4_rcv`/`tcp_v6_rcv` (`skb->dev = NULL`), the socket before a read segment's
 /// deferred free (`tcp_eat_recv_skb`), which `skb_defer_free_flush` does later on the CPU that
 /// built the skb. Without this, a followed flow's read segments never ended in the trace, and
