@@ -291,10 +291,7 @@ fn may_follow_any() -> bool {
 
 /// Follows `skb` from here on by `tag`: a new key counts in `FOLLOWING`, an existing one
 /// takes the new tag. A full map only makes the LRU forget an old packet (which stays
-/// counted: the count errs on the side of looking): following is best effort. Where `wanted`
-/// found a stale entry, it writes the new tag into it instead: an LRU map's update takes a
-/// new element and frees the old one, and a delete then an insert cost as much (following
-/// TCP, where most segments are freed unseen, those were a fifth of tc egress's first run).
+/// counted: the count errs on the side of looking): following is best effort.
 #[inline(always)]
 fn follow(skb: u64, tag: u64) {
     const BPF_NOEXIST: u64 = 1;
@@ -348,51 +345,31 @@ fn wanted<const TUNNELS_TOO: bool>(
     if !filters_packets() {
         return true;
     }
-    let mut stale = None;
     if site.skb != 0 && may_follow_any() {
-        if let Some(entry) = FOLLOWED.get_ptr_mut(&site.skb) {
-            // SAFETY: the LRU map is preallocated, so the element stays map memory for the
-            // whole run; another CPU removing or reusing it meanwhile can only make the tag
-            // another skb's (any `u64` is valid), which at worst misjudges whether to follow.
-            let tag = unsafe { *entry };
+        // SAFETY: the LRU map is preallocated, so the element stays map memory for the whole
+        // run; another CPU removing or reusing it meanwhile can only make `*tag` another
+        // skb's tag (any `u64` is valid), which at worst misjudges whether to follow.
+        if let Some(tag) = unsafe { FOLLOWED.get(&site.skb) } {
             // The address is followed, but is it still that packet? An skb freed where no
             // tracepoint fires (TCP frees acknowledged and read skbs quietly) leaves its entry
             // behind, and the next packet built at that address must not inherit it. A tunnel
             // pushed its outer headers onto the same skb: the packet is the one inside.
             if knows_no_headers(site, packet)
-                || tag == follow_tag(packet)
+                || *tag == follow_tag(packet)
                 || (TUNNELS_TOO
                     && may_be_tunnel(packet)
-                    && carries_followed(site.hook as u32, tag) != 0)
+                    && carries_followed(site.hook as u32, *tag) != 0)
             {
                 return true;
             }
-            // A stale entry: judged below like any new packet. (Where tunnels are not looked
-            // into, a tunnel packet may be the followed one in its outer headers: left for
-            // the next point to tell.)
+            // A stale entry: forget it, so the new packet's header-less events are not taken.
+            // (Where tunnels are not looked into, a tunnel packet may be the followed one in
+            // its outer headers: left for the next point to tell.)
             if TUNNELS_TOO || !encapsulation::may_carry(Outer::of(packet)) {
-                stale = Some(entry);
+                unfollow(site.skb);
             }
         }
     }
-    let wanted = judged_anew::<TUNNELS_TOO>(site, packet, l2, l3_len, stale);
-    if let (Some(_), false) = (stale, wanted) {
-        // Forgotten, so that the new packet's header-less events are not taken.
-        unfollow(site.skb);
-    }
-    wanted
-}
-
-/// [`wanted`] for a packet no entry of `FOLLOWED` speaks for; `stale` is the entry a freed
-/// packet left at its address, if any (see [`follow`]).
-#[inline(always)]
-fn judged_anew<const TUNNELS_TOO: bool>(
-    site: &Site,
-    packet: &PacketSummary,
-    l2: Option<L2>,
-    l3_len: usize,
-    stale: Option<*mut u64>,
-) -> bool {
     // Not followed, and without headers: the filter would judge an empty view (and push the
     // views of the hooks around it out of the verdict cache). Nor a normal free of a packet
     // not followed: it ends no journey the trace has, and it is often judged on the other CPU
@@ -416,11 +393,7 @@ fn judged_anew<const TUNNELS_TOO: bool>(
     if filter::filter_accepts(site, packet, l2_bytes, l2_len, l3_len) {
         // Follow it from here on; not at its free, which would only delete the entry again.
         if site.skb != 0 && site.kind == kind::SIGHTING {
-            match stale {
-                // SAFETY: as in `wanted`: map memory for the run; a `u64` written.
-                Some(entry) => unsafe { *entry = follow_tag(packet) },
-                None => follow(site.skb, follow_tag(packet)),
-            }
+            follow(site.skb, follow_tag(packet));
         }
         return true;
     }
