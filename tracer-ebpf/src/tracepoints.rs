@@ -369,8 +369,7 @@ fn observe_skb(
 ) -> Option<u64> {
     let info = skb_info(skb);
     let (ifindex, netns) = skb_identity(skb, &info);
-    let unnamed = !netns_traced(netns);
-    if unnamed && !unnamed_end_of_followed(skb, netns, event_kind) {
+    if !netns_traced(netns) && !unnamed_end_of_followed(skb, netns, event_kind) {
         // An skb's end ends its following wherever it is: in a namespace the trace leaves
         // out, or one it no longer names (a fragment queue writes its tree node over skb->dev,
         // UDP a scratch value, with no socket). Left followed, the address passed to the next
@@ -394,7 +393,11 @@ fn observe_skb(
     } else {
         skb_summary(skb, &info, 0, hook, &mut packet)
     };
-    if unnamed && !followed_as(skb, &packet) {
+    // Past the check above, namespace 0 is an end that named none where the trace filters
+    // namespaces. Told again from `netns`, not from a flag kept since: 6.1's verifier walked
+    // every path below once for each value of such a flag (kfree_skb went past its million
+    // instructions).
+    if netns == 0 && config!(netns_filter) != 0 && !followed_as(skb, &packet) {
         // A stale entry at a reused address: this end is another packet's, from a namespace
         // nothing here can name, and it is not judged anew.
         forget(skb);
