@@ -113,45 +113,6 @@ fn tcp_reads_resets_retransmissions_and_icmp_errors_are_reported() {
     assert_eq!(report.stats()["lost_total"], 0);
 }
 
-/// TCP lets go of a received segment's device (and, before a read segment's deferred free, of
-/// its socket): the free then names no namespace. A followed SYN, consumed by the listener
-/// that answered it, still ends in the trace, in the listener's namespace.
-#[test]
-fn a_followed_segment_ends_where_tcp_freed_it_without_naming_a_namespace() {
-    require_privileges();
-    let pair = Pair::create();
-    let (a, b) = (pair.a.name.clone(), pair.b.name.clone());
-    let server = pair.b.spawn(|| {
-        let listener = TcpListener::bind(addr(ADDR_B, 7010)).unwrap();
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut got = String::new();
-        conn.read_to_string(&mut got).unwrap();
-        got
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    let tracer = Tracer::start(&["-n", &a, "-n", &b, "tcp port 7010"]);
-    pair.a.enter(|| {
-        let mut conn = TcpStream::connect(addr(ADDR_B, 7010)).unwrap();
-        conn.write_all(b"hello").unwrap();
-    });
-    assert_eq!(server.join().unwrap(), "hello");
-    std::thread::sleep(Duration::from_millis(200));
-    let report = tracer.finish();
-    let syn = report
-        .packets()
-        .find(|p| p["tcp_flags"] == serde_json::json!(["SYN"]))
-        .unwrap_or_else(|| panic!("no SYN followed: {:?}", report.records));
-    let ends: Vec<_> = syn["path"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["hook"] == "consume_skb")
-        .map(|p| p["netns_name"].clone())
-        .collect();
-    assert_eq!(ends, [Value::from(b.as_str())], "the SYN's end: {syn}");
-    assert_eq!(report.stats()["lost_total"], 0);
-}
-
 /// A packet's points in the namespace `ns`: `hook position ifname dir`.
 fn points_in(packet: &Value, ns: &str) -> Vec<String> {
     packet["path"]

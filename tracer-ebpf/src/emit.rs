@@ -438,17 +438,6 @@ fn knows_no_headers(site: &Site, packet: &PacketSummary) -> bool {
             || (site.hook == Hook::DevXmit && site.position == Position::Last))
 }
 
-/// Whether `skb` is followed as `packet`: its entry's tag is this packet's, or the event shows
-/// no headers to tell by. (Not through a tunnel's outer headers: see `wanted`.)
-#[inline(always)]
-pub fn followed_as(skb: u64, packet: &PacketSummary) -> bool {
-    // SAFETY: as in `wanted`: the element stays map memory for the run; a `u64` read.
-    match unsafe { FOLLOWED.get(&skb) } {
-        Some(tag) => packet.l3_proto == 0 || *tag == follow_tag(packet),
-        None => false,
-    }
-}
-
 /// What NAT leaves unchanged in a packet: transport protocol, IP id and TCP sequence number.
 #[inline(always)]
 fn follow_tag(packet: &PacketSummary) -> u64 {

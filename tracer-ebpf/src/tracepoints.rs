@@ -11,8 +11,7 @@ use tracer_common::{
 
 use crate::{
     emit::{
-        followed, followed_as, forget, netns_traced, report, report_without_tunnels, unfollowed,
-        L2Bytes, Site, Source, L2,
+        forget, netns_traced, report, report_without_tunnels, unfollowed, L2Bytes, Site, Source, L2,
     },
     judged,
     kernel::{
@@ -369,7 +368,7 @@ fn observe_skb(
 ) -> Option<u64> {
     let info = skb_info(skb);
     let (ifindex, netns) = skb_identity(skb, &info);
-    if !netns_traced(netns) && !unnamed_end_of_followed(skb, netns, event_kind) {
+    if !netns_traced(netns) {
         // An skb's end ends its following wherever it is: in a namespace the trace leaves
         // out, or one it no longer names (a fragment queue writes its tree node over skb->dev,
         // UDP a scratch value, with no socket). Left followed, the address passed to the next
@@ -393,16 +392,6 @@ fn observe_skb(
     } else {
         skb_summary(skb, &info, 0, hook, &mut packet)
     };
-    // Past the check above, namespace 0 is an end that named none where the trace filters
-    // namespaces. Told again from `netns`, not from a flag kept since: 6.1's verifier walked
-    // every path below once for each value of such a flag (kfree_skb went past its million
-    // instructions).
-    if netns == 0 && config!(netns_filter) != 0 && !followed_as(skb, &packet) {
-        // A stale entry at a reused address: this end is another packet's, from a namespace
-        // nothing here can name, and it is not judged anew.
-        forget(skb);
-        return None;
-    }
     let site = Site {
         hook,
         position,
@@ -434,21 +423,6 @@ fn observe_skb(
     let (s, d) = (&packet.saddr, &packet.daddr);
     (!reported && packet.l3_proto == ETH_P_IP)
         .then(|| ipv4_pair([s[0], s[1], s[2], s[3]], [d[0], d[1], d[2], d[3]]))
-}
-
-/// Whether an end whose skb names no namespace any more may still be one the trace wants: its
-/// skb is followed (so it was in a traced namespace when seen); `observe_skb` then checks that
-/// the headers are still that packet's. TCP lets go of both names of a segment it received: the
-/// device in `tcp_v4_rcv`/`tcp_v6_rcv` (`skb->dev = NULL`), the socket before a read segment's
-/// deferred free (`tcp_eat_recv_skb`), which `skb_defer_free_flush` does later on the CPU that
-/// built the skb. Without this, a followed flow's read segments never ended in the trace, and
-/// their journeys were held open for the whole hold window. Consumed ends only: TCP also
-/// frees segments it took whole with a drop's tracepoint and no reason (NOT_SPECIFIED in
-/// `tcp_rcv_state_process`, the ACK that completes a handshake), which would read as drops
-/// (Docker's tests saw them in healthy exchanges).
-#[inline(always)]
-fn unnamed_end_of_followed(skb: u64, netns: u32, event_kind: u8) -> bool {
-    netns == 0 && event_kind == kind::FREE && followed(skb)
 }
 
 /// The link-layer header of a received skb as the taps will see it, for the Ethernet filter
