@@ -229,7 +229,6 @@ impl Sighting {
 /// packet at the same time, what the journey would hold had the last program sent its event.
 /// Done as the sighting joins its journey: linking and the journey see the point from then on.
 pub fn push_expanded(sightings: &mut Vec<Sighting>, mut sighting: Sighting) {
-    name_nameless_end(sightings, &mut sighting);
     if !sighting.last_implied {
         sightings.push(sighting);
         return;
@@ -243,23 +242,6 @@ pub fn push_expanded(sightings: &mut Vec<Sighting>, mut sighting: Sighting) {
     };
     sightings.push(sighting);
     sightings.push(last);
-}
-
-/// Gives an end whose skb named no namespace any more (namespace 0: TCP lets go of a received
-/// segment's device, and of its socket before a deferred free) the namespace where its skb was
-/// last seen in `sightings`, where it ended.
-fn name_nameless_end(sightings: &[Sighting], end: &mut Sighting) {
-    if end.netns != 0 || end.skb == 0 || !end.ends_skb() {
-        return;
-    }
-    if let Some(seen) = sightings
-        .iter()
-        .rev()
-        .find(|s| s.skb == end.skb && s.netns != 0)
-    {
-        end.netns = seen.netns;
-        end.netns_name = seen.netns_name.clone();
-    }
 }
 
 /// The hook-specific part of an event, in words.
@@ -376,42 +358,6 @@ mod tests {
         // The packet is the first point's; the events lost before belong to that one event.
         assert_eq!(sightings[1].ip_id, 7);
         assert_eq!((sightings[0].lost_before, sightings[1].lost_before), (3, 0));
-    }
-
-    #[test]
-    fn an_end_that_names_no_namespace_ended_where_its_skb_was_last_seen() {
-        let at = |hook, skb, netns, name: Option<&str>| Sighting {
-            hook,
-            skb,
-            netns,
-            netns_name: name.map(Name::from),
-            ..decoded()
-        };
-        let mut sightings = Vec::new();
-        for sighting in [
-            at(Hook::TcIngress, 7, 11, Some("pa")),
-            at(Hook::NfLocalIn, 7, 22, Some("pb")),
-            at(Hook::Socket, 9, 33, Some("pc")),
-            at(Hook::ConsumeSkb, 7, 0, None),
-            // Another skb's end, never seen before: nowhere to take a namespace from.
-            at(Hook::ConsumeSkb, 8, 0, None),
-        ] {
-            push_expanded(&mut sightings, sighting);
-        }
-        let places: Vec<_> = sightings
-            .iter()
-            .map(|s| (s.netns, s.netns_name.as_deref()))
-            .collect();
-        assert_eq!(
-            places,
-            [
-                (11, Some("pa")),
-                (22, Some("pb")),
-                (33, Some("pc")),
-                (22, Some("pb")),
-                (0, None)
-            ]
-        );
     }
 
     #[test]
