@@ -16,7 +16,8 @@ use crate::{
     emit::Site,
     kernel::scratch,
     maps::{
-        config, ViewBytes, FILTERS, FILTER_RUNS, INNER_SCRATCH, SCRATCH, TUNNELS, VERDICTS, VIEWS,
+        config, ViewBytes, FILTERS, FILTER_RUNS, INNER_SCRATCH, SCRATCH, TUNNELS, VERDICTS,
+        VERDICT_WAYS, VIEWS,
     },
 };
 
@@ -129,12 +130,42 @@ pub extern "C" fn tracer_filter(hook: u32, slot: u32, from: u32) -> u32 {
     // each point, the same frame at tc egress and ingress), and the packets of a flow differ
     // where it does not look (IP id, checksums, payload): judged once on this CPU, the
     // verdict is taken again by the bytes the run read, not re-run instruction by instruction.
-    if let Some(accept) = remembered(slot, view) {
+    let way = slot * VERDICT_WAYS + direction(view);
+    let accept = remembered(way, view);
+    if accept != UNKNOWN {
         return accept;
     }
     let accept = interpret(hook, slot, view);
-    remember(hook, slot, view, accept);
+    remember(hook, way, view, accept);
     accept
+}
+
+/// What [`remembered`] returns where its way holds no verdict for the view.
+const UNKNOWN: u32 = u32::MAX;
+
+/// Which of a filter program's `VERDICT_WAYS` ways keeps the verdict on `view`: 1 where its
+/// IP source address is below its destination (compared as loaded), so that the two
+/// directions of a flow, which alternate on one CPU, do not push each other's out. Any
+/// function of the view is correct (a way only remembers; the bytes decide): past the view's
+/// length, or for a packet that is not IP, it is only a way. Arithmetic, not branches: a value
+/// that branches lead to would make the verifier walk what follows once for each.
+#[inline(always)]
+fn direction(view: *const ViewBytes) -> u32 {
+    // SAFETY: this hook's `VIEWS` slot on this CPU (see `gather`), read in words.
+    let l3 = unsafe { &(*view).l3 };
+    // IPv4: the source is the high half of word 1 (bytes 12..16), the destination the low
+    // half of word 2. IPv6: the sources' first eight bytes are word 1, the destination's
+    // word 3. A comparison of the two, and which one counts by the version's low bit.
+    let v4 = below(l3[1] >> 32, l3[2] & 0xffff_ffff);
+    let v6 = below(l3[1], l3[3]);
+    let is_v6 = (l3[0] >> 5) & 1; // the version's bit set in 6 (0110), not in 4 (0100)
+    (v4 ^ ((v4 ^ v6) & is_v6.wrapping_neg())) as u32
+}
+
+/// 1 if `a < b` (unsigned), 0 otherwise, without a branch: the borrow of `a - b`.
+#[inline(always)]
+fn below(a: u64, b: u64) -> u64 {
+    ((!a & b) | (!(a ^ b) & a.wrapping_sub(b))) >> 63
 }
 
 /// Runs filter program `slot` on `view`, one instruction per `bpf_loop` step.
@@ -212,19 +243,22 @@ fn gather(hook: u32, l2: *const u8, l2_len: usize, l3_len: usize, wire_len: u32)
     true
 }
 
-/// The verdict of filter program `slot` on this CPU's last view if `view` has lengths it
-/// holds for (`cbpf::Lengths`) and the same bytes where that run read: 1 accept, 0 reject.
+/// The verdict in `VERDICTS` entry `way` (one of a filter program's on this CPU) if `view`
+/// has lengths it holds for (`cbpf::Lengths`) and the same bytes where that run read: 1
+/// accept, 0 reject; `UNKNOWN` otherwise.
 #[inline(always)]
-fn remembered(slot: u32, view: *mut ViewBytes) -> Option<u32> {
-    let cached = VERDICTS.get_ptr(slot)?;
-    // SAFETY: `cached` is this slot's entry on this CPU from a successful lookup, `view` this
+fn remembered(way: u32, view: *mut ViewBytes) -> u32 {
+    let Some(cached) = VERDICTS.get_ptr(way) else {
+        return UNKNOWN;
+    };
+    // SAFETY: `cached` is this way's entry on this CPU from a successful lookup, `view` this
     // hook's `VIEWS` slot (see `gather`): valid for the run. The entry is shared by the hooks,
     // and one may interrupt this run to rewrite it: every access is volatile, in program
     // order, and the sequence number read before and after tells whether that happened.
     unsafe {
         let seq = core::ptr::read_volatile(&(*cached).seq);
         if seq & 1 != 0 {
-            return None;
+            return UNKNOWN;
         }
         let (was, now) = (&(*cached).view, &*view);
         // Field by field into registers: a copy of the whole would take stack the chain of
@@ -238,31 +272,35 @@ fn remembered(slot: u32, view: *mut ViewBytes) -> Option<u32> {
             wire_mask: core::ptr::read_volatile(&l.wire_mask),
         };
         if !lengths.admit(now.l2_len, now.l3_len, now.wire_len) {
-            return None;
+            return UNKNOWN;
         }
         let read = &(*cached).read;
         for i in 0..L2_LEN / 8 {
             let mask = core::ptr::read_volatile(&read[i]);
             if core::ptr::read_volatile(&was.l2[i]) != now.l2[i] & mask {
-                return None;
+                return UNKNOWN;
             }
         }
         for i in 0..HDR_LEN / 8 {
             let mask = core::ptr::read_volatile(&read[L2_LEN / 8 + i]);
             if core::ptr::read_volatile(&was.l3[i]) != now.l3[i] & mask {
-                return None;
+                return UNKNOWN;
             }
         }
         let accept = core::ptr::read_volatile(&(*cached).accept);
-        (core::ptr::read_volatile(&(*cached).seq) == seq).then_some(accept)
+        if core::ptr::read_volatile(&(*cached).seq) == seq {
+            accept
+        } else {
+            UNKNOWN
+        }
     }
 }
 
-/// Keeps `accept` as filter program `slot`'s verdict on `view` on this CPU, with the bytes the
-/// run at `hook` read and the lengths of the views it holds for.
+/// Keeps `accept` as the verdict on `view` in `VERDICTS` entry `way` on this CPU, with the
+/// bytes the run at `hook` read and the lengths of the views it holds for.
 #[inline(always)]
-fn remember(hook: u32, slot: u32, view: *mut ViewBytes, accept: u32) {
-    let (Some(cached), Some(run)) = (VERDICTS.get_ptr_mut(slot), FILTER_RUNS.get_ptr(hook)) else {
+fn remember(hook: u32, way: u32, view: *mut ViewBytes, accept: u32) {
+    let (Some(cached), Some(run)) = (VERDICTS.get_ptr_mut(way), FILTER_RUNS.get_ptr(hook)) else {
         return;
     };
     // SAFETY: as in `remembered`. A program that interrupted another one's write here sees

@@ -102,12 +102,17 @@ pub struct ViewBytes {
 #[map]
 pub static VIEWS: PerCpuArray<ViewBytes> = PerCpuArray::with_max_entries(HOOK_SLOTS, 0);
 
-/// The last view each filter program judged on this CPU, the bytes it read and its verdict:
-/// the hooks of one packet run back to back on one CPU and mostly show the filter the same
-/// bytes, and the packets of one flow differ where it does not read (see
-/// `filter::tracer_filter`).
+/// The last views each filter program judged on this CPU (`VERDICT_WAYS` a program, at
+/// `slot * VERDICT_WAYS + way`), the bytes each run read and its verdict: the hooks of one
+/// packet run back to back on one CPU and mostly show the filter the same bytes, and the
+/// packets of one flow differ where it does not read (see `filter::tracer_filter`). Two
+/// ways, one a direction (see `filter::direction`), since a flow's two directions alternate
+/// on one CPU (a receiver's ACKs are sent in the softirq that delivered the data).
 #[map]
-pub static VERDICTS: PerCpuArray<Verdict> = PerCpuArray::with_max_entries(2, 0);
+pub static VERDICTS: PerCpuArray<Verdict> = PerCpuArray::with_max_entries(2 * VERDICT_WAYS, 0);
+
+/// Views remembered per filter program and CPU in `VERDICTS`.
+pub const VERDICT_WAYS: u32 = 2;
 
 #[repr(C)]
 pub struct Verdict {
