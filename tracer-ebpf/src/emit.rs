@@ -275,9 +275,16 @@ pub fn unfollowed(skb: u64) -> bool {
 /// Whether `skb` is followed (see `FOLLOWED`).
 #[inline(always)]
 pub fn followed(skb: u64) -> bool {
-    // SAFETY: only whether the key is present is used (see `netns_traced`).
-    may_follow_any() && unsafe { FOLLOWED.get(&skb) }.is_some()
+    // SAFETY: as in `wanted`: map memory for the run, any `u64` valid.
+    may_follow_any() && unsafe { FOLLOWED.get(&skb) }.is_some_and(|tag| *tag != STALE_TAG)
 }
+
+/// The tag of a `FOLLOWED` entry whose packet is gone (freed where no tracepoint fires): the
+/// entry stays, for `follow` to write the next followed packet's tag into, since in an LRU
+/// map a delete and an insert are list operations under locks (following TCP, where most
+/// segments are freed unseen, they were a fifth of tc egress's first program). No packet's
+/// tag: `follow_tag` keeps bits 48-55 clear.
+const STALE_TAG: u64 = u64::MAX;
 
 /// False only when no skb is followed (see `FOLLOWING`): then no packet needs looking up.
 #[inline(always)]
@@ -291,14 +298,16 @@ fn may_follow_any() -> bool {
 
 /// Follows `skb` from here on by `tag`: a new key counts in `FOLLOWING`, an existing one
 /// takes the new tag. A full map only makes the LRU forget an old packet (which stays
-/// counted: the count errs on the side of looking): following is best effort.
+/// counted: the count errs on the side of looking): following is best effort. An existing
+/// entry (mostly a `STALE_TAG` one) is written in place.
 #[inline(always)]
 fn follow(skb: u64, tag: u64) {
     const BPF_NOEXIST: u64 = 1;
-    if FOLLOWED.insert(&skb, &tag, BPF_NOEXIST).is_ok() {
+    if let Some(entry) = FOLLOWED.get_ptr_mut(&skb) {
+        // SAFETY: as in `wanted`: map memory for the run; a `u64` written.
+        unsafe { *entry = tag };
+    } else if FOLLOWED.insert(&skb, &tag, BPF_NOEXIST).is_ok() {
         count_followed(1);
-    } else {
-        let _ = FOLLOWED.insert(&skb, &tag, 0);
     }
 }
 
@@ -349,12 +358,14 @@ fn wanted<const TUNNELS_TOO: bool>(
         // SAFETY: the LRU map is preallocated, so the element stays map memory for the whole
         // run; another CPU removing or reusing it meanwhile can only make `*tag` another
         // skb's tag (any `u64` is valid), which at worst misjudges whether to follow.
-        if let Some(tag) = unsafe { FOLLOWED.get(&site.skb) } {
+        if let Some(entry) = FOLLOWED.get_ptr_mut(&site.skb) {
+            // SAFETY: as above.
+            let tag = unsafe { &mut *entry };
             // The address is followed, but is it still that packet? An skb freed where no
             // tracepoint fires (TCP frees acknowledged and read skbs quietly) leaves its entry
             // behind, and the next packet built at that address must not inherit it. A tunnel
             // pushed its outer headers onto the same skb: the packet is the one inside.
-            if knows_no_headers(site, packet)
+            if (*tag != STALE_TAG && knows_no_headers(site, packet))
                 || *tag == follow_tag(packet)
                 || (TUNNELS_TOO
                     && may_be_tunnel(packet)
@@ -362,11 +373,12 @@ fn wanted<const TUNNELS_TOO: bool>(
             {
                 return true;
             }
-            // A stale entry: forget it, so the new packet's header-less events are not taken.
-            // (Where tunnels are not looked into, a tunnel packet may be the followed one in
-            // its outer headers: left for the next point to tell.)
+            // A stale entry: marked so, so that the new packet's header-less events are not
+            // taken, and kept for `follow` to take if the filter wants the new one. (Where
+            // tunnels are not looked into, a tunnel packet may be the followed one in its
+            // outer headers: left for the next point to tell.)
             if TUNNELS_TOO || !encapsulation::may_carry(Outer::of(packet)) {
-                unfollow(site.skb);
+                *tag = STALE_TAG;
             }
         }
     }
