@@ -283,7 +283,7 @@ pub fn followed(skb: u64) -> bool {
 /// entry stays, for `follow` to write the next followed packet's tag into, since in an LRU
 /// map a delete and an insert are list operations under locks (following TCP, where most
 /// segments are freed unseen, they were a fifth of tc egress's first program). No packet's
-/// tag: `follow_tag` keeps bits 48-55 clear.
+/// tag: `follow_tag` keeps bits 52-55 clear (an IP id or flow label has 20 bits at most).
 const STALE_TAG: u64 = u64::MAX;
 
 /// False only when no skb is followed (see `FOLLOWING`): then no packet needs looking up.

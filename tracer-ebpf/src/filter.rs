@@ -154,8 +154,8 @@ fn direction(view: *const ViewBytes) -> u32 {
     // SAFETY: this hook's `VIEWS` slot on this CPU (see `gather`), read in words.
     let l3 = unsafe { &(*view).l3 };
     // IPv4: the source is the high half of word 1 (bytes 12..16), the destination the low
-    // half of word 2. IPv6: the sources' first eight bytes are word 1, the destination's
-    // word 3. A comparison of the two, and which one counts by the version's low bit.
+    // half of word 2. IPv6: the source's first eight bytes are word 1, the destination's
+    // word 3. Both compared; the version's bit 1 (bit 5 of the first byte) says which counts.
     let v4 = below(l3[1] >> 32, l3[2] & 0xffff_ffff);
     let v6 = below(l3[1], l3[3]);
     let is_v6 = (l3[0] >> 5) & 1; // the version's bit set in 6 (0110), not in 4 (0100)
