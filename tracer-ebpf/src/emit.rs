@@ -356,20 +356,20 @@ fn wanted<const TUNNELS_TOO: bool>(
     }
     if site.skb != 0 && may_follow_any() {
         // SAFETY: the LRU map is preallocated, so the element stays map memory for the whole
-        // run; another CPU removing or reusing it meanwhile can only make `*tag` another
+        // run; another CPU removing or reusing it meanwhile can only make the tag another
         // skb's tag (any `u64` is valid), which at worst misjudges whether to follow.
         if let Some(entry) = FOLLOWED.get_ptr_mut(&site.skb) {
-            // SAFETY: as above.
-            let tag = unsafe { &mut *entry };
+            // SAFETY: as above; read once.
+            let tag = unsafe { entry.read() };
             // The address is followed, but is it still that packet? An skb freed where no
             // tracepoint fires (TCP frees acknowledged and read skbs quietly) leaves its entry
             // behind, and the next packet built at that address must not inherit it. A tunnel
             // pushed its outer headers onto the same skb: the packet is the one inside.
-            if (*tag != STALE_TAG && knows_no_headers(site, packet))
-                || *tag == follow_tag(packet)
+            if (tag != STALE_TAG && knows_no_headers(site, packet))
+                || tag == follow_tag(packet)
                 || (TUNNELS_TOO
                     && may_be_tunnel(packet)
-                    && carries_followed(site.hook as u32, *tag) != 0)
+                    && carries_followed(site.hook as u32, tag) != 0)
             {
                 return true;
             }
@@ -378,7 +378,8 @@ fn wanted<const TUNNELS_TOO: bool>(
             // tunnels are not looked into, a tunnel packet may be the followed one in its
             // outer headers: left for the next point to tell.)
             if TUNNELS_TOO || !encapsulation::may_carry(Outer::of(packet)) {
-                *tag = STALE_TAG;
+                // SAFETY: as above; a `u64` written.
+                unsafe { entry.write(STALE_TAG) };
             }
         }
     }

@@ -131,17 +131,13 @@ pub extern "C" fn tracer_filter(hook: u32, slot: u32, from: u32) -> u32 {
     // where it does not look (IP id, checksums, payload): judged once on this CPU, the
     // verdict is taken again by the bytes the run read, not re-run instruction by instruction.
     let way = slot * VERDICT_WAYS + direction(view);
-    let accept = remembered(way, view);
-    if accept != UNKNOWN {
+    if let Some(accept) = remembered(way, view) {
         return accept;
     }
     let accept = interpret(hook, slot, view);
     remember(hook, way, view, accept);
     accept
 }
-
-/// What [`remembered`] returns where its way holds no verdict for the view.
-const UNKNOWN: u32 = u32::MAX;
 
 /// Which of a filter program's `VERDICT_WAYS` ways keeps the verdict on `view`: 1 where its
 /// IP source address is below its destination (compared as loaded), so that the two
@@ -245,12 +241,10 @@ fn gather(hook: u32, l2: *const u8, l2_len: usize, l3_len: usize, wire_len: u32)
 
 /// The verdict in `VERDICTS` entry `way` (one of a filter program's on this CPU) if `view`
 /// has lengths it holds for (`cbpf::Lengths`) and the same bytes where that run read: 1
-/// accept, 0 reject; `UNKNOWN` otherwise.
+/// accept, 0 reject.
 #[inline(always)]
-fn remembered(way: u32, view: *mut ViewBytes) -> u32 {
-    let Some(cached) = VERDICTS.get_ptr(way) else {
-        return UNKNOWN;
-    };
+fn remembered(way: u32, view: *mut ViewBytes) -> Option<u32> {
+    let cached = VERDICTS.get_ptr(way)?;
     // SAFETY: `cached` is this way's entry on this CPU from a successful lookup, `view` this
     // hook's `VIEWS` slot (see `gather`): valid for the run. The entry is shared by the hooks,
     // and one may interrupt this run to rewrite it: every access is volatile, in program
@@ -258,7 +252,7 @@ fn remembered(way: u32, view: *mut ViewBytes) -> u32 {
     unsafe {
         let seq = core::ptr::read_volatile(&(*cached).seq);
         if seq & 1 != 0 {
-            return UNKNOWN;
+            return None;
         }
         let (was, now) = (&(*cached).view, &*view);
         // Field by field into registers: a copy of the whole would take stack the chain of
@@ -272,27 +266,23 @@ fn remembered(way: u32, view: *mut ViewBytes) -> u32 {
             wire_mask: core::ptr::read_volatile(&l.wire_mask),
         };
         if !lengths.admit(now.l2_len, now.l3_len, now.wire_len) {
-            return UNKNOWN;
+            return None;
         }
         let read = &(*cached).read;
         for i in 0..L2_LEN / 8 {
             let mask = core::ptr::read_volatile(&read[i]);
             if core::ptr::read_volatile(&was.l2[i]) != now.l2[i] & mask {
-                return UNKNOWN;
+                return None;
             }
         }
         for i in 0..HDR_LEN / 8 {
             let mask = core::ptr::read_volatile(&read[L2_LEN / 8 + i]);
             if core::ptr::read_volatile(&was.l3[i]) != now.l3[i] & mask {
-                return UNKNOWN;
+                return None;
             }
         }
         let accept = core::ptr::read_volatile(&(*cached).accept);
-        if core::ptr::read_volatile(&(*cached).seq) == seq {
-            accept
-        } else {
-            UNKNOWN
-        }
+        (core::ptr::read_volatile(&(*cached).seq) == seq).then_some(accept)
     }
 }
 
